@@ -1,0 +1,405 @@
+//! Command-line flags (parsed) and the commands they run (DESIGN.md "Command line").
+//!
+//! Exit status: 0 success; 1 invalid configuration (nothing changed); 2 apply failed or rolled back
+//! (previous ruleset in force); 3 `status`/`reload` found no running daemon; 64 usage; 70 internal error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+use crate::compile::DEFAULT_TABLE;
+use crate::daemon::control::{self, ClientError, Status};
+use crate::diag::Diagnostic;
+use crate::engine::{Engine, Outcome};
+use crate::nft::{netlink::Netlink, render::render, Dataplane};
+use crate::pipeline::{self, Input};
+use crate::probe::NetProber;
+use crate::state::Store;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_APPLY_FAILED: u8 = 2;
+/// `status` or `reload`: no daemon answers on the control socket.
+pub const EXIT_NOT_RUNNING: u8 = 3;
+pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_INTERNAL: u8 = 70;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hostpolicyd",
+    version,
+    about = "Calico-style host endpoint policy from files, enforced with one nftables table"
+)]
+pub struct Cli {
+    /// Directory of policy files (*.yaml, *.yml).
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTPOLICYD_CONFIG_DIR",
+        default_value = "/etc/hostpolicy.d"
+    )]
+    pub config_dir: PathBuf,
+    /// This node's name, matched against HostEndpoint `spec.node` [default: the host name].
+    #[arg(long, global = true, env = "HOSTPOLICYD_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Name of the nftables table (family inet) the daemon owns.
+    #[arg(long, global = true, env = "HOSTPOLICYD_TABLE", default_value = DEFAULT_TABLE)]
+    pub table: String,
+    /// Where the last good ruleset is kept.
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTPOLICYD_STATE_DIR",
+        default_value = "/var/lib/hostpolicyd"
+    )]
+    pub state_dir: PathBuf,
+    /// Where the control socket lives.
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTPOLICYD_RUNTIME_DIR",
+        default_value = "/run/hostpolicyd"
+    )]
+    pub runtime_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate only: the config directory, or the files given (any names); no root needed.
+    Check {
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+        /// Files to validate instead of the config directory (for Ansible's `validate: hostpolicyd check %s`).
+        files: Vec<PathBuf>,
+    },
+    /// Print the nftables ruleset that `apply` would load; no root needed.
+    Render,
+    /// One shot: validate, compile, run the connectivity checks, apply atomically, check again, roll back
+    /// if a check that passed before fails after (exit 2).
+    Apply,
+    /// Delete our table (and nothing else).
+    Flush,
+    /// The daemon (what the systemd unit starts): watch the directory, reload, probe, roll back.
+    Run,
+    /// What is applied: generation, content hash, host endpoints and their policies, last error, last
+    /// rollback (asks the running daemon; without one, shows the state directory's record and exits 3).
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to reload now and wait for the result: exit 0 applied or unchanged,
+    /// 1 invalid, 2 rolled back or apply failed, 3 no daemon running.
+    Reload,
+}
+
+/// Settings resolved from the flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_dir: PathBuf,
+    pub node: String,
+    pub table: String,
+    pub state_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn from_cli(cli: &Cli) -> Settings {
+        Settings {
+            config_dir: cli.config_dir.clone(),
+            node: cli
+                .node_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(hostname),
+            table: cli.table.clone(),
+            state_dir: cli.state_dir.clone(),
+            runtime_dir: cli.runtime_dir.clone(),
+        }
+    }
+}
+
+/// The kernel's host name (what Calico uses as the default node name).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+pub fn run(cli: Cli) -> u8 {
+    let settings = Settings::from_cli(&cli);
+    match cli.command {
+        Command::Check { strict, files } => check(&settings, strict, files),
+        Command::Render => render_cmd(&settings),
+        Command::Apply => apply(&settings),
+        Command::Flush => flush(&settings),
+        Command::Run => crate::daemon::run(&settings),
+        Command::Status { json } => status(&settings, json),
+        Command::Reload => reload(&settings),
+    }
+}
+
+fn print_diagnostics(diags: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+fn interfaces_or_empty() -> Vec<crate::resolve::Interface> {
+    crate::iface::current().unwrap_or_else(|e| {
+        eprintln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
+        Vec::new()
+    })
+}
+
+fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
+    let by_files = !files.is_empty();
+    let input = if by_files {
+        Input::Files(files)
+    } else {
+        Input::Dir(settings.config_dir.clone())
+    };
+    let loaded = pipeline::load(&input);
+    let (diags, ok) = if by_files {
+        // Files on their own are fragments of a directory: only validation applies, not node-level lints.
+        let mut d = loaded.diagnostics.clone();
+        crate::diag::sort(&mut d);
+        let ok = !d.iter().any(|x| x.is_error() || strict);
+        (d, ok)
+    } else {
+        match pipeline::build(
+            loaded,
+            &settings.node,
+            &interfaces_or_empty(),
+            &settings.table,
+            strict,
+        ) {
+            Ok(c) => (c.warnings, true),
+            Err(inv) => (inv.diagnostics, false),
+        }
+    };
+    print_diagnostics(&diags);
+    let errors = diags.iter().filter(|d| d.is_error() || strict).count();
+    let warnings = diags.len() - diags.iter().filter(|d| d.is_error()).count();
+    if ok {
+        println!(
+            "valid ({warnings} warning{})",
+            if warnings == 1 { "" } else { "s" }
+        );
+        EXIT_OK
+    } else {
+        eprintln!(
+            "hostpolicyd: {errors} error{}: configuration is invalid",
+            if errors == 1 { "" } else { "s" }
+        );
+        EXIT_INVALID
+    }
+}
+
+fn render_cmd(settings: &Settings) -> u8 {
+    match pipeline::build_dir(
+        &settings.config_dir,
+        &settings.node,
+        &interfaces_or_empty(),
+        &settings.table,
+    ) {
+        Ok(c) => {
+            print_diagnostics(&c.warnings);
+            print!("{}", render(&c.ruleset));
+            EXIT_OK
+        }
+        Err(inv) => {
+            print_diagnostics(&inv.diagnostics);
+            EXIT_INVALID
+        }
+    }
+}
+
+fn apply(settings: &Settings) -> u8 {
+    let compiled = match pipeline::build_dir(
+        &settings.config_dir,
+        &settings.node,
+        &interfaces_or_empty(),
+        &settings.table,
+    ) {
+        Ok(c) => c,
+        Err(inv) => {
+            print_diagnostics(&inv.diagnostics);
+            eprintln!("hostpolicyd: configuration is invalid: nothing applied");
+            return EXIT_INVALID;
+        }
+    };
+    print_diagnostics(&compiled.warnings);
+    let dp = match Netlink::new() {
+        Ok(dp) => dp,
+        Err(e) => {
+            eprintln!("hostpolicyd: error: cannot open nftables netlink socket: {e}");
+            return EXIT_APPLY_FAILED;
+        }
+    };
+    if control::status(&settings.runtime_dir).is_ok() {
+        eprintln!(
+            "hostpolicyd: warning: a daemon is running (it answers on {}); `hostpolicyd reload` asks it to apply instead",
+            control::socket_path(&settings.runtime_dir).display()
+        );
+    }
+    // The same protocol as the daemon: the state directory gives the rollback target and keeps the result.
+    let store = Store::new(&settings.state_dir);
+    let mut engine = Engine::new(dp, NetProber, &settings.node, &settings.table);
+    engine.restore(
+        store.load_last_good().ok().flatten().map(|l| l.ruleset),
+        store.load_summary().ok().flatten(),
+    );
+    let now = SystemTime::now();
+    let outcome = engine.reconcile(Ok(&compiled), now);
+    if let Err(e) = engine.save_state(&store, now) {
+        eprintln!(
+            "hostpolicyd: warning: cannot write the state directory {}: {e}",
+            settings.state_dir.display()
+        );
+    }
+    let table = &settings.table;
+    match &outcome {
+        Outcome::Applied { checks, .. } => {
+            for c in checks.failing_before() {
+                eprintln!(
+                    "hostpolicyd: warning: check {} ({}) failed before the swap too, so it could not judge it: {}",
+                    c.name, c.target, c.detail
+                );
+            }
+            println!(
+                "applied: table inet {table} ({} chains, {} rules, {} sets)",
+                compiled.ruleset.chains.len(),
+                compiled.ruleset.rule_count(),
+                compiled.ruleset.sets.len()
+            );
+        }
+        Outcome::Unchanged { .. } => {
+            println!("unchanged: table inet {table} already holds this ruleset")
+        }
+        Outcome::RolledBack {
+            failed, policies, ..
+        } => {
+            for c in failed {
+                eprintln!("hostpolicyd: error: check {} ({}) passed before the swap and failed after it: {}", c.name, c.target, c.detail);
+            }
+            if !policies.is_empty() {
+                eprintln!(
+                    "hostpolicyd: new or changed policies: {}",
+                    policies.join(", ")
+                );
+            }
+            eprintln!("hostpolicyd: error: {}", outcome.message(table));
+        }
+        Outcome::Failed {
+            message,
+            new_in_force: false,
+            ..
+        } => {
+            eprintln!(
+                "hostpolicyd: error: apply failed, previous ruleset still in force: {message}"
+            );
+        }
+        Outcome::Failed { .. } | Outcome::NotRetried { .. } | Outcome::Invalid { .. } => {
+            eprintln!("hostpolicyd: error: {}", outcome.message(table));
+        }
+    }
+    outcome.exit_code()
+}
+
+fn status(settings: &Settings, json: bool) -> u8 {
+    let (status, code) = match control::status(&settings.runtime_dir) {
+        Ok(s) => (s, EXIT_OK),
+        Err(e @ ClientError::NotRunning { .. }) => {
+            eprintln!("hostpolicyd: {e}");
+            match Store::new(&settings.state_dir).load_summary() {
+                Ok(Some(summary)) => (
+                    Status {
+                        daemon: None,
+                        summary,
+                    },
+                    EXIT_NOT_RUNNING,
+                ),
+                Ok(None) => {
+                    eprintln!(
+                        "hostpolicyd: nothing recorded in {} either",
+                        settings.state_dir.display()
+                    );
+                    return EXIT_NOT_RUNNING;
+                }
+                Err(e) => {
+                    eprintln!("hostpolicyd: error: {e}");
+                    return EXIT_NOT_RUNNING;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("hostpolicyd: error: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("hostpolicyd: error: {e}");
+                return EXIT_INTERNAL;
+            }
+        }
+    } else {
+        print!("{}", control::format_status(&status));
+    }
+    code
+}
+
+fn reload(settings: &Settings) -> u8 {
+    match control::reload(&settings.runtime_dir) {
+        Ok(reply) => {
+            let mut err = std::io::stderr().lock();
+            for d in &reply.diagnostics {
+                let _ = writeln!(err, "{d}");
+            }
+            if reply.exit_code == EXIT_OK {
+                println!("{}", reply.message);
+            } else {
+                let _ = writeln!(err, "hostpolicyd: error: {}", reply.message);
+            }
+            reply.exit_code
+        }
+        Err(e @ ClientError::NotRunning { .. }) => {
+            eprintln!(
+                "hostpolicyd: {e}; nothing reloaded (start it with `systemctl start hostpolicyd`)"
+            );
+            EXIT_NOT_RUNNING
+        }
+        Err(e) => {
+            eprintln!("hostpolicyd: error: {e}");
+            EXIT_INTERNAL
+        }
+    }
+}
+
+fn flush(settings: &Settings) -> u8 {
+    let result = Netlink::new().and_then(|mut dp| dp.flush(&settings.table));
+    match result {
+        Ok(()) => {
+            println!(
+                "flushed: table inet {} deleted (other tables untouched)",
+                settings.table
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("hostpolicyd: error: flush failed: {e}");
+            EXIT_APPLY_FAILED
+        }
+    }
+}

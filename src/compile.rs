@@ -1,0 +1,918 @@
+//! NodeView → Ruleset (the nftables layout of DESIGN.md, the chain sequence of spec §3.3–§3.4).
+//!
+//! Pure and deterministic: the same configuration and interfaces give the same ruleset, byte for byte,
+//! so the daemon can compare content hashes instead of reading the kernel back.
+//!
+//! Layout, one `inet` table for both families:
+//! - base chains `raw-prerouting`/`raw-output` (-300, untracked policy), `mangle-prerouting` (-150,
+//!   preDNAT), `filter-input`/`filter-forward`/`filter-output` (0, normal and forward policy) and
+//!   `mangle-postrouting` (-150, normal egress of DNATed local traffic);
+//! - dispatch to per-HEP chains through verdict maps on the interface name, with the wildcard HEP as the
+//!   fall-through `goto`;
+//! - one chain per policy and direction (`pi-NAME`, `po-NAME`), shared by every stage that uses it: its
+//!   verdicts (set ACCEPT and return, set PASS and return, drop, log) mean the same at every hook;
+//! - every address and port list is a named interval set.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use crate::model::{proto, Action as RuleAction, Config, GlobalNetworkPolicy, NamespaceScope, Port, Rule as PolicyRule};
+use crate::resolve::{selector_addresses, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage};
+use crate::ruleset::{
+    Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule, Ruleset, Set,
+    SetElement, SetType, Verdict, VerdictMap,
+};
+
+pub const DEFAULT_TABLE: &str = "hostpolicy";
+pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
+/// nftables limits names to 256 bytes (NFT_NAME_MAXLEN); longer ones are shortened with a hash.
+const MAX_NAME: usize = 200;
+/// nftables keeps at most 128 bytes of a rule comment and 127 of a log prefix.
+const MAX_COMMENT: usize = 128;
+const MAX_LOG_PREFIX: usize = 127;
+
+pub const PRIO_RAW: i32 = -300;
+pub const PRIO_MANGLE: i32 = -150;
+pub const PRIO_FILTER: i32 = 0;
+
+/// Compiles the node view into one table named `table`.
+pub fn compile(config: &Config, view: &NodeView, table: &str) -> Ruleset {
+    let mut c = Compiler::new(config, view);
+    c.failsafe_chains();
+    let endpoints: Vec<&ActiveEndpoint> = view.endpoints.iter().collect();
+    for ep in endpoints.iter().copied().chain(view.wildcard.iter()) {
+        c.endpoint_chains(ep);
+    }
+    c.dispatch_and_base_chains();
+    let mut ruleset = Ruleset {
+        table: table.to_string(),
+        comment: String::new(),
+        sets: c.sets.into_values().collect(),
+        maps: c.maps,
+        chains: c.chains,
+    };
+    ruleset.comment = format!("hostpolicyd sha256:{}", content_hash(&ruleset));
+    ruleset
+}
+
+/// Hash of everything but the comment: what "the same ruleset" means for the daemon.
+pub fn content_hash(ruleset: &Ruleset) -> String {
+    let mut copy = ruleset.clone();
+    copy.comment.clear();
+    let digest = Sha256::digest(format!("{copy:?}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash recorded in a table comment written by `compile`, if the comment is one of ours.
+pub fn hash_from_comment(comment: &str) -> Option<&str> {
+    comment.strip_prefix("hostpolicyd sha256:")
+}
+
+struct Compiler<'a> {
+    config: &'a Config,
+    view: &'a NodeView,
+    accept: u32,
+    pass: u32,
+    sets: BTreeMap<String, Set>,
+    maps: Vec<VerdictMap>,
+    chains: Vec<Chain>,
+    policy_chains: BTreeSet<String>,
+}
+
+/// Which per-HEP chain: stage plus direction, with its name prefix.
+fn endpoint_chain_prefix(stage: Stage, dir: Dir) -> &'static str {
+    match (stage, dir) {
+        (Stage::Untracked, Dir::Ingress) => "raw-fh-",
+        (Stage::Untracked, Dir::Egress) => "raw-th-",
+        (Stage::PreDnat, _) => "pre-fh-",
+        (Stage::Normal, Dir::Ingress) => "fh-",
+        (Stage::Normal, Dir::Egress) => "th-",
+        (Stage::Forward, Dir::Ingress) => "fhfw-",
+        (Stage::Forward, Dir::Egress) => "thfw-",
+    }
+}
+
+/// `prefix` + `id`, shortened with a hash when nftables would refuse the length.
+pub fn object_name(prefix: &str, id: &str) -> String {
+    let name = format!("{prefix}{id}");
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let mut cut = MAX_NAME - hash.len() - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash}", &name[..cut])
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s[..cut].to_string()
+}
+
+fn rule(matches: Vec<Match>, verdict: Option<Verdict>) -> Rule {
+    Rule { matches, counter: false, actions: Vec::new(), verdict, comment: None }
+}
+
+fn commented(mut r: Rule, comment: impl AsRef<str>) -> Rule {
+    r.comment = Some(truncate(comment.as_ref(), MAX_COMMENT));
+    r
+}
+
+fn family_of(net: &IpNet) -> Family {
+    match net {
+        IpNet::V4(_) => Family::Ipv4,
+        IpNet::V6(_) => Family::Ipv6,
+    }
+}
+
+fn family_suffix(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "v4",
+        Family::Ipv6 => "v6",
+    }
+}
+
+fn addr_elements(set: &AddressSet, f: Family) -> Vec<SetElement> {
+    match f {
+        Family::Ipv4 => set.v4.iter().map(|n| SetElement::V4(*n)).collect(),
+        Family::Ipv6 => set.v6.iter().map(|n| SetElement::V6(*n)).collect(),
+    }
+}
+
+fn addr_set_type(f: Family) -> SetType {
+    match f {
+        Family::Ipv4 => SetType::Ipv4Addr,
+        Family::Ipv6 => SetType::Ipv6Addr,
+    }
+}
+
+/// Sorted, merged port ranges (interval sets refuse overlaps).
+fn port_elements(ranges: &[(u16, u16)]) -> Vec<SetElement> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in sorted {
+        match merged.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged.into_iter().map(|(lo, hi)| SetElement::Ports(lo, hi)).collect()
+}
+
+fn numeric_ports(ports: &[Port]) -> Vec<(u16, u16)> {
+    ports
+        .iter()
+        .filter_map(|p| match p {
+            Port::Range(lo, hi) => Some((*lo, *hi)),
+            Port::Named(_) => None,
+        })
+        .collect()
+}
+
+fn named_ports(ports: &[Port]) -> Vec<&str> {
+    ports
+        .iter()
+        .filter_map(|p| match p {
+            Port::Named(n) => Some(n.as_str()),
+            Port::Range(..) => None,
+        })
+        .collect()
+}
+
+/// Protocol families a rule appears in (spec §1.10): `ipVersion`, ICMP flavour, and positive net lists
+/// that keep at least one net of the family.
+fn rule_families(rule: &PolicyRule) -> Vec<Family> {
+    let mut out = Vec::new();
+    for f in [Family::Ipv4, Family::Ipv6] {
+        let version_ok = match rule.ip_version {
+            Some(4) => f == Family::Ipv4,
+            Some(6) => f == Family::Ipv6,
+            _ => true,
+        };
+        let icmp_family = |p: Option<u8>| match p {
+            Some(proto::ICMP) => Some(Family::Ipv4),
+            Some(proto::ICMPV6) => Some(Family::Ipv6),
+            _ => None,
+        };
+        let icmp_ok = if rule.icmp.is_some() || rule.not_icmp.is_some() {
+            icmp_family(rule.protocol).is_none_or(|fam| fam == f)
+        } else {
+            true
+        };
+        let nets_ok = [&rule.source.nets, &rule.destination.nets]
+            .iter()
+            .all(|nets| nets.is_empty() || nets.iter().any(|n| family_of(n) == f));
+        if version_ok && icmp_ok && nets_ok {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Whether a rule needs separate nftables rules per family: it names a family, or matches addresses,
+/// ICMP types or named ports (whose address sets are per family).
+fn is_family_specific(r: &PolicyRule) -> bool {
+    let entity = |e: &crate::model::EntityRule| {
+        !e.nets.is_empty()
+            || !e.not_nets.is_empty()
+            || e.selector.is_some()
+            || e.not_selector.is_some()
+            || !named_ports(&e.ports).is_empty()
+            || !named_ports(&e.not_ports).is_empty()
+    };
+    r.ip_version.is_some() || r.icmp.is_some() || r.not_icmp.is_some() || entity(&r.source) || entity(&r.destination)
+}
+
+/// Whether a match only ever matches packets of one family (so no `meta nfproto` is needed).
+fn implies_family(m: &Match) -> bool {
+    matches!(m, Match::NfProto(_) | Match::Addr { .. } | Match::IcmpType { .. } | Match::IcmpCode { .. })
+}
+
+/// An nftables rule's worth of extra matches, one of several ORed alternatives.
+type Alternative = Vec<Match>;
+
+impl<'a> Compiler<'a> {
+    fn new(config: &'a Config, view: &'a NodeView) -> Self {
+        Compiler {
+            config,
+            view,
+            accept: view.settings.mark_accept,
+            pass: view.settings.mark_pass,
+            sets: BTreeMap::new(),
+            maps: Vec::new(),
+            chains: Vec::new(),
+            policy_chains: BTreeSet::new(),
+        }
+    }
+
+    fn mark_is(&self, bit: u32, set: bool) -> Match {
+        Match::Mark { mask: bit, value: if set { bit } else { 0 } }
+    }
+
+    fn clear_marks(&self) -> Action {
+        Action::MarkAnd(!(self.accept | self.pass))
+    }
+
+    fn add_set(&mut self, name: String, set_type: SetType, elements: Vec<SetElement>) -> String {
+        self.sets.insert(name.clone(), Set { name: name.clone(), set_type, elements });
+        name
+    }
+
+    // ---- failsafe (spec §4.3) -------------------------------------------------------------------
+
+    fn failsafe_chains(&mut self) {
+        let inbound = self.view.settings.failsafe_inbound.clone();
+        let outbound = self.view.settings.failsafe_outbound.clone();
+        let fin = self.failsafe_rules("failsafe-in", &inbound, Direction::Destination, Direction::Source, "inbound");
+        let fout =
+            self.failsafe_rules("failsafe-out", &outbound, Direction::Destination, Direction::Destination, "outbound");
+        // Raw extras: replies of failsafe connections skip untracked policy (no mark, no notrack).
+        let mut raw_in = fin.clone();
+        raw_in.extend(self.failsafe_rules(
+            "raw-failsafe-in-reply",
+            &outbound,
+            Direction::Source,
+            Direction::Source,
+            "reply to outbound",
+        ));
+        let mut raw_out = fout.clone();
+        raw_out.extend(self.failsafe_rules(
+            "raw-failsafe-out-reply",
+            &inbound,
+            Direction::Source,
+            Direction::Destination,
+            "reply to inbound",
+        ));
+        for (name, rules) in
+            [("failsafe-in", fin), ("failsafe-out", fout), ("raw-failsafe-in", raw_in), ("raw-failsafe-out", raw_out)]
+        {
+            self.chains.push(Chain { name: name.into(), base: None, rules });
+        }
+    }
+
+    /// Accept rules for failsafe entries: port on `port_dir`, the entry's net (if any) on `net_dir`.
+    /// Entries without a net are grouped per protocol into one port set.
+    fn failsafe_rules(
+        &mut self,
+        set_prefix: &str,
+        entries: &[crate::model::ProtoPort],
+        port_dir: Direction,
+        net_dir: Direction,
+        what: &str,
+    ) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        let mut by_proto: BTreeMap<u8, Vec<(u16, u16)>> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.net.is_none()) {
+            by_proto.entry(e.protocol).or_default().push((e.port, e.port));
+        }
+        for (p, ports) in by_proto {
+            let port = if ports.len() == 1 {
+                PortMatch::Single(ports[0].0)
+            } else {
+                let name = format!("{set_prefix}-{}", proto_name(p));
+                PortMatch::Set(self.add_set(name, SetType::InetService, port_elements(&ports)))
+            };
+            let m = vec![Match::Port { dir: port_dir, proto: p, port, negate: false }];
+            rules.push(commented(rule(m, Some(Verdict::Accept)), format!("failsafe {what} {}", proto_name(p))));
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let Some(net) = e.net else { continue };
+            let f = family_of(&net);
+            let set = self.add_set(
+                format!("{set_prefix}-{i}-{}", family_suffix(f)),
+                addr_set_type(f),
+                addr_elements(&crate::resolve::address_set(&[net]), f),
+            );
+            let m = vec![
+                Match::Addr { dir: net_dir, family: f, set, negate: false },
+                Match::Port { dir: port_dir, proto: e.protocol, port: PortMatch::Single(e.port), negate: false },
+            ];
+            rules.push(commented(
+                rule(m, Some(Verdict::Accept)),
+                format!("failsafe {what} {}:{}:{}", proto_name(e.protocol), net, e.port),
+            ));
+        }
+        rules
+    }
+
+    // ---- per-HEP chains (spec §3.4) ----------------------------------------------------------------
+
+    fn endpoint_chains(&mut self, ep: &ActiveEndpoint) {
+        for stage in [Stage::Untracked, Stage::PreDnat, Stage::Normal, Stage::Forward] {
+            for dir in [Dir::Ingress, Dir::Egress] {
+                if self.needs_endpoint_chain(ep, stage, dir) {
+                    self.endpoint_chain(ep, stage, dir);
+                }
+            }
+        }
+    }
+
+    fn needs_endpoint_chain(&self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) -> bool {
+        match stage {
+            Stage::Untracked | Stage::PreDnat => !ep.policies.get(stage, dir).is_empty(),
+            Stage::Normal | Stage::Forward => true,
+        }
+    }
+
+    fn endpoint_chain(&mut self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) -> String {
+        let name = object_name(endpoint_chain_prefix(stage, dir), &ep.name);
+        let (accept, pass) = (self.accept, self.pass);
+        let mut rules = Vec::new();
+        if stage != Stage::Untracked {
+            let est = CtStates { invalid: false, established: true, related: true, new: false };
+            rules.push(rule(vec![Match::CtState(est)], Some(Verdict::Accept)));
+            if self.view.settings.conntrack_invalid_check {
+                let inv = CtStates { invalid: true, established: false, related: false, new: false };
+                rules.push(rule(vec![Match::CtState(inv)], Some(Verdict::Drop)));
+            }
+        }
+        if stage != Stage::Forward {
+            let failsafe = match (stage, dir) {
+                (Stage::Untracked, Dir::Ingress) => "raw-failsafe-in",
+                (Stage::Untracked, Dir::Egress) => "raw-failsafe-out",
+                (_, Dir::Ingress) => "failsafe-in",
+                (_, Dir::Egress) => "failsafe-out",
+            };
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(failsafe.into()))));
+        }
+        rules.push(Rule { actions: vec![self.clear_marks()], ..Rule::default() });
+        let policies = ep.policies.get(stage, dir).to_vec();
+        for &p in &policies {
+            let chain = self.policy_chain(p, dir);
+            rules.push(rule(vec![self.mark_is(pass, false)], Some(Verdict::Jump(chain))));
+            let actions = if stage == Stage::Untracked { vec![Action::Notrack] } else { Vec::new() };
+            rules.push(Rule {
+                matches: vec![self.mark_is(accept, true)],
+                actions,
+                verdict: Some(Verdict::Return),
+                ..Rule::default()
+            });
+        }
+        if !policies.is_empty() && matches!(stage, Stage::Normal | Stage::Forward) {
+            let mut r = commented(
+                rule(vec![self.mark_is(pass, false)], Some(Verdict::Drop)),
+                format!("{}: end of tier default deny", ep.name),
+            );
+            r.counter = true;
+            rules.push(r);
+        }
+        if stage == Stage::Forward && !ep.policies.has_forward_policy() {
+            rules.push(commented(
+                Rule { actions: vec![Action::MarkOr(accept)], verdict: Some(Verdict::Return), ..Rule::default() },
+                format!("{}: no applyOnForward policy, forwarded traffic allowed", ep.name),
+            ));
+        }
+        if stage == Stage::Normal {
+            for profile in &ep.profiles {
+                if profile == DEFAULT_ALLOW_PROFILE {
+                    let mut r = commented(
+                        Rule { actions: vec![Action::MarkOr(accept)], verdict: Some(Verdict::Return), ..Rule::default() },
+                        format!("{}: profile {DEFAULT_ALLOW_PROFILE}", ep.name),
+                    );
+                    r.counter = true;
+                    rules.push(r);
+                }
+            }
+            let mut r = commented(rule(Vec::new(), Some(Verdict::Drop)), format!("{}: no profile matched", ep.name));
+            r.counter = true;
+            rules.push(r);
+        }
+        self.chains.push(Chain { name: name.clone(), base: None, rules });
+        name
+    }
+
+    // ---- policy chains (spec §3.4 "Policy chain") ---------------------------------------------------
+
+    fn policy_chain(&mut self, p: usize, dir: Dir) -> String {
+        let policy = &self.config.policies[p];
+        let (prefix, rules) = match dir {
+            Dir::Ingress => ("pi-", &policy.ingress),
+            Dir::Egress => ("po-", &policy.egress),
+        };
+        let name = object_name(prefix, &policy.name);
+        if !self.policy_chains.insert(name.clone()) {
+            return name;
+        }
+        let mut out = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            self.compile_rule(&name, policy, dir, i, r, &mut out);
+        }
+        self.chains.push(Chain { name: name.clone(), base: None, rules: out });
+        name
+    }
+
+    fn verdict_parts(&self, policy: &GlobalNetworkPolicy, action: RuleAction) -> (Vec<Action>, Option<Verdict>) {
+        match action {
+            RuleAction::Allow => (vec![Action::MarkOr(self.accept)], Some(Verdict::Return)),
+            RuleAction::Pass => (vec![Action::MarkOr(self.pass)], Some(Verdict::Return)),
+            RuleAction::Deny => (Vec::new(), Some(Verdict::Drop)),
+            RuleAction::Log => (vec![Action::Log { prefix: self.log_prefix(policy) }], None),
+        }
+    }
+
+    /// Felix's `logPrefix` with its `%t` (tier), `%k` (kind), `%n` (name), `%p` (policy) expanded.
+    fn log_prefix(&self, policy: &GlobalNetworkPolicy) -> String {
+        let expanded = self
+            .view
+            .settings
+            .log_prefix
+            .replace("%t", "default")
+            .replace("%k", "gnp")
+            .replace("%n", &policy.name)
+            .replace("%p", &format!("gnp/{}", policy.name));
+        truncate(&format!("{expanded}: "), MAX_LOG_PREFIX)
+    }
+
+    fn compile_rule(
+        &mut self,
+        chain: &str,
+        policy: &GlobalNetworkPolicy,
+        dir: Dir,
+        index: usize,
+        r: &PolicyRule,
+        out: &mut Vec<Rule>,
+    ) {
+        let dir_name = match dir {
+            Dir::Ingress => "ingress",
+            Dir::Egress => "egress",
+        };
+        let comment = format!("{} {dir_name}[{index}] {:?}", policy.name, r.action);
+        if r.source.service_accounts || r.destination.service_accounts {
+            // Workload-only criterion: it matches no host address, so the rule can never match.
+            return;
+        }
+        let (actions, verdict) = self.verdict_parts(policy, r.action);
+        let rule_id = format!("{chain}-{index}");
+        // A rule with nothing family-specific is one nftables rule for both families; otherwise one per
+        // family, each restricted to its family (spec §1.10).
+        let per_family = is_family_specific(r);
+        let families = if per_family { rule_families(r) } else { vec![Family::Ipv4] };
+        for f in families {
+            let mut base = Vec::new();
+            if let Some(p) = r.protocol {
+                base.push(Match::L4Proto { proto: p, negate: false });
+            }
+            if let Some(p) = r.not_protocol {
+                base.push(Match::L4Proto { proto: p, negate: true });
+            }
+            if let Some(icmp) = r.icmp {
+                base.push(Match::IcmpType { family: f, icmp_type: icmp.icmp_type, negate: false });
+                if let Some(code) = icmp.code {
+                    base.push(Match::IcmpCode { family: f, code, negate: false });
+                }
+            }
+            let mut alternatives: Vec<Alternative> = vec![Vec::new()];
+            if let Some(not) = r.not_icmp {
+                // not (type == t && code == c), written as two disjoint alternatives so Log logs once.
+                let mut alts = vec![vec![Match::IcmpType { family: f, icmp_type: not.icmp_type, negate: true }]];
+                if let Some(code) = not.code {
+                    alts.push(vec![
+                        Match::IcmpType { family: f, icmp_type: not.icmp_type, negate: false },
+                        Match::IcmpCode { family: f, code, negate: true },
+                    ]);
+                }
+                alternatives = product(&alternatives, &alts);
+            }
+            let mut exclusions: Vec<Alternative> = Vec::new();
+            for (side, entity, tag) in
+                [(Direction::Source, &r.source, "s"), (Direction::Destination, &r.destination, "d")]
+            {
+                let id = format!("{rule_id}-{tag}");
+                if !entity.nets.is_empty() {
+                    let nets: Vec<IpNet> = entity.nets.iter().copied().filter(|n| family_of(n) == f).collect();
+                    let set = self.net_set(&format!("{id}net"), f, &nets);
+                    base.push(Match::Addr { dir: side, family: f, set, negate: false });
+                }
+                let not_nets: Vec<IpNet> = entity.not_nets.iter().copied().filter(|n| family_of(n) == f).collect();
+                if !not_nets.is_empty() {
+                    let set = self.net_set(&format!("{id}notnet"), f, &not_nets);
+                    base.push(Match::Addr { dir: side, family: f, set, negate: true });
+                }
+                if let Some(sel) = &entity.selector {
+                    let set = self.selector_set(&SelectorKey::new(&sel.value, &entity.namespace_scope), f);
+                    base.push(Match::Addr { dir: side, family: f, set, negate: false });
+                }
+                if let Some(sel) = &entity.not_selector {
+                    let set = self.selector_set(&SelectorKey::new(&sel.value, &entity.namespace_scope), f);
+                    base.push(Match::Addr { dir: side, family: f, set, negate: true });
+                }
+                let port_alts = self.port_alternatives(&format!("{id}port"), r, entity, side, f, &entity.ports);
+                if let Some(alts) = port_alts {
+                    alternatives = product(&alternatives, &alts);
+                }
+                let numeric_not = numeric_ports(&entity.not_ports);
+                if !numeric_not.is_empty() {
+                    let proto = r.protocol.unwrap_or(proto::TCP);
+                    let port = self.port_match(&format!("{id}notport"), &numeric_not);
+                    base.push(Match::Port { dir: side, proto, port, negate: true });
+                }
+                if !named_ports(&entity.not_ports).is_empty() {
+                    for alt in self.named_port_alternatives(&format!("{id}notnp"), r, entity, side, f, &entity.not_ports)
+                    {
+                        exclusions.push(alt);
+                    }
+                }
+            }
+            for alt in alternatives {
+                let mut matches = base.clone();
+                matches.extend(alt);
+                if per_family && !matches.iter().any(implies_family) {
+                    matches.insert(0, Match::NfProto(f));
+                }
+                if exclusions.is_empty() {
+                    out.push(Rule {
+                        matches,
+                        counter: true,
+                        actions: actions.clone(),
+                        verdict: verdict.clone(),
+                        comment: Some(truncate(&comment, MAX_COMMENT)),
+                    });
+                } else {
+                    self.rule_with_exclusions(&rule_id, f, out.len(), matches, &exclusions, &actions, &verdict, &comment, out);
+                }
+            }
+        }
+    }
+
+    /// A rule with named `notPorts`: the packet must match none of several (address, protocol, port)
+    /// groups, which one nftables rule cannot say. The positive part jumps to a helper chain that returns
+    /// on an excluded packet and otherwise applies the action; the caller re-checks the marks.
+    #[allow(clippy::too_many_arguments)]
+    fn rule_with_exclusions(
+        &mut self,
+        rule_id: &str,
+        f: Family,
+        n: usize,
+        matches: Vec<Match>,
+        exclusions: &[Alternative],
+        actions: &[Action],
+        verdict: &Option<Verdict>,
+        comment: &str,
+        out: &mut Vec<Rule>,
+    ) {
+        let name = object_name("", &format!("{rule_id}-{}-x{n}", family_suffix(f)));
+        let mut rules: Vec<Rule> = exclusions.iter().map(|e| rule(e.clone(), Some(Verdict::Return))).collect();
+        rules.push(Rule {
+            matches: Vec::new(),
+            counter: true,
+            actions: actions.to_vec(),
+            verdict: verdict.clone(),
+            comment: Some(truncate(comment, MAX_COMMENT)),
+        });
+        self.chains.push(Chain { name: name.clone(), base: None, rules });
+        out.push(rule(matches, Some(Verdict::Jump(name))));
+        out.push(rule(vec![self.mark_is(self.accept, true)], Some(Verdict::Return)));
+        out.push(rule(vec![self.mark_is(self.pass, true)], Some(Verdict::Return)));
+    }
+
+    fn net_set(&mut self, id: &str, f: Family, nets: &[IpNet]) -> String {
+        let name = object_name("", &format!("{id}-{}", family_suffix(f)));
+        let set = crate::resolve::address_set(nets);
+        self.add_set(name, addr_set_type(f), addr_elements(&set, f))
+    }
+
+    fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
+        let digest = Sha256::digest(format!("{}|{}", key.canonical, key.namespaced).as_bytes());
+        let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let name = format!("sel-{hash}-{}", family_suffix(f));
+        if !self.sets.contains_key(&name) {
+            let set = self.view.selector_sets.get(key).cloned().unwrap_or_default();
+            self.add_set(name.clone(), addr_set_type(f), addr_elements(&set, f));
+        }
+        name
+    }
+
+    fn port_match(&mut self, id: &str, ranges: &[(u16, u16)]) -> PortMatch {
+        match ranges {
+            [(lo, hi)] if lo == hi => PortMatch::Single(*lo),
+            _ => PortMatch::Set(self.add_set(object_name("", id), SetType::InetService, port_elements(ranges))),
+        }
+    }
+
+    /// `ports` means: numeric ports OR any of the named ports (spec §1.6). `None` when the rule has none.
+    fn port_alternatives(
+        &mut self,
+        id: &str,
+        r: &PolicyRule,
+        entity: &crate::model::EntityRule,
+        side: Direction,
+        f: Family,
+        ports: &[Port],
+    ) -> Option<Vec<Alternative>> {
+        if ports.is_empty() {
+            return None;
+        }
+        let mut alts = Vec::new();
+        let numeric = numeric_ports(ports);
+        if !numeric.is_empty() {
+            let proto = r.protocol.unwrap_or(proto::TCP);
+            let port = self.port_match(id, &numeric);
+            alts.push(vec![Match::Port { dir: side, proto, port, negate: false }]);
+        }
+        if !named_ports(ports).is_empty() {
+            alts.extend(self.named_port_alternatives(&format!("{id}np"), r, entity, side, f, ports));
+        }
+        Some(alts)
+    }
+
+    /// Named ports (spec §1.6, §3.8): the (IP, protocol, port) triples of HEPs picked by the same side's
+    /// selector (or every HEP) that declare a port of that name, grouped by (protocol, port) into one
+    /// alternative each: an address set plus a port match.
+    fn named_port_alternatives(
+        &mut self,
+        id: &str,
+        r: &PolicyRule,
+        entity: &crate::model::EntityRule,
+        side: Direction,
+        f: Family,
+        ports: &[Port],
+    ) -> Vec<Alternative> {
+        let names: BTreeSet<&str> = named_ports(ports).into_iter().collect();
+        let mut groups: BTreeMap<(u8, u16), Vec<IpNet>> = BTreeMap::new();
+        if entity.namespace_scope != NamespaceScope::Namespaced {
+            for hep in &self.config.host_endpoints {
+                if let Some(sel) = &entity.selector {
+                    if !sel.value.matches(&hep.labels) {
+                        continue;
+                    }
+                }
+                for port in hep.ports.iter().filter(|p| names.contains(p.name.as_str())) {
+                    if r.protocol.is_some_and(|p| p != port.protocol) {
+                        continue;
+                    }
+                    let ips = hep.expected_ips.iter().map(|ip| IpNet::from(*ip)).filter(|n| family_of(n) == f);
+                    groups.entry((port.protocol, port.port)).or_default().extend(ips);
+                }
+            }
+        }
+        let mut alts = Vec::new();
+        for (k, ((p, port), nets)) in groups.into_iter().enumerate() {
+            if nets.is_empty() {
+                continue;
+            }
+            let set = self.net_set(&format!("{id}{k}"), f, &nets);
+            alts.push(vec![
+                Match::Addr { dir: side, family: f, set, negate: false },
+                Match::Port { dir: side, proto: p, port: PortMatch::Single(port), negate: false },
+            ]);
+        }
+        alts
+    }
+
+    // ---- dispatch and base chains (spec §3.3) --------------------------------------------------------
+
+    /// A dispatch chain: a verdict map from interface name to per-HEP chain (goto), then the wildcard HEP's
+    /// chain for everything unclaimed. Returns the chain name, or None when no HEP takes part.
+    fn dispatch(
+        &mut self,
+        name: &str,
+        key: IfDir,
+        stage: Stage,
+        dir: Dir,
+        include_wildcard: bool,
+        wildcard_skips_workloads: bool,
+    ) -> Option<String> {
+        let mut elements = Vec::new();
+        for ep in &self.view.endpoints {
+            if !self.needs_endpoint_chain(ep, stage, dir) {
+                continue;
+            }
+            let chain = object_name(endpoint_chain_prefix(stage, dir), &ep.name);
+            for iface in &ep.interfaces {
+                elements.push((iface.clone(), Verdict::Goto(chain.clone())));
+            }
+        }
+        elements.sort_by(|a, b| a.0.cmp(&b.0));
+        let wildcard = self
+            .view
+            .wildcard
+            .as_ref()
+            .filter(|ep| include_wildcard && self.needs_endpoint_chain(ep, stage, dir))
+            .map(|ep| object_name(endpoint_chain_prefix(stage, dir), &ep.name));
+        if elements.is_empty() && wildcard.is_none() {
+            return None;
+        }
+        let mut rules = Vec::new();
+        if !elements.is_empty() {
+            let map = format!("{name}-map");
+            self.maps.push(VerdictMap { name: map.clone(), elements });
+            rules.push(rule(Vec::new(), Some(Verdict::Vmap { key, map })));
+        }
+        if let Some(chain) = wildcard {
+            if wildcard_skips_workloads {
+                let d = if key == IfDir::In { Direction::Source } else { Direction::Destination };
+                for prefix in &self.view.settings.workload_prefixes {
+                    rules.push(rule(
+                        vec![Match::IfNamePrefix { dir: d, prefix: prefix.clone() }],
+                        Some(Verdict::Return),
+                    ));
+                }
+            }
+            rules.push(commented(rule(Vec::new(), Some(Verdict::Goto(chain))), "wildcard HostEndpoint"));
+        }
+        self.chains.push(Chain { name: name.to_string(), base: None, rules });
+        Some(name.to_string())
+    }
+
+    fn dispatch_and_base_chains(&mut self) {
+        let (accept, pass) = (self.accept, self.pass);
+        let accepted = || Match::Mark { mask: accept, value: accept };
+        let workload_returns = |dir: Direction, prefixes: &[String]| -> Vec<Rule> {
+            prefixes
+                .iter()
+                .map(|p| {
+                    commented(
+                        rule(vec![Match::IfNamePrefix { dir, prefix: p.clone() }], Some(Verdict::Return)),
+                        "workload interface: not a host endpoint",
+                    )
+                })
+                .collect()
+        };
+        let prefixes = self.view.settings.workload_prefixes.clone();
+
+        let raw_from = self.dispatch("raw-from-hep", IfDir::In, Stage::Untracked, Dir::Ingress, false, false);
+        let raw_to = self.dispatch("raw-to-hep", IfDir::Out, Stage::Untracked, Dir::Egress, false, false);
+        let pre_from = self.dispatch("mangle-from-hep", IfDir::In, Stage::PreDnat, Dir::Ingress, true, false);
+        let from = self.dispatch("filter-from-hep", IfDir::In, Stage::Normal, Dir::Ingress, true, false);
+        let to = self.dispatch("filter-to-hep", IfDir::Out, Stage::Normal, Dir::Egress, true, false);
+        let fw_from = self.dispatch("filter-from-hep-fw", IfDir::In, Stage::Forward, Dir::Ingress, true, false);
+        let fw_to = self.dispatch("filter-to-hep-fw", IfDir::Out, Stage::Forward, Dir::Egress, true, false);
+        // The mangle egress copy reuses the normal egress chains (`th-`); the wildcard skips workloads.
+        let post_to = self.dispatch("mangle-to-hep", IfDir::Out, Stage::Normal, Dir::Egress, true, true);
+
+        let mut base = Vec::new();
+        for (name, hook, prio, dispatch) in [
+            ("raw-prerouting", Hook::Prerouting, PRIO_RAW, raw_from),
+            ("raw-output", Hook::Output, PRIO_RAW, raw_to),
+        ] {
+            let mut rules = vec![Rule { actions: vec![self.clear_marks()], ..Rule::default() }];
+            if let Some(d) = dispatch {
+                rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
+                rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+            }
+            base.push(Chain { name: name.into(), base: Some(BaseHook { hook, priority: prio }), rules });
+        }
+
+        let est = CtStates { invalid: false, established: true, related: true, new: false };
+        let mut rules = vec![
+            rule(vec![Match::CtState(est)], Some(Verdict::Accept)),
+            rule(vec![accepted()], Some(Verdict::Accept)),
+        ];
+        if let Some(d) = pre_from {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
+            rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+        }
+        base.push(Chain {
+            name: "mangle-prerouting".into(),
+            base: Some(BaseHook { hook: Hook::Prerouting, priority: PRIO_MANGLE }),
+            rules,
+        });
+
+        let mut rules = workload_returns(Direction::Source, &prefixes);
+        rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+        rules.push(Rule { actions: vec![self.clear_marks()], ..Rule::default() });
+        if let Some(d) = from {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
+            rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+        }
+        base.push(Chain {
+            name: "filter-input".into(),
+            base: Some(BaseHook { hook: Hook::Input, priority: PRIO_FILTER }),
+            rules,
+        });
+
+        let mut rules = vec![Rule { actions: vec![Action::MarkAnd(!pass)], ..Rule::default() }];
+        if let Some(d) = fw_from {
+            rules.push(rule(vec![Match::Mark { mask: accept, value: 0 }], Some(Verdict::Jump(d))));
+        }
+        if let Some(d) = fw_to {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
+        }
+        rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+        rules.push(commented(
+            Rule { actions: vec![Action::MarkOr(accept)], ..Rule::default() },
+            "forwarded: mark for mangle postrouting",
+        ));
+        base.push(Chain {
+            name: "filter-forward".into(),
+            base: Some(BaseHook { hook: Hook::Forward, priority: PRIO_FILTER }),
+            rules,
+        });
+
+        let mut rules = vec![rule(vec![accepted()], Some(Verdict::Accept))];
+        rules.extend(workload_returns(Direction::Destination, &prefixes));
+        rules.push(Rule { actions: vec![self.clear_marks()], ..Rule::default() });
+        rules.push(commented(
+            rule(vec![Match::CtStatusDnat { negate: false }], Some(Verdict::Return)),
+            "DNATed: checked in mangle postrouting",
+        ));
+        if let Some(d) = to {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
+            rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+        }
+        base.push(Chain {
+            name: "filter-output".into(),
+            base: Some(BaseHook { hook: Hook::Output, priority: PRIO_FILTER }),
+            rules,
+        });
+
+        let mut rules = vec![rule(vec![accepted()], Some(Verdict::Return))];
+        if let Some(d) = post_to {
+            rules.push(rule(vec![Match::CtStatusDnat { negate: false }], Some(Verdict::Jump(d))));
+            rules.push(rule(vec![accepted()], Some(Verdict::Return)));
+        }
+        base.push(Chain {
+            name: "mangle-postrouting".into(),
+            base: Some(BaseHook { hook: Hook::Postrouting, priority: PRIO_MANGLE }),
+            rules,
+        });
+        // Base chains first: the order `render` prints them in.
+        base.append(&mut self.chains);
+        self.chains = base;
+    }
+}
+
+fn product(a: &[Alternative], b: &[Alternative]) -> Vec<Alternative> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let mut v = x.clone();
+            v.extend(y.iter().cloned());
+            out.push(v);
+        }
+    }
+    out
+}
+
+pub fn proto_name(p: u8) -> String {
+    match p {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::SCTP => "sctp".into(),
+        proto::ICMP => "icmp".into(),
+        proto::ICMPV6 => "icmpv6".into(),
+        proto::UDPLITE => "udplite".into(),
+        n => n.to_string(),
+    }
+}
+
+/// Looks up the address set a selector resolves to, computing it when `resolve` did not (used by
+/// `explain` and tests).
+pub fn addresses_for(config: &Config, view: &NodeView, key: &SelectorKey, selector: &crate::selector::Selector) -> AddressSet {
+    view.selector_sets.get(key).cloned().unwrap_or_else(|| {
+        let scope = if key.namespaced { NamespaceScope::Namespaced } else { NamespaceScope::Any };
+        selector_addresses(config, selector, &scope).0
+    })
+}

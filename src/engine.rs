@@ -1,0 +1,992 @@
+//! The apply protocol (DESIGN.md "Apply, probe, roll back"), shared by `hostpolicyd apply` and the daemon.
+//!
+//! Given the result of the pure pipeline (a compiled ruleset, or the diagnostics of an invalid
+//! configuration), [`Engine::reconcile`] decides and does:
+//!
+//! 1. invalid configuration: no kernel I/O at all; the applied ruleset stays.
+//! 2. the compiled content hash equals the one in our table's comment *in the kernel*: no kernel write.
+//! 3. the same contents were rolled back before: not retried until the compile result changes.
+//! 4. otherwise: run this node's connectivity checks (baseline), apply the new table atomically, run them
+//!    again. A check that passed before and fails after ⇒ restore what the kernel held before the swap,
+//!    atomically (our previous ruleset, or no table at all), and remember the rejected hash.
+//!
+//! The engine is generic over the [`Dataplane`] (netlink in production, a recording fake in tests) and the
+//! [`Prober`]; it never reads the clock (the caller passes `now`) and never logs: it returns an
+//! [`Outcome`] that the caller logs and turns into an exit status or a control-socket reply.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use crate::compile::{content_hash, hash_from_comment, object_name};
+use crate::diag::Diagnostic;
+use crate::model::{Config, ConnectivityCheck};
+use crate::nft::Dataplane;
+use crate::pipeline::{Compiled, Invalid};
+use crate::probe::{CheckResult, Prober};
+use crate::resolve::{ActiveEndpoint, Dir, NodeView, Stage};
+use crate::ruleset::{Match, PortMatch, Ruleset};
+use crate::state::{
+    rfc3339, EndpointSummary, ErrorSummary, RollbackSummary, StagePolicies, Summary,
+};
+
+/// Exit statuses shared with the command line (DESIGN.md "Command line").
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_APPLY_FAILED: u8 = 2;
+
+/// The checks of one reconcile: before the swap and after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    pub baseline: Vec<CheckResult>,
+    pub after: Vec<CheckResult>,
+}
+
+impl Checks {
+    /// Checks that passed before the swap and failed after it: the reason for a rollback.
+    pub fn regressions(&self) -> Vec<CheckResult> {
+        self.after
+            .iter()
+            .filter(|a| !a.passed && self.baseline.iter().any(|b| b.name == a.name && b.passed))
+            .cloned()
+            .collect()
+    }
+    /// Checks that failed already before the swap (and so cannot judge it).
+    pub fn failing_before(&self) -> Vec<CheckResult> {
+        self.baseline
+            .iter()
+            .filter(|b| !b.passed)
+            .cloned()
+            .collect()
+    }
+}
+
+/// What the kernel holds after a rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// Our previous ruleset, re-applied.
+    Previous { generation: u64, hash: String },
+    /// There was no table before the swap (first start): our table was deleted.
+    Flushed,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Restored::Previous { generation, hash } => {
+                write!(f, "generation {generation} (sha256:{})", short(hash))
+            }
+            Restored::Flushed => f.write_str("no table (there was none before)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new ruleset is in force.
+    Applied {
+        generation: u64,
+        hash: String,
+        checks: Checks,
+    },
+    /// The kernel already holds this ruleset: nothing written.
+    Unchanged { generation: u64, hash: String },
+    /// The configuration is invalid: nothing written, the applied ruleset stays.
+    Invalid { diagnostics: Vec<Diagnostic> },
+    /// Applied, a check regressed, the previous state is restored.
+    RolledBack {
+        hash: String,
+        failed: Vec<CheckResult>,
+        restored: Restored,
+        policies: Vec<String>,
+        checks: Checks,
+    },
+    /// These contents were rolled back before; not retried until they change.
+    NotRetried { hash: String, failed: Vec<String> },
+    /// The kernel refused a batch (`message` is its error). Normally nothing changed; `new_in_force` is
+    /// set when the apply succeeded but the rollback after a failed check did not.
+    Failed {
+        hash: Option<String>,
+        message: String,
+        new_in_force: bool,
+    },
+}
+
+impl Outcome {
+    /// `applied`, `unchanged`, `invalid`, `rolled_back`, `not_retried`, `failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Applied { .. } => "applied",
+            Outcome::Unchanged { .. } => "unchanged",
+            Outcome::Invalid { .. } => "invalid",
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::NotRetried { .. } => "not_retried",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// 0 applied or unchanged, 1 invalid, 2 rolled back (now or before) or failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Applied { .. } | Outcome::Unchanged { .. } => EXIT_OK,
+            Outcome::Invalid { .. } => EXIT_INVALID,
+            Outcome::RolledBack { .. } | Outcome::NotRetried { .. } | Outcome::Failed { .. } => {
+                EXIT_APPLY_FAILED
+            }
+        }
+    }
+
+    /// One line for people (logs, `reload`, STATUS=).
+    pub fn message(&self, table: &str) -> String {
+        match self {
+            Outcome::Applied { generation, hash, .. } => {
+                format!("applied generation {generation} (sha256:{}) to table inet {table}", short(hash))
+            }
+            Outcome::Unchanged { generation, hash } => format!(
+                "unchanged: table inet {table} already holds this ruleset (generation {generation}, sha256:{})",
+                short(hash)
+            ),
+            Outcome::Invalid { diagnostics } => {
+                let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                format!(
+                    "configuration is invalid ({errors} error{}): nothing applied, the previous ruleset stays",
+                    plural(errors)
+                )
+            }
+            Outcome::RolledBack { hash, failed, restored, .. } => format!(
+                "rolled back sha256:{}: check{} {} failed after the swap; in force: {restored}",
+                short(hash),
+                plural(failed.len()),
+                names(failed.iter().map(|c| c.name.as_str()))
+            ),
+            Outcome::NotRetried { hash, failed } => format!(
+                "not retried: these contents (sha256:{}) were rolled back before (check{} {} failed); change the files to retry",
+                short(hash),
+                plural(failed.len()),
+                names(failed.iter().map(String::as_str))
+            ),
+            Outcome::Failed { message, new_in_force: false, .. } => {
+                format!("apply failed, the previous ruleset is still in force: {message}")
+            }
+            Outcome::Failed { message, new_in_force: true, .. } => format!("rollback failed: {message}"),
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    it.collect::<Vec<_>>().join(", ")
+}
+
+/// The first 12 hex digits of a content hash, for one-line messages.
+pub fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// What the kernel holds, as far as our table goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kernel {
+    /// No table of our name.
+    None,
+    /// A table with this content hash in its comment (empty when the comment is not ours).
+    Table(String),
+    /// The query failed.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone)]
+struct Rejected {
+    hash: String,
+    failed: Vec<String>,
+}
+
+pub struct Engine<D: Dataplane, P: Prober> {
+    dp: D,
+    prober: P,
+    /// The last good ruleset: applied and kept by us (or adopted from the kernel / the state file).
+    last_good: Option<Ruleset>,
+    rejected: Option<Rejected>,
+    summary: Summary,
+}
+
+impl<D: Dataplane, P: Prober> Engine<D, P> {
+    pub fn new(dp: D, prober: P, node: &str, table: &str) -> Self {
+        let summary = Summary {
+            node: node.to_string(),
+            table: table.to_string(),
+            ..Summary::default()
+        };
+        Engine {
+            dp,
+            prober,
+            last_good: None,
+            rejected: None,
+            summary,
+        }
+    }
+
+    /// Starts from what the state directory remembers: the last good ruleset and the summary. Used
+    /// only as the rollback target when the kernel still holds exactly that ruleset.
+    pub fn restore(&mut self, last_good: Option<Ruleset>, summary: Option<Summary>) {
+        let table = self.summary.table.clone();
+        let node = self.summary.node.clone();
+        self.last_good = last_good.filter(|r| r.table == table);
+        if let Some(s) = summary.filter(|s| s.table == table) {
+            self.summary = Summary {
+                node,
+                table,
+                applies: 0,
+                rollbacks: 0,
+                ..s
+            };
+        }
+        if self.last_good.as_ref().map(content_hash) != self.summary.hash {
+            // The two files disagree (one write of two got lost): trust the ruleset file.
+            self.summary.hash = self.last_good.as_ref().map(content_hash);
+        }
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    pub fn last_good(&self) -> Option<&Ruleset> {
+        self.last_good.as_ref()
+    }
+
+    /// Writes the last good ruleset (when it changed) and the summary to the state directory.
+    pub fn save_state(&self, store: &crate::state::Store, now: SystemTime) -> std::io::Result<()> {
+        if let Some(r) = &self.last_good {
+            let stored = store.load_last_good().ok().flatten().map(|l| l.hash);
+            if stored.as_deref() != self.summary.hash.as_deref() {
+                store.save_last_good(self.summary.generation, r, now)?;
+            }
+        }
+        store.save_summary(&self.summary)
+    }
+
+    pub fn dataplane(&mut self) -> &mut D {
+        &mut self.dp
+    }
+
+    /// Asks the kernel what it holds and records it in the summary (`kernel`).
+    pub fn inspect_kernel(&mut self) -> Kernel {
+        let table = self.summary.table.clone();
+        let k = match self.dp.table_comment(&table) {
+            Ok(None) => Kernel::None,
+            Ok(Some(c)) => Kernel::Table(hash_from_comment(&c).unwrap_or("").to_string()),
+            Err(e) => Kernel::Unknown(e.to_string()),
+        };
+        self.summary.kernel = match &k {
+            Kernel::None => "none".into(),
+            Kernel::Table(h) if Some(h) == self.summary.hash.as_ref() => "ours".into(),
+            Kernel::Table(h) if h.is_empty() => "foreign (not written by hostpolicyd)".into(),
+            Kernel::Table(h) => format!("foreign sha256:{}", short(h)),
+            Kernel::Unknown(e) => format!("unknown ({e})"),
+        };
+        k
+    }
+
+    /// One decision: see the module documentation.
+    pub fn reconcile(&mut self, input: Result<&Compiled, &Invalid>, now: SystemTime) -> Outcome {
+        let outcome = match input {
+            Err(invalid) => Outcome::Invalid {
+                diagnostics: invalid.diagnostics.clone(),
+            },
+            Ok(compiled) => self.reconcile_valid(compiled, now),
+        };
+        self.record(&outcome, now);
+        outcome
+    }
+
+    fn reconcile_valid(&mut self, compiled: &Compiled, now: SystemTime) -> Outcome {
+        let table = self.summary.table.clone();
+        let new = &compiled.ruleset;
+        let hash = hash_from_comment(&new.comment)
+            .map(str::to_string)
+            .unwrap_or_else(|| content_hash(new));
+
+        let kernel = self.inspect_kernel();
+        if kernel == Kernel::Table(hash.clone()) {
+            if self.summary.hash.as_deref() != Some(&hash) {
+                // The kernel holds it but we did not record it (state lost, or written by another run):
+                // adopt it as the last good.
+                self.summary.generation += 1;
+                self.summary.applied_at = Some(rfc3339(now));
+            }
+            self.adopt(compiled, &hash);
+            self.summary.kernel = "ours".into();
+            return Outcome::Unchanged {
+                generation: self.summary.generation,
+                hash,
+            };
+        }
+        if let Some(r) = self.rejected.as_ref().filter(|r| r.hash == hash) {
+            return Outcome::NotRetried {
+                hash,
+                failed: r.failed.clone(),
+            };
+        }
+
+        // What to restore if a check regresses: exactly what the kernel holds before the swap.
+        let previous = match &kernel {
+            Kernel::None => None,
+            // Ours, or a table we cannot reproduce: our last good is the best we have.
+            Kernel::Table(_) | Kernel::Unknown(_) => self.last_good.clone(),
+        };
+        let checks = node_checks(&compiled.config, &self.summary.node);
+        let baseline = if checks.is_empty() {
+            Vec::new()
+        } else {
+            self.prober.run(&checks)
+        };
+
+        self.summary.applies += 1;
+        if let Err(e) = self.dp.apply(new) {
+            self.inspect_kernel();
+            return Outcome::Failed {
+                hash: Some(hash),
+                message: e.to_string(),
+                new_in_force: false,
+            };
+        }
+        let after = if checks.is_empty() {
+            Vec::new()
+        } else {
+            self.prober.run(&checks)
+        };
+        let checks = Checks { baseline, after };
+        let failed = checks.regressions();
+        if failed.is_empty() {
+            self.summary.generation += 1;
+            self.summary.applied_at = Some(rfc3339(now));
+            self.adopt(compiled, &hash);
+            self.summary.kernel = "ours".into();
+            self.rejected = None;
+            return Outcome::Applied {
+                generation: self.summary.generation,
+                hash,
+                checks,
+            };
+        }
+
+        self.summary.rollbacks += 1;
+        let policies = changed_policies(previous.as_ref(), new, &compiled.config);
+        let restore = match &previous {
+            Some(prev) => self.dp.apply(prev),
+            None => self.dp.flush(&table),
+        };
+        self.rejected = Some(Rejected {
+            hash: hash.clone(),
+            failed: failed.iter().map(|c| c.name.clone()).collect(),
+        });
+        match restore {
+            Ok(()) => {
+                let restored = match &previous {
+                    Some(prev) => Restored::Previous {
+                        generation: self.summary.generation,
+                        hash: content_hash(prev),
+                    },
+                    None => Restored::Flushed,
+                };
+                self.inspect_kernel();
+                Outcome::RolledBack {
+                    hash,
+                    failed,
+                    restored,
+                    policies,
+                    checks,
+                }
+            }
+            Err(e) => {
+                self.inspect_kernel();
+                Outcome::Failed {
+                    hash: Some(hash),
+                    message: format!(
+                        "check{} {} failed after the swap and the rollback failed too ({e}): the NEW ruleset is in force",
+                        plural(failed.len()),
+                        names(failed.iter().map(|c| c.name.as_str()))
+                    ),
+                    new_in_force: true,
+                }
+            }
+        }
+    }
+
+    /// Makes `compiled` the last good ruleset and describes it in the summary.
+    fn adopt(&mut self, compiled: &Compiled, hash: &str) {
+        self.last_good = Some(compiled.ruleset.clone());
+        self.summary.hash = Some(hash.to_string());
+        self.summary.endpoints = endpoint_summaries(&compiled.config, &compiled.view);
+        self.summary.checks = node_checks(&compiled.config, &self.summary.node)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+    }
+
+    fn record(&mut self, outcome: &Outcome, now: SystemTime) {
+        let at = rfc3339(now);
+        self.summary.last_result = Some(outcome.kind().to_string());
+        self.summary.last_result_at = Some(at.clone());
+        let table = self.summary.table.clone();
+        match outcome {
+            Outcome::Invalid { diagnostics } => {
+                self.summary.last_error = Some(ErrorSummary {
+                    at,
+                    kind: "invalid".into(),
+                    message: outcome.message(&table),
+                    diagnostics: diagnostics
+                        .iter()
+                        .filter(|d| d.is_error())
+                        .map(|d| d.to_string())
+                        .collect(),
+                })
+            }
+            Outcome::Failed { .. } => {
+                self.summary.last_error = Some(ErrorSummary {
+                    at,
+                    kind: "apply_failed".into(),
+                    message: outcome.message(&table),
+                    diagnostics: Vec::new(),
+                })
+            }
+            Outcome::RolledBack {
+                hash,
+                failed,
+                restored,
+                policies,
+                ..
+            } => {
+                self.summary.last_rollback = Some(RollbackSummary {
+                    at,
+                    rejected_hash: hash.clone(),
+                    restored: restored.to_string(),
+                    failed_checks: failed.clone(),
+                    policies: policies.clone(),
+                })
+            }
+            Outcome::Applied { .. } | Outcome::Unchanged { .. } | Outcome::NotRetried { .. } => {}
+        }
+    }
+}
+
+/// The checks that run on `node`, in file order.
+pub fn node_checks(config: &Config, node: &str) -> Vec<ConnectivityCheck> {
+    config
+        .checks
+        .iter()
+        .filter(|c| c.node.as_deref().is_none_or(|n| n == node))
+        .cloned()
+        .collect()
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Untracked => "untracked",
+        Stage::PreDnat => "preDNAT",
+        Stage::Normal => "normal",
+        Stage::Forward => "forward",
+    }
+}
+
+/// The host endpoints of `view` with their policy names per stage and direction, in evaluation order.
+pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSummary> {
+    let one = |ep: &ActiveEndpoint, wildcard: bool| {
+        let mut policies = Vec::new();
+        for stage in [
+            Stage::Untracked,
+            Stage::PreDnat,
+            Stage::Normal,
+            Stage::Forward,
+        ] {
+            for (dir, dir_name) in [(Dir::Ingress, "ingress"), (Dir::Egress, "egress")] {
+                let list: Vec<String> = ep
+                    .policies
+                    .get(stage, dir)
+                    .iter()
+                    .filter_map(|&i| config.policies.get(i).map(|p| p.name.clone()))
+                    .collect();
+                if !list.is_empty() {
+                    policies.push(StagePolicies {
+                        stage: stage_name(stage).into(),
+                        direction: dir_name.into(),
+                        policies: list,
+                    });
+                }
+            }
+        }
+        EndpointSummary {
+            name: ep.name.clone(),
+            interfaces: ep.interfaces.clone(),
+            wildcard,
+            profiles: ep.profiles.clone(),
+            policies,
+        }
+    };
+    view.endpoints
+        .iter()
+        .map(|ep| one(ep, false))
+        .chain(view.wildcard.iter().map(|ep| one(ep, true)))
+        .collect()
+}
+
+/// Policies whose compiled chains (with the sets they use) are new or differ from `previous`, and
+/// policies whose chains disappeared: the likely culprits of a rollback, for the log.
+pub fn changed_policies(previous: Option<&Ruleset>, new: &Ruleset, config: &Config) -> Vec<String> {
+    fn fingerprint(r: &Ruleset, chain: &str) -> Option<String> {
+        let c = r.chain(chain)?;
+        let mut out = format!("{:?}", c.rules);
+        let mut sets = BTreeSet::new();
+        for rule in &c.rules {
+            for m in &rule.matches {
+                match m {
+                    Match::Addr { set, .. } => {
+                        sets.insert(set.clone());
+                    }
+                    Match::Port {
+                        port: PortMatch::Set(set),
+                        ..
+                    } => {
+                        sets.insert(set.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for s in sets {
+            out.push_str(&format!("{:?}", r.set(&s)));
+        }
+        Some(out)
+    }
+    let mut changed = BTreeSet::new();
+    let mut known = BTreeSet::new();
+    for p in &config.policies {
+        for prefix in ["pi-", "po-"] {
+            let chain = object_name(prefix, &p.name);
+            known.insert(chain.clone());
+            let now = fingerprint(new, &chain);
+            if now.is_some() && now != previous.and_then(|r| fingerprint(r, &chain)) {
+                changed.insert(p.name.clone());
+            }
+        }
+    }
+    if let Some(prev) = previous {
+        for c in &prev.chains {
+            let removed = (c.name.starts_with("pi-") || c.name.starts_with("po-"))
+                && !known.contains(&c.name);
+            if removed && new.chain(&c.name).is_none() {
+                changed.insert(c.name[3..].to_string());
+            }
+        }
+    }
+    changed.into_iter().collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::load::Loaded;
+    use crate::model::{CheckTarget, HostEndpoint, Pos};
+    use crate::nft::DataplaneError;
+    use crate::pipeline;
+    use std::collections::VecDeque;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// A kernel of one table: records every call.
+    #[derive(Default)]
+    pub(crate) struct Kernel1 {
+        pub table: Option<Ruleset>,
+        pub calls: Vec<String>,
+        pub fail_next_apply: bool,
+    }
+
+    impl Dataplane for Kernel1 {
+        fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
+            self.calls.push(format!(
+                "apply {}",
+                short(hash_from_comment(&ruleset.comment).unwrap_or("?"))
+            ));
+            if std::mem::take(&mut self.fail_next_apply) {
+                return Err(DataplaneError {
+                    message: "kernel said no".into(),
+                    errno: Some(22),
+                });
+            }
+            self.table = Some(ruleset.clone());
+            Ok(())
+        }
+        fn flush(&mut self, _table: &str) -> Result<(), DataplaneError> {
+            self.calls.push("flush".into());
+            self.table = None;
+            Ok(())
+        }
+        fn table_comment(&mut self, _table: &str) -> Result<Option<String>, DataplaneError> {
+            Ok(self.table.as_ref().map(|t| t.comment.clone()))
+        }
+    }
+
+    /// Answers each round from a script: one Vec<bool> per round (one entry per check), then all pass.
+    #[derive(Default)]
+    pub(crate) struct Script {
+        pub rounds: VecDeque<Vec<bool>>,
+        pub ran: usize,
+    }
+
+    impl Prober for Script {
+        fn run(&mut self, checks: &[ConnectivityCheck]) -> Vec<CheckResult> {
+            self.ran += 1;
+            let round = self.rounds.pop_front().unwrap_or_default();
+            checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let passed = round.get(i).copied().unwrap_or(true);
+                    CheckResult {
+                        name: c.name.clone(),
+                        target: crate::probe::target_text(&c.target),
+                        passed,
+                        detail: if passed {
+                            "ok".into()
+                        } else {
+                            "no answer".into()
+                        },
+                    }
+                })
+                .collect()
+        }
+    }
+
+    pub(crate) fn check(name: &str, node: Option<&str>) -> ConnectivityCheck {
+        ConnectivityCheck {
+            name: name.into(),
+            pos: Pos::default(),
+            node: node.map(str::to_string),
+            target: CheckTarget::Tcp {
+                host: "192.0.2.10".parse().unwrap(),
+                port: 22,
+            },
+            timeout: Duration::from_secs(1),
+            accept_refused: false,
+        }
+    }
+
+    /// A valid configuration: one HEP on `iface` (so that different interfaces give different rulesets).
+    pub(crate) fn compiled(iface: &str, checks: Vec<ConnectivityCheck>) -> Compiled {
+        let config = Config {
+            host_endpoints: vec![HostEndpoint {
+                name: format!("hep-{iface}"),
+                pos: Pos::default(),
+                labels: Default::default(),
+                node: "node1".into(),
+                interface_name: Some(iface.into()),
+                expected_ips: vec![],
+                profiles: vec![],
+                ports: vec![],
+            }],
+            checks,
+            ..Config::default()
+        };
+        pipeline::build(
+            Loaded {
+                config,
+                diagnostics: vec![],
+            },
+            "node1",
+            &[],
+            "hostpolicy",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{:?}", e.diagnostics))
+    }
+
+    fn invalid() -> Invalid {
+        let pos = Pos {
+            file: "bad.yaml".into(),
+            line: 3,
+            column: 7,
+        };
+        Invalid {
+            diagnostics: vec![Diagnostic::error(pos, "expected a mapping")],
+        }
+    }
+
+    fn engine() -> Engine<Kernel1, Script> {
+        Engine::new(Kernel1::default(), Script::default(), "node1", "hostpolicy")
+    }
+
+    fn hash(c: &Compiled) -> String {
+        content_hash(&c.ruleset)
+    }
+
+    const T0: SystemTime = UNIX_EPOCH;
+
+    #[test]
+    fn first_apply_then_unchanged_writes_nothing() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![check("gw", None)]);
+        let out = e.reconcile(Ok(&a), T0);
+        assert_eq!(out.kind(), "applied", "{out:?}");
+        assert_eq!(e.dp.calls, [format!("apply {}", short(&hash(&a)))]);
+        assert_eq!(e.prober.ran, 2, "baseline and after");
+        assert_eq!(e.summary().generation, 1);
+        assert_eq!(e.summary().endpoints[0].name, "hep-eth0");
+        assert_eq!(e.summary().checks, ["gw"]);
+
+        let out = e.reconcile(Ok(&a), T0);
+        assert_eq!(
+            out,
+            Outcome::Unchanged {
+                generation: 1,
+                hash: hash(&a)
+            }
+        );
+        assert_eq!(
+            e.dp.calls.len(),
+            1,
+            "no second kernel write: {:?}",
+            e.dp.calls
+        );
+        assert_eq!(e.prober.ran, 2, "no probes when nothing changes");
+    }
+
+    #[test]
+    fn judged_by_the_kernel_not_by_memory() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![]);
+        e.reconcile(Ok(&a), T0);
+        // Someone deleted our table: the same configuration is applied again.
+        e.dp.table = None;
+        let out = e.reconcile(Ok(&a), T0);
+        assert_eq!(out.kind(), "applied");
+        assert_eq!(e.dp.calls.len(), 2);
+        assert_eq!(e.summary().generation, 2);
+    }
+
+    #[test]
+    fn regression_rolls_back_to_the_previous_ruleset_and_is_not_retried() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![check("gw", None), check("dns", None)]);
+        e.reconcile(Ok(&a), T0);
+        let b = compiled(
+            "eth1",
+            vec![
+                check("gw", None),
+                check("dns", None),
+                check("other-node", Some("node2")),
+            ],
+        );
+        // Baseline: both pass; after: gw fails.
+        e.prober.rounds = VecDeque::from([vec![true, true], vec![false, true]]);
+        let out = e.reconcile(Ok(&b), T0);
+        match &out {
+            Outcome::RolledBack {
+                hash: h,
+                failed,
+                restored,
+                ..
+            } => {
+                assert_eq!(h, &hash(&b));
+                assert_eq!(
+                    failed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                    ["gw"]
+                );
+                assert_eq!(
+                    restored,
+                    &Restored::Previous {
+                        generation: 1,
+                        hash: hash(&a)
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out.exit_code(), EXIT_APPLY_FAILED);
+        assert!(
+            out.message("hostpolicy").contains("gw"),
+            "{}",
+            out.message("hostpolicy")
+        );
+        let (ha, hb) = (hash(&a), hash(&b));
+        assert_eq!(
+            e.dp.calls,
+            [
+                format!("apply {}", short(&ha)),
+                format!("apply {}", short(&hb)),
+                format!("apply {}", short(&ha))
+            ]
+        );
+        assert_eq!(
+            e.dp.table.as_ref(),
+            Some(&a.ruleset),
+            "the previous ruleset is back"
+        );
+        assert_eq!(e.last_good(), Some(&a.ruleset));
+        assert_eq!(e.summary().generation, 1);
+        assert_eq!(e.summary().hash.as_deref(), Some(ha.as_str()));
+        let rb = e.summary().last_rollback.clone().unwrap();
+        assert_eq!(rb.failed_checks[0].name, "gw");
+        assert_eq!(rb.rejected_hash, hb);
+
+        // The same contents again (a SIGHUP, an unrelated file event): no probe, no kernel write.
+        let ran = e.prober.ran;
+        let out = e.reconcile(Ok(&b), T0);
+        assert_eq!(
+            out,
+            Outcome::NotRetried {
+                hash: hb.clone(),
+                failed: vec!["gw".into()]
+            }
+        );
+        assert_eq!(e.dp.calls.len(), 3);
+        assert_eq!(e.prober.ran, ran);
+
+        // Changed contents are tried again.
+        let c = compiled("eth2", vec![check("gw", None)]);
+        assert_eq!(e.reconcile(Ok(&c), T0).kind(), "applied");
+    }
+
+    #[test]
+    fn first_start_rollback_flushes_our_table() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![check("gw", None)]);
+        e.prober.rounds = VecDeque::from([vec![true], vec![false]]);
+        let out = e.reconcile(Ok(&a), T0);
+        assert!(
+            matches!(
+                &out,
+                Outcome::RolledBack {
+                    restored: Restored::Flushed,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(
+            e.dp.calls,
+            [format!("apply {}", short(&hash(&a))), "flush".to_string()]
+        );
+        assert_eq!(e.dp.table, None);
+        assert_eq!(e.last_good(), None);
+        assert_eq!(e.summary().generation, 0);
+    }
+
+    #[test]
+    fn a_check_failing_before_the_swap_does_not_roll_back() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![check("down-anyway", None)]);
+        e.prober.rounds = VecDeque::from([vec![false], vec![false]]);
+        match e.reconcile(Ok(&a), T0) {
+            Outcome::Applied { checks, .. } => {
+                assert!(checks.regressions().is_empty());
+                assert_eq!(checks.failing_before().len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn checks_of_other_nodes_do_not_run() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![check("elsewhere", Some("node2"))]);
+        assert_eq!(e.reconcile(Ok(&a), T0).kind(), "applied");
+        assert_eq!(e.prober.ran, 0);
+    }
+
+    #[test]
+    fn invalid_configuration_changes_nothing() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![]);
+        e.reconcile(Ok(&a), T0);
+        let calls = e.dp.calls.clone();
+        let out = e.reconcile(Err(&invalid()), T0 + Duration::from_secs(60));
+        assert_eq!(out.kind(), "invalid");
+        assert_eq!(out.exit_code(), EXIT_INVALID);
+        assert_eq!(e.dp.calls, calls, "no kernel write");
+        assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+        assert_eq!(e.last_good(), Some(&a.ruleset));
+        let err = e.summary().last_error.clone().unwrap();
+        assert_eq!(err.kind, "invalid");
+        assert_eq!(err.at, "1970-01-01T00:01:00Z");
+        assert_eq!(err.diagnostics, ["bad.yaml:3:7: error: expected a mapping"]);
+    }
+
+    #[test]
+    fn apply_error_leaves_the_previous_ruleset() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![]);
+        e.reconcile(Ok(&a), T0);
+        e.dp.fail_next_apply = true;
+        let b = compiled("eth1", vec![]);
+        let out = e.reconcile(Ok(&b), T0);
+        assert_eq!(out.kind(), "failed");
+        assert_eq!(out.exit_code(), EXIT_APPLY_FAILED);
+        assert!(out.message("t").contains("kernel said no"));
+        assert_eq!(e.last_good(), Some(&a.ruleset));
+        assert_eq!(
+            e.summary().last_error.as_ref().unwrap().kind,
+            "apply_failed"
+        );
+        // Not remembered as rejected: an apply error is retried on the next reload.
+        assert_eq!(e.reconcile(Ok(&b), T0).kind(), "applied");
+    }
+
+    #[test]
+    fn restart_adopts_the_table_and_rolls_back_to_the_stored_ruleset() {
+        // A previous run applied `a` and saved it; the new process starts with the kernel holding it.
+        let a = compiled("eth0", vec![check("gw", None)]);
+        let mut e = engine();
+        e.dp.table = Some(a.ruleset.clone());
+        let stored = Summary {
+            generation: 4,
+            hash: Some(hash(&a)),
+            table: "hostpolicy".into(),
+            ..Summary::default()
+        };
+        e.restore(Some(a.ruleset.clone()), Some(stored));
+        assert_eq!(
+            e.reconcile(Ok(&a), T0),
+            Outcome::Unchanged {
+                generation: 4,
+                hash: hash(&a)
+            }
+        );
+        assert!(e.dp.calls.is_empty());
+
+        let b = compiled("eth1", vec![check("gw", None)]);
+        e.prober.rounds = VecDeque::from([vec![true], vec![false]]);
+        let out = e.reconcile(Ok(&b), T0);
+        assert!(
+            matches!(
+                &out,
+                Outcome::RolledBack {
+                    restored: Restored::Previous { generation: 4, .. },
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+    }
+
+    #[test]
+    fn kernel_holding_the_compiled_ruleset_is_adopted_without_a_write() {
+        let a = compiled("eth0", vec![]);
+        let mut e = engine();
+        e.dp.table = Some(a.ruleset.clone());
+        assert_eq!(
+            e.reconcile(Ok(&a), T0),
+            Outcome::Unchanged {
+                generation: 1,
+                hash: hash(&a)
+            }
+        );
+        assert!(e.dp.calls.is_empty());
+        assert_eq!(e.last_good(), Some(&a.ruleset));
+    }
+}

@@ -1,0 +1,245 @@
+//! The validated configuration: plain data, no logic beyond small accessors.
+//!
+//! `load` + `validate` produce a [`Config`]; everything downstream (`resolve`, `compile`, `explain`) reads it.
+//! Every resource and every field that a diagnostic may point at keeps its source position ([`Pos`]).
+//! Values are already normalised: protocols are numbers, nets are masked, `types` are inferred (spec §1.3).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::selector::Selector;
+
+/// A place in a configuration file: 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub file: Arc<str>,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A value together with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct At<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+/// IANA protocol numbers used by name in Calico's API.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+    pub const UDPLITE: u8 = 136;
+}
+
+/// Everything in the configuration directory, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub policies: Vec<GlobalNetworkPolicy>,
+    pub host_endpoints: Vec<HostEndpoint>,
+    pub network_sets: Vec<GlobalNetworkSet>,
+    pub felix: Vec<FelixConfiguration>,
+    pub checks: Vec<ConnectivityCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    Allow,
+    Deny,
+    Log,
+    Pass,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalNetworkPolicy {
+    pub name: String,
+    /// Where the resource starts (its first key).
+    pub pos: Pos,
+    /// `None` sorts last (spec §1.3: unset order is +infinity).
+    pub order: Option<f64>,
+    /// The top-level selector; an empty selector is `all()`.
+    pub selector: At<Selector>,
+    /// Workload scoping; HEPs never carry `pcns.*` labels (spec §1.3, §2.4).
+    pub namespace_selector: Option<At<Selector>>,
+    pub service_account_selector: Option<At<Selector>>,
+    /// After inference (spec §1.3).
+    pub ingress_type: bool,
+    pub egress_type: bool,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+    pub do_not_track: bool,
+    pub pre_dnat: bool,
+    pub apply_on_forward: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpMatch {
+    pub icmp_type: u8,
+    pub code: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub pos: Pos,
+    pub action: Action,
+    /// Protocol numbers (names are normalised: TCP = 6 ...).
+    pub protocol: Option<u8>,
+    pub not_protocol: Option<u8>,
+    pub icmp: Option<IcmpMatch>,
+    pub not_icmp: Option<IcmpMatch>,
+    /// 4 or 6.
+    pub ip_version: Option<u8>,
+    pub source: EntityRule,
+    pub destination: EntityRule,
+}
+
+/// How a rule's `namespaceSelector` scopes its `selector` (spec §1.5, §2.4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamespaceScope {
+    /// No namespaceSelector: the selector covers every endpoint and network set.
+    Any,
+    /// `global()`: only non-namespaced objects (HEPs and GlobalNetworkSets) — all that exists here.
+    Global,
+    /// Any other namespaceSelector: only namespaced workloads and sets, none of which exist here.
+    Namespaced,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Port {
+    /// Inclusive range; a single port is `Range(p, p)`.
+    Range(u16, u16),
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityRule {
+    /// Masked (spec §1.5: `1.2.3.4/16` is used as `1.2.0.0/16`).
+    pub nets: Vec<IpNet>,
+    pub not_nets: Vec<IpNet>,
+    pub selector: Option<At<Selector>>,
+    pub not_selector: Option<At<Selector>>,
+    pub namespace_scope: NamespaceScope,
+    pub ports: Vec<Port>,
+    pub not_ports: Vec<Port>,
+    /// `serviceAccounts` was given: workload-only, so as a positive criterion it matches no host address.
+    pub service_accounts: bool,
+}
+
+impl Default for EntityRule {
+    fn default() -> Self {
+        EntityRule {
+            nets: Vec::new(),
+            not_nets: Vec::new(),
+            selector: None,
+            not_selector: None,
+            namespace_scope: NamespaceScope::Any,
+            ports: Vec::new(),
+            not_ports: Vec::new(),
+            service_accounts: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointPort {
+    pub name: String,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostEndpoint {
+    pub name: String,
+    pub pos: Pos,
+    pub labels: Labels,
+    pub node: String,
+    /// `None` (or empty in YAML): matched by `expected_ips`. `Some("*")`: the wildcard HEP.
+    pub interface_name: Option<String>,
+    pub expected_ips: Vec<IpAddr>,
+    pub profiles: Vec<At<String>>,
+    pub ports: Vec<EndpointPort>,
+}
+
+impl HostEndpoint {
+    pub fn is_wildcard(&self) -> bool {
+        self.interface_name.as_deref() == Some("*")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalNetworkSet {
+    pub name: String,
+    pub pos: Pos,
+    pub labels: Labels,
+    /// Bare IPs become /32 or /128. Not masked strictly (spec §1.8), but stored masked.
+    pub nets: Vec<IpNet>,
+}
+
+/// One failsafe entry (spec §4.2): protocol number (TCP, UDP or SCTP), port, optional net.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtoPort {
+    pub protocol: u8,
+    pub port: u16,
+    pub net: Option<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyAction {
+    Drop,
+    Reject,
+}
+
+/// A FelixConfiguration resource: `default` is global, `node.<name>` overrides it for one node.
+/// `None` means "not set here" so that the node-specific one can override field by field.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FelixConfiguration {
+    pub name: String,
+    pub pos: Pos,
+    pub failsafe_inbound_host_ports: Option<Vec<ProtoPort>>,
+    pub failsafe_outbound_host_ports: Option<Vec<ProtoPort>>,
+    /// `nftablesMarkMask` / `iptablesMarkMask`.
+    pub mark_mask: Option<u32>,
+    pub log_prefix: Option<String>,
+    pub disable_conntrack_invalid_check: Option<bool>,
+    /// Workload interface prefixes (`interfacePrefix`, comma separated in Felix); default `cali`.
+    pub interface_prefixes: Option<Vec<String>>,
+}
+
+impl Default for Pos {
+    fn default() -> Self {
+        Pos { file: Arc::from("<default>"), line: 0, column: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckTarget {
+    Tcp { host: IpAddr, port: u16 },
+    Icmp { host: IpAddr },
+}
+
+/// `hostpolicy/v1` ConnectivityCheck (DESIGN.md "Resources of our own").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectivityCheck {
+    pub name: String,
+    pub pos: Pos,
+    /// `None`: runs on every node.
+    pub node: Option<String>,
+    pub target: CheckTarget,
+    pub timeout: Duration,
+    pub accept_refused: bool,
+}

@@ -1,0 +1,878 @@
+//! One nf_tables transaction as bytes: rustables' messages for the table, chains and rules, ours for
+//! sets, elements, verdict maps and the expressions rustables lacks, interleaved in nft's order and
+//! numbered so that every answer of the kernel maps back to the IR object it concerns.
+
+use std::collections::HashMap;
+
+use rustables::expr::{
+    Bitwise, Cmp, CmpOp, Conntrack, ConntrackKey, Counter, Immediate, Lookup, Meta, MetaType,
+    Payload, RawExpression, Register, VerdictKind,
+};
+use rustables::{
+    Batch, Chain as RsChain, ChainPolicy, ChainType, Hook as RsHook, HookClass, MsgType,
+};
+use rustables::{ProtocolFamily, Rule as RsRule, Table as RsTable};
+
+use super::lower::{self, Base, CtKey, Imm, MetaKey, Op, LOG_LEVEL_INFO};
+use super::wire::{self, Writer};
+use super::{clean_comment, DataplaneError};
+use crate::ruleset::{Chain, Hook, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap};
+
+/// What each message of a batch is, by sequence number (= index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Obj {
+    BatchBegin,
+    TableEnsure,
+    TableDelete,
+    TableCreate,
+    Chain(usize),
+    Set(usize),
+    /// Elements of set `set`, starting with encoded element `first` (see [`interval_elems`]).
+    SetElems {
+        set: usize,
+        first: usize,
+    },
+    Map(usize),
+    MapElems {
+        map: usize,
+        first: usize,
+    },
+    Rule {
+        chain: usize,
+        rule: usize,
+    },
+    BatchEnd,
+}
+
+pub(crate) struct EncodedBatch {
+    pub(crate) bytes: Vec<u8>,
+    /// Indexed by sequence number.
+    pub(crate) objs: Vec<Obj>,
+    /// Byte offset of each message in `bytes`, indexed by sequence number.
+    pub(crate) offsets: Vec<usize>,
+}
+
+impl EncodedBatch {
+    pub(crate) fn last_seq(&self) -> u32 {
+        (self.objs.len() - 2) as u32 // the message before BATCH_END
+    }
+    pub(crate) fn message(&self, seq: u32) -> Option<wire::Msg<'_>> {
+        let off = *self.offsets.get(seq as usize)?;
+        wire::messages(&self.bytes[off..]).next()
+    }
+}
+
+/// The name given to a placeholder expression in a rustables rule, replaced by our own bytes.
+const PLACEHOLDER: &str = "\u{1}hostpolicyd-raw";
+/// Largest payload of one NEWSETELEM element list; an attribute length is 16 bits.
+const ELEM_LIST_MAX: usize = 60_000;
+
+struct Assembler {
+    out: Vec<u8>,
+    objs: Vec<Obj>,
+    offsets: Vec<usize>,
+}
+
+impl Assembler {
+    fn new(capacity: usize) -> Assembler {
+        let mut a = Assembler {
+            out: Vec::with_capacity(capacity),
+            objs: Vec::new(),
+            offsets: Vec::new(),
+        };
+        a.delimiter(wire::NFNL_MSG_BATCH_BEGIN, Obj::BatchBegin);
+        a
+    }
+
+    fn seq(&self) -> u32 {
+        self.objs.len() as u32
+    }
+
+    fn delimiter(&mut self, ty: u16, obj: Obj) {
+        let seq = self.seq();
+        self.offsets.push(self.out.len());
+        self.objs.push(obj);
+        let mut w = Writer { buf: &mut self.out };
+        let m = w.begin_msg(ty, 0, seq, 0, wire::NFNL_SUBSYS_NFTABLES);
+        w.end_msg(m);
+    }
+
+    /// Starts one of our own messages; returns the writer start for `end_msg`.
+    fn begin(&mut self, msg: u16, obj: Obj) -> usize {
+        let seq = self.seq();
+        self.offsets.push(self.out.len());
+        self.objs.push(obj);
+        Writer { buf: &mut self.out }.begin_msg(
+            wire::nft_type(msg),
+            wire::NLM_F_CREATE,
+            seq,
+            wire::NFPROTO_INET,
+            0,
+        )
+    }
+
+    /// Copies a message built by rustables, with our sequence number and without its ACK request.
+    fn copy(&mut self, msg: &wire::Msg<'_>, obj: Obj) {
+        let start = self.out.len();
+        let seq = self.seq();
+        self.offsets.push(start);
+        self.objs.push(obj);
+        self.out.extend_from_slice(msg.bytes);
+        self.out.resize(wire::align4(self.out.len()), 0);
+        self.patch_header(start, seq);
+    }
+
+    fn patch_header(&mut self, start: usize, seq: u32) {
+        let flags =
+            u16::from_ne_bytes([self.out[start + 6], self.out[start + 7]]) & !wire::NLM_F_ACK;
+        self.out[start + 6..start + 8].copy_from_slice(&flags.to_ne_bytes());
+        self.out[start + 8..start + 12].copy_from_slice(&seq.to_ne_bytes());
+    }
+
+    /// Copies a rustables rule message, replacing each placeholder expression with the next of `raw`.
+    fn copy_spliced(&mut self, msg: &wire::Msg<'_>, obj: Obj, raw: &mut RawExprs) {
+        let start = self.out.len();
+        let seq = self.seq();
+        self.offsets.push(start);
+        self.objs.push(obj);
+        let head = wire::NLMSG_HDRLEN + wire::NFGENMSG_LEN;
+        self.out.extend_from_slice(&msg.bytes[..head]);
+        for a in wire::msg_attrs(msg) {
+            let bytes = &msg.bytes[a.offset..a.offset + a.len];
+            if a.ty != wire::NFTA_RULE_EXPRESSIONS {
+                self.out.extend_from_slice(bytes);
+                self.out.resize(wire::align4(self.out.len()), 0);
+                continue;
+            }
+            let mut w = Writer { buf: &mut self.out };
+            let nest = w.begin_nest(wire::NFTA_RULE_EXPRESSIONS);
+            for e in wire::attrs(a.payload, 0) {
+                let is_placeholder = wire::attrs(e.payload, 0)
+                    .any(|x| x.ty == wire::NFTA_EXPR_NAME && x.payload == PLACEHOLDER.as_bytes());
+                if is_placeholder {
+                    w.buf.extend_from_slice(raw.next());
+                } else {
+                    w.buf
+                        .extend_from_slice(&a.payload[e.offset..e.offset + e.len]);
+                    w.buf.resize(wire::align4(w.buf.len()), 0);
+                }
+            }
+            w.end_nest(nest);
+        }
+        let len = (self.out.len() - start) as u32;
+        self.out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+        self.patch_header(start, seq);
+    }
+
+    fn finish(mut self) -> EncodedBatch {
+        // Only the last real message asks for an ACK: its answer (ACK or error) ends the exchange.
+        let last = *self.offsets.last().expect("a batch has messages");
+        let flags = u16::from_ne_bytes([self.out[last + 6], self.out[last + 7]]) | wire::NLM_F_ACK;
+        self.out[last + 6..last + 8].copy_from_slice(&flags.to_ne_bytes());
+        self.delimiter(wire::NFNL_MSG_BATCH_END, Obj::BatchEnd);
+        EncodedBatch {
+            bytes: self.out,
+            objs: self.objs,
+            offsets: self.offsets,
+        }
+    }
+}
+
+/// The expressions rustables cannot build, in rule order, as complete `NFTA_LIST_ELEM` attributes.
+#[derive(Default)]
+struct RawExprs {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    next: usize,
+}
+
+impl RawExprs {
+    fn push(&mut self, op: &Op<'_>, set_ids: &HashMap<&str, u32>) {
+        let mut w = Writer {
+            buf: &mut self.bytes,
+        };
+        let elem = w.begin_nest(wire::NFTA_LIST_ELEM);
+        match op {
+            Op::Lookup { set, inv, vmap } => {
+                debug_assert!(*inv && !*vmap);
+                w.strz(wire::NFTA_EXPR_NAME, "lookup");
+                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
+                w.u32_be(wire::NFTA_LOOKUP_SREG, wire::NFT_REG_1);
+                w.strz(wire::NFTA_LOOKUP_SET, set);
+                if let Some(id) = set_ids.get(set) {
+                    w.u32_be(wire::NFTA_LOOKUP_SET_ID, *id);
+                }
+                w.u32_be(wire::NFTA_LOOKUP_FLAGS, wire::NFT_LOOKUP_F_INV);
+                w.end_nest(d);
+            }
+            Op::Ct(CtKey::Status) => {
+                w.strz(wire::NFTA_EXPR_NAME, "ct");
+                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
+                w.u32_be(wire::NFTA_CT_KEY, wire::NFT_CT_STATUS);
+                w.u32_be(wire::NFTA_CT_DREG, wire::NFT_REG_1);
+                w.end_nest(d);
+            }
+            Op::Log { prefix } => {
+                w.strz(wire::NFTA_EXPR_NAME, "log");
+                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
+                if !prefix.is_empty() {
+                    w.strz(wire::NFTA_LOG_PREFIX, prefix);
+                }
+                w.u32_be(wire::NFTA_LOG_LEVEL, LOG_LEVEL_INFO);
+                w.end_nest(d);
+            }
+            Op::Range { neq, from, to } => {
+                w.strz(wire::NFTA_EXPR_NAME, "range");
+                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
+                w.u32_be(wire::NFTA_RANGE_SREG, wire::NFT_REG_1);
+                w.u32_be(
+                    wire::NFTA_RANGE_OP,
+                    if *neq {
+                        wire::NFT_RANGE_NEQ
+                    } else {
+                        wire::NFT_RANGE_EQ
+                    },
+                );
+                w.data_value(wire::NFTA_RANGE_FROM_DATA, from.as_slice());
+                w.data_value(wire::NFTA_RANGE_TO_DATA, to.as_slice());
+                w.end_nest(d);
+            }
+            _ => unreachable!("not a raw expression: {op:?}"),
+        }
+        w.end_nest(elem);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn next(&mut self) -> &[u8] {
+        let start = if self.next == 0 {
+            0
+        } else {
+            self.ends[self.next - 1]
+        };
+        let end = self.ends[self.next];
+        self.next += 1;
+        &self.bytes[start..end]
+    }
+}
+
+fn is_raw(op: &Op<'_>) -> bool {
+    matches!(
+        op,
+        Op::Lookup { inv: true, .. } | Op::Ct(CtKey::Status) | Op::Log { .. } | Op::Range { .. }
+    )
+}
+
+/// One op as a rustables expression (raw ones become placeholders).
+fn rs_expr(op: &Op<'_>, set_ids: &HashMap<&str, u32>) -> RawExpression {
+    match op {
+        Op::Meta(k) => Meta::new(meta_type(*k)).into(),
+        Op::MetaSetMark => Meta::default()
+            .with_key(MetaType::Mark)
+            .with_sreg(Register::Reg1)
+            .into(),
+        Op::Cmp { neq, data } => Cmp::new(
+            if *neq { CmpOp::Neq } else { CmpOp::Eq },
+            data.as_slice().to_vec(),
+        )
+        .into(),
+        Op::Bitwise { mask, xor } => {
+            Bitwise::new(mask.to_ne_bytes().to_vec(), xor.to_ne_bytes().to_vec())
+                .expect("mask and xor have the same length")
+                .into()
+        }
+        Op::Payload { base, offset, len } => Payload::default()
+            .with_dreg(Register::Reg1)
+            .with_base(match base {
+                Base::Network => 1u32,
+                Base::Transport => 2u32,
+            })
+            .with_offset(*offset as u32)
+            .with_len(*len as u32)
+            .into(),
+        Op::Lookup {
+            set,
+            inv: false,
+            vmap,
+        } => {
+            let mut l = Lookup::default().with_set(*set).with_sreg(Register::Reg1);
+            if *vmap {
+                l.set_dreg(Register::Verdict);
+            }
+            if let Some(id) = set_ids.get(set) {
+                l.set_set_id(*id);
+            }
+            l.into()
+        }
+        Op::Ct(CtKey::State) => Conntrack::new(ConntrackKey::State).into(),
+        Op::Counter => Counter::default().into(),
+        Op::Notrack => RawExpression::default().with_name("notrack"),
+        Op::Imm(v) => Immediate::new_verdict(match v {
+            Imm::Accept => VerdictKind::Accept,
+            Imm::Drop => VerdictKind::Drop,
+            Imm::Return => VerdictKind::Return,
+            Imm::Jump(c) => VerdictKind::Jump {
+                chain: c.to_string(),
+            },
+            Imm::Goto(c) => VerdictKind::Goto {
+                chain: c.to_string(),
+            },
+        })
+        .into(),
+        _ => RawExpression::default().with_name(PLACEHOLDER),
+    }
+}
+
+fn meta_type(k: MetaKey) -> MetaType {
+    match k {
+        MetaKey::NfProto => MetaType::NfProto,
+        MetaKey::L4Proto => MetaType::L4Proto,
+        MetaKey::IifName => MetaType::IifName,
+        MetaKey::OifName => MetaType::OifName,
+        MetaKey::Mark => MetaType::Mark,
+    }
+}
+
+fn hook_class(h: Hook) -> HookClass {
+    match h {
+        Hook::Prerouting => HookClass::PreRouting,
+        Hook::Input => HookClass::In,
+        Hook::Forward => HookClass::Forward,
+        Hook::Output => HookClass::Out,
+        Hook::Postrouting => HookClass::PostRouting,
+    }
+}
+
+fn rs_table(name: &str) -> RsTable {
+    RsTable::new(ProtocolFamily::Inet).with_name(name)
+}
+
+fn rs_chain(table: &RsTable, chain: &Chain) -> RsChain {
+    let mut c = RsChain::new(table).with_name(chain.name.as_str());
+    if let Some(base) = chain.base {
+        c = c
+            .with_hook(RsHook::new(hook_class(base.hook), base.priority))
+            .with_policy(ChainPolicy::Accept)
+            .with_type(ChainType::Filter);
+    }
+    c
+}
+
+pub(crate) fn encode_apply(rs: &Ruleset) -> Result<EncodedBatch, DataplaneError> {
+    let mut set_ids: HashMap<&str, u32> = HashMap::with_capacity(rs.sets.len() + rs.maps.len());
+    for (i, name) in rs
+        .sets
+        .iter()
+        .map(|s| &s.name)
+        .chain(rs.maps.iter().map(|m| &m.name))
+        .enumerate()
+    {
+        set_ids.insert(name.as_str(), i as u32 + 1);
+    }
+
+    // Table, chains and rules through rustables, in one of its batches.
+    let mut rb = Batch::new();
+    let table = rs_table(&rs.table);
+    rb.add(&table, MsgType::Add);
+    rb.add(&table, MsgType::Del);
+    let mut created = rs_table(&rs.table).with_flags(0u32);
+    let comment = clean_comment(&rs.comment);
+    if !comment.is_empty() {
+        created.set_userdata(wire::udata_comment(&comment));
+    }
+    rb.add(&created, MsgType::Add);
+    let chains: Vec<RsChain> = rs.chains.iter().map(|c| rs_chain(&table, c)).collect();
+    for c in &chains {
+        rb.add(c, MsgType::Add);
+    }
+    let mut raw = RawExprs::default();
+    let mut has_raw = Vec::with_capacity(rs.rule_count());
+    let mut ops = Vec::new();
+    for (chain, rchain) in rs.chains.iter().zip(&chains) {
+        for (i, rule) in chain.rules.iter().enumerate() {
+            ops.clear();
+            lower::lower_rule(rule, &mut ops);
+            let mut r = RsRule::new(rchain).map_err(|e| {
+                DataplaneError::invalid(format!("rule {i} of chain {}: {e:?}", chain.name))
+            })?;
+            let mut any_raw = false;
+            for op in &ops {
+                if is_raw(op) {
+                    raw.push(op, &set_ids);
+                    any_raw = true;
+                }
+                r.add_expr(rs_expr(op, &set_ids));
+            }
+            if let Some(c) = &rule.comment {
+                r.set_userdata(wire::udata_comment(&clean_comment(c)));
+            }
+            rb.add(&r, MsgType::Add);
+            has_raw.push(any_raw);
+        }
+    }
+    let rbytes = rb.finalize();
+
+    // Interleave with our messages in nft's order: table, chains, sets, maps, rules.
+    let mut asm = Assembler::new(rbytes.len() + estimate_sets(rs));
+    let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
+    let mut next = || msgs.next().expect("rustables wrote every message");
+    asm.copy(&next(), Obj::TableEnsure);
+    asm.copy(&next(), Obj::TableDelete);
+    asm.copy(&next(), Obj::TableCreate);
+    for i in 0..rs.chains.len() {
+        asm.copy(&next(), Obj::Chain(i));
+    }
+    for (i, set) in rs.sets.iter().enumerate() {
+        encode_set(&mut asm, &rs.table, i, set, set_ids[set.name.as_str()]);
+    }
+    for (i, map) in rs.maps.iter().enumerate() {
+        encode_map(&mut asm, &rs.table, i, map, set_ids[map.name.as_str()]);
+    }
+    let mut k = 0;
+    for (ci, chain) in rs.chains.iter().enumerate() {
+        for ri in 0..chain.rules.len() {
+            let m = next();
+            let obj = Obj::Rule {
+                chain: ci,
+                rule: ri,
+            };
+            if has_raw[k] {
+                asm.copy_spliced(&m, obj, &mut raw);
+            } else {
+                asm.copy(&m, obj);
+            }
+            k += 1;
+        }
+    }
+    Ok(asm.finish())
+}
+
+fn estimate_sets(rs: &Ruleset) -> usize {
+    let elems: usize = rs.sets.iter().map(|s| s.elements.len()).sum();
+    let maps: usize = rs.maps.iter().map(|m| m.elements.len()).sum();
+    elems * 2 * 48 + maps * 96 + (rs.sets.len() + rs.maps.len()) * 256 + 64
+}
+
+pub(crate) fn encode_flush(table: &str) -> EncodedBatch {
+    let mut rb = Batch::new();
+    let t = rs_table(table);
+    rb.add(&t, MsgType::Add);
+    rb.add(&t, MsgType::Del);
+    let rbytes = rb.finalize();
+    let mut asm = Assembler::new(rbytes.len() + 64);
+    let mut msgs = wire::messages(&rbytes).skip(1);
+    asm.copy(&msgs.next().expect("add table"), Obj::TableEnsure);
+    asm.copy(&msgs.next().expect("delete table"), Obj::TableDelete);
+    asm.finish()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sets and maps.
+
+/// One element as sent to the kernel: interval sets hold the start of each range and, as a separate
+/// element flagged INTERVAL_END, the first value after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elem {
+    pub(crate) key: [u8; 16],
+    pub(crate) len: u8,
+    pub(crate) end: bool,
+    /// The range reaches the top of the space (no end element follows): nft marks the start element
+    /// with `NFTNL_SET_ELEM_F_INTERVAL_OPEN` in its userdata.
+    pub(crate) open: bool,
+    /// Index of the IR element this comes from (the leading end element at 0 belongs to the first one).
+    pub(crate) ir: usize,
+}
+
+fn elem(v: u128, len: u8, end: bool, open: bool, ir: usize) -> Elem {
+    let mut key = [0u8; 16];
+    let be = v.to_be_bytes();
+    key[..len as usize].copy_from_slice(&be[16 - len as usize..]);
+    Elem {
+        key,
+        len,
+        end,
+        open,
+        ir,
+    }
+}
+
+/// The elements of an interval set in nft's encoding: a leading end element at 0 unless the first range
+/// starts at 0; for every range [lo, hi] the start `lo`, then `hi + 1` flagged INTERVAL_END, or nothing
+/// more if `hi` is the top of the space (then `lo` carries the open-interval userdata).
+pub(crate) fn interval_elems(set: &Set, mut f: impl FnMut(Elem)) {
+    let len: u8 = match set.set_type {
+        SetType::Ipv4Addr => 4,
+        SetType::Ipv6Addr => 16,
+        SetType::InetService => 2,
+    };
+    let max: u128 = if len == 16 {
+        u128::MAX
+    } else {
+        (1u128 << (8 * len as u32)) - 1
+    };
+    for (i, e) in set.elements.iter().enumerate() {
+        let (lo, hi): (u128, u128) = match e {
+            SetElement::V4(n) => (
+                u32::from(n.network()) as u128,
+                u32::from(n.broadcast()) as u128,
+            ),
+            SetElement::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+            SetElement::Ports(a, b) => (*a as u128, *b as u128),
+        };
+        if i == 0 && lo != 0 {
+            f(elem(0, len, true, false, 0));
+        }
+        let open = hi >= max;
+        f(elem(lo, len, false, open, i));
+        if !open {
+            f(elem(hi + 1, len, true, false, i));
+        }
+    }
+}
+
+fn set_header(w: &mut Writer<'_>, table: &str, name: &str) {
+    w.strz(wire::NFTA_SET_TABLE, table);
+    w.strz(wire::NFTA_SET_NAME, name);
+}
+
+fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32) {
+    let (key_type, key_len) = match set.set_type {
+        SetType::Ipv4Addr => (7u32, 4u32),
+        SetType::Ipv6Addr => (8, 16),
+        SetType::InetService => (13, 2),
+    };
+    let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Set(index));
+    let mut w = Writer { buf: &mut asm.out };
+    set_header(&mut w, table, &set.name);
+    w.u32_be(wire::NFTA_SET_FLAGS, wire::NFT_SET_INTERVAL);
+    w.u32_be(wire::NFTA_SET_KEY_TYPE, key_type);
+    w.u32_be(wire::NFTA_SET_KEY_LEN, key_len);
+    w.u32_be(wire::NFTA_SET_ID, id);
+    let mut udata = Vec::with_capacity(6);
+    wire::udata_tlv(
+        &mut udata,
+        wire::NFTNL_UDATA_SET_KEYBYTEORDER,
+        &wire::BYTEORDER_BIG_ENDIAN.to_ne_bytes(),
+    );
+    w.attr(wire::NFTA_SET_USERDATA, &udata);
+    w.end_msg(m);
+
+    // Elements, in messages whose element list stays below 64 KiB.
+    let mut chunk: Option<(usize, usize)> = None; // (message start, list nest start)
+    let mut n = 0usize;
+    let mut open_udata = Vec::with_capacity(6);
+    wire::udata_tlv(
+        &mut open_udata,
+        wire::NFTNL_UDATA_SET_ELEM_FLAGS,
+        &wire::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
+    );
+    interval_elems(set, |e| {
+        if let Some((m, l)) = chunk {
+            if asm.out.len() - l > ELEM_LIST_MAX {
+                let mut w = Writer { buf: &mut asm.out };
+                w.end_nest(l);
+                w.end_msg(m);
+                chunk = None;
+            }
+        }
+        if chunk.is_none() {
+            let m = asm.begin(
+                wire::NFT_MSG_NEWSETELEM,
+                Obj::SetElems {
+                    set: index,
+                    first: n,
+                },
+            );
+            let mut w = Writer { buf: &mut asm.out };
+            w.strz(wire::NFTA_SET_ELEM_LIST_TABLE, table);
+            w.strz(wire::NFTA_SET_ELEM_LIST_SET, &set.name);
+            w.u32_be(wire::NFTA_SET_ELEM_LIST_SET_ID, id);
+            chunk = Some((m, w.begin_nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS)));
+        }
+        // As nft: an end element is its flags then its key; a start element its key, then the
+        // open-interval userdata if the range reaches the top.
+        let mut w = Writer { buf: &mut asm.out };
+        let el = w.begin_nest(wire::NFTA_LIST_ELEM);
+        if e.end {
+            w.u32_be(wire::NFTA_SET_ELEM_FLAGS, wire::NFT_SET_ELEM_INTERVAL_END);
+        }
+        w.data_value(wire::NFTA_SET_ELEM_KEY, &e.key[..e.len as usize]);
+        if e.open {
+            w.attr(wire::NFTA_SET_ELEM_USERDATA, &open_udata);
+        }
+        w.end_nest(el);
+        n += 1;
+    });
+    if let Some((m, l)) = chunk {
+        let mut w = Writer { buf: &mut asm.out };
+        w.end_nest(l);
+        w.end_msg(m);
+    }
+}
+
+fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
+    match v {
+        Verdict::Accept => (libc::NF_ACCEPT, None),
+        Verdict::Drop => (libc::NF_DROP, None),
+        Verdict::Return => (-5, None), // NFT_RETURN
+        Verdict::Jump(c) => (wire::NFT_JUMP, Some(c)),
+        Verdict::Goto(c) => (wire::NFT_GOTO, Some(c)),
+        Verdict::Vmap { .. } => unreachable!("validated: no vmap inside a map"),
+    }
+}
+
+/// Estimated bytes of one verdict-map element (chain names up to 255 bytes).
+fn map_elem_size(chain: Option<&str>) -> usize {
+    4 + 24 + 4 + 4 + 8 + chain.map_or(0, |c| wire::align4(c.len() + 1) + 4)
+}
+
+fn encode_map(asm: &mut Assembler, table: &str, index: usize, map: &VerdictMap, id: u32) {
+    let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Map(index));
+    let mut w = Writer { buf: &mut asm.out };
+    set_header(&mut w, table, &map.name);
+    w.u32_be(wire::NFTA_SET_FLAGS, wire::NFT_SET_MAP);
+    w.u32_be(wire::NFTA_SET_KEY_TYPE, 41); // ifname
+    w.u32_be(wire::NFTA_SET_KEY_LEN, 16);
+    w.u32_be(wire::NFTA_SET_DATA_TYPE, wire::NFT_DATA_VERDICT);
+    w.u32_be(wire::NFTA_SET_DATA_LEN, 0);
+    w.u32_be(wire::NFTA_SET_ID, id);
+    let mut udata = Vec::with_capacity(12);
+    wire::udata_tlv(
+        &mut udata,
+        wire::NFTNL_UDATA_SET_KEYBYTEORDER,
+        &wire::BYTEORDER_HOST_ENDIAN.to_ne_bytes(),
+    );
+    wire::udata_tlv(
+        &mut udata,
+        wire::NFTNL_UDATA_SET_DATABYTEORDER,
+        &0u32.to_ne_bytes(),
+    );
+    w.attr(wire::NFTA_SET_USERDATA, &udata);
+    w.end_msg(m);
+
+    let mut chunk: Option<(usize, usize)> = None;
+    for (n, (ifname, verdict)) in map.elements.iter().enumerate() {
+        let (code, chain) = verdict_code(verdict);
+        if let Some((m, l)) = chunk {
+            if asm.out.len() - l + map_elem_size(chain) > ELEM_LIST_MAX {
+                let mut w = Writer { buf: &mut asm.out };
+                w.end_nest(l);
+                w.end_msg(m);
+                chunk = None;
+            }
+        }
+        if chunk.is_none() {
+            let m = asm.begin(
+                wire::NFT_MSG_NEWSETELEM,
+                Obj::MapElems {
+                    map: index,
+                    first: n,
+                },
+            );
+            let mut w = Writer { buf: &mut asm.out };
+            w.strz(wire::NFTA_SET_ELEM_LIST_TABLE, table);
+            w.strz(wire::NFTA_SET_ELEM_LIST_SET, &map.name);
+            w.u32_be(wire::NFTA_SET_ELEM_LIST_SET_ID, id);
+            chunk = Some((m, w.begin_nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS)));
+        }
+        let mut w = Writer { buf: &mut asm.out };
+        let el = w.begin_nest(wire::NFTA_LIST_ELEM);
+        let mut key = [0u8; 16];
+        let k = ifname.len().min(16);
+        key[..k].copy_from_slice(&ifname.as_bytes()[..k]);
+        w.data_value(wire::NFTA_SET_ELEM_KEY, &key);
+        let data = w.begin_nest(wire::NFTA_SET_ELEM_DATA);
+        let v = w.begin_nest(wire::NFTA_DATA_VERDICT);
+        w.u32_be(wire::NFTA_VERDICT_CODE, code as u32);
+        if let Some(c) = chain {
+            w.strz(wire::NFTA_VERDICT_CHAIN, c);
+        }
+        w.end_nest(v);
+        w.end_nest(data);
+        w.end_nest(el);
+    }
+    if let Some((m, l)) = chunk {
+        let mut w = Writer { buf: &mut asm.out };
+        w.end_nest(l);
+        w.end_msg(m);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ruleset::{BaseHook, Direction, Family, IfDir, Match, Rule};
+
+    pub(crate) fn small() -> Ruleset {
+        Ruleset {
+            table: "hp".into(),
+            comment: "hostpolicyd sha256:00".into(),
+            sets: vec![Set {
+                name: "a4".into(),
+                set_type: SetType::Ipv4Addr,
+                elements: vec![
+                    SetElement::V4("10.0.0.0/8".parse().unwrap()),
+                    SetElement::V4("128.0.0.0/1".parse().unwrap()),
+                ],
+            }],
+            maps: vec![VerdictMap {
+                name: "m".into(),
+                elements: vec![("eth0".into(), Verdict::Goto("c".into()))],
+            }],
+            chains: vec![
+                Chain {
+                    name: "in".into(),
+                    base: Some(BaseHook {
+                        hook: Hook::Input,
+                        priority: 0,
+                    }),
+                    rules: vec![Rule {
+                        matches: vec![Match::Addr {
+                            dir: Direction::Source,
+                            family: Family::Ipv4,
+                            set: "a4".into(),
+                            negate: true,
+                        }],
+                        verdict: Some(Verdict::Vmap {
+                            key: IfDir::In,
+                            map: "m".into(),
+                        }),
+                        comment: Some("r0".into()),
+                        ..Rule::default()
+                    }],
+                },
+                Chain {
+                    name: "c".into(),
+                    base: None,
+                    rules: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn interval_encoding_is_nfts() {
+        let keys = |set: &Set| {
+            let mut v = Vec::new();
+            interval_elems(set, |e| {
+                v.push((e.key[..e.len as usize].to_vec(), e.end, e.open))
+            });
+            v
+        };
+        // nft: element 00000000 : 1 [end]  0000000a : 0  0000000b : 1 [end]  00000080 : 0 (+ open udata)
+        assert_eq!(
+            keys(&small().sets[0]),
+            vec![
+                (vec![0, 0, 0, 0], true, false),
+                (vec![10, 0, 0, 0], false, false),
+                (vec![11, 0, 0, 0], true, false),
+                (vec![128, 0, 0, 0], false, true),
+            ]
+        );
+        let ports = Set {
+            name: "p".into(),
+            set_type: SetType::InetService,
+            elements: vec![SetElement::Ports(0, 22), SetElement::Ports(65535, 65535)],
+        };
+        assert_eq!(
+            keys(&ports),
+            vec![
+                (vec![0, 0], false, false),
+                (vec![0, 23], true, false),
+                (vec![255, 255], false, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_layout_and_splicing() {
+        let rs = small();
+        let b = encode_apply(&rs).unwrap();
+        assert_eq!(
+            b.objs,
+            vec![
+                Obj::BatchBegin,
+                Obj::TableEnsure,
+                Obj::TableDelete,
+                Obj::TableCreate,
+                Obj::Chain(0),
+                Obj::Chain(1),
+                Obj::Set(0),
+                Obj::SetElems { set: 0, first: 0 },
+                Obj::Map(0),
+                Obj::MapElems { map: 0, first: 0 },
+                Obj::Rule { chain: 0, rule: 0 },
+                Obj::BatchEnd,
+            ]
+        );
+        let msgs: Vec<_> = wire::messages(&b.bytes).collect();
+        assert_eq!(msgs.len(), b.objs.len());
+        for (i, m) in msgs.iter().enumerate() {
+            assert_eq!(m.seq, i as u32);
+            assert_eq!(
+                m.flags & wire::NLM_F_ACK != 0,
+                i == msgs.len() - 2,
+                "ACK only on the last message"
+            );
+            assert_eq!(
+                b.offsets[i],
+                m.bytes.as_ptr() as usize - b.bytes.as_ptr() as usize
+            );
+        }
+        // The rule: nfproto, cmp, payload, our inverted lookup (spliced), meta iifname, lookup (vmap).
+        let rule = msgs[10];
+        let exprs = wire::msg_attrs(&rule)
+            .find(|a| a.ty == wire::NFTA_RULE_EXPRESSIONS)
+            .unwrap();
+        let names: Vec<String> = wire::attrs(exprs.payload, 0)
+            .map(|e| {
+                wire::attr_str(
+                    wire::attrs(e.payload, 0)
+                        .find(|a| a.ty == wire::NFTA_EXPR_NAME)
+                        .unwrap()
+                        .payload,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["meta", "cmp", "payload", "lookup", "meta", "lookup"]
+        );
+        let ud = wire::msg_attrs(&rule).find(|a| a.ty == 7).unwrap();
+        assert_eq!(ud.payload, b"\x00\x03r0\x00");
+        // Lengths are consistent all the way down.
+        assert_eq!(
+            rule.bytes.len(),
+            20 + wire::msg_attrs(&rule)
+                .map(|a| wire::align4(a.len))
+                .sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn big_sets_are_split_below_64k() {
+        let mut rs = small();
+        rs.sets[0].elements = (0..20_000u32)
+            .map(|i| SetElement::V4(ipnet::Ipv4Net::new((0x0a00_0000 + i * 4).into(), 31).unwrap()))
+            .collect();
+        let b = encode_apply(&rs).unwrap();
+        let chunks: Vec<_> = b
+            .objs
+            .iter()
+            .filter(|o| matches!(o, Obj::SetElems { .. }))
+            .collect();
+        assert!(chunks.len() >= 2, "{chunks:?}");
+        let mut total = 0;
+        for (seq, o) in b.objs.iter().enumerate() {
+            if let Obj::SetElems { first, .. } = o {
+                assert_eq!(*first, total);
+                let m = b.message(seq as u32).unwrap();
+                let list = wire::msg_attrs(&m)
+                    .find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)
+                    .unwrap();
+                assert!(list.len <= u16::MAX as usize);
+                total += wire::attrs(list.payload, 0).count();
+            }
+        }
+        assert_eq!(total, 1 + 2 * 20_000);
+    }
+}

@@ -1,0 +1,155 @@
+//! The kernel side: the compiled [`Ruleset`] as nft text ([`render()`]) and as one atomic netlink batch
+//! ([`netlink::Netlink`]), behind the [`Dataplane`] trait so that everything above it can be tested with
+//! [`fake::FakeDataplane`].
+//!
+//! Both paths must give the same kernel ruleset (`nft -j list table inet NAME` equal); the rules that
+//! make that true (how a match becomes bytecode, which text nft turns into the same bytecode, how names,
+//! comments and log prefixes are cleaned) live in `lower.rs` and are shared by both.
+
+mod batch;
+pub mod fake;
+mod lower;
+pub mod netlink;
+pub mod render;
+mod sock;
+mod wire;
+
+use std::borrow::Cow;
+
+pub use fake::FakeDataplane;
+pub use netlink::{validate, Netlink};
+pub use render::render;
+
+use crate::ruleset::Ruleset;
+
+/// The kernel (or a fake of it) as seen by the daemon: one table, replaced as a whole.
+pub trait Dataplane {
+    /// Atomically replace table `ruleset.table` (family inet) with `ruleset`, creating it if absent:
+    /// ONE batch [add table, delete table, add table + every set, element, map, chain, rule] in ONE sendmsg.
+    /// On error nothing changed (the previous table, if any, is byte-identical).
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
+    /// Delete table `table` (family inet) if present (batch: add table + delete table). Never touches other tables.
+    fn flush(&mut self, table: &str) -> Result<(), DataplaneError>;
+    /// The comment (userdata) of our table, or None when the table does not exist. Used to recognise
+    /// the table we applied (the compiler puts the content hash there). A table without a comment gives
+    /// `Some("")`.
+    fn table_comment(&mut self, table: &str) -> Result<Option<String>, DataplaneError>;
+}
+
+/// Why an apply, flush or query failed. `message` names the object the kernel rejected, e.g.
+/// `kernel rejected rule 3 of chain filter-fh-eth0 (comment "..."): Invalid argument (os error 22)`
+/// (rules are numbered from 0, as in `Chain::rules`). `errno` is the kernel's (or the socket's) error
+/// number; `None` when the ruleset was refused before anything was sent (it cannot be encoded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DataplaneError {
+    pub message: String,
+    pub errno: Option<i32>,
+}
+
+impl DataplaneError {
+    /// An error found before talking to the kernel (nothing was sent).
+    pub fn invalid(message: impl Into<String>) -> DataplaneError {
+        DataplaneError {
+            message: message.into(),
+            errno: None,
+        }
+    }
+
+    /// An error reported by the kernel or the socket.
+    pub fn os(message: impl Into<String>, errno: i32) -> DataplaneError {
+        DataplaneError {
+            message: message.into(),
+            errno: Some(errno),
+        }
+    }
+}
+
+/// Longest comment nft accepts (`NFTNL_UDATA_COMMENT_MAXLEN`), in bytes, without the NUL.
+pub const COMMENT_MAX: usize = 128;
+/// Longest log prefix the kernel accepts (`NF_LOG_PREFIXLEN` - 1), in bytes.
+pub const LOG_PREFIX_MAX: usize = 127;
+/// Longest table, chain, set or map name (`NFT_NAME_MAXLEN` - 1), in bytes.
+pub const NAME_MAX: usize = 255;
+/// Longest interface name (`IFNAMSIZ` - 1), in bytes.
+pub const IFNAME_MAX: usize = 15;
+
+/// A comment as both paths store it: nft's quoted strings cannot hold `"` or line breaks, so `"` becomes
+/// `'` and control characters become spaces; cut to [`COMMENT_MAX`] bytes on a character boundary.
+pub fn clean_comment(s: &str) -> Cow<'_, str> {
+    clean(s, COMMENT_MAX, |c| match c {
+        '"' => Some('\''),
+        c if c.is_control() => Some(' '),
+        _ => None,
+    })
+}
+
+/// A log prefix as both paths store it: like [`clean_comment`], and `$` (nft expands `$name` inside a log
+/// prefix) becomes `_`; cut to [`LOG_PREFIX_MAX`] bytes.
+pub fn clean_log_prefix(s: &str) -> Cow<'_, str> {
+    clean(s, LOG_PREFIX_MAX, |c| match c {
+        '"' => Some('\''),
+        '$' => Some('_'),
+        c if c.is_control() => Some(' '),
+        _ => None,
+    })
+}
+
+fn clean(s: &str, max: usize, map: impl Fn(char) -> Option<char>) -> Cow<'_, str> {
+    if s.len() <= max && !s.chars().any(|c| map(c).is_some()) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = map(c).unwrap_or(c);
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+/// True when `name` can be written unquoted in nft text (nft 1.0.6 accepts no quoted table, chain, set
+/// or map names): a letter or `_`, then letters, digits, `_`, `-`, `.` and `/`; at most [`NAME_MAX`]
+/// bytes. A few bare keywords (`ip`, `tcp`, ...) are still refused by nft's parser; the compiler's
+/// names (`filter-input`, `sel-...`) never are keywords.
+pub fn is_nft_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    name.len() <= NAME_MAX
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_are_cleaned_the_same_way_for_both_paths() {
+        assert_eq!(
+            clean_comment("policy a rule 0"),
+            Cow::Borrowed("policy a rule 0")
+        );
+        assert_eq!(clean_comment("say \"hi\"\nnow"), "say 'hi' now");
+        let long = "é".repeat(100); // 200 bytes
+        let c = clean_comment(&long);
+        assert_eq!(c.len(), 128);
+        assert!(c.chars().all(|ch| ch == 'é'));
+        assert_eq!(clean_log_prefix("drop $x: "), "drop _x: ");
+        assert_eq!(clean_log_prefix(&"a".repeat(200)).len(), 127);
+    }
+
+    #[test]
+    fn nft_names() {
+        for ok in ["hostpolicy", "filter-fh-eth0", "sel-has-x.y/z", "_x", "a1"] {
+            assert!(is_nft_name(ok), "{ok}");
+        }
+        for bad in ["", "1abc", "a b", "x\"y", "-a", "a@b", &"a".repeat(256)] {
+            assert!(!is_nft_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,735 @@
+//! The production [`Dataplane`]: one nf_tables transaction per apply, sent in one `sendmsg`.
+//!
+//! # Design decisions (see also `../shared/notes/nftables-netlink.md`)
+//!
+//! - **rustables 0.9 builds the table, chain and rule messages** and the expressions it supports (meta,
+//!   cmp, bitwise, payload, lookup without flags, ct state, counter, immediate verdicts, and `notrack`,
+//!   which is a bare expression name). Its bytecode is the same as nft's.
+//! - **Our own encoding (`wire.rs`, `batch.rs`) for what rustables cannot express**: interval sets and
+//!   their elements (`NFTA_SET_ELEM_FLAGS` / INTERVAL_END, nft's userdata), verdict maps, and the
+//!   expressions `lookup` with `NFT_LOOKUP_F_INV` (`!= @set`), `ct status`, `log ... level info` and
+//!   `range`. Its closed expression enum cannot carry foreign bytes, so such an expression goes into the
+//!   rustables rule as a placeholder (an expression with only a reserved name) and is replaced by our
+//!   bytes when the batch is assembled.
+//! - **Our own batch and sender** (`batch.rs`, `sock.rs`): rustables' `Batch::finalize()` output is split
+//!   into its messages and interleaved with ours in nft's order (table, chains, sets + elements, maps +
+//!   elements, rules), renumbered, and sent in ONE `sendmsg` on a socket whose buffers are sized for the
+//!   batch. Only the last message asks for an ACK (errors are always reported), so a 100,000-message
+//!   batch does not need 100,000 ACKs. `Batch::send()` is not used: it fails falsely (ENOBUFS) from ~255
+//!   messages and cannot send more than ~208 KB.
+//! - Sets are split into NEWSETELEM messages below 64 KiB (the 16-bit attribute length) inside the same
+//!   batch. `netlink-packet-netfilter` was not needed: the few raw attributes are simple to write by hand.
+//! - Nothing is read back from the kernel except our table's comment (rustables cannot tell an `ip` table
+//!   from an `inet` one, so that query is ours too).
+//! - A socket is opened per call, so it lives in the calling thread's network namespace at that moment.
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::Duration;
+
+use super::batch::{encode_apply, encode_flush, interval_elems, EncodedBatch, Obj};
+use super::lower;
+use super::sock::NlSocket;
+use super::wire::{self, Writer};
+use super::{clean_comment, is_nft_name, Dataplane, DataplaneError, IFNAME_MAX, NAME_MAX};
+use crate::ruleset::{Match, PortMatch, Ruleset, SetElement, SetType, Verdict};
+
+/// The kernel through netlink. Every call opens its own socket, in the network namespace of the thread
+/// making the call (so one `Netlink` can serve threads that entered other namespaces).
+#[derive(Debug)]
+pub struct Netlink {
+    _private: (),
+}
+
+impl Netlink {
+    /// Checks that a netfilter netlink socket can be opened here (in this thread's network namespace).
+    pub fn new() -> Result<Netlink, DataplaneError> {
+        NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
+        Ok(Netlink { _private: () })
+    }
+}
+
+impl Dataplane for Netlink {
+    fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
+        validate(ruleset)?;
+        let batch = encode_apply(ruleset)?;
+        send_batch(&batch, |seq, reply| describe(ruleset, &batch, seq, reply))
+    }
+
+    fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {
+        check_table_name(table)?;
+        let batch = encode_flush(table);
+        send_batch(&batch, |seq, _| match batch.objs.get(seq as usize) {
+            Some(Obj::TableDelete) => format!("kernel rejected deleting table inet {table}"),
+            _ => format!("kernel rejected flushing table inet {table}"),
+        })
+    }
+
+    fn table_comment(&mut self, table: &str) -> Result<Option<String>, DataplaneError> {
+        check_table_name(table)?;
+        query_table_comment(table)
+    }
+}
+
+/// Our expressions in the format of `nft --debug=netlink` (`inet TABLE CHAIN` then one `  [ ... ]` line
+/// per expression and an empty line, per rule), to compare our bytecode with nft's for `render()`'s text.
+pub fn debug_expressions(ruleset: &Ruleset) -> String {
+    let mut out = String::new();
+    let mut ops = Vec::new();
+    for chain in &ruleset.chains {
+        for rule in &chain.rules {
+            ops.clear();
+            lower::lower_rule(rule, &mut ops);
+            let _ = writeln!(out, "inet {} {}", ruleset.table, chain.name);
+            lower::debug_ops(&ops, &mut out);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Validation: what cannot be encoded, or could not be rendered as nft text that gives the same result.
+
+fn check_table_name(table: &str) -> Result<(), DataplaneError> {
+    if table.is_empty() || table.len() > NAME_MAX || table.contains('\0') {
+        return Err(DataplaneError::invalid(format!(
+            "invalid table name {table:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), DataplaneError> {
+    if is_nft_name(name) {
+        Ok(())
+    } else {
+        Err(DataplaneError::invalid(format!(
+            "{what}: name {name:?} is not an nft identifier (a letter or '_', then letters, digits, '_', '-', \
+             '.', '/'; at most {NAME_MAX} bytes)"
+        )))
+    }
+}
+
+/// An interface name nft can write in quotes: 1..=15 bytes, no `"`, `\` or NUL; `*` only as a prefix
+/// match's implicit end (rejected inside names and prefixes, except a trailing one of an exact name,
+/// which render escapes as `\*`).
+fn check_ifname(what: &str, name: &str, exact: bool) -> Result<(), DataplaneError> {
+    let bad_char = name.chars().enumerate().any(|(i, c)| {
+        matches!(c, '"' | '\\' | '\0') || (c == '*' && !(exact && i + 1 == name.chars().count()))
+    });
+    if name.len() > IFNAME_MAX || (exact && name.is_empty()) || bad_char {
+        return Err(DataplaneError::invalid(format!(
+            "{what}: interface name {name:?} is not valid (1 to {IFNAME_MAX} bytes, no '\"', '\\' or '*')"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses what cannot be encoded, or could not be rendered as nft text that loads the same: names that
+/// are not nft identifiers, duplicate names, interface names nft cannot quote, elements of the wrong type,
+/// ports of other protocols than tcp/udp/sctp, empty ct state matches, rules without any statement.
+/// [`Netlink::apply`] (before sending anything) and [`super::FakeDataplane::apply`] run it.
+pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
+    check_name("table", &rs.table)?;
+    // The kernel merges a second NEWCHAIN/NEWSET of the same name into the first without a word (nft
+    // too): refuse duplicates. Sets and maps share one namespace.
+    let mut seen = std::collections::HashSet::new();
+    for (kind, name) in rs
+        .sets
+        .iter()
+        .map(|s| ("set", &s.name))
+        .chain(rs.maps.iter().map(|m| ("map", &m.name)))
+    {
+        if !seen.insert(name.as_str()) {
+            return Err(DataplaneError::invalid(format!(
+                "{kind} {name}: a set or map of this name already exists"
+            )));
+        }
+    }
+    seen.clear();
+    for c in &rs.chains {
+        if !seen.insert(c.name.as_str()) {
+            return Err(DataplaneError::invalid(format!(
+                "chain {}: declared twice",
+                c.name
+            )));
+        }
+    }
+    for set in &rs.sets {
+        let what = format!("set {}", set.name);
+        check_name(&what, &set.name)?;
+        for e in &set.elements {
+            let ok = match (set.set_type, e) {
+                (SetType::Ipv4Addr, SetElement::V4(_)) | (SetType::Ipv6Addr, SetElement::V6(_)) => {
+                    true
+                }
+                (SetType::InetService, SetElement::Ports(a, b)) => a <= b,
+                _ => false,
+            };
+            if !ok {
+                return Err(DataplaneError::invalid(format!(
+                    "{what}: element {} does not fit a set of type {}",
+                    element_text(e),
+                    set_type_name(set.set_type)
+                )));
+            }
+        }
+    }
+    for map in &rs.maps {
+        let what = format!("map {}", map.name);
+        check_name(&what, &map.name)?;
+        for (ifname, v) in &map.elements {
+            check_ifname(&what, ifname, false)?;
+            if ifname.is_empty() || ifname.contains('*') {
+                return Err(DataplaneError::invalid(format!(
+                    "{what}: invalid key {ifname:?}"
+                )));
+            }
+            match v {
+                Verdict::Jump(c) | Verdict::Goto(c) => check_name(&what, c)?,
+                Verdict::Vmap { .. } => {
+                    return Err(DataplaneError::invalid(format!(
+                        "{what}: a map element cannot be a vmap"
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    for chain in &rs.chains {
+        check_name(&format!("chain {}", chain.name), &chain.name)?;
+        for (i, rule) in chain.rules.iter().enumerate() {
+            let what = format!("rule {i} of chain {}", chain.name);
+            let no_match = rule
+                .matches
+                .iter()
+                .all(|m| matches!(m, Match::IfNamePrefix { prefix, .. } if prefix.is_empty()));
+            if no_match && !rule.counter && rule.actions.is_empty() && rule.verdict.is_none() {
+                return Err(DataplaneError::invalid(format!(
+                    "{what}: no statement (nft cannot express an empty rule)"
+                )));
+            }
+            for m in &rule.matches {
+                match m {
+                    Match::IfName { name, .. } => check_ifname(&what, name, true)?,
+                    Match::IfNamePrefix { prefix, .. } => check_ifname(&what, prefix, false)?,
+                    Match::Addr { set, .. }
+                    | Match::Port {
+                        port: PortMatch::Set(set),
+                        ..
+                    } => check_name(&what, set)?,
+                    _ => {}
+                }
+                if let Match::Port { proto, .. } = m {
+                    if !matches!(proto, 6 | 17 | 132) {
+                        return Err(DataplaneError::invalid(format!(
+                            "{what}: port match on protocol {proto} (only tcp, udp and sctp)"
+                        )));
+                    }
+                }
+                if let Match::CtState(s) = m {
+                    if lower::ct_state_bits(s) == 0 {
+                        return Err(DataplaneError::invalid(format!(
+                            "{what}: empty ct state match"
+                        )));
+                    }
+                }
+            }
+            match &rule.verdict {
+                Some(Verdict::Jump(c) | Verdict::Goto(c)) => check_name(&what, c)?,
+                Some(Verdict::Vmap { map, .. }) => check_name(&what, map)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn set_type_name(t: SetType) -> &'static str {
+    match t {
+        SetType::Ipv4Addr => "ipv4_addr",
+        SetType::Ipv6Addr => "ipv6_addr",
+        SetType::InetService => "inet_service",
+    }
+}
+
+pub(crate) fn element_text(e: &SetElement) -> String {
+    match e {
+        SetElement::V4(n) => n.to_string(),
+        SetElement::V6(n) => n.to_string(),
+        SetElement::Ports(a, b) if a == b => a.to_string(),
+        SetElement::Ports(a, b) => format!("{a}-{b}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sending and answers.
+
+/// One answer of the kernel to a message of ours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) seq: u32,
+    /// 0 for an ACK, else the (positive) errno.
+    pub(crate) errno: i32,
+    /// The extended ACK's message, if the kernel gave one.
+    pub(crate) msg: Option<String>,
+    /// The extended ACK's offset of the offending attribute in our message.
+    pub(crate) offset: Option<u32>,
+}
+
+/// Parses the answers in one datagram: NLMSG_ERROR messages (ACKs and errors) and anything else
+/// (`other`, e.g. a NEWTABLE answering a query).
+pub(crate) fn parse_replies<'b>(
+    buf: &'b [u8],
+    replies: &mut Vec<Reply>,
+    mut other: impl FnMut(wire::Msg<'b>),
+) {
+    for m in wire::messages(buf) {
+        if m.ty != wire::NLMSG_ERROR {
+            if m.ty != wire::NLMSG_DONE {
+                other(m);
+            }
+            continue;
+        }
+        let b = m.bytes;
+        if b.len() < wire::NLMSG_HDRLEN + 4 + wire::NLMSG_HDRLEN {
+            continue;
+        }
+        let err = i32::from_ne_bytes(b[16..20].try_into().expect("4 bytes"));
+        let orig = &b[20..36];
+        let orig_len = u32::from_ne_bytes(orig[0..4].try_into().expect("4 bytes")) as usize;
+        let seq = u32::from_ne_bytes(orig[8..12].try_into().expect("4 bytes"));
+        let mut r = Reply {
+            seq,
+            errno: -err,
+            ..Reply::default()
+        };
+        if m.flags & wire::NLM_F_ACK_TLVS != 0 {
+            const NLM_F_CAPPED: u16 = 0x100;
+            let tlv_start = if m.flags & NLM_F_CAPPED != 0 || err == 0 {
+                36
+            } else {
+                20 + wire::align4(orig_len)
+            };
+            if tlv_start <= b.len() {
+                for a in wire::attrs(&b[tlv_start..], 0) {
+                    match a.ty {
+                        wire::NLMSGERR_ATTR_MSG => r.msg = Some(wire::attr_str(a.payload)),
+                        wire::NLMSGERR_ATTR_OFFS if a.payload.len() >= 4 => {
+                            r.offset = Some(u32::from_ne_bytes(
+                                a.payload[..4].try_into().expect("4 bytes"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        replies.push(r);
+    }
+}
+
+fn io_err(what: &str, e: io::Error) -> DataplaneError {
+    DataplaneError {
+        message: format!("{what}: {e}"),
+        errno: e.raw_os_error(),
+    }
+}
+
+/// How long to wait for answers that are not there yet. The kernel processes a batch inside `sendmsg`,
+/// so its answers are normally queued when `sendmsg` returns; this only bounds pathological cases.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends a batch and turns the kernel's answers into a result; `describe(seq, reply)` names the object
+/// of a rejected message.
+fn send_batch(
+    batch: &EncodedBatch,
+    describe: impl Fn(u32, &Reply) -> String,
+) -> Result<(), DataplaneError> {
+    let sock = NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
+    // Answers: one ACK on success; on failure one error per rejected message (often many: every rule of
+    // a rejected chain fails too). Memory is only used when answers arrive.
+    let recv = (batch.objs.len() * 1024).clamp(1 << 20, 64 << 20);
+    sock.set_buffers(batch.bytes.len() + (64 << 10), recv)
+        .map_err(|e| io_err("sizing the netlink socket buffers", e))?;
+    sock.send(&batch.bytes).map_err(|e| {
+        io_err(
+            &format!(
+                "sending the batch ({} messages, {} bytes)",
+                batch.objs.len(),
+                batch.bytes.len()
+            ),
+            e,
+        )
+    })?;
+
+    let last = batch.last_seq();
+    let mut replies = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut lost = false;
+    let done = |replies: &[Reply]| {
+        replies
+            .iter()
+            .any(|r| r.seq == last || (r.seq == 0 && r.errno != 0))
+    };
+    let mut wait = None;
+    loop {
+        match sock.recv(&mut buf, wait) {
+            Ok(Some(n)) => parse_replies(&buf[..n], &mut replies, |_| {}),
+            Ok(None) if wait.is_none() && !done(&replies) && !lost => wait = Some(ANSWER_TIMEOUT),
+            Ok(None) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+            Err(e) => return Err(io_err("receiving the kernel's answer", e)),
+        }
+        if done(&replies) && wait.is_some() {
+            wait = None; // drain what is already queued, without waiting
+        }
+    }
+    let mut errors: Vec<&Reply> = replies.iter().filter(|r| r.errno != 0).collect();
+    errors.sort_by_key(|r| r.seq);
+    if let Some(first) = errors.first() {
+        let mut message = format!(
+            "{}: {}",
+            describe(first.seq, first),
+            io::Error::from_raw_os_error(first.errno)
+        );
+        if let Some(m) = first.msg.as_deref().filter(|m| !m.is_empty()) {
+            let _ = write!(message, " (kernel: {m})");
+        }
+        if errors.len() > 1 {
+            let _ = write!(message, "; {} more objects rejected", errors.len() - 1);
+        }
+        if lost {
+            message.push_str("; some answers were lost (receive buffer full)");
+        }
+        return Err(DataplaneError::os(message, first.errno));
+    }
+    if lost {
+        return Err(DataplaneError::os(
+            "the kernel's answers were lost (receive buffer full); the outcome is unknown",
+            libc::ENOBUFS,
+        ));
+    }
+    if !replies.iter().any(|r| r.seq == last) {
+        return Err(DataplaneError::os(
+            "no acknowledgement from the kernel for the batch; the outcome is unknown",
+            libc::ETIMEDOUT,
+        ));
+    }
+    Ok(())
+}
+
+/// Names the object of a rejected message of an apply batch.
+fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> String {
+    let Some(obj) = batch.objs.get(seq as usize) else {
+        return format!("kernel rejected message {seq}");
+    };
+    let msg = batch.message(seq);
+    match *obj {
+        Obj::BatchBegin | Obj::BatchEnd => {
+            format!(
+                "kernel rejected the transaction for table inet {}",
+                rs.table
+            )
+        }
+        Obj::TableEnsure => format!("kernel rejected adding table inet {}", rs.table),
+        Obj::TableDelete => format!("kernel rejected deleting the old table inet {}", rs.table),
+        Obj::TableCreate => format!("kernel rejected creating table inet {}", rs.table),
+        Obj::Chain(i) => format!("kernel rejected chain {}", rs.chains[i].name),
+        Obj::Set(i) => format!("kernel rejected set {}", rs.sets[i].name),
+        Obj::Map(i) => format!("kernel rejected map {}", rs.maps[i].name),
+        Obj::SetElems { set, first } => {
+            let s = &rs.sets[set];
+            match msg
+                .zip(reply.offset)
+                .and_then(|(m, off)| list_index(&m, off))
+            {
+                Some(k) => {
+                    let mut found = None;
+                    let mut n = 0;
+                    interval_elems(s, |e| {
+                        if n == first + k {
+                            found = Some(e);
+                        }
+                        n += 1;
+                    });
+                    match found {
+                        Some(e) => format!(
+                            "kernel rejected element {} ({}{}) of set {}",
+                            e.ir,
+                            element_text(&s.elements[e.ir]),
+                            if e.end { ", its end" } else { "" },
+                            s.name
+                        ),
+                        None => format!("kernel rejected an element of set {}", s.name),
+                    }
+                }
+                None => format!("kernel rejected elements of set {}", s.name),
+            }
+        }
+        Obj::MapElems { map, first } => {
+            let m = &rs.maps[map];
+            match msg
+                .zip(reply.offset)
+                .and_then(|(mm, off)| list_index(&mm, off))
+            {
+                Some(k) if first + k < m.elements.len() => format!(
+                    "kernel rejected element {} ({:?}) of map {}",
+                    first + k,
+                    m.elements[first + k].0,
+                    m.name
+                ),
+                _ => format!("kernel rejected elements of map {}", m.name),
+            }
+        }
+        Obj::Rule { chain, rule } => {
+            let c = &rs.chains[chain];
+            let r = &c.rules[rule];
+            let mut s = format!("kernel rejected rule {rule} of chain {}", c.name);
+            if let Some(comment) = &r.comment {
+                let _ = write!(s, " (comment {:?})", clean_comment(comment));
+            }
+            if let Some((k, name)) = msg.zip(reply.offset).and_then(|(m, off)| expr_at(&m, off)) {
+                let _ = write!(s, ", expression {k} ({name})");
+            }
+            s
+        }
+    }
+}
+
+/// The index of the element of a NEWSETELEM message's list that contains byte `offset` of the message.
+fn list_index(msg: &wire::Msg<'_>, offset: u32) -> Option<usize> {
+    let list = wire::msg_attrs(msg).find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    let base = list.offset + wire::NLA_HDRLEN;
+    wire::attrs(list.payload, base)
+        .position(|e| (e.offset..e.offset + e.len).contains(&(offset as usize)))
+}
+
+/// The index and name of the rule expression that contains byte `offset` of the message.
+fn expr_at(msg: &wire::Msg<'_>, offset: u32) -> Option<(usize, String)> {
+    let list = wire::msg_attrs(msg).find(|a| a.ty == wire::NFTA_RULE_EXPRESSIONS)?;
+    let base = list.offset + wire::NLA_HDRLEN;
+    wire::attrs(list.payload, base)
+        .enumerate()
+        .find_map(|(k, e)| {
+            if !(e.offset..e.offset + e.len).contains(&(offset as usize)) {
+                return None;
+            }
+            let name = wire::attrs(e.payload, 0)
+                .find(|a| a.ty == wire::NFTA_EXPR_NAME)
+                .map(|a| wire::attr_str(a.payload))
+                .unwrap_or_default();
+            Some((k, name))
+        })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading our table's comment.
+
+fn query_table_comment(table: &str) -> Result<Option<String>, DataplaneError> {
+    let sock = NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
+    let mut req = Vec::with_capacity(64);
+    let mut w = Writer { buf: &mut req };
+    let m = w.begin_msg(
+        wire::nft_type(wire::NFT_MSG_GETTABLE),
+        wire::NLM_F_ACK,
+        1,
+        wire::NFPROTO_INET,
+        0,
+    );
+    w.strz(wire::NFTA_TABLE_NAME, table);
+    w.end_msg(m);
+    sock.send(&req)
+        .map_err(|e| io_err(&format!("querying table inet {table}"), e))?;
+
+    let mut buf = vec![0u8; 64 << 10];
+    let mut replies = Vec::new();
+    let mut comment: Option<String> = None;
+    let mut found = false;
+    while !replies.iter().any(|r: &Reply| r.seq == 1) {
+        let n = match sock.recv(&mut buf, Some(ANSWER_TIMEOUT)) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                return Err(DataplaneError::os(
+                    format!("no answer from the kernel about table inet {table}"),
+                    libc::ETIMEDOUT,
+                ))
+            }
+            Err(e) => return Err(io_err(&format!("querying table inet {table}"), e)),
+        };
+        parse_replies(&buf[..n], &mut replies, |m| {
+            if m.ty == wire::nft_type(wire::NFT_MSG_NEWTABLE) && m.seq == 1 {
+                found = true;
+                for a in wire::msg_attrs(&m) {
+                    if a.ty == wire::NFTA_TABLE_USERDATA {
+                        comment = udata_comment_of(a.payload);
+                    }
+                }
+            }
+        });
+    }
+    match replies.iter().find(|r| r.seq == 1).map(|r| r.errno) {
+        Some(0) if found => Ok(Some(comment.unwrap_or_default())),
+        Some(0) => Ok(None),
+        Some(libc::ENOENT) => Ok(None),
+        Some(errno) => Err(DataplaneError::os(
+            format!(
+                "querying table inet {table}: {}",
+                io::Error::from_raw_os_error(errno)
+            ),
+            errno,
+        )),
+        None => unreachable!("loop ends on the answer"),
+    }
+}
+
+/// The comment TLV of a table's userdata.
+fn udata_comment_of(udata: &[u8]) -> Option<String> {
+    let mut i = 0;
+    while i + 2 <= udata.len() {
+        let (ty, len) = (udata[i], udata[i + 1] as usize);
+        let value = udata.get(i + 2..i + 2 + len)?;
+        if ty == wire::NFTNL_UDATA_COMMENT {
+            return Some(wire::attr_str(value));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nft::batch::tests::small;
+    use crate::ruleset::{Direction, Rule, VerdictMap};
+
+    #[test]
+    fn error_descriptions_name_the_object() {
+        let rs = small();
+        let b = encode_apply(&rs).unwrap();
+        let reply = Reply {
+            seq: 10,
+            errno: 2,
+            ..Reply::default()
+        };
+        assert_eq!(
+            describe(&rs, &b, 10, &reply),
+            "kernel rejected rule 0 of chain in (comment \"r0\")"
+        );
+        // An extended-ACK offset inside the 4th expression.
+        let m = b.message(10).unwrap();
+        let exprs = wire::msg_attrs(&m)
+            .find(|a| a.ty == wire::NFTA_RULE_EXPRESSIONS)
+            .unwrap();
+        let fourth = wire::attrs(exprs.payload, exprs.offset + 4).nth(3).unwrap();
+        let reply = Reply {
+            seq: 10,
+            errno: 2,
+            offset: Some(fourth.offset as u32 + 8),
+            ..Reply::default()
+        };
+        assert_eq!(
+            describe(&rs, &b, 10, &reply),
+            "kernel rejected rule 0 of chain in (comment \"r0\"), expression 3 (lookup)"
+        );
+        // ... and inside the 3rd element of the set (11.0.0.0, the end of 10.0.0.0/8).
+        let m = b.message(7).unwrap();
+        let list = wire::msg_attrs(&m)
+            .find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)
+            .unwrap();
+        let third = wire::attrs(list.payload, list.offset + 4).nth(2).unwrap();
+        let reply = Reply {
+            seq: 7,
+            errno: 17,
+            offset: Some(third.offset as u32),
+            ..Reply::default()
+        };
+        assert_eq!(
+            describe(&rs, &b, 7, &reply),
+            "kernel rejected element 0 (10.0.0.0/8, its end) of set a4"
+        );
+    }
+
+    #[test]
+    fn replies_with_extended_ack() {
+        // An NLMSG_ERROR (capped, with TLVs) for seq 9: ENOENT, message "x", offset 44.
+        let mut buf = Vec::new();
+        let mut w = Writer { buf: &mut buf };
+        let start = w.buf.len();
+        w.buf.extend_from_slice(&0u32.to_ne_bytes());
+        w.buf.extend_from_slice(&wire::NLMSG_ERROR.to_ne_bytes());
+        w.buf
+            .extend_from_slice(&(0x100u16 | wire::NLM_F_ACK_TLVS).to_ne_bytes());
+        w.buf.extend_from_slice(&9u32.to_ne_bytes());
+        w.buf.extend_from_slice(&0u32.to_ne_bytes());
+        w.buf.extend_from_slice(&(-2i32).to_ne_bytes());
+        w.buf
+            .extend_from_slice(&[20, 0, 0, 0, 6, 10, 5, 4, 9, 0, 0, 0, 0, 0, 0, 0]);
+        w.strz(wire::NLMSGERR_ATTR_MSG, "x");
+        w.attr(wire::NLMSGERR_ATTR_OFFS, &44u32.to_ne_bytes());
+        w.end_msg(start);
+        let mut replies = Vec::new();
+        parse_replies(&buf, &mut replies, |_| panic!("no other message"));
+        assert_eq!(
+            replies,
+            vec![Reply {
+                seq: 9,
+                errno: 2,
+                msg: Some("x".into()),
+                offset: Some(44)
+            }]
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let mut rs = small();
+        rs.chains[1].name = "bad name".into();
+        assert!(validate(&rs).unwrap_err().message.contains("\"bad name\""));
+        let mut rs = small();
+        rs.sets[0].elements.push(SetElement::Ports(1, 2));
+        assert!(validate(&rs).unwrap_err().message.contains("does not fit"));
+        let mut rs = small();
+        rs.chains[0].rules[0].matches.push(Match::IfName {
+            dir: Direction::Source,
+            name: "x".repeat(16),
+        });
+        assert!(validate(&rs).is_err());
+        let mut rs = small();
+        rs.chains[0].rules[0].matches.push(Match::IfName {
+            dir: Direction::Source,
+            name: "eth*".into(),
+        });
+        assert!(validate(&rs).is_ok());
+        let mut rs = small();
+        rs.chains[1].rules.push(Rule {
+            matches: vec![Match::IfNamePrefix {
+                dir: Direction::Source,
+                prefix: String::new(),
+            }],
+            ..Rule::default()
+        });
+        assert!(validate(&rs)
+            .unwrap_err()
+            .message
+            .contains("rule 0 of chain c: no statement"));
+        let mut rs = small();
+        rs.maps.push(VerdictMap {
+            name: "a4".into(),
+            elements: vec![],
+        });
+        assert!(validate(&rs)
+            .unwrap_err()
+            .message
+            .contains("already exists"));
+        assert!(validate(&small()).is_ok());
+    }
+
+    #[test]
+    fn table_comment_tlv() {
+        assert_eq!(udata_comment_of(b"\x00\x06hello\x00"), Some("hello".into()));
+        assert_eq!(udata_comment_of(b"\x05\x01x\x00\x02hi"), Some("hi".into()));
+        assert_eq!(udata_comment_of(b""), None);
+    }
+}

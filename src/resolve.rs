@@ -1,0 +1,660 @@
+//! Node-local view of a validated configuration (spec §3.1, §3.2, §3.8, §4).
+//!
+//! Pure: given the configuration, this node's name and the interfaces with their current addresses, decide
+//! which HostEndpoint governs which interface, which policies apply to each of them per stage and direction
+//! (in evaluation order), what every rule selector resolves to, and the effective Felix settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::diag::Diagnostic;
+use crate::model::{
+    proto, Config, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels, NamespaceScope, ProtoPort,
+};
+use crate::selector::Selector;
+
+/// A network interface of this node and its current addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Kernel mark bits used to carry "allowed" and "passed" between stages (spec §3.3, §5.3).
+pub const KUBE_PROXY_MARKS: u32 = 0x4000 | 0x8000;
+pub const DEFAULT_MARK_MASK: u32 = 0xffff_0000;
+pub const DEFAULT_LOG_PREFIX: &str = "calico-packet";
+pub const DEFAULT_WORKLOAD_PREFIX: &str = "cali";
+
+/// Felix's code defaults (spec §4.1): `net` unset, i.e. any address.
+pub fn default_failsafe_inbound() -> Vec<ProtoPort> {
+    failsafe_list(&[
+        (proto::TCP, 22),
+        (proto::UDP, 68),
+        (proto::TCP, 179),
+        (proto::TCP, 2379),
+        (proto::TCP, 2380),
+        (proto::TCP, 5473),
+        (proto::TCP, 6443),
+        (proto::TCP, 6666),
+        (proto::TCP, 6667),
+    ])
+}
+
+pub fn default_failsafe_outbound() -> Vec<ProtoPort> {
+    failsafe_list(&[
+        (proto::UDP, 53),
+        (proto::UDP, 67),
+        (proto::TCP, 179),
+        (proto::TCP, 2379),
+        (proto::TCP, 2380),
+        (proto::TCP, 5473),
+        (proto::TCP, 6443),
+        (proto::TCP, 6666),
+        (proto::TCP, 6667),
+    ])
+}
+
+fn failsafe_list(entries: &[(u8, u16)]) -> Vec<ProtoPort> {
+    entries.iter().map(|&(protocol, port)| ProtoPort { protocol, port, net: None }).collect()
+}
+
+/// The Felix settings in force on this node: `default`, overridden field by field by `node.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub failsafe_inbound: Vec<ProtoPort>,
+    pub failsafe_outbound: Vec<ProtoPort>,
+    pub mark_accept: u32,
+    pub mark_pass: u32,
+    pub log_prefix: String,
+    pub conntrack_invalid_check: bool,
+    pub workload_prefixes: Vec<String>,
+}
+
+/// The stage a policy runs in on a HEP (spec §3.2: exactly one class, plus forward for AoF normal policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    Untracked,
+    PreDnat,
+    Normal,
+    Forward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dir {
+    Ingress,
+    Egress,
+}
+
+/// Ordered policy lists (indices into `Config::policies`) for one HEP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagePolicies {
+    pub untracked_ingress: Vec<usize>,
+    pub untracked_egress: Vec<usize>,
+    pub pre_dnat_ingress: Vec<usize>,
+    pub normal_ingress: Vec<usize>,
+    pub normal_egress: Vec<usize>,
+    pub forward_ingress: Vec<usize>,
+    pub forward_egress: Vec<usize>,
+}
+
+impl StagePolicies {
+    pub fn get(&self, stage: Stage, dir: Dir) -> &[usize] {
+        match (stage, dir) {
+            (Stage::Untracked, Dir::Ingress) => &self.untracked_ingress,
+            (Stage::Untracked, Dir::Egress) => &self.untracked_egress,
+            (Stage::PreDnat, Dir::Ingress) => &self.pre_dnat_ingress,
+            (Stage::PreDnat, Dir::Egress) => &[],
+            (Stage::Normal, Dir::Ingress) => &self.normal_ingress,
+            (Stage::Normal, Dir::Egress) => &self.normal_egress,
+            (Stage::Forward, Dir::Ingress) => &self.forward_ingress,
+            (Stage::Forward, Dir::Egress) => &self.forward_egress,
+        }
+    }
+    fn get_mut(&mut self, stage: Stage, dir: Dir) -> Option<&mut Vec<usize>> {
+        Some(match (stage, dir) {
+            (Stage::Untracked, Dir::Ingress) => &mut self.untracked_ingress,
+            (Stage::Untracked, Dir::Egress) => &mut self.untracked_egress,
+            (Stage::PreDnat, Dir::Ingress) => &mut self.pre_dnat_ingress,
+            (Stage::PreDnat, Dir::Egress) => return None,
+            (Stage::Normal, Dir::Ingress) => &mut self.normal_ingress,
+            (Stage::Normal, Dir::Egress) => &mut self.normal_egress,
+            (Stage::Forward, Dir::Ingress) => &mut self.forward_ingress,
+            (Stage::Forward, Dir::Egress) => &mut self.forward_egress,
+        })
+    }
+    /// Whether any applyOnForward policy selects this HEP, in either direction (spec §3.4 step 5).
+    pub fn has_forward_policy(&self) -> bool {
+        !self.forward_ingress.is_empty() || !self.forward_egress.is_empty()
+    }
+}
+
+/// A HostEndpoint of this node that governs traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveEndpoint {
+    /// Index into `Config::host_endpoints`.
+    pub hep: usize,
+    pub name: String,
+    /// The interfaces it governs (empty for the wildcard HEP, which takes everything unclaimed).
+    pub interfaces: Vec<String>,
+    pub policies: StagePolicies,
+    pub profiles: Vec<String>,
+}
+
+/// Addresses a rule selector resolves to (spec §3.8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressSet {
+    pub v4: Vec<ipnet::Ipv4Net>,
+    pub v6: Vec<ipnet::Ipv6Net>,
+}
+
+/// What identifies a rule selector's address set: the canonical selector and its scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SelectorKey {
+    pub canonical: String,
+    pub namespaced: bool,
+}
+
+impl SelectorKey {
+    pub fn new(selector: &Selector, scope: &NamespaceScope) -> SelectorKey {
+        SelectorKey { canonical: selector.canonical(), namespaced: *scope == NamespaceScope::Namespaced }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub node: String,
+    pub settings: Settings,
+    /// Named and IP-matched HEPs in name order.
+    pub endpoints: Vec<ActiveEndpoint>,
+    /// The active `interfaceName: "*"` HEP, if any.
+    pub wildcard: Option<ActiveEndpoint>,
+    pub selector_sets: BTreeMap<SelectorKey, AddressSet>,
+    /// Lints found while resolving (policy selecting nothing, selectors that miss HEPs without
+    /// expectedIPs, HEP conflicts, untracked policy on a wildcard HEP).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Resolves `config` for node `node` with the given live interfaces.
+pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeView {
+    let mut warnings = Vec::new();
+    let settings = effective_settings(&config.felix, node);
+    let order = policy_order(&config.policies);
+
+    let (claims, wildcard_hep) = claim_interfaces(config, node, interfaces, &settings, &mut warnings);
+    let mut endpoints = Vec::new();
+    for (hep, ifaces) in claims {
+        endpoints.push(active_endpoint(config, &order, hep, ifaces, false, &mut warnings));
+    }
+    let wildcard = wildcard_hep.map(|hep| active_endpoint(config, &order, hep, Vec::new(), true, &mut warnings));
+
+    lint_policies_selecting_nothing(config, &mut warnings);
+    let selector_sets = resolve_rule_selectors(config, &mut warnings);
+    NodeView { node: node.to_string(), settings, endpoints, wildcard, selector_sets, warnings }
+}
+
+fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
+    let global = felix.iter().find(|f| f.name == "default");
+    let local_name = format!("node.{node}");
+    let local = felix.iter().find(|f| f.name == local_name);
+    // Field by field: the node-specific resource wins where it sets a field.
+    fn pick<T: Clone>(
+        local: Option<&FelixConfiguration>,
+        global: Option<&FelixConfiguration>,
+        get: impl Fn(&FelixConfiguration) -> Option<T>,
+    ) -> Option<T> {
+        local.and_then(&get).or_else(|| global.and_then(&get))
+    }
+    let mask = pick(local, global, |f| f.mark_mask).unwrap_or(DEFAULT_MARK_MASK);
+    let (mark_accept, mark_pass) = allocate_marks(mask);
+    Settings {
+        failsafe_inbound: pick(local, global, |f| f.failsafe_inbound_host_ports.clone())
+            .unwrap_or_else(default_failsafe_inbound),
+        failsafe_outbound: pick(local, global, |f| f.failsafe_outbound_host_ports.clone())
+            .unwrap_or_else(default_failsafe_outbound),
+        mark_accept,
+        mark_pass,
+        log_prefix: pick(local, global, |f| f.log_prefix.clone()).unwrap_or_else(|| DEFAULT_LOG_PREFIX.into()),
+        conntrack_invalid_check: !pick(local, global, |f| f.disable_conntrack_invalid_check).unwrap_or(false),
+        workload_prefixes: pick(local, global, |f| f.interface_prefixes.clone())
+            .unwrap_or_else(|| vec![DEFAULT_WORKLOAD_PREFIX.into()]),
+    }
+}
+
+/// The two lowest bits of `mask` outside kube-proxy's marks (spec §5.3). Validation guarantees two exist;
+/// the Felix default is used otherwise.
+pub fn allocate_marks(mask: u32) -> (u32, u32) {
+    let usable = mask & !KUBE_PROXY_MARKS;
+    let bits: Vec<u32> = (0..32).map(|i| 1u32 << i).filter(|b| usable & b != 0).take(2).collect();
+    match bits[..] {
+        [accept, pass] => (accept, pass),
+        _ => (0x10000, 0x20000),
+    }
+}
+
+/// Policy indices in evaluation order: `order` ascending (unset last), then name (spec §1.3, §6.7).
+fn policy_order(policies: &[GlobalNetworkPolicy]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..policies.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (pa, pb) = (&policies[a], &policies[b]);
+        let oa = pa.order.unwrap_or(f64::INFINITY);
+        let ob = pb.order.unwrap_or(f64::INFINITY);
+        oa.total_cmp(&ob).then_with(|| pa.name.cmp(&pb.name))
+    });
+    idx
+}
+
+fn is_workload(name: &str, settings: &Settings) -> bool {
+    settings.workload_prefixes.iter().any(|p| !p.is_empty() && name.starts_with(p.as_str()))
+}
+
+/// Spec §3.1: named HEPs claim their interface; IP-matched HEPs claim every non-workload interface that
+/// carries one of their expectedIPs; when several claim one interface, the lowest name wins; at most one
+/// wildcard HEP (the lowest name) is active.
+fn claim_interfaces(
+    config: &Config,
+    node: &str,
+    interfaces: &[Interface],
+    settings: &Settings,
+    warnings: &mut Vec<Diagnostic>,
+) -> (BTreeMap<usize, Vec<String>>, Option<usize>) {
+    let local: Vec<usize> = {
+        let mut v: Vec<usize> =
+            (0..config.host_endpoints.len()).filter(|&i| config.host_endpoints[i].node == node).collect();
+        v.sort_by(|&a, &b| config.host_endpoints[a].name.cmp(&config.host_endpoints[b].name));
+        v
+    };
+    // interface name -> candidate HEPs in name order
+    let mut candidates: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut wildcard = None;
+    for &i in &local {
+        let hep = &config.host_endpoints[i];
+        match hep.interface_name.as_deref() {
+            Some("*") => {
+                if let Some(winner) = wildcard {
+                    let w: &HostEndpoint = &config.host_endpoints[winner];
+                    warnings.push(Diagnostic::warning(
+                        hep.pos.clone(),
+                        format!(
+                            "HostEndpoint '{}' is inactive: only one interfaceName \"*\" HostEndpoint is used per node, and '{}' sorts first",
+                            hep.name, w.name
+                        ),
+                    ));
+                } else {
+                    wildcard = Some(i);
+                }
+            }
+            Some(name) if !name.is_empty() => {
+                if is_workload(name, settings) {
+                    warnings.push(Diagnostic::warning(
+                        hep.pos.clone(),
+                        format!("HostEndpoint '{}' names workload interface '{name}', which is never governed by a HostEndpoint (interfacePrefix)", hep.name),
+                    ));
+                    continue;
+                }
+                candidates.entry(name.to_string()).or_default().push(i);
+            }
+            _ => {
+                for iface in interfaces {
+                    if is_workload(&iface.name, settings) {
+                        continue;
+                    }
+                    if iface.addrs.iter().any(|a| hep.expected_ips.contains(a)) {
+                        candidates.entry(iface.name.clone()).or_default().push(i);
+                    }
+                }
+            }
+        }
+    }
+    let mut claims: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (iface, mut heps) in candidates {
+        heps.sort_by(|&a, &b| config.host_endpoints[a].name.cmp(&config.host_endpoints[b].name));
+        heps.dedup();
+        let winner = heps[0];
+        for &loser in &heps[1..] {
+            let l = &config.host_endpoints[loser];
+            warnings.push(Diagnostic::warning(
+                l.pos.clone(),
+                format!(
+                    "HostEndpoint '{}' does not govern interface '{iface}': HostEndpoint '{}' also matches it and sorts first",
+                    l.name, config.host_endpoints[winner].name
+                ),
+            ));
+        }
+        claims.entry(winner).or_default().push(iface);
+    }
+    (claims, wildcard)
+}
+
+/// Whether a policy's top-level selectors select a HEP with these labels (spec §1.3, §2.4): the
+/// namespace and service-account selectors test `pcns.*`/`pcsa.*` labels that HEPs never carry, and
+/// `all()` there means "has a namespace", which a HEP never has.
+pub fn policy_selects(policy: &GlobalNetworkPolicy, labels: &Labels) -> bool {
+    let empty = Labels::new();
+    let scope_ok = |sel: &Option<crate::model::At<Selector>>| match sel {
+        None => true,
+        Some(s) if s.value.source().trim().is_empty() => true,
+        Some(s) if s.value.is_all() => false,
+        Some(s) => s.value.matches(&empty),
+    };
+    policy.selector.value.matches(labels)
+        && scope_ok(&policy.namespace_selector)
+        && scope_ok(&policy.service_account_selector)
+}
+
+fn active_endpoint(
+    config: &Config,
+    order: &[usize],
+    hep_idx: usize,
+    interfaces: Vec<String>,
+    wildcard: bool,
+    warnings: &mut Vec<Diagnostic>,
+) -> ActiveEndpoint {
+    let hep = &config.host_endpoints[hep_idx];
+    let mut policies = StagePolicies::default();
+    let mut ignored_untracked = Vec::new();
+    for &p in order {
+        let policy = &config.policies[p];
+        if !policy_selects(policy, &hep.labels) {
+            continue;
+        }
+        let stage = if policy.do_not_track {
+            Stage::Untracked
+        } else if policy.pre_dnat {
+            Stage::PreDnat
+        } else {
+            Stage::Normal
+        };
+        if stage == Stage::Untracked && wildcard {
+            // Spec §1.7, §3.1: untracked policy is not supported on `*` HEPs; Felix ignores it.
+            ignored_untracked.push(policy.name.clone());
+            continue;
+        }
+        for (dir, on) in [(Dir::Ingress, policy.ingress_type), (Dir::Egress, policy.egress_type)] {
+            if !on {
+                continue;
+            }
+            if let Some(list) = policies.get_mut(stage, dir) {
+                list.push(p);
+            }
+            if stage == Stage::Normal && policy.apply_on_forward {
+                if let Some(list) = policies.get_mut(Stage::Forward, dir) {
+                    list.push(p);
+                }
+            }
+        }
+    }
+    if !ignored_untracked.is_empty() {
+        warnings.push(Diagnostic::warning(
+            hep.pos.clone(),
+            format!(
+                "doNotTrack policy {} ignored on HostEndpoint '{}': untracked policy is not supported on interfaceName \"*\"",
+                ignored_untracked.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+                hep.name
+            ),
+        ));
+    }
+    ActiveEndpoint {
+        hep: hep_idx,
+        name: hep.name.clone(),
+        interfaces,
+        policies,
+        profiles: hep.profiles.iter().map(|p| p.value.clone()).collect(),
+    }
+}
+
+fn lint_policies_selecting_nothing(config: &Config, warnings: &mut Vec<Diagnostic>) {
+    for policy in &config.policies {
+        if !config.host_endpoints.iter().any(|h| policy_selects(policy, &h.labels)) {
+            warnings.push(Diagnostic::warning(
+                policy.selector.pos.clone(),
+                format!(
+                    "GlobalNetworkPolicy '{}' selects no HostEndpoint (selector `{}`): it has no effect",
+                    policy.name,
+                    policy.selector.value.source()
+                ),
+            ));
+        }
+    }
+}
+
+/// Every rule selector and notSelector, resolved to the addresses of the HEPs (any node, their
+/// expectedIPs) and GlobalNetworkSets (their nets) it matches (spec §3.8).
+fn resolve_rule_selectors(config: &Config, warnings: &mut Vec<Diagnostic>) -> BTreeMap<SelectorKey, AddressSet> {
+    let mut sets = BTreeMap::new();
+    let mut warned: BTreeSet<String> = BTreeSet::new();
+    for policy in &config.policies {
+        for rule in policy.ingress.iter().chain(policy.egress.iter()) {
+            for entity in [&rule.source, &rule.destination] {
+                for sel in [&entity.selector, &entity.not_selector].into_iter().flatten() {
+                    let key = SelectorKey::new(&sel.value, &entity.namespace_scope);
+                    if sets.contains_key(&key) {
+                        continue;
+                    }
+                    let (set, without_ips) = selector_addresses(config, &sel.value, &entity.namespace_scope);
+                    if !without_ips.is_empty() && warned.insert(format!("{}@{}", key.canonical, sel.pos)) {
+                        warnings.push(Diagnostic::warning(
+                            sel.pos.clone(),
+                            format!(
+                                "rule selector `{}` matches HostEndpoint {} without expectedIPs: a rule selector matches a host only through its expectedIPs (spec §3.8), so {} nothing to it",
+                                sel.value.source(),
+                                without_ips.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+                                if without_ips.len() == 1 { "it adds" } else { "they add" }
+                            ),
+                        ));
+                    }
+                    sets.insert(key, set);
+                }
+            }
+        }
+    }
+    sets
+}
+
+/// Addresses matched by one rule selector, and the names of matched HEPs that contribute nothing.
+pub fn selector_addresses(config: &Config, selector: &Selector, scope: &NamespaceScope) -> (AddressSet, Vec<String>) {
+    let mut nets: Vec<IpNet> = Vec::new();
+    let mut without_ips = Vec::new();
+    if *scope != NamespaceScope::Namespaced {
+        for hep in &config.host_endpoints {
+            if selector.matches(&hep.labels) {
+                if hep.expected_ips.is_empty() {
+                    without_ips.push(hep.name.clone());
+                }
+                nets.extend(hep.expected_ips.iter().map(|ip| IpNet::from(*ip)));
+            }
+        }
+        for gns in &config.network_sets {
+            if selector.matches(&gns.labels) {
+                nets.extend(gns.nets.iter().copied());
+            }
+        }
+    }
+    (address_set(&nets), without_ips)
+}
+
+/// Splits nets by family and merges them into sorted, non-overlapping CIDRs (what an interval set needs).
+pub fn address_set(nets: &[IpNet]) -> AddressSet {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for net in nets {
+        match net.trunc() {
+            IpNet::V4(n) => v4.push(n),
+            IpNet::V6(n) => v6.push(n),
+        }
+    }
+    AddressSet { v4: ipnet::Ipv4Net::aggregate(&v4), v6: ipnet::Ipv6Net::aggregate(&v6) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_sources;
+
+    fn config(yaml: &str) -> Config {
+        let loaded = load_sources(&[("test.yaml".to_string(), yaml.to_string())]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        loaded.config
+    }
+
+    fn iface(name: &str, addrs: &[&str]) -> Interface {
+        Interface { name: name.into(), addrs: addrs.iter().map(|a| a.parse().unwrap()).collect() }
+    }
+
+    const HEPS: &str = r#"
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: b-named, labels: {role: web}}
+  spec: {node: node1, interfaceName: eth0, expectedIPs: [192.0.2.1]}
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: a-by-ip, labels: {role: db}}
+  spec: {node: node1, expectedIPs: [192.0.2.1, 198.51.100.45]}
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: z-star}
+  spec: {node: node1, interfaceName: "*"}
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: y-star}
+  spec: {node: node1, interfaceName: "*"}
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: other-node, labels: {role: web}}
+  spec: {node: node2, interfaceName: eth0, expectedIPs: [192.0.2.2]}
+"#;
+
+    /// Spec §3.1: named and IP-matched HEPs compete per interface, lowest name wins; one wildcard.
+    #[test]
+    fn interface_claims_follow_spec_3_1() {
+        let c = config(HEPS);
+        let view = resolve(&c, "node1", &[iface("eth0", &["192.0.2.1"]), iface("eth1", &["198.51.100.45"]), iface("cali123", &["192.0.2.1"])]);
+        let claims: Vec<(String, Vec<String>)> =
+            view.endpoints.iter().map(|e| (e.name.clone(), e.interfaces.clone())).collect();
+        // a-by-ip carries 192.0.2.1 (eth0) and 198.51.100.45 (eth1) and sorts before b-named; the
+        // workload interface cali123 is never claimed.
+        assert_eq!(claims, vec![("a-by-ip".to_string(), vec!["eth0".to_string(), "eth1".to_string()])]);
+        assert_eq!(view.wildcard.as_ref().map(|w| w.name.as_str()), Some("y-star"));
+        let texts: Vec<&str> = view.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert!(texts.iter().any(|t| t.contains("'b-named' does not govern interface 'eth0'")), "{texts:?}");
+        assert!(texts.iter().any(|t| t.contains("'z-star' is inactive")), "{texts:?}");
+    }
+
+    /// Spec §3.1: an IP-matched HEP follows the addresses: without the address it governs nothing.
+    #[test]
+    fn ip_matched_hep_needs_the_address() {
+        let c = config(HEPS);
+        let view = resolve(&c, "node1", &[iface("eth0", &[]), iface("eth1", &[])]);
+        let names: Vec<&str> = view.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["b-named"]);
+    }
+
+    /// Spec §1.3, §6.7: order ascending, unset order last, ties by name (T3).
+    #[test]
+    fn policy_order_t3() {
+        let c = config(&format!(
+            "{HEPS}{}",
+            r#"
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: m-deny}, spec: {selector: "role == 'web'", ingress: [{action: Deny}]}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: b-allow}, spec: {selector: "role == 'web'", ingress: [{action: Allow}]}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: z-first}, spec: {order: -1.5, selector: "role == 'web'", ingress: [{action: Allow}]}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: a-deny}, spec: {order: 10, selector: "role == 'web'", ingress: [{action: Deny}]}}
+"#
+        ));
+        let view = resolve(&c, "node1", &[]);
+        let ep = view.endpoints.iter().find(|e| e.name == "b-named").unwrap();
+        let names: Vec<&str> = ep.policies.normal_ingress.iter().map(|&i| c.policies[i].name.as_str()).collect();
+        assert_eq!(names, vec!["z-first", "a-deny", "b-allow", "m-deny"]);
+    }
+
+    /// Spec §3.2: one class per policy; AoF normal policy also in forward; preDNAT only ingress.
+    #[test]
+    fn policy_classes_spec_3_2() {
+        let c = config(&format!(
+            "{HEPS}{}",
+            r#"
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: untracked}, spec: {doNotTrack: true, applyOnForward: true, selector: all(), types: [Ingress, Egress]}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: prednat}, spec: {preDNAT: true, applyOnForward: true, selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: aof}, spec: {applyOnForward: true, selector: all(), types: [Egress]}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: plain}, spec: {selector: all()}}
+"#
+        ));
+        let view = resolve(&c, "node1", &[]);
+        let ep = view.endpoints.iter().find(|e| e.name == "b-named").unwrap();
+        let n = |v: &Vec<usize>| v.iter().map(|&i| c.policies[i].name.clone()).collect::<Vec<_>>();
+        assert_eq!(n(&ep.policies.untracked_ingress), vec!["untracked"]);
+        assert_eq!(n(&ep.policies.untracked_egress), vec!["untracked"]);
+        assert_eq!(n(&ep.policies.pre_dnat_ingress), vec!["prednat"]);
+        assert_eq!(n(&ep.policies.normal_ingress), vec!["plain"]);
+        assert_eq!(n(&ep.policies.normal_egress), vec!["aof"]);
+        assert_eq!(n(&ep.policies.forward_egress), vec!["aof"]);
+        assert!(ep.policies.forward_ingress.is_empty());
+        // Spec §1.7: untracked policy is ignored on the wildcard HEP, with a warning.
+        let wild = view.wildcard.as_ref().unwrap();
+        assert!(wild.policies.untracked_ingress.is_empty());
+        assert!(view.warnings.iter().any(|w| w.message.contains("doNotTrack policy 'untracked' ignored")));
+    }
+
+    /// Spec §3.8: rule selectors resolve to expectedIPs of HEPs on any node and GNS nets; a HEP without
+    /// expectedIPs contributes nothing and is warned about (calico#4171).
+    #[test]
+    fn rule_selector_sets_spec_3_8() {
+        let c = config(
+            r#"
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: n1, labels: {kubernetes-host: ""}}
+  spec: {node: node1, interfaceName: eth0}
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {name: n2, labels: {kubernetes-host: ""}}
+  spec: {node: node2, interfaceName: eth0, expectedIPs: [198.51.100.5, "2001:db8::5"]}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkSet
+  metadata: {name: gns, labels: {kubernetes-host: ""}}
+  spec: {nets: [203.0.113.0/25, 203.0.113.128/25, 0.0.0.0/0]}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {name: p}
+  spec:
+    selector: has(kubernetes-host)
+    ingress: [{action: Allow, destination: {selector: has(kubernetes-host)}}]
+"#,
+        );
+        let view = resolve(&c, "node1", &[]);
+        let set = view.selector_sets.values().next().unwrap();
+        assert_eq!(set.v4, vec!["0.0.0.0/0".parse::<ipnet::Ipv4Net>().unwrap()]);
+        assert_eq!(set.v6, vec!["2001:db8::5/128".parse::<ipnet::Ipv6Net>().unwrap()]);
+        let w = view.warnings.iter().find(|w| w.message.contains("matches HostEndpoint 'n1' without expectedIPs"));
+        assert_eq!(w.and_then(|w| w.pos.as_ref()).map(|p| p.line), Some(19), "{:?}", view.warnings);
+    }
+
+    /// Spec §4.1, §5.3: Felix defaults; `node.<name>` overrides `default` field by field; marks avoid
+    /// kube-proxy's bits.
+    #[test]
+    fn felix_settings_and_marks() {
+        let c = config(
+            r#"
+- apiVersion: projectcalico.org/v3
+  kind: FelixConfiguration
+  metadata: {name: default}
+  spec: {failsafeInboundHostPorts: [{protocol: TCP, port: 2222}], logPrefix: global}
+- apiVersion: projectcalico.org/v3
+  kind: FelixConfiguration
+  metadata: {name: node.node1}
+  spec: {failsafeOutboundHostPorts: [], nftablesMarkMask: 0xc300}
+"#,
+        );
+        let s = resolve(&c, "node1", &[]).settings;
+        assert_eq!(s.failsafe_inbound, vec![ProtoPort { protocol: proto::TCP, port: 2222, net: None }]);
+        assert!(s.failsafe_outbound.is_empty());
+        assert_eq!(s.log_prefix, "global");
+        assert_eq!((s.mark_accept, s.mark_pass), (0x100, 0x200));
+        let other = resolve(&c, "node2", &[]).settings;
+        assert_eq!(other.failsafe_outbound, default_failsafe_outbound());
+        assert_eq!(allocate_marks(0xffff0000), (0x10000, 0x20000));
+        assert_eq!(allocate_marks(0x0000c300), (0x100, 0x200));
+    }
+}

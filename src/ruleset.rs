@@ -1,0 +1,193 @@
+//! The compiled ruleset (IR): pure data between `compile` and `nft`.
+//!
+//! One `inet` table holding both families. `nft::render` turns it into nft text and `nft::netlink` into one
+//! netlink batch; both must give the same kernel ruleset (`nft -j list table` equal). Every object is named,
+//! so the IR is also what `status`, `explain` and the logs talk about.
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ruleset {
+    /// Table name; the family is always `inet`.
+    pub table: String,
+    /// Stored as the table's comment (userdata): lets the daemon recognise the table it applied
+    /// (e.g. `hostpolicyd sha256:...`).
+    pub comment: String,
+    pub sets: Vec<Set>,
+    pub maps: Vec<VerdictMap>,
+    /// In an order the kernel accepts: a chain is declared before any rule jumps to it is not required
+    /// (the encoder adds all chains first, then all rules).
+    pub chains: Vec<Chain>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SetType {
+    /// `type ipv4_addr; flags interval`
+    Ipv4Addr,
+    /// `type ipv6_addr; flags interval`
+    Ipv6Addr,
+    /// `type inet_service; flags interval`
+    InetService,
+}
+
+/// A named set. Every set is an interval set (`flags interval`); elements are already sorted, merged and
+/// non-overlapping (the compiler aggregates them), so the kernel accepts them as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Set {
+    pub name: String,
+    pub set_type: SetType,
+    pub elements: Vec<SetElement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SetElement {
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+    /// Inclusive port range; a single port is `Ports(p, p)`.
+    Ports(u16, u16),
+}
+
+/// A named verdict map keyed by interface name: `map NAME { type ifname : verdict; elements = { "eth0" : goto X } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VerdictMap {
+    pub name: String,
+    /// (interface name, verdict); the verdict is `Jump` or `Goto`.
+    pub elements: Vec<(String, Verdict)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+/// A base chain: `type filter hook H priority P; policy accept;`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BaseHook {
+    pub hook: Hook,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Chain {
+    pub name: String,
+    /// `Some` for a base chain (policy accept), `None` for a regular chain.
+    pub base: Option<BaseHook>,
+    pub rules: Vec<Rule>,
+}
+
+/// One nftables rule: all `matches` ANDed, then `counter` (if set), then `actions`, then `verdict`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub counter: bool,
+    pub actions: Vec<Action>,
+    pub verdict: Option<Verdict>,
+    /// Origin, stored as the rule's comment (userdata), at most 128 bytes.
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// Source address / port; input interface.
+    Source,
+    /// Destination address / port; output interface.
+    Destination,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PortMatch {
+    Single(u16),
+    /// A named set of type `InetService`.
+    Set(String),
+}
+
+/// Connection tracking states, as a bit set of the kernel's NF_CT_STATE_* bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CtStates {
+    pub invalid: bool,
+    pub established: bool,
+    pub related: bool,
+    pub new: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Match {
+    /// `iifname "eth0"` (Source) / `oifname "eth0"` (Destination); exact name.
+    IfName { dir: Direction, name: String },
+    /// `iifname "cali*"` / `oifname "cali*"`: name starts with `prefix`.
+    IfNamePrefix { dir: Direction, prefix: String },
+    /// `meta nfproto ipv4|ipv6`.
+    NfProto(Family),
+    /// `meta l4proto N` / `meta l4proto != N`.
+    L4Proto { proto: u8, negate: bool },
+    /// `ip saddr @set` / `ip6 daddr != @set` (the set's type matches the family).
+    Addr { dir: Direction, family: Family, set: String, negate: bool },
+    /// `tcp dport 80` / `udp sport != @set`; `proto` is 6, 17 or 132. Implies `meta l4proto proto`.
+    Port { dir: Direction, proto: u8, port: PortMatch, negate: bool },
+    /// `icmp type 8` / `icmpv6 type != 128` (Ipv4 = icmp, Ipv6 = icmpv6). Implies the family and l4proto.
+    IcmpType { family: Family, icmp_type: u8, negate: bool },
+    /// `icmp code 0` / `icmpv6 code != 0`.
+    IcmpCode { family: Family, code: u8, negate: bool },
+    /// `ct state established,related` (any of the given states).
+    CtState(CtStates),
+    /// `ct status dnat` / `ct status != dnat`... rendered as `ct status & dnat == dnat` or `== 0`.
+    CtStatusDnat { negate: bool },
+    /// `meta mark & mask == value`.
+    Mark { mask: u32, value: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// `meta mark set meta mark | bits`
+    MarkOr(u32),
+    /// `meta mark set meta mark & mask`
+    MarkAnd(u32),
+    /// `log prefix "..." level info`
+    Log { prefix: String },
+    /// `notrack`
+    Notrack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IfDir {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Return,
+    Jump(String),
+    Goto(String),
+    /// `iifname vmap @map` (In) / `oifname vmap @map` (Out).
+    Vmap { key: IfDir, map: String },
+}
+
+impl Ruleset {
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+    pub fn set(&self, name: &str) -> Option<&Set> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+    pub fn map(&self, name: &str) -> Option<&VerdictMap> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+    /// Number of rules in all chains (for summaries and benchmarks).
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+}

@@ -1,0 +1,367 @@
+//! What survives a restart, in `--state-dir` (default `/var/lib/hostpolicyd`):
+//!
+//! - `last-good.json`: the last good [`Ruleset`] itself, wrapped with its content hash and generation, so
+//!   that it can be re-applied without the configuration files (a boot with a broken configuration, a
+//!   repair after someone deleted our table). Its hash is checked when it is read back.
+//! - `status.json`: the [`Summary`] that `hostpolicyd status` shows: generation, content hash, applied
+//!   time, the host endpoints with their policies per stage and direction, the last error and the last
+//!   rollback.
+//!
+//! Both are written atomically: a temporary file in the same directory, fsync, rename over the old one,
+//! fsync of the directory. A reader sees the old file or the new one, never half of one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::content_hash;
+use crate::probe::CheckResult;
+use crate::ruleset::Ruleset;
+
+pub const LAST_GOOD_FILE: &str = "last-good.json";
+pub const SUMMARY_FILE: &str = "status.json";
+
+/// The last good ruleset as stored: re-appliable as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastGood {
+    /// Format version of this file.
+    pub version: u32,
+    pub generation: u64,
+    /// Content hash of `ruleset` (checked on read).
+    pub hash: String,
+    pub saved_at: String,
+    pub ruleset: Ruleset,
+}
+
+/// A host endpoint of this node and the policies that apply to it, in evaluation order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSummary {
+    pub name: String,
+    /// The interfaces it governs; empty for the wildcard HEP (`interfaceName: "*"`).
+    pub interfaces: Vec<String>,
+    pub wildcard: bool,
+    pub profiles: Vec<String>,
+    /// Only the stage/direction pairs that have policies.
+    pub policies: Vec<StagePolicies>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagePolicies {
+    /// `untracked`, `preDNAT`, `normal` or `forward`.
+    pub stage: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    pub policies: Vec<String>,
+}
+
+/// Why the last reload did not apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorSummary {
+    pub at: String,
+    /// `invalid` (configuration errors) or `apply_failed` (the kernel refused the batch).
+    pub kind: String,
+    pub message: String,
+    /// `FILE:LINE:COL: error: MESSAGE`, one per entry.
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackSummary {
+    pub at: String,
+    /// Content hash of the rejected ruleset (not retried until the files change).
+    pub rejected_hash: String,
+    /// What is in force after the rollback: `generation N (sha256:...)` or `no table`.
+    pub restored: String,
+    /// The checks that passed before the swap and failed after it.
+    pub failed_checks: Vec<CheckResult>,
+    /// Policies new or changed in the rejected ruleset (best effort: the likely culprits).
+    pub policies: Vec<String>,
+}
+
+/// What is applied and what happened last: `status.json`, and the body of `hostpolicyd status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub node: String,
+    pub table: String,
+    /// Counts the rulesets applied and kept, across restarts (0: nothing applied yet).
+    pub generation: u64,
+    /// Content hash of the last good ruleset.
+    pub hash: Option<String>,
+    /// When the last good ruleset was applied (RFC 3339, UTC).
+    pub applied_at: Option<String>,
+    pub endpoints: Vec<EndpointSummary>,
+    /// This node's connectivity checks in the last good configuration.
+    pub checks: Vec<String>,
+    /// What the kernel held at the last look: `ours`, `none` (no table), `foreign sha256:...`
+    /// (a table of that name this daemon did not apply), `unknown` (could not ask).
+    pub kernel: String,
+    /// The last reload's result (`applied`, `unchanged`, `invalid`, `rolled_back`, `not_retried`, `failed`).
+    pub last_result: Option<String>,
+    pub last_result_at: Option<String>,
+    pub last_error: Option<ErrorSummary>,
+    pub last_rollback: Option<RollbackSummary>,
+    /// Counters since this process started: new rulesets sent to the kernel (kept or rolled back),
+    /// rollbacks.
+    pub applies: u64,
+    pub rollbacks: u64,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Store {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure_dir(&self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+    }
+
+    pub fn save_last_good(
+        &self,
+        generation: u64,
+        ruleset: &Ruleset,
+        now: SystemTime,
+    ) -> io::Result<()> {
+        self.ensure_dir()?;
+        let doc = LastGood {
+            version: 1,
+            generation,
+            hash: content_hash(ruleset),
+            saved_at: rfc3339(now),
+            ruleset: ruleset.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&doc).map_err(io::Error::other)?;
+        write_atomic(&self.dir.join(LAST_GOOD_FILE), &json)
+    }
+
+    /// The last good ruleset, or None when there is none. A file whose hash does not match its ruleset
+    /// is an error (it was damaged or edited), not a ruleset to apply.
+    pub fn load_last_good(&self) -> io::Result<Option<LastGood>> {
+        let path = self.dir.join(LAST_GOOD_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let doc: LastGood = serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        let actual = content_hash(&doc.ruleset);
+        if actual != doc.hash {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: content hash {actual} does not match the recorded {}",
+                    path.display(),
+                    doc.hash
+                ),
+            ));
+        }
+        Ok(Some(doc))
+    }
+
+    pub fn save_summary(&self, summary: &Summary) -> io::Result<()> {
+        self.ensure_dir()?;
+        let json = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
+        write_atomic(&self.dir.join(SUMMARY_FILE), &json)
+    }
+
+    pub fn load_summary(&self) -> io::Result<Option<Summary>> {
+        let path = self.dir.join(SUMMARY_FILE);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename, fsync the directory).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// RFC 3339 in UTC with seconds: `2024-05-01T12:34:56Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!(
+            "hostpolicyd-state-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn ruleset() -> Ruleset {
+        let mut r = Ruleset {
+            table: "hostpolicy".into(),
+            comment: String::new(),
+            sets: vec![],
+            maps: vec![],
+            chains: vec![crate::ruleset::Chain {
+                name: "c".into(),
+                base: None,
+                rules: vec![],
+            }],
+        };
+        r.comment = format!("hostpolicyd sha256:{}", content_hash(&r));
+        r
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_714_566_896)),
+            "2024-05-01T12:34:56Z"
+        );
+    }
+
+    #[test]
+    fn last_good_round_trips_and_is_reappliable() {
+        let dir = temp_dir("rt");
+        let store = Store::new(&dir);
+        assert_eq!(store.load_last_good().unwrap(), None);
+        let r = ruleset();
+        store.save_last_good(7, &r, UNIX_EPOCH).unwrap();
+        let back = store.load_last_good().unwrap().unwrap();
+        assert_eq!(back.ruleset, r);
+        assert_eq!(back.generation, 7);
+        assert_eq!(back.hash, content_hash(&r));
+        // Only the final files remain (no temporary file left behind), and they are private.
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [LAST_GOOD_FILE]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(dir.join(LAST_GOOD_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_last_good_is_an_error() {
+        let dir = temp_dir("bad");
+        let store = Store::new(&dir);
+        store.save_last_good(1, &ruleset(), UNIX_EPOCH).unwrap();
+        let path = dir.join(LAST_GOOD_FILE);
+        let text = fs::read_to_string(&path).unwrap().replace("\"c\"", "\"d\"");
+        fs::write(&path, text).unwrap();
+        let err = store.load_last_good().unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn summary_round_trips() {
+        let dir = temp_dir("sum");
+        let store = Store::new(&dir);
+        let s = Summary {
+            node: "n".into(),
+            generation: 3,
+            hash: Some("ab".into()),
+            ..Summary::default()
+        };
+        store.save_summary(&s).unwrap();
+        store.save_summary(&s).unwrap();
+        assert_eq!(store.load_summary().unwrap(), Some(s));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

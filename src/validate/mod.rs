@@ -1,0 +1,308 @@
+//! Decoding and validation: YAML documents → the checked [`Config`] (spec §1–§2, §4.2).
+//!
+//! Decoding is strict, like calicoctl's: unknown fields are errors naming the valid ones, wrong types say
+//! what was expected. Every problem is reported, each at the position of the offending key or value;
+//! a resource with an error is left out of the `Config` (which callers must not use anyway when there
+//! are errors), and decoding goes on with the next one.
+
+mod check;
+mod felix;
+mod fields;
+mod hep;
+mod meta;
+mod net;
+mod netset;
+mod policy;
+mod sel;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::diag::Diagnostic;
+use crate::model::{At, Config, Labels, Pos};
+use crate::yaml::{Node, Value};
+
+use fields::{object, string, Cx, Obj};
+use meta::{metadata, Meta, NameRule};
+
+const CALICO: &str = "projectcalico.org/v3";
+const OURS: &str = "hostpolicy/v1";
+
+/// The kinds hostpolicyd reads, with their apiVersion.
+const KINDS: &[(&str, &str)] = &[
+    ("GlobalNetworkPolicy", CALICO),
+    ("HostEndpoint", CALICO),
+    ("GlobalNetworkSet", CALICO),
+    ("FelixConfiguration", CALICO),
+    ("ConnectivityCheck", OURS),
+];
+
+/// Calico kinds that mean nothing without Kubernetes or a Calico datastore.
+const OTHER_CALICO_KINDS: &[&str] = &[
+    "NetworkSet",
+    "IPPool",
+    "IPReservation",
+    "BGPPeer",
+    "BGPConfiguration",
+    "BGPFilter",
+    "ClusterInformation",
+    "KubeControllersConfiguration",
+    "CalicoNodeStatus",
+    "IPAMConfiguration",
+    "BlockAffinity",
+    "Node",
+    "WorkloadEndpoint",
+    "StagedGlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+];
+
+/// Accumulates resources and diagnostics over all files of one load.
+#[derive(Default)]
+pub struct Validator {
+    config: Config,
+    diagnostics: Vec<Diagnostic>,
+    /// (kind, name) → where it was first defined.
+    names: Names,
+}
+
+impl Validator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add diagnostics found before validation (YAML syntax, duplicate keys, tags).
+    pub fn extend_diagnostics(&mut self, diagnostics: impl IntoIterator<Item = Diagnostic>) {
+        self.diagnostics.extend(diagnostics);
+    }
+
+    /// Decode one YAML document of `file` (whose text is `src`): a resource or a list of resources.
+    pub fn document(&mut self, file: &Arc<str>, src: &str, doc: &Node) {
+        let mut cx = Cx {
+            file: file.clone(),
+            src,
+            diags: &mut self.diagnostics,
+            errors: 0,
+        };
+        let mut resources = Vec::new();
+        match &doc.value {
+            Value::Map(_) => resources.push(doc),
+            Value::Seq(items) => resources.extend(items.iter()),
+            Value::Null | Value::Invalid => {}
+            _ => cx.error(
+                doc,
+                format!("expected a resource (a mapping with apiVersion, kind, metadata and spec) or a list of resources, not {}", doc.kind()),
+            ),
+        }
+        for node in resources {
+            resource(&mut cx, &mut self.config, &mut self.names, node);
+        }
+    }
+
+    /// The configuration (only resources without errors) and every diagnostic, in file order.
+    pub fn finish(self) -> (Config, Vec<Diagnostic>) {
+        let mut diagnostics = self.diagnostics;
+        crate::diag::sort(&mut diagnostics);
+        (self.config, diagnostics)
+    }
+}
+
+/// What a decoded resource becomes.
+enum Decoded {
+    Policy(Box<crate::model::GlobalNetworkPolicy>),
+    HostEndpoint(crate::model::HostEndpoint),
+    NetworkSet(crate::model::GlobalNetworkSet),
+    Felix(crate::model::FelixConfiguration),
+    Check(crate::model::ConnectivityCheck),
+}
+
+type Names = HashMap<(&'static str, String), Pos>;
+
+fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
+    let errors_before = cx.errors;
+    let Some((obj, api_version, kind)) = envelope(cx, node) else {
+        return;
+    };
+    let known = KINDS
+        .iter()
+        .find(|(k, v)| *k == kind && *v == api_version)
+        .map(|(k, _)| *k);
+    if let Some(kind) = known {
+        let decoded = decode(cx, names, &obj, kind);
+        if let Some(decoded) = decoded.filter(|_| cx.errors == errors_before) {
+            match decoded {
+                Decoded::Policy(r) => config.policies.push(*r),
+                Decoded::HostEndpoint(r) => config.host_endpoints.push(r),
+                Decoded::NetworkSet(r) => config.network_sets.push(r),
+                Decoded::Felix(r) => config.felix.push(r),
+                Decoded::Check(r) => config.checks.push(r),
+            }
+        }
+        return;
+    }
+    let at = obj.get("kind").unwrap_or(node);
+    match (kind, api_version) {
+        _ if is_list_kind(kind) => list_kind(cx, config, names, &obj, kind),
+        ("NetworkPolicy", CALICO) => {
+            cx.warn(at, "ignored: a namespaced NetworkPolicy never applies to host endpoints (use a GlobalNetworkPolicy)")
+        }
+        ("Profile", CALICO) => cx.error(
+            at,
+            "Profile resources are not supported: only the built-in `projectcalico-default-allow` profile exists (list it in a HostEndpoint's `profiles`)",
+        ),
+        _ => wrong_kind(cx, &obj, api_version, kind),
+    }
+}
+
+/// Check the top-level fields, decode metadata (registering the name), then the kind's spec.
+fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Option<Decoded> {
+    let allowed = ["apiVersion", "kind", "metadata", "spec"];
+    for (key, _) in obj.entries() {
+        if !allowed.contains(&key.text.as_str()) {
+            let pos = cx.key_pos(key);
+            cx.error_at(
+                pos,
+                fields::unknown_field(&key.text, &format!("a {kind}"), &allowed),
+            );
+        }
+    }
+    let rule = if kind == "GlobalNetworkPolicy" {
+        NameRule::Policy
+    } else {
+        NameRule::Subdomain
+    };
+    let meta = metadata(cx, obj.node, obj.get("metadata"), kind, rule);
+    // Registered before the spec is decoded, so that a duplicate is reported even when one of the
+    // two copies has other errors.
+    let pos = cx.pos(obj.node);
+    if let Some(meta) = &meta {
+        match names.get(&(kind, meta.name.value.clone())) {
+            Some(first) => {
+                let message = format!("{kind} '{}' is already defined at {first}", meta.name.value);
+                cx.error_at(pos, message);
+            }
+            None => {
+                names.insert((kind, meta.name.value.clone()), pos);
+            }
+        }
+    }
+    // Without a valid name the spec is still decoded: its own errors are worth reporting too.
+    let meta = meta.unwrap_or_else(|| Meta {
+        name: At {
+            value: String::new(),
+            pos: cx.pos(obj.node),
+        },
+        labels: Labels::new(),
+    });
+    let spec = obj.get("spec");
+    let node = obj.node;
+    Some(match kind {
+        "GlobalNetworkPolicy" => Decoded::Policy(Box::new(policy::policy(cx, node, meta, spec))),
+        "HostEndpoint" => Decoded::HostEndpoint(hep::host_endpoint(cx, node, meta, spec)?),
+        "GlobalNetworkSet" => {
+            let labels = obj.get("metadata").and_then(|m| match &m.value {
+                Value::Map(entries) => entries
+                    .iter()
+                    .find(|(k, _)| k.text == "labels")
+                    .map(|(_, v)| v),
+                _ => None,
+            });
+            Decoded::NetworkSet(netset::network_set(cx, node, meta, labels, spec))
+        }
+        "FelixConfiguration" => Decoded::Felix(felix::felix_configuration(cx, node, meta, spec)),
+        _ => Decoded::Check(check::connectivity_check(cx, node, meta, spec)?),
+    })
+}
+
+/// `apiVersion` and `kind`. Unknown top-level fields are checked per kind (lists have `items`).
+fn envelope<'n>(cx: &mut Cx, node: &'n Node) -> Option<(Obj<'n>, &'n str, &'n str)> {
+    let all = ["apiVersion", "kind", "metadata", "spec", "items"];
+    // The top-level keys are checked by `decode` / `list_kind`; here every key is let through.
+    let obj = match &node.value {
+        Value::Map(entries) => {
+            let keys: Vec<&str> = entries.iter().map(|(k, _)| k.text.as_str()).collect();
+            object(cx, node, "a resource", &keys)?
+        }
+        _ => object(cx, node, "a resource", &all)?,
+    };
+    let api_version = match obj.get("apiVersion") {
+        Some(n) => string(cx, n, "apiVersion")?,
+        None => {
+            cx.error(node, format!("missing `apiVersion`: write `apiVersion: {CALICO}` (or `{OURS}` for a ConnectivityCheck)"));
+            return None;
+        }
+    };
+    let kind = match obj.get("kind") {
+        Some(n) => string(cx, n, "kind")?,
+        None => {
+            cx.error(node, format!("missing `kind`; {}", accepted_kinds()));
+            return None;
+        }
+    };
+    Some((obj, api_version, kind))
+}
+
+fn accepted_kinds() -> String {
+    let list: Vec<String> = KINDS.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+    format!("accepted kinds: {}", list.join(", "))
+}
+
+/// `kind: List` or `kind: GlobalNetworkPolicyList` (what `calicoctl get -o yaml` prints): `items`.
+fn is_list_kind(kind: &str) -> bool {
+    kind == "List"
+        || kind
+            .strip_suffix("List")
+            .is_some_and(|k| KINDS.iter().any(|(known, _)| *known == k))
+}
+
+fn list_kind(cx: &mut Cx, config: &mut Config, names: &mut Names, obj: &Obj, kind: &str) {
+    let allowed = ["apiVersion", "kind", "metadata", "items"];
+    for (key, _) in obj.entries() {
+        if !allowed.contains(&key.text.as_str()) {
+            let pos = cx.key_pos(key);
+            cx.error_at(
+                pos,
+                fields::unknown_field(&key.text, &format!("a {kind}"), &allowed),
+            );
+        }
+    }
+    let Some(items) = obj.get("items").and_then(|n| fields::list(cx, n, "items")) else {
+        return;
+    };
+    for item in items {
+        resource(cx, config, names, item);
+    }
+}
+
+/// An unknown kind, or a known kind with the wrong apiVersion.
+fn wrong_kind(cx: &mut Cx, obj: &Obj, api_version: &str, kind: &str) {
+    let kind_node = obj.get("kind").unwrap_or(obj.node);
+    let api_node = obj.get("apiVersion").unwrap_or(obj.node);
+    if let Some((_, wanted)) = KINDS.iter().find(|(k, _)| *k == kind) {
+        let message = if api_version == "crd.projectcalico.org/v1" {
+            format!("`crd.projectcalico.org/v1` is Calico's internal storage format, which skips defaulting and validation: write `apiVersion: {wanted}`")
+        } else {
+            format!("{kind} needs `apiVersion: {wanted}`, not `{api_version}`")
+        };
+        cx.error(api_node, message);
+        return;
+    }
+    let message = if kind == "Tier" {
+        "tiers are not supported: hostpolicyd has only the `default` tier".to_owned()
+    } else if let Some((k, _)) = KINDS.iter().find(|(k, _)| k.eq_ignore_ascii_case(kind)) {
+        format!("unknown kind `{kind}`: kinds are case-sensitive, write `{k}`")
+    } else if OTHER_CALICO_KINDS.contains(&kind) {
+        format!(
+            "Calico's `{kind}` has no meaning for hostpolicyd; {}",
+            accepted_kinds()
+        )
+    } else if api_version != CALICO && api_version != OURS {
+        format!(
+            "unknown apiVersion `{api_version}` (kind `{kind}`); {}",
+            accepted_kinds()
+        )
+    } else {
+        format!("unknown kind `{kind}`; {}", accepted_kinds())
+    };
+    cx.error(kind_node, message);
+}

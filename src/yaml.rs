@@ -1,0 +1,942 @@
+//! YAML text → a tree of nodes that remember where they were written.
+//!
+//! The tree is built straight from the events of granit-parser (the YAML parser under serde-saphyr,
+//! which re-exports it): going through serde's `deserialize_any` cost more than twice the parse
+//! itself, and the events also tell what serde hides (tags, quoting, where a tag was written).
+//! On top of the YAML data model this module adds what a configuration loader needs:
+//!
+//! - A stream is split at its `---` / `...` markers first, and each document is parsed on its own, so a
+//!   syntax error in one document does not hide the others (positions stay file-relative).
+//! - Duplicate keys are reported with both lines, without losing the document.
+//! - An unquoted value starting with `!` is a YAML *tag*: `selector: !has(a)` would silently be
+//!   null. Application tags are reported with the quoting that was meant.
+//! - Scalars are resolved with the YAML 1.2 core schema (`true`/`false` only: `yes`, `on`, `n`
+//!   stay text), merge keys (`<<`) and aliases are expanded, the latter within a node budget.
+//!
+//! A node the loader has already reported is turned into [`Value::Invalid`], so that later stages skip it
+//! without reporting it a second time.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_saphyr::granit_parser::{
+    Event, Marker, Options as ParserOptions, Parser, ScalarStyle, ScanError, Span, Tag,
+};
+
+use crate::diag::Diagnostic;
+use crate::model::Pos;
+
+/// One YAML node with its position (1-based line and column, counted in characters) and, when known,
+/// its byte span in the file text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub line: u32,
+    pub column: u32,
+    /// Byte offset and byte length of the node's text in the file (for scalars: the scalar as written,
+    /// quotes included).
+    pub span: Option<(usize, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Key, Node)>),
+    /// Already reported by the loader (a YAML tag, a duplicate key): skip it silently.
+    Invalid,
+}
+
+/// A mapping key: always text, as written (`y`, `on`, `80` included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub text: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl Key {
+    pub fn pos(&self, file: &Arc<str>) -> Pos {
+        Pos {
+            file: file.clone(),
+            line: self.line,
+            column: self.column,
+        }
+    }
+}
+
+impl Node {
+    pub fn pos(&self, file: &Arc<str>) -> Pos {
+        Pos {
+            file: file.clone(),
+            line: self.line,
+            column: self.column,
+        }
+    }
+
+    /// The node's text as written in `src` (quotes included), when its span is known.
+    pub fn raw<'s>(&self, src: &'s str) -> Option<&'s str> {
+        let (start, len) = self.span?;
+        src.get(start..start.checked_add(len)?)
+    }
+
+    /// The position of the character at `offset` (counted in chars) inside a string scalar's value.
+    ///
+    /// Exact when the scalar is written on one line without escapes (plain, or quoted with no `\`/`''`);
+    /// otherwise the best we can say is where the scalar starts.
+    pub fn char_pos(&self, file: &Arc<str>, src: &str, offset: usize) -> Pos {
+        let mut pos = self.pos(file);
+        let (Value::Str(text), Some(raw)) = (&self.value, self.raw(src)) else {
+            return pos;
+        };
+        let quoted = matches!(raw.as_bytes().first(), Some(b'"' | b'\''));
+        let (inner, quote) = match raw.get(1..raw.len().saturating_sub(1)) {
+            Some(inner) if quoted => (inner, 1),
+            _ => (raw, 0),
+        };
+        if inner == text && !text.contains('\n') {
+            let offset = u32::try_from(offset.min(text.chars().count())).unwrap_or(0);
+            pos.column = pos.column.saturating_add(quote).saturating_add(offset);
+        }
+        pos
+    }
+
+    /// "a string", "an integer"... for messages such as "`order` must be a number, not a string".
+    pub fn kind(&self) -> &'static str {
+        match self.value {
+            Value::Null => "empty (null)",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) | Value::UInt(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+            Value::Invalid => "invalid",
+        }
+    }
+}
+
+/// The result of parsing one file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Non-empty documents, in file order.
+    pub documents: Vec<Node>,
+    /// Syntax errors, duplicate keys, misread tags.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Nodes that aliases may add to one file: `*a` copies the anchored node, so nested aliases grow
+/// exponentially ("billion laughs"); real configurations stay far below this.
+const ALIAS_NODE_BUDGET: usize = 1_000_000;
+
+/// Parse a file's text (a stream of YAML documents).
+pub fn parse(file: &Arc<str>, text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    let mut alias_budget = ALIAS_NODE_BUDGET;
+    for chunk in split_documents(text) {
+        let mut builder = Builder {
+            file,
+            src: text,
+            chunk: &chunk,
+            out: &mut out,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            alias_budget: &mut alias_budget,
+        };
+        builder.run(&text[chunk.start..chunk.end]);
+    }
+    out
+}
+
+/// A part of the file holding at most one document marker at its start.
+struct Chunk {
+    start: usize,
+    end: usize,
+    /// Lines before `start` (added to the parser's chunk-relative line numbers).
+    line_offset: u32,
+}
+
+/// Split a stream at `---` and `...` lines. A marker at column 0 ends any scalar in YAML, so parsing
+/// the pieces one by one gives the same documents as parsing the stream, while a syntax error stays
+/// inside its own piece. Directives (`%YAML`) belong to the next document: with any, don't split.
+fn split_documents(text: &str) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let (mut start, mut start_line) = (0usize, 0u32);
+    let (mut offset, mut line) = (0usize, 0u32);
+    for raw_line in text.split_inclusive('\n') {
+        if raw_line.starts_with('%') {
+            return vec![Chunk {
+                start: 0,
+                end: text.len(),
+                line_offset: 0,
+            }];
+        }
+        let next = offset + raw_line.len();
+        if is_marker(raw_line, "---") && offset > start {
+            chunks.push(Chunk {
+                start,
+                end: offset,
+                line_offset: start_line,
+            });
+            (start, start_line) = (offset, line);
+        } else if is_marker(raw_line, "...") {
+            chunks.push(Chunk {
+                start,
+                end: next,
+                line_offset: start_line,
+            });
+            (start, start_line) = (next, line + 1);
+        }
+        offset = next;
+        line += 1;
+    }
+    if start < text.len() || chunks.is_empty() {
+        chunks.push(Chunk {
+            start,
+            end: text.len(),
+            line_offset: start_line,
+        });
+    }
+    chunks
+}
+
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+}
+
+/// A collection being built.
+enum Frame {
+    Seq {
+        head: Node,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map(MapFrame),
+}
+
+struct MapFrame {
+    head: Node,
+    anchor: usize,
+    entries: Vec<(Key, Node)>,
+    /// The key read, waiting for its value.
+    key: Option<Key>,
+    /// Key text → index in `entries`, once the map is big enough for a scan to cost.
+    index: Option<HashMap<String, usize>>,
+    /// Values of `<<` entries, merged at the end.
+    merges: Vec<Node>,
+}
+
+/// Builds nodes from one chunk's events.
+struct Builder<'a> {
+    file: &'a Arc<str>,
+    src: &'a str,
+    chunk: &'a Chunk,
+    out: &'a mut Parsed,
+    stack: Vec<Frame>,
+    /// Anchored nodes, with their size in nodes (for the alias budget).
+    anchors: HashMap<usize, (Node, usize)>,
+    alias_budget: &'a mut usize,
+}
+
+impl Builder<'_> {
+    fn run(&mut self, text: &str) {
+        let mut root: Option<Node> = None;
+        // Comments are validated as syntax either way; their text is not needed.
+        let mut options = ParserOptions::default();
+        options.set_emit_comments(false);
+        for event in Parser::new_from_str_with_options(text, options) {
+            let (event, span) = match event {
+                Ok(event) => event,
+                Err(err) => return self.syntax_error(&err),
+            };
+            let node = match event {
+                Event::DocumentEnd => {
+                    if let Some(doc) = root.take().filter(|d| d.value != Value::Null) {
+                        self.out.documents.push(doc);
+                    }
+                    self.anchors.clear();
+                    continue;
+                }
+                Event::Scalar(value, style, anchor, tag) => {
+                    let node = self.scalar(value, style, tag.as_deref(), &span);
+                    self.remember(anchor, &node, 1);
+                    node
+                }
+                Event::SequenceStart(_, anchor, tag) => {
+                    let head = self.head(tag.as_deref(), &span);
+                    self.stack.push(Frame::Seq {
+                        head,
+                        anchor,
+                        items: Vec::new(),
+                    });
+                    continue;
+                }
+                Event::MappingStart(_, anchor, tag) => {
+                    let head = self.head(tag.as_deref(), &span);
+                    let frame = MapFrame {
+                        head,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                        index: None,
+                        merges: Vec::new(),
+                    };
+                    self.stack.push(Frame::Map(frame));
+                    continue;
+                }
+                Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                    Some(frame) => self.finish(frame),
+                    None => continue,
+                },
+                Event::Alias(id) => match self.alias(id, &span) {
+                    Some(node) => node,
+                    None => return,
+                },
+                _ => continue,
+            };
+            self.add(node, &mut root);
+        }
+    }
+
+    /// Put a finished node into its parent (or make it the document).
+    fn add(&mut self, node: Node, root: &mut Option<Node>) {
+        match self.stack.last_mut() {
+            None => *root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map(map)) => match map.key.take() {
+                None => {
+                    let key = self.key(node);
+                    if let Some(Frame::Map(map)) = self.stack.last_mut() {
+                        map.key = Some(key);
+                    }
+                }
+                Some(key) => self.entry(key, node),
+            },
+        }
+    }
+
+    /// A mapping key: its text as written. Collections cannot be keys here.
+    fn key(&mut self, node: Node) -> Key {
+        let text = match node.value {
+            Value::Str(text) => text,
+            Value::Seq(_) | Value::Map(_) => {
+                self.error_at(
+                    node.line,
+                    node.column,
+                    "a mapping key must be a plain string".to_owned(),
+                );
+                "<complex key>".to_owned()
+            }
+            _ => node.raw(self.src).unwrap_or_default().to_owned(),
+        };
+        Key {
+            text,
+            line: node.line,
+            column: node.column,
+        }
+    }
+
+    fn entry(&mut self, key: Key, mut value: Node) {
+        let Some(Frame::Map(map)) = self.stack.last_mut() else {
+            return;
+        };
+        if key.text == "<<" && !map.entries.iter().any(|(k, _)| k.text == "<<") {
+            map.merges.push(value);
+            return;
+        }
+        // Small maps (every resource's fields) are checked by a scan, big ones (labels) by a hash.
+        let first = if map.entries.len() < 16 {
+            map.entries.iter().position(|(k, _)| k.text == key.text)
+        } else {
+            let entries = &map.entries;
+            let index = map.index.get_or_insert_with(|| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.text.clone(), i))
+                    .rev()
+                    .collect()
+            });
+            let first = index.get(&key.text).copied();
+            index.entry(key.text.clone()).or_insert(entries.len());
+            first
+        };
+        if let Some(first) = first {
+            let first_line = map.entries[first].0.line;
+            let message = format!(
+                "duplicate key `{}`: it is already set at line {first_line}",
+                key.text
+            );
+            value.value = Value::Invalid;
+            map.entries.push((key.clone(), value));
+            self.error_at(key.line, key.column, message);
+            return;
+        }
+        map.entries.push((key, value));
+    }
+
+    /// Close a collection: merge keys, anchors.
+    fn finish(&mut self, frame: Frame) -> Node {
+        let (node, anchor) = match frame {
+            Frame::Seq {
+                mut head,
+                anchor,
+                items,
+            } => {
+                if head.value != Value::Invalid {
+                    head.value = Value::Seq(items);
+                }
+                (head, anchor)
+            }
+            Frame::Map(map) => {
+                let MapFrame {
+                    mut head,
+                    anchor,
+                    mut entries,
+                    merges,
+                    ..
+                } = map;
+                merge(&mut entries, merges);
+                if head.value != Value::Invalid {
+                    head.value = Value::Map(entries);
+                }
+                (head, anchor)
+            }
+        };
+        if anchor != 0 {
+            let size = count_nodes(&node);
+            self.remember(anchor, &node, size);
+        }
+        node
+    }
+
+    fn remember(&mut self, anchor: usize, node: &Node, size: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+    }
+
+    /// `*a`: a copy of the anchored node, placed where the alias is written.
+    fn alias(&mut self, id: usize, span: &Span) -> Option<Node> {
+        let (line, column) = self.line_col(&span.start);
+        let Some((node, size)) = self.anchors.get(&id) else {
+            self.error_at(
+                line,
+                column,
+                "invalid YAML: alias to an unknown anchor".to_owned(),
+            );
+            return None;
+        };
+        if *size > *self.alias_budget {
+            self.error_at(
+                line,
+                column,
+                "invalid YAML: aliases expand to too many nodes".to_owned(),
+            );
+            return None;
+        }
+        *self.alias_budget -= size;
+        let mut node = node.clone();
+        node.line = line;
+        node.column = column;
+        node.span = self.byte_span(span);
+        Some(node)
+    }
+
+    /// An empty node at the position of a collection's start, or `Invalid` with a report if it
+    /// carries an application tag.
+    fn head(&mut self, tag: Option<&Tag>, span: &Span) -> Node {
+        let (line, column) = self.line_col(&span.start);
+        let mut node = Node {
+            value: Value::Null,
+            line,
+            column,
+            span: self.byte_span(span),
+        };
+        if tag.is_some_and(|t| t.core_suffix().is_none() && !is_non_specific(t)) {
+            self.report_tag(tag, span);
+            node.value = Value::Invalid;
+        }
+        node
+    }
+
+    fn scalar(
+        &mut self,
+        value: Cow<str>,
+        style: ScalarStyle,
+        tag: Option<&Tag>,
+        span: &Span,
+    ) -> Node {
+        let (line, column) = self.line_col(&span.start);
+        let value = match tag {
+            None if style == ScalarStyle::Plain => resolve_plain(&value),
+            None => Value::Str(value.into_owned()),
+            Some(tag) if is_non_specific(tag) => Value::Str(value.into_owned()),
+            Some(tag) => match tag.core_suffix() {
+                Some("str") => Value::Str(value.into_owned()),
+                Some("null") => Value::Null,
+                Some("bool" | "int" | "float") => match resolve_plain(&value) {
+                    v @ (Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_)) => v,
+                    _ => {
+                        let message = format!(
+                            "invalid YAML: `{value}` does not match its tag `{}`",
+                            tag.original()
+                        );
+                        self.error_at(line, column, message);
+                        Value::Invalid
+                    }
+                },
+                _ => {
+                    self.report_tag(Some(tag), span);
+                    Value::Invalid
+                }
+            },
+        };
+        Node {
+            value,
+            line,
+            column,
+            span: self.byte_span(span),
+        }
+    }
+
+    fn line_col(&self, marker: &Marker) -> (u32, u32) {
+        let line = u32::try_from(marker.line())
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.chunk.line_offset);
+        let column = u32::try_from(marker.col())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        (line, column)
+    }
+
+    fn byte_span(&self, span: &Span) -> Option<(usize, usize)> {
+        let start = span.start.byte_offset()?;
+        let end = span.end.byte_offset()?;
+        Some((start + self.chunk.start, end.saturating_sub(start)))
+    }
+
+    /// The key whose value is being read, if any (for the tag hint).
+    fn current_key(&self) -> Option<&str> {
+        match self.stack.last() {
+            Some(Frame::Map(map)) => map.key.as_ref().map(|k| k.text.as_str()),
+            _ => None,
+        }
+    }
+
+    fn report_tag(&mut self, tag: Option<&Tag>, span: &Span) {
+        let tag_name = tag.map_or_else(String::new, Tag::original);
+        let marker = span.tag_start.as_ref().unwrap_or(&span.start);
+        let (line, column) = self.line_col(marker);
+        let start = marker.byte_offset().map(|b| b + self.chunk.start);
+        let in_flow = start.and_then(|s| self.src.get(..s)).is_some_and(|before| {
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            before[line_start..].contains(['{', '['])
+        });
+        let written = start
+            .and_then(|s| self.src.get(s..))
+            .map_or(tag_name.as_str(), |rest| written_value(rest, in_flow));
+        let quoted = yaml_quote(written);
+        let message = match self.current_key() {
+            Some(key) if key.to_ascii_lowercase().ends_with("selector") => {
+                format!(
+                    "YAML reads `{tag_name}` as a tag: quote the selector, e.g. {key}: {quoted}"
+                )
+            }
+            Some(key) => {
+                format!("YAML reads `{tag_name}` as a tag: quote the value, e.g. {key}: {quoted}")
+            }
+            None => format!("YAML reads `{tag_name}` as a tag: quote the value, e.g. {quoted}"),
+        };
+        self.error_at(line, column, message);
+    }
+
+    fn syntax_error(&mut self, err: &ScanError) {
+        let marker = err.marker();
+        let (line, column) = self.line_col(marker);
+        let mut message = format!(
+            "invalid YAML: {}",
+            err.info().lines().next().unwrap_or("syntax error")
+        );
+        if let Some(hint) = colon_in_value_hint(self.src, line) {
+            message.push_str(&hint);
+        }
+        self.error_at(line, column, message);
+    }
+
+    fn error_at(&mut self, line: u32, column: u32, message: String) {
+        let pos = Pos {
+            file: self.file.clone(),
+            line,
+            column,
+        };
+        self.out.diagnostics.push(Diagnostic::error(pos, message));
+    }
+}
+
+/// `!` alone: "not specific", i.e. a string.
+fn is_non_specific(tag: &Tag) -> bool {
+    tag.handle().is_empty() && tag.suffix() == "!"
+}
+
+/// YAML merge keys: entries of `<<` sources that the mapping does not set itself (earlier sources win).
+fn merge(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) {
+    for source in merges {
+        let maps = match source.value {
+            Value::Seq(items) => items,
+            other => vec![Node {
+                value: other,
+                ..source
+            }],
+        };
+        for map in maps {
+            let Value::Map(more) = map.value else {
+                continue;
+            };
+            for (key, value) in more {
+                if !entries.iter().any(|(k, _)| k.text == key.text) {
+                    entries.push((key, value));
+                }
+            }
+        }
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(_, v)| 1 + count_nodes(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+/// A plain scalar under the YAML 1.2 core schema. `.inf` and `.nan` stay text: no field takes them,
+/// and the validator then says what it wanted.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+    if let Some(hex) = text.strip_prefix("0x") {
+        if digits(hex, 16) {
+            return u64::from_str_radix(hex, 16)
+                .map_or_else(|_| Value::Str(text.to_owned()), Value::UInt);
+        }
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        if digits(oct, 8) {
+            return u64::from_str_radix(oct, 8)
+                .map_or_else(|_| Value::Str(text.to_owned()), Value::UInt);
+        }
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits(unsigned, 10) {
+        if text.starts_with('-') {
+            if let Ok(i) = text.parse::<i64>() {
+                return Value::Int(i);
+            }
+        } else if let Ok(u) = unsigned.parse::<u64>() {
+            return Value::UInt(u);
+        }
+        // Too big for 64 bits: a number all the same.
+        return text
+            .parse::<f64>()
+            .map_or_else(|_| Value::Str(text.to_owned()), Value::Float);
+    }
+    if is_core_float(unsigned) {
+        if let Ok(f) = text.parse::<f64>() {
+            return Value::Float(f);
+        }
+    }
+    Value::Str(text.to_owned())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` (the sign already removed).
+fn is_core_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            all_digits(int) && all_digits(frac) && !(int.is_empty() && frac.is_empty())
+        }
+        None => !mantissa.is_empty() && all_digits(mantissa),
+    };
+    let exponent_ok = match exponent {
+        None => true,
+        Some(e) => {
+            let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+            !e.is_empty() && all_digits(e)
+        }
+    };
+    mantissa_ok && exponent_ok
+}
+
+/// `selector: nodeport-external-ingress: true` (from Calico's node-port how-to) is a YAML error: a plain
+/// value cannot contain `: `. Say how to quote it, and for a selector what it should say instead.
+fn colon_in_value_hint(src: &str, line: u32) -> Option<String> {
+    let text = src
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let text = text.trim_start();
+    let text = text.strip_prefix("- ").unwrap_or(text).trim_start();
+    let (key, value) = text.split_once(": ")?;
+    let value = written_value(value, false);
+    let plain_key = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !plain_key || !value.contains(": ") || value.starts_with(['"', '\'', '{', '[', '|', '>']) {
+        return None;
+    }
+    let mut hint = format!(
+        " (a value containing `: ` must be quoted: {key}: {})",
+        yaml_quote(value)
+    );
+    if key.to_ascii_lowercase().ends_with("selector") {
+        if let Err(err) = crate::selector::parse(value) {
+            hint = format!(
+                " (a value containing `: ` must be quoted, and `{value}` is not a valid selector either: {})",
+                err.message
+            );
+        }
+    }
+    Some(hint)
+}
+
+/// The value as the user wrote it: from the tag to the end of the line (or of the flow entry), without
+/// a trailing comment.
+fn written_value(rest: &str, in_flow: bool) -> &str {
+    let mut end = rest.find(['\n', '\r']).unwrap_or(rest.len());
+    if let Some(i) = rest[..end].find(" #") {
+        end = i;
+    }
+    if in_flow {
+        if let Some(i) = rest[..end].find([',', '}', ']']) {
+            end = i;
+        }
+    }
+    rest[..end].trim()
+}
+
+/// `s` as a YAML double-quoted scalar, or single-quoted when it contains `"` or `\`.
+pub fn yaml_quote(s: &str) -> String {
+    if s.contains(['"', '\\']) {
+        format!("'{}'", s.replace('\'', "''"))
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Parsed {
+        parse(&Arc::from("t.yaml"), text)
+    }
+
+    fn get<'a>(node: &'a Node, key: &str) -> &'a Node {
+        match &node.value {
+            Value::Map(entries) => &entries.iter().find(|(k, _)| k.text == key).unwrap().1,
+            _ => panic!("not a map"),
+        }
+    }
+
+    #[test]
+    fn scalars_and_positions() {
+        let p = parse_str("a: true\nb: 123\nc: \"123\"\nd: -4\ne: 1.5\nf:\ny: x\non: yes\n");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let doc = &p.documents[0];
+        assert_eq!(get(doc, "a").value, Value::Bool(true));
+        assert_eq!(get(doc, "b").value, Value::UInt(123));
+        assert_eq!(get(doc, "c").value, Value::Str("123".into()));
+        assert_eq!(get(doc, "d").value, Value::Int(-4));
+        assert_eq!(get(doc, "f").value, Value::Null);
+        assert_eq!((get(doc, "c").line, get(doc, "c").column), (3, 4));
+        // `y`, `on`, `yes` would be booleans in YAML 1.1: here they are text.
+        assert_eq!(get(doc, "y").value, Value::Str("x".into()));
+        assert_eq!(get(doc, "on").value, Value::Str("yes".into()));
+    }
+
+    #[test]
+    fn streams_keep_file_lines_and_survive_a_bad_document() {
+        let p = parse_str("a: 1\n---\nb: [\n---\n# nothing\n---\nc: 3\n...\nd: 4\n");
+        assert_eq!(p.documents.len(), 3);
+        assert_eq!(p.documents[1].line, 7);
+        assert_eq!(p.documents[2].line, 9);
+        assert_eq!(p.diagnostics.len(), 1);
+        let pos = p.diagnostics[0].pos.as_ref().unwrap();
+        assert!(pos.line >= 3 && pos.line <= 4, "{pos}");
+    }
+
+    #[test]
+    fn duplicate_keys_name_the_first_line() {
+        let p = parse_str("a: 1\nb: 2\na: 3\n");
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(
+            p.diagnostics[0].to_string(),
+            "t.yaml:3:1: error: duplicate key `a`: it is already set at line 1"
+        );
+        assert_eq!(get(&p.documents[0], "a").value, Value::UInt(1));
+    }
+
+    #[test]
+    fn tags_are_reported_with_a_quoting_hint() {
+        let p = parse_str("spec:\n  selector: !has(a)\n  x: !foo bar\n  y: !!str 5\n");
+        let msgs: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "t.yaml:2:13: error: YAML reads `!has(a)` as a tag: quote the selector, e.g. selector: \"!has(a)\"",
+                "t.yaml:3:6: error: YAML reads `!foo` as a tag: quote the value, e.g. x: \"!foo bar\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn char_pos_maps_into_the_scalar() {
+        let src = "a: \"x == y\"\nb: x == y\nc: >-\n  x == y\n";
+        let p = parse_str(src);
+        let f: Arc<str> = Arc::from("t.yaml");
+        let doc = &p.documents[0];
+        assert_eq!(get(doc, "a").char_pos(&f, src, 2).column, 7);
+        assert_eq!(get(doc, "b").char_pos(&f, src, 2).column, 6);
+        // Folded: no exact mapping, the scalar's own position.
+        let c = get(doc, "c");
+        assert_eq!(c.char_pos(&f, src, 2).column, c.column);
+    }
+
+    #[test]
+    fn splitting() {
+        let c = split_documents("");
+        assert_eq!(c.len(), 1);
+        let c = split_documents("---\na: 1\n--- \nb: 2\n---x: 3\n");
+        assert_eq!(c.iter().map(|c| c.line_offset).collect::<Vec<_>>(), [0, 2]);
+        let c = split_documents("%YAML 1.2\n---\na: 1\n---\nb: 1\n");
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        let p = parse_str("a: 0x10\nb: 0o17\nc: 1e3\nd: .5\ne: .inf\nf: 1_000\ng: 99999999999999999999\nh: -7\ni: +3\nj: 1.2.3\nk: ~\nl: on\n");
+        let doc = &p.documents[0];
+        let v = |k: &str| get(doc, k).value.clone();
+        assert_eq!(v("a"), Value::UInt(16));
+        assert_eq!(v("b"), Value::UInt(15));
+        assert_eq!(v("c"), Value::Float(1000.0));
+        assert_eq!(v("d"), Value::Float(0.5));
+        assert_eq!(v("e"), Value::Str(".inf".into()));
+        assert_eq!(v("f"), Value::Str("1_000".into()));
+        assert_eq!(v("g"), Value::Float(1e20));
+        assert_eq!(v("h"), Value::Int(-7));
+        assert_eq!(v("i"), Value::UInt(3));
+        assert_eq!(v("j"), Value::Str("1.2.3".into()));
+        assert_eq!(v("k"), Value::Null);
+        assert_eq!(v("l"), Value::Str("on".into()));
+    }
+
+    #[test]
+    fn core_tags() {
+        let p = parse_str("a: !!str 5\nb: !!int \"7\"\nc: ! x\nd: !!int nope\n");
+        let doc = &p.documents[0];
+        assert_eq!(get(doc, "a").value, Value::Str("5".into()));
+        assert_eq!(get(doc, "b").value, Value::UInt(7));
+        assert_eq!(get(doc, "c").value, Value::Str("x".into()));
+        assert_eq!(get(doc, "d").value, Value::Invalid);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert!(p.diagnostics[0].message.contains("does not match its tag"));
+    }
+
+    #[test]
+    fn tags_on_collections_and_in_lists() {
+        let p = parse_str("a: !thing {x: 1}\nb:\n  - !has(b)\nc: {selector: !has(c), x: 1}\n");
+        let msgs: Vec<String> = p.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("t.yaml:1:4: error: YAML reads `!thing` as a tag"),
+            "{msgs:?}"
+        );
+        assert!(msgs[1].starts_with("t.yaml:3:5: error: YAML reads `!has(b)` as a tag: quote the value, e.g. \"!has(b)\""), "{msgs:?}");
+        assert_eq!(msgs[2], "t.yaml:4:15: error: YAML reads `!has(c)` as a tag: quote the selector, e.g. selector: \"!has(c)\"");
+        assert_eq!(get(&p.documents[0], "a").value, Value::Invalid);
+    }
+
+    #[test]
+    fn anchors_aliases_and_merges() {
+        let src = "base: &b {x: 1, y: 2}\nuse: *b\nmerged:\n  <<: *b\n  y: 3\nlist:\n  <<: [{p: 1}, {p: 2, q: 2}]\n";
+        let p = parse_str(src);
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let doc = &p.documents[0];
+        let used = get(doc, "use");
+        assert_eq!((used.line, used.column), (2, 6));
+        assert_eq!(get(used, "x").value, Value::UInt(1));
+        let merged = get(doc, "merged");
+        assert_eq!(get(merged, "y").value, Value::UInt(3));
+        assert_eq!(get(merged, "x").value, Value::UInt(1));
+        let list = get(doc, "list");
+        assert_eq!(get(list, "p").value, Value::UInt(1));
+        assert_eq!(get(list, "q").value, Value::UInt(2));
+    }
+
+    #[test]
+    fn alias_bombs_are_stopped() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = format!("*a{}", i - 1);
+            src.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                [prev.as_str(); 10].join(", ")
+            ));
+        }
+        let p = parse_str(&src);
+        assert!(
+            p.diagnostics
+                .iter()
+                .any(|d| d.message.contains("aliases expand to too many nodes")),
+            "{:?}",
+            p.diagnostics
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let p = parse_str(&src);
+        assert!(p.documents.is_empty());
+        assert_eq!(p.diagnostics.len(), 1);
+        let src = (0..2000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect::<String>();
+        let p = parse_str(&src);
+        assert_eq!(p.diagnostics.len(), 1, "{:?}", p.diagnostics);
+    }
+
+    #[test]
+    fn block_collections_start_at_their_first_entry() {
+        let p = parse_str("# c\nspec:\n  a: 1\nlist:\n  - x\n");
+        let doc = &p.documents[0];
+        assert_eq!((doc.line, doc.column), (2, 1));
+        let spec = get(doc, "spec");
+        assert_eq!((spec.line, spec.column), (3, 3));
+        let list = get(doc, "list");
+        assert_eq!((list.line, list.column), (5, 3));
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared helpers for the integration tests.
+//!
+//! - `netns`: RAII network namespaces (`NetNs`), veth pairs, `require_root`.
+//! - `topology`: scenario topologies (node, clients on each side, cluster peer, backend pod), `hostpolicyd`
+//!   with its own temporary directories (`Hpd`), nft helpers, a kube-proxy-like NodePort DNAT table.
+//! - `probe`: TCP/UDP/ICMP/ICMPv6 probes with a chosen source address, echo servers, scenario tables
+//!   (`Report`).
+//! - `yaml`: builders for the HostEndpoint documents scenarios write.
+
+#![allow(dead_code)]
+
+pub mod netns;
+pub mod probe;
+pub mod topology;
+pub mod yaml;
+pub mod daemon;

@@ -1,0 +1,323 @@
+//! `hostpolicyd run` in a network namespace (issue 4, "Tests that must exist"): files dropped the way
+//! Ansible drops them are enforced, a syntax error changes nothing and is logged with its line, a fix is
+//! applied, a deleted policy file loses its effect; SIGHUP and `hostpolicyd reload` reload; SIGTERM exits 0
+//! and leaves the table; a storm of 500 writes ends with the last contents applied after few applies.
+//!
+//! Topology: tests/common/topology.rs's standard plan: node eth0 192.0.2.1/24, a client 192.0.2.2 in lan0.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::daemon::{
+    allow_egress, allow_port, hep_eth0, table, wait_for, write_ansible, Daemon, DEADLINE,
+};
+use common::netns::require_root;
+use common::probe::{tcp_connect, Outcome, Servers};
+use common::topology::Topology;
+
+const NODE: &str = "192.0.2.1";
+const CLIENT: &str = "192.0.2.2";
+
+/// One TCP handshake from the client to the node's `port`: true when it completes.
+fn open(t: &Topology, port: u16) -> bool {
+    let dst = SocketAddr::new(NODE.parse().unwrap(), port);
+    match tcp_connect(
+        &t.lan0,
+        SocketAddr::new(CLIENT.parse().unwrap(), 0),
+        dst,
+        Duration::from_millis(500),
+    ) {
+        Outcome::Ok => true,
+        Outcome::Timeout => false,
+        other => panic!("probe to {dst}: {other:?} (a harness problem, not a verdict)"),
+    }
+}
+
+/// Waits until port `port` is open (`want`) or blocked; panics with the daemon log otherwise.
+fn wait_port(t: &Topology, d: &Daemon, port: u16, want: bool) {
+    if wait_for(DEADLINE, || (open(t, port) == want).then_some(())).is_none() {
+        panic!(
+            "port {port} never became {} within {DEADLINE:?}\ntable:\n{}\nlog:\n{}",
+            if want { "open" } else { "blocked" },
+            table(&t.node).unwrap_or_default(),
+            d.log()
+        );
+    }
+}
+
+fn assert_port(t: &Topology, d: &Daemon, port: u16, want: bool, why: &str) {
+    assert_eq!(open(t, port), want, "port {port}: {why}\nlog:\n{}", d.log());
+}
+
+fn base(t: &Topology) {
+    let dir = t.hpd.config_dir();
+    std::fs::write(dir.join("hep.yaml"), hep_eth0()).unwrap();
+    std::fs::write(dir.join("allow-egress.yaml"), allow_egress()).unwrap();
+    std::fs::write(dir.join("allow-8080.yaml"), allow_port("allow-8080", 8080)).unwrap();
+}
+
+fn reloads(s: &serde_json::Value) -> u64 {
+    s["daemon"]["reloads"].as_u64().unwrap()
+}
+
+#[test]
+fn ansible_drop_syntax_error_fix_and_delete() {
+    if !require_root("ansible_drop_syntax_error_fix_and_delete") {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[8080, 8081, 8082], &[]);
+    assert!(open(&t, 8081), "no table yet: everything open");
+    base(&t);
+    let dir = t.hpd.config_dir();
+    let d = Daemon::start(&t.node, &t.hpd, &[]);
+    let s = d.wait_ready(&t.node, &t.hpd);
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+    assert_port(&t, &d, 8080, true, "allowed by allow-8080");
+    assert_port(&t, &d, 8081, false, "HEP default deny");
+
+    // 1. Ansible: dotted temporary file, then rename. One reload for the whole sequence.
+    let before = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(500));
+    write_ansible(&dir, "allow-8081.yaml", &allow_port("allow-8081", 8081));
+    wait_port(&t, &d, 8081, true);
+    let after = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(700));
+    assert_eq!(
+        reloads(&after),
+        reloads(&before) + 1,
+        "one reload for temp file + rename\n{}",
+        d.log()
+    );
+    assert_eq!(
+        after["generation"].as_u64(),
+        before["generation"].as_u64().map(|g| g + 1)
+    );
+
+    // 2. A syntax error (written in place, like an editor): nothing changes, the error is logged with its line.
+    let broken = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: allow-8081\nspec: [order: 10\n";
+    std::fs::write(dir.join("allow-8081.yaml"), broken).unwrap();
+    let s = d.wait_status(&t.node, &t.hpd, "the invalid file", |s| {
+        s["last_result"] == "invalid"
+    });
+    let line = d.wait_log(&["allow-8081.yaml:", "error:"]);
+    eprintln!("logged: {line}");
+    let after_colon = line.split("allow-8081.yaml:").nth(1).unwrap();
+    let lineno: u32 = after_colon
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no line number in {line}"));
+    assert!((1..=6).contains(&lineno), "{line}");
+    assert!(
+        s["last_error"]["diagnostics"][0]
+            .as_str()
+            .unwrap()
+            .contains("allow-8081.yaml:"),
+        "{s:#}"
+    );
+    assert_eq!(s["generation"], after["generation"], "no new generation");
+    assert_port(&t, &d, 8081, true, "the previous ruleset stays in force");
+    assert_port(&t, &d, 8080, true, "the previous ruleset stays in force");
+
+    // 3. The fix (now allowing 8082 instead) is applied.
+    write_ansible(&dir, "allow-8081.yaml", &allow_port("allow-8082", 8082));
+    wait_port(&t, &d, 8082, true);
+    assert_port(&t, &d, 8081, false, "no longer allowed");
+    let s = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(500));
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+
+    // 4. Deleting the file removes its effect.
+    std::fs::remove_file(dir.join("allow-8081.yaml")).unwrap();
+    wait_port(&t, &d, 8082, false);
+    assert_port(&t, &d, 8080, true, "still allowed by allow-8080");
+}
+
+#[test]
+fn sighup_and_reload_each_reload_and_sigterm_leaves_the_table() {
+    if !require_root("sighup_and_reload_each_reload_and_sigterm_leaves_the_table") {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[8080, 8081], &[]);
+    base(&t);
+    let dir = t.hpd.config_dir();
+    let mut d = Daemon::start(&t.node, &t.hpd, &[]);
+    d.wait_ready(&t.node, &t.hpd);
+    let s0 = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(500));
+
+    // SIGHUP: one reload (nothing changed, so "unchanged").
+    d.signal("HUP");
+    let s1 = d.wait_status(&t.node, &t.hpd, "a SIGHUP reload", |s| {
+        reloads(s) == reloads(&s0) + 1 && s["daemon"]["busy"] == false
+    });
+    assert_eq!(s1["last_result"], "unchanged", "{s1:#}");
+    d.wait_log(&["SIGHUP", "unchanged"]);
+
+    // `hostpolicyd reload` with nothing changed: exit 0, unchanged.
+    let (code, text, unchanged_latency) = Daemon::reload(&t.node, &t.hpd);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("unchanged"), "{text}");
+
+    // `hostpolicyd reload` right after a write: synchronous, so the new file is in force when it returns.
+    std::fs::write(dir.join("allow-8081.yaml"), allow_port("allow-8081", 8081)).unwrap();
+    let (code, text, applied_latency) = Daemon::reload(&t.node, &t.hpd);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        open(&t, 8081),
+        "in force when reload returned: {text}\nlog:\n{}",
+        d.log()
+    );
+    eprintln!("reload latency: unchanged {unchanged_latency:?}, with a new file {applied_latency:?} (including the client's process start)");
+
+    // `hostpolicyd reload` with an invalid file: exit 1 and the diagnostics.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "apiVersion: projectcalico.org/v3\nkind: [\n",
+    )
+    .unwrap();
+    let (code, text, _) = Daemon::reload(&t.node, &t.hpd);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("bad.yaml:") && text.contains("error:"),
+        "{text}"
+    );
+    std::fs::remove_file(dir.join("bad.yaml")).unwrap();
+
+    // SIGTERM: exit 0, the table stays and keeps enforcing.
+    let before = table(&t.node).expect("table present");
+    d.signal("TERM");
+    let st = d.wait_exit();
+    assert_eq!(st.code(), Some(0), "exit status; log:\n{}", d.log());
+    assert_eq!(
+        table(&t.node).as_deref(),
+        Some(before.as_str()),
+        "table left exactly as it was"
+    );
+    assert!(open(&t, 8080));
+    assert!(!open(&t, 8082), "still default deny");
+    assert!(d.log().contains("left in place"), "{}", d.log());
+    // The control socket is gone: `status` says no daemon runs (exit 3) and shows the recorded state.
+    let out = t.hpd.run(&t.node, &["status"]);
+    let text = common::topology::output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("not running") && text.contains("hep-eth0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn storm_of_500_writes_applies_the_final_contents_once_or_twice() {
+    if !require_root("storm_of_500_writes_applies_the_final_contents_once_or_twice") {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[8080, 8081], &[]);
+    base(&t);
+    let dir = t.hpd.config_dir();
+    let d = Daemon::start(&t.node, &t.hpd, &[]);
+    d.wait_ready(&t.node, &t.hpd);
+    let s0 = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(500));
+
+    // 500 writes within about a second: in place, Ansible-style and cp-style (truncate + write) mixed.
+    let start = Instant::now();
+    let writes = 500;
+    for i in 0..writes {
+        let port = if i == writes - 1 {
+            8081
+        } else {
+            20000 + i as u16
+        };
+        let text = allow_port("storm", port);
+        match i % 3 {
+            0 => write_ansible(&dir, "storm.yaml", &text),
+            1 => std::fs::write(dir.join("storm.yaml"), &text).unwrap(),
+            _ => {
+                let tmp = dir.join(".storm.yaml.swp");
+                std::fs::write(&tmp, &text).unwrap();
+                std::fs::copy(&tmp, dir.join("storm.yaml")).unwrap();
+                std::fs::remove_file(&tmp).unwrap();
+            }
+        }
+        // Spread the writes over about a second.
+        let due = start + Duration::from_millis(2 * (i as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let spent = start.elapsed();
+    wait_port(&t, &d, 8081, true);
+    let s = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(1000));
+    let reloads = reloads(&s) - reloads(&s0);
+    let applies = s["applies"].as_u64().unwrap() - s0["applies"].as_u64().unwrap();
+    eprintln!("storm: {writes} writes in {spent:?} -> {reloads} reloads, {applies} applies");
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+    let nft = table(&t.node).unwrap();
+    assert!(
+        nft.contains("8081") && !nft.contains("20498"),
+        "final contents in force:\n{nft}"
+    );
+    assert!(
+        (1..=10).contains(&applies),
+        "{applies} applies for {writes} writes\nlog:\n{}",
+        d.log()
+    );
+    assert!(reloads <= 10, "{reloads} reloads for {writes} writes");
+}
+
+#[test]
+fn a_replaced_directory_behind_a_symlink_is_noticed() {
+    if !require_root("a_replaced_directory_behind_a_symlink_is_noticed") {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[8080, 8081], &[]);
+    // Releases side by side, `current` points at one of them (Capistrano/Ansible-style deployments).
+    let root = t.hpd.config_dir().with_file_name("releases");
+    for (release, ports) in [("v1", &[8080u16][..]), ("v2", &[8080, 8081][..])] {
+        let dir = root.join(release);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hep.yaml"), hep_eth0()).unwrap();
+        std::fs::write(dir.join("allow-egress.yaml"), allow_egress()).unwrap();
+        for p in ports {
+            std::fs::write(
+                dir.join(format!("allow-{p}.yaml")),
+                allow_port(&format!("allow-{p}"), *p),
+            )
+            .unwrap();
+        }
+    }
+    let current = root.join("current");
+    std::os::unix::fs::symlink("v1", &current).unwrap();
+    let d = Daemon::start_with(&t.node, &t.hpd, Some(&current), &[]);
+    let s = d.wait_ready(&t.node, &t.hpd);
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+    assert_port(&t, &d, 8080, true, "v1 allows 8080");
+    assert_port(&t, &d, 8081, false, "v1 does not allow 8081");
+
+    // Re-point atomically (`ln -sfn` does the same: a new link, renamed over the old one).
+    let tmp = root.join(".current.tmp");
+    std::os::unix::fs::symlink("v2", &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    wait_port(&t, &d, 8081, true);
+
+    // A change inside the new target is seen too (the directory watch moved to it).
+    std::fs::remove_file(root.join("v2/allow-8081.yaml")).unwrap();
+    wait_port(&t, &d, 8081, false);
+    // And the old target is no longer watched: changing it changes nothing.
+    let before = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(500));
+    std::fs::write(
+        root.join("v1/allow-8081.yaml"),
+        allow_port("allow-8081", 8081),
+    )
+    .unwrap();
+    let after = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(700));
+    assert_eq!(
+        reloads(&after),
+        reloads(&before),
+        "no reload for the old target\n{}",
+        d.log()
+    );
+}
