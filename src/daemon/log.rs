@@ -7,7 +7,7 @@
 //! ... (no prefix); the human text is `MESSAGE`, and for configuration problems it is the diagnostic as
 //! `hostpolicyd check` prints it: `FILE:LINE:COL: error: MESSAGE`.
 //!
-//! The filter is `HOSTPOLICYD_LOG` (tracing's env-filter syntax), default `info`.
+//! The filter is `HOSTPOLICYD_LOG` (tracing's env-filter syntax), default [`DEFAULT_FILTER`].
 
 use std::path::Path;
 
@@ -21,10 +21,17 @@ use crate::engine::{short, Outcome};
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
+/// `info`, without the netlink crates' complaints about attributes newer than they know (every dump of
+/// a recent kernel's links warns about IFLA_INET6_CONF otherwise).
+pub const DEFAULT_FILTER: &str =
+    "info,netlink_packet_route=error,netlink_packet_core=error,netlink_packet_utils=error";
+
 /// Installs the global subscriber; returns where logs go (`journald` or `stderr`).
 pub fn init() -> &'static str {
-    let filter =
-        || EnvFilter::try_from_env("HOSTPOLICYD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || {
+        EnvFilter::try_from_env("HOSTPOLICYD_LOG")
+            .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+    };
     if Path::new(JOURNAL_SOCKET).exists() {
         if let Ok(layer) = tracing_journald::layer() {
             let layer = layer

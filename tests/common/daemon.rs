@@ -74,7 +74,13 @@ impl Daemon {
         cmd.env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID");
-        cmd.env("HOSTPOLICYD_LOG", "info,hostpolicyd=debug");
+        cmd.env(
+            "HOSTPOLICYD_LOG",
+            format!(
+                "{},hostpolicyd=debug",
+                hostpolicyd::daemon::log::DEFAULT_FILTER
+            ),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
