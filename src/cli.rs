@@ -96,6 +96,9 @@ pub enum Command {
     /// Ask the running daemon to reload now and wait for the result: exit 0 applied or unchanged,
     /// 1 invalid, 2 rolled back or apply failed, 3 no daemon running.
     Reload,
+    /// Why a packet is allowed or dropped: the verdict and the path it takes through the configuration
+    /// (no kernel, no root). Exit 0 whatever the verdict, 1 invalid configuration.
+    Explain(crate::explain_cmd::ExplainArgs),
 }
 
 /// Settings resolved from the flags.
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Run => crate::daemon::run(&settings),
         Command::Status { json } => status(&settings, json),
         Command::Reload => reload(&settings),
+        Command::Explain(args) => crate::explain_cmd::run(&settings, args),
     }
 }
 

@@ -270,6 +270,19 @@ impl<'a> Compiler<'a> {
         name
     }
 
+    /// A set written literally in the configuration (rule nets and ports, failsafe entries) is named
+    /// after its role AND its contents, so a changed list is a new set rather than the old one changing
+    /// under the rules that still use it: a ruleset swap then never shows old rules with new contents,
+    /// and the sets can be created before the rules that use them (see `nft::netlink`).
+    /// Selector sets (`sel-*`) keep a stable name: their meaning is the selector, and a membership change
+    /// alone is applied in place (incremental update).
+    fn add_literal_set(&mut self, role: &str, set_type: SetType, elements: Vec<SetElement>) -> String {
+        let digest = Sha256::digest(format!("{set_type:?}{elements:?}").as_bytes());
+        let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        let name = format!("{}-{hash}", object_name("", role));
+        self.add_set(name, set_type, elements)
+    }
+
     // ---- failsafe (spec §4.3) -------------------------------------------------------------------
 
     fn failsafe_chains(&mut self) {
@@ -322,7 +335,7 @@ impl<'a> Compiler<'a> {
                 PortMatch::Single(ports[0].0)
             } else {
                 let name = format!("{set_prefix}-{}", proto_name(p));
-                PortMatch::Set(self.add_set(name, SetType::InetService, port_elements(&ports)))
+                PortMatch::Set(self.add_literal_set(&name, SetType::InetService, port_elements(&ports)))
             };
             let m = vec![Match::Port { dir: port_dir, proto: p, port, negate: false }];
             rules.push(commented(rule(m, Some(Verdict::Accept)), format!("failsafe {what} {}", proto_name(p))));
@@ -330,8 +343,8 @@ impl<'a> Compiler<'a> {
         for (i, e) in entries.iter().enumerate() {
             let Some(net) = e.net else { continue };
             let f = family_of(&net);
-            let set = self.add_set(
-                format!("{set_prefix}-{i}-{}", family_suffix(f)),
+            let set = self.add_literal_set(
+                &format!("{set_prefix}-{i}-{}", family_suffix(f)),
                 addr_set_type(f),
                 addr_elements(&crate::resolve::address_set(&[net]), f),
             );
@@ -618,9 +631,8 @@ impl<'a> Compiler<'a> {
     }
 
     fn net_set(&mut self, id: &str, f: Family, nets: &[IpNet]) -> String {
-        let name = object_name("", &format!("{id}-{}", family_suffix(f)));
         let set = crate::resolve::address_set(nets);
-        self.add_set(name, addr_set_type(f), addr_elements(&set, f))
+        self.add_literal_set(&format!("{id}-{}", family_suffix(f)), addr_set_type(f), addr_elements(&set, f))
     }
 
     fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
@@ -637,7 +649,7 @@ impl<'a> Compiler<'a> {
     fn port_match(&mut self, id: &str, ranges: &[(u16, u16)]) -> PortMatch {
         match ranges {
             [(lo, hi)] if lo == hi => PortMatch::Single(*lo),
-            _ => PortMatch::Set(self.add_set(object_name("", id), SetType::InetService, port_elements(ranges))),
+            _ => PortMatch::Set(self.add_literal_set(id, SetType::InetService, port_elements(ranges))),
         }
     }
 

@@ -2,21 +2,21 @@
 //!
 //! This evaluator follows spec §3.3–§3.6 directly on the validated configuration and the node view, with
 //! no knowledge of the nftables encoding. It is therefore also a check on the compiler: the same packets
-//! must get the same verdicts here and in the kernel.
+//! must get the same verdicts here and in the kernel (`tests/explain_agreement.rs`).
 //!
-//! It describes the first packet of a new connection (conntrack state NEW); replies of an allowed
-//! connection are always allowed (spec §3.7).
+//! It describes the first packet of a new connection (conntrack state NEW); replies and later packets of
+//! an allowed, tracked connection are always allowed (spec §3.7). Untracked (doNotTrack) flows have no
+//! such state: their replies are new packets here too, which is exactly how the kernel sees them.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::compile::DEFAULT_ALLOW_PROFILE;
-use crate::model::{proto, Action, Config, EntityRule, GlobalNetworkPolicy, Port, ProtoPort, Rule};
-use crate::resolve::{ActiveEndpoint, Dir, NodeView, SelectorKey, Stage};
+use crate::compile::{proto_name, DEFAULT_ALLOW_PROFILE};
+use crate::model::{proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule};
+use crate::resolve::{ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage};
 
 /// Which way a packet crosses the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,8 +40,73 @@ pub struct Packet {
     pub dport: Option<u16>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
-    /// Destination after DNAT (kube-proxy), if any: the stages after mangle prerouting see it.
+    /// Destination after DNAT (kube-proxy), if any: the stages after mangle prerouting (inbound) or
+    /// after nat output (local traffic) see it.
     pub dnat: Option<(IpAddr, Option<u16>)>,
+}
+
+impl Packet {
+    /// A packet with only the addresses and the protocol set; ports, ICMP fields and DNAT are `None`.
+    pub fn new(path: Path, src: IpAddr, dst: IpAddr, protocol: u8) -> Packet {
+        Packet {
+            path,
+            src,
+            dst,
+            protocol,
+            sport: None,
+            dport: None,
+            icmp_type: None,
+            icmp_code: None,
+            dnat: None,
+        }
+    }
+
+    /// The packet as later stages see it, after kube-proxy's DNAT.
+    fn after_dnat(&self) -> Packet {
+        let mut p = self.clone();
+        if let Some((addr, port)) = self.dnat {
+            p.dst = addr;
+            if port.is_some() {
+                p.dport = port;
+            }
+        }
+        p
+    }
+}
+
+impl fmt::Display for Packet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let end = |ip: IpAddr, port: Option<u16>| match (ip, port) {
+            (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+            (a, Some(p)) => format!("{a}:{p}"),
+            (a, None) => a.to_string(),
+        };
+        write!(
+            f,
+            "{} {} -> {}",
+            proto_name(self.protocol).to_uppercase(),
+            end(self.src, self.sport),
+            end(self.dst, self.dport)
+        )?;
+        if let Some(t) = self.icmp_type {
+            write!(f, " type {t}")?;
+            if let Some(c) = self.icmp_code {
+                write!(f, " code {c}")?;
+            }
+        }
+        match &self.path {
+            Path::Inbound { iface } => write!(f, ", in {iface} to a local process")?,
+            Path::Outbound { iface } => write!(f, ", from a local process out {iface}")?,
+            Path::Forwarded {
+                in_iface,
+                out_iface,
+            } => write!(f, ", in {in_iface}, forwarded out {out_iface}")?,
+        }
+        if let Some((addr, port)) = self.dnat {
+            write!(f, ", DNAT to {}", end(addr, port))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,31 +128,47 @@ impl fmt::Display for Verdict {
 /// One step of the evaluation, for people (`text`) and scripts (the other fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
+    /// `untracked`, `preDNAT`, `normal` or `forward`.
     pub stage: &'static str,
     pub host_endpoint: Option<String>,
     pub policy: Option<String>,
+    /// `ingress` or `egress` when a policy rule is involved.
+    pub direction: Option<&'static str>,
+    /// Index of the rule in the policy's `ingress` / `egress` list.
     pub rule: Option<usize>,
-    /// `FILE:LINE:COL` of the deciding rule or policy.
+    /// `FILE:LINE:COL` of the deciding rule, policy or HostEndpoint.
     pub at: Option<String>,
     pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
+    pub packet: Packet,
     pub verdict: Verdict,
-    /// The step that decided (the last one that produced a verdict).
+    /// The step that decided: the rule that allowed or denied, or the default that applied.
     pub decided_by: Step,
+    /// Every step, in evaluation order.
     pub steps: Vec<Step>,
 }
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "packet: {}", self.packet)?;
         writeln!(f, "verdict: {}", self.verdict)?;
-        writeln!(f, "decided by: {}", self.decided_by.text)?;
+        write!(
+            f,
+            "decided by: [{}] {}",
+            self.decided_by.stage, self.decided_by.text
+        )?;
+        if let Some(at) = &self.decided_by.at {
+            write!(f, " ({at})")?;
+        }
+        writeln!(f)?;
+        writeln!(f, "path:")?;
         for s in &self.steps {
             write!(f, "  [{}]", s.stage)?;
             if let Some(h) = &s.host_endpoint {
-                write!(f, " hep {h}:")?;
+                write!(f, " HostEndpoint {h}:")?;
             }
             write!(f, " {}", s.text)?;
             if let Some(at) = &s.at {
@@ -99,7 +180,7 @@ impl fmt::Display for Explanation {
     }
 }
 
-/// What one policy tier (or the failsafe check) did to the packet.
+/// What one tier of policies (or the failsafe check) did to the packet.
 enum Outcome {
     Allow(Step),
     Deny(Step),
@@ -113,32 +194,82 @@ struct Eval<'a> {
     steps: Vec<Step>,
 }
 
+/// Evaluates `packet` on this node's view of `config`.
 pub fn explain(config: &Config, view: &NodeView, packet: &Packet) -> Explanation {
-    let mut e = Eval { config, view, steps: Vec::new() };
+    let mut e = Eval {
+        config,
+        view,
+        steps: Vec::new(),
+    };
     let (verdict, decided_by) = match &packet.path {
         Path::Inbound { iface } => e.inbound(packet, iface, None),
-        Path::Forwarded { in_iface, out_iface } => e.inbound(packet, in_iface, Some(out_iface)),
+        Path::Forwarded {
+            in_iface,
+            out_iface,
+        } => e.inbound(packet, in_iface, Some(out_iface)),
         Path::Outbound { iface } => e.outbound(packet, iface),
     };
-    Explanation { verdict, decided_by, steps: e.steps }
+    Explanation {
+        packet: packet.clone(),
+        verdict,
+        decided_by,
+        steps: e.steps,
+    }
 }
 
 fn step(stage: &'static str, hep: Option<&ActiveEndpoint>, text: impl Into<String>) -> Step {
-    Step { stage, host_endpoint: hep.map(|h| h.name.clone()), policy: None, rule: None, at: None, text: text.into() }
+    Step {
+        stage,
+        host_endpoint: hep.map(|h| h.name.clone()),
+        policy: None,
+        direction: None,
+        rule: None,
+        at: None,
+        text: text.into(),
+    }
+}
+
+fn dir_name(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Ingress => "ingress",
+        Dir::Egress => "egress",
+    }
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Untracked => "untracked",
+        Stage::PreDnat => "preDNAT",
+        Stage::Normal => "normal",
+        Stage::Forward => "forward",
+    }
 }
 
 impl<'a> Eval<'a> {
     fn is_workload(&self, iface: &str) -> bool {
-        self.view.settings.workload_prefixes.iter().any(|p| !p.is_empty() && iface.starts_with(p.as_str()))
+        self.view
+            .settings
+            .workload_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && iface.starts_with(p.as_str()))
     }
 
-    /// The HEP that governs `iface` in a stage: a named or IP-matched one, else the wildcard.
+    /// The HEP that governs `iface` in a stage: a named or IP-matched one, else (when the stage admits
+    /// it) the wildcard.
     fn hep_for(&self, iface: &str, wildcard_ok: bool) -> Option<&'a ActiveEndpoint> {
         let view: &'a NodeView = self.view;
         view.endpoints
             .iter()
             .find(|ep| ep.interfaces.iter().any(|i| i == iface))
-            .or(if wildcard_ok { view.wildcard.as_ref() } else { None })
+            .or(if wildcard_ok {
+                view.wildcard.as_ref()
+            } else {
+                None
+            })
+    }
+
+    fn hep_pos(&self, hep: &ActiveEndpoint) -> String {
+        self.config.host_endpoints[hep.hep].pos.to_string()
     }
 
     fn record(&mut self, s: Step) -> Step {
@@ -146,47 +277,74 @@ impl<'a> Eval<'a> {
         s
     }
 
+    /// Raw prerouting, mangle prerouting, then local delivery or forwarding (spec §3.3 "Inbound").
     fn inbound(&mut self, p: &Packet, iif: &str, forwarded_to: Option<&String>) -> (Verdict, Step) {
-        let mut accepted_early = false;
-        // raw prerouting: untracked ingress (never for the wildcard HEP, never for workload interfaces).
-        if !self.is_workload(iif) {
-            if let Some(hep) = self.hep_for(iif, false) {
-                if !hep.policies.untracked_ingress.is_empty() {
-                    let fs = raw_failsafe_in(&self.view.settings.failsafe_inbound, &self.view.settings.failsafe_outbound);
-                    if let Some(text) = failsafe_match(p, &fs.0, true, p.dst_port_before_dnat()).or_else(|| failsafe_match(p, &fs.1, true, p.sport)) {
-                        self.record(step("untracked", Some(hep), format!("raw failsafe: {text}; accepted in raw only, tracked later")));
-                    } else {
-                        match self.tier(p, hep, Stage::Untracked, Dir::Ingress, false) {
-                            Outcome::Allow(s) => {
-                                self.record(step("untracked", Some(hep), "allowed without conntrack: preDNAT and normal ingress skipped"));
-                                accepted_early = true;
-                                let _ = s;
-                            }
-                            Outcome::Deny(s) => return (Verdict::Drop, s),
-                            Outcome::Continue => {
-                                self.record(step("untracked", Some(hep), "no untracked policy decided"));
-                            }
-                        }
+        // The step of an untracked or preDNAT Allow: it skips normal and forward-ingress policy.
+        let mut early: Option<Step> = None;
+        // raw prerouting: untracked ingress (never the wildcard HEP, never a workload interface).
+        if let Some(hep) = self
+            .hep_for(iif, false)
+            .filter(|h| !h.policies.untracked_ingress.is_empty())
+        {
+            let s = &self.view.settings;
+            // The raw failsafe chain also accepts replies of outbound failsafe connections (spec §4.3);
+            // neither sets the mark: the packet goes on to the tracked stages.
+            let failsafe = failsafe_match(p, &s.failsafe_inbound, p.src, p.dport).or_else(|| {
+                failsafe_match(p, &s.failsafe_outbound, p.src, p.sport)
+                    .map(|t| format!("reply to outbound {t}"))
+            });
+            if let Some(text) = failsafe {
+                self.record(step(
+                    "untracked",
+                    Some(hep),
+                    format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
+                ));
+            } else {
+                match self.tier(p, hep, Stage::Untracked, Dir::Ingress, false) {
+                    Outcome::Allow(s) => {
+                        self.record(step("untracked", Some(hep), "allowed without conntrack: preDNAT, normal and forward-ingress policy skipped"));
+                        early = Some(s);
+                    }
+                    Outcome::Deny(s) => return (Verdict::Drop, s),
+                    Outcome::Continue => {
+                        self.record(step("untracked", Some(hep), "no untracked policy decided"));
                     }
                 }
             }
         }
-        // mangle prerouting: preDNAT.
-        if !accepted_early {
-            if let Some(hep) = self.hep_for(iif, true) {
-                if !hep.policies.pre_dnat_ingress.is_empty() {
-                    if let Some(text) = failsafe_match(p, &self.view.settings.failsafe_inbound, true, p.dst_port_before_dnat()) {
-                        self.record(step("preDNAT", Some(hep), format!("failsafe: {text}; accepted at this stage only")));
-                    } else {
-                        match self.tier(p, hep, Stage::PreDnat, Dir::Ingress, false) {
-                            Outcome::Allow(_) => {
-                                self.record(step("preDNAT", Some(hep), "allowed: normal ingress and forward ingress skipped"));
-                                accepted_early = true;
-                            }
-                            Outcome::Deny(s) => return (Verdict::Drop, s),
-                            Outcome::Continue => {
-                                self.record(step("preDNAT", Some(hep), "no preDNAT policy decided (preDNAT has no default drop)"));
-                            }
+        // mangle prerouting: preDNAT (the wildcard HEP takes part, workload interfaces included).
+        if early.is_none() {
+            if let Some(hep) = self
+                .hep_for(iif, true)
+                .filter(|h| !h.policies.pre_dnat_ingress.is_empty())
+            {
+                if let Some(text) =
+                    failsafe_match(p, &self.view.settings.failsafe_inbound, p.src, p.dport)
+                {
+                    self.record(step(
+                        "preDNAT",
+                        Some(hep),
+                        format!(
+                            "failsafe: {text}; accepted at this stage only, preDNAT policy skipped"
+                        ),
+                    ));
+                } else {
+                    match self.tier(p, hep, Stage::PreDnat, Dir::Ingress, false) {
+                        Outcome::Allow(s) => {
+                            self.record(step(
+                                "preDNAT",
+                                Some(hep),
+                                "allowed: normal and forward-ingress policy skipped",
+                            ));
+                            early = Some(s);
+                        }
+                        Outcome::Deny(s) => return (Verdict::Drop, s),
+                        Outcome::Continue => {
+                            self.record(step(
+                                "preDNAT",
+                                Some(hep),
+                                "no preDNAT policy decided (preDNAT has no default drop)",
+                            ));
                         }
                     }
                 }
@@ -194,35 +352,56 @@ impl<'a> Eval<'a> {
         }
         let after = p.after_dnat();
         match forwarded_to {
-            None => self.local_ingress(&after, iif, accepted_early),
-            Some(oif) => self.forward(&after, iif, oif, accepted_early),
+            None => self.local_ingress(&after, iif, early),
+            Some(oif) => self.forward(&after, iif, oif, early),
         }
     }
 
-    fn local_ingress(&mut self, p: &Packet, iif: &str, accepted_early: bool) -> (Verdict, Step) {
+    /// filter input (spec §3.3 step 5).
+    fn local_ingress(&mut self, p: &Packet, iif: &str, early: Option<Step>) -> (Verdict, Step) {
         if self.is_workload(iif) {
-            let s = self.record(step("normal", None, format!("{iif} is a workload interface: not a host endpoint")));
+            let s = self.record(step(
+                "normal",
+                None,
+                format!("{iif} is a workload interface: not a host endpoint"),
+            ));
             return (Verdict::Allow, s);
         }
-        if accepted_early {
-            let s = self.record(step("normal", None, "already accepted by an untracked or preDNAT policy"));
+        if let Some(s) = early {
+            self.record(step(
+                "normal",
+                None,
+                "normal ingress policy skipped: already accepted",
+            ));
             return (Verdict::Allow, s);
         }
         let Some(hep) = self.hep_for(iif, true) else {
-            let s = self.record(step("normal", None, format!("interface {iif} has no HostEndpoint: not policed")));
+            let s = self.record(step(
+                "normal",
+                None,
+                format!("interface {iif} has no HostEndpoint: not policed"),
+            ));
             return (Verdict::Allow, s);
         };
         self.normal_chain(p, hep, Dir::Ingress)
     }
 
-    /// A normal-class endpoint chain: failsafe, tier with end-of-tier deny, profiles, default deny.
+    /// A normal-class endpoint chain: failsafe, the tier with its end-of-tier deny, profiles, default
+    /// deny (spec §3.4).
     fn normal_chain(&mut self, p: &Packet, hep: &ActiveEndpoint, dir: Dir) -> (Verdict, Step) {
-        let (list, port) = match dir {
-            Dir::Ingress => (&self.view.settings.failsafe_inbound, p.dport),
-            Dir::Egress => (&self.view.settings.failsafe_outbound, p.dport),
+        let failsafe = match dir {
+            Dir::Ingress => failsafe_match(p, &self.view.settings.failsafe_inbound, p.src, p.dport),
+            Dir::Egress => failsafe_match(p, &self.view.settings.failsafe_outbound, p.dst, p.dport),
         };
-        if let Some(text) = failsafe_match(p, list, dir == Dir::Ingress, port) {
-            let s = self.record(step("normal", Some(hep), format!("failsafe: {text}")));
+        if let Some(text) = failsafe {
+            let s = self.record(step(
+                "normal",
+                Some(hep),
+                format!(
+                    "failsafe-{}: {text}",
+                    if dir == Dir::Ingress { "in" } else { "out" }
+                ),
+            ));
             return (Verdict::Allow, s);
         }
         match self.tier(p, hep, Stage::Normal, dir, true) {
@@ -230,170 +409,264 @@ impl<'a> Eval<'a> {
             Outcome::Deny(s) => return (Verdict::Drop, s),
             Outcome::Continue => {}
         }
-        for profile in &hep.profiles {
-            if profile == DEFAULT_ALLOW_PROFILE {
-                let s = self.record(step("normal", Some(hep), format!("profile {DEFAULT_ALLOW_PROFILE} allows")));
-                return (Verdict::Allow, s);
-            }
+        if hep.profiles.iter().any(|p| p == DEFAULT_ALLOW_PROFILE) {
+            let mut s = step(
+                "normal",
+                Some(hep),
+                format!("profile {DEFAULT_ALLOW_PROFILE} allows"),
+            );
+            s.at = Some(self.hep_pos(hep));
+            return (Verdict::Allow, self.record(s));
         }
-        let none = if hep.policies.get(Stage::Normal, dir).is_empty() { "no policy applies in this direction; " } else { "" };
-        let s = self.record(step("normal", Some(hep), format!("{none}no profile matched: default deny")));
-        (Verdict::Drop, s)
+        let none = if hep.policies.get(Stage::Normal, dir).is_empty() {
+            format!("no policy applies to {} here; ", dir_name(dir))
+        } else {
+            String::new()
+        };
+        let mut s = step(
+            "normal",
+            Some(hep),
+            format!("{none}no profile allows: default deny"),
+        );
+        s.at = Some(self.hep_pos(hep));
+        (Verdict::Drop, self.record(s))
     }
 
-    fn forward(&mut self, p: &Packet, iif: &str, oif: &str, accepted_early: bool) -> (Verdict, Step) {
-        let mut last = step("forward", None, "forwarded traffic: allowed at the end of FORWARD");
-        if !accepted_early {
-            if let Some(hep) = self.hep_for(iif, true) {
-                match self.forward_chain(p, hep, Dir::Ingress) {
-                    Some((Verdict::Drop, s)) => return (Verdict::Drop, s),
-                    Some((_, s)) => last = s,
-                    None => {}
-                }
+    /// filter forward (spec §3.3 step 6): forward ingress of `iif`'s HEP unless already accepted, then
+    /// forward egress of `oif`'s HEP, unconditionally; allowed at the end unless something dropped.
+    fn forward(
+        &mut self,
+        p: &Packet,
+        iif: &str,
+        oif: &str,
+        early: Option<Step>,
+    ) -> (Verdict, Step) {
+        let mut decided = early.clone();
+        if early.is_some() {
+            self.record(step(
+                "forward",
+                None,
+                "forward ingress policy skipped: already accepted",
+            ));
+        } else if let Some(hep) = self.hep_for(iif, true) {
+            match self.forward_chain(p, hep, Dir::Ingress) {
+                Some((Verdict::Drop, s)) => return (Verdict::Drop, s),
+                Some((_, s)) => decided = Some(s),
+                None => {}
             }
         } else {
-            self.record(step("forward", None, "forward ingress skipped: already accepted by untracked or preDNAT policy"));
+            self.record(step(
+                "forward",
+                None,
+                format!("interface {iif} has no HostEndpoint: forward ingress not policed"),
+            ));
         }
         if let Some(hep) = self.hep_for(oif, true) {
             match self.forward_chain(p, hep, Dir::Egress) {
                 Some((Verdict::Drop, s)) => return (Verdict::Drop, s),
-                Some((_, s)) => last = s,
-                None => {}
+                // A rule that allowed is more telling than an earlier default.
+                Some((_, s)) if s.policy.is_some() || decided.is_none() => decided = Some(s),
+                _ => {}
             }
+        } else {
+            self.record(step(
+                "forward",
+                None,
+                format!("interface {oif} has no HostEndpoint: forward egress not policed"),
+            ));
         }
-        if self.steps.last().map(|s| &s.text) != Some(&last.text) {
-            self.record(last.clone());
-        }
-        (Verdict::Allow, last)
+        let s = match decided {
+            Some(s) => s,
+            None => self.record(step(
+                "forward",
+                None,
+                "no forward policy decided: allowed at the end of FORWARD",
+            )),
+        };
+        (Verdict::Allow, s)
     }
 
-    /// Forward chains have no failsafe; with no AoF policy at all the HEP allows forwarding by default.
-    fn forward_chain(&mut self, p: &Packet, hep: &ActiveEndpoint, dir: Dir) -> Option<(Verdict, Step)> {
+    /// Forward chains have no failsafe; with no AoF policy at all the HEP allows forwarding by default
+    /// (spec §3.4 step 5). `None`: no verdict in this chain.
+    fn forward_chain(
+        &mut self,
+        p: &Packet,
+        hep: &ActiveEndpoint,
+        dir: Dir,
+    ) -> Option<(Verdict, Step)> {
         if !hep.policies.has_forward_policy() {
-            let s = self.record(step("forward", Some(hep), "no applyOnForward policy selects this HostEndpoint: forwarding allowed"));
-            return Some((Verdict::Allow, s));
+            let mut s = step(
+                "forward",
+                Some(hep),
+                "no applyOnForward policy selects this HostEndpoint: forwarding allowed",
+            );
+            s.at = Some(self.hep_pos(hep));
+            return Some((Verdict::Allow, self.record(s)));
         }
         match self.tier(p, hep, Stage::Forward, dir, true) {
             Outcome::Allow(s) => Some((Verdict::Allow, s)),
             Outcome::Deny(s) => Some((Verdict::Drop, s)),
             Outcome::Continue => {
-                self.record(step("forward", Some(hep), "no applyOnForward policy decided in this direction"));
+                self.record(step(
+                    "forward",
+                    Some(hep),
+                    format!("no applyOnForward policy decided for {}", dir_name(dir)),
+                ));
                 None
             }
         }
     }
 
+    /// raw output, filter output (or mangle postrouting when DNATed) (spec §3.3 "Outbound").
     fn outbound(&mut self, p: &Packet, oif: &str) -> (Verdict, Step) {
-        // raw output: untracked egress.
-        if !self.is_workload(oif) {
-            if let Some(hep) = self.hep_for(oif, false) {
-                if !hep.policies.untracked_egress.is_empty() {
-                    let s = &self.view.settings;
-                    if let Some(text) = failsafe_match(p, &s.failsafe_outbound, false, p.dport)
-                        .or_else(|| failsafe_match(p, &s.failsafe_inbound, false, p.sport))
-                    {
-                        self.record(step("untracked", Some(hep), format!("raw failsafe: {text}; accepted in raw only")));
-                    } else {
-                        match self.tier(p, hep, Stage::Untracked, Dir::Egress, false) {
-                            Outcome::Allow(s) => return (Verdict::Allow, s),
-                            Outcome::Deny(s) => return (Verdict::Drop, s),
-                            Outcome::Continue => {
-                                self.record(step("untracked", Some(hep), "no untracked policy decided"));
-                            }
-                        }
+        if let Some(hep) = self
+            .hep_for(oif, false)
+            .filter(|h| !h.policies.untracked_egress.is_empty())
+        {
+            let s = &self.view.settings;
+            let failsafe = failsafe_match(p, &s.failsafe_outbound, p.dst, p.dport).or_else(|| {
+                failsafe_match(p, &s.failsafe_inbound, p.dst, p.sport)
+                    .map(|t| format!("reply to inbound {t}"))
+            });
+            if let Some(text) = failsafe {
+                self.record(step(
+                    "untracked",
+                    Some(hep),
+                    format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
+                ));
+            } else {
+                match self.tier(p, hep, Stage::Untracked, Dir::Egress, false) {
+                    Outcome::Allow(s) => {
+                        self.record(step(
+                            "untracked",
+                            Some(hep),
+                            "allowed without conntrack: normal egress policy skipped",
+                        ));
+                        return (Verdict::Allow, s);
+                    }
+                    Outcome::Deny(s) => return (Verdict::Drop, s),
+                    Outcome::Continue => {
+                        self.record(step("untracked", Some(hep), "no untracked policy decided"));
                     }
                 }
             }
         }
         if self.is_workload(oif) {
-            let s = self.record(step("normal", None, format!("{oif} is a workload interface: host to workload is always allowed")));
+            let s = self.record(step(
+                "normal",
+                None,
+                format!("{oif} is a workload interface: host to workload is always allowed"),
+            ));
             return (Verdict::Allow, s);
         }
         let Some(hep) = self.hep_for(oif, true) else {
-            let s = self.record(step("normal", None, format!("interface {oif} has no HostEndpoint: not policed")));
+            let s = self.record(step(
+                "normal",
+                None,
+                format!("interface {oif} has no HostEndpoint: not policed"),
+            ));
             return (Verdict::Allow, s);
         };
-        // A DNATed local packet is checked in mangle postrouting instead of filter output: same policy.
+        // A DNATed local packet is checked in mangle postrouting instead of filter output, with the same
+        // chain, on its translated destination.
         let p = p.after_dnat();
         self.normal_chain(&p, hep, Dir::Egress)
     }
 
-    /// The policies of one stage and direction, in order (spec §3.4 step 4).
-    fn tier(&mut self, p: &Packet, hep: &ActiveEndpoint, stage: Stage, dir: Dir, end_of_tier_deny: bool) -> Outcome {
-        let list = hep.policies.get(stage, dir).to_vec();
-        let stage_name = stage_name(stage);
-        for idx in &list {
-            let policy = &self.config.policies[*idx];
+    /// The policies of one stage and direction, in order (spec §3.4 step 4, policy chains).
+    fn tier(
+        &mut self,
+        p: &Packet,
+        hep: &ActiveEndpoint,
+        stage: Stage,
+        dir: Dir,
+        end_of_tier_deny: bool,
+    ) -> Outcome {
+        let list = hep.policies.get(stage, dir);
+        let sname = stage_name(stage);
+        let dname = dir_name(dir);
+        for &idx in list {
+            let policy = &self.config.policies[idx];
             let rules = match dir {
                 Dir::Ingress => &policy.ingress,
                 Dir::Egress => &policy.egress,
             };
+            let mut decided = None;
             for (i, rule) in rules.iter().enumerate() {
-                if !self.rule_matches(p, policy, rule, dir) {
+                if !self.rule_matches(p, rule) {
                     continue;
                 }
-                let mut s = step(stage_name, Some(hep), String::new());
+                let mut s = step(sname, Some(hep), String::new());
                 s.policy = Some(policy.name.clone());
+                s.direction = Some(dname);
                 s.rule = Some(i);
                 s.at = Some(rule.pos.to_string());
-                let dir_name = if dir == Dir::Ingress { "ingress" } else { "egress" };
+                let what = format!("policy {} {dname} rule {i}", policy.name);
                 match rule.action {
                     Action::Log => {
-                        s.text = format!("policy {} {dir_name} rule {i}: Log, continue", policy.name);
+                        s.text = format!("{what}: Log, continue");
                         self.record(s);
                     }
                     Action::Allow => {
-                        s.text = format!("policy {} {dir_name} rule {i}: Allow", policy.name);
-                        return Outcome::Allow(self.record(s));
+                        s.text = format!("{what}: Allow");
+                        decided = Some(Outcome::Allow(self.record(s)));
+                        break;
                     }
                     Action::Deny => {
-                        s.text = format!("policy {} {dir_name} rule {i}: Deny", policy.name);
-                        return Outcome::Deny(self.record(s));
+                        s.text = format!("{what}: Deny");
+                        decided = Some(Outcome::Deny(self.record(s)));
+                        break;
                     }
                     Action::Pass => {
-                        s.text = format!("policy {} {dir_name} rule {i}: Pass, rest of the tier skipped", policy.name);
+                        s.text = format!("{what}: Pass, the rest of the tier is skipped");
                         self.record(s);
-                        return Outcome::Continue;
+                        decided = Some(Outcome::Continue);
+                        break;
                     }
                 }
             }
-            let mut s = step(stage_name, Some(hep), format!("policy {}: no rule matched", policy.name));
+            if let Some(outcome) = decided {
+                return outcome;
+            }
+            let mut s = step(
+                sname,
+                Some(hep),
+                format!("policy {}: no {dname} rule matched", policy.name),
+            );
             s.policy = Some(policy.name.clone());
+            s.direction = Some(dname);
             s.at = Some(policy.pos.to_string());
             self.record(s);
         }
         if end_of_tier_deny && !list.is_empty() {
-            let s = step(stage_name, Some(hep), "end of tier: no policy allowed it, default deny");
+            let mut s = step(
+                sname,
+                Some(hep),
+                format!("end of tier: no policy allowed {dname}, default deny"),
+            );
+            s.at = Some(self.hep_pos(hep));
             return Outcome::Deny(self.record(s));
         }
         Outcome::Continue
     }
 
-    fn rule_matches(&self, p: &Packet, policy: &GlobalNetworkPolicy, r: &Rule, _dir: Dir) -> bool {
-        let _ = policy;
+    /// Whether a rule matches: every criterion present must hold (spec §1.4–§1.6, §1.10, §3.8).
+    fn rule_matches(&self, p: &Packet, r: &Rule) -> bool {
         let v6 = p.src.is_ipv6();
-        if let Some(v) = r.ip_version {
-            if (v == 6) != v6 {
-                return false;
-            }
+        if r.ip_version.is_some_and(|v| (v == 6) != v6) {
+            return false;
         }
-        if let Some(pr) = r.protocol {
-            if pr != p.protocol {
-                return false;
-            }
+        if r.protocol.is_some_and(|pr| pr != p.protocol) || r.not_protocol == Some(p.protocol) {
+            return false;
         }
-        if let Some(pr) = r.not_protocol {
-            if pr == p.protocol {
-                return false;
-            }
-        }
-        let icmp_family_ok = |pr: Option<u8>| match pr {
+        // An ICMP type match exists only in the family of its protocol (ICMP: IPv4, ICMPv6: IPv6).
+        let icmp_family_ok = match r.protocol {
             Some(proto::ICMP) => !v6,
             Some(proto::ICMPV6) => v6,
             _ => true,
         };
         if let Some(icmp) = r.icmp {
-            if !icmp_family_ok(r.protocol) || p.icmp_type != Some(icmp.icmp_type) {
+            if !icmp_family_ok || p.icmp_type != Some(icmp.icmp_type) {
                 return false;
             }
             if icmp.code.is_some() && p.icmp_code != icmp.code {
@@ -401,7 +674,7 @@ impl<'a> Eval<'a> {
             }
         }
         if let Some(not) = r.not_icmp {
-            if !icmp_family_ok(r.protocol) {
+            if !icmp_family_ok {
                 return false;
             }
             let same_type = p.icmp_type == Some(not.icmp_type);
@@ -410,14 +683,22 @@ impl<'a> Eval<'a> {
                 return false;
             }
         }
-        // Spec §1.10: a positive net list with no net of the packet's family never matches it.
-        self.entity_matches(p, r, &r.source, p.src, p.sport) && self.entity_matches(p, r, &r.destination, p.dst, p.dport)
+        self.entity_matches(p, r, &r.source, p.src, p.sport)
+            && self.entity_matches(p, r, &r.destination, p.dst, p.dport)
     }
 
-    fn entity_matches(&self, p: &Packet, r: &Rule, e: &EntityRule, addr: IpAddr, port: Option<u16>) -> bool {
+    fn entity_matches(
+        &self,
+        p: &Packet,
+        r: &Rule,
+        e: &EntityRule,
+        addr: IpAddr,
+        port: Option<u16>,
+    ) -> bool {
         if e.service_accounts {
             return false;
         }
+        // Spec §1.10: a positive net list with no net of the packet's family never matches it.
         if !e.nets.is_empty() && !e.nets.iter().any(|n| n.contains(&addr)) {
             return false;
         }
@@ -444,88 +725,877 @@ impl<'a> Eval<'a> {
     }
 
     fn in_selector_set(&self, key: &SelectorKey, addr: IpAddr) -> bool {
-        let Some(set) = self.view.selector_sets.get(key) else { return false };
-        match addr {
-            IpAddr::V4(a) => set.v4.iter().any(|n| n.contains(&a)),
-            IpAddr::V6(a) => set.v6.iter().any(|n| n.contains(&a)),
-        }
+        self.view
+            .selector_sets
+            .get(key)
+            .is_some_and(|set| set_contains(set, addr))
     }
 
     /// Numeric ports need the rule's protocol to carry ports (validated); named ports match the
     /// (IP, protocol, port) triples of the HEPs the side's selector picks (spec §1.6).
-    fn port_in(&self, p: &Packet, r: &Rule, e: &EntityRule, ports: &[Port], addr: IpAddr, port: Option<u16>) -> bool {
+    fn port_in(
+        &self,
+        p: &Packet,
+        r: &Rule,
+        e: &EntityRule,
+        ports: &[Port],
+        addr: IpAddr,
+        port: Option<u16>,
+    ) -> bool {
         let Some(port) = port else { return false };
-        let names: BTreeSet<&str> = ports
+        let numeric = ports
+            .iter()
+            .any(|x| matches!(x, Port::Range(lo, hi) if *lo <= port && port <= *hi));
+        if numeric && r.protocol == Some(p.protocol) {
+            return true;
+        }
+        let names: Vec<&str> = ports
             .iter()
             .filter_map(|x| match x {
                 Port::Named(n) => Some(n.as_str()),
                 Port::Range(..) => None,
             })
             .collect();
-        let numeric = ports.iter().any(|x| matches!(x, Port::Range(lo, hi) if *lo <= port && port <= *hi));
-        if numeric && r.protocol.is_some_and(|pr| pr == p.protocol) {
-            return true;
-        }
-        if names.is_empty() || e.namespace_scope == crate::model::NamespaceScope::Namespaced {
-            return false;
-        }
-        self.config.host_endpoints.iter().any(|hep| {
-            e.selector.as_ref().is_none_or(|s| s.value.matches(&hep.labels))
-                && hep.expected_ips.contains(&addr)
-                && hep.ports.iter().any(|hp| {
-                    names.contains(hp.name.as_str())
-                        && hp.port == port
-                        && hp.protocol == p.protocol
-                        && r.protocol.is_none_or(|pr| pr == hp.protocol)
-                })
-        })
+        !names.is_empty()
+            && e.namespace_scope != NamespaceScope::Namespaced
+            && self.config.host_endpoints.iter().any(|hep| {
+                e.selector
+                    .as_ref()
+                    .is_none_or(|s| s.value.matches(&hep.labels))
+                    && hep.expected_ips.contains(&addr)
+                    && hep.ports.iter().any(|hp| {
+                        names.contains(&hp.name.as_str())
+                            && hp.port == port
+                            && hp.protocol == p.protocol
+                            && r.protocol.is_none_or(|pr| pr == hp.protocol)
+                    })
+            })
     }
 }
 
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Untracked => "untracked",
-        Stage::PreDnat => "preDNAT",
-        Stage::Normal => "normal",
-        Stage::Forward => "forward",
+/// Membership in a resolved address set: its CIDRs are sorted and disjoint (`resolve::address_set`), so
+/// a binary search finds the only candidate.
+pub fn set_contains(set: &AddressSet, addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            let i = set.v4.partition_point(|n| n.network() <= a);
+            i > 0 && set.v4[i - 1].contains(&a)
+        }
+        IpAddr::V6(a) => {
+            let i = set.v6.partition_point(|n| n.network() <= a);
+            i > 0 && set.v6[i - 1].contains(&a)
+        }
     }
 }
 
-/// The raw layer's failsafe lists: its own direction's list plus the other direction's, matched on the
-/// source port (replies of failsafe connections, spec §4.3).
-fn raw_failsafe_in(inbound: &[ProtoPort], outbound: &[ProtoPort]) -> (Vec<ProtoPort>, Vec<ProtoPort>) {
-    (inbound.to_vec(), outbound.to_vec())
-}
-
-/// Whether a failsafe entry matches: protocol and `port`, and the remote side within `net` if set
-/// (the source for inbound, the destination for outbound).
-fn failsafe_match(p: &Packet, list: &[ProtoPort], inbound: bool, port: Option<u16>) -> Option<String> {
+/// Whether a failsafe entry matches: protocol and `port`, and `remote` within the entry's `net` if set
+/// (the source for inbound lists, the destination for outbound ones). Returns a description.
+fn failsafe_match(
+    p: &Packet,
+    list: &[ProtoPort],
+    remote: IpAddr,
+    port: Option<u16>,
+) -> Option<String> {
     let port = port?;
-    let remote = if inbound { p.src } else { p.dst };
     list.iter()
         .find(|e| {
-            e.protocol == p.protocol && e.port == port && e.net.is_none_or(|n: IpNet| n.contains(&remote))
+            e.protocol == p.protocol
+                && e.port == port
+                && e.net.is_none_or(|n: IpNet| n.contains(&remote))
         })
         .map(|e| {
-            let net = e.net.map(|n| format!(" from/to {n}")).unwrap_or_default();
-            format!("{} port {}{net}", crate::compile::proto_name(e.protocol), e.port)
+            let net = e.net.map(|n| format!(" ({n})")).unwrap_or_default();
+            format!("{} port {}{net}", proto_name(e.protocol), e.port)
         })
 }
 
-impl Packet {
-    fn dst_port_before_dnat(&self) -> Option<u16> {
-        self.dport
+#[cfg(test)]
+mod tests {
+    //! Spec §7 T1–T8, every row, on the evaluator (addresses remapped as in tests/golden/README.md:
+    //! 10.0.0.0/24 → 192.0.2.0/24, 192.168.0.0/24 → 198.51.100.0/24, 172.16.0.5 → 203.0.113.5; T5's
+    //! 1.2.0.0/16 → 198.51.100.0/25 (node1 .4, node2 .5), 100.100.0.0/16 → 198.51.100.128/25; T8's
+    //! 10.128.0.0/24 → 192.0.2.0/24).
+    use super::*;
+    use crate::load::load_sources;
+    use crate::resolve::{resolve, Interface};
+
+    fn eval(yaml: &str, node: &str, ifaces: &[(&str, &str)], packet: &Packet) -> Explanation {
+        let loaded = load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let interfaces: Vec<Interface> = ifaces
+            .iter()
+            .map(|(n, a)| Interface {
+                name: n.to_string(),
+                addrs: vec![a.parse().unwrap()],
+            })
+            .collect();
+        let view = resolve(&loaded.config, node, &interfaces);
+        explain(&loaded.config, &view, packet)
     }
 
-    /// The packet as later stages see it, after kube-proxy's DNAT.
-    fn after_dnat(&self) -> Packet {
-        let mut p = self.clone();
-        if let Some((addr, port)) = self.dnat {
-            p.dst = addr;
-            if port.is_some() {
-                p.dport = port;
-            }
+    const IFACES: &[(&str, &str)] = &[("eth0", "192.0.2.1"), ("eth1", "198.51.100.45")];
+
+    fn pkt(
+        path: Path,
+        src: &str,
+        dst: &str,
+        protocol: u8,
+        sport: Option<u16>,
+        dport: Option<u16>,
+    ) -> Packet {
+        let mut p = Packet::new(path, src.parse().unwrap(), dst.parse().unwrap(), protocol);
+        p.sport = sport;
+        p.dport = dport;
+        if protocol == proto::ICMP {
+            p.icmp_type = Some(8);
+            p.icmp_code = Some(0);
         }
         p
+    }
+    fn inb(iface: &str) -> Path {
+        Path::Inbound {
+            iface: iface.into(),
+        }
+    }
+    fn out(iface: &str) -> Path {
+        Path::Outbound {
+            iface: iface.into(),
+        }
+    }
+    fn fwd(i: &str, o: &str) -> Path {
+        Path::Forwarded {
+            in_iface: i.into(),
+            out_iface: o.into(),
+        }
+    }
+    fn tcp(path: Path, src: &str, dst: &str, dport: u16) -> Packet {
+        pkt(path, src, dst, proto::TCP, Some(40000), Some(dport))
+    }
+
+    /// Asserts the verdict and that the deciding step mentions `why` (a policy name or a default).
+    #[track_caller]
+    fn check(e: &Explanation, verdict: Verdict, why: &str) {
+        let d = &e.decided_by;
+        let said = format!(
+            "{} {} {}",
+            d.policy.as_deref().unwrap_or(""),
+            d.stage,
+            d.text
+        );
+        assert!(
+            e.verdict == verdict && said.contains(why),
+            "expected {verdict} by '{why}', got:\n{e}"
+        );
+    }
+
+    fn hep(name: &str, node: &str, iface: &str, ips: &str, labels: &str, extra: &str) -> String {
+        format!(
+            "- apiVersion: projectcalico.org/v3\n  kind: HostEndpoint\n  metadata: {{name: {name}, labels: {{{labels}}}}}\n  spec: {{node: {node}, interfaceName: \"{iface}\", expectedIPs: [{ips}]{extra}}}\n"
+        )
+    }
+    fn web(extra: &str) -> String {
+        hep("hep-eth0", "node1", "eth0", "192.0.2.1", "role: web", extra)
+    }
+    const PROFILE: &str = ", profiles: [projectcalico-default-allow]";
+
+    #[test]
+    fn t1_hep_without_policy() {
+        let c = web("");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 8080),
+            ),
+            Verdict::Drop,
+            "default deny",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 22),
+            ),
+            Verdict::Allow,
+            "failsafe-in: tcp port 22",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 443),
+            ),
+            Verdict::Drop,
+            "no policy applies to egress",
+        );
+        let dns = pkt(
+            out("eth0"),
+            "192.0.2.1",
+            "192.0.2.53",
+            proto::UDP,
+            Some(40000),
+            Some(53),
+        );
+        check(
+            &eval(&c, "node1", IFACES, &dns),
+            Verdict::Allow,
+            "failsafe-out: udp port 53",
+        );
+        let ping = pkt(
+            inb("eth0"),
+            "192.0.2.2",
+            "192.0.2.1",
+            proto::ICMP,
+            None,
+            None,
+        );
+        check(
+            &eval(&c, "node1", IFACES, &ping),
+            Verdict::Drop,
+            "default deny",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth1"), "198.51.100.9", "198.51.100.45", 8080),
+            ),
+            Verdict::Allow,
+            "eth1 has no HostEndpoint",
+        );
+        // Variant: the default-allow profile turns rows 1, 3 and 5 into ALLOW.
+        let c = web(PROFILE);
+        for p in [
+            tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 8080),
+            tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 443),
+            ping,
+        ] {
+            check(
+                &eval(&c, "node1", IFACES, &p),
+                Verdict::Allow,
+                "profile projectcalico-default-allow",
+            );
+        }
+    }
+
+    fn t2(extra: &str) -> String {
+        format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: allow-http}}, spec: {{selector: \"role == 'web'\", ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}]{extra}}}}}\n",
+            web("")
+        )
+    }
+
+    #[test]
+    fn t2_types_inference() {
+        let c = t2("");
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Allow, "allow-http");
+        assert_eq!(
+            (e.decided_by.rule, e.decided_by.at.as_deref()),
+            (Some(0), Some("t.yaml:5:139"))
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 81),
+            ),
+            Verdict::Drop,
+            "end of tier",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 443),
+            ),
+            Verdict::Drop,
+            "no policy applies to egress",
+        );
+        let c = t2(", types: [Ingress, Egress]");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 443),
+            ),
+            Verdict::Drop,
+            "end of tier",
+        );
+        let c = t2(", egress: [{action: Allow}]");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 443),
+            ),
+            Verdict::Allow,
+            "allow-http",
+        );
+    }
+
+    fn t3(allow: &str, order: &str) -> String {
+        format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: a-deny}}, spec: {{order: 10, selector: \"role == 'web'\", ingress: [{{action: Deny, source: {{nets: [192.0.2.0/28]}}}}]}}}}
+- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: {allow}}}, spec: {{{order}selector: \"role == 'web'\", ingress: [{{action: Allow}}]}}}}
+- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: m-deny}}, spec: {{selector: \"role == 'web'\", ingress: [{{action: Deny}}]}}}}
+",
+            web("")
+        )
+    }
+
+    #[test]
+    fn t3_order() {
+        let c = t3("b-allow", "order: 20, ");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80),
+            ),
+            Verdict::Drop,
+            "a-deny",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.100", "192.0.2.1", 80),
+            ),
+            Verdict::Allow,
+            "b-allow",
+        );
+        let c = t3("b-allow", "");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.100", "192.0.2.1", 80),
+            ),
+            Verdict::Allow,
+            "b-allow",
+        );
+        let c = t3("z-allow", "");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.100", "192.0.2.1", 80),
+            ),
+            Verdict::Drop,
+            "m-deny",
+        );
+    }
+
+    fn t4(profiles: &str) -> String {
+        format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p1}}, spec: {{order: 1, selector: \"role == 'web'\", ingress: [{{action: Log}}, {{action: Pass, source: {{nets: [192.0.2.0/24]}}}}]}}}}
+- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p2}}, spec: {{order: 2, selector: \"role == 'web'\", ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}]}}}}
+",
+            web(profiles)
+        )
+    }
+
+    #[test]
+    fn t4_pass_log_profiles() {
+        let c = t4("");
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Drop, "no profile allows");
+        let texts: Vec<&str> = e.steps.iter().map(|s| s.text.as_str()).collect();
+        assert!(
+            texts.contains(&"policy p1 ingress rule 0: Log, continue"),
+            "{e}"
+        );
+        assert!(
+            texts.contains(&"policy p1 ingress rule 1: Pass, the rest of the tier is skipped"),
+            "{e}"
+        );
+        assert!(
+            !e.steps.iter().any(|s| s.policy.as_deref() == Some("p2")),
+            "Pass skips p2:\n{e}"
+        );
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "203.0.113.5", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Allow, "p2");
+        assert_eq!(e.steps[0].text, "policy p1 ingress rule 0: Log, continue");
+        let c = t4(PROFILE);
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80),
+            ),
+            Verdict::Allow,
+            "profile projectcalico-default-allow",
+        );
+    }
+
+    /// tests/golden/t5/nodeport.yaml with allow-nodeport's selector, node1-eth0's expectedIPs and labels.
+    fn t5(selector: &str, node1_ips: &str, node1_labels: &str) -> String {
+        let text = include_str!("../tests/golden/t5/nodeport.yaml");
+        let text = text
+            .replace("labels: {kubernetes-host: ingress}}\n  spec: {interfaceName: eth0, node: node1, expectedIPs: [198.51.100.4]}",
+                     &format!("labels: {{{node1_labels}}}}}\n  spec: {{interfaceName: eth0, node: node1, expectedIPs: [{node1_ips}]}}"));
+        let (head, tail) = text.rsplit_once("selector: has(kubernetes-host)\n    ingress:\n      - {action: Allow, protocol: TCP").unwrap();
+        format!("{head}selector: \"{selector}\"\n    ingress:\n      - {{action: Allow, protocol: TCP{tail}")
+    }
+
+    #[test]
+    fn t5_nodeport_howto() {
+        let ifaces = &[("eth0", "198.51.100.4"), ("eth2", "198.51.100.129")];
+        let c = t5(
+            "has(kubernetes-host)",
+            "198.51.100.4",
+            "kubernetes-host: ingress",
+        );
+        let mut row1 = tcp(fwd("eth0", "eth2"), "203.0.113.7", "198.51.100.4", 31852);
+        row1.dnat = Some(("198.51.100.200".parse().unwrap(), Some(8080)));
+        let e = eval(&c, "node1", ifaces, &row1);
+        check(&e, Verdict::Allow, "allow-nodeport");
+        assert_eq!(e.decided_by.stage, "preDNAT");
+        let row3 = tcp(inb("eth0"), "203.0.113.7", "198.51.100.4", 31853);
+        let e = eval(&c, "node1", ifaces, &row3);
+        check(&e, Verdict::Drop, "allow-cluster-internal-ingress-only");
+        assert_eq!(e.decided_by.rule, Some(1));
+        let mut row4 = row1.clone();
+        row4.protocol = proto::UDP;
+        check(
+            &eval(&c, "node1", ifaces, &row4),
+            Verdict::Drop,
+            "allow-cluster-internal-ingress-only",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                ifaces,
+                &tcp(inb("eth0"), "203.0.113.7", "198.51.100.4", 22),
+            ),
+            Verdict::Allow,
+            "failsafe-in",
+        );
+        let e = eval(
+            &c,
+            "node1",
+            ifaces,
+            &tcp(inb("eth0"), "198.51.100.5", "198.51.100.4", 10250),
+        );
+        check(&e, Verdict::Allow, "allow-cluster-internal-ingress-only");
+        assert_eq!(e.decided_by.rule, Some(0));
+        check(
+            &eval(
+                &c,
+                "node1",
+                ifaces,
+                &tcp(inb("eth0"), "198.51.100.177", "198.51.100.4", 9100),
+            ),
+            Verdict::Allow,
+            "allow-cluster-internal-ingress-only",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                ifaces,
+                &tcp(out("eth0"), "198.51.100.4", "203.0.113.34", 443),
+            ),
+            Verdict::Allow,
+            "allow-outbound-external",
+        );
+        // Row 9: node1-eth0 without expectedIPs.
+        let c9 = t5("has(kubernetes-host)", "", "kubernetes-host: ingress");
+        let e = eval(&c9, "node1", ifaces, &row1);
+        check(&e, Verdict::Drop, "allow-cluster-internal-ingress-only");
+        assert_eq!(e.decided_by.rule, Some(1));
+        // Row 10: no kubernetes-host label: forwarded by default, local traffic denied.
+        let c10 = t5("has(kubernetes-host)", "198.51.100.4", "");
+        check(
+            &eval(&c10, "node1", ifaces, &row1),
+            Verdict::Allow,
+            "no applyOnForward policy selects this HostEndpoint",
+        );
+        check(
+            &eval(
+                &c10,
+                "node1",
+                ifaces,
+                &tcp(inb("eth0"), "198.51.100.5", "198.51.100.4", 10250),
+            ),
+            Verdict::Drop,
+            "default deny",
+        );
+        check(
+            &eval(
+                &c10,
+                "node1",
+                ifaces,
+                &tcp(out("eth0"), "198.51.100.4", "203.0.113.34", 443),
+            ),
+            Verdict::Drop,
+            "default deny",
+        );
+        // Node-selective variant: node1 allows, node2 denies.
+        let cs = t5(
+            "nodeport-external-ingress == 'true'",
+            "198.51.100.4",
+            "kubernetes-host: ingress, nodeport-external-ingress: \"true\"",
+        );
+        check(
+            &eval(&cs, "node1", ifaces, &row1),
+            Verdict::Allow,
+            "allow-nodeport",
+        );
+        let on2 = tcp(inb("eth0"), "203.0.113.7", "198.51.100.5", 31852);
+        check(
+            &eval(&cs, "node2", &[("eth0", "198.51.100.5")], &on2),
+            Verdict::Drop,
+            "allow-cluster-internal-ingress-only",
+        );
+    }
+
+    fn t6() -> String {
+        format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: pd-31852}}, spec: {{preDNAT: true, applyOnForward: true, selector: \"role == 'web'\", ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [31852]}}}}]}}}}\n",
+            web("")
+        )
+    }
+
+    #[test]
+    fn t6_prednat_has_no_default_drop() {
+        let c = t6();
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "203.0.113.7", "192.0.2.1", 8080),
+        );
+        check(&e, Verdict::Drop, "no policy applies to ingress");
+        assert!(
+            e.steps
+                .iter()
+                .any(|s| s.text.contains("preDNAT has no default drop")),
+            "{e}"
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "203.0.113.7", "192.0.2.1", 31852),
+            ),
+            Verdict::Allow,
+            "pd-31852",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(fwd("eth0", "eth1"), "203.0.113.7", "198.51.100.99", 8080),
+            ),
+            Verdict::Allow,
+            "no applyOnForward policy",
+        );
+    }
+
+    fn t7(aof: &str) -> String {
+        format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: allow-ssh-maintenance}}, spec: {{selector: \"network == 'maintenance'\",{aof} types: [Egress], egress: [{{action: Allow, protocol: TCP, destination: {{ports: [22]}}}}]}}}}\n",
+            hep("myhost.eth1", "node1", "eth1", "198.51.100.45", "network: maintenance", "")
+        )
+    }
+
+    #[test]
+    fn t7_apply_on_forward() {
+        let c = t7(" applyOnForward: true,");
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(fwd("eth0", "eth1"), "192.0.2.50", "198.51.100.99", 22),
+        );
+        check(&e, Verdict::Allow, "allow-ssh-maintenance");
+        assert_eq!(e.decided_by.stage, "forward");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(fwd("eth0", "eth1"), "192.0.2.50", "198.51.100.99", 80),
+            ),
+            Verdict::Drop,
+            "end of tier",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(fwd("eth1", "eth0"), "198.51.100.99", "192.0.2.50", 80),
+            ),
+            Verdict::Allow,
+            "end of FORWARD",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth1"), "198.51.100.45", "198.51.100.99", 22),
+            ),
+            Verdict::Allow,
+            "allow-ssh-maintenance",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth1"), "198.51.100.45", "198.51.100.99", 80),
+            ),
+            Verdict::Drop,
+            "end of tier",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth1"), "198.51.100.99", "198.51.100.45", 8080),
+            ),
+            Verdict::Drop,
+            "no policy applies to ingress",
+        );
+        // Variant without applyOnForward: forwarding is allowed by default, local rows unchanged.
+        let c = t7("");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(fwd("eth0", "eth1"), "192.0.2.50", "198.51.100.99", 22),
+            ),
+            Verdict::Allow,
+            "no applyOnForward policy",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(fwd("eth0", "eth1"), "192.0.2.50", "198.51.100.99", 80),
+            ),
+            Verdict::Allow,
+            "no applyOnForward policy",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(out("eth1"), "198.51.100.45", "198.51.100.99", 80),
+            ),
+            Verdict::Drop,
+            "end of tier",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth1"), "198.51.100.99", "198.51.100.45", 8080),
+            ),
+            Verdict::Drop,
+            "default deny",
+        );
+    }
+
+    fn t8(iface: &str, egress: bool) -> String {
+        let egress = if egress {
+            ", egress: [{action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: \"memcached == 'client'\"}}]"
+        } else {
+            ""
+        };
+        format!(
+            "{}{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: memcached-server}}, spec: {{selector: \"memcached == 'server'\", applyOnForward: true, doNotTrack: true, ingress: [{{action: Allow, protocol: TCP, source: {{selector: \"memcached == 'client'\"}}, destination: {{ports: [12211]}}}}]{egress}}}}}\n",
+            hep("memcached-node-1-eth0", "node1", iface, "192.0.2.162", "memcached: server", ""),
+            hep("client1-eth0", "client1", "eth0", "192.0.2.200", "memcached: client", "")
+        )
+    }
+
+    #[test]
+    fn t8_do_not_track() {
+        let ifaces = &[("eth0", "192.0.2.162")];
+        let c = t8("eth0", true);
+        let syn = tcp(inb("eth0"), "192.0.2.200", "192.0.2.162", 12211);
+        let e = eval(&c, "node1", ifaces, &syn);
+        check(&e, Verdict::Allow, "memcached-server");
+        assert_eq!(e.decided_by.stage, "untracked");
+        let synack = pkt(
+            out("eth0"),
+            "192.0.2.162",
+            "192.0.2.200",
+            proto::TCP,
+            Some(12211),
+            Some(40000),
+        );
+        let e = eval(&c, "node1", ifaces, &synack);
+        check(&e, Verdict::Allow, "memcached-server");
+        assert_eq!(
+            (e.decided_by.stage, e.decided_by.direction),
+            ("untracked", Some("egress"))
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                ifaces,
+                &tcp(inb("eth0"), "192.0.2.201", "192.0.2.162", 12211),
+            ),
+            Verdict::Drop,
+            "no policy applies to ingress",
+        );
+        check(
+            &eval(&t8("eth0", false), "node1", ifaces, &synack),
+            Verdict::Drop,
+            "no policy applies to egress",
+        );
+        let e = eval(
+            &c,
+            "node1",
+            ifaces,
+            &tcp(inb("eth0"), "192.0.2.201", "192.0.2.162", 22),
+        );
+        check(&e, Verdict::Allow, "failsafe-in");
+        assert!(
+            e.steps[0].text.starts_with("raw failsafe: tcp port 22"),
+            "{e}"
+        );
+        check(
+            &eval(&t8("*", true), "node1", ifaces, &syn),
+            Verdict::Drop,
+            "no policy applies to ingress",
+        );
+    }
+
+    /// Named ports, notPorts, selectors and ICMP matches, each against what compile emits.
+    #[test]
+    fn rule_criteria() {
+        let c = format!(
+            "{}{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p}}, spec: {{selector: \"role == 'web'\", ingress: [
+  {{action: Deny, protocol: ICMP, icmp: {{type: 8, code: 1}}}},
+  {{action: Allow, protocol: ICMP, notICMP: {{type: 8, code: 1}}}},
+  {{action: Allow, protocol: TCP, destination: {{ports: [web]}}}},
+  {{action: Allow, protocol: UDP, source: {{notSelector: \"role == 'db'\"}}, destination: {{notPorts: [1000]}}}}]}}}}\n",
+            web(", ports: [{name: web, protocol: TCP, port: 8443}]"),
+            hep("db", "node2", "eth0", "192.0.2.7", "role: db", "")
+        );
+        let mut ping = pkt(
+            inb("eth0"),
+            "192.0.2.2",
+            "192.0.2.1",
+            proto::ICMP,
+            None,
+            None,
+        );
+        check(&eval(&c, "node1", IFACES, &ping), Verdict::Allow, "p");
+        assert_eq!(eval(&c, "node1", IFACES, &ping).decided_by.rule, Some(1));
+        ping.icmp_code = Some(1);
+        check(&eval(&c, "node1", IFACES, &ping), Verdict::Drop, "p");
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 8443),
+            ),
+            Verdict::Allow,
+            "p",
+        );
+        check(
+            &eval(
+                &c,
+                "node1",
+                IFACES,
+                &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 8444),
+            ),
+            Verdict::Drop,
+            "end of tier",
+        );
+        let udp = |src: &str, port| {
+            pkt(
+                inb("eth0"),
+                src,
+                "192.0.2.1",
+                proto::UDP,
+                Some(5000),
+                Some(port),
+            )
+        };
+        check(
+            &eval(&c, "node1", IFACES, &udp("192.0.2.2", 999)),
+            Verdict::Allow,
+            "p",
+        );
+        check(
+            &eval(&c, "node1", IFACES, &udp("192.0.2.2", 1000)),
+            Verdict::Drop,
+            "end of tier",
+        );
+        check(
+            &eval(&c, "node1", IFACES, &udp("192.0.2.7", 999)),
+            Verdict::Drop,
+            "end of tier",
+        );
+    }
+
+    #[test]
+    fn set_membership_by_binary_search() {
+        let set = crate::resolve::address_set(&[
+            "192.0.2.0/28".parse().unwrap(),
+            "192.0.2.64/26".parse().unwrap(),
+            "2001:db8::/64".parse().unwrap(),
+        ]);
+        for (a, inside) in [
+            ("192.0.2.0", true),
+            ("192.0.2.15", true),
+            ("192.0.2.16", false),
+            ("192.0.2.63", false),
+            ("192.0.2.64", true),
+            ("192.0.2.127", true),
+            ("192.0.2.128", false),
+            ("192.0.1.255", false),
+            ("2001:db8::9", true),
+            ("2001:db8:1::", false),
+        ] {
+            assert_eq!(set_contains(&set, a.parse().unwrap()), inside, "{a}");
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod compile;
 pub mod resolve;
 pub mod iface;
 pub mod explain;
+pub mod explain_cmd;
 pub mod load;
 pub mod pipeline;
 pub mod validate;

@@ -55,6 +55,8 @@ pub struct Config {
     pub network_sets: Vec<GlobalNetworkSet>,
     pub felix: Vec<FelixConfiguration>,
     pub checks: Vec<ConnectivityCheck>,
+    /// `hostpolicy/v1` ManagementAccess resources: flows the lockout guard proves open (`lockout`).
+    pub management: Vec<ManagementAccess>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -242,4 +244,28 @@ pub struct ConnectivityCheck {
     pub target: CheckTarget,
     pub timeout: Duration,
     pub accept_refused: bool,
+}
+
+/// `hostpolicy/v1` ManagementAccess: management flows (e.g. SSH from an admin network) that the lockout
+/// guard (`crate::lockout`) proves are allowed inbound on every HostEndpoint of the node before any apply.
+///
+/// ```yaml
+/// apiVersion: hostpolicy/v1
+/// kind: ManagementAccess
+/// metadata: {name: admin-ssh}
+/// spec:
+///   node: node1                          # optional: guard only this node (default: every node)
+///   sources: [192.0.2.0/24, 2001:db8::/48] # required: CIDRs or bare IPs the operators come from
+///   ports: [{protocol: TCP, port: 22}]    # required: TCP, UDP or SCTP and a port 1-65535
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagementAccess {
+    pub name: String,
+    pub pos: Pos,
+    /// `None`: guards every node.
+    pub node: Option<String>,
+    /// Source networks, masked (a bare IP is a /32 or /128).
+    pub sources: Vec<At<IpNet>>,
+    /// (protocol number: TCP, UDP or SCTP; destination port).
+    pub ports: Vec<At<(u8, u16)>>,
 }

@@ -9,6 +9,7 @@ mod check;
 mod felix;
 mod fields;
 mod hep;
+mod management;
 mod meta;
 mod net;
 mod netset;
@@ -35,6 +36,7 @@ const KINDS: &[(&str, &str)] = &[
     ("GlobalNetworkSet", CALICO),
     ("FelixConfiguration", CALICO),
     ("ConnectivityCheck", OURS),
+    ("ManagementAccess", OURS),
 ];
 
 /// Calico kinds that mean nothing without Kubernetes or a Calico datastore.
@@ -114,6 +116,7 @@ enum Decoded {
     NetworkSet(crate::model::GlobalNetworkSet),
     Felix(crate::model::FelixConfiguration),
     Check(crate::model::ConnectivityCheck),
+    Management(crate::model::ManagementAccess),
 }
 
 type Names = HashMap<(&'static str, String), Pos>;
@@ -136,6 +139,7 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
                 Decoded::NetworkSet(r) => config.network_sets.push(r),
                 Decoded::Felix(r) => config.felix.push(r),
                 Decoded::Check(r) => config.checks.push(r),
+                Decoded::Management(r) => config.management.push(r),
             }
         }
         return;
@@ -210,6 +214,7 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
             Decoded::NetworkSet(netset::network_set(cx, node, meta, labels, spec))
         }
         "FelixConfiguration" => Decoded::Felix(felix::felix_configuration(cx, node, meta, spec)),
+        "ManagementAccess" => Decoded::Management(management::management_access(cx, node, meta, spec)?),
         _ => Decoded::Check(check::connectivity_check(cx, node, meta, spec)?),
     })
 }
