@@ -63,6 +63,18 @@ pub struct Cli {
         default_value = "/run/hostpolicyd"
     )]
     pub runtime_dir: PathBuf,
+    /// Refuse the config directory and its files unless owned by root and not writable by group or
+    /// others, as sshd's StrictModes (`check FILE...` never checks: Ansible validates a temporary file).
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTPOLICYD_STRICT_MODES",
+        value_name = "yes|no",
+        default_value = "yes",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub strict_modes: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -92,6 +104,10 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Instead: the kernel's packet counters of every policy rule and default, mapped to the
+        /// configuration's names and file:line (needs root; exit 3 when nothing is applied).
+        #[arg(long)]
+        counters: bool,
     },
     /// Ask the running daemon to reload now and wait for the result: exit 0 applied or unchanged,
     /// 1 invalid, 2 rolled back or apply failed, 3 no daemon running.
@@ -138,13 +154,18 @@ pub fn hostname() -> String {
 
 pub fn run(cli: Cli) -> u8 {
     let settings = Settings::from_cli(&cli);
+    crate::load::set_strict_modes(cli.strict_modes);
     match cli.command {
         Command::Check { strict, files } => check(&settings, strict, files),
         Command::Render => render_cmd(&settings),
         Command::Apply => apply(&settings),
         Command::Flush => flush(&settings),
         Command::Run => crate::daemon::run(&settings),
-        Command::Status { json } => status(&settings, json),
+        Command::Status {
+            json,
+            counters: true,
+        } => crate::counters::status(&settings, json),
+        Command::Status { json, .. } => status(&settings, json),
         Command::Reload => reload(&settings),
         Command::Explain(args) => crate::explain_cmd::run(&settings, args),
     }

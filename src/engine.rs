@@ -20,13 +20,13 @@ use std::time::SystemTime;
 use crate::compile::{content_hash, hash_from_comment, object_name};
 use crate::diag::Diagnostic;
 use crate::model::{Config, ConnectivityCheck};
-use crate::nft::Dataplane;
+use crate::nft::{Dataplane, DataplaneError};
 use crate::pipeline::{Compiled, Invalid};
 use crate::probe::{CheckResult, Prober};
 use crate::resolve::{ActiveEndpoint, Dir, NodeView, Stage};
 use crate::ruleset::{Match, PortMatch, Ruleset};
 use crate::state::{
-    rfc3339, EndpointSummary, ErrorSummary, RollbackSummary, StagePolicies, Summary,
+    rfc3339, DriftSummary, EndpointSummary, ErrorSummary, RollbackSummary, StagePolicies, Summary,
 };
 
 /// Exit statuses shared with the command line (DESIGN.md "Command line").
@@ -243,6 +243,8 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                 table,
                 applies: 0,
                 rollbacks: 0,
+                drift_repairs: 0,
+                degraded: None,
                 ..s
             };
         }
@@ -291,6 +293,32 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             Kernel::Unknown(e) => format!("unknown ({e})"),
         };
         k
+    }
+
+    /// Applies the last good ruleset again, as it is, without checks (it passed them when it was
+    /// applied): the repair after someone else deleted or changed our table, and the fallback at start
+    /// when the configuration is invalid and the kernel holds no table of ours.
+    pub fn reapply_last_good(&mut self) -> Result<(), DataplaneError> {
+        let ruleset = self
+            .last_good
+            .clone()
+            .ok_or_else(|| DataplaneError::invalid("there is no last good ruleset to apply"))?;
+        let result = self.dp.apply(&ruleset);
+        self.inspect_kernel();
+        result
+    }
+
+    /// Records a drift and its repair (counted when `drift.repaired`).
+    pub fn record_drift(&mut self, drift: DriftSummary) {
+        if drift.repaired {
+            self.summary.drift_repairs += 1;
+        }
+        self.summary.last_drift = Some(drift);
+    }
+
+    /// Marks the daemon degraded (the ruleset in force is not the configuration's), or not.
+    pub fn set_degraded(&mut self, reason: Option<String>) {
+        self.summary.degraded = reason;
     }
 
     /// One decision: see the module documentation.
@@ -471,7 +499,9 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                     policies: policies.clone(),
                 })
             }
-            Outcome::Applied { .. } | Outcome::Unchanged { .. } | Outcome::NotRetried { .. } => {}
+            // The configuration's own ruleset is in force: no longer degraded.
+            Outcome::Applied { .. } | Outcome::Unchanged { .. } => self.summary.degraded = None,
+            Outcome::NotRetried { .. } => {}
         }
     }
 }
@@ -972,6 +1002,27 @@ pub(crate) mod tests {
             "{out:?}"
         );
         assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+    }
+
+    #[test]
+    fn the_last_good_is_reapplied_as_it_is() {
+        let mut e = engine();
+        assert!(e.reapply_last_good().is_err(), "nothing to re-apply yet");
+        let a = compiled("eth0", vec![check("gw", None)]);
+        e.reconcile(Ok(&a), T0);
+        e.dp.table = None; // someone deleted our table
+        e.reapply_last_good().unwrap();
+        assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+        assert_eq!(e.summary().kernel, "ours");
+        assert_eq!(e.prober.ran, 2, "no checks for a repair");
+        assert_eq!(
+            (e.summary().generation, e.summary().applies),
+            (1, 1),
+            "a repair is not a new ruleset"
+        );
+        e.set_degraded(Some("x".into()));
+        e.reconcile(Ok(&a), T0);
+        assert_eq!(e.summary().degraded, None, "the configuration's ruleset is in force");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Packet {
     /// Destination after DNAT (kube-proxy), if any: the stages after mangle prerouting (inbound) or
     /// after nat output (local traffic) see it.
     pub dnat: Option<(IpAddr, Option<u16>)>,
+    /// The packet belongs to a connection conntrack has already accepted (a reply, or a later packet):
+    /// `ct state established,related` accepts it before any tracked policy; only untracked (raw)
+    /// policy still sees it.
+    pub established: bool,
 }
 
 impl Packet {
@@ -58,6 +62,7 @@ impl Packet {
             icmp_type: None,
             icmp_code: None,
             dnat: None,
+            established: false,
         }
     }
 
@@ -104,6 +109,9 @@ impl fmt::Display for Packet {
         }
         if let Some((addr, port)) = self.dnat {
             write!(f, ", DNAT to {}", end(addr, port))?;
+        }
+        if self.established {
+            write!(f, ", of an established connection")?;
         }
         Ok(())
     }
@@ -229,6 +237,14 @@ fn step(stage: &'static str, hep: Option<&ActiveEndpoint>, text: impl Into<Strin
     }
 }
 
+fn established_step() -> Step {
+    step(
+        "conntrack",
+        None,
+        "ct state established,related: accepted before any tracked policy (spec §3.7)",
+    )
+}
+
 fn dir_name(dir: Dir) -> &'static str {
     match dir {
         Dir::Ingress => "ingress",
@@ -312,7 +328,11 @@ impl<'a> Eval<'a> {
                 }
             }
         }
-        // mangle prerouting: preDNAT (the wildcard HEP takes part, workload interfaces included).
+        // mangle prerouting: replies and later packets of accepted connections first, then preDNAT (the
+        // wildcard HEP takes part, workload interfaces included).
+        if early.is_none() && p.established {
+            return (Verdict::Allow, self.record(established_step()));
+        }
         if early.is_none() {
             if let Some(hep) = self
                 .hep_for(iif, true)
@@ -550,6 +570,9 @@ impl<'a> Eval<'a> {
                     }
                 }
             }
+        }
+        if p.established {
+            return (Verdict::Allow, self.record(established_step()));
         }
         if self.is_workload(oif) {
             let s = self.record(step(
@@ -1502,6 +1525,51 @@ mod tests {
             &eval(&t8("*", true), "node1", ifaces, &syn),
             Verdict::Drop,
             "no policy applies to ingress",
+        );
+    }
+
+    /// Replies and later packets: conntrack accepts them before any tracked policy, but untracked policy
+    /// still sees them in raw (spec §3.3, §3.7).
+    #[test]
+    fn established_packets() {
+        let mut reply = pkt(
+            inb("eth0"),
+            "192.0.2.53",
+            "192.0.2.1",
+            proto::UDP,
+            Some(53),
+            Some(40000),
+        );
+        reply.established = true;
+        let e = eval(&web(""), "node1", IFACES, &reply);
+        check(&e, Verdict::Allow, "ct state established");
+        assert_eq!(e.decided_by.stage, "conntrack");
+        let mut out_reply = tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 40000);
+        out_reply.established = true;
+        check(
+            &eval(&web(""), "node1", IFACES, &out_reply),
+            Verdict::Allow,
+            "ct state established",
+        );
+        let deny = format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: raw-deny}}, spec: {{doNotTrack: true, applyOnForward: true, selector: all(), ingress: [{{action: Deny, source: {{nets: [192.0.2.53/32]}}}}]}}}}\n",
+            web("")
+        );
+        // The reply of an outbound failsafe flow (source port 53) skips untracked policy in raw...
+        let e = eval(&deny, "node1", IFACES, &reply);
+        check(&e, Verdict::Allow, "ct state established");
+        assert!(
+            e.steps[0]
+                .text
+                .starts_with("raw failsafe: reply to outbound udp port 53"),
+            "{e}"
+        );
+        // ... any other packet of the flow meets the untracked Deny.
+        reply.sport = Some(5353);
+        check(
+            &eval(&deny, "node1", IFACES, &reply),
+            Verdict::Drop,
+            "raw-deny",
         );
     }
 

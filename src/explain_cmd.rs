@@ -50,6 +50,10 @@ pub struct ExplainArgs {
     /// The destination after DNAT (e.g. kube-proxy's node port to a pod): ADDR or ADDR:PORT ([V6]:PORT).
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_dnat)]
     pub dnat_dst: Option<(IpAddr, Option<u16>)>,
+    /// The packet belongs to a connection conntrack already accepted (a reply, a later packet):
+    /// only untracked (doNotTrack) policy still applies to it.
+    #[arg(long)]
+    pub established: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -142,6 +146,7 @@ pub fn packet(args: &ExplainArgs) -> Result<Packet, String> {
     packet.sport = args.sport;
     packet.dport = args.dport;
     packet.dnat = args.dnat_dst;
+    packet.established = args.established;
     if icmp {
         packet.icmp_type = Some(
             args.icmp_type

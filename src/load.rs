@@ -3,11 +3,21 @@
 //! [`load_sources`] is the pure core (text in, config and diagnostics out); [`load_dir`] and
 //! [`load_files`] only read files around it. Problems never stop the load: every file and every
 //! document is read, and all diagnostics come back in file order.
+//!
+//! Trusted files (as sshd's `StrictModes`): [`load_dir`] refuses the configuration directory and each
+//! configuration file in it unless it is owned by root (or by the user running hostpolicyd) and not
+//! writable by group or others; a refused file is an error like any invalid file, so nothing is
+//! applied. Only the directory itself and its files are checked, not its parents, and a symlinked file
+//! is judged by its target. [`load_files`] (`hostpolicyd check FILE...`, Ansible's `validate:` on a
+//! temporary file whose final owner and mode are set only after validation) never checks.
+//! `--strict-modes=no` turns the check off ([`set_strict_modes`]).
 
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::diag::{self, Diagnostic, Severity};
@@ -78,9 +88,40 @@ fn is_config_name(name: &str) -> bool {
     !leftover && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-/// Load every configuration file of `dir`. An unreadable directory or file is a diagnostic.
+static STRICT_MODES: AtomicBool = AtomicBool::new(true);
+
+/// Turns the ownership and mode check of [`load_dir`] on (the default) or off, for the whole process
+/// (`--strict-modes`).
+pub fn set_strict_modes(on: bool) {
+    STRICT_MODES.store(on, Ordering::Relaxed);
+}
+
+/// Load every configuration file of `dir`. An unreadable directory or file is a diagnostic, and so is
+/// an untrusted one (see the module documentation) unless the check is off.
 pub fn load_dir(dir: &Path) -> Loaded {
+    load_dir_with(dir, STRICT_MODES.load(Ordering::Relaxed))
+}
+
+/// [`load_dir`] with the ownership and mode check on or off.
+pub fn load_dir_with(dir: &Path, strict_modes: bool) -> Loaded {
     match config_files(dir) {
+        Ok(files) if strict_modes => {
+            let mut refused: Vec<Diagnostic> = untrusted(dir, true).into_iter().collect();
+            let trusted: Vec<PathBuf> = files
+                .into_iter()
+                .filter(|f| match untrusted(f, false) {
+                    Some(d) => {
+                        refused.push(d);
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            let mut loaded = load_files(&trusted);
+            loaded.diagnostics.extend(refused);
+            diag::sort(&mut loaded.diagnostics);
+            loaded
+        }
         Ok(files) => load_files(&files),
         Err(err) => Loaded {
             config: Config::default(),
@@ -119,6 +160,43 @@ pub fn load_files(paths: &[PathBuf]) -> Loaded {
     loaded
 }
 
+/// Why `path` (the directory when `is_dir`) is not trusted, if it is not: not owned by root or by the
+/// user running hostpolicyd, or writable by group or others. A path that cannot be examined is left to
+/// the reader (a dangling symlink is reported as unreadable).
+fn untrusted(path: &Path, is_dir: bool) -> Option<Diagnostic> {
+    let meta = fs::metadata(path).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let name = path.display().to_string();
+    let mode = meta.mode() & 0o7777;
+    let problem = if meta.uid() != 0 && meta.uid() != me {
+        format!(
+            "owned by uid {}, not by root; run chown root {name}",
+            meta.uid()
+        )
+    } else {
+        let writable = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group- and world-writable",
+            (true, false) => "group-writable",
+            (false, true) => "world-writable",
+            (false, false) => return None,
+        };
+        format!("mode {mode:04o} is {writable}; run chmod go-w {name}")
+    };
+    let hint = "(or run with --strict-modes=no)";
+    Some(if is_dir {
+        Diagnostic {
+            severity: Severity::Error,
+            pos: None,
+            message: format!(
+                "refusing the configuration directory {name}: {problem} {hint}"
+            ),
+        }
+    } else {
+        file_error(&name, &format!("is not trusted: {problem} {hint}"))
+    })
+}
+
 fn file_error(name: &str, what: &str) -> Diagnostic {
     let pos = Pos {
         file: Arc::from(name),
@@ -143,5 +221,63 @@ pub fn load_sources(sources: &[(String, String)]) -> Loaded {
     Loaded {
         config,
         diagnostics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(p: &Path, mode: u32) {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn untrusted_files_and_directories_are_refused() {
+        let dir = std::env::temp_dir().join(format!("hostpolicyd-modes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let policy = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: a}\nspec: {selector: all()}\n";
+        let a = dir.join("a.yaml");
+        fs::write(&a, policy).unwrap();
+        chmod(&a, 0o644);
+        assert!(!load_dir_with(&dir, true).has_errors());
+
+        chmod(&a, 0o664);
+        let loaded = load_dir_with(&dir, true);
+        let msgs: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        let name = a.display();
+        assert_eq!(
+            msgs,
+            [format!(
+                "{name}:1:1: error: {name} is not trusted: mode 0664 is group-writable; run chmod go-w \
+                 {name} (or run with --strict-modes=no)"
+            )]
+        );
+        assert!(loaded.config.policies.is_empty(), "an untrusted file is not read");
+        chmod(&a, 0o646);
+        assert!(load_dir_with(&dir, true).diagnostics[0]
+            .message
+            .contains("mode 0646 is world-writable"));
+        // Off: accepted; explicit files are never checked.
+        assert!(!load_dir_with(&dir, false).has_errors());
+        assert!(!load_files(std::slice::from_ref(&a)).has_errors());
+
+        chmod(&a, 0o644);
+        chmod(&dir, 0o777);
+        let loaded = load_dir_with(&dir, true);
+        assert_eq!(loaded.diagnostics.len(), 1);
+        assert_eq!(
+            loaded.diagnostics[0].to_string(),
+            format!(
+                "hostpolicyd: error: refusing the configuration directory {}: mode 0777 is group- and \
+                 world-writable; run chmod go-w {} (or run with --strict-modes=no)",
+                dir.display(),
+                dir.display()
+            )
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -48,9 +48,12 @@ pub fn build(loaded: Loaded, node: &str, interfaces: &[Interface], table: &str, 
     }
     let view = resolve(&config, node, interfaces);
     diagnostics.extend(view.warnings.iter().cloned());
+    diagnostics.extend(crate::lint::lint(&config, &view));
+    // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
+    diagnostics.extend(crate::lockout::check(&config, &view, interfaces));
     crate::diag::sort(&mut diagnostics);
     diagnostics.dedup();
-    if strict && !diagnostics.is_empty() {
+    if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {
         return Err(Invalid { diagnostics });
     }
     let ruleset = compile(&config, &view, table);

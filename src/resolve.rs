@@ -332,6 +332,12 @@ fn claim_interfaces(
 /// namespace and service-account selectors test `pcns.*`/`pcsa.*` labels that HEPs never carry, and
 /// `all()` there means "has a namespace", which a HEP never has.
 pub fn policy_selects(policy: &GlobalNetworkPolicy, labels: &Labels) -> bool {
+    policy.selector.value.matches(labels) && policy_scope_ok(policy)
+}
+
+/// The part of [`policy_selects`] that does not depend on the HEP: its namespace and service-account
+/// selectors.
+fn policy_scope_ok(policy: &GlobalNetworkPolicy) -> bool {
     let empty = Labels::new();
     let scope_ok = |sel: &Option<crate::model::At<Selector>>| match sel {
         None => true,
@@ -339,9 +345,7 @@ pub fn policy_selects(policy: &GlobalNetworkPolicy, labels: &Labels) -> bool {
         Some(s) if s.value.is_all() => false,
         Some(s) => s.value.matches(&empty),
     };
-    policy.selector.value.matches(labels)
-        && scope_ok(&policy.namespace_selector)
-        && scope_ok(&policy.service_account_selector)
+    scope_ok(&policy.namespace_selector) && scope_ok(&policy.service_account_selector)
 }
 
 fn active_endpoint(
@@ -406,8 +410,15 @@ fn active_endpoint(
 }
 
 fn lint_policies_selecting_nothing(config: &Config, warnings: &mut Vec<Diagnostic>) {
+    // Whether a selector matches any HEP (of any node), once per selector text: policies usually share a
+    // few selectors, and scanning every HEP for every policy made this policies × HEPs.
+    let mut selects_any: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
     for policy in &config.policies {
-        if !config.host_endpoints.iter().any(|h| policy_selects(policy, &h.labels)) {
+        let sel = &policy.selector.value;
+        let any = *selects_any
+            .entry(sel.source())
+            .or_insert_with(|| config.host_endpoints.iter().any(|h| sel.matches(&h.labels)));
+        if !(any && policy_scope_ok(policy)) {
             warnings.push(Diagnostic::warning(
                 policy.selector.pos.clone(),
                 format!(

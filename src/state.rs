@@ -108,6 +108,33 @@ pub struct Summary {
     /// rollbacks.
     pub applies: u64,
     pub rollbacks: u64,
+    /// Repairs since this process started: our table was deleted or changed by someone else and the
+    /// last good ruleset was put back.
+    #[serde(default)]
+    pub drift_repairs: u64,
+    /// The last time our table was found deleted or changed by someone else.
+    #[serde(default)]
+    pub last_drift: Option<DriftSummary>,
+    /// Set when the ruleset in force is not the configuration's, because the configuration was invalid
+    /// or unreadable when the daemon started: why, and what is in force instead.
+    #[serde(default)]
+    pub degraded: Option<String>,
+}
+
+/// Our table found deleted or changed by someone else (drift), and the repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftSummary {
+    pub at: String,
+    /// What changed: `table deleted`, `1 rule added to chain filter-input`, ...
+    pub changes: Vec<String>,
+    /// The processes that changed it, when the kernel said (`nft (pid 1234)`).
+    pub by: Vec<String>,
+    /// Whether the last good ruleset was put back.
+    pub repaired: bool,
+    /// Why not, when it was not.
+    pub error: Option<String>,
+    /// From the first notification of the change to the repair, in milliseconds.
+    pub latency_ms: u64,
 }
 
 /// The state directory.
@@ -363,5 +390,19 @@ mod tests {
         store.save_summary(&s).unwrap();
         assert_eq!(store.load_summary().unwrap(), Some(s));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_summary_written_before_drift_repairs_existed_still_reads() {
+        let mut v = serde_json::to_value(Summary {
+            generation: 2,
+            ..Summary::default()
+        })
+        .unwrap();
+        for k in ["drift_repairs", "last_drift", "degraded"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let s: Summary = serde_json::from_value(v).unwrap();
+        assert_eq!((s.generation, s.drift_repairs, s.degraded), (2, 0, None));
     }
 }

@@ -79,9 +79,15 @@ fn gns(n: usize) -> String {
     s
 }
 
+fn cpu() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn main() {
     let base = PathBuf::from(format!("/tmp/hpbench-{}", std::process::id()));
-    for (name, n) in [("p10", 10usize), ("p1000", 1000), ("p10000", 10000)] {
+    for (name, n) in [("p10", 10usize), ("p1000", 1000), ("p10000", 10000), ("p20000", 20000)] {
         let d = base.join(name);
         write_policies(&d, n);
     }
@@ -94,9 +100,59 @@ fn main() {
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: deny-listed\nspec:\n  order: 1\n  preDNAT: true\n  applyOnForward: true\n  selector: role == 'node'\n  ingress:\n  - action: Deny\n    source:\n      selector: role == 'deny-list'\n",
     )
     .unwrap();
-    for name in ["p10", "p1000", "p10000", "gns"] {
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    // many HEPs, policies selecting nothing
+    let d = base.join("heps");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut h = heps();
+    for k in 0..2000 {
+        h.push_str(&hep(&format!("x{k}"), &format!("xn{k}"), "eth0", &[format!("2001:db8:5::{k:x}")], &[("role", "x".into()), ("idx", format!("i{k}"))]));
+    }
+    std::fs::write(d.join("10-heps.yaml"), h).unwrap();
+    let mut pp = String::new();
+    for i in 0..5000 {
+        pp.push_str(&policy(i).replace("role == 'node'", &format!("idx == 'none{i}'")));
+    }
+    std::fs::write(d.join("20-policies.yaml"), pp).unwrap();
+    let d2 = base.join("heps-shared");
+    std::fs::create_dir_all(&d2).unwrap();
+    std::fs::copy(d.join("10-heps.yaml"), d2.join("10-heps.yaml")).unwrap();
+    let mut pp = String::new();
+    for i in 0..5000 {
+        pp.push_str(&policy(i).replace("role == 'node'", "role == 'absent'"));
+    }
+    std::fs::write(d2.join("20-policies.yaml"), pp).unwrap();
+    if let Ok(n) = std::env::var("COMPILE_ONLY") {
+        let d = base.join(&only[0]);
+        let loaded = load::load_dir(&d);
+        let view = resolve::resolve(&loaded.config, "node1", &[]);
+        for _ in 0..n.parse::<usize>().unwrap() {
+            let rs = compile::compile(&loaded.config, &view, "hostpolicy");
+            std::hint::black_box(rs);
+        }
+        return;
+    }
+    if let Ok(n) = std::env::var("RESOLVE_ONLY") {
+        for name in &only {
+            let d = base.join(name);
+            let loaded = load::load_dir(&d);
+            for _ in 0..n.parse::<usize>().unwrap() {
+                let c0 = cpu();
+                std::hint::black_box(resolve::resolve(&loaded.config, "node1", &[]));
+                let c1 = cpu();
+                let c = &loaded.config;
+                let n = c.policies.iter().filter(|p| !c.host_endpoints.iter().any(|h| resolve::policy_selects(p, &h.labels))).count();
+                let c2 = cpu();
+                println!("{name}: resolve {:.1} ms; old lint loop alone {:.1} ms ({n} select nothing)", (c1 - c0) * 1e3, (c2 - c1) * 1e3);
+            }
+        }
+        return;
+    }
+    let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    for name in ["p10", "p1000", "p10000", "p20000", "gns", "heps", "heps-shared"] {
+        if !only.is_empty() && !only.iter().any(|o| o == name) { continue; }
         let d = base.join(name);
-        for _ in 0..3 {
+        for _ in 0..reps {
             let t0 = Instant::now();
             let loaded = load::load_dir(&d);
             assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics.iter().take(3).collect::<Vec<_>>());
@@ -107,6 +163,17 @@ fn main() {
             let t3 = Instant::now();
             let h = compile::content_hash(&rs);
             let t4 = Instant::now();
+            let c0 = cpu();
+            let h2 = compile::content_hash(&rs);
+            let c1 = cpu();
+            let mut copy = rs.clone();
+            copy.comment.clear();
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(format!("{copy:?}").as_bytes());
+            let h3: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            let c2 = cpu();
+            assert_eq!(h2, h3);
+            println!("  cpu: new hash {:.1} ms, old hash {:.1} ms", (c1 - c0) * 1e3, (c2 - c1) * 1e3);
             println!(
                 "{name}: load {:?} resolve {:?} compile(incl hash) {:?} hash {:?} rules {} sets {} h {}",
                 t1 - t0,

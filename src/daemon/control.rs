@@ -47,6 +47,12 @@ pub struct DaemonInfo {
     pub busy: bool,
     /// `journald` or `stderr`.
     pub log: String,
+    /// Whether nftables changes are watched for drift: `active`, or why not.
+    #[serde(default)]
+    pub drift_watch: String,
+    /// Bursts of nftables changes to our table examined (our own writes included).
+    #[serde(default)]
+    pub drift_checks: u64,
 }
 
 /// What `hostpolicyd status` shows.
@@ -293,6 +299,9 @@ pub fn format_status(s: &Status) -> String {
             let _ = writeln!(out, "no ruleset applied by hostpolicyd");
         }
     }
+    if let Some(reason) = &m.degraded {
+        let _ = writeln!(out, "DEGRADED: {reason}");
+    }
     if !m.kernel.is_empty() {
         let _ = writeln!(out, "kernel table: {}", m.kernel);
     }
@@ -372,11 +381,32 @@ pub fn format_status(s: &Status) -> String {
             let _ = writeln!(out, "last rollback: none");
         }
     }
-    if let Some(d) = &s.daemon {
+    if let Some(d) = &m.last_drift {
+        let by = if d.by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", d.by.join(", "))
+        };
+        let result = match (&d.error, d.repaired) {
+            (_, true) => format!("repaired in {} ms", d.latency_ms),
+            (Some(e), false) => format!("not repaired: {e}"),
+            (None, false) => "not repaired".to_string(),
+        };
         let _ = writeln!(
             out,
-            "since start: {} reloads, {} interface updates, {} applies, {} rollbacks",
-            d.reloads, d.interface_updates, m.applies, m.rollbacks
+            "last drift: {} {}{by}; {result}",
+            d.at,
+            d.changes.join("; ")
+        );
+    }
+    if let Some(d) = &s.daemon {
+        if !d.drift_watch.is_empty() {
+            let _ = writeln!(out, "drift watch: {}", d.drift_watch);
+        }
+        let _ = writeln!(
+            out,
+            "since start: {} reloads, {} interface updates, {} applies, {} rollbacks, {} drift repairs",
+            d.reloads, d.interface_updates, m.applies, m.rollbacks, m.drift_repairs
         );
     }
     out

@@ -6,36 +6,48 @@
 //! - `notify`'s thread: configuration file events, already filtered ([`watch`]);
 //! - the signal thread: SIGHUP (reload), SIGTERM/SIGINT (stop, leaving the table in place) ([`signals`]);
 //! - the interface thread: rtnetlink link/address changes ([`crate::iface::Monitor`]);
-//! - the control socket: `reload` requests, each with a reply channel ([`control`]).
+//! - the control socket: `reload` requests, each with a reply channel ([`control`]);
+//! - the drift thread: bursts of nftables changes to our table ([`drift`]), which the loop compares with
+//!   what it applied and repairs by re-applying the last good ruleset (rate-limited).
 //!
 //! The loop drains everything pending before acting, so a burst coalesces: file events wait for a quiet
 //! period ([`watch::QUIET`], capped at [`watch::CAP`]) and then the whole directory is rescanned; SIGHUP
 //! and control-socket reloads run at once and answer every waiting client with the same result. An
 //! interface change re-resolves the last valid configuration (IP-matched HostEndpoints follow their
 //! addresses) and applies only when the compiled result changed.
+//!
+//! Boot safety: when the first load finds the configuration invalid or unreadable, the daemon keeps or
+//! re-applies the last good ruleset of the state directory (the kernel may have lost our table in a
+//! reboot), reports itself degraded (`status`, STATUS=, a warning in the journal) until a valid
+//! configuration is applied, and becomes ready in any case so that boot goes on.
 
 pub mod control;
+pub mod drift;
 pub mod log;
+pub mod nftmon;
 pub mod notify;
 pub mod signals;
 pub mod watch;
 
+use std::collections::BTreeSet;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::Settings;
-use crate::engine::{short, Engine, Outcome};
+use crate::engine::{short, Engine, Kernel, Outcome, Restored};
 use crate::load::{self, Loaded};
 use crate::model::Config;
 use crate::nft::{Dataplane, Netlink};
 use crate::pipeline;
 use crate::probe::{NetProber, Prober};
-use crate::state::{rfc3339, Store};
+use crate::state::{rfc3339, DriftSummary, Store};
 
 use control::{DaemonInfo, Reply, Status};
+use drift::{Burst, Expectation, Limiter};
+use nftmon::TablePrint;
 use notify::Notifier;
 use watch::{Debouncer, Watch};
 
@@ -46,6 +58,10 @@ pub const EXIT_INTERNAL: u8 = 70;
 /// Debounce of interface events (an address brings several messages: link, address, DAD...).
 const IFACE_QUIET: Duration = Duration::from_millis(100);
 const IFACE_CAP: Duration = Duration::from_secs(1);
+/// When the kernel could not be read after a drift, look again this much later.
+const DRIFT_RECHECK: Duration = Duration::from_secs(1);
+/// How many changes a drift log line names.
+const DRIFT_CHANGES_LOGGED: usize = 8;
 
 /// Everything the writer loop reacts to.
 pub enum Event {
@@ -59,6 +75,10 @@ pub enum Event {
     Interfaces,
     /// `hostpolicyd reload`: reload now and answer on the channel.
     Reload(Sender<Reply>),
+    /// nftables changes to our table (a burst, see [`drift`]).
+    Drift(Burst),
+    /// The drift thread subscribed to nftables changes (Ok), or cannot (why).
+    DriftWatch(Result<(), String>),
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit status.
@@ -97,6 +117,13 @@ pub fn run(settings: &Settings) -> u8 {
     let code = Daemon::new(settings, dp, NetProber, log, tx.clone()).and_then(|mut d| {
         control::spawn(listener, d.status.clone(), tx.clone())
             .map_err(|e| format!("control socket: {e}"))?;
+        if let Err(e) = drift::spawn(settings.table.clone(), tx.clone()) {
+            warn!(
+                event = "drift_unwatched",
+                "cannot start the nftables monitor: {e}; our table is not guarded against changes by others"
+            );
+            d.info.drift_watch = format!("unavailable: {e}");
+        }
         spawn_interface_monitor(tx);
         Ok(d.run(rx))
     });
@@ -181,6 +208,38 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     /// The last configuration that validated: re-resolved when interfaces change.
     config: Option<Config>,
     info: DaemonInfo,
+    /// What the kernel must hold while we guard our table; None when there is nothing of ours to guard
+    /// (nothing applied yet, a first-start rollback removed our table, a foreign table of our name).
+    guard: Option<Expectation>,
+    limiter: Limiter,
+    /// A repair waiting for the rate limit.
+    pending_repair: Option<PendingRepair>,
+    /// The kernel could not be read after a drift: look again then.
+    recheck_at: Option<Instant>,
+    /// Reads our table back from the kernel ([`nftmon::fingerprint`]; replaceable in tests).
+    fingerprint: Fingerprinter,
+}
+
+type Fingerprinter = Box<dyn FnMut(&str) -> std::io::Result<Option<TablePrint>> + Send>;
+
+/// A drift repair delayed by the rate limit.
+#[derive(Debug, Clone)]
+struct PendingRepair {
+    at: Instant,
+    /// When the drift was first noticed.
+    since: Instant,
+    writers: BTreeSet<String>,
+}
+
+/// What a look at the kernel found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Look {
+    /// The kernel holds what we applied.
+    InSync,
+    /// Someone else changed it: what changed.
+    Drifted(Vec<String>),
+    /// The kernel could not be read.
+    Unknown(String),
 }
 
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
@@ -243,7 +302,21 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             watch,
             config: None,
             info,
+            guard: None,
+            limiter: Limiter::default(),
+            pending_repair: None,
+            recheck_at: None,
+            fingerprint: Box::new(nftmon::fingerprint),
         })
+    }
+
+    /// Replaces how our table is read back from the kernel (tests without a kernel).
+    pub fn with_fingerprinter(
+        mut self,
+        f: impl FnMut(&str) -> std::io::Result<Option<TablePrint>> + Send + 'static,
+    ) -> Self {
+        self.fingerprint = Box::new(f);
+        self
     }
 
     /// The writer loop.
@@ -259,8 +332,13 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             self.settings.config_dir.display()
         );
         let first = self.reload(Trigger::Start);
+        if matches!(first, Outcome::Invalid { .. }) {
+            self.start_degraded();
+        }
         let mut ready = self.status_line();
-        if !matches!(first, Outcome::Applied { .. } | Outcome::Unchanged { .. }) {
+        if !matches!(first, Outcome::Applied { .. } | Outcome::Unchanged { .. })
+            && self.engine.summary().degraded.is_none()
+        {
             ready = format!(
                 "{ready} (first configuration not applied: running with what the kernel holds)"
             );
@@ -276,10 +354,16 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         }
         loop {
             let now = Instant::now();
-            let wake = [files.deadline(), ifaces.deadline(), next_ping]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                files.deadline(),
+                ifaces.deadline(),
+                next_ping,
+                self.pending_repair.as_ref().map(|p| p.at),
+                self.recheck_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let first = match wake {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(now)) {
                     Ok(ev) => Some(ev),
@@ -295,6 +379,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             let mut waiters: Vec<Sender<Reply>> = Vec::new();
             let mut now_trigger: Option<Trigger> = None;
             let mut stop: Option<i32> = None;
+            let mut drifted: Option<Burst> = None;
             for ev in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
@@ -326,6 +411,19 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                     Event::Reload(reply) => {
                         waiters.push(reply);
                         now_trigger = Some(Trigger::Control);
+                    }
+                    Event::Drift(b) => {
+                        drifted = Some(match drifted.take() {
+                            Some(a) => a.merge(b),
+                            None => b,
+                        })
+                    }
+                    Event::DriftWatch(r) => {
+                        self.info.drift_watch = match r {
+                            Ok(()) => "active".into(),
+                            Err(e) => format!("unavailable: {e}"),
+                        };
+                        self.publish();
                     }
                 }
             }
@@ -376,6 +474,18 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                         self.notifier.status(&self.status_line());
                     }
                 }
+            }
+            // After any reload of this round: a reload that rewrote the table settles the drift too.
+            if let Some(burst) = drifted {
+                self.drift(burst);
+            }
+            let now = Instant::now();
+            if self.pending_repair.as_ref().is_some_and(|p| now >= p.at) {
+                self.repair_pending();
+            }
+            if self.recheck_at.is_some_and(|at| now >= at) {
+                self.recheck_at = None;
+                self.drift(Burst::unknown(now));
             }
         }
     }
@@ -430,6 +540,34 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             // Nothing applied: say what the kernel holds (a read, never a write).
             self.engine.inspect_kernel();
         }
+        match &outcome {
+            Outcome::Applied { .. }
+            | Outcome::RolledBack {
+                restored: Restored::Previous { .. },
+                ..
+            } => self.arm(),
+            Outcome::Unchanged { hash, .. } => {
+                if self.guard.as_ref().map(|g| &g.hash) != Some(hash) {
+                    self.arm();
+                }
+            }
+            // Our table is gone on purpose, or the kernel holds a ruleset we cannot put back: not ours
+            // to guard until the next apply.
+            Outcome::RolledBack {
+                restored: Restored::Flushed,
+                ..
+            }
+            | Outcome::Failed {
+                new_in_force: true, ..
+            } => self.guard = None,
+            Outcome::Invalid { .. } | Outcome::NotRetried { .. } | Outcome::Failed { .. } => {}
+        }
+        self.save_state(now);
+        self.set_busy(false);
+        outcome
+    }
+
+    fn save_state(&mut self, now: SystemTime) {
         if let Err(e) = self.engine.save_state(&self.store, now) {
             warn!(
                 event = "state_unwritable",
@@ -437,8 +575,306 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 self.store.dir().display()
             );
         }
-        self.set_busy(false);
-        outcome
+    }
+
+    /// The first load found the configuration invalid or unreadable. Keeps or restores the last good
+    /// ruleset and says that the daemon is degraded (see the module documentation).
+    fn start_degraded(&mut self) {
+        let table = self.settings.table.clone();
+        let state = self.store.dir().display().to_string();
+        let s = self.engine.summary();
+        let last_good = match (&s.hash, self.engine.last_good()) {
+            (Some(h), Some(_)) => Some(format!("generation {} (sha256:{})", s.generation, short(h))),
+            _ => None,
+        };
+        let (reason, applied) = match (s.kernel.as_str(), last_good) {
+            ("none", Some(lg)) => match self.engine.reapply_last_good() {
+                Ok(()) => (
+                    format!(
+                        "configuration invalid at start: applied the last good ruleset, {lg}, from {state}; \
+                         fix the configuration to leave this state"
+                    ),
+                    true,
+                ),
+                Err(e) => (
+                    format!(
+                        "configuration invalid at start and the last good ruleset ({lg}) could not be \
+                         applied: {e}; no hostpolicyd table in force"
+                    ),
+                    false,
+                ),
+            },
+            ("none", None) => (
+                format!(
+                    "configuration invalid at start and there is no last good ruleset in {state}: \
+                     nothing applied, no hostpolicyd table in force"
+                ),
+                false,
+            ),
+            ("ours", Some(lg)) => (
+                format!(
+                    "configuration invalid at start: the last good ruleset, {lg}, stays in force; \
+                     fix the configuration to leave this state"
+                ),
+                true,
+            ),
+            (kernel, _) => (
+                format!(
+                    "configuration invalid at start; table inet {table} holds {kernel}: left as it is"
+                ),
+                false,
+            ),
+        };
+        if applied {
+            self.arm();
+        }
+        warn!(event = "degraded", table, "{reason}");
+        self.engine.set_degraded(Some(reason));
+        self.save_state(SystemTime::now());
+        self.publish();
+    }
+
+    /// Starts guarding our table as the kernel holds it now (right after our own write): the
+    /// expectation that drift is judged against.
+    fn arm(&mut self) {
+        let (Some(ruleset), Some(hash)) = (
+            self.engine.last_good().cloned(),
+            self.engine.summary().hash.clone(),
+        ) else {
+            self.guard = None;
+            return;
+        };
+        let kernel = match (self.fingerprint)(&self.settings.table) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(
+                    event = "drift_baseline_unreadable",
+                    "cannot read table inet {} back: {e}; judging drift by its layout only",
+                    self.settings.table
+                );
+                None
+            }
+        };
+        let (expectation, fits) = Expectation::new(&hash, &ruleset, kernel);
+        if !fits {
+            warn!(
+                event = "drift_layout",
+                "right after our own write, table inet {} does not hold the compiled chains, rule counts \
+                 and sets; drift is judged against what the kernel held then",
+                self.settings.table
+            );
+        }
+        self.guard = Some(expectation);
+    }
+
+    /// A burst of nftables changes to our table: compare, and repair when someone else changed it.
+    fn drift(&mut self, burst: Burst) {
+        self.info.drift_checks += 1;
+        if self.guard.is_none() {
+            debug!(
+                event = "drift_unguarded",
+                own = burst.own,
+                foreign = burst.foreign,
+                "nftables changes to table inet {}, which holds nothing of ours to guard",
+                self.settings.table
+            );
+            self.publish();
+            return;
+        }
+        if let Some(p) = self.pending_repair.as_mut() {
+            // A repair is already waiting: it looks at the kernel again when it runs.
+            drift::add_writers(&mut p.writers, burst.writers);
+            self.publish();
+            return;
+        }
+        match self.look(Some(&burst)) {
+            Look::InSync => debug!(
+                event = "drift_none",
+                own = burst.own,
+                foreign = burst.foreign,
+                lost = burst.lost,
+                "table inet {} holds what we applied",
+                self.settings.table
+            ),
+            Look::Unknown(e) => {
+                warn!(
+                    event = "drift_unknown",
+                    "nftables changed and table inet {} cannot be read: {e}; looking again in {DRIFT_RECHECK:?}",
+                    self.settings.table
+                );
+                self.recheck_at = Some(Instant::now() + DRIFT_RECHECK);
+            }
+            Look::Drifted(changes) => self.repair(changes, burst.writers, burst.since),
+        }
+        self.publish();
+    }
+
+    /// Compares the kernel with the guard (see [`drift`]). `burst`: the changes that prompted the look.
+    fn look(&mut self, burst: Option<&Burst>) -> Look {
+        let Some(guard) = self.guard.as_ref() else {
+            return Look::InSync;
+        };
+        let table = &self.settings.table;
+        let deleted = || match burst.map_or(0, |b| b.other_tables_deleted) {
+            0 => "table deleted".to_string(),
+            n => format!(
+                "table deleted, with {n} other table{} (ruleset flushed)",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
+        match self.engine.inspect_kernel() {
+            Kernel::None => Look::Drifted(vec![deleted()]),
+            Kernel::Unknown(e) => Look::Unknown(e),
+            Kernel::Table(h) if h != guard.hash => Look::Drifted(vec![if h.is_empty() {
+                "table replaced by one hostpolicyd did not write".to_string()
+            } else {
+                format!("table replaced (content sha256:{})", short(&h))
+            }]),
+            Kernel::Table(_) if burst.is_some_and(Burst::only_own) => Look::InSync,
+            Kernel::Table(_) => match (self.fingerprint)(table) {
+                Ok(None) => Look::Drifted(vec![deleted()]),
+                Ok(Some(print)) => {
+                    let changes = drift::diff(guard, &print);
+                    if changes.is_empty() {
+                        Look::InSync
+                    } else {
+                        Look::Drifted(changes)
+                    }
+                }
+                Err(e) => Look::Unknown(e.to_string()),
+            },
+        }
+    }
+
+    /// Puts the last good ruleset back, now or when the rate limit allows.
+    fn repair(&mut self, changes: Vec<String>, writers: BTreeSet<String>, since: Instant) {
+        let table = self.settings.table.clone();
+        let change = drift::summarize(&changes, DRIFT_CHANGES_LOGGED);
+        let by = writers.iter().cloned().collect::<Vec<_>>().join(", ");
+        let by_text = if by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {by}")
+        };
+        let now = Instant::now();
+        let at = self.limiter.next_allowed(now);
+        if at > now {
+            let delay_ms = at.duration_since(now).as_millis() as u64;
+            let streak = self.limiter.streak(now);
+            warn!(
+                event = "drift_backoff",
+                table,
+                change,
+                by,
+                delay_ms,
+                streak,
+                "table inet {table} changed again ({change}){by_text}: {streak} repairs within a minute, \
+                 next repair in {delay_ms} ms"
+            );
+            self.pending_repair = Some(PendingRepair {
+                at,
+                since,
+                writers,
+            });
+            return;
+        }
+        self.repair_now(changes, writers, since);
+    }
+
+    /// Re-applies the last good ruleset (the rate limit was consulted), records and logs the repair.
+    fn repair_now(&mut self, changes: Vec<String>, writers: BTreeSet<String>, since: Instant) {
+        let table = self.settings.table.clone();
+        let change = drift::summarize(&changes, DRIFT_CHANGES_LOGGED);
+        let by = writers.iter().cloned().collect::<Vec<_>>().join(", ");
+        let by_text = if by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {by}")
+        };
+        let now = Instant::now();
+        self.limiter.record(now);
+        let result = self.engine.reapply_last_good();
+        let latency_ms = since.elapsed().as_millis() as u64;
+        let wall = SystemTime::now();
+        self.engine.record_drift(DriftSummary {
+            at: rfc3339(wall),
+            changes,
+            by: writers.iter().cloned().collect(),
+            repaired: result.is_ok(),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            latency_ms,
+        });
+        let s = self.engine.summary();
+        let (generation, hash, repairs) = (
+            s.generation,
+            s.hash.clone().unwrap_or_default(),
+            s.drift_repairs,
+        );
+        match result {
+            Ok(()) => {
+                self.arm();
+                warn!(
+                    event = "drift_repaired",
+                    table,
+                    change,
+                    by,
+                    latency_ms,
+                    repairs,
+                    generation,
+                    hash,
+                    "drift repaired: {change}{by_text}; table inet {table} is back to generation \
+                     {generation} (sha256:{}) after {latency_ms} ms",
+                    short(&hash)
+                );
+            }
+            Err(e) => {
+                error!(
+                    event = "drift_repair_failed",
+                    table,
+                    change,
+                    by,
+                    "table inet {table} changed ({change}){by_text} and re-applying the last good \
+                     ruleset failed: {e}"
+                );
+                self.pending_repair = Some(PendingRepair {
+                    at: self
+                        .limiter
+                        .next_allowed(now)
+                        .max(Instant::now() + DRIFT_RECHECK),
+                    since,
+                    writers,
+                });
+            }
+        }
+        self.save_state(wall);
+        self.notifier.status(&self.status_line());
+    }
+
+    /// The waiting repair is due (the rate limit set its time): look again, repair if still needed.
+    fn repair_pending(&mut self) {
+        let Some(p) = self.pending_repair.take() else {
+            return;
+        };
+        match self.look(None) {
+            Look::InSync => info!(
+                event = "drift_resolved",
+                "table inet {} holds what we applied again; no repair needed",
+                self.settings.table
+            ),
+            Look::Unknown(e) => {
+                warn!(
+                    event = "drift_unknown",
+                    "table inet {} cannot be read: {e}; looking again in {DRIFT_RECHECK:?}",
+                    self.settings.table
+                );
+                self.pending_repair = Some(PendingRepair {
+                    at: Instant::now() + DRIFT_RECHECK,
+                    ..p
+                });
+            }
+            Look::Drifted(changes) => self.repair_now(changes, p.writers, p.since),
+        }
+        self.publish();
     }
 
     fn interfaces(&self) -> Vec<crate::resolve::Interface> {
@@ -454,6 +890,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     /// Publishes the summary for `status`.
     fn set_busy(&mut self, busy: bool) {
         self.info.busy = busy;
+        self.publish();
+    }
+
+    fn publish(&self) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.daemon = Some(self.info.clone());
         s.summary = self.engine.summary().clone();
@@ -511,7 +951,15 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             (Some(r), _) => format!("; last reload {r}"),
             (None, _) => String::new(),
         };
-        format!("{in_force}{last}")
+        let degraded = match &s.degraded {
+            Some(reason) => format!("DEGRADED: {reason}; "),
+            None => String::new(),
+        };
+        let repairs = match s.drift_repairs {
+            0 => String::new(),
+            n => format!("; {n} drift repair{}", if n == 1 { "" } else { "s" }),
+        };
+        format!("{degraded}{in_force}{last}{repairs}")
     }
 }
 
@@ -596,6 +1044,166 @@ mod tests {
                 .exists(),
             "last good saved"
         );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn foreign_burst() -> Burst {
+        let mut b = Burst::unknown(Instant::now());
+        b.lost = false;
+        b.foreign = 3;
+        b.writers.insert("nft (pid 7)".into());
+        b
+    }
+
+    #[test]
+    fn drift_is_repaired_own_writes_are_not_and_a_persistent_adversary_is_rate_limited() {
+        let (settings, root) = settings("drift");
+        let (tx, _rx) = mpsc::channel();
+        let mut d = Daemon::new(
+            &settings,
+            Kernel1::default(),
+            Script::default(),
+            "stderr",
+            tx,
+        )
+        .unwrap()
+        .with_fingerprinter(|_| Err(std::io::Error::other("no kernel here")));
+        assert_eq!(d.reload(Trigger::Start).kind(), "applied");
+        let good = d.engine.dataplane().table.clone().unwrap();
+        let writes = |d: &mut Daemon<Kernel1, Script>| d.engine.dataplane().calls.len();
+        assert_eq!(writes(&mut d), 1);
+
+        // Our own write, table as applied: nothing to do, not even a fingerprint.
+        let mut own = Burst::unknown(Instant::now());
+        own.lost = false;
+        own.own = 40;
+        d.drift(own);
+        assert_eq!(writes(&mut d), 1);
+
+        // Someone deleted the table.
+        d.engine.dataplane().table = None;
+        d.drift(foreign_burst());
+        assert_eq!(d.engine.dataplane().table.as_ref(), Some(&good));
+        assert_eq!(writes(&mut d), 2);
+        let s = d.engine.summary().clone();
+        assert_eq!(s.drift_repairs, 1);
+        assert_eq!(s.kernel, "ours");
+        let last = s.last_drift.unwrap();
+        assert_eq!(last.changes, ["table deleted"]);
+        assert_eq!(last.by, ["nft (pid 7)"]);
+        assert!(last.repaired);
+        assert_eq!((s.generation, s.applies), (1, 1), "a repair is no new ruleset");
+        assert!(
+            d.status_line().ends_with("; 1 drift repair"),
+            "{}",
+            d.status_line()
+        );
+
+        // A foreign write that left the table as we wrote it: no repair (a wrong attribution cannot
+        // start a loop).
+        d.drift(foreign_burst());
+        assert_eq!(writes(&mut d), 2);
+
+        // Replaced by a table of another content.
+        let mut other = good.clone();
+        other.comment = "hostpolicyd sha256:0000".into();
+        d.engine.dataplane().table = Some(other);
+        d.drift(foreign_burst());
+        assert_eq!(d.engine.dataplane().table.as_ref(), Some(&good));
+        assert_eq!(
+            d.engine.summary().last_drift.as_ref().unwrap().changes,
+            ["table replaced (content sha256:0000)"]
+        );
+
+        // A persistent adversary: after the free repairs, the next one waits.
+        for _ in 2..Limiter::FREE {
+            d.engine.dataplane().table = None;
+            d.drift(foreign_burst());
+        }
+        assert_eq!(d.engine.summary().drift_repairs, u64::from(Limiter::FREE));
+        let before = writes(&mut d);
+        d.engine.dataplane().table = None;
+        d.drift(foreign_burst());
+        assert_eq!(writes(&mut d), before, "no repair yet: backing off");
+        let pending = d.pending_repair.clone().expect("a repair is scheduled");
+        assert!(pending.at > Instant::now() + Duration::from_millis(500));
+        // More changes meanwhile do not add repairs; the scheduled one runs when it is due.
+        d.drift(foreign_burst());
+        assert_eq!(writes(&mut d), before);
+        d.pending_repair.as_mut().unwrap().at = Instant::now();
+        d.repair_pending();
+        assert_eq!(writes(&mut d), before + 1);
+        assert_eq!(d.engine.dataplane().table.as_ref(), Some(&good));
+        assert!(d.pending_repair.is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn invalid_configuration_at_start_applies_the_last_good_and_is_degraded() {
+        let (settings, root) = settings("boot");
+        // A previous run applied a ruleset and saved it.
+        {
+            let (tx, _rx) = mpsc::channel();
+            let mut d = Daemon::new(
+                &settings,
+                Kernel1::default(),
+                Script::default(),
+                "stderr",
+                tx,
+            )
+            .unwrap();
+            assert_eq!(d.reload(Trigger::Start).kind(), "applied");
+        }
+        // Reboot: an empty kernel, and a broken configuration.
+        std::fs::write(settings.config_dir.join("bad.yaml"), "kind: [\n").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut d = Daemon::new(
+            &settings,
+            Kernel1::default(),
+            Script::default(),
+            "stderr",
+            tx.clone(),
+        )
+        .unwrap()
+        .with_fingerprinter(|_| Err(std::io::Error::other("no kernel here")));
+        tx.send(Event::Signal(signal_hook::consts::SIGTERM))
+            .unwrap();
+        assert_eq!(d.run(rx), EXIT_OK);
+        assert!(d.engine.dataplane().table.is_some(), "the last good is back");
+        let s = d.engine.summary().clone();
+        assert_eq!(s.last_result.as_deref(), Some("invalid"));
+        assert_eq!(s.kernel, "ours");
+        let reason = s.degraded.clone().expect("degraded");
+        assert!(reason.contains("applied the last good ruleset, generation 1"), "{reason}");
+        assert!(d.status_line().starts_with("DEGRADED: "), "{}", d.status_line());
+        assert!(d.guard.is_some(), "the restored table is guarded");
+        let stored = d.store.load_summary().unwrap().unwrap();
+        assert_eq!(stored.degraded, s.degraded);
+
+        // Fixed: applied (here: unchanged, the same empty configuration), no longer degraded.
+        std::fs::remove_file(settings.config_dir.join("bad.yaml")).unwrap();
+        assert_eq!(d.reload(Trigger::Files).kind(), "unchanged");
+        assert_eq!(d.engine.summary().degraded, None);
+
+        // No last good either: nothing applied, said so, still a clean start.
+        std::fs::remove_dir_all(&settings.state_dir).unwrap();
+        std::fs::write(settings.config_dir.join("bad.yaml"), "kind: [\n").unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut d = Daemon::new(
+            &settings,
+            Kernel1::default(),
+            Script::default(),
+            "stderr",
+            tx.clone(),
+        )
+        .unwrap();
+        tx.send(Event::Signal(signal_hook::consts::SIGTERM))
+            .unwrap();
+        assert_eq!(d.run(rx), EXIT_OK);
+        assert!(d.engine.dataplane().calls.is_empty(), "nothing applied");
+        let reason = d.engine.summary().degraded.clone().expect("degraded");
+        assert!(reason.contains("no last good ruleset"), "{reason}");
+        assert!(d.guard.is_none());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -14,8 +14,9 @@ use rustables::{
 use rustables::{ProtocolFamily, Rule as RsRule, Table as RsTable};
 
 use super::lower::{self, Base, CtKey, Imm, MetaKey, Op, LOG_LEVEL_INFO};
+use super::delta::SetDelta;
 use super::wire::{self, Writer};
-use super::{clean_comment, DataplaneError};
+use super::{clean_comment, DataplaneError, HASH_CHAIN};
 use crate::ruleset::{Chain, Hook, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap};
 
 /// What each message of a batch is, by sequence number (= index).
@@ -41,6 +42,18 @@ pub(crate) enum Obj {
         chain: usize,
         rule: usize,
     },
+    /// Incremental update: elements deleted from / added to the set of change `change` of the
+    /// [`SetDelta`], starting with element `first` of that change's list.
+    DelElems {
+        change: usize,
+        first: usize,
+    },
+    AddElems {
+        change: usize,
+        first: usize,
+    },
+    /// Incremental update: the chain that carries the content hash ([`super::HASH_CHAIN`]).
+    HashChain,
     BatchEnd,
 }
 
@@ -99,12 +112,17 @@ impl Assembler {
 
     /// Starts one of our own messages; returns the writer start for `end_msg`.
     fn begin(&mut self, msg: u16, obj: Obj) -> usize {
+        self.begin_with(msg, wire::NLM_F_CREATE, obj)
+    }
+
+    /// Like [`Assembler::begin`], with the given netlink flags (besides NLM_F_REQUEST).
+    fn begin_with(&mut self, msg: u16, flags: u16, obj: Obj) -> usize {
         let seq = self.seq();
         self.offsets.push(self.out.len());
         self.objs.push(obj);
         Writer { buf: &mut self.out }.begin_msg(
             wire::nft_type(msg),
-            wire::NLM_F_CREATE,
+            flags,
             seq,
             wire::NFPROTO_INET,
             0,
@@ -465,6 +483,60 @@ pub(crate) fn encode_flush(table: &str) -> EncodedBatch {
     asm.finish()
 }
 
+/// The incremental update of `delta` (made from some previous ruleset to `next`): per changed set, its
+/// element deletions then additions (see `delta.rs`), and the new content hash as the comment of the
+/// [`HASH_CHAIN`] chain (a table's comment cannot change, so the chain is ensured, deleted and created
+/// again with `next`'s comment: `add chain`, `delete chain`, `add chain { comment }`). ONE transaction.
+pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
+    let elems: usize = delta
+        .sets
+        .iter()
+        .map(|c| c.remove.len() + c.add.len())
+        .sum();
+    let mut asm = Assembler::new(elems * 48 + delta.sets.len() * 256 + 512);
+    for (k, c) in delta.sets.iter().enumerate() {
+        let name = next.sets[c.set].name.as_str();
+        let del = ElemList {
+            table: &next.table,
+            set: name,
+            set_id: None,
+            msg: wire::NFT_MSG_DELSETELEM,
+            flags: 0,
+        };
+        del.write(&mut asm, c.remove.iter().copied(), |first| Obj::DelElems {
+            change: k,
+            first,
+        });
+        let add = ElemList {
+            table: &next.table,
+            set: name,
+            set_id: None,
+            msg: wire::NFT_MSG_NEWSETELEM,
+            flags: wire::NLM_F_CREATE | wire::NLM_F_EXCL,
+        };
+        add.write(&mut asm, c.add.iter().copied(), |first| Obj::AddElems {
+            change: k,
+            first,
+        });
+    }
+    let comment = clean_comment(&next.comment);
+    for (msg, flags, udata) in [
+        (wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, false),
+        (wire::NFT_MSG_DELCHAIN, 0, false),
+        (wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, !comment.is_empty()),
+    ] {
+        let m = asm.begin_with(msg, flags, Obj::HashChain);
+        let mut w = Writer { buf: &mut asm.out };
+        w.strz(wire::NFTA_CHAIN_TABLE, &next.table);
+        w.strz(wire::NFTA_CHAIN_NAME, HASH_CHAIN);
+        if udata {
+            w.attr(wire::NFTA_CHAIN_USERDATA, &wire::udata_comment(&comment));
+        }
+        w.end_msg(m);
+    }
+    asm.finish()
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Sets and maps.
 
@@ -495,38 +567,64 @@ fn elem(v: u128, len: u8, end: bool, open: bool, ir: usize) -> Elem {
     }
 }
 
-/// The elements of an interval set in nft's encoding: a leading end element at 0 unless the first range
-/// starts at 0; for every range [lo, hi] the start `lo`, then `hi + 1` flagged INTERVAL_END, or nothing
-/// more if `hi` is the top of the space (then `lo` carries the open-interval userdata).
-pub(crate) fn interval_elems(set: &Set, mut f: impl FnMut(Elem)) {
-    let len: u8 = match set.set_type {
+/// Bytes of a key of a set of type `t`.
+pub(crate) fn key_len(t: SetType) -> u8 {
+    match t {
         SetType::Ipv4Addr => 4,
         SetType::Ipv6Addr => 16,
         SetType::InetService => 2,
-    };
-    let max: u128 = if len == 16 {
+    }
+}
+
+/// The highest key of `len` bytes.
+pub(crate) fn key_max(len: u8) -> u128 {
+    if len == 16 {
         u128::MAX
     } else {
         (1u128 << (8 * len as u32)) - 1
-    };
-    for (i, e) in set.elements.iter().enumerate() {
-        let (lo, hi): (u128, u128) = match e {
-            SetElement::V4(n) => (
-                u32::from(n.network()) as u128,
-                u32::from(n.broadcast()) as u128,
-            ),
-            SetElement::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-            SetElement::Ports(a, b) => (*a as u128, *b as u128),
-        };
-        if i == 0 && lo != 0 {
-            f(elem(0, len, true, false, 0));
-        }
-        let open = hi >= max;
-        f(elem(lo, len, false, open, i));
-        if !open {
-            f(elem(hi + 1, len, true, false, i));
-        }
     }
+}
+
+/// The first and last value an IR element covers.
+pub(crate) fn bounds(e: &SetElement) -> (u128, u128) {
+    match e {
+        SetElement::V4(n) => (
+            u32::from(n.network()) as u128,
+            u32::from(n.broadcast()) as u128,
+        ),
+        SetElement::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+        SetElement::Ports(a, b) => (*a as u128, *b as u128),
+    }
+}
+
+/// The leading end element at 0 that nft puts before a first range that does not start at 0.
+pub(crate) fn leading_end(len: u8) -> Elem {
+    elem(0, len, true, false, 0)
+}
+
+/// The elements of one range [lo, hi] (IR element `ir`): the start `lo`, then `hi + 1` flagged
+/// INTERVAL_END, or nothing more if `hi` is the top of the space (then `lo` carries the open-interval
+/// userdata).
+pub(crate) fn range_elems(lo: u128, hi: u128, len: u8, ir: usize) -> impl Iterator<Item = Elem> {
+    let open = hi >= key_max(len);
+    let end = (!open).then(|| elem(hi + 1, len, true, false, ir));
+    std::iter::once(elem(lo, len, false, open, ir)).chain(end)
+}
+
+/// The elements of an interval set in nft's encoding: a leading end element at 0 unless the first range
+/// starts at 0, then [`range_elems`] of every range.
+pub(crate) fn interval_iter(set: &Set) -> impl Iterator<Item = Elem> + '_ {
+    let len = key_len(set.set_type);
+    set.elements.iter().enumerate().flat_map(move |(i, e)| {
+        let (lo, hi) = bounds(e);
+        let lead = (i == 0 && lo != 0).then(|| leading_end(len));
+        lead.into_iter().chain(range_elems(lo, hi, len, i))
+    })
+}
+
+/// [`interval_iter`], as a callback.
+pub(crate) fn interval_elems(set: &Set, f: impl FnMut(Elem)) {
+    interval_iter(set).for_each(f);
 }
 
 fn set_header(w: &mut Writer<'_>, table: &str, name: &str) {
@@ -556,56 +654,79 @@ fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32
     w.attr(wire::NFTA_SET_USERDATA, &udata);
     w.end_msg(m);
 
-    // Elements, in messages whose element list stays below 64 KiB.
-    let mut chunk: Option<(usize, usize)> = None; // (message start, list nest start)
-    let mut n = 0usize;
-    let mut open_udata = Vec::with_capacity(6);
-    wire::udata_tlv(
-        &mut open_udata,
-        wire::NFTNL_UDATA_SET_ELEM_FLAGS,
-        &wire::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
-    );
-    interval_elems(set, |e| {
-        if let Some((m, l)) = chunk {
-            if asm.out.len() - l > ELEM_LIST_MAX {
-                let mut w = Writer { buf: &mut asm.out };
-                w.end_nest(l);
-                w.end_msg(m);
-                chunk = None;
+    let list = ElemList {
+        table,
+        set: &set.name,
+        set_id: Some(id),
+        msg: wire::NFT_MSG_NEWSETELEM,
+        flags: wire::NLM_F_CREATE,
+    };
+    list.write(asm, interval_iter(set), |first| Obj::SetElems { set: index, first });
+}
+
+/// Interval-set elements to add or delete, in messages whose element list stays below 64 KiB.
+pub(crate) struct ElemList<'a> {
+    pub(crate) table: &'a str,
+    pub(crate) set: &'a str,
+    /// The set's NFTA_SET_ID when it is created in the same batch.
+    pub(crate) set_id: Option<u32>,
+    /// NFT_MSG_NEWSETELEM or NFT_MSG_DELSETELEM.
+    pub(crate) msg: u16,
+    pub(crate) flags: u16,
+}
+
+impl ElemList<'_> {
+    /// Writes `elems` (as nft encodes them, for adding and deleting alike: an end element is its flags
+    /// then its key; a start element its key, then the open-interval userdata if the range reaches the
+    /// top); `obj(first)` tags the message starting with element `first`.
+    fn write(
+        &self,
+        asm: &mut Assembler,
+        elems: impl IntoIterator<Item = Elem>,
+        obj: impl Fn(usize) -> Obj,
+    ) {
+        let mut chunk: Option<(usize, usize)> = None; // (message start, list nest start)
+        let mut open_udata = Vec::with_capacity(6);
+        wire::udata_tlv(
+            &mut open_udata,
+            wire::NFTNL_UDATA_SET_ELEM_FLAGS,
+            &wire::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
+        );
+        for (n, e) in elems.into_iter().enumerate() {
+            if let Some((m, l)) = chunk {
+                if asm.out.len() - l > ELEM_LIST_MAX {
+                    let mut w = Writer { buf: &mut asm.out };
+                    w.end_nest(l);
+                    w.end_msg(m);
+                    chunk = None;
+                }
             }
-        }
-        if chunk.is_none() {
-            let m = asm.begin(
-                wire::NFT_MSG_NEWSETELEM,
-                Obj::SetElems {
-                    set: index,
-                    first: n,
-                },
-            );
+            if chunk.is_none() {
+                let m = asm.begin_with(self.msg, self.flags, obj(n));
+                let mut w = Writer { buf: &mut asm.out };
+                w.strz(wire::NFTA_SET_ELEM_LIST_TABLE, self.table);
+                w.strz(wire::NFTA_SET_ELEM_LIST_SET, self.set);
+                if let Some(id) = self.set_id {
+                    w.u32_be(wire::NFTA_SET_ELEM_LIST_SET_ID, id);
+                }
+                chunk = Some((m, w.begin_nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS)));
+            }
             let mut w = Writer { buf: &mut asm.out };
-            w.strz(wire::NFTA_SET_ELEM_LIST_TABLE, table);
-            w.strz(wire::NFTA_SET_ELEM_LIST_SET, &set.name);
-            w.u32_be(wire::NFTA_SET_ELEM_LIST_SET_ID, id);
-            chunk = Some((m, w.begin_nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS)));
+            let el = w.begin_nest(wire::NFTA_LIST_ELEM);
+            if e.end {
+                w.u32_be(wire::NFTA_SET_ELEM_FLAGS, wire::NFT_SET_ELEM_INTERVAL_END);
+            }
+            w.data_value(wire::NFTA_SET_ELEM_KEY, &e.key[..e.len as usize]);
+            if e.open {
+                w.attr(wire::NFTA_SET_ELEM_USERDATA, &open_udata);
+            }
+            w.end_nest(el);
         }
-        // As nft: an end element is its flags then its key; a start element its key, then the
-        // open-interval userdata if the range reaches the top.
-        let mut w = Writer { buf: &mut asm.out };
-        let el = w.begin_nest(wire::NFTA_LIST_ELEM);
-        if e.end {
-            w.u32_be(wire::NFTA_SET_ELEM_FLAGS, wire::NFT_SET_ELEM_INTERVAL_END);
+        if let Some((m, l)) = chunk {
+            let mut w = Writer { buf: &mut asm.out };
+            w.end_nest(l);
+            w.end_msg(m);
         }
-        w.data_value(wire::NFTA_SET_ELEM_KEY, &e.key[..e.len as usize]);
-        if e.open {
-            w.attr(wire::NFTA_SET_ELEM_USERDATA, &open_udata);
-        }
-        w.end_nest(el);
-        n += 1;
-    });
-    if let Some((m, l)) = chunk {
-        let mut w = Writer { buf: &mut asm.out };
-        w.end_nest(l);
-        w.end_msg(m);
     }
 }
 

@@ -3,17 +3,28 @@
 //! can be told to fail the next apply (leaving its state unchanged, as the kernel does). Like
 //! [`super::Netlink`], it refuses a ruleset that [`super::netlink::validate`] refuses (errno `None`), and
 //! reports the table comment as the kernel stores it ([`super::clean_comment`]).
+//!
+//! `update` takes the path the netlink dataplane would take (element changes when only set elements
+//! differ and the fake holds `previous`, else a full replace) and records it in [`Call::Update`].
 
 use std::collections::BTreeMap;
 
+use super::delta::set_delta;
 use super::netlink::validate;
-use super::{clean_comment, Dataplane, DataplaneError};
+use super::{clean_comment, Dataplane, DataplaneError, FullReason, UpdatePath};
 use crate::ruleset::Ruleset;
 
 /// One call made to the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Apply(Ruleset),
+    /// `update(previous, next)`: `previous`'s comment, `next`, and the path taken (for a failed call,
+    /// the path it would have taken).
+    Update {
+        previous: String,
+        next: Ruleset,
+        path: UpdatePath,
+    },
     Flush(String),
     TableComment(String),
 }
@@ -40,15 +51,23 @@ impl FakeDataplane {
         self.calls.clear();
     }
 
-    /// The rulesets passed to `apply`, in order (failed ones included).
+    /// The rulesets passed to `apply`, and as `next` to `update`, in order (failed ones included).
     pub fn applied(&self) -> Vec<&Ruleset> {
         self.calls
             .iter()
             .filter_map(|c| match c {
-                Call::Apply(r) => Some(r),
+                Call::Apply(r) | Call::Update { next: r, .. } => Some(r),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The path of the last `update` call, if any.
+    pub fn last_update(&self) -> Option<&UpdatePath> {
+        self.calls.iter().rev().find_map(|c| match c {
+            Call::Update { path, .. } => Some(path),
+            _ => None,
+        })
     }
 
     /// What the "kernel" holds for `table`.
@@ -66,7 +85,7 @@ impl FakeDataplane {
         self.tables.remove(table)
     }
 
-    /// The next `apply` fails with `error` and changes nothing.
+    /// The next `apply` or `update` fails with `error` and changes nothing.
     pub fn fail_next_apply(&mut self, error: DataplaneError) {
         self.fail_next_apply = Some(error);
     }
@@ -80,6 +99,31 @@ impl Dataplane for FakeDataplane {
         }
         validate(ruleset)?;
         self.tables.insert(ruleset.table.clone(), ruleset.clone());
+        Ok(())
+    }
+
+    fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
+        let path = match set_delta(previous, next) {
+            None => UpdatePath::Full(FullReason::NotOnlyElements),
+            Some(_) if self.tables.get(&next.table) != Some(previous) => {
+                UpdatePath::Full(FullReason::KernelDiffers)
+            }
+            Some(d) => UpdatePath::Elements {
+                sets: d.set_names(next).len(),
+                removed: d.removed(),
+                added: d.added(),
+            },
+        };
+        self.calls.push(Call::Update {
+            previous: previous.comment.clone(),
+            next: next.clone(),
+            path,
+        });
+        if let Some(e) = self.fail_next_apply.take() {
+            return Err(e);
+        }
+        validate(next)?;
+        self.tables.insert(next.table.clone(), next.clone());
         Ok(())
     }
 
@@ -188,6 +232,72 @@ mod tests {
         let mut dp = FakeDataplane::new();
         dp.apply(&rs("hp", &"x".repeat(300))).unwrap();
         assert_eq!(dp.table_comment("hp"), Ok(Some("x".repeat(128))));
+    }
+
+    #[test]
+    fn update_records_the_path_netlink_would_take() {
+        use crate::ruleset::{Set, SetElement, SetType};
+        let set = |elements: Vec<SetElement>| Set {
+            name: "s".into(),
+            set_type: SetType::InetService,
+            elements,
+        };
+        let mut a = rs("hp", "a");
+        a.sets.push(set(vec![SetElement::Ports(22, 22)]));
+        let mut b = rs("hp", "b");
+        b.sets.push(set(vec![SetElement::Ports(80, 80)]));
+        let mut dp = FakeDataplane::new();
+        // Nothing in the "kernel" yet: full.
+        dp.update(&a, &b).unwrap();
+        assert_eq!(
+            dp.last_update(),
+            Some(&UpdatePath::Full(FullReason::KernelDiffers))
+        );
+        // It holds b: elements only.
+        dp.update(&b, &a).unwrap();
+        assert_eq!(
+            dp.last_update(),
+            Some(&UpdatePath::Elements {
+                sets: 1,
+                removed: 1,
+                added: 1
+            })
+        );
+        assert_eq!(dp.table("hp"), Some(&a));
+        // A set renamed: full.
+        let mut c = a.clone();
+        c.sets[0].name = "t".into();
+        dp.update(&a, &c).unwrap();
+        assert_eq!(
+            dp.last_update(),
+            Some(&UpdatePath::Full(FullReason::NotOnlyElements))
+        );
+        assert_eq!(dp.applied().len(), 3);
+        // A failing update changes nothing.
+        dp.fail_next_apply(DataplaneError::os("no", 22));
+        assert!(dp.update(&c, &a).is_err());
+        assert_eq!(dp.table("hp"), Some(&c));
+        assert_eq!(dp.table_comment("hp"), Ok(Some("a".into())));
+    }
+
+    #[test]
+    fn the_default_update_is_apply() {
+        struct Only(Vec<String>);
+        impl Dataplane for Only {
+            fn apply(&mut self, r: &Ruleset) -> Result<(), DataplaneError> {
+                self.0.push(r.comment.clone());
+                Ok(())
+            }
+            fn flush(&mut self, _: &str) -> Result<(), DataplaneError> {
+                Ok(())
+            }
+            fn table_comment(&mut self, _: &str) -> Result<Option<String>, DataplaneError> {
+                Ok(None)
+            }
+        }
+        let mut d = Only(Vec::new());
+        d.update(&rs("hp", "a"), &rs("hp", "b")).unwrap();
+        assert_eq!(d.0, ["b"]);
     }
 
     #[test]

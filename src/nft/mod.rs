@@ -7,6 +7,8 @@
 //! comments and log prefixes are cleaned) live in `lower.rs` and are shared by both.
 
 mod batch;
+pub mod delta;
+pub mod dump;
 pub mod fake;
 mod lower;
 pub mod netlink;
@@ -16,6 +18,7 @@ mod wire;
 
 use std::borrow::Cow;
 
+pub use delta::{set_delta, SetDelta};
 pub use fake::FakeDataplane;
 pub use netlink::{validate, Netlink};
 pub use render::render;
@@ -28,12 +31,58 @@ pub trait Dataplane {
     /// ONE batch [add table, delete table, add table + every set, element, map, chain, rule] in ONE sendmsg.
     /// On error nothing changed (the previous table, if any, is byte-identical).
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
+    /// Bring the kernel from `previous` (what the caller applied last) to `next`, with the same result as
+    /// `apply(next)`. An implementation may send less than the whole table when the kernel holds
+    /// `previous` and only set elements differ (see [`Netlink`]: the element additions and removals and
+    /// the new content hash, in ONE batch); otherwise, or if that batch is rejected, it replaces the table
+    /// as `apply` does. On error nothing changed. The default is `apply(next)`.
+    fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
+        let _ = previous;
+        self.apply(next)
+    }
     /// Delete table `table` (family inet) if present (batch: add table + delete table). Never touches other tables.
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError>;
     /// The comment (userdata) of our table, or None when the table does not exist. Used to recognise
     /// the table we applied (the compiler puts the content hash there). A table without a comment gives
-    /// `Some("")`.
+    /// `Some("")`. After an incremental [`Dataplane::update`] the table's own comment is still the one it
+    /// was created with (the kernel cannot change it); the current one is then the comment of the
+    /// [`HASH_CHAIN`] chain, which this returns when that chain exists.
     fn table_comment(&mut self, table: &str) -> Result<Option<String>, DataplaneError>;
+}
+
+/// The regular chain, without rules and referenced by nothing, whose comment carries the content hash
+/// after an incremental update: a table's comment (userdata) is fixed when the table is created (the
+/// kernel ignores NFTA_TABLE_USERDATA for an existing table), but an unreferenced chain can be deleted and
+/// created again in the same transaction as the element changes. A full apply creates the table afresh,
+/// without it. No compiled chain has this name ([`netlink::validate`] refuses it).
+pub const HASH_CHAIN: &str = "hostpolicyd-hash";
+
+/// How [`Dataplane::update`] brought the kernel to the new ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdatePath {
+    /// One batch of element deletions and additions, plus the new content hash ([`HASH_CHAIN`]):
+    /// `sets` sets changed, `removed` and `added` ranges (IR elements).
+    Elements {
+        sets: usize,
+        removed: usize,
+        added: usize,
+    },
+    /// The whole table was replaced, as [`Dataplane::apply`] does.
+    Full(FullReason),
+}
+
+/// Why [`Dataplane::update`] replaced the whole table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FullReason {
+    /// The implementation has no incremental path (the trait's default).
+    NoIncremental,
+    /// Something besides set elements and the comment differs (a rule, a chain, a map, a set's name).
+    NotOnlyElements,
+    /// The kernel does not hold `previous` (no table, or another content hash).
+    KernelDiffers,
+    /// The element batch was rejected (nothing changed), e.g. because the set contents in the kernel
+    /// were changed behind our back; the message is the kernel's.
+    Rejected(String),
 }
 
 /// Why an apply, flush or query failed. `message` names the object the kernel rejected, e.g.

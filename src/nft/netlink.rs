@@ -27,25 +27,63 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
-use super::batch::{encode_apply, encode_flush, interval_elems, EncodedBatch, Obj};
+use super::batch::{encode_apply, encode_delta, encode_flush, interval_elems, EncodedBatch, Obj};
+use super::delta::{set_delta, SetDelta};
 use super::lower;
 use super::sock::NlSocket;
 use super::wire::{self, Writer};
-use super::{clean_comment, is_nft_name, Dataplane, DataplaneError, IFNAME_MAX, NAME_MAX};
+use super::{
+    clean_comment, is_nft_name, Dataplane, DataplaneError, FullReason, UpdatePath, HASH_CHAIN,
+    IFNAME_MAX, NAME_MAX,
+};
 use crate::ruleset::{Match, PortMatch, Ruleset, SetElement, SetType, Verdict};
 
 /// The kernel through netlink. Every call opens its own socket, in the network namespace of the thread
 /// making the call (so one `Netlink` can serve threads that entered other namespaces).
 #[derive(Debug)]
 pub struct Netlink {
-    _private: (),
+    last_update: Option<UpdatePath>,
 }
 
 impl Netlink {
     /// Checks that a netfilter netlink socket can be opened here (in this thread's network namespace).
     pub fn new() -> Result<Netlink, DataplaneError> {
         NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
-        Ok(Netlink { _private: () })
+        Ok(Netlink { last_update: None })
+    }
+
+    /// How the last [`Dataplane::update`] went (None before the first), for logs, tests and benchmarks.
+    pub fn last_update(&self) -> Option<&UpdatePath> {
+        self.last_update.as_ref()
+    }
+
+    /// The incremental path of [`Dataplane::update`] alone, without its checks and fallback: sends the
+    /// element changes from `previous` to `next` and `next`'s content hash in ONE batch. Refused (errno
+    /// None, nothing sent) when more than set elements differ. The kernel must hold `previous`: an element
+    /// to delete that is missing, or one to add that is present, fails the whole batch and nothing
+    /// changes.
+    pub fn update_elements(
+        &mut self,
+        previous: &Ruleset,
+        next: &Ruleset,
+    ) -> Result<SetDelta, DataplaneError> {
+        validate(next)?;
+        let delta = set_delta(previous, next).ok_or_else(|| {
+            DataplaneError::invalid(format!(
+                "table inet {}: more than set elements differ, the table must be replaced",
+                next.table
+            ))
+        })?;
+        let batch = encode_delta(next, &delta);
+        send_batch(&batch, |seq, reply| {
+            describe_delta(previous, next, &delta, &batch, seq, reply)
+        })?;
+        Ok(delta)
+    }
+
+    /// The kernel's content hash comment for `table`, as [`Dataplane::table_comment`] returns it.
+    fn held_comment(&mut self, table: &str) -> Option<String> {
+        self.table_comment(table).ok().flatten()
     }
 }
 
@@ -54,6 +92,35 @@ impl Dataplane for Netlink {
         validate(ruleset)?;
         let batch = encode_apply(ruleset)?;
         send_batch(&batch, |seq, reply| describe(ruleset, &batch, seq, reply))
+    }
+
+    /// Element changes only (ONE batch, see `delta.rs`) when only set elements and the comment differ
+    /// and the kernel's content hash is `previous`'s; otherwise, or when that batch is rejected, the
+    /// full replace of [`Dataplane::apply`]. [`Netlink::last_update`] tells which.
+    fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
+        self.last_update = None;
+        validate(next)?;
+        let reason = if set_delta(previous, next).is_none() {
+            FullReason::NotOnlyElements
+        } else if self.held_comment(&next.table).as_deref()
+            != Some(clean_comment(&previous.comment).as_ref())
+        {
+            FullReason::KernelDiffers
+        } else {
+            match self.update_elements(previous, next) {
+                Ok(delta) => {
+                    self.last_update = Some(UpdatePath::Elements {
+                        sets: delta.sets.len(),
+                        removed: delta.removed(),
+                        added: delta.added(),
+                    });
+                    return Ok(());
+                }
+                Err(e) => FullReason::Rejected(e.message),
+            }
+        };
+        self.last_update = Some(UpdatePath::Full(reason));
+        self.apply(next)
     }
 
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {
@@ -67,7 +134,10 @@ impl Dataplane for Netlink {
 
     fn table_comment(&mut self, table: &str) -> Result<Option<String>, DataplaneError> {
         check_table_name(table)?;
-        query_table_comment(table)
+        let Some(comment) = query_comment(table, None)? else {
+            return Ok(None);
+        };
+        Ok(Some(query_comment(table, Some(HASH_CHAIN))?.unwrap_or(comment)))
     }
 }
 
@@ -149,6 +219,11 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
     }
     seen.clear();
     for c in &rs.chains {
+        if c.name == HASH_CHAIN {
+            return Err(DataplaneError::invalid(format!(
+                "chain {HASH_CHAIN}: the name is reserved for the content hash of incremental updates"
+            )));
+        }
         if !seen.insert(c.name.as_str()) {
             return Err(DataplaneError::invalid(format!(
                 "chain {}: declared twice",
@@ -483,6 +558,9 @@ fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> Stri
                 _ => format!("kernel rejected elements of map {}", m.name),
             }
         }
+        Obj::DelElems { .. } | Obj::AddElems { .. } | Obj::HashChain => {
+            format!("kernel rejected message {seq}")
+        }
         Obj::Rule { chain, rule } => {
             let c = &rs.chains[chain];
             let r = &c.rules[rule];
@@ -495,6 +573,62 @@ fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> Stri
             }
             s
         }
+    }
+}
+
+/// Names the object of a rejected message of an incremental update.
+fn describe_delta(
+    previous: &Ruleset,
+    next: &Ruleset,
+    delta: &SetDelta,
+    batch: &EncodedBatch,
+    seq: u32,
+    reply: &Reply,
+) -> String {
+    let Some(obj) = batch.objs.get(seq as usize) else {
+        return format!("kernel rejected message {seq}");
+    };
+    let element = |change: usize, first: usize, del: bool| {
+        let c = &delta.sets[change];
+        let (what, rs, elems) = if del {
+            ("deleting", previous, &c.remove)
+        } else {
+            ("adding", next, &c.add)
+        };
+        let set = &rs.sets[c.set];
+        let k = batch
+            .message(seq)
+            .zip(reply.offset)
+            .and_then(|(m, off)| list_index(&m, off));
+        match k.and_then(|k| elems.get(first + k)) {
+            Some(e) if e.end && e.key[..e.len as usize].iter().all(|b| *b == 0) => format!(
+                "kernel rejected {what} the leading end element (0) of set {}",
+                set.name
+            ),
+            Some(e) => format!(
+                "kernel rejected {what} element {} ({}{}) of set {}",
+                e.ir,
+                set.elements
+                    .get(e.ir)
+                    .map(element_text)
+                    .unwrap_or_default(),
+                if e.end { ", its end" } else { "" },
+                set.name
+            ),
+            None => format!("kernel rejected {what} elements of set {}", set.name),
+        }
+    };
+    match *obj {
+        Obj::DelElems { change, first } => element(change, first, true),
+        Obj::AddElems { change, first } => element(change, first, false),
+        Obj::HashChain => format!(
+            "kernel rejected replacing chain {HASH_CHAIN} of table inet {}",
+            next.table
+        ),
+        _ => format!(
+            "kernel rejected the element update of table inet {}",
+            next.table
+        ),
     }
 }
 
@@ -527,21 +661,39 @@ fn expr_at(msg: &wire::Msg<'_>, offset: u32) -> Option<(usize, String)> {
 // ---------------------------------------------------------------------------------------------------
 // Reading our table's comment.
 
-fn query_table_comment(table: &str) -> Result<Option<String>, DataplaneError> {
+/// The comment of table inet `table` (`chain` None) or of its chain `chain`: None when it does not exist,
+/// `Some("")` when it has no comment.
+fn query_comment(table: &str, chain: Option<&str>) -> Result<Option<String>, DataplaneError> {
+    let what = match chain {
+        None => format!("table inet {table}"),
+        Some(c) => format!("chain {c} of table inet {table}"),
+    };
     let sock = NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
+    let (get, new, udata_attr) = match chain {
+        None => (
+            wire::NFT_MSG_GETTABLE,
+            wire::NFT_MSG_NEWTABLE,
+            wire::NFTA_TABLE_USERDATA,
+        ),
+        Some(_) => (
+            wire::NFT_MSG_GETCHAIN,
+            wire::NFT_MSG_NEWCHAIN,
+            wire::NFTA_CHAIN_USERDATA,
+        ),
+    };
     let mut req = Vec::with_capacity(64);
     let mut w = Writer { buf: &mut req };
-    let m = w.begin_msg(
-        wire::nft_type(wire::NFT_MSG_GETTABLE),
-        wire::NLM_F_ACK,
-        1,
-        wire::NFPROTO_INET,
-        0,
-    );
-    w.strz(wire::NFTA_TABLE_NAME, table);
+    let m = w.begin_msg(wire::nft_type(get), wire::NLM_F_ACK, 1, wire::NFPROTO_INET, 0);
+    match chain {
+        None => w.strz(wire::NFTA_TABLE_NAME, table),
+        Some(c) => {
+            w.strz(wire::NFTA_CHAIN_TABLE, table);
+            w.strz(wire::NFTA_CHAIN_NAME, c);
+        }
+    }
     w.end_msg(m);
     sock.send(&req)
-        .map_err(|e| io_err(&format!("querying table inet {table}"), e))?;
+        .map_err(|e| io_err(&format!("querying {what}"), e))?;
 
     let mut buf = vec![0u8; 64 << 10];
     let mut replies = Vec::new();
@@ -552,17 +704,17 @@ fn query_table_comment(table: &str) -> Result<Option<String>, DataplaneError> {
             Ok(Some(n)) => n,
             Ok(None) => {
                 return Err(DataplaneError::os(
-                    format!("no answer from the kernel about table inet {table}"),
+                    format!("no answer from the kernel about {what}"),
                     libc::ETIMEDOUT,
                 ))
             }
-            Err(e) => return Err(io_err(&format!("querying table inet {table}"), e)),
+            Err(e) => return Err(io_err(&format!("querying {what}"), e)),
         };
         parse_replies(&buf[..n], &mut replies, |m| {
-            if m.ty == wire::nft_type(wire::NFT_MSG_NEWTABLE) && m.seq == 1 {
+            if m.ty == wire::nft_type(new) && m.seq == 1 {
                 found = true;
                 for a in wire::msg_attrs(&m) {
-                    if a.ty == wire::NFTA_TABLE_USERDATA {
+                    if a.ty == udata_attr {
                         comment = udata_comment_of(a.payload);
                     }
                 }
@@ -574,17 +726,14 @@ fn query_table_comment(table: &str) -> Result<Option<String>, DataplaneError> {
         Some(0) => Ok(None),
         Some(libc::ENOENT) => Ok(None),
         Some(errno) => Err(DataplaneError::os(
-            format!(
-                "querying table inet {table}: {}",
-                io::Error::from_raw_os_error(errno)
-            ),
+            format!("querying {what}: {}", io::Error::from_raw_os_error(errno)),
             errno,
         )),
         None => unreachable!("loop ends on the answer"),
     }
 }
 
-/// The comment TLV of a table's userdata.
+/// The comment TLV of a table's or chain's userdata.
 fn udata_comment_of(udata: &[u8]) -> Option<String> {
     let mut i = 0;
     while i + 2 <= udata.len() {

@@ -48,7 +48,11 @@ pub(crate) fn management_access(
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    if sources.is_empty() && spec.get("sources").is_none_or(|n| matches!(&n.value, Value::Seq(s) if s.is_empty())) {
+    if sources.is_empty()
+        && spec
+            .get("sources")
+            .is_none_or(|n| matches!(&n.value, Value::Seq(s) if s.is_empty()))
+    {
         cx.error(
             spec.get("sources").unwrap_or(spec_node),
             "a ManagementAccess needs `sources`: the networks the operators connect from, e.g. sources: [192.0.2.0/24]",
@@ -56,17 +60,32 @@ pub(crate) fn management_access(
     }
     let ports = match spec.get("ports") {
         Some(n) => list(cx, n, "ports")
-            .map(|items| items.iter().filter_map(|item| port_entry(cx, item)).collect::<Vec<_>>())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| port_entry(cx, item))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    if ports.is_empty() && spec.get("ports").is_none_or(|n| matches!(&n.value, Value::Seq(s) if s.is_empty())) {
+    if ports.is_empty()
+        && spec
+            .get("ports")
+            .is_none_or(|n| matches!(&n.value, Value::Seq(s) if s.is_empty()))
+    {
         cx.error(
             spec.get("ports").unwrap_or(spec_node),
             "a ManagementAccess needs `ports`, e.g. ports: [{protocol: TCP, port: 22}]",
         );
     }
-    Some(ManagementAccess { name: meta.name.value, pos: cx.pos(resource), node, sources, ports })
+    Some(ManagementAccess {
+        name: meta.name.value,
+        pos: cx.pos(resource),
+        node,
+        sources,
+        ports,
+    })
 }
 
 fn port_entry(cx: &mut Cx, node: &Node) -> Option<At<(u8, u16)>> {
@@ -74,7 +93,10 @@ fn port_entry(cx: &mut Cx, node: &Node) -> Option<At<(u8, u16)>> {
     let protocol = match obj.get("protocol") {
         Some(p) => protocol(cx, p),
         None => {
-            cx.error(node, "a ManagementAccess port needs a `protocol`: TCP, UDP or SCTP");
+            cx.error(
+                node,
+                "a ManagementAccess port needs a `protocol`: TCP, UDP or SCTP",
+            );
             None
         }
     };
@@ -91,7 +113,11 @@ fn port_entry(cx: &mut Cx, node: &Node) -> Option<At<(u8, u16)>> {
 /// `TCP`, `UDP` or `SCTP`, uppercase as everywhere in Calico's API.
 fn protocol(cx: &mut Cx, node: &Node) -> Option<u8> {
     let text = string(cx, node, "protocol")?;
-    let named = [("TCP", proto::TCP), ("UDP", proto::UDP), ("SCTP", proto::SCTP)];
+    let named = [
+        ("TCP", proto::TCP),
+        ("UDP", proto::UDP),
+        ("SCTP", proto::SCTP),
+    ];
     if let Some((_, p)) = named.iter().find(|(n, _)| *n == text) {
         return Some(*p);
     }
@@ -99,6 +125,9 @@ fn protocol(cx: &mut Cx, node: &Node) -> Option<u8> {
         Some((n, _)) => format!(" (names are case-sensitive: write `{n}`)"),
         None => String::new(),
     };
-    cx.error(node, format!("protocol `{text}` is not valid{hint}: use TCP, UDP or SCTP"));
+    cx.error(
+        node,
+        format!("protocol `{text}` is not valid{hint}: use TCP, UDP or SCTP"),
+    );
     None
 }

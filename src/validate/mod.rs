@@ -214,7 +214,9 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
             Decoded::NetworkSet(netset::network_set(cx, node, meta, labels, spec))
         }
         "FelixConfiguration" => Decoded::Felix(felix::felix_configuration(cx, node, meta, spec)),
-        "ManagementAccess" => Decoded::Management(management::management_access(cx, node, meta, spec)?),
+        "ManagementAccess" => {
+            Decoded::Management(management::management_access(cx, node, meta, spec)?)
+        }
         _ => Decoded::Check(check::connectivity_check(cx, node, meta, spec)?),
     })
 }

@@ -9,8 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod netns;
 pub mod probe;
 pub mod topology;
 pub mod yaml;
-pub mod daemon;

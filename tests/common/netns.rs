@@ -56,7 +56,9 @@ impl NetNs {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.command(program, args).output().unwrap_or_else(|e| panic!("{program}: {e}"))
+        self.command(program, args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"))
     }
 
     /// Runs a command inside the namespace and panics (with its stderr) unless it succeeds.
@@ -116,12 +118,17 @@ impl NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         // Kill anything still running inside (servers started by the test), then delete the namespace.
-        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|o| {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        });
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -130,8 +137,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Connects two namespaces with a veth pair: `a_if` in `a`, `b_if` in `b`, both up, no addresses.
@@ -139,7 +153,21 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
     let tmp_a = format!("hpv{}a", COUNTER.fetch_add(1, Ordering::SeqCst));
     let tmp_b = format!("hpv{}b", COUNTER.fetch_add(1, Ordering::SeqCst));
     // Create inside `a` so that nothing ever appears in the host's namespace.
-    a.exec_ok("ip", ["link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b, "netns", b.name()]);
+    a.exec_ok(
+        "ip",
+        [
+            "link",
+            "add",
+            &tmp_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &tmp_b,
+            "netns",
+            b.name(),
+        ],
+    );
     a.exec_ok("ip", ["link", "set", &tmp_a, "name", a_if]);
     b.exec_ok("ip", ["link", "set", &tmp_b, "name", b_if]);
     a.exec_ok("ip", ["link", "set", a_if, "up"]);

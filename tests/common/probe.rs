@@ -89,7 +89,9 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
             std::mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
@@ -97,7 +99,9 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
             sin6.sin6_scope_id = a.scope_id();
             std::mem::size_of::<libc::sockaddr_in6>()
         }
@@ -114,10 +118,16 @@ fn domain(ip: IpAddr) -> libc::c_int {
 }
 
 /// Creates a non-blocking socket that belongs to `ns`.
-pub fn socket_in(ns: &NetNs, domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+pub fn socket_in(
+    ns: &NetNs,
+    domain: libc::c_int,
+    ty: libc::c_int,
+    proto: libc::c_int,
+) -> io::Result<OwnedFd> {
     ns.run(move || {
         // SAFETY: plain socket(2) call; the fd is owned by the returned OwnedFd.
-        let fd = unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
+        let fd =
+            unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
         if fd < 0 {
             Err(last_err())
         } else {
@@ -127,7 +137,12 @@ pub fn socket_in(ns: &NetNs, domain: libc::c_int, ty: libc::c_int, proto: libc::
     })
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: value is a valid c_int for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
@@ -179,7 +194,11 @@ fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<bo
             return Ok(false);
         }
         let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
         if rc < 0 {
@@ -199,7 +218,15 @@ fn so_error(fd: RawFd) -> i32 {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: err/len are valid for writing.
-    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut _ as *mut libc::c_void, &mut len) };
+    unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
     err
 }
 
@@ -214,14 +241,19 @@ fn outcome_of_errno(errno: i32, what: &str) -> Outcome {
 fn outcome_of_io(e: &io::Error, what: &str) -> Outcome {
     match e.raw_os_error() {
         Some(errno) => outcome_of_errno(errno, what),
-        None if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => Outcome::Timeout,
+        None if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            Outcome::Timeout
+        }
         None => Outcome::Failed(format!("{what}: {e}")),
     }
 }
 
 /// Sets SO_LINGER {on, 0}: close() sends a RST and leaves no TIME_WAIT behind.
 fn linger_zero(fd: RawFd) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: l is valid for the call.
     unsafe {
         libc::setsockopt(
@@ -269,7 +301,11 @@ impl TcpConn {
 
     /// Sends `payload` and waits for the same bytes back (the servers here echo).
     pub fn echo(&mut self, payload: &[u8], timeout: Duration) -> Outcome {
-        if let Err(e) = self.stream.set_write_timeout(Some(timeout)).and_then(|_| self.stream.write_all(payload)) {
+        if let Err(e) = self
+            .stream
+            .set_write_timeout(Some(timeout))
+            .and_then(|_| self.stream.write_all(payload))
+        {
             return outcome_of_io(&e, "send");
         }
         let _ = self.stream.set_read_timeout(Some(timeout));
@@ -277,7 +313,9 @@ impl TcpConn {
         match self.stream.read_exact(&mut buf) {
             Ok(()) if buf == payload => Outcome::Ok,
             Ok(()) => Outcome::Failed(format!("echo mismatch: {buf:?}")),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Outcome::Failed("connection closed by peer".into()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Outcome::Failed("connection closed by peer".into())
+            }
             Err(e) => outcome_of_io(&e, "recv"),
         }
     }
@@ -289,7 +327,12 @@ impl TcpConn {
 }
 
 /// Opens a TCP connection from `src` (port 0 = ephemeral) in `ns` to `dst`, waiting at most `timeout`.
-pub fn tcp_open(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration) -> Result<TcpConn, Outcome> {
+pub fn tcp_open(
+    ns: &NetNs,
+    src: SocketAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpConn, Outcome> {
     let start = Instant::now();
     let fd = socket_in(ns, domain(dst.ip()), libc::SOCK_STREAM, 0)
         .map_err(|e| Outcome::Failed(format!("socket: {e}")))?;
@@ -312,8 +355,13 @@ pub fn tcp_open(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration)
         e => return Err(outcome_of_errno(e, "connect")),
     }
     let stream = TcpStream::from(fd);
-    stream.set_nonblocking(false).map_err(|e| Outcome::Failed(format!("set_nonblocking: {e}")))?;
-    Ok(TcpConn { stream, elapsed: start.elapsed() })
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| Outcome::Failed(format!("set_nonblocking: {e}")))?;
+    Ok(TcpConn {
+        stream,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// The handshake needed a retransmission: the first SYN or SYN-ACK was dropped somewhere. The topology
@@ -350,7 +398,9 @@ pub fn tcp_echo(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration)
                 c.abort();
                 return o;
             }
-            let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(50));
+            let left = timeout
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(50));
             let o = c.echo(b"hostpolicyd-probe", left);
             c.abort();
             o
@@ -396,8 +446,11 @@ pub fn udp_echo(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration)
 /// gid 0 in `ns` (the topology sets it).
 pub fn ping(ns: &NetNs, src: IpAddr, dst: IpAddr, timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let (proto, echo_type, reply_type) =
-        if dst.is_ipv4() { (libc::IPPROTO_ICMP, 8u8, 0u8) } else { (libc::IPPROTO_ICMPV6, 128u8, 129u8) };
+    let (proto, echo_type, reply_type) = if dst.is_ipv4() {
+        (libc::IPPROTO_ICMP, 8u8, 0u8)
+    } else {
+        (libc::IPPROTO_ICMPV6, 128u8, 129u8)
+    };
     let fd = match socket_in(ns, domain(dst), libc::SOCK_DGRAM, proto) {
         Ok(fd) => fd,
         Err(e) => return Outcome::Failed(format!("ping socket (is ping_group_range set?): {e}")),
@@ -459,14 +512,21 @@ impl Servers {
     /// `tcp`: ports to listen on (`[::]:port`, which also accepts IPv4). `udp`: addresses to echo on.
     pub fn start(ns: &NetNs, tcp: &[u16], udp: &[&str]) -> Servers {
         let tcp: Vec<u16> = tcp.to_vec();
-        let udp: Vec<SocketAddr> = udp.iter().map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}"))).collect();
+        let udp: Vec<SocketAddr> = udp
+            .iter()
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+            .collect();
         let (listeners, udps) = ns.run(move || {
             let ls: Vec<TcpListener> = tcp
                 .iter()
-                .map(|p| TcpListener::bind(("::", *p)).unwrap_or_else(|e| panic!("listen [::]:{p}: {e}")))
+                .map(|p| {
+                    TcpListener::bind(("::", *p)).unwrap_or_else(|e| panic!("listen [::]:{p}: {e}"))
+                })
                 .collect();
-            let us: Vec<UdpSocket> =
-                udp.iter().map(|a| UdpSocket::bind(a).unwrap_or_else(|e| panic!("udp bind {a}: {e}"))).collect();
+            let us: Vec<UdpSocket> = udp
+                .iter()
+                .map(|a| UdpSocket::bind(a).unwrap_or_else(|e| panic!("udp bind {a}: {e}")))
+                .collect();
             (ls, us)
         });
         for l in &listeners {
@@ -481,7 +541,10 @@ impl Servers {
             .name(format!("servers-{}", ns.name()))
             .spawn(move || serve(listeners, udps, stop2))
             .expect("spawn server thread");
-        Servers { stop, thread: Some(thread) }
+        Servers {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -501,13 +564,25 @@ fn serve(listeners: Vec<TcpListener>, udps: Vec<UdpSocket>, stop: Arc<AtomicBool
     while !stop.load(Ordering::SeqCst) && started.elapsed() < Servers::MAX_LIFETIME {
         let mut pfds: Vec<libc::pollfd> = Vec::new();
         for l in &listeners {
-            pfds.push(libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         for u in &udps {
-            pfds.push(libc::pollfd { fd: u.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: u.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         for c in &conns {
-            pfds.push(libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         // SAFETY: pfds is a valid array of pollfd.
         let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 50) };
@@ -563,11 +638,13 @@ fn serve(listeners: Vec<TcpListener>, udps: Vec<UdpSocket>, stop: Arc<AtomicBool
 // ------------------------------------------------------------------------------------------------------------
 
 pub fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|e| panic!("socket address {s:?}: {e}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("socket address {s:?}: {e}"))
 }
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap_or_else(|e| panic!("ip address {s:?}: {e}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("ip address {s:?}: {e}"))
 }
 
 /// A source: "ip" (ephemeral port) or "ip:port" / "[ip6]:port".
@@ -601,7 +678,13 @@ pub struct Report<'a> {
 impl<'a> Report<'a> {
     /// `flush`: the namespaces whose conntrack table is flushed before every row (the node(s) under test).
     pub fn new(scenario: &str, flush: &[&'a NetNs]) -> Report<'a> {
-        Report { scenario: scenario.to_string(), flush: flush.to_vec(), same_flow: false, lines: vec![], failures: vec![] }
+        Report {
+            scenario: scenario.to_string(),
+            flush: flush.to_vec(),
+            same_flow: false,
+            lines: vec![],
+            failures: vec![],
+        }
     }
 
     /// The next row continues the previous flow: do not flush conntrack before it.
@@ -619,7 +702,14 @@ impl<'a> Report<'a> {
     }
 
     /// Checks one row: `probe` gets the timeout that fits the expectation and returns the outcome.
-    pub fn check(&mut self, row: &str, expect: Verdict, why: &str, what: &str, probe: impl FnOnce(Duration) -> Outcome) {
+    pub fn check(
+        &mut self,
+        row: &str,
+        expect: Verdict,
+        why: &str,
+        what: &str,
+        probe: impl FnOnce(Duration) -> Outcome,
+    ) {
         self.before_row();
         let start = Instant::now();
         let outcome = probe(expect.timeout());
@@ -629,43 +719,89 @@ impl<'a> Report<'a> {
             Outcome::Timeout => Some(Verdict::Drop),
             _ => None,
         };
-        let line = format!("{row}: {what}: expected {expect}, got {outcome:?} ({ms} ms) — spec: {why}");
+        let line =
+            format!("{row}: {what}: expected {expect}, got {outcome:?} ({ms} ms) — spec: {why}");
         self.lines.push(line.clone());
         match got {
             Some(v) if v == expect => {}
-            Some(v) => self.failures.push(format!("{row}: {what}: expected {expect}, got {v} — spec: {why}")),
-            None => self.failures.push(format!("{row}: {what}: harness error {outcome:?} (expected {expect}) — spec: {why}")),
+            Some(v) => self.failures.push(format!(
+                "{row}: {what}: expected {expect}, got {v} — spec: {why}"
+            )),
+            None => self.failures.push(format!(
+                "{row}: {what}: harness error {outcome:?} (expected {expect}) — spec: {why}"
+            )),
         }
     }
 
     /// A row that is not a probe (an exit status, a conntrack entry...): record a failure unless `ok`.
     pub fn assert(&mut self, row: &str, ok: bool, msg: &str) {
-        self.lines.push(format!("{row}: {msg}: {}", if ok { "ok" } else { "FAILED" }));
+        self.lines.push(format!(
+            "{row}: {msg}: {}",
+            if ok { "ok" } else { "FAILED" }
+        ));
         if !ok {
             self.failures.push(format!("{row}: {msg}"));
         }
     }
 
     /// TCP handshake from `src` (an address of `from`, "ip" or "ip:port") to `dst` ("ip:port" or "[ip6]:port").
-    pub fn tcp(&mut self, row: &str, expect: Verdict, why: &str, from: &NetNs, src: &str, dst: &str) {
+    pub fn tcp(
+        &mut self,
+        row: &str,
+        expect: Verdict,
+        why: &str,
+        from: &NetNs,
+        src: &str,
+        dst: &str,
+    ) {
         let what = format!("TCP {src} -> {dst}");
-        self.check(row, expect, why, &what, |t| tcp_connect(from, src_addr(src), sa(dst), t));
+        self.check(row, expect, why, &what, |t| {
+            tcp_connect(from, src_addr(src), sa(dst), t)
+        });
     }
 
     /// TCP handshake plus one data round trip on the same flow.
-    pub fn tcp_echo(&mut self, row: &str, expect: Verdict, why: &str, from: &NetNs, src: &str, dst: &str) {
+    pub fn tcp_echo(
+        &mut self,
+        row: &str,
+        expect: Verdict,
+        why: &str,
+        from: &NetNs,
+        src: &str,
+        dst: &str,
+    ) {
         let what = format!("TCP {src} -> {dst} (handshake + data)");
-        self.check(row, expect, why, &what, |t| tcp_echo(from, src_addr(src), sa(dst), t));
+        self.check(row, expect, why, &what, |t| {
+            tcp_echo(from, src_addr(src), sa(dst), t)
+        });
     }
 
     /// UDP request/reply from `src` (port 0 = ephemeral) to `dst`.
-    pub fn udp(&mut self, row: &str, expect: Verdict, why: &str, from: &NetNs, src: &str, dst: &str) {
+    pub fn udp(
+        &mut self,
+        row: &str,
+        expect: Verdict,
+        why: &str,
+        from: &NetNs,
+        src: &str,
+        dst: &str,
+    ) {
         let what = format!("UDP {src} -> {dst} (request + reply)");
-        self.check(row, expect, why, &what, |t| udp_echo(from, src_addr(src), sa(dst), t));
+        self.check(row, expect, why, &what, |t| {
+            udp_echo(from, src_addr(src), sa(dst), t)
+        });
     }
 
     /// ICMP / ICMPv6 echo request and reply.
-    pub fn ping(&mut self, row: &str, expect: Verdict, why: &str, from: &NetNs, src: &str, dst: &str) {
+    pub fn ping(
+        &mut self,
+        row: &str,
+        expect: Verdict,
+        why: &str,
+        from: &NetNs,
+        src: &str,
+        dst: &str,
+    ) {
         let what = format!("ICMP echo {src} -> {dst}");
         self.check(row, expect, why, &what, |t| ping(from, ip(src), ip(dst), t));
     }
@@ -677,7 +813,12 @@ impl<'a> Report<'a> {
             eprintln!("  {l}");
         }
         if !self.failures.is_empty() {
-            panic!("{}: {} row(s) failed:\n  {}", self.scenario, self.failures.len(), self.failures.join("\n  "));
+            panic!(
+                "{}: {} row(s) failed:\n  {}",
+                self.scenario,
+                self.failures.len(),
+                self.failures.join("\n  ")
+            );
         }
     }
 }
@@ -687,6 +828,15 @@ pub fn conntrack_list(ns: &NetNs, args: &[&str]) -> Vec<String> {
     let mut a = vec!["-L"];
     a.extend_from_slice(args);
     let out = ns.exec("conntrack", &a);
-    assert!(out.status.success(), "conntrack {a:?} in {}: {}", ns.name(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
+    assert!(
+        out.status.success(),
+        "conntrack {a:?} in {}: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
 }

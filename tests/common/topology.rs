@@ -81,7 +81,9 @@ pub fn split_cidr(s: &str) -> (IpAddr, u8) {
     };
     let ip: IpAddr = a.parse().unwrap_or_else(|e| panic!("address {s:?}: {e}"));
     let host = if ip.is_ipv4() { 32 } else { 128 };
-    let len = len.map(|l| l.parse().unwrap_or_else(|e| panic!("prefix {s:?}: {e}"))).unwrap_or(host);
+    let len = len
+        .map(|l| l.parse().unwrap_or_else(|e| panic!("prefix {s:?}: {e}")))
+        .unwrap_or(host);
     (ip, len)
 }
 
@@ -106,7 +108,10 @@ fn addr_cmd(s: &str, dev: &str) -> String {
 }
 
 fn first(addrs: &[&str], v4: bool) -> Option<IpAddr> {
-    addrs.iter().map(|a| split_cidr(a).0).find(|ip| ip.is_ipv4() == v4)
+    addrs
+        .iter()
+        .map(|a| split_cidr(a).0)
+        .find(|ip| ip.is_ipv4() == v4)
 }
 
 /// Runs `ip -n NS -batch -` with the given commands; panics with the output on failure.
@@ -121,7 +126,12 @@ pub fn ip_batch(ns: &NetNs, cmds: &[String]) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ip -batch");
-    child.stdin.take().unwrap().write_all(cmds.join("\n").as_bytes()).expect("write ip batch");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cmds.join("\n").as_bytes())
+        .expect("write ip batch");
     let out = child.wait_with_output().expect("ip -batch");
     assert!(
         out.status.success(),
@@ -135,7 +145,10 @@ pub fn ip_batch(ns: &NetNs, cmds: &[String]) {
 
 /// Writes `/proc/sys/...` values inside `ns` (in-process, on a thread that entered it).
 pub fn sysctl(ns: &NetNs, settings: &[(&str, &str)]) {
-    let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let settings: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let name = ns.name().to_string();
     ns.run(move || {
         for (k, v) in &settings {
@@ -207,7 +220,11 @@ impl Topology {
         let lan0 = new_ns("lan0");
         let lan1 = new_ns("lan1");
         let pod = plan.pod.map(|_| new_ns("pod"));
-        let peer = if plan.peer.is_empty() { None } else { Some(new_ns("peer")) };
+        let peer = if plan.peer.is_empty() {
+            None
+        } else {
+            Some(new_ns("peer"))
+        };
         sysctl(&node, &[("net.ipv4.ip_forward", "1")]);
         if let Some(p) = &peer {
             sysctl(p, &[("net.ipv4.ip_forward", "1")]);
@@ -215,11 +232,20 @@ impl Topology {
 
         // ---- node: links, addresses, host routes to every other member of its segments
         let mut cmds = vec![
-            format!("link add eth0 index 10 type veth peer name p0 index 20 netns {}", lan0.name()),
-            format!("link add eth1 index 11 type veth peer name p0 index 30 netns {}", lan1.name()),
+            format!(
+                "link add eth0 index 10 type veth peer name p0 index 20 netns {}",
+                lan0.name()
+            ),
+            format!(
+                "link add eth1 index 11 type veth peer name p0 index 30 netns {}",
+                lan1.name()
+            ),
         ];
         if let Some(p) = &pod {
-            cmds.push(format!("link add eth2 index 12 type veth peer name eth0 index 40 netns {}", p.name()));
+            cmds.push(format!(
+                "link add eth2 index 12 type veth peer name eth0 index 40 netns {}",
+                p.name()
+            ));
         }
         cmds.extend(plan.eth0.iter().map(|a| addr_cmd(a, "eth0")));
         cmds.extend(plan.eth1.iter().map(|a| addr_cmd(a, "eth1")));
@@ -240,7 +266,10 @@ impl Topology {
 
         // ---- peer (node2): its eth0 plugs into lan0's bridge as p1
         if let Some(p) = &peer {
-            let mut cmds = vec![format!("link add eth0 index 50 type veth peer name p1 index 21 netns {}", lan0.name())];
+            let mut cmds = vec![format!(
+                "link add eth0 index 50 type veth peer name p1 index 21 netns {}",
+                lan0.name()
+            )];
             cmds.extend(plan.peer.iter().map(|a| addr_cmd(a, "eth0")));
             cmds.push("link set eth0 up".into());
             for a in plan.lan0.iter().chain(plan.eth0.iter()) {
@@ -250,26 +279,31 @@ impl Topology {
         }
 
         // ---- lan0 / lan1: bridge, client addresses, host routes, default routes via the node
-        let lan = |ns: &NetNs, ports: &[&str], addrs: &[&str], node_addrs: &[&str], others: &[&str]| {
-            let mut cmds = vec!["link add br0 type bridge mcast_snooping 0".to_string()];
-            for p in ports {
-                cmds.push(format!("link set {p} master br0"));
-                cmds.push(format!("link set {p} up"));
-            }
-            cmds.push("link set br0 up".into());
-            cmds.extend(addrs.iter().map(|a| addr_cmd(a, "br0")));
-            for a in node_addrs.iter().chain(others.iter()) {
-                cmds.push(format!("route replace {} dev br0", host(a)));
-            }
-            if let Some(gw) = first(node_addrs, true) {
-                cmds.push(format!("route replace default via {gw} dev br0 onlink"));
-            }
-            if let Some(gw) = first(node_addrs, false) {
-                cmds.push(format!("route replace ::/0 via {gw} dev br0 onlink"));
-            }
-            ip_batch(ns, &cmds);
+        let lan =
+            |ns: &NetNs, ports: &[&str], addrs: &[&str], node_addrs: &[&str], others: &[&str]| {
+                let mut cmds = vec!["link add br0 type bridge mcast_snooping 0".to_string()];
+                for p in ports {
+                    cmds.push(format!("link set {p} master br0"));
+                    cmds.push(format!("link set {p} up"));
+                }
+                cmds.push("link set br0 up".into());
+                cmds.extend(addrs.iter().map(|a| addr_cmd(a, "br0")));
+                for a in node_addrs.iter().chain(others.iter()) {
+                    cmds.push(format!("route replace {} dev br0", host(a)));
+                }
+                if let Some(gw) = first(node_addrs, true) {
+                    cmds.push(format!("route replace default via {gw} dev br0 onlink"));
+                }
+                if let Some(gw) = first(node_addrs, false) {
+                    cmds.push(format!("route replace ::/0 via {gw} dev br0 onlink"));
+                }
+                ip_batch(ns, &cmds);
+            };
+        let ports0: &[&str] = if peer.is_some() {
+            &["p0", "p1"]
+        } else {
+            &["p0"]
         };
-        let ports0: &[&str] = if peer.is_some() { &["p0", "p1"] } else { &["p0"] };
         lan(&lan0, ports0, &plan.lan0, &plan.eth0, &plan.peer);
         lan(&lan1, &["p0"], &plan.lan1, &plan.eth1, &[]);
 
@@ -287,7 +321,16 @@ impl Topology {
             );
         }
 
-        let t = Topology { plan, node, lan0, lan1, pod, peer, hpd: Hpd::new("node1"), hpd_peer: Hpd::new("node2") };
+        let t = Topology {
+            plan,
+            node,
+            lan0,
+            lan1,
+            pod,
+            peer,
+            hpd: Hpd::new("node1"),
+            hpd_peer: Hpd::new("node2"),
+        };
         t.wait_links_up();
         t
     }
@@ -310,11 +353,19 @@ impl Topology {
         loop {
             let mut down = Vec::new();
             for ns in self.namespaces() {
-                let out = Command::new("ip").args(["-n", ns.name(), "-o", "link", "show"]).output().expect("ip link");
+                let out = Command::new("ip")
+                    .args(["-n", ns.name(), "-o", "link", "show"])
+                    .output()
+                    .expect("ip link");
                 for l in String::from_utf8_lossy(&out.stdout).lines() {
                     let f: Vec<&str> = l.split_whitespace().collect();
                     let name = f.get(1).copied().unwrap_or("?");
-                    let state = f.iter().position(|x| *x == "state").and_then(|i| f.get(i + 1)).copied().unwrap_or("?");
+                    let state = f
+                        .iter()
+                        .position(|x| *x == "state")
+                        .and_then(|i| f.get(i + 1))
+                        .copied()
+                        .unwrap_or("?");
                     if !name.starts_with("lo:") && state != "UP" {
                         down.push(format!("{}/{name}{state}", ns.name()));
                     }
@@ -323,7 +374,10 @@ impl Topology {
             if down.is_empty() {
                 return;
             }
-            assert!(start.elapsed() < std::time::Duration::from_secs(5), "links not up after 5 s: {down:?}");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "links not up after 5 s: {down:?}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -366,9 +420,13 @@ impl Hpd {
         ));
         let _ = std::fs::remove_dir_all(&root);
         for d in ["config", "state", "run"] {
-            std::fs::create_dir_all(root.join(d)).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+            std::fs::create_dir_all(root.join(d))
+                .unwrap_or_else(|e| panic!("{}: {e}", root.display()));
         }
-        Hpd { node_name: node_name.to_string(), root }
+        Hpd {
+            node_name: node_name.to_string(),
+            root,
+        }
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -430,17 +488,32 @@ impl Hpd {
 
     pub fn render(&self, ns: &NetNs) -> String {
         let out = self.run(ns, &["render"]);
-        assert!(out.status.code() == Some(0), "hostpolicyd render exited {:?}\n{}", out.status.code(), output_text(&out));
+        assert!(
+            out.status.code() == Some(0),
+            "hostpolicyd render exited {:?}\n{}",
+            out.status.code(),
+            output_text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// All configuration files, for failure messages.
     pub fn config_text(&self) -> String {
-        let mut names: Vec<_> = std::fs::read_dir(self.config_dir()).unwrap().flatten().map(|e| e.path()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(self.config_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         names.sort();
         names
             .iter()
-            .map(|p| format!("--- {}\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "--- {}\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -454,7 +527,11 @@ impl Drop for Hpd {
 
 /// stdout and stderr of a finished command, for messages.
 pub fn output_text(out: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -464,7 +541,12 @@ pub fn output_text(out: &Output) -> String {
 /// Loads nft text with `nft -f -` inside `ns`; panics on failure.
 pub fn nft_load(ns: &NetNs, text: &str) {
     let out = nft_try_load(ns, text);
-    assert!(out.status.success(), "nft -f in {} failed:\n{}\n--- input:\n{text}", ns.name(), output_text(&out));
+    assert!(
+        out.status.success(),
+        "nft -f in {} failed:\n{}\n--- input:\n{text}",
+        ns.name(),
+        output_text(&out)
+    );
 }
 
 pub fn nft_try_load(ns: &NetNs, text: &str) -> Output {
@@ -475,20 +557,29 @@ pub fn nft_try_load(ns: &NetNs, text: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn nft");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).expect("write nft input");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .expect("write nft input");
     child.wait_with_output().expect("nft")
 }
 
 /// `nft list table FAMILY NAME` text, or None when the table does not exist.
 pub fn nft_list(ns: &NetNs, family: &str, table: &str) -> Option<String> {
     let out = ns.exec("nft", ["list", "table", family, table]);
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `nft -j list table FAMILY NAME` exactly as printed, or None when the table does not exist.
 pub fn nft_json_raw(ns: &NetNs, family: &str, table: &str) -> Option<String> {
     let out = ns.exec("nft", ["-j", "list", "table", family, table]);
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `nft -j list table`, parsed and normalised: no `metainfo`, no handles, counters zeroed. For comparing
@@ -503,9 +594,15 @@ pub fn nft_json_exact(ns: &NetNs, family: &str, table: &str) -> Option<serde_jso
     nft_json_norm(ns, family, table, true)
 }
 
-fn nft_json_norm(ns: &NetNs, family: &str, table: &str, keep_handles: bool) -> Option<serde_json::Value> {
+fn nft_json_norm(
+    ns: &NetNs,
+    family: &str,
+    table: &str,
+    keep_handles: bool,
+) -> Option<serde_json::Value> {
     let raw = nft_json_raw(ns, family, table)?;
-    let mut v: serde_json::Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("nft -j output: {e}\n{raw}"));
+    let mut v: serde_json::Value =
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("nft -j output: {e}\n{raw}"));
     normalize_nft_json(&mut v, keep_handles);
     Some(v)
 }

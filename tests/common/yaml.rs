@@ -12,7 +12,9 @@ pub fn hep(
     labels: &[(&str, &str)],
     profiles: &[&str],
 ) -> String {
-    let mut s = format!("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: {name}\n");
+    let mut s = format!(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: {name}\n"
+    );
     if !labels.is_empty() {
         s.push_str("  labels:\n");
         for (k, v) in labels {
@@ -35,5 +37,10 @@ pub fn hep(
 
 /// Joins documents into one multi-document YAML stream.
 pub fn docs<S: AsRef<str>>(parts: &[S]) -> String {
-    parts.iter().map(|p| p.as_ref().trim_end().to_string()).collect::<Vec<_>>().join("\n---\n") + "\n"
+    parts
+        .iter()
+        .map(|p| p.as_ref().trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        + "\n"
 }

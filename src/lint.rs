@@ -1,0 +1,405 @@
+//! Lints: warnings about configurations that are valid but almost certainly not what was meant. They
+//! reach `check` (and the daemon's log) through `pipeline::build`; `check --strict` makes them errors.
+//!
+//! Two more lints live in `resolve`, where the facts are computed: a policy that selects no HostEndpoint,
+//! and a rule selector that matches HostEndpoints without expectedIPs.
+//!
+//! Every lint here only fires on what it can prove, so that `--strict` stays usable:
+//! - **Shadowed rule**: an earlier rule of the same policy and direction with a final action (Allow,
+//!   Deny, Pass) whose match provably contains the later rule's match (criterion by criterion; any
+//!   criterion it cannot compare makes it give up).
+//! - **HostEndpoint without policy in one direction**: no policy of any stage (untracked, preDNAT,
+//!   normal) selects it for that direction and it has no `projectcalico-default-allow` profile, so local
+//!   traffic that way is denied except failsafe ports and replies. A preDNAT or untracked policy counts:
+//!   it can allow traffic (the shipped example allows SSH in with a preDNAT policy).
+//! - **doNotTrack policy without its reverse direction** (spec §3.7): a doNotTrack policy allows traffic
+//!   in one direction of a HostEndpoint, and no doNotTrack policy allows anything in the other direction
+//!   of that HostEndpoint, so the replies meet conntrack as new or invalid packets. Deny-only doNotTrack
+//!   policies (deny lists) are one-way by nature and not flagged.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+
+use crate::diag::Diagnostic;
+use crate::model::{
+    proto, Action, Config, EntityRule, GlobalNetworkPolicy, HostEndpoint, NamespaceScope, Port,
+    Rule,
+};
+use crate::resolve::{policy_selects, NodeView};
+
+/// All lints of this module, in no particular order (`pipeline::build` sorts them).
+pub fn lint(config: &Config, _view: &NodeView) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for policy in &config.policies {
+        shadowed_rules(policy, &mut out);
+    }
+    directions_without_policy(config, &mut out);
+    one_way_untracked(config, &mut out);
+    out
+}
+
+// ---- shadowed rules ---------------------------------------------------------------------------------
+
+fn shadowed_rules(policy: &GlobalNetworkPolicy, out: &mut Vec<Diagnostic>) {
+    for (dir, on, rules) in [
+        ("ingress", policy.ingress_type, &policy.ingress),
+        ("egress", policy.egress_type, &policy.egress),
+    ] {
+        if !on {
+            continue;
+        }
+        for (j, later) in rules.iter().enumerate() {
+            let earlier = rules[..j]
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.action != Action::Log && covers(r, later));
+            if let Some((i, r)) = earlier {
+                out.push(Diagnostic::warning(
+                    later.pos.clone(),
+                    format!(
+                        "GlobalNetworkPolicy '{}' {dir} rule {j} ({:?}) is never reached: rule {i} ({:?}, {}) matches every packet it matches and ends the policy",
+                        policy.name, later.action, r.action, r.pos
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Whether every packet rule `b` matches is matched by rule `a` (a proof, not a guess: `false` when
+/// unsure).
+fn covers(a: &Rule, b: &Rule) -> bool {
+    if b.source.service_accounts
+        || b.destination.service_accounts
+        || a.source.service_accounts
+        || a.destination.service_accounts
+    {
+        return false;
+    }
+    let protocol_ok = match a.protocol {
+        None => true,
+        Some(p) => b.protocol == Some(p),
+    };
+    let not_protocol_ok = match a.not_protocol {
+        None => true,
+        Some(p) => b.not_protocol == Some(p) || b.protocol.is_some_and(|q| q != p),
+    };
+    let version_ok = match a.ip_version {
+        None => true,
+        Some(v) => family_of_rule(b) == Some(v),
+    };
+    let icmp_ok = match a.icmp {
+        None => true,
+        Some(ai) => b.icmp.is_some_and(|bi| {
+            bi.icmp_type == ai.icmp_type && (ai.code.is_none() || ai.code == bi.code)
+        }),
+    };
+    let not_icmp_ok = a.not_icmp.is_none() || a.not_icmp == b.not_icmp;
+    protocol_ok
+        && not_protocol_ok
+        && version_ok
+        && icmp_ok
+        && not_icmp_ok
+        && entity_covers(&a.source, &b.source)
+        && entity_covers(&a.destination, &b.destination)
+}
+
+/// The only IP family a rule can match, when its criteria pin one.
+fn family_of_rule(r: &Rule) -> Option<u8> {
+    if let Some(v) = r.ip_version {
+        return Some(v);
+    }
+    match r.protocol {
+        Some(proto::ICMP) if r.icmp.is_some() || r.not_icmp.is_some() => return Some(4),
+        Some(proto::ICMPV6) if r.icmp.is_some() || r.not_icmp.is_some() => return Some(6),
+        _ => {}
+    }
+    let nets: Vec<&IpNet> = r
+        .source
+        .nets
+        .iter()
+        .chain(r.destination.nets.iter())
+        .collect();
+    if nets.is_empty() {
+        return None;
+    }
+    if nets.iter().all(|n| n.addr().is_ipv4()) {
+        Some(4)
+    } else if nets.iter().all(|n| n.addr().is_ipv6()) {
+        Some(6)
+    } else {
+        None
+    }
+}
+
+fn entity_covers(a: &EntityRule, b: &EntityRule) -> bool {
+    let same_selector =
+        |x: &Option<crate::model::At<crate::selector::Selector>>,
+         y: &Option<crate::model::At<crate::selector::Selector>>| match (x, y) {
+            (None, _) => true,
+            (Some(x), Some(y)) => x.value.canonical() == y.value.canonical(),
+            (Some(_), None) => false,
+        };
+    let uses_scope = a.selector.is_some()
+        || a.not_selector.is_some()
+        || has_named(&a.ports)
+        || has_named(&a.not_ports);
+    if uses_scope
+        && a.namespace_scope != b.namespace_scope
+        && !(is_host_scope(&a.namespace_scope) && is_host_scope(&b.namespace_scope))
+    {
+        return false;
+    }
+    // nets: every net of b inside some net of a.
+    let nets_ok = a.nets.is_empty()
+        || (!b.nets.is_empty() && b.nets.iter().all(|n| a.nets.iter().any(|m| m.contains(n))));
+    // notNets: each excluded net of a is excluded by b too, or lies outside all of b's nets.
+    let not_nets_ok = a.not_nets.iter().all(|n| {
+        b.not_nets.iter().any(|m| m.contains(n))
+            || (!b.nets.is_empty() && b.nets.iter().all(|m| !overlaps(m, n)))
+    });
+    let selector_ok = same_selector(&a.selector, &b.selector);
+    let not_selector_ok = match &a.not_selector {
+        None => true,
+        Some(x) => b
+            .not_selector
+            .as_ref()
+            .is_some_and(|y| y.value.canonical() == x.value.canonical()),
+    };
+    let ports_ok = a.ports.is_empty()
+        || (!b.ports.is_empty()
+            && b.ports.iter().all(|p| match p {
+                Port::Range(lo, hi) => a
+                    .ports
+                    .iter()
+                    .any(|q| matches!(q, Port::Range(l, h) if l <= lo && hi <= h)),
+                // A named port of b: a has the same name, for the same (or any) endpoints.
+                Port::Named(n) => {
+                    a.ports.contains(&Port::Named(n.clone()))
+                        && same_selector(&a.selector, &b.selector)
+                }
+            }));
+    let not_ports_ok = a.not_ports.iter().all(|p| match p {
+        Port::Range(lo, hi) => {
+            b.not_ports
+                .iter()
+                .any(|q| matches!(q, Port::Range(l, h) if l <= lo && hi <= h))
+                || (!b.ports.is_empty()
+                    && b.ports
+                        .iter()
+                        .all(|q| matches!(q, Port::Range(l, h) if h < lo || l > hi)))
+        }
+        Port::Named(_) => b.not_ports.contains(p) && same_selector(&a.selector, &b.selector),
+    });
+    nets_ok && not_nets_ok && selector_ok && not_selector_ok && ports_ok && not_ports_ok
+}
+
+fn is_host_scope(s: &NamespaceScope) -> bool {
+    matches!(s, NamespaceScope::Any | NamespaceScope::Global)
+}
+
+fn has_named(ports: &[Port]) -> bool {
+    ports.iter().any(|p| matches!(p, Port::Named(_)))
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+// ---- HostEndpoints without policy in a direction ------------------------------------------------------
+
+/// The policies selecting a HEP, as resolve would assign them (untracked policy is ignored on `*`).
+fn selecting<'c>(config: &'c Config, hep: &HostEndpoint) -> Vec<&'c GlobalNetworkPolicy> {
+    let wildcard = hep.is_wildcard();
+    config
+        .policies
+        .iter()
+        .filter(|p| policy_selects(p, &hep.labels) && !(wildcard && p.do_not_track))
+        .collect()
+}
+
+fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
+    for hep in &config.host_endpoints {
+        if hep
+            .profiles
+            .iter()
+            .any(|p| p.value == crate::compile::DEFAULT_ALLOW_PROFILE)
+        {
+            continue;
+        }
+        let (mut ingress, mut egress) = (false, false);
+        for p in selecting(config, hep) {
+            ingress |= p.ingress_type;
+            // preDNAT policies have no egress (validation).
+            egress |= p.egress_type && !p.pre_dnat;
+        }
+        for (dir, has, types) in [
+            ("ingress", ingress, "Ingress"),
+            ("egress", egress, "Egress"),
+        ] {
+            if !has {
+                out.push(Diagnostic::warning(
+                    hep.pos.clone(),
+                    format!(
+                        "HostEndpoint '{}' (node {}) has no policy for {dir}: all {dir} traffic of local processes through it is denied, except failsafe ports and replies of allowed connections (add a policy that selects it with types [{types}], or the profile {})",
+                        hep.name,
+                        hep.node,
+                        crate::compile::DEFAULT_ALLOW_PROFILE
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+// ---- doNotTrack without its reverse direction -------------------------------------------------------------
+
+fn allows(p: &GlobalNetworkPolicy, ingress: bool) -> bool {
+    let (on, rules) = if ingress {
+        (p.ingress_type, &p.ingress)
+    } else {
+        (p.egress_type, &p.egress)
+    };
+    on && rules.iter().any(|r| r.action == Action::Allow)
+}
+
+fn one_way_untracked(config: &Config, out: &mut Vec<Diagnostic>) {
+    let mut reported: BTreeSet<(String, bool)> = BTreeSet::new();
+    for hep in config.host_endpoints.iter().filter(|h| !h.is_wildcard()) {
+        let untracked: Vec<&GlobalNetworkPolicy> = selecting(config, hep)
+            .into_iter()
+            .filter(|p| p.do_not_track)
+            .collect();
+        for &p in &untracked {
+            for ingress in [true, false] {
+                if !allows(p, ingress) || untracked.iter().any(|q| allows(q, !ingress)) {
+                    continue;
+                }
+                if !reported.insert((p.name.clone(), ingress)) {
+                    continue;
+                }
+                let (dir, rev) = if ingress {
+                    ("ingress", "egress")
+                } else {
+                    ("egress", "ingress")
+                };
+                out.push(Diagnostic::warning(
+                    p.pos.clone(),
+                    format!(
+                        "doNotTrack GlobalNetworkPolicy '{}' allows {dir} on HostEndpoint '{}', but no doNotTrack policy allows {rev} there: replies of the flows it allows are not tracked, reach the tracked stages as new or invalid packets and are normally dropped (spec §3.7); add {rev} rules for the replies (e.g. from the same ports)",
+                        p.name, hep.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_sources;
+    use crate::resolve::resolve;
+
+    fn lints(yaml: &str) -> Vec<String> {
+        let loaded = load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let view = resolve(&loaded.config, "node1", &[]);
+        lint(&loaded.config, &view)
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    const HEP: &str = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h, labels: {role: web}}, spec: {node: node1, interfaceName: eth0, expectedIPs: [192.0.2.1]}}\n";
+    const BOTH: &str = "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: base}, spec: {selector: all(), types: [Ingress, Egress]}}\n";
+
+    fn policy(rules: &str) -> String {
+        format!("{HEP}{BOTH}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p}}, spec: {{selector: all(), ingress: [{rules}]}}}}\n")
+    }
+
+    #[test]
+    fn shadowed_rules_are_proved() {
+        let shadowed = [
+            "{action: Allow}, {action: Deny, protocol: TCP}",
+            "{action: Deny, protocol: TCP}, {action: Allow, protocol: TCP, destination: {ports: [80]}}",
+            "{action: Pass, source: {nets: [192.0.2.0/24]}}, {action: Allow, source: {nets: [192.0.2.0/28, 192.0.2.128/25]}}",
+            "{action: Allow, protocol: TCP, destination: {ports: ['1:1000']}}, {action: Deny, protocol: TCP, destination: {ports: [22, '80:90']}}",
+            "{action: Deny, ipVersion: 4}, {action: Allow, source: {nets: [198.51.100.0/24]}}",
+            "{action: Allow, source: {notNets: [10.0.0.0/8]}}, {action: Deny, source: {nets: [192.0.2.0/24]}}",
+            "{action: Deny, protocol: ICMP, icmp: {type: 8}}, {action: Allow, protocol: ICMP, icmp: {type: 8, code: 0}}",
+            "{action: Allow, source: {selector: \"role == 'db'\"}}, {action: Deny, protocol: UDP, source: {selector: \"role=='db'\"}}",
+        ];
+        for rules in shadowed {
+            let l = lints(&policy(rules));
+            assert_eq!(l.len(), 1, "{rules}: {l:?}");
+            assert!(
+                l[0].contains("warning: GlobalNetworkPolicy 'p' ingress rule 1")
+                    && l[0].contains("is never reached: rule 0"),
+                "{l:?}"
+            );
+        }
+        let reachable = [
+            "{action: Log}, {action: Allow}",
+            "{action: Allow, protocol: TCP}, {action: Deny}",
+            "{action: Allow, protocol: TCP, destination: {ports: [80]}}, {action: Deny, protocol: TCP}",
+            "{action: Allow, source: {nets: [192.0.2.0/28]}}, {action: Deny, source: {nets: [192.0.2.0/24]}}",
+            "{action: Allow, source: {selector: \"role == 'db'\"}}, {action: Deny, source: {nets: [192.0.2.0/24]}}",
+            "{action: Allow, source: {notNets: [192.0.2.0/24]}}, {action: Deny, source: {nets: [192.0.2.0/16]}}",
+            "{action: Deny, ipVersion: 4}, {action: Allow}",
+            "{action: Allow, protocol: TCP, destination: {notPorts: [22]}}, {action: Deny, protocol: TCP, destination: {ports: ['20:30']}}",
+        ];
+        for rules in reachable {
+            let l = lints(&policy(rules));
+            assert!(l.is_empty(), "{rules}: {l:?}");
+        }
+    }
+
+    #[test]
+    fn directions_without_policy_count_every_stage() {
+        let l = lints(HEP);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(
+            l[0].starts_with(
+                "t.yaml:1:3: warning: HostEndpoint 'h' (node node1) has no policy for ingress"
+            ),
+            "{l:?}"
+        );
+        assert!(l[1].contains("has no policy for egress"), "{l:?}");
+        let prednat_in = format!("{HEP}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: pd}}, spec: {{preDNAT: true, applyOnForward: true, selector: all(), ingress: [{{action: Allow}}]}}}}\n");
+        let l = lints(&prednat_in);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("no policy for egress"), "{l:?}");
+        let profile = HEP.replace(
+            "expectedIPs: [192.0.2.1]",
+            "expectedIPs: [192.0.2.1], profiles: [projectcalico-default-allow]",
+        );
+        assert!(lints(&profile).is_empty());
+    }
+
+    #[test]
+    fn one_way_do_not_track() {
+        let untracked = |name: &str, rules: &str| {
+            format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: {name}}}, spec: {{doNotTrack: true, applyOnForward: true, selector: all(), {rules}}}}}\n")
+        };
+        let inbound = untracked(
+            "mc-in",
+            "ingress: [{action: Allow, protocol: TCP, destination: {ports: [11211]}}]",
+        );
+        let l = lints(&format!("{HEP}{BOTH}{inbound}"));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("doNotTrack GlobalNetworkPolicy 'mc-in' allows ingress on HostEndpoint 'h', but no doNotTrack policy allows egress there"), "{l:?}");
+        // The reverse direction in another doNotTrack policy is fine; so is a deny-only one.
+        let outbound = untracked(
+            "mc-out",
+            "egress: [{action: Allow, protocol: TCP, source: {ports: [11211]}}]",
+        );
+        assert!(lints(&format!("{HEP}{BOTH}{inbound}{outbound}")).is_empty());
+        let deny = untracked(
+            "deny-list",
+            "ingress: [{action: Deny, source: {nets: [203.0.113.0/24]}}]",
+        );
+        assert!(lints(&format!("{HEP}{BOTH}{deny}")).is_empty());
+    }
+}

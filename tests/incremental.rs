@@ -1,0 +1,734 @@
+//! Incremental set updates (issue 7 item 2) against a real kernel, each test in its own network
+//! namespaces: `Netlink::update(previous, next)` sends only element changes when only set elements differ,
+//! and the kernel then holds exactly what a full apply of `next` gives:
+//!
+//! - `nft -j list table` equal (handles ignored; the incremental side's content-hash chain left out);
+//! - the kernel's raw set elements equal (`nft --debug=netlink list table`: start and end elements, their
+//!   flags and userdata, the leading end element at 0), which `nft list` alone would not show;
+//! - `table_comment` gives the new content hash, so the daemon recognises its table.
+//!
+//! Cases: additions, removals, adjacent and merging ranges, /0 and /1, IPv6, ports, an emptied set and a
+//! set filled from empty, a random walk over partitions of the address space, GlobalNetworkSet and
+//! HostEndpoint expectedIPs changes compiled from YAML, and 100,000 elements. A non-set change or a kernel
+//! that does not hold `previous` falls back to a full replace; a rejected element batch changes nothing.
+
+mod common;
+
+use common::netns::{require_root, NetNs};
+use hostpolicyd::compile::content_hash;
+use hostpolicyd::nft::{Dataplane, FullReason, Netlink, UpdatePath, HASH_CHAIN};
+use hostpolicyd::ruleset::{
+    BaseHook, Chain, Direction, Family, Hook, Match, PortMatch, Rule, Ruleset, Set, SetElement,
+    SetType, Verdict,
+};
+
+const TABLE: &str = "hostpolicy";
+
+// ---------------------------------------------------------------------------------------------------
+// Rulesets
+
+fn v4(s: &str) -> SetElement {
+    SetElement::V4(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+}
+fn v6(s: &str) -> SetElement {
+    SetElement::V6(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+}
+fn ports(a: u16, b: u16) -> SetElement {
+    SetElement::Ports(a, b)
+}
+
+/// The sets of a test ruleset: an IPv4, an IPv6 and a port set, all used by rules.
+#[derive(Debug, Clone, Default)]
+struct Sets {
+    s4: Vec<SetElement>,
+    s6: Vec<SetElement>,
+    p: Vec<SetElement>,
+}
+
+fn sets4(s4: &[&str]) -> Sets {
+    Sets {
+        s4: s4.iter().map(|s| v4(s)).collect(),
+        ..Sets::default()
+    }
+}
+
+/// A small table whose rules look the sets up (so the sets are bound, as in the daemon's tables), with
+/// the content hash as its comment, as the compiler writes it.
+fn ruleset(sets: &Sets) -> Ruleset {
+    let set = |name: &str, set_type, elements: &Vec<SetElement>| Set {
+        name: name.into(),
+        set_type,
+        elements: elements.clone(),
+    };
+    let lookup = |family, set: &str| Match::Addr {
+        dir: Direction::Source,
+        family,
+        set: set.into(),
+        negate: false,
+    };
+    let mut rs = Ruleset {
+        table: TABLE.into(),
+        comment: String::new(),
+        sets: vec![
+            set("deny-v4", SetType::Ipv4Addr, &sets.s4),
+            set("deny-v6", SetType::Ipv6Addr, &sets.s6),
+            set("svc-ports", SetType::InetService, &sets.p),
+        ],
+        maps: vec![],
+        chains: vec![Chain {
+            name: "filter-input".into(),
+            base: Some(BaseHook {
+                hook: Hook::Input,
+                priority: 0,
+            }),
+            rules: vec![
+                Rule {
+                    matches: vec![lookup(Family::Ipv4, "deny-v4")],
+                    counter: true,
+                    verdict: Some(Verdict::Drop),
+                    comment: Some("deny list v4".into()),
+                    ..Rule::default()
+                },
+                Rule {
+                    matches: vec![lookup(Family::Ipv6, "deny-v6")],
+                    verdict: Some(Verdict::Drop),
+                    ..Rule::default()
+                },
+                Rule {
+                    matches: vec![Match::Port {
+                        dir: Direction::Destination,
+                        proto: 6,
+                        port: PortMatch::Set("svc-ports".into()),
+                        negate: false,
+                    }],
+                    verdict: Some(Verdict::Accept),
+                    ..Rule::default()
+                },
+            ],
+        }],
+    };
+    rs.comment = format!("hostpolicyd sha256:{}", content_hash(&rs));
+    rs
+}
+
+// ---------------------------------------------------------------------------------------------------
+// What the kernel holds
+
+/// Everything that must be equal between an incremental update and a full apply of the same ruleset.
+#[derive(Debug, PartialEq)]
+struct Listing {
+    /// `nft -j list table`, handles removed, the content-hash chain left out.
+    json: serde_json::Value,
+    /// `nft list table`, without the content-hash chain and the table comment (compared apart).
+    text: String,
+    /// The raw element dumps of `nft --debug=netlink list table`, set by set.
+    elements: String,
+    /// What `table_comment` reports (the content hash).
+    comment: Option<String>,
+}
+
+fn nft(ns: &NetNs, args: &[&str]) -> String {
+    ns.exec_ok("nft", args)
+}
+
+fn listing(ns: &NetNs) -> Listing {
+    let raw = nft(ns, &["-j", "list", "table", "inet", TABLE]);
+    let mut json: serde_json::Value = serde_json::from_str(&raw).expect("nft -j output");
+    strip(&mut json);
+    let text = nft(ns, &["list", "table", "inet", TABLE]);
+    let debug = nft(ns, &["--debug=netlink", "list", "table", "inet", TABLE]);
+    let comment = ns
+        .run(|| Netlink::new().unwrap().table_comment(TABLE))
+        .unwrap();
+    Listing {
+        json,
+        text: text_without_hash(&text),
+        elements: element_dumps(&debug),
+        comment,
+    }
+}
+
+/// Handles, the metainfo header and the content-hash chain out; counters zeroed.
+fn strip(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            m.remove("handle");
+            if let Some(Value::Object(c)) = m.get_mut("counter") {
+                c.insert("packets".into(), 0.into());
+                c.insert("bytes".into(), 0.into());
+            }
+            m.values_mut().for_each(strip);
+        }
+        Value::Array(a) => {
+            a.retain(|x| {
+                x.get("metainfo").is_none()
+                    && x.pointer("/chain/name").and_then(Value::as_str) != Some(HASH_CHAIN)
+            });
+            a.iter_mut().for_each(strip);
+        }
+        _ => {}
+    }
+}
+
+/// Blank lines, counter values, the table comment and the content-hash chain out.
+fn text_without_hash(text: &str) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with(&format!("chain {HASH_CHAIN} ")) {
+            skip = true;
+        }
+        let comment = line.starts_with("\tcomment ");
+        if !skip && !comment && !line.trim().is_empty() {
+            // "counter packets N bytes M" -> "counter"
+            let mut words: Vec<&str> = line.split(' ').collect();
+            while let Some(i) = words.iter().position(|w| *w == "packets") {
+                words.drain(i..(i + 4).min(words.len()));
+            }
+            out.push_str(&words.join(" "));
+            out.push('\n');
+        }
+        if skip && line == "\t}" {
+            skip = false;
+        }
+    }
+    out
+}
+
+/// The `inet TABLE @set` blocks of `nft --debug=netlink list table`: every element the kernel holds.
+fn element_dumps(debug: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in debug.lines() {
+        if line.starts_with(&format!("inet {TABLE} @")) {
+            inside = true;
+        } else if !line.starts_with("\telement ") {
+            inside = false;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn apply(ns: &NetNs, rs: &Ruleset) {
+    ns.run(|| Netlink::new().unwrap().apply(rs))
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+}
+
+/// `update(previous, next)` in `ns`; returns the path taken.
+fn update(ns: &NetNs, previous: &Ruleset, next: &Ruleset) -> UpdatePath {
+    ns.run(|| {
+        let mut nl = Netlink::new().unwrap();
+        nl.update(previous, next)
+            .unwrap_or_else(|e| panic!("update: {e}"));
+        nl.last_update().cloned().expect("a path")
+    })
+}
+
+/// What a full apply of `rs` gives, in a fresh namespace.
+fn full_listing(rs: &Ruleset) -> Listing {
+    let ns = NetNs::new("full");
+    apply(&ns, rs);
+    listing(&ns)
+}
+
+/// The first lines where two texts differ (big sets make whole texts unreadable).
+fn first_difference(a: &str, b: &str) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let i = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
+    let show = |l: &[&str]| l.iter().skip(i.saturating_sub(2)).take(6).copied().collect::<Vec<_>>().join("\n");
+    Some(format!(
+        "first difference at line {} of {}/{}:\n--- incremental:\n{}\n--- full apply:\n{}",
+        i + 1,
+        la.len(),
+        lb.len(),
+        show(&la),
+        show(&lb)
+    ))
+}
+
+fn assert_same(what: &str, incremental: &Listing, full: &Listing) {
+    if let Some(d) = first_difference(&incremental.elements, &full.elements) {
+        panic!("{what}: raw set elements differ, {d}");
+    }
+    if incremental.json != full.json {
+        let pretty = |v| serde_json::to_string_pretty(v).unwrap();
+        let d = first_difference(&pretty(&incremental.json), &pretty(&full.json));
+        panic!("{what}: nft -j list table differs, {}", d.unwrap_or_default());
+    }
+    if let Some(d) = first_difference(&incremental.text, &full.text) {
+        panic!("{what}: nft list table differs, {d}");
+    }
+    assert_eq!(incremental.comment, full.comment, "{what}: content hash");
+}
+
+/// Walks `states` in one namespace with `update`, checking after each step that the kernel holds what a
+/// full apply gives and that the element path was taken.
+fn walk(what: &str, states: &[Sets]) {
+    let ns = NetNs::new("inc");
+    let mut previous = ruleset(&states[0]);
+    apply(&ns, &previous);
+    for (i, s) in states.iter().enumerate().skip(1) {
+        let next = ruleset(s);
+        let path = update(&ns, &previous, &next);
+        assert!(
+            matches!(path, UpdatePath::Elements { .. }),
+            "{what}, step {i}: {path:?}"
+        );
+        assert_same(&format!("{what}, step {i}"), &listing(&ns), &full_listing(&next));
+        previous = next;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The element path gives what a full apply gives
+
+#[test]
+fn additions_and_removals() {
+    if !require_root("additions_and_removals") {
+        return;
+    }
+    walk(
+        "v4",
+        &[
+            sets4(&["192.0.2.0/28", "198.51.100.0/24", "203.0.113.7/32"]),
+            // one added between, one at the end
+            sets4(&["192.0.2.0/28", "192.0.2.64/26", "198.51.100.0/24", "203.0.113.7/32", "203.0.113.200/32"]),
+            // one removed in the middle, one at the start
+            sets4(&["192.0.2.64/26", "203.0.113.7/32", "203.0.113.200/32"]),
+            // a range that grows and one that shrinks (same start, other end)
+            sets4(&["192.0.2.64/26", "203.0.113.0/28", "203.0.113.200/32"]),
+            sets4(&["192.0.2.64/27", "203.0.113.0/28", "203.0.113.200/32"]),
+        ],
+    );
+}
+
+#[test]
+fn adjacent_and_merging_ranges() {
+    if !require_root("adjacent_and_merging_ranges") {
+        return;
+    }
+    walk(
+        "adjacent",
+        &[
+            // 192.0.2.0/25 and 192.0.2.128/25 are adjacent: the end of one is the start of the other
+            sets4(&["192.0.2.0/25", "192.0.2.128/25"]),
+            // the lower one removed, then back
+            sets4(&["192.0.2.128/25"]),
+            sets4(&["192.0.2.0/25", "192.0.2.128/25"]),
+            // the upper one removed, then a third adjacent one above
+            sets4(&["192.0.2.0/25"]),
+            sets4(&["192.0.2.0/25", "192.0.2.128/26", "192.0.2.192/26"]),
+            // merged into one covering range, then split again differently
+            sets4(&["192.0.2.0/24"]),
+            sets4(&["192.0.2.0/26", "192.0.2.64/26", "192.0.2.128/25"]),
+            // the middle of three adjacent ranges out, then in
+            sets4(&["192.0.2.0/26", "192.0.2.128/25"]),
+            sets4(&["192.0.2.0/26", "192.0.2.64/26", "192.0.2.128/25"]),
+        ],
+    );
+}
+
+#[test]
+fn slash_zero_and_slash_one() {
+    if !require_root("slash_zero_and_slash_one") {
+        return;
+    }
+    walk(
+        "/0 and /1",
+        &[
+            sets4(&["0.0.0.0/0"]),
+            sets4(&["0.0.0.0/1"]),
+            sets4(&["0.0.0.0/1", "128.0.0.0/1"]),
+            sets4(&["128.0.0.0/1"]),
+            sets4(&["0.0.0.0/0"]),
+            sets4(&["10.0.0.0/8", "128.0.0.0/1"]),
+            sets4(&["0.0.0.0/8", "10.0.0.0/8", "128.0.0.0/2"]),
+            sets4(&["0.0.0.0/8", "10.0.0.0/8", "192.0.0.0/2"]),
+            sets4(&["255.255.255.255/32"]),
+            sets4(&["0.0.0.0/32", "255.255.255.255/32"]),
+        ],
+    );
+}
+
+#[test]
+fn ipv6_and_ports() {
+    if !require_root("ipv6_and_ports") {
+        return;
+    }
+    let s = |s6: &[&str], p: &[(u16, u16)]| Sets {
+        s4: vec![v4("192.0.2.0/24")],
+        s6: s6.iter().map(|s| v6(s)).collect(),
+        p: p.iter().map(|&(a, b)| ports(a, b)).collect(),
+    };
+    walk(
+        "v6 and ports",
+        &[
+            s(&["2001:db8::/48", "2001:db8:1::/48"], &[(0, 22), (80, 80), (65535, 65535)]),
+            s(&["2001:db8:1::/48", "2001:db8:2::1/128"], &[(22, 22), (80, 81), (65000, 65535)]),
+            s(&["::/0"], &[(0, 65535)]),
+            s(&["::/1", "8000::/1"], &[(0, 0), (65535, 65535)]),
+            s(&["8000::/1"], &[(1, 65534)]),
+            s(&["2001:db8::/32"], &[]),
+            s(&[], &[(443, 443)]),
+        ],
+    );
+}
+
+#[test]
+fn emptied_and_filled_from_empty() {
+    if !require_root("emptied_and_filled_from_empty") {
+        return;
+    }
+    walk(
+        "empty",
+        &[
+            Sets::default(),
+            sets4(&["192.0.2.1/32"]),
+            Sets::default(),
+            sets4(&["0.0.0.0/8"]),
+            Sets::default(),
+            Sets {
+                s4: vec![v4("198.51.100.0/24")],
+                s6: vec![v6("2001:db8::/64")],
+                p: vec![ports(8080, 8081)],
+            },
+            Sets::default(),
+        ],
+    );
+}
+
+/// A deterministic random walk: each state is a random subset of one of several partitions of the IPv4
+/// space (so ranges are adjacent, and a range of one state may cover several of the next).
+#[test]
+fn random_walk_over_partitions() {
+    if !require_root("random_walk_over_partitions") {
+        return;
+    }
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // Partitions of 0.0.0.0/0: by /2, by halving from the top (0/1, 128/2, 192/3, ...), and by /4.
+    let by = |len: u8| -> Vec<String> {
+        (0..1u32 << len)
+            .map(|i| format!("{}/{len}", std::net::Ipv4Addr::from(i << (32 - len))))
+            .collect()
+    };
+    let halving: Vec<String> = (1..=32u32)
+        .map(|len| {
+            let start = if len == 1 { 0 } else { !0u32 << (33 - len) };
+            format!("{}/{len}", std::net::Ipv4Addr::from(start))
+        })
+        .chain(["255.255.255.255/32".to_string()])
+        .collect();
+    let partitions = [by(2), halving, by(4)];
+    let mut states = Vec::new();
+    for _ in 0..40 {
+        let p = &partitions[(rand() % partitions.len() as u64) as usize];
+        let keep = rand();
+        let picked: Vec<&str> = p
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep >> (i % 64) & 1 == 1)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        states.push(sets4(&picked));
+    }
+    walk("random walk", &states);
+}
+
+/// The compiler's own output: a GlobalNetworkSet and a HostEndpoint's expectedIPs feeding rule
+/// selectors, changed in the YAML.
+#[test]
+fn globalnetworkset_and_expected_ips_from_yaml() {
+    if !require_root("globalnetworkset_and_expected_ips_from_yaml") {
+        return;
+    }
+    let yaml = |nets: &str, peer_ips: &str| {
+        format!(
+            r#"
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {{name: node1-eth0, labels: {{role: node}}}}
+  spec: {{node: node1, interfaceName: eth0, expectedIPs: [192.0.2.1]}}
+- apiVersion: projectcalico.org/v3
+  kind: HostEndpoint
+  metadata: {{name: peer-eth0, labels: {{role: peer}}}}
+  spec: {{node: peer, interfaceName: eth0, expectedIPs: [{peer_ips}]}}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkSet
+  metadata: {{name: deny-list, labels: {{role: deny-list}}}}
+  spec: {{nets: [{nets}]}}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {{name: deny-listed}}
+  spec:
+    order: 1
+    preDNAT: true
+    applyOnForward: true
+    selector: role == 'node'
+    ingress: [{{action: Deny, source: {{selector: role == 'deny-list'}}}}]
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {{name: from-peers}}
+  spec:
+    order: 2
+    selector: role == 'node'
+    ingress: [{{action: Allow, protocol: TCP, source: {{selector: role == 'peer'}}, destination: {{ports: [22]}}}}]
+"#
+        )
+    };
+    let compile = |text: String| {
+        let loaded = hostpolicyd::load::load_sources(&[("t.yaml".to_string(), text)]);
+        let built = hostpolicyd::pipeline::build(loaded, "node1", &[], TABLE, false)
+            .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+        built.ruleset
+    };
+    let states = [
+        compile(yaml("203.0.113.0/25, 2001:db8:bad::/48", "198.51.100.5")),
+        // one net changed in the GlobalNetworkSet
+        compile(yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.5")),
+        // the peer's expectedIPs changed (and an IPv6 one added)
+        compile(yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
+        // the deny list emptied of IPv4, then an adjacent pair
+        compile(yaml("2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
+        compile(yaml("203.0.113.0/26, 203.0.113.64/27, 2001:db8:bad::/48", "198.51.100.6")),
+    ];
+    let ns = NetNs::new("yaml");
+    apply(&ns, &states[0]);
+    for (i, pair) in states.windows(2).enumerate() {
+        let path = update(&ns, &pair[0], &pair[1]);
+        assert!(
+            matches!(path, UpdatePath::Elements { sets: 1.., .. }),
+            "step {i}: {path:?}"
+        );
+        assert_same(&format!("yaml step {i}"), &listing(&ns), &full_listing(&pair[1]));
+    }
+}
+
+/// One net changed in a 100,000-net set (the benchmark's case), and a second update after it (the
+/// content-hash chain already exists and is replaced).
+#[test]
+fn one_net_in_100000() {
+    if !require_root("one_net_in_100000") {
+        return;
+    }
+    // IPv4 /32s outside the documentation ranges, only ever set elements: no packet is sent to them.
+    let many = |skip: u32, extra: &str| {
+        let mut s4: Vec<SetElement> = (0..100_000u32)
+            .filter(|&i| i != skip)
+            .map(|i| v4(&format!("{}/32", std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i))))
+            .collect();
+        s4.push(v4(extra));
+        Sets {
+            s4,
+            ..Sets::default()
+        }
+    };
+    walk(
+        "100,000",
+        &[
+            many(100_000, "192.0.2.1/32"),
+            many(5, "192.0.2.1/32"),
+            many(5, "192.0.2.2/32"),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Fallbacks and atomicity
+
+#[test]
+fn a_non_set_change_replaces_the_table() {
+    if !require_root("a_non_set_change_replaces_the_table") {
+        return;
+    }
+    let ns = NetNs::new("fallback");
+    let a = ruleset(&sets4(&["192.0.2.0/24"]));
+    let mut b = ruleset(&sets4(&["198.51.100.0/24"]));
+    b.chains[0].rules[2].verdict = Some(Verdict::Drop);
+    b.comment = format!("hostpolicyd sha256:{}", content_hash(&b));
+    apply(&ns, &a);
+    assert_eq!(
+        update(&ns, &a, &b),
+        UpdatePath::Full(FullReason::NotOnlyElements)
+    );
+    assert_same("rule changed", &listing(&ns), &full_listing(&b));
+
+    // After an element update (content-hash chain present), a full replace removes that chain.
+    let c = ruleset(&sets4(&["203.0.113.0/24"]));
+    let mut d = c.clone();
+    d.chains[0].rules.pop();
+    d.comment = format!("hostpolicyd sha256:{}", content_hash(&d));
+    let mut b2 = b.clone();
+    b2.chains[0].rules[2].verdict = Some(Verdict::Accept);
+    b2.comment = format!("hostpolicyd sha256:{}", content_hash(&b2));
+    assert_eq!(update(&ns, &b, &b2), UpdatePath::Full(FullReason::NotOnlyElements));
+    assert!(matches!(update(&ns, &b2, &c), UpdatePath::Elements { .. }));
+    assert!(nft(&ns, &["list", "table", "inet", TABLE]).contains(HASH_CHAIN));
+    assert_eq!(update(&ns, &c, &d), UpdatePath::Full(FullReason::NotOnlyElements));
+    assert!(!nft(&ns, &["list", "table", "inet", TABLE]).contains(HASH_CHAIN));
+    assert_same("after the hash chain", &listing(&ns), &full_listing(&d));
+}
+
+#[test]
+fn a_kernel_without_previous_gets_a_full_replace() {
+    if !require_root("a_kernel_without_previous_gets_a_full_replace") {
+        return;
+    }
+    let ns = NetNs::new("nokernel");
+    let a = ruleset(&sets4(&["192.0.2.0/24"]));
+    let b = ruleset(&sets4(&["198.51.100.0/24"]));
+    // No table at all.
+    assert_eq!(update(&ns, &a, &b), UpdatePath::Full(FullReason::KernelDiffers));
+    assert_same("no table", &listing(&ns), &full_listing(&b));
+    // Another ruleset in the kernel than the caller's previous one.
+    let c = ruleset(&sets4(&["203.0.113.0/24"]));
+    assert_eq!(update(&ns, &a, &c), UpdatePath::Full(FullReason::KernelDiffers));
+    assert_same("other table", &listing(&ns), &full_listing(&c));
+}
+
+/// The kernel's sets changed behind our back (an element the update deletes is already gone, or one it
+/// adds is already there): the element batch fails as a whole and changes nothing (handles included);
+/// `update` then replaces the table.
+#[test]
+fn a_rejected_element_batch_changes_nothing() {
+    if !require_root("a_rejected_element_batch_changes_nothing") {
+        return;
+    }
+    let a = ruleset(&Sets {
+        s4: vec![v4("192.0.2.0/25"), v4("198.51.100.0/24")],
+        s6: vec![v6("2001:db8::/64")],
+        p: vec![ports(22, 22)],
+    });
+    let b = ruleset(&Sets {
+        s4: vec![v4("192.0.2.0/25"), v4("203.0.113.0/24")],
+        s6: vec![v6("2001:db8:1::/64")],
+        p: vec![ports(22, 22), ports(80, 80)],
+    });
+    for (what, behind_our_back) in [
+        ("delete", ["delete", "element", "inet", TABLE, "deny-v4", "{ 198.51.100.0/24 }"]),
+        ("add", ["add", "element", "inet", TABLE, "svc-ports", "{ 80 }"]),
+    ] {
+        let ns = NetNs::new("reject");
+        apply(&ns, &a);
+        nft(&ns, &behind_our_back);
+        let exact = |ns: &NetNs| {
+            (
+                nft(ns, &["-j", "list", "table", "inet", TABLE]),
+                nft(ns, &["--debug=netlink", "list", "table", "inet", TABLE]),
+            )
+        };
+        let before = exact(&ns);
+        let comment_before = listing(&ns).comment;
+        let err = ns
+            .run(|| Netlink::new().unwrap().update_elements(&a, &b))
+            .expect_err("the kernel must reject the element batch");
+        assert!(err.errno.is_some(), "{what}: a kernel error: {err}");
+        assert!(
+            err.message.contains("of set") || err.message.contains("elements"),
+            "{what}: names the set: {err}"
+        );
+        assert_eq!(exact(&ns), before, "{what}: the table is unchanged");
+        assert_eq!(listing(&ns).comment, comment_before, "{what}: same hash");
+
+        let path = update(&ns, &a, &b);
+        assert!(
+            matches!(path, UpdatePath::Full(FullReason::Rejected(_))),
+            "{what}: {path:?}"
+        );
+        assert_same(&format!("{what}: after the fallback"), &listing(&ns), &full_listing(&b));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The element messages are nft's
+
+/// The elements nft sends for `nft --debug=netlink OP element inet TABLE SET { ITEMS }`, as
+/// `OP SET: ELEMENT; ELEMENT` (the message follows a `SET TABLE 0` line, after nft's cache dumps).
+fn nft_elements(ns: &NetNs, op: &str, set: &str, items: &str) -> String {
+    let items = format!("{{ {items} }}");
+    let out = nft(ns, &["--debug=netlink", op, "element", "inet", TABLE, set, &items]);
+    let header = format!("{set} {TABLE} 0");
+    let mut lines = out.lines().skip_while(|l| *l != header).skip(1);
+    let mut text = String::new();
+    for l in lines.by_ref().take_while(|l| l.starts_with('\t')) {
+        text.push_str(l);
+    }
+    let elems: Vec<String> = text
+        .split("element ")
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|e| !e.is_empty())
+        .collect();
+    assert!(!elems.is_empty(), "no message for {op} {items} in:\n{out}");
+    format!("{op} {set}: {}\n", elems.join("; "))
+}
+
+/// Deleting or adding ranges (middle, adjacent on either side, open at the top, IPv6, ports, into an
+/// empty set) sends exactly the elements nft sends for the same `delete element` / `add element`, with
+/// the same flags and userdata. (Where nft differs on purpose, the leading end element when a set
+/// becomes empty or gains a first range at 0, the tests above compare with a full apply instead.)
+#[test]
+fn element_messages_are_nfts() {
+    if !require_root("element_messages_are_nfts") {
+        return;
+    }
+    let start = Sets {
+        s4: ["10.0.0.0/8", "12.0.0.0/8", "13.0.0.0/8", "128.0.0.0/1"]
+            .iter()
+            .map(|s| v4(s))
+            .collect(),
+        s6: vec![v6("2001:db8::/48"), v6("2001:db8:1::/48"), v6("2001:db8:3::/48")],
+        p: vec![ports(22, 22), ports(80, 80), ports(65535, 65535)],
+    };
+    let edit = |f: &dyn Fn(&mut Sets)| {
+        let mut s = start.clone();
+        f(&mut s);
+        s
+    };
+    let cases: Vec<(&str, &str, &str, Sets)> = vec![
+        ("delete", "deny-v4", "12.0.0.0/8", edit(&|s| drop(s.s4.remove(1)))),
+        ("delete", "deny-v4", "13.0.0.0/8", edit(&|s| drop(s.s4.remove(2)))),
+        ("delete", "deny-v4", "128.0.0.0/1", edit(&|s| drop(s.s4.remove(3)))),
+        ("add", "deny-v4", "11.0.0.0/8", edit(&|s| s.s4.insert(1, v4("11.0.0.0/8")))),
+        ("add", "deny-v4", "14.0.0.0/7", edit(&|s| s.s4.insert(3, v4("14.0.0.0/7")))),
+        ("delete", "deny-v6", "2001:db8:1::/48", edit(&|s| drop(s.s6.remove(1)))),
+        ("add", "deny-v6", "2001:db8:2::/48", edit(&|s| s.s6.insert(2, v6("2001:db8:2::/48")))),
+        ("add", "deny-v6", "8000::/1", edit(&|s| s.s6.push(v6("8000::/1")))),
+        ("delete", "svc-ports", "80", edit(&|s| drop(s.p.remove(1)))),
+        ("delete", "svc-ports", "65535", edit(&|s| drop(s.p.remove(2)))),
+        ("add", "svc-ports", "23-79", edit(&|s| s.p.insert(1, ports(23, 79)))),
+    ];
+    let before = ruleset(&start);
+    for (op, set, items, after) in &cases {
+        let ns = NetNs::new("nftmsg");
+        apply(&ns, &before);
+        let theirs = nft_elements(&ns, op, set, items);
+        let next = ruleset(after);
+        let delta = hostpolicyd::nft::set_delta(&before, &next).expect("elements only");
+        let ours = hostpolicyd::nft::delta::debug_elements(&next, &delta);
+        assert_eq!(ours, theirs, "{op} {items} in {set}");
+        // and nft's result is what a full apply gives
+        assert_eq!(listing(&ns).elements, full_listing(&next).elements, "{op} {items}");
+    }
+
+    // Into an empty set nft also sends the leading end element first.
+    let empty = ruleset(&Sets::default());
+    let ns = NetNs::new("nftmsg");
+    apply(&ns, &empty);
+    let theirs = nft_elements(&ns, "add", "deny-v4", "192.0.2.0/24");
+    let next = ruleset(&sets4(&["192.0.2.0/24"]));
+    let delta = hostpolicyd::nft::set_delta(&empty, &next).unwrap();
+    assert_eq!(hostpolicyd::nft::delta::debug_elements(&next, &delta), theirs);
+}
