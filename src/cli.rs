@@ -72,6 +72,7 @@ pub struct Cli {
         value_name = "yes|no",
         default_value = "yes",
         value_parser = clap::builder::BoolishValueParser::new(),
+        hide_possible_values = true,
         action = clap::ArgAction::Set
     )]
     pub strict_modes: bool,

@@ -1022,7 +1022,11 @@ pub(crate) mod tests {
         );
         e.set_degraded(Some("x".into()));
         e.reconcile(Ok(&a), T0);
-        assert_eq!(e.summary().degraded, None, "the configuration's ruleset is in force");
+        assert_eq!(
+            e.summary().degraded,
+            None,
+            "the configuration's ruleset is in force"
+        );
     }
 
     #[test]

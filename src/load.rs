@@ -188,9 +188,7 @@ fn untrusted(path: &Path, is_dir: bool) -> Option<Diagnostic> {
         Diagnostic {
             severity: Severity::Error,
             pos: None,
-            message: format!(
-                "refusing the configuration directory {name}: {problem} {hint}"
-            ),
+            message: format!("refusing the configuration directory {name}: {problem} {hint}"),
         }
     } else {
         file_error(&name, &format!("is not trusted: {problem} {hint}"))
@@ -256,7 +254,10 @@ mod tests {
                  {name} (or run with --strict-modes=no)"
             )]
         );
-        assert!(loaded.config.policies.is_empty(), "an untrusted file is not read");
+        assert!(
+            loaded.config.policies.is_empty(),
+            "an untrusted file is not read"
+        );
         chmod(&a, 0o646);
         assert!(load_dir_with(&dir, true).diagnostics[0]
             .message

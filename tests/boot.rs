@@ -136,7 +136,8 @@ fn boot_with_a_broken_configuration_applies_the_last_good_and_recovers() {
     let d = Daemon::start(&t.node, &t.hpd, &[("NOTIFY_SOCKET", sock.as_str())]);
     let status = listener.ready_status();
     assert!(
-        status.starts_with("DEGRADED: configuration invalid at start: applied the last good ruleset"),
+        status
+            .starts_with("DEGRADED: configuration invalid at start: applied the last good ruleset"),
         "STATUS={status}\n{}",
         d.log()
     );
@@ -160,7 +161,10 @@ fn boot_with_a_broken_configuration_applies_the_last_good_and_recovers() {
     assert!(warning.contains("WARN"), "{warning}");
     d.wait_log(&["allow-8080.yaml:", "error:"]);
     let text = output_text(&t.hpd.run(&t.node, &["status"]));
-    assert!(text.contains("DEGRADED: configuration invalid at start"), "{text}");
+    assert!(
+        text.contains("DEGRADED: configuration invalid at start"),
+        "{text}"
+    );
 
     // 5. The files are repaired (now allowing 8082 instead of 8080): applied at once, no longer degraded.
     write_ansible(&dir, "allow-8080.yaml", &allow_port("allow-8082", 8082));
@@ -199,7 +203,8 @@ fn boot_without_a_last_good_applies_nothing_and_is_still_ready() {
     let d = Daemon::start(&ns, &hpd, &[("NOTIFY_SOCKET", sock.as_str())]);
     let status = listener.ready_status();
     assert!(
-        status.contains("DEGRADED: configuration invalid at start and there is no last good ruleset"),
+        status
+            .contains("DEGRADED: configuration invalid at start and there is no last good ruleset"),
         "STATUS={status}"
     );
     assert!(status.contains("nothing applied"), "STATUS={status}");

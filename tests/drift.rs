@@ -38,12 +38,16 @@ fn open(t: &Topology, port: u16) -> bool {
 }
 
 fn repairs(s: &serde_json::Value) -> u64 {
-    s["drift_repairs"].as_u64().unwrap_or_else(|| panic!("{s:#}"))
+    s["drift_repairs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{s:#}"))
 }
 
 #[test]
 fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone() {
-    if !require_root("deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone") {
+    if !require_root(
+        "deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone",
+    ) {
         return;
     }
     let t = Topology::standard();
@@ -70,11 +74,22 @@ fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone
             &["delete", "table", "inet", "hostpolicy"],
             "table deleted",
         ),
-        ("nft flush ruleset", &["flush", "ruleset"], "ruleset flushed"),
+        (
+            "nft flush ruleset",
+            &["flush", "ruleset"],
+            "ruleset flushed",
+        ),
         (
             "a rule inserted by hand",
             &[
-                "insert", "rule", "inet", "hostpolicy", "filter-input", "tcp", "dport", "8081",
+                "insert",
+                "rule",
+                "inet",
+                "hostpolicy",
+                "filter-input",
+                "tcp",
+                "dport",
+                "8081",
                 "accept",
             ],
             "1 rule added to chain filter-input",
@@ -117,7 +132,10 @@ fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone
         );
         assert_eq!(last["repaired"], true, "{last:#}");
         assert!(
-            last["by"][0].as_str().unwrap_or("").starts_with("nft (pid "),
+            last["by"][0]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("nft (pid "),
             "{what}: the writer is named: {last:#}"
         );
         let line = d.wait_log(&["event=\"drift_repaired\"", change]);
@@ -151,7 +169,10 @@ fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone
             "priority", "10", ";", "}",
         ],
     );
-    t.node.exec_ok("nft", ["add", "rule", "inet", "foreign", "input", "counter"]);
+    t.node.exec_ok(
+        "nft",
+        ["add", "rule", "inet", "foreign", "input", "counter"],
+    );
     // A burst reaches the writer within about 0.5 s ([`drift::CAP`]); give it twice the promised second.
     std::thread::sleep(Duration::from_secs(2));
     let s = d.status(&t.node, &t.hpd).unwrap();
@@ -163,5 +184,8 @@ fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone
         d.log()
     );
     assert!(nft_tables(&t.node).contains(&"inet foreign".to_string()));
-    assert_eq!(nft_json(&t.node, "inet", "hostpolicy").as_ref(), Some(&before));
+    assert_eq!(
+        nft_json(&t.node, "inet", "hostpolicy").as_ref(),
+        Some(&before)
+    );
 }

@@ -16,9 +16,18 @@
 //!    fingerprint of the table ([`nftmon::fingerprint`]) against the [`Expectation`] recorded right after
 //!    its own last write ([`diff`]). Only a difference is drift: a write attributed to someone else that
 //!    left the table as we wrote it changes nothing, so a wrong attribution can never start a repair loop.
-//! 4. A repair re-applies the last good ruleset atomically, at once for the first [`Limiter::FREE`]
-//!    repairs, then with an exponential backoff up to [`Limiter::MAX`] against a persistent adversary;
-//!    the streak is forgotten after [`Limiter::RESET`] without drift.
+//! 4. A repair re-applies the last good ruleset through the dataplane (the same atomic swap as any
+//!    apply), then reads the table back: what still differs from the expectation (an object the
+//!    dataplane does not manage, say) makes the repair a failure, retried later. The expectation is not
+//!    re-read from the kernel after a repair, so such a leftover is never taken for our own. Repairs run
+//!    at once for the first [`Limiter::FREE`] of a streak, then with an exponential backoff up to
+//!    [`Limiter::MAX`] against a persistent adversary; the streak is forgotten after [`Limiter::RESET`]
+//!    without a repair.
+//!
+//! Compared: the table's content hash, its chains (hook, priority, policy, the rules in order), its sets
+//! and maps (definition, elements); not handles (a table re-created with the same content is the same),
+//! counters, or stateful objects and flowtables (hostpolicyd writes none, filters with none, and its
+//! apply would not remove one someone else added).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::Sender;
@@ -521,7 +530,10 @@ mod tests {
         // Our own apply.
         assert!(c.note(&obj(What::Table, true, "hostpolicy", 100), t0));
         assert!(c.note(&obj(What::Rule, false, "hostpolicy", 100), t0));
-        assert!(!c.note(&gen(100, "hostpolicyd"), t0), "our own NEWGEN adds nothing");
+        assert!(
+            !c.note(&gen(100, "hostpolicyd"), t0),
+            "our own NEWGEN adds nothing"
+        );
         let b = c.take().unwrap();
         assert_eq!((b.own, b.foreign), (2, 0));
         assert!(b.only_own());
@@ -554,10 +566,7 @@ mod tests {
         let b = c.take().unwrap();
         assert_eq!(b.foreign, 2);
         assert_eq!(b.other_tables_deleted, 2);
-        assert_eq!(
-            b.writers.iter().collect::<Vec<_>>(),
-            ["nft (pid 9)"]
-        );
+        assert_eq!(b.writers.iter().collect::<Vec<_>>(), ["nft (pid 9)"]);
         assert!(!b.only_own());
 
         c.lost(t0);

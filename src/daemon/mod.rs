@@ -584,7 +584,9 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         let state = self.store.dir().display().to_string();
         let s = self.engine.summary();
         let last_good = match (&s.hash, self.engine.last_good()) {
-            (Some(h), Some(_)) => Some(format!("generation {} (sha256:{})", s.generation, short(h))),
+            (Some(h), Some(_)) => {
+                Some(format!("generation {} (sha256:{})", s.generation, short(h)))
+            }
             _ => None,
         };
         let (reason, applied) = match (s.kernel.as_str(), last_good) {
@@ -688,6 +690,23 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             return;
         }
         match self.look(Some(&burst)) {
+            Look::InSync if burst.foreign > 0 => {
+                let by = burst.writers.iter().cloned().collect::<Vec<_>>().join(", ");
+                info!(
+                    event = "drift_none",
+                    own = burst.own,
+                    foreign = burst.foreign,
+                    by,
+                    "table inet {} was written to by {} but still holds what we applied (stateful \
+                     objects and flowtables are not compared)",
+                    self.settings.table,
+                    if by.is_empty() {
+                        "another process"
+                    } else {
+                        by.as_str()
+                    }
+                )
+            }
             Look::InSync => debug!(
                 event = "drift_none",
                 own = burst.own,
@@ -771,17 +790,14 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 "table inet {table} changed again ({change}){by_text}: {streak} repairs within a minute, \
                  next repair in {delay_ms} ms"
             );
-            self.pending_repair = Some(PendingRepair {
-                at,
-                since,
-                writers,
-            });
+            self.pending_repair = Some(PendingRepair { at, since, writers });
             return;
         }
         self.repair_now(changes, writers, since);
     }
 
-    /// Re-applies the last good ruleset (the rate limit was consulted), records and logs the repair.
+    /// Re-applies the last good ruleset (the rate limit was consulted), checks the result, records and
+    /// logs the repair.
     fn repair_now(&mut self, changes: Vec<String>, writers: BTreeSet<String>, since: Instant) {
         let table = self.settings.table.clone();
         let change = drift::summarize(&changes, DRIFT_CHANGES_LOGGED);
@@ -795,13 +811,25 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.limiter.record(now);
         let result = self.engine.reapply_last_good();
         let latency_ms = since.elapsed().as_millis() as u64;
+        // Whatever the re-apply could not undo (e.g. an object the dataplane does not manage).
+        let result = result.map_err(|e| e.to_string()).and_then(|()| {
+            let remaining = self.verify_repair();
+            if remaining.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the table still differs after re-applying the last good ruleset: {}",
+                    drift::summarize(&remaining, DRIFT_CHANGES_LOGGED)
+                ))
+            }
+        });
         let wall = SystemTime::now();
         self.engine.record_drift(DriftSummary {
             at: rfc3339(wall),
             changes,
             by: writers.iter().cloned().collect(),
             repaired: result.is_ok(),
-            error: result.as_ref().err().map(|e| e.to_string()),
+            error: result.as_ref().err().cloned(),
             latency_ms,
         });
         let s = self.engine.summary();
@@ -811,30 +839,27 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             s.drift_repairs,
         );
         match result {
-            Ok(()) => {
-                self.arm();
-                warn!(
-                    event = "drift_repaired",
-                    table,
-                    change,
-                    by,
-                    latency_ms,
-                    repairs,
-                    generation,
-                    hash,
-                    "drift repaired: {change}{by_text}; table inet {table} is back to generation \
-                     {generation} (sha256:{}) after {latency_ms} ms",
-                    short(&hash)
-                );
-            }
+            Ok(()) => warn!(
+                event = "drift_repaired",
+                table,
+                change,
+                by,
+                latency_ms,
+                repairs,
+                generation,
+                hash,
+                "drift repaired: {change}{by_text}; table inet {table} is back to generation \
+                 {generation} (sha256:{}) after {latency_ms} ms",
+                short(&hash)
+            ),
             Err(e) => {
                 error!(
                     event = "drift_repair_failed",
                     table,
                     change,
                     by,
-                    "table inet {table} changed ({change}){by_text} and re-applying the last good \
-                     ruleset failed: {e}"
+                    "table inet {table} changed ({change}){by_text} and the repair failed: {e}; \
+                     trying again later"
                 );
                 self.pending_repair = Some(PendingRepair {
                     at: self
@@ -850,6 +875,33 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.notifier.status(&self.status_line());
     }
 
+    /// After a repair: what still differs from the guard (nothing, normally). The guard is kept as it
+    /// was, not re-read from the kernel, so that a change the repair could not undo is not taken for
+    /// what we applied.
+    fn verify_repair(&mut self) -> Vec<String> {
+        if self.engine.summary().kernel != "ours" {
+            return vec![format!(
+                "the kernel's table is {}",
+                kernel_text(&self.engine.summary().kernel)
+            )];
+        }
+        let Some(guard) = self.guard.as_mut() else {
+            return Vec::new();
+        };
+        match (self.fingerprint)(&self.settings.table) {
+            Ok(Some(print)) => {
+                let remaining = drift::diff(guard, &print);
+                if remaining.is_empty() && guard.baseline.is_none() {
+                    guard.baseline = Some(print);
+                }
+                remaining
+            }
+            Ok(None) => vec!["table deleted".to_string()],
+            // Cannot tell: the next change looks again.
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The waiting repair is due (the rate limit set its time): look again, repair if still needed.
     fn repair_pending(&mut self) {
         let Some(p) = self.pending_repair.take() else {
@@ -858,8 +910,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         match self.look(None) {
             Look::InSync => info!(
                 event = "drift_resolved",
-                "table inet {} holds what we applied again; no repair needed",
-                self.settings.table
+                "table inet {} holds what we applied again; no repair needed", self.settings.table
             ),
             Look::Unknown(e) => {
                 warn!(
@@ -1092,7 +1143,11 @@ mod tests {
         assert_eq!(last.changes, ["table deleted"]);
         assert_eq!(last.by, ["nft (pid 7)"]);
         assert!(last.repaired);
-        assert_eq!((s.generation, s.applies), (1, 1), "a repair is no new ruleset");
+        assert_eq!(
+            (s.generation, s.applies),
+            (1, 1),
+            "a repair is no new ruleset"
+        );
         assert!(
             d.status_line().ends_with("; 1 drift repair"),
             "{}",
@@ -1139,6 +1194,53 @@ mod tests {
     }
 
     #[test]
+    fn a_change_the_repair_cannot_undo_is_a_failed_repair_not_a_new_baseline() {
+        let (settings, root) = settings("undo");
+        let (tx, _rx) = mpsc::channel();
+        let kernel = Arc::new(Mutex::new(TablePrint::default()));
+        let k = kernel.clone();
+        let mut d = Daemon::new(
+            &settings,
+            Kernel1::default(),
+            Script::default(),
+            "stderr",
+            tx,
+        )
+        .unwrap()
+        .with_fingerprinter(move |_| Ok(Some(k.lock().unwrap().clone())));
+        assert_eq!(d.reload(Trigger::Start).kind(), "applied");
+        // Someone adds a chain that re-applying does not remove.
+        kernel
+            .lock()
+            .unwrap()
+            .chains
+            .insert("intruder".into(), Default::default());
+        d.drift(foreign_burst());
+        let s = d.engine.summary().clone();
+        let last = s.last_drift.unwrap();
+        assert_eq!(last.changes, ["chain intruder added"]);
+        assert!(!last.repaired);
+        assert!(
+            last.error.as_deref().unwrap().contains("still differs"),
+            "{last:?}"
+        );
+        assert_eq!(s.drift_repairs, 0);
+        assert!(d.pending_repair.is_some(), "tried again later");
+        // The intruder is not taken for ours: once gone, nothing is left to repair.
+        kernel.lock().unwrap().chains.remove("intruder");
+        d.pending_repair.as_mut().unwrap().at = Instant::now();
+        let writes = d.engine.dataplane().calls.len();
+        d.repair_pending();
+        assert_eq!(
+            d.engine.dataplane().calls.len(),
+            writes,
+            "in sync: no write"
+        );
+        assert!(d.pending_repair.is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn invalid_configuration_at_start_applies_the_last_good_and_is_degraded() {
         let (settings, root) = settings("boot");
         // A previous run applied a ruleset and saved it.
@@ -1169,13 +1271,23 @@ mod tests {
         tx.send(Event::Signal(signal_hook::consts::SIGTERM))
             .unwrap();
         assert_eq!(d.run(rx), EXIT_OK);
-        assert!(d.engine.dataplane().table.is_some(), "the last good is back");
+        assert!(
+            d.engine.dataplane().table.is_some(),
+            "the last good is back"
+        );
         let s = d.engine.summary().clone();
         assert_eq!(s.last_result.as_deref(), Some("invalid"));
         assert_eq!(s.kernel, "ours");
         let reason = s.degraded.clone().expect("degraded");
-        assert!(reason.contains("applied the last good ruleset, generation 1"), "{reason}");
-        assert!(d.status_line().starts_with("DEGRADED: "), "{}", d.status_line());
+        assert!(
+            reason.contains("applied the last good ruleset, generation 1"),
+            "{reason}"
+        );
+        assert!(
+            d.status_line().starts_with("DEGRADED: "),
+            "{}",
+            d.status_line()
+        );
         assert!(d.guard.is_some(), "the restored table is guarded");
         let stored = d.store.load_summary().unwrap().unwrap();
         assert_eq!(stored.degraded, s.degraded);

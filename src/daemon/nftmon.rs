@@ -66,18 +66,23 @@ const NFT_MSG_DELFLOWTABLE: u16 = 24;
 /// In every object message the table's name is attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE,
 /// NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, NFTA_OBJ_TABLE, NFTA_FLOWTABLE_TABLE).
 const ATTR_TABLE: u16 = 1;
+const NFTA_CHAIN_HANDLE: u16 = 2;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_USE: u16 = 6;
 const NFTA_CHAIN_COUNTERS: u16 = 8;
 const NFTA_CHAIN_PAD: u16 = 9;
 const NFTA_CHAIN_ID: u16 = 11;
 const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+/// The handle of the rule before it (dumps carry it): a handle too.
+const NFTA_RULE_POSITION: u16 = 6;
 const NFTA_RULE_PAD: u16 = 8;
 const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_PAD: u16 = 14;
+const NFTA_SET_HANDLE: u16 = 16;
 /// The number of elements (recent kernels report it): compared through the elements themselves.
 const NFTA_SET_COUNT: u16 = 20;
 const NFT_SET_ANONYMOUS: u32 = 0x1;
@@ -243,8 +248,9 @@ pub fn own_port() -> u32 {
 // Fingerprints
 
 /// A chain as the kernel holds it: a digest of its definition (hook, priority, policy, type, flags,
-/// handle, comment) and one digest per rule (handle, expressions without their counters, comment), in
-/// order.
+/// comment) and one digest per rule (expressions without their counters, comment), in order. Handles
+/// are left out: content is what counts, so a table re-created with the same content by someone else
+/// (another `hostpolicyd apply` of the same files) is not drift, while a rule replaced in place is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainPrint {
     pub def: u64,
@@ -335,7 +341,12 @@ impl Requester {
             let def = digest_attrs(&m, |ty| {
                 !matches!(
                     ty,
-                    ATTR_TABLE | NFTA_CHAIN_USE | NFTA_CHAIN_COUNTERS | NFTA_CHAIN_PAD | NFTA_CHAIN_ID
+                    ATTR_TABLE
+                        | NFTA_CHAIN_HANDLE
+                        | NFTA_CHAIN_USE
+                        | NFTA_CHAIN_COUNTERS
+                        | NFTA_CHAIN_PAD
+                        | NFTA_CHAIN_ID
                 )
             });
             print.chains.entry(name).or_default().def = def;
@@ -368,7 +379,10 @@ impl Requester {
                 .and_then(|a| be32(a.payload))
                 .unwrap_or(0);
             let def = digest_attrs(&m, |ty| {
-                !matches!(ty, ATTR_TABLE | NFTA_SET_ID | NFTA_SET_PAD | NFTA_SET_COUNT)
+                !matches!(
+                    ty,
+                    ATTR_TABLE | NFTA_SET_ID | NFTA_SET_PAD | NFTA_SET_HANDLE | NFTA_SET_COUNT
+                )
             });
             print.sets.insert(
                 set,
@@ -516,7 +530,7 @@ fn rule_digest(m: &Msg<'_>) -> u64 {
     let mut h = DefaultHasher::new();
     for a in m.attrs() {
         match a.ty {
-            ATTR_TABLE | NFTA_RULE_PAD => {}
+            ATTR_TABLE | NFTA_RULE_HANDLE | NFTA_RULE_POSITION | NFTA_RULE_PAD => {}
             NFTA_RULE_EXPRESSIONS => {
                 a.ty.hash(&mut h);
                 for e in attrs(a.payload) {
@@ -570,14 +584,12 @@ fn digest_attrs(m: &Msg<'_>, keep: impl Fn(u16) -> bool) -> u64 {
 fn open_private() -> io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_NETFILTER)?;
     let span = PRIVATE_PORTS.end - PRIVATE_PORTS.start;
-    let seed = std::process::id()
-        .wrapping_mul(2_654_435_761)
-        .wrapping_add(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0),
-        );
+    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    );
     let mut last = None;
     for i in 0..64u32 {
         let port = PRIVATE_PORTS.start + seed.wrapping_add(i.wrapping_mul(7919)) % span;
@@ -619,10 +631,7 @@ fn wait_readable(sock: &Socket, timeout: Option<Duration>) -> io::Result<bool> {
     };
     let ms = match timeout {
         // Round up: a deadline 0.4 ms away must not become a zero-timeout spin.
-        Some(t) => t
-            .as_micros()
-            .div_ceil(1000)
-            .min(i32::MAX as u128) as libc::c_int,
+        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
         None => -1,
     };
     // SAFETY: one valid pollfd, count 1.
@@ -762,12 +771,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A notification as the kernel writes it: header, nfgenmsg, attributes.
-    pub(crate) fn notification(
-        msg: u16,
-        port: u32,
-        family: u8,
-        attrs: &[(u16, &[u8])],
-    ) -> Vec<u8> {
+    pub(crate) fn notification(msg: u16, port: u32, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
         let mut m = encode_request((NFNL_SUBSYS_NFTABLES << 8) | msg, 0, 0, attrs);
         m[12..16].copy_from_slice(&port.to_ne_bytes());
         m[16] = family;
@@ -776,7 +780,12 @@ pub(crate) mod tests {
 
     #[test]
     fn notifications_are_decoded() {
-        let mut buf = notification(NFT_MSG_DELTABLE, 4242, NFPROTO_INET, &[(1, b"hostpolicy\0")]);
+        let mut buf = notification(
+            NFT_MSG_DELTABLE,
+            4242,
+            NFPROTO_INET,
+            &[(1, b"hostpolicy\0")],
+        );
         buf.extend(notification(
             NFT_MSG_NEWRULE,
             4242,
@@ -788,7 +797,11 @@ pub(crate) mod tests {
             NFT_MSG_NEWGEN,
             4242,
             0,
-            &[(1, &9u32.to_be_bytes()), (2, &4242u32.to_be_bytes()), (3, b"nft\0")],
+            &[
+                (1, &9u32.to_be_bytes()),
+                (2, &4242u32.to_be_bytes()),
+                (3, b"nft\0"),
+            ],
         ));
         let notes = parse_notes(&buf);
         assert_eq!(
@@ -841,28 +854,47 @@ pub(crate) mod tests {
             elem.extend(e);
             elem
         };
-        let rule = |exprs: Vec<Vec<u8>>| {
+        let rule = |handle: u64, exprs: Vec<Vec<u8>>| {
             let list: Vec<u8> = exprs.concat();
             let buf = notification(
                 NFT_MSG_NEWRULE,
                 1,
                 NFPROTO_INET,
-                &[(1, b"t\0"), (2, b"c\0"), (NFTA_RULE_EXPRESSIONS, &list)],
+                &[
+                    (1, b"t\0"),
+                    (2, b"c\0"),
+                    (NFTA_RULE_HANDLE, &handle.to_be_bytes()),
+                    (NFTA_RULE_EXPRESSIONS, &list),
+                ],
             );
             let m = messages(&buf).next().unwrap();
             rule_digest(&m)
         };
-        let a = rule(vec![expr("meta", b"abcd"), expr("counter", b"\0\0\0\x05")]);
-        let b = rule(vec![expr("meta", b"abcd"), expr("counter", b"\0\0\0\x09")]);
-        let c = rule(vec![expr("meta", b"abce"), expr("counter", b"\0\0\0\x05")]);
+        let a = rule(
+            4,
+            vec![expr("meta", b"abcd"), expr("counter", b"\0\0\0\x05")],
+        );
+        let b = rule(
+            4,
+            vec![expr("meta", b"abcd"), expr("counter", b"\0\0\0\x09")],
+        );
+        let c = rule(
+            4,
+            vec![expr("meta", b"abce"), expr("counter", b"\0\0\0\x05")],
+        );
+        let d = rule(
+            9,
+            vec![expr("meta", b"abcd"), expr("counter", b"\0\0\0\x05")],
+        );
         assert_eq!(a, b, "counter values do not count");
         assert_ne!(a, c, "a changed match does");
+        assert_eq!(
+            a, d,
+            "nor does the handle: the same rule written again is the same"
+        );
     }
 
-    #[test]
-    fn private_ports_are_never_process_ids() {
-        const PID_MAX_LIMIT: u32 = 1 << 22;
-        assert!(PRIVATE_PORTS.start > PID_MAX_LIMIT);
-        assert!(PRIVATE_PORTS.end < 0x8000_0000, "the kernel's autobind range is negative");
-    }
+    /// `PRIVATE_PORTS` is never a process id (at most `PID_MAX_LIMIT`, 2^22) and never the kernel's
+    /// autobind range (negative port ids).
+    const _: () = assert!(PRIVATE_PORTS.start > 1 << 22 && PRIVATE_PORTS.end < 0x8000_0000);
 }
