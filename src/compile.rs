@@ -369,21 +369,28 @@ impl<'a> Compiler<'a> {
             let m = vec![Match::Port { dir: port_dir, proto: p, port, negate: false }];
             rules.push(commented(rule(m, Some(Verdict::Accept)), format!("failsafe {what} {}", proto_name(p))));
         }
-        for (i, e) in entries.iter().enumerate() {
+        // Entries with a net, grouped by (protocol, port, family) into one rule whose address set holds
+        // every net of the group: the chain (walked by every new connection on every HEP) does not grow
+        // with the number of nets.
+        let mut by_port: BTreeMap<(u8, u16, Family), Vec<IpNet>> = BTreeMap::new();
+        for e in entries {
             let Some(net) = e.net else { continue };
-            let f = family_of(&net);
+            by_port.entry((e.protocol, e.port, family_of(&net))).or_default().push(net);
+        }
+        for ((p, port, f), nets) in by_port {
             let set = self.add_literal_set(
-                &format!("{set_prefix}-{i}-{}", family_suffix(f)),
+                &format!("{set_prefix}-{}-{port}-{}", proto_name(p), family_suffix(f)),
                 addr_set_type(f),
-                addr_elements(&crate::resolve::address_set(&[net]), f),
+                addr_elements(&crate::resolve::address_set(&nets), f),
             );
             let m = vec![
                 Match::Addr { dir: net_dir, family: f, set, negate: false },
-                Match::Port { dir: port_dir, proto: e.protocol, port: PortMatch::Single(e.port), negate: false },
+                Match::Port { dir: port_dir, proto: p, port: PortMatch::Single(port), negate: false },
             ];
+            let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
             rules.push(commented(
                 rule(m, Some(Verdict::Accept)),
-                format!("failsafe {what} {}:{}:{}", proto_name(e.protocol), net, e.port),
+                format!("failsafe {what} {}:{}:{port}", proto_name(p), list.join(",")),
             ));
         }
         rules
@@ -956,4 +963,61 @@ pub fn addresses_for(config: &Config, view: &NodeView, key: &SelectorKey, select
         let scope = if key.namespaced { NamespaceScope::Namespaced } else { NamespaceScope::Any };
         selector_addresses(config, selector, &scope).0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(yaml: &str) -> Ruleset {
+        let loaded = crate::load::load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let view = crate::resolve::resolve(&loaded.config, "node1", &[]);
+        compile(&loaded.config, &view, DEFAULT_TABLE)
+    }
+
+    /// The streamed hash is the hash of the whole `Debug` text with an empty comment, as it always was.
+    #[test]
+    fn content_hash_is_the_debug_text_hash() {
+        let rs = compiled(
+            "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h, labels: {r: w}}, spec: {node: node1, interfaceName: eth0}}\n\
+             - {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {selector: r == 'w', ingress: [{action: Allow, protocol: TCP, source: {nets: [192.0.2.0/24]}, destination: {ports: [22, 80]}}]}}\n",
+        );
+        let mut copy = rs.clone();
+        copy.comment.clear();
+        let digest = Sha256::digest(format!("{copy:?}").as_bytes());
+        let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(content_hash(&rs), expected);
+        assert_eq!(rs.comment, format!("hostpolicyd sha256:{expected}"));
+    }
+
+    /// Failsafe entries with a net: one rule per (protocol, port, family), its set holding every net, so
+    /// the failsafe chains do not grow with the number of nets.
+    #[test]
+    fn failsafe_nets_share_one_rule_per_port() {
+        let rs = compiled(
+            "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n  \
+             failsafeInboundHostPorts:\n  - {protocol: TCP, port: 22, net: 192.0.2.0/25}\n  - {protocol: TCP, port: 22, net: 198.51.100.0/24}\n  \
+             - {protocol: TCP, port: 22, net: \"2001:db8::/64\"}\n  - {protocol: TCP, port: 443, net: 192.0.2.0/25}\n  - {protocol: UDP, port: 68}\n  \
+             failsafeOutboundHostPorts: []\n",
+        );
+        let chain = rs.chain("failsafe-in").unwrap();
+        let sets: Vec<(&Match, Vec<SetElement>)> = chain
+            .rules
+            .iter()
+            .flat_map(|r| r.matches.iter())
+            .filter_map(|m| match m {
+                Match::Addr { set, .. } => Some((m, rs.set(set).unwrap().elements.clone())),
+                _ => None,
+            })
+            .collect();
+        // udp 68 (no net); tcp 22 v4 (two nets), tcp 22 v6, tcp 443 v4
+        assert_eq!(chain.rules.len(), 4, "{:#?}", chain.rules);
+        assert_eq!(sets.len(), 3);
+        assert_eq!(
+            sets[0].1,
+            vec![SetElement::V4("192.0.2.0/25".parse().unwrap()), SetElement::V4("198.51.100.0/24".parse().unwrap())]
+        );
+        assert!(chain.rules[1].comment.as_deref().unwrap().contains("tcp:192.0.2.0/25,198.51.100.0/24:22"));
+    }
 }

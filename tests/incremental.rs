@@ -176,7 +176,10 @@ fn text_without_hash(text: &str) -> String {
     let mut out = String::new();
     let mut skip = false;
     for line in text.lines() {
-        if line.trim_start().starts_with(&format!("chain {HASH_CHAIN} ")) {
+        if line
+            .trim_start()
+            .starts_with(&format!("chain {HASH_CHAIN} "))
+        {
             skip = true;
         }
         let comment = line.starts_with("\tcomment ");
@@ -243,7 +246,14 @@ fn first_difference(a: &str, b: &str) -> Option<String> {
     }
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     let i = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
-    let show = |l: &[&str]| l.iter().skip(i.saturating_sub(2)).take(6).copied().collect::<Vec<_>>().join("\n");
+    let show = |l: &[&str]| {
+        l.iter()
+            .skip(i.saturating_sub(2))
+            .take(6)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     Some(format!(
         "first difference at line {} of {}/{}:\n--- incremental:\n{}\n--- full apply:\n{}",
         i + 1,
@@ -261,7 +271,10 @@ fn assert_same(what: &str, incremental: &Listing, full: &Listing) {
     if incremental.json != full.json {
         let pretty = |v| serde_json::to_string_pretty(v).unwrap();
         let d = first_difference(&pretty(&incremental.json), &pretty(&full.json));
-        panic!("{what}: nft -j list table differs, {}", d.unwrap_or_default());
+        panic!(
+            "{what}: nft -j list table differs, {}",
+            d.unwrap_or_default()
+        );
     }
     if let Some(d) = first_difference(&incremental.text, &full.text) {
         panic!("{what}: nft list table differs, {d}");
@@ -282,7 +295,11 @@ fn walk(what: &str, states: &[Sets]) {
             matches!(path, UpdatePath::Elements { .. }),
             "{what}, step {i}: {path:?}"
         );
-        assert_same(&format!("{what}, step {i}"), &listing(&ns), &full_listing(&next));
+        assert_same(
+            &format!("{what}, step {i}"),
+            &listing(&ns),
+            &full_listing(&next),
+        );
         previous = next;
     }
 }
@@ -300,7 +317,13 @@ fn additions_and_removals() {
         &[
             sets4(&["192.0.2.0/28", "198.51.100.0/24", "203.0.113.7/32"]),
             // one added between, one at the end
-            sets4(&["192.0.2.0/28", "192.0.2.64/26", "198.51.100.0/24", "203.0.113.7/32", "203.0.113.200/32"]),
+            sets4(&[
+                "192.0.2.0/28",
+                "192.0.2.64/26",
+                "198.51.100.0/24",
+                "203.0.113.7/32",
+                "203.0.113.200/32",
+            ]),
             // one removed in the middle, one at the start
             sets4(&["192.0.2.64/26", "203.0.113.7/32", "203.0.113.200/32"]),
             // a range that grows and one that shrinks (same start, other end)
@@ -371,8 +394,14 @@ fn ipv6_and_ports() {
     walk(
         "v6 and ports",
         &[
-            s(&["2001:db8::/48", "2001:db8:1::/48"], &[(0, 22), (80, 80), (65535, 65535)]),
-            s(&["2001:db8:1::/48", "2001:db8:2::1/128"], &[(22, 22), (80, 81), (65000, 65535)]),
+            s(
+                &["2001:db8::/48", "2001:db8:1::/48"],
+                &[(0, 22), (80, 80), (65535, 65535)],
+            ),
+            s(
+                &["2001:db8:1::/48", "2001:db8:2::1/128"],
+                &[(22, 22), (80, 81), (65000, 65535)],
+            ),
             s(&["::/0"], &[(0, 65535)]),
             s(&["::/1", "8000::/1"], &[(0, 0), (65535, 65535)]),
             s(&["8000::/1"], &[(1, 65534)]),
@@ -500,10 +529,16 @@ fn globalnetworkset_and_expected_ips_from_yaml() {
         // one net changed in the GlobalNetworkSet
         compile(yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.5")),
         // the peer's expectedIPs changed (and an IPv6 one added)
-        compile(yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
+        compile(yaml(
+            "203.0.113.0/26, 2001:db8:bad::/48",
+            "198.51.100.6, 2001:db8::6",
+        )),
         // the deny list emptied of IPv4, then an adjacent pair
         compile(yaml("2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
-        compile(yaml("203.0.113.0/26, 203.0.113.64/27, 2001:db8:bad::/48", "198.51.100.6")),
+        compile(yaml(
+            "203.0.113.0/26, 203.0.113.64/27, 2001:db8:bad::/48",
+            "198.51.100.6",
+        )),
     ];
     let ns = NetNs::new("yaml");
     apply(&ns, &states[0]);
@@ -513,7 +548,11 @@ fn globalnetworkset_and_expected_ips_from_yaml() {
             matches!(path, UpdatePath::Elements { sets: 1.., .. }),
             "step {i}: {path:?}"
         );
-        assert_same(&format!("yaml step {i}"), &listing(&ns), &full_listing(&pair[1]));
+        assert_same(
+            &format!("yaml step {i}"),
+            &listing(&ns),
+            &full_listing(&pair[1]),
+        );
     }
 }
 
@@ -528,7 +567,12 @@ fn one_net_in_100000() {
     let many = |skip: u32, extra: &str| {
         let mut s4: Vec<SetElement> = (0..100_000u32)
             .filter(|&i| i != skip)
-            .map(|i| v4(&format!("{}/32", std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i))))
+            .map(|i| {
+                v4(&format!(
+                    "{}/32",
+                    std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i)
+                ))
+            })
             .collect();
         s4.push(v4(extra));
         Sets {
@@ -566,7 +610,8 @@ fn a_non_set_change_replaces_the_table() {
     );
     assert_same("rule changed", &listing(&ns), &full_listing(&b));
 
-    // After an element update (content-hash chain present), a full replace removes that chain.
+    // A rule change, an element update, then a rule change again: each time what a full apply gives,
+    // the content hash included.
     let c = ruleset(&sets4(&["203.0.113.0/24"]));
     let mut d = c.clone();
     d.chains[0].rules.pop();
@@ -574,12 +619,22 @@ fn a_non_set_change_replaces_the_table() {
     let mut b2 = b.clone();
     b2.chains[0].rules[2].verdict = Some(Verdict::Accept);
     b2.comment = format!("hostpolicyd sha256:{}", content_hash(&b2));
-    assert_eq!(update(&ns, &b, &b2), UpdatePath::Full(FullReason::NotOnlyElements));
+    assert_eq!(
+        update(&ns, &b, &b2),
+        UpdatePath::Full(FullReason::NotOnlyElements)
+    );
+    assert_same("rule changed back", &listing(&ns), &full_listing(&b2));
     assert!(matches!(update(&ns, &b2, &c), UpdatePath::Elements { .. }));
-    assert!(nft(&ns, &["list", "table", "inet", TABLE]).contains(HASH_CHAIN));
-    assert_eq!(update(&ns, &c, &d), UpdatePath::Full(FullReason::NotOnlyElements));
-    assert!(!nft(&ns, &["list", "table", "inet", TABLE]).contains(HASH_CHAIN));
-    assert_same("after the hash chain", &listing(&ns), &full_listing(&d));
+    assert_same("elements", &listing(&ns), &full_listing(&c));
+    assert_eq!(
+        update(&ns, &c, &d),
+        UpdatePath::Full(FullReason::NotOnlyElements)
+    );
+    assert_same(
+        "rule removed after an element update",
+        &listing(&ns),
+        &full_listing(&d),
+    );
 }
 
 #[test]
@@ -591,11 +646,17 @@ fn a_kernel_without_previous_gets_a_full_replace() {
     let a = ruleset(&sets4(&["192.0.2.0/24"]));
     let b = ruleset(&sets4(&["198.51.100.0/24"]));
     // No table at all.
-    assert_eq!(update(&ns, &a, &b), UpdatePath::Full(FullReason::KernelDiffers));
+    assert_eq!(
+        update(&ns, &a, &b),
+        UpdatePath::Full(FullReason::KernelDiffers)
+    );
     assert_same("no table", &listing(&ns), &full_listing(&b));
     // Another ruleset in the kernel than the caller's previous one.
     let c = ruleset(&sets4(&["203.0.113.0/24"]));
-    assert_eq!(update(&ns, &a, &c), UpdatePath::Full(FullReason::KernelDiffers));
+    assert_eq!(
+        update(&ns, &a, &c),
+        UpdatePath::Full(FullReason::KernelDiffers)
+    );
     assert_same("other table", &listing(&ns), &full_listing(&c));
 }
 
@@ -618,8 +679,21 @@ fn a_rejected_element_batch_changes_nothing() {
         p: vec![ports(22, 22), ports(80, 80)],
     });
     for (what, behind_our_back) in [
-        ("delete", ["delete", "element", "inet", TABLE, "deny-v4", "{ 198.51.100.0/24 }"]),
-        ("add", ["add", "element", "inet", TABLE, "svc-ports", "{ 80 }"]),
+        (
+            "delete",
+            [
+                "delete",
+                "element",
+                "inet",
+                TABLE,
+                "deny-v4",
+                "{ 198.51.100.0/24 }",
+            ],
+        ),
+        (
+            "add",
+            ["add", "element", "inet", TABLE, "svc-ports", "{ 80 }"],
+        ),
     ] {
         let ns = NetNs::new("reject");
         apply(&ns, &a);
@@ -648,7 +722,11 @@ fn a_rejected_element_batch_changes_nothing() {
             matches!(path, UpdatePath::Full(FullReason::Rejected(_))),
             "{what}: {path:?}"
         );
-        assert_same(&format!("{what}: after the fallback"), &listing(&ns), &full_listing(&b));
+        assert_same(
+            &format!("{what}: after the fallback"),
+            &listing(&ns),
+            &full_listing(&b),
+        );
     }
 }
 
@@ -659,7 +737,10 @@ fn a_rejected_element_batch_changes_nothing() {
 /// `OP SET: ELEMENT; ELEMENT` (the message follows a `SET TABLE 0` line, after nft's cache dumps).
 fn nft_elements(ns: &NetNs, op: &str, set: &str, items: &str) -> String {
     let items = format!("{{ {items} }}");
-    let out = nft(ns, &["--debug=netlink", op, "element", "inet", TABLE, set, &items]);
+    let out = nft(
+        ns,
+        &["--debug=netlink", op, "element", "inet", TABLE, set, &items],
+    );
     let header = format!("{set} {TABLE} 0");
     let mut lines = out.lines().skip_while(|l| *l != header).skip(1);
     let mut text = String::new();
@@ -689,7 +770,11 @@ fn element_messages_are_nfts() {
             .iter()
             .map(|s| v4(s))
             .collect(),
-        s6: vec![v6("2001:db8::/48"), v6("2001:db8:1::/48"), v6("2001:db8:3::/48")],
+        s6: vec![
+            v6("2001:db8::/48"),
+            v6("2001:db8:1::/48"),
+            v6("2001:db8:3::/48"),
+        ],
         p: vec![ports(22, 22), ports(80, 80), ports(65535, 65535)],
     };
     let edit = |f: &dyn Fn(&mut Sets)| {
@@ -698,17 +783,84 @@ fn element_messages_are_nfts() {
         s
     };
     let cases: Vec<(&str, &str, &str, Sets)> = vec![
-        ("delete", "deny-v4", "12.0.0.0/8", edit(&|s| drop(s.s4.remove(1)))),
-        ("delete", "deny-v4", "13.0.0.0/8", edit(&|s| drop(s.s4.remove(2)))),
-        ("delete", "deny-v4", "128.0.0.0/1", edit(&|s| drop(s.s4.remove(3)))),
-        ("add", "deny-v4", "11.0.0.0/8", edit(&|s| s.s4.insert(1, v4("11.0.0.0/8")))),
-        ("add", "deny-v4", "14.0.0.0/7", edit(&|s| s.s4.insert(3, v4("14.0.0.0/7")))),
-        ("delete", "deny-v6", "2001:db8:1::/48", edit(&|s| drop(s.s6.remove(1)))),
-        ("add", "deny-v6", "2001:db8:2::/48", edit(&|s| s.s6.insert(2, v6("2001:db8:2::/48")))),
-        ("add", "deny-v6", "8000::/1", edit(&|s| s.s6.push(v6("8000::/1")))),
-        ("delete", "svc-ports", "80", edit(&|s| drop(s.p.remove(1)))),
-        ("delete", "svc-ports", "65535", edit(&|s| drop(s.p.remove(2)))),
-        ("add", "svc-ports", "23-79", edit(&|s| s.p.insert(1, ports(23, 79)))),
+        (
+            "delete",
+            "deny-v4",
+            "12.0.0.0/8",
+            edit(&|s| {
+                s.s4.remove(1);
+            }),
+        ),
+        (
+            "delete",
+            "deny-v4",
+            "13.0.0.0/8",
+            edit(&|s| {
+                s.s4.remove(2);
+            }),
+        ),
+        (
+            "delete",
+            "deny-v4",
+            "128.0.0.0/1",
+            edit(&|s| {
+                s.s4.remove(3);
+            }),
+        ),
+        (
+            "add",
+            "deny-v4",
+            "11.0.0.0/8",
+            edit(&|s| s.s4.insert(1, v4("11.0.0.0/8"))),
+        ),
+        (
+            "add",
+            "deny-v4",
+            "14.0.0.0/7",
+            edit(&|s| s.s4.insert(3, v4("14.0.0.0/7"))),
+        ),
+        (
+            "delete",
+            "deny-v6",
+            "2001:db8:1::/48",
+            edit(&|s| {
+                s.s6.remove(1);
+            }),
+        ),
+        (
+            "add",
+            "deny-v6",
+            "2001:db8:2::/48",
+            edit(&|s| s.s6.insert(2, v6("2001:db8:2::/48"))),
+        ),
+        (
+            "add",
+            "deny-v6",
+            "8000::/1",
+            edit(&|s| s.s6.push(v6("8000::/1"))),
+        ),
+        (
+            "delete",
+            "svc-ports",
+            "80",
+            edit(&|s| {
+                s.p.remove(1);
+            }),
+        ),
+        (
+            "delete",
+            "svc-ports",
+            "65535",
+            edit(&|s| {
+                s.p.remove(2);
+            }),
+        ),
+        (
+            "add",
+            "svc-ports",
+            "23-79",
+            edit(&|s| s.p.insert(1, ports(23, 79))),
+        ),
     ];
     let before = ruleset(&start);
     for (op, set, items, after) in &cases {
@@ -720,7 +872,11 @@ fn element_messages_are_nfts() {
         let ours = hostpolicyd::nft::delta::debug_elements(&next, &delta);
         assert_eq!(ours, theirs, "{op} {items} in {set}");
         // and nft's result is what a full apply gives
-        assert_eq!(listing(&ns).elements, full_listing(&next).elements, "{op} {items}");
+        assert_eq!(
+            listing(&ns).elements,
+            full_listing(&next).elements,
+            "{op} {items}"
+        );
     }
 
     // Into an empty set nft also sends the leading end element first.
@@ -730,5 +886,8 @@ fn element_messages_are_nfts() {
     let theirs = nft_elements(&ns, "add", "deny-v4", "192.0.2.0/24");
     let next = ruleset(&sets4(&["192.0.2.0/24"]));
     let delta = hostpolicyd::nft::set_delta(&empty, &next).unwrap();
-    assert_eq!(hostpolicyd::nft::delta::debug_elements(&next, &delta), theirs);
+    assert_eq!(
+        hostpolicyd::nft::delta::debug_elements(&next, &delta),
+        theirs
+    );
 }

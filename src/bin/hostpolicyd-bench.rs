@@ -1,190 +1,1536 @@
-//! Scratch: compile timing breakdown (to be replaced by the full benchmark).
+//! `hostpolicyd-bench`: how fast hostpolicyd compiles, applies and reloads, and what its table costs per
+//! packet, measured in network namespaces it creates and removes (issue 7). Run it as root, in release
+//! mode, on a machine that is otherwise as quiet as possible:
+//!
+//! ```sh
+//! cargo run --release --bin hostpolicyd-bench            # everything, 5 runs per figure (~4 minutes)
+//! cargo run --release --bin hostpolicyd-bench -- --runs 3 --only compile,apply
+//! ```
+//!
+//! Sections (`--only` takes a comma-separated list of them):
+//!
+//! - `compile`: load + validate + resolve + compile from generated YAML files on disk, in this process
+//!   (wall and CPU time), for 10, 1,000 and 10,000 policies and a GlobalNetworkSet of 100,000 nets.
+//! - `apply`: the same configurations into a fresh namespace each run. Ours is a child process of this
+//!   binary that loads, compiles and applies (it reports the time of the apply call alone: encoding, one
+//!   `sendmsg`, the kernel's commit and answer); nft's is `nft -f` of the rendered text. Both wall times
+//!   and both peak RSS (`wait4`'s `ru_maxrss`).
+//! - `incremental`: one net of the 100,000 changed, in this process: `Dataplane::update` (element
+//!   changes only) against `apply` (full replace) of the same ruleset, and the same with the compile.
+//! - `reload`: `hostpolicyd run` (this binary's `daemon` mode: the library's own `cli::run`, so always the
+//!   code being measured) in a namespace; a changed file is written under a dot name and renamed into the
+//!   watched directory, and the time from the rename to the new content hash in the kernel (polled every
+//!   millisecond with our own netlink query, `table_comment`) is measured. The daemon's peak RSS is taken
+//!   when it exits. The daemon waits for a quiet period (`daemon::watch::QUIET`) after the last file event
+//!   before it reloads; the figures include it and are also shown without it.
+//! - `packet`: TCP connections per second (each: connect, read one byte, close with RST so that no
+//!   TIME_WAIT piles up) from a client namespace through a forwarding node namespace to a server
+//!   namespace, for a bounded time per run, with no table, our table for 10 policies, and our table for
+//!   10,000 policies plus a 100,000-net deny list (a GlobalNetworkSet referenced by a preDNAT deny rule,
+//!   looked up for the first packet of every connection in mangle prerouting).
+//!
+//! Addresses: documentation ranges only (192.0.2.0/24 client side, 198.51.100.0/24 server side,
+//! 203.0.113.0/24 and 2001:db8::/32 for other HostEndpoints and rule nets). The 100,000 deny-list nets
+//! are IPv4 /32s in 10.0.0.0/8 (every other address from 10.0.0.0): they are only ever set elements, no
+//! packet is sent to or from them, and they make the IPv4 lookup of every test connection go through a
+//! 100,000-element set.
+//!
+//! Every figure is the median of `--runs` runs (default 5); the load average before and after each section
+//! is printed, since the machine may be shared. At the end a Markdown summary is printed for the README.
 
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use hostpolicyd::{compile, load, resolve};
+use hostpolicyd::nft::{render, Dataplane, Netlink, UpdatePath};
+use hostpolicyd::ruleset::Ruleset;
+use hostpolicyd::{load, pipeline};
 
-fn hep(name: &str, node: &str, iface: &str, ips: &[String], labels: &[(&str, String)]) -> String {
-    let mut s = format!(
-        "- apiVersion: projectcalico.org/v3\n  kind: HostEndpoint\n  metadata:\n    name: {name}\n    labels:\n"
-    );
-    for (k, v) in labels {
-        s.push_str(&format!("      {k}: \"{v}\"\n"));
-    }
-    s.push_str(&format!("  spec:\n    node: {node}\n    interfaceName: {iface}\n    expectedIPs: ["));
-    s.push_str(&ips.join(", "));
-    s.push_str("]\n");
-    s
+const TABLE: &str = "hostpolicy";
+const NODE: &str = "node1";
+/// The TCP port of the packet test's server (not a failsafe port).
+const SERVER_PORT: u16 = 8080;
+const SECTIONS: [&str; 5] = ["compile", "apply", "incremental", "reload", "packet"];
+/// A measurement slower than this (ms) is repeated at most [`SLOW_RUNS`] times.
+const SLOW_MS: f64 = 20_000.0;
+const SLOW_RUNS: usize = 2;
+
+// =====================================================================================================
+// Command line
+
+struct Options {
+    runs: usize,
+    only: Vec<String>,
+    /// Seconds per packet-path run.
+    packet_secs: f64,
+    workdir: PathBuf,
 }
 
-fn heps() -> String {
-    let mut s = String::new();
-    s.push_str(&hep("node1-c", "node1", "eth-c", &["192.0.2.1".into()], &[("role", "node".into())]));
-    s.push_str(&hep("node1-s", "node1", "eth-s", &["198.51.100.1".into()], &[("role", "node".into())]));
-    for k in 1..=100 {
-        s.push_str(&hep(
-            &format!("peer{k:03}-eth0"),
-            &format!("peer{k:03}"),
-            "eth0",
-            &[format!("203.0.113.{k}"), format!("2001:db8:1::{k:x}")],
-            &[("role", "peer".into()), ("app", format!("a{}", k % 10))],
-        ));
-    }
-    s
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: hostpolicyd-bench [--runs N] [--only SECTION,...] [--packet-secs S] [--workdir DIR]\n\
+         sections: {}",
+        SECTIONS.join(", ")
+    );
+    ExitCode::from(64)
 }
 
-fn policy(i: usize) -> String {
-    let port = 1024 + (i % 60000);
-    let mut s = format!(
-        "- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata:\n    name: bench-{i:05}\n  spec:\n    order: {i}\n    selector: role == 'node'\n    types: [Ingress]\n    ingress:\n"
-    );
-    if i % 10 == 0 {
-        s.push_str(&format!(
-            "    - action: Allow\n      protocol: TCP\n      source:\n        selector: app == 'a{}'\n      destination:\n        ports: [{port}]\n",
-            (i / 10) % 10
-        ));
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Internal modes, run as child processes of the benchmark.
+    match args.first().map(String::as_str) {
+        Some("child-apply") => return child_apply(&args[1..]),
+        Some("spawn") => return spawner(&args[1..]),
+        Some("daemon") => return daemon(&args[1..]),
+        _ => {}
+    }
+    let mut o = Options {
+        runs: 5,
+        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        packet_secs: 3.0,
+        workdir: std::env::temp_dir().join(format!("hostpolicyd-bench-{}", std::process::id())),
+    };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next();
+        match a.as_str() {
+            "--runs" => match value().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => o.runs = n,
+                _ => return usage(),
+            },
+            "--only" => match value() {
+                Some(v) => o.only = v.split(',').map(str::to_string).collect(),
+                None => return usage(),
+            },
+            "--packet-secs" => match value().and_then(|v| v.parse().ok()) {
+                Some(s) if s > 0.0 => o.packet_secs = s,
+                _ => return usage(),
+            },
+            "--workdir" => match value() {
+                Some(v) => o.workdir = PathBuf::from(v),
+                None => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    if let Some(bad) = o.only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        eprintln!("unknown section {bad}");
+        return usage();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("hostpolicyd-bench needs root (network namespaces, nftables)");
+        return ExitCode::from(1);
+    }
+    let result = run(&o);
+    let _ = fs::remove_dir_all(&o.workdir);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hostpolicyd-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+fn run(o: &Options) -> Result<()> {
+    let cases = Cases::generate(&o.workdir)?;
+    let mut summary = Summary::default();
+    println!("hostpolicyd-bench: {} runs per figure, medians", o.runs);
+    println!("machine: {}", machine());
+    let on = |s: &str| o.only.iter().any(|x| x == s);
+    if on("compile") {
+        section("compile", || bench_compile(o, &cases, &mut summary))?;
+    }
+    if on("apply") {
+        section("apply", || bench_apply(o, &cases, &mut summary))?;
+    }
+    if on("incremental") {
+        section("incremental", || bench_incremental(o, &cases, &mut summary))?;
+    }
+    if on("reload") {
+        section("reload", || bench_reload(o, &cases, &mut summary))?;
+    }
+    if on("packet") {
+        section("packet", || bench_packet(o, &cases, &mut summary))?;
+    }
+    println!("\n===== Markdown summary =====\n");
+    print!("{}", summary.markdown(o));
+    Ok(())
+}
+
+fn section(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n== {name} (load average before: {})", loadavg());
+    let r = f();
+    println!("   (load average after: {})", loadavg());
+    r
+}
+
+// =====================================================================================================
+// Measuring
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
     } else {
-        s.push_str(&format!(
-            "    - action: Allow\n      protocol: TCP\n      source:\n        nets: [{}]\n      destination:\n        ports: [{port}, \"{}:{}\"]\n",
-            if i % 2 == 0 { format!("198.51.100.{}/32", i % 256) } else { format!("\"2001:db8:2:{i:x}::/64\"") },
-            port + 1,
-            port + 3
-        ));
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
-    if i % 7 == 0 {
-        s.push_str("    - action: Deny\n      protocol: UDP\n      destination:\n        ports: [\"6000:6100\"]\n");
-    }
-    s
 }
 
-fn write_policies(dir: &Path, n: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("10-heps.yaml"), heps()).unwrap();
-    let mut s = String::new();
-    for i in 0..n {
-        s.push_str(&policy(i));
-    }
-    std::fs::write(dir.join("20-policies.yaml"), s).unwrap();
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
-fn gns(n: usize) -> String {
-    let mut s = String::from(
-        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: deny-list\n  labels:\n    role: deny-list\nspec:\n  nets:\n",
-    );
-    for i in 0..n as u32 {
-        let a = std::net::Ipv4Addr::from(0x0a00_0000u32 + 2 * i);
-        s.push_str(&format!("  - {a}/32\n"));
-    }
-    s
-}
-
-fn cpu() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-fn main() {
-    let base = PathBuf::from(format!("/tmp/hpbench-{}", std::process::id()));
-    for (name, n) in [("p10", 10usize), ("p1000", 1000), ("p10000", 10000), ("p20000", 20000)] {
-        let d = base.join(name);
-        write_policies(&d, n);
-    }
-    let d = base.join("gns");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("10-heps.yaml"), heps()).unwrap();
-    std::fs::write(d.join("30-gns.yaml"), gns(100_000)).unwrap();
-    std::fs::write(
-        d.join("31-deny.yaml"),
-        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: deny-listed\nspec:\n  order: 1\n  preDNAT: true\n  applyOnForward: true\n  selector: role == 'node'\n  ingress:\n  - action: Deny\n    source:\n      selector: role == 'deny-list'\n",
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let nft = Command::new("nft")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or(0, |k| k / 1024 / 1024);
+    format!(
+        "{cpus} CPUs ({cpu}), {mem} GiB, kernel {}, {nft}",
+        kernel.trim()
     )
-    .unwrap();
-    let only: Vec<String> = std::env::args().skip(1).collect();
-    // many HEPs, policies selecting nothing
-    let d = base.join("heps");
-    std::fs::create_dir_all(&d).unwrap();
-    let mut h = heps();
-    for k in 0..2000 {
-        h.push_str(&hep(&format!("x{k}"), &format!("xn{k}"), "eth0", &[format!("2001:db8:5::{k:x}")], &[("role", "x".into()), ("idx", format!("i{k}"))]));
-    }
-    std::fs::write(d.join("10-heps.yaml"), h).unwrap();
-    let mut pp = String::new();
-    for i in 0..5000 {
-        pp.push_str(&policy(i).replace("role == 'node'", &format!("idx == 'none{i}'")));
-    }
-    std::fs::write(d.join("20-policies.yaml"), pp).unwrap();
-    let d2 = base.join("heps-shared");
-    std::fs::create_dir_all(&d2).unwrap();
-    std::fs::copy(d.join("10-heps.yaml"), d2.join("10-heps.yaml")).unwrap();
-    let mut pp = String::new();
-    for i in 0..5000 {
-        pp.push_str(&policy(i).replace("role == 'node'", "role == 'absent'"));
-    }
-    std::fs::write(d2.join("20-policies.yaml"), pp).unwrap();
-    if let Ok(n) = std::env::var("COMPILE_ONLY") {
-        let d = base.join(&only[0]);
-        let loaded = load::load_dir(&d);
-        let view = resolve::resolve(&loaded.config, "node1", &[]);
-        for _ in 0..n.parse::<usize>().unwrap() {
-            let rs = compile::compile(&loaded.config, &view, "hostpolicy");
-            std::hint::black_box(rs);
+}
+
+/// Peak RSS (KiB) and exit status of a child, from `wait4`.
+fn wait_child(child: &std::process::Child) -> Result<(i32, u64)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting for our own child, with valid pointers.
+        let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+        if r >= 0 {
+            break;
         }
-        return;
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {e}"));
+        }
     }
-    if let Ok(n) = std::env::var("RESOLVE_ONLY") {
-        for name in &only {
-            let d = base.join(name);
-            let loaded = load::load_dir(&d);
-            for _ in 0..n.parse::<usize>().unwrap() {
-                let c0 = cpu();
-                std::hint::black_box(resolve::resolve(&loaded.config, "node1", &[]));
-                let c1 = cpu();
-                let c = &loaded.config;
-                let n = c.policies.iter().filter(|p| !c.host_endpoints.iter().any(|h| resolve::policy_selects(p, &h.labels))).count();
-                let c2 = cpu();
-                println!("{name}: resolve {:.1} ms; old lint loop alone {:.1} ms ({n} select nothing)", (c1 - c0) * 1e3, (c2 - c1) * 1e3);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((code, ru.ru_maxrss as u64))
+}
+
+/// Spawner mode: `spawn NETNS-PATH PROGRAM ARGS...` runs PROGRAM in the namespace and prints, as the last
+/// line of its stderr, `spawn-result EXIT MAXRSS-KiB WALL-ms`.
+///
+/// Why a separate process: a child's `ru_maxrss` counts the memory of the process it was forked from
+/// (the kernel keeps the high-water mark across `execve`), and this benchmark holds big rulesets. The
+/// spawner is a fresh, small process (a few MiB, see `spawn /bin/true` in the output), so what the
+/// program itself used is what shows.
+fn spawner(args: &[String]) -> ExitCode {
+    let [ns, program, rest @ ..] = args else {
+        return ExitCode::from(64);
+    };
+    let file = match File::open(ns) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{ns}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fd = file.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    // SAFETY: setns is async-signal-safe; `file` outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let result = cmd
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))
+        .and_then(|child| wait_child(&child));
+    let wall = ms(t0.elapsed());
+    match result {
+        Ok((code, rss)) => {
+            eprintln!("spawn-result {code} {rss} {wall:.3}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// What a spawned program did.
+struct Spawned {
+    stdout: String,
+    stderr: String,
+    code: i32,
+    rss_kib: u64,
+    wall_ms: f64,
+}
+
+/// Runs `program args` in `ns` through the spawner (see [`spawner`]).
+fn spawn_measured(ns: &NetNs, program: &Path, args: &[&std::ffi::OsStr]) -> Result<Spawned> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let out = Command::new(exe)
+        .arg("spawn")
+        .arg(ns.path())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("spawn: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let last = stderr.lines().last().unwrap_or_default();
+    let f: Vec<&str> = last.split_whitespace().collect();
+    match f[..] {
+        ["spawn-result", code, rss, wall] => Ok(Spawned {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: stderr[..stderr.len() - last.len()].to_string(),
+            code: code.parse().unwrap_or(-1),
+            rss_kib: rss.parse().unwrap_or(0),
+            wall_ms: wall.parse().unwrap_or(f64::NAN),
+        }),
+        _ => Err(format!("spawner: {stderr}")),
+    }
+}
+
+/// The peak resident set size of a running process (`VmHWM`, KiB): its own, since the exec.
+fn vm_hwm(pid: libc::pid_t) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// =====================================================================================================
+// Network namespaces
+
+static NS_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A named network namespace (`ip netns add`), with `lo` up, deleted on drop (its processes killed).
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn new(role: &str) -> Result<NetNs> {
+        let n = NS_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("hpbench-{}-{n}-{role}", std::process::id());
+        sh("ip", &["netns", "add", &name])?;
+        let ns = NetNs { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a command inside the namespace; its stdout, or an error with its stderr.
+    fn exec(&self, argv: &[&str]) -> Result<String> {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(argv);
+        sh("ip", &full)
+    }
+
+    /// A command whose process enters the namespace before it starts (`setns` between fork and exec).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<(Command, File)> {
+        let file = File::open(self.path()).map_err(|e| format!("{}: {e}", self.path()))?;
+        let fd = file.as_raw_fd();
+        let mut cmd = Command::new(program);
+        // SAFETY: setns is async-signal-safe; `fd` stays open (owned by the returned File) until spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok((cmd, file))
+    }
+
+    /// Runs `f` on a thread that entered the namespace.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
+        let file = File::open(self.path()).map_err(|e| format!("{}: {e}", self.path()))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                enter(&file)?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| "a namespace thread panicked".to_string())?
+        })
+    }
+}
+
+fn enter(file: &File) -> Result<()> {
+    // SAFETY: setns on a valid namespace descriptor; changes only this thread's network namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                    // SAFETY: plain kill(2) of a process inside our own namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
             }
         }
-        return;
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
-    let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    for name in ["p10", "p1000", "p10000", "p20000", "gns", "heps", "heps-shared"] {
-        if !only.is_empty() && !only.iter().any(|o| o == name) { continue; }
-        let d = base.join(name);
-        for _ in 0..reps {
-            let t0 = Instant::now();
-            let loaded = load::load_dir(&d);
-            assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics.iter().take(3).collect::<Vec<_>>());
-            let t1 = Instant::now();
-            let view = resolve::resolve(&loaded.config, "node1", &[]);
-            let t2 = Instant::now();
-            let rs = compile::compile(&loaded.config, &view, "hostpolicy");
-            let t3 = Instant::now();
-            let h = compile::content_hash(&rs);
-            let t4 = Instant::now();
-            let c0 = cpu();
-            let h2 = compile::content_hash(&rs);
-            let c1 = cpu();
-            let mut copy = rs.clone();
-            copy.comment.clear();
-            use sha2::Digest;
-            let d = sha2::Sha256::digest(format!("{copy:?}").as_bytes());
-            let h3: String = d.iter().map(|b| format!("{b:02x}")).collect();
-            let c2 = cpu();
-            assert_eq!(h2, h3);
-            println!("  cpu: new hash {:.1} ms, old hash {:.1} ms", (c1 - c0) * 1e3, (c2 - c1) * 1e3);
-            println!(
-                "{name}: load {:?} resolve {:?} compile(incl hash) {:?} hash {:?} rules {} sets {} h {}",
-                t1 - t0,
-                t2 - t1,
-                t3 - t2,
-                t4 - t3,
-                rs.rule_count(),
-                rs.sets.len(),
-                &h[..8]
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// =====================================================================================================
+// Configurations
+
+/// One generated configuration directory.
+struct Case {
+    label: &'static str,
+    dir: PathBuf,
+}
+
+struct Cases {
+    p10: Case,
+    p1000: Case,
+    p10000: Case,
+    /// 10,000 policies with selector rules only (few sets).
+    p10000sel: Case,
+    nets: Case,
+    /// 10,000 policies and the 100,000-net deny list (packet path).
+    big: Case,
+    workdir: PathBuf,
+}
+
+impl Cases {
+    fn generate(workdir: &Path) -> Result<Cases> {
+        let _ = fs::remove_dir_all(workdir);
+        let mk = |label: &'static str, name: &str, files: Vec<(&str, String)>| -> Result<Case> {
+            let dir = workdir.join(name);
+            fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (f, text) in files {
+                fs::write(dir.join(f), text).map_err(|e| format!("{f}: {e}"))?;
+            }
+            Ok(Case { label, dir })
+        };
+        Ok(Cases {
+            p10: mk(
+                "10 policies",
+                "p10",
+                vec![
+                    ("10-heps.yaml", heps()),
+                    ("20-policies.yaml", policies(10, 0)),
+                ],
+            )?,
+            p1000: mk(
+                "1,000 policies",
+                "p1000",
+                vec![
+                    ("10-heps.yaml", heps()),
+                    ("20-policies.yaml", policies(1000, 0)),
+                ],
+            )?,
+            p10000: mk(
+                "10,000 policies",
+                "p10000",
+                vec![
+                    ("10-heps.yaml", heps()),
+                    ("20-policies.yaml", policies(10_000, 0)),
+                ],
+            )?,
+            p10000sel: mk(
+                "10,000 policies, selector rules",
+                "p10000sel",
+                vec![
+                    ("10-heps.yaml", heps()),
+                    ("20-policies.yaml", selector_policies(10_000)),
+                ],
+            )?,
+            nets: mk(
+                "100,000 nets",
+                "nets",
+                vec![
+                    ("10-heps.yaml", heps()),
+                    ("30-deny-list.yaml", deny_list(100_000, None)),
+                    ("31-deny.yaml", deny_policy()),
+                ],
+            )?,
+            big: mk(
+                "10,000 policies + 100,000 nets",
+                "big",
+                vec![
+                    ("10-heps.yaml", heps()),
+                    ("20-policies.yaml", policies(10_000, 0)),
+                    ("30-deny-list.yaml", deny_list(100_000, None)),
+                    ("31-deny.yaml", deny_policy()),
+                ],
+            )?,
+            workdir: workdir.to_path_buf(),
+        })
+    }
+}
+
+/// The node's two HostEndpoints (the packet test's interfaces, label role=node) and 100 HostEndpoints
+/// of other nodes (expectedIPs in 203.0.113.0/24 and 2001:db8:1::/48, label app=a0..a9) for rule
+/// selectors.
+fn heps() -> String {
+    let hep = |name: &str, node: &str, iface: &str, ips: &[String], labels: &[(&str, String)]| {
+        let mut s = format!(
+            "- apiVersion: projectcalico.org/v3\n  kind: HostEndpoint\n  metadata:\n    name: {name}\n    labels:\n"
+        );
+        for (k, v) in labels {
+            let _ = writeln!(s, "      {k}: \"{v}\"");
+        }
+        let _ = writeln!(
+            s,
+            "  spec:\n    node: {node}\n    interfaceName: {iface}\n    expectedIPs: [{}]",
+            ips.join(", ")
+        );
+        s
+    };
+    let mut s = String::new();
+    s += &hep(
+        "node1-c",
+        NODE,
+        "eth-c",
+        &["192.0.2.1".into()],
+        &[("role", "node".into())],
+    );
+    s += &hep(
+        "node1-s",
+        NODE,
+        "eth-s",
+        &["198.51.100.1".into()],
+        &[("role", "node".into())],
+    );
+    for k in 1..=100 {
+        s += &hep(
+            &format!("peer{k:03}-eth0"),
+            &format!("peer{k:03}"),
+            "eth0",
+            &[format!("203.0.113.{k}"), format!("\"2001:db8:1::{k:x}\"")],
+            &[("role", "peer".into()), ("app", format!("a{}", k % 10))],
+        );
+    }
+    s
+}
+
+/// `n` ingress policies for the node's HostEndpoints, in order. Policy `i` allows TCP to port
+/// 1024 + i (+ a range) from a /32 of 198.51.100.0/24 (even i) or a /64 of 2001:db8:2::/48 (odd i);
+/// every 10th instead allows from the HostEndpoints selected by `app == 'aK'`; every 7th also denies a
+/// UDP port range. `variant` changes policy 0's port (for reloads).
+fn policies(n: usize, variant: u16) -> String {
+    let mut s = String::with_capacity(n * 300);
+    for i in 0..n {
+        let port = 1024 + (i % 60_000) as u16 + if i == 0 { variant } else { 0 };
+        let _ = write!(
+            s,
+            "- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata:\n    name: bench-{i:05}\n  spec:\n    order: {i}\n    selector: role == 'node'\n    types: [Ingress]\n    ingress:\n"
+        );
+        if i % 10 == 0 {
+            let _ = write!(
+                s,
+                "    - action: Allow\n      protocol: TCP\n      source:\n        selector: app == 'a{}'\n      destination:\n        ports: [{port}]\n",
+                (i / 10) % 10
+            );
+        } else {
+            let net = if i % 2 == 0 {
+                format!("198.51.100.{}/32", i % 256)
+            } else {
+                format!("\"2001:db8:2:{i:x}::/64\"")
+            };
+            let _ = write!(
+                s,
+                "    - action: Allow\n      protocol: TCP\n      source:\n        nets: [{net}]\n      destination:\n        ports: [{port}, \"{}:{}\"]\n",
+                port + 1,
+                port + 3
             );
         }
+        if i % 7 == 0 {
+            s += "    - action: Deny\n      protocol: UDP\n      destination:\n        ports: [\"6000:6100\"]\n";
+        }
     }
-    let _ = std::fs::remove_dir_all(&base);
+    s
+}
+
+/// `n` ingress policies like [`policies`] but every rule selects its sources by label (`app == 'aK'`,
+/// K = i mod 10) and allows one port: no literal address or port list, so the ruleset has only the 20
+/// selector sets (10 selectors, 2 families) however many policies there are.
+fn selector_policies(n: usize) -> String {
+    let mut s = String::with_capacity(n * 250);
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata:\n    name: sel-{i:05}\n  spec:\n    order: {i}\n    selector: role == 'node'\n    types: [Ingress]\n    ingress:\n    - action: Allow\n      protocol: TCP\n      source:\n        selector: app == 'a{}'\n      destination:\n        ports: [{}]\n",
+            i % 10,
+            1024 + i % 60_000
+        );
+    }
+    s
+}
+
+/// A GlobalNetworkSet of `n` IPv4 /32s: 10.0.0.0, 10.0.0.2, 10.0.0.4, ... (never adjacent, so they stay
+/// `n` elements). These addresses are outside the documentation ranges: they are only set elements, and
+/// no packet is ever sent to or from them. `swap` replaces net number `k` with 10.200.0.0 + `v`.
+fn deny_list(n: u32, swap: Option<(u32, u32)>) -> String {
+    let mut s = String::from(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: deny-list\n  labels:\n    role: deny-list\nspec:\n  nets:\n",
+    );
+    for i in 0..n {
+        let a = match swap {
+            Some((k, v)) if k == i => Ipv4Addr::from(0x0ac8_0000 + v),
+            _ => Ipv4Addr::from(0x0a00_0000 + 2 * i),
+        };
+        let _ = writeln!(s, "  - {a}/32");
+    }
+    s
+}
+
+/// A preDNAT policy denying sources in the deny list, on the node's HostEndpoints.
+fn deny_policy() -> String {
+    "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: deny-listed-sources\nspec:\n  order: 1\n  preDNAT: true\n  applyOnForward: true\n  selector: role == 'node'\n  ingress:\n  - action: Deny\n    source:\n      selector: role == 'deny-list'\n"
+        .to_string()
+}
+
+fn compile_dir(dir: &Path) -> Result<pipeline::Compiled> {
+    let loaded = load::load_dir(dir);
+    pipeline::build(loaded, NODE, &[], TABLE, false).map_err(|e| {
+        let first: Vec<String> = e
+            .diagnostics
+            .iter()
+            .take(3)
+            .map(|d| d.to_string())
+            .collect();
+        format!(
+            "{}: invalid configuration: {}",
+            dir.display(),
+            first.join("; ")
+        )
+    })
+}
+
+fn elements(rs: &Ruleset) -> usize {
+    rs.sets.iter().map(|s| s.elements.len()).sum()
+}
+
+// =====================================================================================================
+// compile
+
+#[derive(Default)]
+struct Summary {
+    compile: Vec<(String, f64, f64, f64, usize, usize, usize)>,
+    apply: Vec<ApplyRow>,
+    incremental: Option<IncrementalRow>,
+    reload: Vec<ReloadRow>,
+    packet: Vec<(String, f64, f64)>,
+    daemon_rss: Vec<(String, u64)>,
+}
+
+struct ApplyRow {
+    label: String,
+    ours_apply: f64,
+    ours_process: f64,
+    nft: f64,
+    ours_rss: u64,
+    nft_rss: u64,
+}
+
+struct IncrementalRow {
+    update: f64,
+    full: f64,
+    compile_update: f64,
+    compile_full: f64,
+    path: String,
+}
+
+struct ReloadRow {
+    label: String,
+    change: String,
+    total: f64,
+    min: f64,
+    max: f64,
+}
+
+fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    println!(
+        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>9}",
+        "configuration",
+        "load ms",
+        "compile ms",
+        "total ms",
+        "total CPU",
+        "rules",
+        "sets",
+        "elements"
+    );
+    for case in [
+        &cases.p10,
+        &cases.p1000,
+        &cases.p10000,
+        &cases.p10000sel,
+        &cases.nets,
+    ] {
+        let (mut load_t, mut comp_t, mut total, mut cpu) = (vec![], vec![], vec![], vec![]);
+        let mut counts = (0, 0, 0);
+        for _ in 0..o.runs {
+            let c0 = thread_cpu();
+            let t0 = Instant::now();
+            let loaded = load::load_dir(&case.dir);
+            let t1 = Instant::now();
+            let built = pipeline::build(loaded, NODE, &[], TABLE, false)
+                .map_err(|e| format!("{}: {:?}", case.label, e.diagnostics.first()))?;
+            let t2 = Instant::now();
+            cpu.push((thread_cpu() - c0) * 1e3);
+            load_t.push(ms(t1 - t0));
+            comp_t.push(ms(t2 - t1));
+            total.push(ms(t2 - t0));
+            let rs = &built.ruleset;
+            counts = (rs.rule_count(), rs.sets.len(), elements(rs));
+        }
+        let (l, c, t, u) = (
+            median(&mut load_t),
+            median(&mut comp_t),
+            median(&mut total),
+            median(&mut cpu),
+        );
+        println!(
+            "{:<32} {l:>10.1} {c:>10.1} {t:>10.1} {u:>10.1} {:>8} {:>7} {:>9}",
+            case.label, counts.0, counts.1, counts.2
+        );
+        sum.compile.push((
+            case.label.to_string(),
+            l,
+            c,
+            t,
+            counts.0,
+            counts.1,
+            counts.2,
+        ));
+    }
+    println!(
+        "  load = read + parse + validate; compile = resolve + compile (incl. the content hash)"
+    );
+    Ok(())
+}
+
+// =====================================================================================================
+// apply
+
+/// Child mode: load, compile and apply `dir` here (the parent put us in a fresh namespace); prints
+/// `compile_ms apply_ms`.
+fn child_apply(args: &[String]) -> ExitCode {
+    let Some(dir) = args.first() else {
+        return ExitCode::from(64);
+    };
+    let t0 = Instant::now();
+    let built = match compile_dir(Path::new(dir)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let t1 = Instant::now();
+    let r = Netlink::new().and_then(|mut nl| nl.apply(&built.ruleset));
+    let t2 = Instant::now();
+    if let Err(e) = r {
+        eprintln!("apply: {e}");
+        return ExitCode::from(2);
+    }
+    println!("{:.3} {:.3}", ms(t1 - t0), ms(t2 - t1));
+    ExitCode::SUCCESS
+}
+
+fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    println!(
+        "{:<32} {:>10} {:>11} {:>9} {:>12} {:>12} {:>9} {:>9}",
+        "configuration",
+        "ours apply",
+        "ours whole",
+        "nft -f",
+        "nft/ours",
+        "nft/whole",
+        "RSS ours",
+        "RSS nft"
+    );
+    let baseline = {
+        let ns = NetNs::new("true")?;
+        spawn_measured(&ns, Path::new("/bin/true"), &[])?.rss_kib
+    };
+    for case in [
+        &cases.p10,
+        &cases.p1000,
+        &cases.p10000,
+        &cases.p10000sel,
+        &cases.nets,
+    ] {
+        let rs = compile_dir(&case.dir)?.ruleset;
+        let text_file = cases.workdir.join(format!(
+            "{}.nft",
+            case.dir.file_name().unwrap().to_string_lossy()
+        ));
+        fs::write(&text_file, render(&rs)).map_err(|e| format!("{}: {e}", text_file.display()))?;
+        let (mut apply, mut whole, mut nft, mut rss_o, mut rss_n) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut runs = 0;
+        while runs < o.runs {
+            runs += 1;
+            // Ours: a child that loads, compiles and applies (in a fresh namespace).
+            let ns = NetNs::new("apply")?;
+            let r = spawn_measured(&ns, &exe, &["child-apply".as_ref(), case.dir.as_os_str()])?;
+            if r.code != 0 {
+                return Err(format!(
+                    "{}: our apply failed ({}): {}",
+                    case.label, r.code, r.stderr
+                ));
+            }
+            let apply_ms: f64 = r
+                .stdout
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("child output: {:?}", r.stdout))?;
+            apply.push(apply_ms);
+            whole.push(r.wall_ms);
+            rss_o.push(r.rss_kib as f64);
+            drop(ns);
+
+            // nft -f of the rendered text, in another fresh namespace.
+            let ns = NetNs::new("nft")?;
+            let r = spawn_measured(
+                &ns,
+                Path::new("nft"),
+                &["-f".as_ref(), text_file.as_os_str()],
+            )?;
+            if r.code != 0 {
+                return Err(format!(
+                    "{}: nft -f failed ({}): {}",
+                    case.label, r.code, r.stderr
+                ));
+            }
+            nft.push(r.wall_ms);
+            rss_n.push(r.rss_kib as f64);
+            if r.wall_ms + whole.last().copied().unwrap_or(0.0) > SLOW_MS && runs >= SLOW_RUNS {
+                break;
+            }
+        }
+        let row = ApplyRow {
+            label: format!(
+                "{}{}",
+                case.label,
+                if runs < o.runs {
+                    format!(" ({runs} runs)")
+                } else {
+                    String::new()
+                }
+            ),
+            ours_apply: median(&mut apply),
+            ours_process: median(&mut whole),
+            nft: median(&mut nft),
+            ours_rss: median(&mut rss_o) as u64,
+            nft_rss: median(&mut rss_n) as u64,
+        };
+        println!(
+            "{:<32} {:>8.1}ms {:>9.1}ms {:>7.1}ms {:>11.2}x {:>11.2}x {:>6}MiB {:>6}MiB",
+            row.label,
+            row.ours_apply,
+            row.ours_process,
+            row.nft,
+            row.nft / row.ours_apply,
+            row.nft / row.ours_process,
+            row.ours_rss / 1024,
+            row.nft_rss / 1024
+        );
+        sum.apply.push(row);
+    }
+    println!(
+        "  ours apply = the apply call (encode, one sendmsg, kernel commit, answer), fresh namespace;\n  \
+         ours whole = the child process from exec to exit: read YAML, validate, compile, apply;\n  \
+         nft -f = the process from exec to exit on the rendered text; RSS = peak resident set size\n  \
+         (measured from a small spawner process; /bin/true shows {} KiB that way)",
+        baseline
+    );
+    Ok(())
+}
+
+// =====================================================================================================
+// incremental
+
+fn bench_incremental(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    // Two configurations that differ in one net of the 100,000: net 5 swapped for another address.
+    let a_dir = cases.workdir.join("inc-a");
+    let b_dir = cases.workdir.join("inc-b");
+    for (dir, swap) in [(&a_dir, None), (&b_dir, Some((5, 1)))] {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        fs::write(dir.join("10-heps.yaml"), heps()).map_err(|e| e.to_string())?;
+        fs::write(dir.join("30-deny-list.yaml"), deny_list(100_000, swap))
+            .map_err(|e| e.to_string())?;
+        fs::write(dir.join("31-deny.yaml"), deny_policy()).map_err(|e| e.to_string())?;
+    }
+    let a = compile_dir(&a_dir)?.ruleset;
+    let b = compile_dir(&b_dir)?.ruleset;
+    let ns = NetNs::new("inc")?;
+    let runs = o.runs;
+    let (a_dir2, b_dir2) = (a_dir.clone(), b_dir.clone());
+    let r = ns.run(move || -> Result<IncrementalRow> {
+        let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+        nl.apply(&a).map_err(|e| e.to_string())?;
+        let (mut upd, mut full, mut cu, mut cf) = (vec![], vec![], vec![], vec![]);
+        let mut path = String::new();
+        let mut cur = (&a, &b);
+        for i in 0..2 * runs {
+            // update: element changes only
+            let t0 = Instant::now();
+            nl.update(cur.0, cur.1).map_err(|e| e.to_string())?;
+            upd.push(ms(t0.elapsed()));
+            match nl.last_update() {
+                Some(UpdatePath::Elements { sets, removed, added }) => {
+                    path = format!("{sets} set, {removed} range out, {added} in");
+                }
+                other => return Err(format!("update took {other:?}")),
+            }
+            // full replace of the same table back and forth
+            let t0 = Instant::now();
+            nl.apply(cur.0).map_err(|e| e.to_string())?;
+            nl.apply(cur.1).map_err(|e| e.to_string())?;
+            full.push(ms(t0.elapsed()) / 2.0);
+            // the same with the compile of the changed directory (what a reload does after its debounce)
+            let (from, to_dir) = if i % 2 == 0 { (cur.1, &a_dir2) } else { (cur.1, &b_dir2) };
+            let t0 = Instant::now();
+            let next = compile_dir(to_dir)?.ruleset;
+            nl.update(from, &next).map_err(|e| e.to_string())?;
+            cu.push(ms(t0.elapsed()));
+            let t0 = Instant::now();
+            let back = compile_dir(if i % 2 == 0 { &b_dir2 } else { &a_dir2 })?.ruleset;
+            nl.apply(&back).map_err(|e| e.to_string())?;
+            cf.push(ms(t0.elapsed()));
+            cur = (cur.1, cur.0);
+        }
+        if let Some(n) = std::env::var_os("HPBENCH_BREAKDOWN") {
+            for _ in 0..n.to_string_lossy().parse::<usize>().unwrap_or(3) {
+                let t0 = Instant::now();
+                let d = hostpolicyd::nft::set_delta(cur.0, cur.1);
+                let t1 = Instant::now();
+                let _ = nl.table_comment(TABLE);
+                let t2 = Instant::now();
+                nl.update_elements(cur.0, cur.1).map_err(|e| e.to_string())?;
+                let t3 = Instant::now();
+                println!("  breakdown: set_delta {:.1} ms, table_comment {:.1} ms, element batch {:.1} ms ({:?})", ms(t1 - t0), ms(t2 - t1), ms(t3 - t2), d.map(|d| d.kernel_elements()));
+                cur = (cur.1, cur.0);
+            }
+        }
+        Ok(IncrementalRow {
+            update: median(&mut upd),
+            full: median(&mut full),
+            compile_update: median(&mut cu),
+            compile_full: median(&mut cf),
+            path,
+        })
+    })??;
+    println!(
+        "one net changed in a 100,000-net GlobalNetworkSet ({}):",
+        r.path
+    );
+    println!(
+        "  dataplane only:     update (elements) {:>7.1} ms   full replace {:>7.1} ms   {:>5.1}x",
+        r.update,
+        r.full,
+        r.full / r.update
+    );
+    println!(
+        "  compile + dataplane: update           {:>7.1} ms   full replace {:>7.1} ms   {:>5.1}x",
+        r.compile_update,
+        r.compile_full,
+        r.compile_full / r.compile_update
+    );
+    sum.incremental = Some(r);
+    Ok(())
+}
+
+// =====================================================================================================
+// reload
+
+/// Daemon mode: `hostpolicyd ARGS...` through the library's own command line.
+fn daemon(args: &[String]) -> ExitCode {
+    use clap::Parser;
+    let argv = std::iter::once("hostpolicyd".to_string()).chain(args.iter().cloned());
+    match hostpolicyd::cli::Cli::try_parse_from(argv) {
+        Ok(cli) => ExitCode::from(hostpolicyd::cli::run(cli)),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(64)
+        }
+    }
+}
+
+/// The content hash in the kernel (None: no table), read in the current thread's namespace.
+fn kernel_hash(nl: &mut Netlink) -> Option<String> {
+    nl.table_comment(TABLE).ok().flatten()
+}
+
+fn wait_for_hash(nl: &mut Netlink, want: &str, timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if kernel_hash(nl).as_deref() == Some(want) {
+            return Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One reload configuration: the directory's base files, the file that changes and its two versions.
+struct ReloadCase {
+    label: String,
+    change: &'static str,
+    base: Vec<(&'static str, String)>,
+    file: &'static str,
+    versions: [String; 2],
+}
+
+fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let reload_cases = [
+        ReloadCase {
+            label: "10 policies".into(),
+            change: "a port of one policy",
+            base: vec![("10-heps.yaml", heps())],
+            file: "20-policies.yaml",
+            versions: [policies(10, 0), policies(10, 7)],
+        },
+        ReloadCase {
+            label: "10,000 policies".into(),
+            change: "a port of one policy",
+            base: vec![("10-heps.yaml", heps())],
+            file: "20-policies.yaml",
+            versions: [policies(10_000, 0), policies(10_000, 7)],
+        },
+        ReloadCase {
+            label: "100,000 nets".into(),
+            change: "one net of the GlobalNetworkSet",
+            base: vec![("10-heps.yaml", heps()), ("31-deny.yaml", deny_policy())],
+            file: "30-deny-list.yaml",
+            versions: [deny_list(100_000, None), deny_list(100_000, Some((5, 1)))],
+        },
+    ];
+    let quiet = hostpolicyd::daemon::watch::QUIET;
+    println!(
+        "{:<18} {:<52} {:>9} {:>9} {:>9} {:>11} {:>9}",
+        "configuration", "change", "median", "min", "max", "- debounce", "RSS"
+    );
+    let skip: Vec<String> = std::env::var("HPBENCH_SKIP_RELOAD")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    for (k, rc) in reload_cases.iter().enumerate() {
+        if skip.contains(&k.to_string()) {
+            continue;
+        }
+        let dir = cases.workdir.join(format!("reload-{k}"));
+        let (conf, state, runtime) = (dir.join("conf"), dir.join("state"), dir.join("run"));
+        for d in [&conf, &state, &runtime] {
+            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        for (f, text) in &rc.base {
+            fs::write(conf.join(f), text).map_err(|e| e.to_string())?;
+        }
+        fs::write(conf.join(rc.file), &rc.versions[0]).map_err(|e| e.to_string())?;
+        let hashes: Vec<String> = (0..2)
+            .map(|v| {
+                let d = dir.join(format!("v{v}"));
+                fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                for (f, text) in &rc.base {
+                    fs::write(d.join(f), text).map_err(|e| e.to_string())?;
+                }
+                fs::write(d.join(rc.file), &rc.versions[v]).map_err(|e| e.to_string())?;
+                let rs = compile_dir(&d)?.ruleset;
+                Ok(hostpolicyd::compile::hash_from_comment(&rs.comment)
+                    .unwrap_or_default()
+                    .to_string())
+            })
+            .collect::<Result<_>>()?;
+        let comment = |h: &str| format!("hostpolicyd sha256:{h}");
+
+        let ns = NetNs::new("reload")?;
+        let log = dir.join("daemon.log");
+        let log_file = File::create(&log).map_err(|e| e.to_string())?;
+        let (mut cmd, _fd) = ns.command(&exe)?;
+        cmd.arg("daemon")
+            .arg("--config-dir")
+            .arg(&conf)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--runtime-dir")
+            .arg(&runtime)
+            .arg("--node-name")
+            .arg(NODE)
+            .arg("run")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_file);
+        let child = cmd.spawn().map_err(|e| format!("spawn the daemon: {e}"))?;
+        let pid = child.id() as libc::pid_t;
+        let runs = o.runs;
+        let conf2 = conf.clone();
+        let file = rc.file;
+        let versions = rc.versions.clone();
+        let result = ns.run(move || -> Result<Vec<f64>> {
+            let mut nl = Netlink::new().map_err(|e| e.to_string())?;
+            wait_for_hash(&mut nl, &comment(&hashes[0]), Duration::from_secs(900))
+                .ok_or("the daemon did not apply the first configuration in 900 s")?;
+            std::thread::sleep(Duration::from_millis(1500));
+            let mut lat = Vec::new();
+            for i in 0..runs {
+                let v = (i + 1) % 2;
+                let tmp = conf2.join(".bench-change.tmp");
+                fs::write(&tmp, &versions[v]).map_err(|e| e.to_string())?;
+                let t0 = Instant::now();
+                fs::rename(&tmp, conf2.join(file)).map_err(|e| e.to_string())?;
+                let t1 = wait_for_hash(&mut nl, &comment(&hashes[v]), Duration::from_secs(900))
+                    .ok_or("the daemon did not apply the change in 900 s")?;
+                lat.push(ms(t1 - t0));
+                if *lat.last().unwrap() > SLOW_MS && lat.len() >= SLOW_RUNS {
+                    break;
+                }
+                // Let it finish (state file, drift check) before the next change.
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            Ok(lat)
+        });
+        let rss = vm_hwm(pid);
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = wait_child(&child)?;
+        let mut lat = match result {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) | Err(e) => {
+                let tail = fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+                return Err(format!(
+                    "reload {}: {e}\ndaemon log (last lines, newest first):\n{}",
+                    rc.label,
+                    tail.join("\n")
+                ));
+            }
+        };
+        let (min, max) = (
+            lat.iter().cloned().fold(f64::INFINITY, f64::min),
+            lat.iter().cloned().fold(0.0, f64::max),
+        );
+        let med = median(&mut lat);
+        println!(
+            "{:<18} {:<52} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>9.1}ms {:>6}MiB",
+            rc.label,
+            rc.change,
+            med,
+            min,
+            max,
+            med - ms(quiet),
+            rss / 1024
+        );
+        let n = lat.len();
+        sum.reload.push(ReloadRow {
+            label: if n < runs {
+                format!("{} ({n} runs)", rc.label)
+            } else {
+                rc.label.clone()
+            },
+            change: rc.change.to_string(),
+            total: med,
+            min,
+            max,
+        });
+        sum.daemon_rss.push((rc.label.clone(), rss));
+    }
+    println!(
+        "  from the rename into the watched directory to the new content hash in the kernel;\n  \
+         the daemon waits {} ms after the last file event before reloading (`- debounce`: the rest);\n  \
+         RSS = the daemon's peak resident set size (VmHWM) over the whole run",
+        quiet.as_millis()
+    );
+    Ok(())
+}
+
+// =====================================================================================================
+// packet path
+
+struct Topology {
+    client: NetNs,
+    node: NetNs,
+    server: NetNs,
+}
+
+impl Topology {
+    fn new() -> Result<Topology> {
+        let t = Topology {
+            client: NetNs::new("client")?,
+            node: NetNs::new("node")?,
+            server: NetNs::new("server")?,
+        };
+        veth(&t.client, "c0", &t.node, "eth-c")?;
+        veth(&t.server, "s0", &t.node, "eth-s")?;
+        t.client
+            .exec(&["ip", "addr", "add", "192.0.2.2/24", "dev", "c0"])?;
+        t.client
+            .exec(&["ip", "route", "add", "default", "via", "192.0.2.1"])?;
+        t.node
+            .exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "eth-c"])?;
+        t.node
+            .exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth-s"])?;
+        t.node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        t.server
+            .exec(&["ip", "addr", "add", "198.51.100.2/24", "dev", "s0"])?;
+        t.server
+            .exec(&["ip", "route", "add", "default", "via", "198.51.100.1"])?;
+        Ok(t)
+    }
+}
+
+fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
+    let n = NS_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let (ta, tb) = (format!("hpbv{n}a"), format!("hpbv{n}b"));
+    a.exec(&[
+        "ip", "link", "add", &ta, "type", "veth", "peer", "name", &tb, "netns", &b.name,
+    ])?;
+    a.exec(&["ip", "link", "set", &ta, "name", a_if])?;
+    b.exec(&["ip", "link", "set", &tb, "name", b_if])?;
+    a.exec(&["ip", "link", "set", a_if, "up"])?;
+    b.exec(&["ip", "link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+/// Accepts connections until `stop`, writing one byte to each.
+fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
+    let fd = listener.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+            continue;
+        }
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"x");
+        }
+    }
+}
+
+/// Connections completed (connect, one byte read, RST close) in `secs` seconds, and failures.
+fn connect_loop(to: SocketAddr, secs: f64) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut ok, mut failed) = (0, 0);
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    while Instant::now() < deadline {
+        match TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut b = [0u8; 1];
+                let good = matches!(s.read(&mut b), Ok(1));
+                // SAFETY: valid socket and linger struct of the right size.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &linger as *const libc::linger as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    );
+                }
+                if good {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    (ok, failed)
+}
+
+/// Starts a server thread in `ns` (198.51.100.2:SERVER_PORT) that runs until `stop`.
+fn start_server(ns: &NetNs, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    let file = File::open(ns.path()).map_err(|e| e.to_string())?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let r = enter(&file).and_then(|()| {
+            TcpListener::bind(("198.51.100.2", SERVER_PORT)).map_err(|e| format!("bind: {e}"))
+        });
+        match r {
+            Ok(l) => {
+                let _ = tx.send(Ok(()));
+                serve(l, stop);
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    });
+    rx.recv().map_err(|e| e.to_string())??;
+    Ok(h)
+}
+
+fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    let small = compile_dir(&cases.p10.dir)?.ruleset;
+    let big = compile_dir(&cases.big.dir)?.ruleset;
+    // What conntrack alone costs: a table whose only rule makes the kernel track connections (as every
+    // stateful firewall does), loaded with nft.
+    let ct_only = "table inet ctonly {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ct state established,related accept\n }\n}\n";
+    let variants: [(&str, Option<&Ruleset>); 4] = [
+        ("no table", None),
+        ("conntrack only (one `ct state` rule, nft)", None),
+        ("10 policies", Some(&small)),
+        ("10,000 policies + 100,000-net deny list", Some(&big)),
+    ];
+    // One client/node/server topology per variant, its table applied once; the runs are interleaved.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut topos = Vec::new();
+    let mut servers = Vec::new();
+    for (label, rs) in &variants {
+        let t = Topology::new()?;
+        if label.starts_with("conntrack only") {
+            let f = cases.workdir.join("ct-only.nft");
+            fs::write(&f, ct_only).map_err(|e| e.to_string())?;
+            t.node.exec(&["nft", "-f", &f.to_string_lossy()])?;
+        }
+        if let Some(rs) = rs {
+            let t0 = Instant::now();
+            t.node
+                .run(|| Netlink::new().and_then(|mut nl| nl.apply(rs)))?
+                .map_err(|e| e.to_string())?;
+            println!(
+                "  ({label}: table applied in {:.1} s)",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        servers.push(start_server(&t.server, stop.clone())?);
+        topos.push(t);
+    }
+    let to: SocketAddr = ([198, 51, 100, 2], SERVER_PORT).into();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut failures = vec![0usize; variants.len()];
+    let result = (|| -> Result<()> {
+        for run in 0..=o.runs {
+            for (k, t) in topos.iter().enumerate() {
+                // Run 0 is a short warm-up (neighbours, routes) and checks that connections go through.
+                let secs = if run == 0 { 0.3 } else { o.packet_secs };
+                let (ok, failed) = t.client.run(|| connect_loop(to, secs))?;
+                if run == 0 {
+                    if ok == 0 {
+                        return Err(format!("{}: no connection went through", variants[k].0));
+                    }
+                    continue;
+                }
+                rates[k].push(ok as f64 / secs);
+                failures[k] += failed;
+            }
+        }
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        let _ = s.join();
+    }
+    result?;
+
+    println!(
+        "{:<44} {:>12} {:>10} {:>9}",
+        "node namespace holds", "conn/s", "vs none", "failed"
+    );
+    let base = median(&mut rates[0].clone());
+    for (k, (label, _)) in variants.iter().enumerate() {
+        let r = median(&mut rates[k]);
+        println!(
+            "{label:<44} {r:>12.0} {:>9.1}% {:>9}",
+            100.0 * r / base,
+            failures[k]
+        );
+        sum.packet.push((label.to_string(), r, r / base));
+    }
+    println!(
+        "  {} s per run, runs interleaved across the variants (one topology each: client, forwarding\n  \
+         node, server namespaces; one TCP connection at a time from a thread of this process)",
+        o.packet_secs
+    );
+    Ok(())
+}
+
+// =====================================================================================================
+// Markdown summary
+
+impl Summary {
+    fn markdown(&self, o: &Options) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Machine: {}. Load average at the end: {}. Medians of {} runs.\n",
+            machine(),
+            loadavg(),
+            o.runs
+        );
+        if !self.compile.is_empty() {
+            s += "| compile (load + validate + resolve + compile) | load | resolve + compile | total | rules | sets | set elements |\n|---|---|---|---|---|---|---|\n";
+            for (label, l, c, t, r, n, e) in &self.compile {
+                let _ = writeln!(
+                    s,
+                    "| {label} | {l:.0} ms | {c:.0} ms | **{t:.0} ms** | {r} | {n} | {e} |"
+                );
+            }
+            s.push('\n');
+        }
+        if !self.apply.is_empty() {
+            s += "| apply (fresh namespace) | ours: apply call | ours: whole process (YAML → kernel) | `nft -f` (text → kernel) | nft / ours apply | nft / ours whole | peak RSS ours / nft |\n|---|---|---|---|---|---|---|\n";
+            for r in &self.apply {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} ms | {:.0} ms | {:.0} ms | **{:.1}x** | {:.1}x | {} / {} MiB |",
+                    r.label,
+                    r.ours_apply,
+                    r.ours_process,
+                    r.nft,
+                    r.nft / r.ours_apply,
+                    r.nft / r.ours_process,
+                    r.ours_rss / 1024,
+                    r.nft_rss / 1024
+                );
+            }
+            s.push('\n');
+        }
+        if let Some(r) = &self.incremental {
+            let _ = writeln!(
+                s,
+                "| one net changed in a 100,000-net GlobalNetworkSet | incremental `update` | full replace | speed-up |\n|---|---|---|---|\n| dataplane ({}) | {:.1} ms | {:.0} ms | **{:.0}x** |\n| compile + dataplane | {:.0} ms | {:.0} ms | {:.1}x |\n",
+                r.path,
+                r.update,
+                r.full,
+                r.full / r.update,
+                r.compile_update,
+                r.compile_full,
+                r.compile_full / r.compile_update
+            );
+        }
+        if !self.reload.is_empty() {
+            s += "| reload: rename into the watched directory → new rule in the kernel | change | median (min–max) | of which debounce | daemon peak RSS |\n|---|---|---|---|---|\n";
+            for (r, (_, rss)) in self.reload.iter().zip(&self.daemon_rss) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.0} ms ({:.0}–{:.0}) | {} ms | {} MiB |",
+                    r.label,
+                    r.change,
+                    r.total,
+                    r.min,
+                    r.max,
+                    hostpolicyd::daemon::watch::QUIET.as_millis(),
+                    rss / 1024
+                );
+            }
+            s.push('\n');
+        }
+        if !self.packet.is_empty() {
+            let _ = writeln!(s, "| packet path: TCP connections/s through a forwarding node ({} s runs) | conn/s | vs no table |\n|---|---|---|", o.packet_secs);
+            for (label, r, ratio) in &self.packet {
+                let _ = writeln!(s, "| {label} | {r:.0} | **{:.0}%** |", ratio * 100.0);
+            }
+            s.push('\n');
+        }
+        s
+    }
 }

@@ -13,10 +13,10 @@ use rustables::{
 };
 use rustables::{ProtocolFamily, Rule as RsRule, Table as RsTable};
 
-use super::lower::{self, Base, CtKey, Imm, MetaKey, Op, LOG_LEVEL_INFO};
 use super::delta::SetDelta;
+use super::lower::{self, Base, CtKey, Imm, MetaKey, Op, LOG_LEVEL_INFO};
 use super::wire::{self, Writer};
-use super::{clean_comment, DataplaneError, HASH_CHAIN};
+use super::{clean_comment, DataplaneError, HASH_CHAIN, TABLE_COMMENT};
 use crate::ruleset::{Chain, Hook, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap};
 
 /// What each message of a batch is, by sequence number (= index).
@@ -80,14 +80,14 @@ const PLACEHOLDER: &str = "\u{1}hostpolicyd-raw";
 /// Largest payload of one NEWSETELEM element list; an attribute length is 16 bits.
 const ELEM_LIST_MAX: usize = 60_000;
 
-struct Assembler {
-    out: Vec<u8>,
-    objs: Vec<Obj>,
+pub(super) struct Assembler {
+    pub(super) out: Vec<u8>,
+    pub(super) objs: Vec<Obj>,
     offsets: Vec<usize>,
 }
 
 impl Assembler {
-    fn new(capacity: usize) -> Assembler {
+    pub(super) fn new(capacity: usize) -> Assembler {
         let mut a = Assembler {
             out: Vec::with_capacity(capacity),
             objs: Vec::new(),
@@ -116,7 +116,7 @@ impl Assembler {
     }
 
     /// Like [`Assembler::begin`], with the given netlink flags (besides NLM_F_REQUEST).
-    fn begin_with(&mut self, msg: u16, flags: u16, obj: Obj) -> usize {
+    pub(super) fn begin_with(&mut self, msg: u16, flags: u16, obj: Obj) -> usize {
         let seq = self.seq();
         self.offsets.push(self.out.len());
         self.objs.push(obj);
@@ -130,7 +130,7 @@ impl Assembler {
     }
 
     /// Copies a message built by rustables, with our sequence number and without its ACK request.
-    fn copy(&mut self, msg: &wire::Msg<'_>, obj: Obj) {
+    pub(super) fn copy(&mut self, msg: &wire::Msg<'_>, obj: Obj) {
         let start = self.out.len();
         let seq = self.seq();
         self.offsets.push(start);
@@ -182,7 +182,7 @@ impl Assembler {
         self.patch_header(start, seq);
     }
 
-    fn finish(mut self) -> EncodedBatch {
+    pub(super) fn finish(mut self) -> EncodedBatch {
         // Only the last real message asks for an ACK: its answer (ACK or error) ends the exchange.
         let last = *self.offsets.last().expect("a batch has messages");
         let flags = u16::from_ne_bytes([self.out[last + 6], self.out[last + 7]]) | wire::NLM_F_ACK;
@@ -375,50 +375,100 @@ fn rs_chain(table: &RsTable, chain: &Chain) -> RsChain {
     c
 }
 
+/// The whole table in ONE transaction: add table, delete table, create it again (with the static comment
+/// [`TABLE_COMMENT`]), its chains, sets and elements, maps and elements, rules, and last the
+/// [`HASH_CHAIN`] chain carrying `rs.comment`. Used to take over a table that is not ours (see
+/// `staged.rs`), where it replaces the table atomically.
 pub(crate) fn encode_apply(rs: &Ruleset) -> Result<EncodedBatch, DataplaneError> {
-    let mut set_ids: HashMap<&str, u32> = HashMap::with_capacity(rs.sets.len() + rs.maps.len());
-    for (i, name) in rs
-        .sets
-        .iter()
-        .map(|s| &s.name)
-        .chain(rs.maps.iter().map(|m| &m.name))
-        .enumerate()
-    {
-        set_ids.insert(name.as_str(), i as u32 + 1);
-    }
+    let set_ids = set_ids(
+        rs.sets
+            .iter()
+            .map(|s| &s.name)
+            .chain(rs.maps.iter().map(|m| &m.name)),
+    );
 
-    // Table, chains and rules through rustables, in one of its batches.
     let mut rb = Batch::new();
     let table = rs_table(&rs.table);
     rb.add(&table, MsgType::Add);
     rb.add(&table, MsgType::Del);
     let mut created = rs_table(&rs.table).with_flags(0u32);
-    let comment = clean_comment(&rs.comment);
-    if !comment.is_empty() {
-        created.set_userdata(wire::udata_comment(&comment));
-    }
+    created.set_userdata(wire::udata_comment(TABLE_COMMENT));
     rb.add(&created, MsgType::Add);
-    let chains: Vec<RsChain> = rs.chains.iter().map(|c| rs_chain(&table, c)).collect();
-    for c in &chains {
-        rb.add(c, MsgType::Add);
+    let rbytes = rb.finalize();
+
+    // nft's order: table, chains, sets, maps, rules.
+    let mut asm = Assembler::new(rbytes.len() + estimate_sets(rs) + rs.rule_count() * 160);
+    let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
+    let mut next = || msgs.next().expect("rustables wrote every message");
+    asm.copy(&next(), Obj::TableEnsure);
+    asm.copy(&next(), Obj::TableDelete);
+    asm.copy(&next(), Obj::TableCreate);
+    let all: Vec<usize> = (0..rs.chains.len()).collect();
+    add_chains(&mut asm, rs, &all);
+    for (i, set) in rs.sets.iter().enumerate() {
+        encode_set(&mut asm, &rs.table, i, set, set_ids[set.name.as_str()]);
     }
+    for (i, map) in rs.maps.iter().enumerate() {
+        encode_map(&mut asm, &rs.table, i, map, set_ids[map.name.as_str()]);
+    }
+    add_rules(&mut asm, rs, &all, &set_ids)?;
+    add_hash_chain(&mut asm, &rs.table, &rs.comment);
+    Ok(asm.finish())
+}
+
+/// NFTA_SET_ID numbers (from 1) for sets and maps created in one batch, by name.
+pub(super) fn set_ids<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<&'a str, u32> {
+    names
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as u32 + 1))
+        .collect()
+}
+
+/// NEWCHAIN messages (rustables' encoding) for chains `which` of `rs`, tagged [`Obj::Chain`].
+pub(super) fn add_chains(asm: &mut Assembler, rs: &Ruleset, which: &[usize]) {
+    if which.is_empty() {
+        return;
+    }
+    let table = rs_table(&rs.table);
+    let mut rb = Batch::new();
+    for &i in which {
+        rb.add(&rs_chain(&table, &rs.chains[i]), MsgType::Add);
+    }
+    let rbytes = rb.finalize();
+    for (m, &i) in wire::messages(&rbytes).skip(1).zip(which) {
+        asm.copy(&m, Obj::Chain(i));
+    }
+}
+
+/// NEWRULE messages for every rule of chains `which` of `rs`, in order, tagged [`Obj::Rule`].
+/// `set_ids`: the sets and maps created in the same batch (a lookup of one of them carries its id).
+pub(super) fn add_rules(
+    asm: &mut Assembler,
+    rs: &Ruleset,
+    which: &[usize],
+    set_ids: &HashMap<&str, u32>,
+) -> Result<(), DataplaneError> {
+    let table = rs_table(&rs.table);
+    let mut rb = Batch::new();
     let mut raw = RawExprs::default();
-    let mut has_raw = Vec::with_capacity(rs.rule_count());
+    let mut has_raw = Vec::new();
     let mut ops = Vec::new();
-    for (chain, rchain) in rs.chains.iter().zip(&chains) {
+    for &ci in which {
+        let chain = &rs.chains[ci];
+        let rchain = rs_chain(&table, chain);
         for (i, rule) in chain.rules.iter().enumerate() {
             ops.clear();
             lower::lower_rule(rule, &mut ops);
-            let mut r = RsRule::new(rchain).map_err(|e| {
+            let mut r = RsRule::new(&rchain).map_err(|e| {
                 DataplaneError::invalid(format!("rule {i} of chain {}: {e:?}", chain.name))
             })?;
             let mut any_raw = false;
             for op in &ops {
                 if is_raw(op) {
-                    raw.push(op, &set_ids);
+                    raw.push(op, set_ids);
                     any_raw = true;
                 }
-                r.add_expr(rs_expr(op, &set_ids));
+                r.add_expr(rs_expr(op, set_ids));
             }
             if let Some(c) = &rule.comment {
                 r.set_userdata(wire::udata_comment(&clean_comment(c)));
@@ -427,28 +477,15 @@ pub(crate) fn encode_apply(rs: &Ruleset) -> Result<EncodedBatch, DataplaneError>
             has_raw.push(any_raw);
         }
     }
+    if has_raw.is_empty() {
+        return Ok(());
+    }
     let rbytes = rb.finalize();
-
-    // Interleave with our messages in nft's order: table, chains, sets, maps, rules.
-    let mut asm = Assembler::new(rbytes.len() + estimate_sets(rs));
     let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
-    let mut next = || msgs.next().expect("rustables wrote every message");
-    asm.copy(&next(), Obj::TableEnsure);
-    asm.copy(&next(), Obj::TableDelete);
-    asm.copy(&next(), Obj::TableCreate);
-    for i in 0..rs.chains.len() {
-        asm.copy(&next(), Obj::Chain(i));
-    }
-    for (i, set) in rs.sets.iter().enumerate() {
-        encode_set(&mut asm, &rs.table, i, set, set_ids[set.name.as_str()]);
-    }
-    for (i, map) in rs.maps.iter().enumerate() {
-        encode_map(&mut asm, &rs.table, i, map, set_ids[map.name.as_str()]);
-    }
     let mut k = 0;
-    for (ci, chain) in rs.chains.iter().enumerate() {
-        for ri in 0..chain.rules.len() {
-            let m = next();
+    for &ci in which {
+        for ri in 0..rs.chains[ci].rules.len() {
+            let m = msgs.next().expect("rustables wrote every rule");
             let obj = Obj::Rule {
                 chain: ci,
                 rule: ri,
@@ -461,7 +498,21 @@ pub(crate) fn encode_apply(rs: &Ruleset) -> Result<EncodedBatch, DataplaneError>
             k += 1;
         }
     }
-    Ok(asm.finish())
+    Ok(())
+}
+
+/// Creates the [`HASH_CHAIN`] chain (it must not exist) with `comment` (cleaned) as its comment, tagged
+/// [`Obj::HashChain`].
+pub(super) fn add_hash_chain(asm: &mut Assembler, table: &str, comment: &str) {
+    let comment = clean_comment(comment);
+    let m = asm.begin_with(wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, Obj::HashChain);
+    let mut w = Writer { buf: &mut asm.out };
+    w.strz(wire::NFTA_CHAIN_TABLE, table);
+    w.strz(wire::NFTA_CHAIN_NAME, HASH_CHAIN);
+    if !comment.is_empty() {
+        w.attr(wire::NFTA_CHAIN_USERDATA, &wire::udata_comment(&comment));
+    }
+    w.end_msg(m);
 }
 
 fn estimate_sets(rs: &Ruleset) -> usize {
@@ -523,7 +574,11 @@ pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
     for (msg, flags, udata) in [
         (wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, false),
         (wire::NFT_MSG_DELCHAIN, 0, false),
-        (wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, !comment.is_empty()),
+        (
+            wire::NFT_MSG_NEWCHAIN,
+            wire::NLM_F_CREATE,
+            !comment.is_empty(),
+        ),
     ] {
         let m = asm.begin_with(msg, flags, Obj::HashChain);
         let mut w = Writer { buf: &mut asm.out };
@@ -632,12 +687,28 @@ fn set_header(w: &mut Writer<'_>, table: &str, name: &str) {
     w.strz(wire::NFTA_SET_NAME, name);
 }
 
-fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32) {
-    let (key_type, key_len) = match set.set_type {
-        SetType::Ipv4Addr => (7u32, 4u32),
+/// (NFTA_SET_KEY_TYPE, NFTA_SET_KEY_LEN) of a set of type `t`, as nft sends them.
+pub(super) fn set_key(t: SetType) -> (u32, u32) {
+    match t {
+        SetType::Ipv4Addr => (7, 4),
         SetType::Ipv6Addr => (8, 16),
         SetType::InetService => (13, 2),
-    };
+    }
+}
+
+/// NFTA_SET_USERDATA of our interval sets, as nft sends it: the key's byte order (big endian).
+pub(super) fn set_udata() -> Vec<u8> {
+    let mut udata = Vec::with_capacity(6);
+    wire::udata_tlv(
+        &mut udata,
+        wire::NFTNL_UDATA_SET_KEYBYTEORDER,
+        &wire::BYTEORDER_BIG_ENDIAN.to_ne_bytes(),
+    );
+    udata
+}
+
+pub(super) fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32) {
+    let (key_type, key_len) = set_key(set.set_type);
     let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Set(index));
     let mut w = Writer { buf: &mut asm.out };
     set_header(&mut w, table, &set.name);
@@ -645,13 +716,7 @@ fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32
     w.u32_be(wire::NFTA_SET_KEY_TYPE, key_type);
     w.u32_be(wire::NFTA_SET_KEY_LEN, key_len);
     w.u32_be(wire::NFTA_SET_ID, id);
-    let mut udata = Vec::with_capacity(6);
-    wire::udata_tlv(
-        &mut udata,
-        wire::NFTNL_UDATA_SET_KEYBYTEORDER,
-        &wire::BYTEORDER_BIG_ENDIAN.to_ne_bytes(),
-    );
-    w.attr(wire::NFTA_SET_USERDATA, &udata);
+    w.attr(wire::NFTA_SET_USERDATA, &set_udata());
     w.end_msg(m);
 
     let list = ElemList {
@@ -661,7 +726,10 @@ fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32
         msg: wire::NFT_MSG_NEWSETELEM,
         flags: wire::NLM_F_CREATE,
     };
-    list.write(asm, interval_iter(set), |first| Obj::SetElems { set: index, first });
+    list.write(asm, interval_iter(set), |first| Obj::SetElems {
+        set: index,
+        first,
+    });
 }
 
 /// Interval-set elements to add or delete, in messages whose element list stays below 64 KiB.
@@ -679,7 +747,7 @@ impl ElemList<'_> {
     /// Writes `elems` (as nft encodes them, for adding and deleting alike: an end element is its flags
     /// then its key; a start element its key, then the open-interval userdata if the range reaches the
     /// top); `obj(first)` tags the message starting with element `first`.
-    fn write(
+    pub(super) fn write(
         &self,
         asm: &mut Assembler,
         elems: impl IntoIterator<Item = Elem>,
@@ -746,7 +814,13 @@ fn map_elem_size(chain: Option<&str>) -> usize {
     4 + 24 + 4 + 4 + 8 + chain.map_or(0, |c| wire::align4(c.len() + 1) + 4)
 }
 
-fn encode_map(asm: &mut Assembler, table: &str, index: usize, map: &VerdictMap, id: u32) {
+pub(super) fn encode_map(
+    asm: &mut Assembler,
+    table: &str,
+    index: usize,
+    map: &VerdictMap,
+    id: u32,
+) {
     let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Map(index));
     let mut w = Writer { buf: &mut asm.out };
     set_header(&mut w, table, &map.name);
@@ -922,6 +996,7 @@ pub(crate) mod tests {
                 Obj::Map(0),
                 Obj::MapElems { map: 0, first: 0 },
                 Obj::Rule { chain: 0, rule: 0 },
+                Obj::HashChain,
                 Obj::BatchEnd,
             ]
         );

@@ -250,7 +250,10 @@ mod tests {
         assert_eq!(set_delta(&a, &a), Some(SetDelta { sets: vec![] }));
         let mut b = a.clone();
         b.comment = "other".into();
-        assert!(set_delta(&a, &b).unwrap().is_empty(), "a comment change alone");
+        assert!(
+            set_delta(&a, &b).unwrap().is_empty(),
+            "a comment change alone"
+        );
         let mut b = a.clone();
         b.chains[0].rules[0].comment = None;
         assert_eq!(set_delta(&a, &b), None, "a rule changed");
@@ -279,11 +282,17 @@ mod tests {
         let c = change(&["10.0.0.0/8", "12.0.0.0/8"], &["10.0.0.0/8", "14.0.0.0/8"]);
         assert_eq!(
             keys(&c.remove),
-            vec![(vec![12, 0, 0, 0], false, false), (vec![13, 0, 0, 0], true, false)]
+            vec![
+                (vec![12, 0, 0, 0], false, false),
+                (vec![13, 0, 0, 0], true, false)
+            ]
         );
         assert_eq!(
             keys(&c.add),
-            vec![(vec![14, 0, 0, 0], false, false), (vec![15, 0, 0, 0], true, false)]
+            vec![
+                (vec![14, 0, 0, 0], false, false),
+                (vec![15, 0, 0, 0], true, false)
+            ]
         );
         assert_eq!((c.removed, c.added), (1, 1));
         assert_eq!(c.remove[0].ir, 1, "index into the previous set");
@@ -295,7 +304,10 @@ mod tests {
         let c = change(&["12.0.0.0/8", "13.0.0.0/8"], &["13.0.0.0/8"]);
         assert_eq!(
             keys(&c.remove),
-            vec![(vec![12, 0, 0, 0], false, false), (vec![13, 0, 0, 0], true, false)]
+            vec![
+                (vec![12, 0, 0, 0], false, false),
+                (vec![13, 0, 0, 0], true, false)
+            ]
         );
         assert!(c.add.is_empty());
         // and the other way round: 12/8 comes back in front of 13/8
@@ -303,7 +315,10 @@ mod tests {
         assert!(c.remove.is_empty());
         assert_eq!(
             keys(&c.add),
-            vec![(vec![12, 0, 0, 0], false, false), (vec![13, 0, 0, 0], true, false)]
+            vec![
+                (vec![12, 0, 0, 0], false, false),
+                (vec![13, 0, 0, 0], true, false)
+            ]
         );
     }
 
@@ -314,7 +329,10 @@ mod tests {
         assert_eq!(keys(&c.remove), vec![(vec![128, 0, 0, 0], false, true)]);
         assert_eq!(
             keys(&c.add),
-            vec![(vec![128, 0, 0, 0], false, false), (vec![192, 0, 0, 0], true, false)]
+            vec![
+                (vec![128, 0, 0, 0], false, false),
+                (vec![192, 0, 0, 0], true, false)
+            ]
         );
     }
 
@@ -328,22 +346,51 @@ mod tests {
         assert_eq!(c.add.len(), 3);
         // emptied: deleted with the last range
         let c = change(&["10.0.0.0/8"], &[]);
-        assert_eq!(keys(&c.remove), vec![zero.clone(), (vec![10, 0, 0, 0], false, false), (vec![11, 0, 0, 0], true, false)]);
+        assert_eq!(
+            keys(&c.remove),
+            vec![
+                zero.clone(),
+                (vec![10, 0, 0, 0], false, false),
+                (vec![11, 0, 0, 0], true, false)
+            ]
+        );
         // a first range at 0 replaces it, and the other way round
         let c = change(&["10.0.0.0/8"], &["0.0.0.0/8", "10.0.0.0/8"]);
         assert_eq!(keys(&c.remove), vec![zero.clone()]);
-        assert_eq!(keys(&c.add), vec![(vec![0, 0, 0, 0], false, false), (vec![1, 0, 0, 0], true, false)]);
+        assert_eq!(
+            keys(&c.add),
+            vec![
+                (vec![0, 0, 0, 0], false, false),
+                (vec![1, 0, 0, 0], true, false)
+            ]
+        );
         let c = change(&["0.0.0.0/0"], &["0.0.0.0/1"]);
         assert_eq!(keys(&c.remove), vec![(vec![0, 0, 0, 0], false, true)]);
-        assert_eq!(keys(&c.add), vec![(vec![0, 0, 0, 0], false, false), (vec![128, 0, 0, 0], true, false)]);
+        assert_eq!(
+            keys(&c.add),
+            vec![
+                (vec![0, 0, 0, 0], false, false),
+                (vec![128, 0, 0, 0], true, false)
+            ]
+        );
         let c = change(&["0.0.0.0/1"], &["128.0.0.0/1"]);
-        assert_eq!(keys(&c.remove), vec![(vec![0, 0, 0, 0], false, false), (vec![128, 0, 0, 0], true, false)]);
+        assert_eq!(
+            keys(&c.remove),
+            vec![
+                (vec![0, 0, 0, 0], false, false),
+                (vec![128, 0, 0, 0], true, false)
+            ]
+        );
         assert_eq!(keys(&c.add), vec![zero, (vec![128, 0, 0, 0], false, true)]);
     }
 
     #[test]
     fn counts() {
-        let d = set_delta(&with(&["10.0.0.0/8", "12.0.0.0/8"]), &with(&["10.0.0.0/8", "14.0.0.0/8", "16.0.0.0/8"])).unwrap();
+        let d = set_delta(
+            &with(&["10.0.0.0/8", "12.0.0.0/8"]),
+            &with(&["10.0.0.0/8", "14.0.0.0/8", "16.0.0.0/8"]),
+        )
+        .unwrap();
         assert_eq!((d.removed(), d.added()), (1, 2));
         assert_eq!(d.kernel_elements(), (2, 4));
         assert_eq!(d.set_names(&small()), vec!["a4"]);

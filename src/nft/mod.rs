@@ -10,10 +10,12 @@ mod batch;
 pub mod delta;
 pub mod dump;
 pub mod fake;
+mod inventory;
 mod lower;
 pub mod netlink;
 pub mod render;
 mod sock;
+mod staged;
 mod wire;
 
 use std::borrow::Cow;
@@ -27,9 +29,10 @@ use crate::ruleset::Ruleset;
 
 /// The kernel (or a fake of it) as seen by the daemon: one table, replaced as a whole.
 pub trait Dataplane {
-    /// Atomically replace table `ruleset.table` (family inet) with `ruleset`, creating it if absent:
-    /// ONE batch [add table, delete table, add table + every set, element, map, chain, rule] in ONE sendmsg.
-    /// On error nothing changed (the previous table, if any, is byte-identical).
+    /// Replace the contents of table `ruleset.table` (family inet) with `ruleset`, creating it if absent,
+    /// so that no packet sees a mix of the old and new rules: [`Netlink`] does it as a staged swap in
+    /// up to three transactions, the switch itself being ONE of them (see `staged.rs`). Afterwards the
+    /// table equals what `nft -f` makes of [`render()`]. On error the previous ruleset is in force.
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
     /// Bring the kernel from `previous` (what the caller applied last) to `next`, with the same result as
     /// `apply(next)`. An implementation may send less than the whole table when the kernel holds
@@ -51,11 +54,17 @@ pub trait Dataplane {
 }
 
 /// The regular chain, without rules and referenced by nothing, whose comment carries the content hash
-/// after an incremental update: a table's comment (userdata) is fixed when the table is created (the
-/// kernel ignores NFTA_TABLE_USERDATA for an existing table), but an unreferenced chain can be deleted and
-/// created again in the same transaction as the element changes. A full apply creates the table afresh,
-/// without it. No compiled chain has this name ([`netlink::validate`] refuses it).
+/// (`Ruleset::comment`): a table's comment (userdata) is fixed when the table is created (the kernel
+/// ignores NFTA_TABLE_USERDATA for an existing table) and the table is kept across applies, but an
+/// unreferenced chain can be deleted and created again in the transaction that switches to the new
+/// ruleset (or changes set elements). Every apply creates it, as the table's last chain; [`render()`]
+/// prints it there. No compiled chain has this name ([`netlink::validate`] refuses it).
 pub const HASH_CHAIN: &str = "hostpolicyd-hash";
+
+/// The comment our table is created with (it cannot change afterwards). A table that has it, or has
+/// the [`HASH_CHAIN`] chain, is ours: applied to in stages; any other table of that name is replaced
+/// whole (see `staged.rs`).
+pub const TABLE_COMMENT: &str = "hostpolicyd";
 
 /// How [`Dataplane::update`] brought the kernel to the new ruleset.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,7 @@
-//! The production [`Dataplane`]: one nf_tables transaction per apply, sent in one `sendmsg`.
+//! The production [`Dataplane`]. An apply is a staged swap of up to three nf_tables transactions (sets
+//! first, then the switch of every chain and rule in ONE transaction, then the removal of what is no
+//! longer used; see `staged.rs` for why and how, `inventory.rs` for what is read back); each transaction
+//! is one batch sent in one `sendmsg`.
 //!
 //! # Design decisions (see also `../shared/notes/nftables-netlink.md`)
 //!
@@ -19,15 +22,15 @@
 //!   messages and cannot send more than ~208 KB.
 //! - Sets are split into NEWSETELEM messages below 64 KiB (the 16-bit attribute length) inside the same
 //!   batch. `netlink-packet-netfilter` was not needed: the few raw attributes are simple to write by hand.
-//! - Nothing is read back from the kernel except our table's comment (rustables cannot tell an `ip` table
-//!   from an `inet` one, so that query is ours too).
+//! - What the kernel holds in our table (chains, sets, the elements of the sets we keep) is read back with
+//!   our own dumps (`inventory.rs`): rustables cannot tell an `ip` table from an `inet` one.
 //! - A socket is opened per call, so it lives in the calling thread's network namespace at that moment.
 
 use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
-use super::batch::{encode_apply, encode_delta, encode_flush, interval_elems, EncodedBatch, Obj};
+use super::batch::{encode_delta, encode_flush, interval_elems, EncodedBatch, Obj};
 use super::delta::{set_delta, SetDelta};
 use super::lower;
 use super::sock::NlSocket;
@@ -90,8 +93,7 @@ impl Netlink {
 impl Dataplane for Netlink {
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
         validate(ruleset)?;
-        let batch = encode_apply(ruleset)?;
-        send_batch(&batch, |seq, reply| describe(ruleset, &batch, seq, reply))
+        super::staged::apply(ruleset)
     }
 
     /// Element changes only (ONE batch, see `delta.rs`) when only set elements and the comment differ
@@ -137,7 +139,9 @@ impl Dataplane for Netlink {
         let Some(comment) = query_comment(table, None)? else {
             return Ok(None);
         };
-        Ok(Some(query_comment(table, Some(HASH_CHAIN))?.unwrap_or(comment)))
+        Ok(Some(
+            query_comment(table, Some(HASH_CHAIN))?.unwrap_or(comment),
+        ))
     }
 }
 
@@ -418,7 +422,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends a batch and turns the kernel's answers into a result; `describe(seq, reply)` names the object
 /// of a rejected message.
-fn send_batch(
+pub(super) fn send_batch(
     batch: &EncodedBatch,
     describe: impl Fn(u32, &Reply) -> String,
 ) -> Result<(), DataplaneError> {
@@ -496,7 +500,7 @@ fn send_batch(
 }
 
 /// Names the object of a rejected message of an apply batch.
-fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> String {
+pub(super) fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> String {
     let Some(obj) = batch.objs.get(seq as usize) else {
         return format!("kernel rejected message {seq}");
     };
@@ -558,9 +562,11 @@ fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> Stri
                 _ => format!("kernel rejected elements of map {}", m.name),
             }
         }
-        Obj::DelElems { .. } | Obj::AddElems { .. } | Obj::HashChain => {
-            format!("kernel rejected message {seq}")
-        }
+        Obj::HashChain => format!(
+            "kernel rejected creating chain {HASH_CHAIN} (the content hash) of table inet {}",
+            rs.table
+        ),
+        Obj::DelElems { .. } | Obj::AddElems { .. } => format!("kernel rejected message {seq}"),
         Obj::Rule { chain, rule } => {
             let c = &rs.chains[chain];
             let r = &c.rules[rule];
@@ -608,10 +614,7 @@ fn describe_delta(
             Some(e) => format!(
                 "kernel rejected {what} element {} ({}{}) of set {}",
                 e.ir,
-                set.elements
-                    .get(e.ir)
-                    .map(element_text)
-                    .unwrap_or_default(),
+                set.elements.get(e.ir).map(element_text).unwrap_or_default(),
                 if e.end { ", its end" } else { "" },
                 set.name
             ),
@@ -633,7 +636,7 @@ fn describe_delta(
 }
 
 /// The index of the element of a NEWSETELEM message's list that contains byte `offset` of the message.
-fn list_index(msg: &wire::Msg<'_>, offset: u32) -> Option<usize> {
+pub(super) fn list_index(msg: &wire::Msg<'_>, offset: u32) -> Option<usize> {
     let list = wire::msg_attrs(msg).find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)?;
     let base = list.offset + wire::NLA_HDRLEN;
     wire::attrs(list.payload, base)
@@ -683,7 +686,13 @@ fn query_comment(table: &str, chain: Option<&str>) -> Result<Option<String>, Dat
     };
     let mut req = Vec::with_capacity(64);
     let mut w = Writer { buf: &mut req };
-    let m = w.begin_msg(wire::nft_type(get), wire::NLM_F_ACK, 1, wire::NFPROTO_INET, 0);
+    let m = w.begin_msg(
+        wire::nft_type(get),
+        wire::NLM_F_ACK,
+        1,
+        wire::NFPROTO_INET,
+        0,
+    );
     match chain {
         None => w.strz(wire::NFTA_TABLE_NAME, table),
         Some(c) => {
@@ -734,7 +743,7 @@ fn query_comment(table: &str, chain: Option<&str>) -> Result<Option<String>, Dat
 }
 
 /// The comment TLV of a table's or chain's userdata.
-fn udata_comment_of(udata: &[u8]) -> Option<String> {
+pub(super) fn udata_comment_of(udata: &[u8]) -> Option<String> {
     let mut i = 0;
     while i + 2 <= udata.len() {
         let (ty, len) = (udata[i], udata[i + 1] as usize);
@@ -750,6 +759,7 @@ fn udata_comment_of(udata: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nft::batch::encode_apply;
     use crate::nft::batch::tests::small;
     use crate::ruleset::{Direction, Rule, VerdictMap};
 

@@ -12,19 +12,18 @@ use crate::ruleset::{
 };
 
 use super::lower::{ct_state_bits, neq_as_range};
-use super::{clean_comment, clean_log_prefix};
+use super::{clean_comment, clean_log_prefix, HASH_CHAIN, TABLE_COMMENT};
 
 /// Elements per line in a set or map.
 const PER_LINE: usize = 8;
 
-/// The whole table as nft text: `table inet NAME { comment; sets; maps; chains }`.
+/// The whole table as nft text: `table inet NAME { comment; sets; maps; chains; hash chain }`, as
+/// [`super::Netlink`]'s apply leaves it: the table's comment is the static [`TABLE_COMMENT`], the content
+/// hash (`Ruleset::comment`) is the comment of the [`HASH_CHAIN`] chain, the last one.
 pub fn render(rs: &Ruleset) -> String {
     let mut out = String::with_capacity(256 + rs.rule_count() * 96);
     let _ = writeln!(out, "table inet {} {{", rs.table);
-    let comment = clean_comment(&rs.comment);
-    if !comment.is_empty() {
-        let _ = writeln!(out, "\tcomment \"{comment}\"");
-    }
+    let _ = writeln!(out, "\tcomment \"{TABLE_COMMENT}\"");
     for set in &rs.sets {
         out.push('\n');
         render_set(&mut out, set);
@@ -37,7 +36,12 @@ pub fn render(rs: &Ruleset) -> String {
         out.push('\n');
         render_chain(&mut out, chain);
     }
-    out.push_str("}\n");
+    let _ = writeln!(out, "\n\tchain {HASH_CHAIN} {{");
+    let comment = clean_comment(&rs.comment);
+    if !comment.is_empty() {
+        let _ = writeln!(out, "\t\tcomment \"{comment}\"");
+    }
+    out.push_str("\t}\n}\n");
     out
 }
 
@@ -451,7 +455,7 @@ mod tests {
             ],
         };
         let expected = r#"table inet hostpolicy {
-	comment "hostpolicyd sha256:abc"
+	comment "hostpolicyd"
 
 	set sel-a-v4 {
 		type ipv4_addr
@@ -486,6 +490,10 @@ mod tests {
 		ct state established,related accept
 		ip saddr @sel-a-v4 tcp dport @ports counter meta mark set meta mark | 0x00010000 return comment "policy allow-ssh rule 0 (a.yaml:3)"
 		udp sport != 53 udp dport != 5353-5353 iifname "odd\*" oifname "cali*" log prefix "hp 'drop' " level info drop comment "no profile matched"
+	}
+
+	chain hostpolicyd-hash {
+		comment "hostpolicyd sha256:abc"
 	}
 }
 "#;
