@@ -376,7 +376,12 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         };
 
         self.summary.applies += 1;
-        if let Err(e) = self.dp.apply(new) {
+        let swapped = match &previous {
+            // Element changes only when only set elements differ and the kernel holds `prev` (issue 7).
+            Some(prev) => self.dp.update(prev, new),
+            None => self.dp.apply(new),
+        };
+        if let Err(e) = swapped {
             self.inspect_kernel();
             return Outcome::Failed {
                 hash: Some(hash),

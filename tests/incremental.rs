@@ -14,6 +14,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::netns::{require_root, NetNs};
 use hostpolicyd::compile::content_hash;
 use hostpolicyd::nft::{Dataplane, FullReason, Netlink, UpdatePath, HASH_CHAIN};
@@ -477,16 +479,11 @@ fn random_walk_over_partitions() {
     walk("random walk", &states);
 }
 
-/// The compiler's own output: a GlobalNetworkSet and a HostEndpoint's expectedIPs feeding rule
-/// selectors, changed in the YAML.
-#[test]
-fn globalnetworkset_and_expected_ips_from_yaml() {
-    if !require_root("globalnetworkset_and_expected_ips_from_yaml") {
-        return;
-    }
-    let yaml = |nets: &str, peer_ips: &str| {
-        format!(
-            r#"
+/// A node HostEndpoint, a peer HostEndpoint with `peer_ips`, a GlobalNetworkSet with `nets`, a preDNAT
+/// deny policy from the set and a policy allowing SSH from the peers (rule selectors on both).
+fn yaml(nets: &str, peer_ips: &str) -> String {
+    format!(
+        r#"
 - apiVersion: projectcalico.org/v3
   kind: HostEndpoint
   metadata: {{name: node1-eth0, labels: {{role: node}}}}
@@ -516,26 +513,36 @@ fn globalnetworkset_and_expected_ips_from_yaml() {
     selector: role == 'node'
     ingress: [{{action: Allow, protocol: TCP, source: {{selector: role == 'peer'}}, destination: {{ports: [22]}}}}]
 "#
-        )
-    };
-    let compile = |text: String| {
-        let loaded = hostpolicyd::load::load_sources(&[("t.yaml".to_string(), text)]);
-        let built = hostpolicyd::pipeline::build(loaded, "node1", &[], TABLE, false)
-            .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
-        built.ruleset
-    };
+    )
+}
+
+/// The compiled ruleset of [`yaml`] for node1.
+fn compile_yaml(text: String) -> Ruleset {
+    let loaded = hostpolicyd::load::load_sources(&[("t.yaml".to_string(), text)]);
+    hostpolicyd::pipeline::build(loaded, "node1", &[], TABLE, false)
+        .unwrap_or_else(|e| panic!("{:?}", e.diagnostics))
+        .ruleset
+}
+
+/// The compiler's own output: a GlobalNetworkSet and a HostEndpoint's expectedIPs feeding rule
+/// selectors, changed in the YAML.
+#[test]
+fn globalnetworkset_and_expected_ips_from_yaml() {
+    if !require_root("globalnetworkset_and_expected_ips_from_yaml") {
+        return;
+    }
     let states = [
-        compile(yaml("203.0.113.0/25, 2001:db8:bad::/48", "198.51.100.5")),
+        compile_yaml(yaml("203.0.113.0/25, 2001:db8:bad::/48", "198.51.100.5")),
         // one net changed in the GlobalNetworkSet
-        compile(yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.5")),
+        compile_yaml(yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.5")),
         // the peer's expectedIPs changed (and an IPv6 one added)
-        compile(yaml(
+        compile_yaml(yaml(
             "203.0.113.0/26, 2001:db8:bad::/48",
             "198.51.100.6, 2001:db8::6",
         )),
         // the deny list emptied of IPv4, then an adjacent pair
-        compile(yaml("2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
-        compile(yaml(
+        compile_yaml(yaml("2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
+        compile_yaml(yaml(
             "203.0.113.0/26, 203.0.113.64/27, 2001:db8:bad::/48",
             "198.51.100.6",
         )),
@@ -890,4 +897,68 @@ fn element_messages_are_nfts() {
         hostpolicyd::nft::delta::debug_elements(&next, &delta),
         theirs
     );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The daemon takes the element path
+
+/// `(chain, handle)` of every rule of our table, in listing order.
+fn rule_handles(ns: &NetNs) -> Vec<(String, u64)> {
+    let raw = nft(ns, &["-j", "list", "table", "inet", TABLE]);
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("nft -j output");
+    v["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .filter_map(|o| {
+            let r = o.get("rule")?;
+            Some((r["chain"].as_str()?.to_string(), r["handle"].as_u64()?))
+        })
+        .collect()
+}
+
+/// `hostpolicyd run` (the engine calls `update` with its last good ruleset): a GlobalNetworkSet change
+/// written the way Ansible writes files reaches the kernel as element changes only (every rule keeps its
+/// handle: nothing was re-created, whereas a full apply re-creates every rule), and the kernel then holds
+/// what a full apply of the new configuration gives. A rule change afterwards is a full apply again.
+#[test]
+fn the_daemon_updates_set_elements_in_place() {
+    if !require_root("the_daemon_updates_set_elements_in_place") {
+        return;
+    }
+    use common::daemon::{wait_for, write_ansible, Daemon};
+    let ns = NetNs::new("daemon");
+    let hpd = common::topology::Hpd::new("node1");
+    let v1 = yaml("203.0.113.0/25, 2001:db8:bad::/48", "198.51.100.5");
+    let v2 = yaml("203.0.113.0/26, 2001:db8:bad::/48", "198.51.100.5");
+    let v3 = v2.replace("ports: [22]", "ports: [2222]");
+    hpd.set_config(&[("all.yaml", v1.as_str())]);
+    let _daemon = Daemon::start(&ns, &hpd, &[]);
+    let wait_hash = |rs: &Ruleset| {
+        let want = Some(rs.comment.clone());
+        wait_for(Duration::from_secs(60), || {
+            let now = ns.run(|| Netlink::new().unwrap().table_comment(TABLE).ok().flatten());
+            (now == want).then_some(())
+        })
+        .unwrap_or_else(|| panic!("the daemon did not apply {}", rs.comment));
+    };
+    wait_hash(&compile_yaml(v1));
+    let before = rule_handles(&ns);
+    assert!(!before.is_empty());
+
+    let r2 = compile_yaml(v2.clone());
+    write_ansible(&hpd.config_dir(), "all.yaml", &v2);
+    wait_hash(&r2);
+    assert_eq!(rule_handles(&ns), before, "no rule was re-created");
+    assert_same("daemon, elements", &listing(&ns), &full_listing(&r2));
+
+    let r3 = compile_yaml(v3.clone());
+    write_ansible(&hpd.config_dir(), "all.yaml", &v3);
+    wait_hash(&r3);
+    assert_ne!(
+        rule_handles(&ns),
+        before,
+        "a rule change re-creates the rules"
+    );
+    assert_same("daemon, rule change", &listing(&ns), &full_listing(&r3));
 }

@@ -77,10 +77,7 @@ impl Netlink {
                 next.table
             ))
         })?;
-        let batch = encode_delta(next, &delta);
-        send_batch(&batch, |seq, reply| {
-            describe_delta(previous, next, &delta, &batch, seq, reply)
-        })?;
+        send_delta(previous, next, &delta)?;
         Ok(delta)
     }
 
@@ -102,15 +99,16 @@ impl Dataplane for Netlink {
     fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
         self.last_update = None;
         validate(next)?;
-        let reason = if set_delta(previous, next).is_none() {
-            FullReason::NotOnlyElements
-        } else if self.held_comment(&next.table).as_deref()
-            != Some(clean_comment(&previous.comment).as_ref())
-        {
-            FullReason::KernelDiffers
-        } else {
-            match self.update_elements(previous, next) {
-                Ok(delta) => {
+        let reason = match set_delta(previous, next) {
+            None => FullReason::NotOnlyElements,
+            Some(_)
+                if self.held_comment(&next.table).as_deref()
+                    != Some(clean_comment(&previous.comment).as_ref()) =>
+            {
+                FullReason::KernelDiffers
+            }
+            Some(delta) => match send_delta(previous, next, &delta) {
+                Ok(()) => {
                     self.last_update = Some(UpdatePath::Elements {
                         sets: delta.sets.len(),
                         removed: delta.removed(),
@@ -119,7 +117,7 @@ impl Dataplane for Netlink {
                     return Ok(());
                 }
                 Err(e) => FullReason::Rejected(e.message),
-            }
+            },
         };
         self.last_update = Some(UpdatePath::Full(reason));
         self.apply(next)
@@ -580,6 +578,15 @@ pub(super) fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Rep
             s
         }
     }
+}
+
+/// Sends the element changes of `delta` (from `previous` to `next`) and `next`'s content hash in ONE
+/// batch.
+fn send_delta(previous: &Ruleset, next: &Ruleset, delta: &SetDelta) -> Result<(), DataplaneError> {
+    let batch = encode_delta(next, delta);
+    send_batch(&batch, |seq, reply| {
+        describe_delta(previous, next, delta, &batch, seq, reply)
+    })
 }
 
 /// Names the object of a rejected message of an incremental update.

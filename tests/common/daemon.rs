@@ -224,8 +224,10 @@ impl Drop for Daemon {
 }
 
 /// `nft list table inet hostpolicy` in `ns` (None: no table).
+/// Our table as `nft -s` lists it: stateless, so counter values (which any stray packet changes) do not
+/// make two listings of the same ruleset differ.
 pub fn table(ns: &NetNs) -> Option<String> {
-    let out = ns.exec("nft", ["list", "table", "inet", "hostpolicy"]);
+    let out = ns.exec("nft", ["-s", "list", "table", "inet", "hostpolicy"]);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
