@@ -18,11 +18,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use crate::model::{proto, Action as RuleAction, Config, GlobalNetworkPolicy, NamespaceScope, Port, Rule as PolicyRule};
-use crate::resolve::{selector_addresses, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage};
+use crate::model::{
+    proto, Action as RuleAction, Config, GlobalNetworkPolicy, NamespaceScope, Port,
+    Rule as PolicyRule,
+};
+use crate::resolve::{
+    selector_addresses, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage,
+};
 use crate::ruleset::{
-    Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule, Ruleset, Set,
-    SetElement, SetType, Verdict, VerdictMap,
+    Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule,
+    Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
 };
 
 pub const DEFAULT_TABLE: &str = "hostpolicy";
@@ -77,7 +82,10 @@ pub fn content_hash(ruleset: &Ruleset) -> String {
                 .finish()
         }
     }
-    debug_digest(&WithoutComment(ruleset)).iter().map(|b| format!("{b:02x}")).collect()
+    debug_digest(&WithoutComment(ruleset))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// SHA-256 of `value`'s `Debug` text, written straight into the hasher.
@@ -150,7 +158,13 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn rule(matches: Vec<Match>, verdict: Option<Verdict>) -> Rule {
-    Rule { matches, counter: false, actions: Vec::new(), verdict, comment: None }
+    Rule {
+        matches,
+        counter: false,
+        actions: Vec::new(),
+        verdict,
+        comment: None,
+    }
 }
 
 fn commented(mut r: Rule, comment: impl AsRef<str>) -> Rule {
@@ -197,7 +211,10 @@ fn port_elements(ranges: &[(u16, u16)]) -> Vec<SetElement> {
             _ => merged.push((lo, hi)),
         }
     }
-    merged.into_iter().map(|(lo, hi)| SetElement::Ports(lo, hi)).collect()
+    merged
+        .into_iter()
+        .map(|(lo, hi)| SetElement::Ports(lo, hi))
+        .collect()
 }
 
 fn numeric_ports(ports: &[Port]) -> Vec<(u16, u16)> {
@@ -261,12 +278,19 @@ fn is_family_specific(r: &PolicyRule) -> bool {
             || !named_ports(&e.ports).is_empty()
             || !named_ports(&e.not_ports).is_empty()
     };
-    r.ip_version.is_some() || r.icmp.is_some() || r.not_icmp.is_some() || entity(&r.source) || entity(&r.destination)
+    r.ip_version.is_some()
+        || r.icmp.is_some()
+        || r.not_icmp.is_some()
+        || entity(&r.source)
+        || entity(&r.destination)
 }
 
 /// Whether a match only ever matches packets of one family (so no `meta nfproto` is needed).
 fn implies_family(m: &Match) -> bool {
-    matches!(m, Match::NfProto(_) | Match::Addr { .. } | Match::IcmpType { .. } | Match::IcmpCode { .. })
+    matches!(
+        m,
+        Match::NfProto(_) | Match::Addr { .. } | Match::IcmpType { .. } | Match::IcmpCode { .. }
+    )
 }
 
 /// An nftables rule's worth of extra matches, one of several ORed alternatives.
@@ -287,7 +311,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn mark_is(&self, bit: u32, set: bool) -> Match {
-        Match::Mark { mask: bit, value: if set { bit } else { 0 } }
+        Match::Mark {
+            mask: bit,
+            value: if set { bit } else { 0 },
+        }
     }
 
     fn clear_marks(&self) -> Action {
@@ -295,7 +322,14 @@ impl<'a> Compiler<'a> {
     }
 
     fn add_set(&mut self, name: String, set_type: SetType, elements: Vec<SetElement>) -> String {
-        self.sets.insert(name.clone(), Set { name: name.clone(), set_type, elements });
+        self.sets.insert(
+            name.clone(),
+            Set {
+                name: name.clone(),
+                set_type,
+                elements,
+            },
+        );
         name
     }
 
@@ -305,7 +339,12 @@ impl<'a> Compiler<'a> {
     /// and the sets can be created before the rules that use them (see `nft::netlink`).
     /// Selector sets (`sel-*`) keep a stable name: their meaning is the selector, and a membership change
     /// alone is applied in place (incremental update).
-    fn add_literal_set(&mut self, role: &str, set_type: SetType, elements: Vec<SetElement>) -> String {
+    fn add_literal_set(
+        &mut self,
+        role: &str,
+        set_type: SetType,
+        elements: Vec<SetElement>,
+    ) -> String {
         let digest = debug_digest(&format_args!("{set_type:?}{elements:?}"));
         let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         let name = format!("{}-{hash}", object_name("", role));
@@ -317,9 +356,20 @@ impl<'a> Compiler<'a> {
     fn failsafe_chains(&mut self) {
         let inbound = self.view.settings.failsafe_inbound.clone();
         let outbound = self.view.settings.failsafe_outbound.clone();
-        let fin = self.failsafe_rules("failsafe-in", &inbound, Direction::Destination, Direction::Source, "inbound");
-        let fout =
-            self.failsafe_rules("failsafe-out", &outbound, Direction::Destination, Direction::Destination, "outbound");
+        let fin = self.failsafe_rules(
+            "failsafe-in",
+            &inbound,
+            Direction::Destination,
+            Direction::Source,
+            "inbound",
+        );
+        let fout = self.failsafe_rules(
+            "failsafe-out",
+            &outbound,
+            Direction::Destination,
+            Direction::Destination,
+            "outbound",
+        );
         // Raw extras: replies of failsafe connections skip untracked policy (no mark, no notrack).
         let mut raw_in = fin.clone();
         raw_in.extend(self.failsafe_rules(
@@ -337,10 +387,17 @@ impl<'a> Compiler<'a> {
             Direction::Destination,
             "reply to inbound",
         ));
-        for (name, rules) in
-            [("failsafe-in", fin), ("failsafe-out", fout), ("raw-failsafe-in", raw_in), ("raw-failsafe-out", raw_out)]
-        {
-            self.chains.push(Chain { name: name.into(), base: None, rules });
+        for (name, rules) in [
+            ("failsafe-in", fin),
+            ("failsafe-out", fout),
+            ("raw-failsafe-in", raw_in),
+            ("raw-failsafe-out", raw_out),
+        ] {
+            self.chains.push(Chain {
+                name: name.into(),
+                base: None,
+                rules,
+            });
         }
     }
 
@@ -357,17 +414,32 @@ impl<'a> Compiler<'a> {
         let mut rules = Vec::new();
         let mut by_proto: BTreeMap<u8, Vec<(u16, u16)>> = BTreeMap::new();
         for e in entries.iter().filter(|e| e.net.is_none()) {
-            by_proto.entry(e.protocol).or_default().push((e.port, e.port));
+            by_proto
+                .entry(e.protocol)
+                .or_default()
+                .push((e.port, e.port));
         }
         for (p, ports) in by_proto {
             let port = if ports.len() == 1 {
                 PortMatch::Single(ports[0].0)
             } else {
                 let name = format!("{set_prefix}-{}", proto_name(p));
-                PortMatch::Set(self.add_literal_set(&name, SetType::InetService, port_elements(&ports)))
+                PortMatch::Set(self.add_literal_set(
+                    &name,
+                    SetType::InetService,
+                    port_elements(&ports),
+                ))
             };
-            let m = vec![Match::Port { dir: port_dir, proto: p, port, negate: false }];
-            rules.push(commented(rule(m, Some(Verdict::Accept)), format!("failsafe {what} {}", proto_name(p))));
+            let m = vec![Match::Port {
+                dir: port_dir,
+                proto: p,
+                port,
+                negate: false,
+            }];
+            rules.push(commented(
+                rule(m, Some(Verdict::Accept)),
+                format!("failsafe {what} {}", proto_name(p)),
+            ));
         }
         // Entries with a net, grouped by (protocol, port, family) into one rule whose address set holds
         // every net of the group: the chain (walked by every new connection on every HEP) does not grow
@@ -375,7 +447,10 @@ impl<'a> Compiler<'a> {
         let mut by_port: BTreeMap<(u8, u16, Family), Vec<IpNet>> = BTreeMap::new();
         for e in entries {
             let Some(net) = e.net else { continue };
-            by_port.entry((e.protocol, e.port, family_of(&net))).or_default().push(net);
+            by_port
+                .entry((e.protocol, e.port, family_of(&net)))
+                .or_default()
+                .push(net);
         }
         for ((p, port, f), nets) in by_port {
             let set = self.add_literal_set(
@@ -384,13 +459,27 @@ impl<'a> Compiler<'a> {
                 addr_elements(&crate::resolve::address_set(&nets), f),
             );
             let m = vec![
-                Match::Addr { dir: net_dir, family: f, set, negate: false },
-                Match::Port { dir: port_dir, proto: p, port: PortMatch::Single(port), negate: false },
+                Match::Addr {
+                    dir: net_dir,
+                    family: f,
+                    set,
+                    negate: false,
+                },
+                Match::Port {
+                    dir: port_dir,
+                    proto: p,
+                    port: PortMatch::Single(port),
+                    negate: false,
+                },
             ];
             let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
             rules.push(commented(
                 rule(m, Some(Verdict::Accept)),
-                format!("failsafe {what} {}:{}:{port}", proto_name(p), list.join(",")),
+                format!(
+                    "failsafe {what} {}:{}:{port}",
+                    proto_name(p),
+                    list.join(",")
+                ),
             ));
         }
         rules
@@ -399,7 +488,12 @@ impl<'a> Compiler<'a> {
     // ---- per-HEP chains (spec §3.4) ----------------------------------------------------------------
 
     fn endpoint_chains(&mut self, ep: &ActiveEndpoint) {
-        for stage in [Stage::Untracked, Stage::PreDnat, Stage::Normal, Stage::Forward] {
+        for stage in [
+            Stage::Untracked,
+            Stage::PreDnat,
+            Stage::Normal,
+            Stage::Forward,
+        ] {
             for dir in [Dir::Ingress, Dir::Egress] {
                 if self.needs_endpoint_chain(ep, stage, dir) {
                     self.endpoint_chain(ep, stage, dir);
@@ -420,10 +514,20 @@ impl<'a> Compiler<'a> {
         let (accept, pass) = (self.accept, self.pass);
         let mut rules = Vec::new();
         if stage != Stage::Untracked {
-            let est = CtStates { invalid: false, established: true, related: true, new: false };
+            let est = CtStates {
+                invalid: false,
+                established: true,
+                related: true,
+                new: false,
+            };
             rules.push(rule(vec![Match::CtState(est)], Some(Verdict::Accept)));
             if self.view.settings.conntrack_invalid_check {
-                let inv = CtStates { invalid: true, established: false, related: false, new: false };
+                let inv = CtStates {
+                    invalid: true,
+                    established: false,
+                    related: false,
+                    new: false,
+                };
                 rules.push(rule(vec![Match::CtState(inv)], Some(Verdict::Drop)));
             }
         }
@@ -436,12 +540,22 @@ impl<'a> Compiler<'a> {
             };
             rules.push(rule(Vec::new(), Some(Verdict::Jump(failsafe.into()))));
         }
-        rules.push(Rule { actions: vec![self.clear_marks()], ..Rule::default() });
+        rules.push(Rule {
+            actions: vec![self.clear_marks()],
+            ..Rule::default()
+        });
         let policies = ep.policies.get(stage, dir).to_vec();
         for &p in &policies {
             let chain = self.policy_chain(p, dir);
-            rules.push(rule(vec![self.mark_is(pass, false)], Some(Verdict::Jump(chain))));
-            let actions = if stage == Stage::Untracked { vec![Action::Notrack] } else { Vec::new() };
+            rules.push(rule(
+                vec![self.mark_is(pass, false)],
+                Some(Verdict::Jump(chain)),
+            ));
+            let actions = if stage == Stage::Untracked {
+                vec![Action::Notrack]
+            } else {
+                Vec::new()
+            };
             rules.push(Rule {
                 matches: vec![self.mark_is(accept, true)],
                 actions,
@@ -459,26 +573,44 @@ impl<'a> Compiler<'a> {
         }
         if stage == Stage::Forward && !ep.policies.has_forward_policy() {
             rules.push(commented(
-                Rule { actions: vec![Action::MarkOr(accept)], verdict: Some(Verdict::Return), ..Rule::default() },
-                format!("{}: no applyOnForward policy, forwarded traffic allowed", ep.name),
+                Rule {
+                    actions: vec![Action::MarkOr(accept)],
+                    verdict: Some(Verdict::Return),
+                    ..Rule::default()
+                },
+                format!(
+                    "{}: no applyOnForward policy, forwarded traffic allowed",
+                    ep.name
+                ),
             ));
         }
         if stage == Stage::Normal {
             for profile in &ep.profiles {
                 if profile == DEFAULT_ALLOW_PROFILE {
                     let mut r = commented(
-                        Rule { actions: vec![Action::MarkOr(accept)], verdict: Some(Verdict::Return), ..Rule::default() },
+                        Rule {
+                            actions: vec![Action::MarkOr(accept)],
+                            verdict: Some(Verdict::Return),
+                            ..Rule::default()
+                        },
                         format!("{}: profile {DEFAULT_ALLOW_PROFILE}", ep.name),
                     );
                     r.counter = true;
                     rules.push(r);
                 }
             }
-            let mut r = commented(rule(Vec::new(), Some(Verdict::Drop)), format!("{}: no profile matched", ep.name));
+            let mut r = commented(
+                rule(Vec::new(), Some(Verdict::Drop)),
+                format!("{}: no profile matched", ep.name),
+            );
             r.counter = true;
             rules.push(r);
         }
-        self.chains.push(Chain { name: name.clone(), base: None, rules });
+        self.chains.push(Chain {
+            name: name.clone(),
+            base: None,
+            rules,
+        });
         name
     }
 
@@ -498,16 +630,29 @@ impl<'a> Compiler<'a> {
         for (i, r) in rules.iter().enumerate() {
             self.compile_rule(&name, policy, dir, i, r, &mut out);
         }
-        self.chains.push(Chain { name: name.clone(), base: None, rules: out });
+        self.chains.push(Chain {
+            name: name.clone(),
+            base: None,
+            rules: out,
+        });
         name
     }
 
-    fn verdict_parts(&self, policy: &GlobalNetworkPolicy, action: RuleAction) -> (Vec<Action>, Option<Verdict>) {
+    fn verdict_parts(
+        &self,
+        policy: &GlobalNetworkPolicy,
+        action: RuleAction,
+    ) -> (Vec<Action>, Option<Verdict>) {
         match action {
             RuleAction::Allow => (vec![Action::MarkOr(self.accept)], Some(Verdict::Return)),
             RuleAction::Pass => (vec![Action::MarkOr(self.pass)], Some(Verdict::Return)),
             RuleAction::Deny => (Vec::new(), Some(Verdict::Drop)),
-            RuleAction::Log => (vec![Action::Log { prefix: self.log_prefix(policy) }], None),
+            RuleAction::Log => (
+                vec![Action::Log {
+                    prefix: self.log_prefix(policy),
+                }],
+                None,
+            ),
         }
     }
 
@@ -547,57 +692,121 @@ impl<'a> Compiler<'a> {
         // A rule with nothing family-specific is one nftables rule for both families; otherwise one per
         // family, each restricted to its family (spec §1.10).
         let per_family = is_family_specific(r);
-        let families = if per_family { rule_families(r) } else { vec![Family::Ipv4] };
+        let families = if per_family {
+            rule_families(r)
+        } else {
+            vec![Family::Ipv4]
+        };
         for f in families {
             let mut base = Vec::new();
             if let Some(p) = r.protocol {
-                base.push(Match::L4Proto { proto: p, negate: false });
+                base.push(Match::L4Proto {
+                    proto: p,
+                    negate: false,
+                });
             }
             if let Some(p) = r.not_protocol {
-                base.push(Match::L4Proto { proto: p, negate: true });
+                base.push(Match::L4Proto {
+                    proto: p,
+                    negate: true,
+                });
             }
             if let Some(icmp) = r.icmp {
-                base.push(Match::IcmpType { family: f, icmp_type: icmp.icmp_type, negate: false });
+                base.push(Match::IcmpType {
+                    family: f,
+                    icmp_type: icmp.icmp_type,
+                    negate: false,
+                });
                 if let Some(code) = icmp.code {
-                    base.push(Match::IcmpCode { family: f, code, negate: false });
+                    base.push(Match::IcmpCode {
+                        family: f,
+                        code,
+                        negate: false,
+                    });
                 }
             }
             let mut alternatives: Vec<Alternative> = vec![Vec::new()];
             if let Some(not) = r.not_icmp {
                 // not (type == t && code == c), written as two disjoint alternatives so Log logs once.
-                let mut alts = vec![vec![Match::IcmpType { family: f, icmp_type: not.icmp_type, negate: true }]];
+                let mut alts = vec![vec![Match::IcmpType {
+                    family: f,
+                    icmp_type: not.icmp_type,
+                    negate: true,
+                }]];
                 if let Some(code) = not.code {
                     alts.push(vec![
-                        Match::IcmpType { family: f, icmp_type: not.icmp_type, negate: false },
-                        Match::IcmpCode { family: f, code, negate: true },
+                        Match::IcmpType {
+                            family: f,
+                            icmp_type: not.icmp_type,
+                            negate: false,
+                        },
+                        Match::IcmpCode {
+                            family: f,
+                            code,
+                            negate: true,
+                        },
                     ]);
                 }
                 alternatives = product(&alternatives, &alts);
             }
             let mut exclusions: Vec<Alternative> = Vec::new();
-            for (side, entity, tag) in
-                [(Direction::Source, &r.source, "s"), (Direction::Destination, &r.destination, "d")]
-            {
+            for (side, entity, tag) in [
+                (Direction::Source, &r.source, "s"),
+                (Direction::Destination, &r.destination, "d"),
+            ] {
                 let id = format!("{rule_id}-{tag}");
                 if !entity.nets.is_empty() {
-                    let nets: Vec<IpNet> = entity.nets.iter().copied().filter(|n| family_of(n) == f).collect();
+                    let nets: Vec<IpNet> = entity
+                        .nets
+                        .iter()
+                        .copied()
+                        .filter(|n| family_of(n) == f)
+                        .collect();
                     let set = self.net_set(&format!("{id}net"), f, &nets);
-                    base.push(Match::Addr { dir: side, family: f, set, negate: false });
+                    base.push(Match::Addr {
+                        dir: side,
+                        family: f,
+                        set,
+                        negate: false,
+                    });
                 }
-                let not_nets: Vec<IpNet> = entity.not_nets.iter().copied().filter(|n| family_of(n) == f).collect();
+                let not_nets: Vec<IpNet> = entity
+                    .not_nets
+                    .iter()
+                    .copied()
+                    .filter(|n| family_of(n) == f)
+                    .collect();
                 if !not_nets.is_empty() {
                     let set = self.net_set(&format!("{id}notnet"), f, &not_nets);
-                    base.push(Match::Addr { dir: side, family: f, set, negate: true });
+                    base.push(Match::Addr {
+                        dir: side,
+                        family: f,
+                        set,
+                        negate: true,
+                    });
                 }
                 if let Some(sel) = &entity.selector {
-                    let set = self.selector_set(&SelectorKey::new(&sel.value, &entity.namespace_scope), f);
-                    base.push(Match::Addr { dir: side, family: f, set, negate: false });
+                    let set = self
+                        .selector_set(&SelectorKey::new(&sel.value, &entity.namespace_scope), f);
+                    base.push(Match::Addr {
+                        dir: side,
+                        family: f,
+                        set,
+                        negate: false,
+                    });
                 }
                 if let Some(sel) = &entity.not_selector {
-                    let set = self.selector_set(&SelectorKey::new(&sel.value, &entity.namespace_scope), f);
-                    base.push(Match::Addr { dir: side, family: f, set, negate: true });
+                    let set = self
+                        .selector_set(&SelectorKey::new(&sel.value, &entity.namespace_scope), f);
+                    base.push(Match::Addr {
+                        dir: side,
+                        family: f,
+                        set,
+                        negate: true,
+                    });
                 }
-                let port_alts = self.port_alternatives(&format!("{id}port"), r, entity, side, f, &entity.ports);
+                let port_alts =
+                    self.port_alternatives(&format!("{id}port"), r, entity, side, f, &entity.ports);
                 if let Some(alts) = port_alts {
                     alternatives = product(&alternatives, &alts);
                 }
@@ -605,11 +814,22 @@ impl<'a> Compiler<'a> {
                 if !numeric_not.is_empty() {
                     let proto = r.protocol.unwrap_or(proto::TCP);
                     let port = self.port_match(&format!("{id}notport"), &numeric_not);
-                    base.push(Match::Port { dir: side, proto, port, negate: true });
+                    base.push(Match::Port {
+                        dir: side,
+                        proto,
+                        port,
+                        negate: true,
+                    });
                 }
                 if !named_ports(&entity.not_ports).is_empty() {
-                    for alt in self.named_port_alternatives(&format!("{id}notnp"), r, entity, side, f, &entity.not_ports)
-                    {
+                    for alt in self.named_port_alternatives(
+                        &format!("{id}notnp"),
+                        r,
+                        entity,
+                        side,
+                        f,
+                        &entity.not_ports,
+                    ) {
                         exclusions.push(alt);
                     }
                 }
@@ -629,7 +849,17 @@ impl<'a> Compiler<'a> {
                         comment: Some(truncate(&comment, MAX_COMMENT)),
                     });
                 } else {
-                    self.rule_with_exclusions(&rule_id, f, out.len(), matches, &exclusions, &actions, &verdict, &comment, out);
+                    self.rule_with_exclusions(
+                        &rule_id,
+                        f,
+                        out.len(),
+                        matches,
+                        &exclusions,
+                        &actions,
+                        &verdict,
+                        &comment,
+                        out,
+                    );
                 }
             }
         }
@@ -652,7 +882,10 @@ impl<'a> Compiler<'a> {
         out: &mut Vec<Rule>,
     ) {
         let name = object_name("", &format!("{rule_id}-{}-x{n}", family_suffix(f)));
-        let mut rules: Vec<Rule> = exclusions.iter().map(|e| rule(e.clone(), Some(Verdict::Return))).collect();
+        let mut rules: Vec<Rule> = exclusions
+            .iter()
+            .map(|e| rule(e.clone(), Some(Verdict::Return)))
+            .collect();
         rules.push(Rule {
             matches: Vec::new(),
             counter: true,
@@ -660,15 +893,29 @@ impl<'a> Compiler<'a> {
             verdict: verdict.clone(),
             comment: Some(truncate(comment, MAX_COMMENT)),
         });
-        self.chains.push(Chain { name: name.clone(), base: None, rules });
+        self.chains.push(Chain {
+            name: name.clone(),
+            base: None,
+            rules,
+        });
         out.push(rule(matches, Some(Verdict::Jump(name))));
-        out.push(rule(vec![self.mark_is(self.accept, true)], Some(Verdict::Return)));
-        out.push(rule(vec![self.mark_is(self.pass, true)], Some(Verdict::Return)));
+        out.push(rule(
+            vec![self.mark_is(self.accept, true)],
+            Some(Verdict::Return),
+        ));
+        out.push(rule(
+            vec![self.mark_is(self.pass, true)],
+            Some(Verdict::Return),
+        ));
     }
 
     fn net_set(&mut self, id: &str, f: Family, nets: &[IpNet]) -> String {
         let set = crate::resolve::address_set(nets);
-        self.add_literal_set(&format!("{id}-{}", family_suffix(f)), addr_set_type(f), addr_elements(&set, f))
+        self.add_literal_set(
+            &format!("{id}-{}", family_suffix(f)),
+            addr_set_type(f),
+            addr_elements(&set, f),
+        )
     }
 
     fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
@@ -676,7 +923,12 @@ impl<'a> Compiler<'a> {
         let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let name = format!("sel-{hash}-{}", family_suffix(f));
         if !self.sets.contains_key(&name) {
-            let set = self.view.selector_sets.get(key).cloned().unwrap_or_default();
+            let set = self
+                .view
+                .selector_sets
+                .get(key)
+                .cloned()
+                .unwrap_or_default();
             self.add_set(name.clone(), addr_set_type(f), addr_elements(&set, f));
         }
         name
@@ -685,7 +937,11 @@ impl<'a> Compiler<'a> {
     fn port_match(&mut self, id: &str, ranges: &[(u16, u16)]) -> PortMatch {
         match ranges {
             [(lo, hi)] if lo == hi => PortMatch::Single(*lo),
-            _ => PortMatch::Set(self.add_literal_set(id, SetType::InetService, port_elements(ranges))),
+            _ => PortMatch::Set(self.add_literal_set(
+                id,
+                SetType::InetService,
+                port_elements(ranges),
+            )),
         }
     }
 
@@ -707,10 +963,22 @@ impl<'a> Compiler<'a> {
         if !numeric.is_empty() {
             let proto = r.protocol.unwrap_or(proto::TCP);
             let port = self.port_match(id, &numeric);
-            alts.push(vec![Match::Port { dir: side, proto, port, negate: false }]);
+            alts.push(vec![Match::Port {
+                dir: side,
+                proto,
+                port,
+                negate: false,
+            }]);
         }
         if !named_ports(ports).is_empty() {
-            alts.extend(self.named_port_alternatives(&format!("{id}np"), r, entity, side, f, ports));
+            alts.extend(self.named_port_alternatives(
+                &format!("{id}np"),
+                r,
+                entity,
+                side,
+                f,
+                ports,
+            ));
         }
         Some(alts)
     }
@@ -740,8 +1008,15 @@ impl<'a> Compiler<'a> {
                     if r.protocol.is_some_and(|p| p != port.protocol) {
                         continue;
                     }
-                    let ips = hep.expected_ips.iter().map(|ip| IpNet::from(*ip)).filter(|n| family_of(n) == f);
-                    groups.entry((port.protocol, port.port)).or_default().extend(ips);
+                    let ips = hep
+                        .expected_ips
+                        .iter()
+                        .map(|ip| IpNet::from(*ip))
+                        .filter(|n| family_of(n) == f);
+                    groups
+                        .entry((port.protocol, port.port))
+                        .or_default()
+                        .extend(ips);
                 }
             }
         }
@@ -752,8 +1027,18 @@ impl<'a> Compiler<'a> {
             }
             let set = self.net_set(&format!("{id}{k}"), f, &nets);
             alts.push(vec![
-                Match::Addr { dir: side, family: f, set, negate: false },
-                Match::Port { dir: side, proto: p, port: PortMatch::Single(port), negate: false },
+                Match::Addr {
+                    dir: side,
+                    family: f,
+                    set,
+                    negate: false,
+                },
+                Match::Port {
+                    dir: side,
+                    proto: p,
+                    port: PortMatch::Single(port),
+                    negate: false,
+                },
             ]);
         }
         alts
@@ -795,34 +1080,60 @@ impl<'a> Compiler<'a> {
         let mut rules = Vec::new();
         if !elements.is_empty() {
             let map = format!("{name}-map");
-            self.maps.push(VerdictMap { name: map.clone(), elements });
+            self.maps.push(VerdictMap {
+                name: map.clone(),
+                elements,
+            });
             rules.push(rule(Vec::new(), Some(Verdict::Vmap { key, map })));
         }
         if let Some(chain) = wildcard {
             if wildcard_skips_workloads {
-                let d = if key == IfDir::In { Direction::Source } else { Direction::Destination };
+                let d = if key == IfDir::In {
+                    Direction::Source
+                } else {
+                    Direction::Destination
+                };
                 for prefix in &self.view.settings.workload_prefixes {
                     rules.push(rule(
-                        vec![Match::IfNamePrefix { dir: d, prefix: prefix.clone() }],
+                        vec![Match::IfNamePrefix {
+                            dir: d,
+                            prefix: prefix.clone(),
+                        }],
                         Some(Verdict::Return),
                     ));
                 }
             }
-            rules.push(commented(rule(Vec::new(), Some(Verdict::Goto(chain))), "wildcard HostEndpoint"));
+            rules.push(commented(
+                rule(Vec::new(), Some(Verdict::Goto(chain))),
+                "wildcard HostEndpoint",
+            ));
         }
-        self.chains.push(Chain { name: name.to_string(), base: None, rules });
+        self.chains.push(Chain {
+            name: name.to_string(),
+            base: None,
+            rules,
+        });
         Some(name.to_string())
     }
 
     fn dispatch_and_base_chains(&mut self) {
         let (accept, pass) = (self.accept, self.pass);
-        let accepted = || Match::Mark { mask: accept, value: accept };
+        let accepted = || Match::Mark {
+            mask: accept,
+            value: accept,
+        };
         let workload_returns = |dir: Direction, prefixes: &[String]| -> Vec<Rule> {
             prefixes
                 .iter()
                 .map(|p| {
                     commented(
-                        rule(vec![Match::IfNamePrefix { dir, prefix: p.clone() }], Some(Verdict::Return)),
+                        rule(
+                            vec![Match::IfNamePrefix {
+                                dir,
+                                prefix: p.clone(),
+                            }],
+                            Some(Verdict::Return),
+                        ),
                         "workload interface: not a host endpoint",
                     )
                 })
@@ -830,30 +1141,101 @@ impl<'a> Compiler<'a> {
         };
         let prefixes = self.view.settings.workload_prefixes.clone();
 
-        let raw_from = self.dispatch("raw-from-hep", IfDir::In, Stage::Untracked, Dir::Ingress, false, false);
-        let raw_to = self.dispatch("raw-to-hep", IfDir::Out, Stage::Untracked, Dir::Egress, false, false);
-        let pre_from = self.dispatch("mangle-from-hep", IfDir::In, Stage::PreDnat, Dir::Ingress, true, false);
-        let from = self.dispatch("filter-from-hep", IfDir::In, Stage::Normal, Dir::Ingress, true, false);
-        let to = self.dispatch("filter-to-hep", IfDir::Out, Stage::Normal, Dir::Egress, true, false);
-        let fw_from = self.dispatch("filter-from-hep-fw", IfDir::In, Stage::Forward, Dir::Ingress, true, false);
-        let fw_to = self.dispatch("filter-to-hep-fw", IfDir::Out, Stage::Forward, Dir::Egress, true, false);
+        let raw_from = self.dispatch(
+            "raw-from-hep",
+            IfDir::In,
+            Stage::Untracked,
+            Dir::Ingress,
+            false,
+            false,
+        );
+        let raw_to = self.dispatch(
+            "raw-to-hep",
+            IfDir::Out,
+            Stage::Untracked,
+            Dir::Egress,
+            false,
+            false,
+        );
+        let pre_from = self.dispatch(
+            "mangle-from-hep",
+            IfDir::In,
+            Stage::PreDnat,
+            Dir::Ingress,
+            true,
+            false,
+        );
+        let from = self.dispatch(
+            "filter-from-hep",
+            IfDir::In,
+            Stage::Normal,
+            Dir::Ingress,
+            true,
+            false,
+        );
+        let to = self.dispatch(
+            "filter-to-hep",
+            IfDir::Out,
+            Stage::Normal,
+            Dir::Egress,
+            true,
+            false,
+        );
+        let fw_from = self.dispatch(
+            "filter-from-hep-fw",
+            IfDir::In,
+            Stage::Forward,
+            Dir::Ingress,
+            true,
+            false,
+        );
+        let fw_to = self.dispatch(
+            "filter-to-hep-fw",
+            IfDir::Out,
+            Stage::Forward,
+            Dir::Egress,
+            true,
+            false,
+        );
         // The mangle egress copy reuses the normal egress chains (`th-`); the wildcard skips workloads.
-        let post_to = self.dispatch("mangle-to-hep", IfDir::Out, Stage::Normal, Dir::Egress, true, true);
+        let post_to = self.dispatch(
+            "mangle-to-hep",
+            IfDir::Out,
+            Stage::Normal,
+            Dir::Egress,
+            true,
+            true,
+        );
 
         let mut base = Vec::new();
         for (name, hook, prio, dispatch) in [
             ("raw-prerouting", Hook::Prerouting, PRIO_RAW, raw_from),
             ("raw-output", Hook::Output, PRIO_RAW, raw_to),
         ] {
-            let mut rules = vec![Rule { actions: vec![self.clear_marks()], ..Rule::default() }];
+            let mut rules = vec![Rule {
+                actions: vec![self.clear_marks()],
+                ..Rule::default()
+            }];
             if let Some(d) = dispatch {
                 rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
                 rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
             }
-            base.push(Chain { name: name.into(), base: Some(BaseHook { hook, priority: prio }), rules });
+            base.push(Chain {
+                name: name.into(),
+                base: Some(BaseHook {
+                    hook,
+                    priority: prio,
+                }),
+                rules,
+            });
         }
 
-        let est = CtStates { invalid: false, established: true, related: true, new: false };
+        let est = CtStates {
+            invalid: false,
+            established: true,
+            related: true,
+            new: false,
+        };
         let mut rules = vec![
             rule(vec![Match::CtState(est)], Some(Verdict::Accept)),
             rule(vec![accepted()], Some(Verdict::Accept)),
@@ -864,46 +1246,76 @@ impl<'a> Compiler<'a> {
         }
         base.push(Chain {
             name: "mangle-prerouting".into(),
-            base: Some(BaseHook { hook: Hook::Prerouting, priority: PRIO_MANGLE }),
+            base: Some(BaseHook {
+                hook: Hook::Prerouting,
+                priority: PRIO_MANGLE,
+            }),
             rules,
         });
 
         let mut rules = workload_returns(Direction::Source, &prefixes);
         rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
-        rules.push(Rule { actions: vec![self.clear_marks()], ..Rule::default() });
+        rules.push(Rule {
+            actions: vec![self.clear_marks()],
+            ..Rule::default()
+        });
         if let Some(d) = from {
             rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
             rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
         }
         base.push(Chain {
             name: "filter-input".into(),
-            base: Some(BaseHook { hook: Hook::Input, priority: PRIO_FILTER }),
+            base: Some(BaseHook {
+                hook: Hook::Input,
+                priority: PRIO_FILTER,
+            }),
             rules,
         });
 
-        let mut rules = vec![Rule { actions: vec![Action::MarkAnd(!pass)], ..Rule::default() }];
+        let mut rules = vec![Rule {
+            actions: vec![Action::MarkAnd(!pass)],
+            ..Rule::default()
+        }];
         if let Some(d) = fw_from {
-            rules.push(rule(vec![Match::Mark { mask: accept, value: 0 }], Some(Verdict::Jump(d))));
+            rules.push(rule(
+                vec![Match::Mark {
+                    mask: accept,
+                    value: 0,
+                }],
+                Some(Verdict::Jump(d)),
+            ));
         }
         if let Some(d) = fw_to {
             rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
         }
         rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
         rules.push(commented(
-            Rule { actions: vec![Action::MarkOr(accept)], ..Rule::default() },
+            Rule {
+                actions: vec![Action::MarkOr(accept)],
+                ..Rule::default()
+            },
             "forwarded: mark for mangle postrouting",
         ));
         base.push(Chain {
             name: "filter-forward".into(),
-            base: Some(BaseHook { hook: Hook::Forward, priority: PRIO_FILTER }),
+            base: Some(BaseHook {
+                hook: Hook::Forward,
+                priority: PRIO_FILTER,
+            }),
             rules,
         });
 
         let mut rules = vec![rule(vec![accepted()], Some(Verdict::Accept))];
         rules.extend(workload_returns(Direction::Destination, &prefixes));
-        rules.push(Rule { actions: vec![self.clear_marks()], ..Rule::default() });
+        rules.push(Rule {
+            actions: vec![self.clear_marks()],
+            ..Rule::default()
+        });
         rules.push(commented(
-            rule(vec![Match::CtStatusDnat { negate: false }], Some(Verdict::Return)),
+            rule(
+                vec![Match::CtStatusDnat { negate: false }],
+                Some(Verdict::Return),
+            ),
             "DNATed: checked in mangle postrouting",
         ));
         if let Some(d) = to {
@@ -912,18 +1324,27 @@ impl<'a> Compiler<'a> {
         }
         base.push(Chain {
             name: "filter-output".into(),
-            base: Some(BaseHook { hook: Hook::Output, priority: PRIO_FILTER }),
+            base: Some(BaseHook {
+                hook: Hook::Output,
+                priority: PRIO_FILTER,
+            }),
             rules,
         });
 
         let mut rules = vec![rule(vec![accepted()], Some(Verdict::Return))];
         if let Some(d) = post_to {
-            rules.push(rule(vec![Match::CtStatusDnat { negate: false }], Some(Verdict::Jump(d))));
+            rules.push(rule(
+                vec![Match::CtStatusDnat { negate: false }],
+                Some(Verdict::Jump(d)),
+            ));
             rules.push(rule(vec![accepted()], Some(Verdict::Return)));
         }
         base.push(Chain {
             name: "mangle-postrouting".into(),
-            base: Some(BaseHook { hook: Hook::Postrouting, priority: PRIO_MANGLE }),
+            base: Some(BaseHook {
+                hook: Hook::Postrouting,
+                priority: PRIO_MANGLE,
+            }),
             rules,
         });
         // Base chains first: the order `render` prints them in.
@@ -958,9 +1379,18 @@ pub fn proto_name(p: u8) -> String {
 
 /// Looks up the address set a selector resolves to, computing it when `resolve` did not (used by
 /// `explain` and tests).
-pub fn addresses_for(config: &Config, view: &NodeView, key: &SelectorKey, selector: &crate::selector::Selector) -> AddressSet {
+pub fn addresses_for(
+    config: &Config,
+    view: &NodeView,
+    key: &SelectorKey,
+    selector: &crate::selector::Selector,
+) -> AddressSet {
     view.selector_sets.get(key).cloned().unwrap_or_else(|| {
-        let scope = if key.namespaced { NamespaceScope::Namespaced } else { NamespaceScope::Any };
+        let scope = if key.namespaced {
+            NamespaceScope::Namespaced
+        } else {
+            NamespaceScope::Any
+        };
         selector_addresses(config, selector, &scope).0
     })
 }
@@ -1016,8 +1446,15 @@ mod tests {
         assert_eq!(sets.len(), 3);
         assert_eq!(
             sets[0].1,
-            vec![SetElement::V4("192.0.2.0/25".parse().unwrap()), SetElement::V4("198.51.100.0/24".parse().unwrap())]
+            vec![
+                SetElement::V4("192.0.2.0/25".parse().unwrap()),
+                SetElement::V4("198.51.100.0/24".parse().unwrap())
+            ]
         );
-        assert!(chain.rules[1].comment.as_deref().unwrap().contains("tcp:192.0.2.0/25,198.51.100.0/24:22"));
+        assert!(chain.rules[1]
+            .comment
+            .as_deref()
+            .unwrap()
+            .contains("tcp:192.0.2.0/25,198.51.100.0/24:22"));
     }
 }

@@ -20,10 +20,18 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(pos: Pos, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, pos: Some(pos), message: message.into() }
+        Diagnostic {
+            severity: Severity::Error,
+            pos: Some(pos),
+            message: message.into(),
+        }
     }
     pub fn warning(pos: Pos, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, pos: Some(pos), message: message.into() }
+        Diagnostic {
+            severity: Severity::Warning,
+            pos: Some(pos),
+            message: message.into(),
+        }
     }
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error

@@ -8,7 +8,9 @@ use std::io;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -76,8 +78,10 @@ fn dump(request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
         let size = socket.recv(&mut &mut receive[..], 0)?;
         let mut offset = 0;
         while offset < size {
-            let msg: NetlinkMessage<RouteNetlinkMessage> = NetlinkMessage::deserialize(&receive[offset..size])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {e}")))?;
+            let msg: NetlinkMessage<RouteNetlinkMessage> =
+                NetlinkMessage::deserialize(&receive[offset..size]).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {e}"))
+                })?;
             let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
@@ -110,14 +114,24 @@ impl Monitor {
         socket.bind(&SocketAddr::new(0, GROUPS))?;
         socket.set_non_blocking(false)?;
         set_recv_timeout(&socket, Duration::from_millis(500))?;
-        Ok(Monitor { socket, buf: vec![0; 64 * 1024] })
+        Ok(Monitor {
+            socket,
+            buf: vec![0; 64 * 1024],
+        })
     }
 
     /// Waits up to about half a second; true when some link or address changed.
     pub fn wait(&mut self) -> io::Result<bool> {
         match self.socket.recv(&mut &mut self.buf[..], 0) {
             Ok(n) => Ok(n > 0),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
             // The kernel dropped notifications (ENOBUFS): something changed; the caller rescans anyway.
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(true),
             Err(e) => Err(e),
@@ -127,7 +141,10 @@ impl Monitor {
 
 fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
     // SAFETY: setsockopt with a properly sized timeval on a valid socket fd.
     let rc = unsafe {
         libc::setsockopt(

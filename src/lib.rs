@@ -3,25 +3,25 @@
 //! The pipeline flows one way (DESIGN.md): `load` → `validate` → `resolve` → `compile` → `nft`.
 //! Everything above `nft`'s netlink sender is pure and testable without root.
 
-pub mod diag;
-pub mod model;
-pub mod ruleset;
-pub mod selector;
+pub mod cli;
 pub mod compile;
-pub mod resolve;
-pub mod iface;
+pub mod counters;
+pub mod daemon;
+pub mod diag;
+pub mod engine;
 pub mod explain;
 pub mod explain_cmd;
-pub mod lockout;
+pub mod iface;
 pub mod lint;
-pub mod counters;
 pub mod load;
+pub mod lockout;
+pub mod model;
+pub mod nft;
 pub mod pipeline;
+pub mod probe;
+pub mod resolve;
+pub mod ruleset;
+pub mod selector;
+pub mod state;
 pub mod validate;
 pub mod yaml;
-pub mod cli;
-pub mod nft;
-pub mod engine;
-pub mod probe;
-pub mod state;
-pub mod daemon;

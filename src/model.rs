@@ -224,7 +224,11 @@ pub struct FelixConfiguration {
 
 impl Default for Pos {
     fn default() -> Self {
-        Pos { file: Arc::from("<default>"), line: 0, column: 0 }
+        Pos {
+            file: Arc::from("<default>"),
+            line: 0,
+            column: 0,
+        }
     }
 }
 

@@ -40,8 +40,17 @@ pub fn load(input: &Input) -> Loaded {
 }
 
 /// Validates and compiles; `strict` turns warnings into errors.
-pub fn build(loaded: Loaded, node: &str, interfaces: &[Interface], table: &str, strict: bool) -> Result<Compiled, Invalid> {
-    let Loaded { config, mut diagnostics } = loaded;
+pub fn build(
+    loaded: Loaded,
+    node: &str,
+    interfaces: &[Interface],
+    table: &str,
+    strict: bool,
+) -> Result<Compiled, Invalid> {
+    let Loaded {
+        config,
+        mut diagnostics,
+    } = loaded;
     if diagnostics.iter().any(|d| d.is_error()) {
         crate::diag::sort(&mut diagnostics);
         return Err(Invalid { diagnostics });
@@ -57,10 +66,20 @@ pub fn build(loaded: Loaded, node: &str, interfaces: &[Interface], table: &str, 
         return Err(Invalid { diagnostics });
     }
     let ruleset = compile(&config, &view, table);
-    Ok(Compiled { config, view, ruleset, warnings: diagnostics })
+    Ok(Compiled {
+        config,
+        view,
+        ruleset,
+        warnings: diagnostics,
+    })
 }
 
 /// Reads the directory and compiles it for `node`.
-pub fn build_dir(dir: &Path, node: &str, interfaces: &[Interface], table: &str) -> Result<Compiled, Invalid> {
+pub fn build_dir(
+    dir: &Path,
+    node: &str,
+    interfaces: &[Interface],
+    table: &str,
+) -> Result<Compiled, Invalid> {
     build(load::load_dir(dir), node, interfaces, table, false)
 }

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 
 use crate::diag::Diagnostic;
 use crate::model::{
-    proto, Config, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels, NamespaceScope, ProtoPort,
+    proto, Config, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels, NamespaceScope,
+    ProtoPort,
 };
 use crate::selector::Selector;
 
@@ -58,7 +59,14 @@ pub fn default_failsafe_outbound() -> Vec<ProtoPort> {
 }
 
 fn failsafe_list(entries: &[(u8, u16)]) -> Vec<ProtoPort> {
-    entries.iter().map(|&(protocol, port)| ProtoPort { protocol, port, net: None }).collect()
+    entries
+        .iter()
+        .map(|&(protocol, port)| ProtoPort {
+            protocol,
+            port,
+            net: None,
+        })
+        .collect()
 }
 
 /// The Felix settings in force on this node: `default`, overridden field by field by `node.<name>`.
@@ -159,7 +167,10 @@ pub struct SelectorKey {
 
 impl SelectorKey {
     pub fn new(selector: &Selector, scope: &NamespaceScope) -> SelectorKey {
-        SelectorKey { canonical: selector.canonical(), namespaced: *scope == NamespaceScope::Namespaced }
+        SelectorKey {
+            canonical: selector.canonical(),
+            namespaced: *scope == NamespaceScope::Namespaced,
+        }
     }
 }
 
@@ -183,16 +194,32 @@ pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeVie
     let settings = effective_settings(&config.felix, node);
     let order = policy_order(&config.policies);
 
-    let (claims, wildcard_hep) = claim_interfaces(config, node, interfaces, &settings, &mut warnings);
+    let (claims, wildcard_hep) =
+        claim_interfaces(config, node, interfaces, &settings, &mut warnings);
     let mut endpoints = Vec::new();
     for (hep, ifaces) in claims {
-        endpoints.push(active_endpoint(config, &order, hep, ifaces, false, &mut warnings));
+        endpoints.push(active_endpoint(
+            config,
+            &order,
+            hep,
+            ifaces,
+            false,
+            &mut warnings,
+        ));
     }
-    let wildcard = wildcard_hep.map(|hep| active_endpoint(config, &order, hep, Vec::new(), true, &mut warnings));
+    let wildcard = wildcard_hep
+        .map(|hep| active_endpoint(config, &order, hep, Vec::new(), true, &mut warnings));
 
     lint_policies_selecting_nothing(config, &mut warnings);
     let selector_sets = resolve_rule_selectors(config, &mut warnings);
-    NodeView { node: node.to_string(), settings, endpoints, wildcard, selector_sets, warnings }
+    NodeView {
+        node: node.to_string(),
+        settings,
+        endpoints,
+        wildcard,
+        selector_sets,
+        warnings,
+    }
 }
 
 fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
@@ -216,8 +243,10 @@ fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
             .unwrap_or_else(default_failsafe_outbound),
         mark_accept,
         mark_pass,
-        log_prefix: pick(local, global, |f| f.log_prefix.clone()).unwrap_or_else(|| DEFAULT_LOG_PREFIX.into()),
-        conntrack_invalid_check: !pick(local, global, |f| f.disable_conntrack_invalid_check).unwrap_or(false),
+        log_prefix: pick(local, global, |f| f.log_prefix.clone())
+            .unwrap_or_else(|| DEFAULT_LOG_PREFIX.into()),
+        conntrack_invalid_check: !pick(local, global, |f| f.disable_conntrack_invalid_check)
+            .unwrap_or(false),
         workload_prefixes: pick(local, global, |f| f.interface_prefixes.clone())
             .unwrap_or_else(|| vec![DEFAULT_WORKLOAD_PREFIX.into()]),
     }
@@ -227,7 +256,11 @@ fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
 /// the Felix default is used otherwise.
 pub fn allocate_marks(mask: u32) -> (u32, u32) {
     let usable = mask & !KUBE_PROXY_MARKS;
-    let bits: Vec<u32> = (0..32).map(|i| 1u32 << i).filter(|b| usable & b != 0).take(2).collect();
+    let bits: Vec<u32> = (0..32)
+        .map(|i| 1u32 << i)
+        .filter(|b| usable & b != 0)
+        .take(2)
+        .collect();
     match bits[..] {
         [accept, pass] => (accept, pass),
         _ => (0x10000, 0x20000),
@@ -247,7 +280,10 @@ fn policy_order(policies: &[GlobalNetworkPolicy]) -> Vec<usize> {
 }
 
 fn is_workload(name: &str, settings: &Settings) -> bool {
-    settings.workload_prefixes.iter().any(|p| !p.is_empty() && name.starts_with(p.as_str()))
+    settings
+        .workload_prefixes
+        .iter()
+        .any(|p| !p.is_empty() && name.starts_with(p.as_str()))
 }
 
 /// Spec §3.1: named HEPs claim their interface; IP-matched HEPs claim every non-workload interface that
@@ -261,9 +297,14 @@ fn claim_interfaces(
     warnings: &mut Vec<Diagnostic>,
 ) -> (BTreeMap<usize, Vec<String>>, Option<usize>) {
     let local: Vec<usize> = {
-        let mut v: Vec<usize> =
-            (0..config.host_endpoints.len()).filter(|&i| config.host_endpoints[i].node == node).collect();
-        v.sort_by(|&a, &b| config.host_endpoints[a].name.cmp(&config.host_endpoints[b].name));
+        let mut v: Vec<usize> = (0..config.host_endpoints.len())
+            .filter(|&i| config.host_endpoints[i].node == node)
+            .collect();
+        v.sort_by(|&a, &b| {
+            config.host_endpoints[a]
+                .name
+                .cmp(&config.host_endpoints[b].name)
+        });
         v
     };
     // interface name -> candidate HEPs in name order
@@ -310,7 +351,11 @@ fn claim_interfaces(
     }
     let mut claims: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (iface, mut heps) in candidates {
-        heps.sort_by(|&a, &b| config.host_endpoints[a].name.cmp(&config.host_endpoints[b].name));
+        heps.sort_by(|&a, &b| {
+            config.host_endpoints[a]
+                .name
+                .cmp(&config.host_endpoints[b].name)
+        });
         heps.dedup();
         let winner = heps[0];
         for &loser in &heps[1..] {
@@ -376,7 +421,10 @@ fn active_endpoint(
             ignored_untracked.push(policy.name.clone());
             continue;
         }
-        for (dir, on) in [(Dir::Ingress, policy.ingress_type), (Dir::Egress, policy.egress_type)] {
+        for (dir, on) in [
+            (Dir::Ingress, policy.ingress_type),
+            (Dir::Egress, policy.egress_type),
+        ] {
             if !on {
                 continue;
             }
@@ -433,19 +481,28 @@ fn lint_policies_selecting_nothing(config: &Config, warnings: &mut Vec<Diagnosti
 
 /// Every rule selector and notSelector, resolved to the addresses of the HEPs (any node, their
 /// expectedIPs) and GlobalNetworkSets (their nets) it matches (spec §3.8).
-fn resolve_rule_selectors(config: &Config, warnings: &mut Vec<Diagnostic>) -> BTreeMap<SelectorKey, AddressSet> {
+fn resolve_rule_selectors(
+    config: &Config,
+    warnings: &mut Vec<Diagnostic>,
+) -> BTreeMap<SelectorKey, AddressSet> {
     let mut sets = BTreeMap::new();
     let mut warned: BTreeSet<String> = BTreeSet::new();
     for policy in &config.policies {
         for rule in policy.ingress.iter().chain(policy.egress.iter()) {
             for entity in [&rule.source, &rule.destination] {
-                for sel in [&entity.selector, &entity.not_selector].into_iter().flatten() {
+                for sel in [&entity.selector, &entity.not_selector]
+                    .into_iter()
+                    .flatten()
+                {
                     let key = SelectorKey::new(&sel.value, &entity.namespace_scope);
                     if sets.contains_key(&key) {
                         continue;
                     }
-                    let (set, without_ips) = selector_addresses(config, &sel.value, &entity.namespace_scope);
-                    if !without_ips.is_empty() && warned.insert(format!("{}@{}", key.canonical, sel.pos)) {
+                    let (set, without_ips) =
+                        selector_addresses(config, &sel.value, &entity.namespace_scope);
+                    if !without_ips.is_empty()
+                        && warned.insert(format!("{}@{}", key.canonical, sel.pos))
+                    {
                         warnings.push(Diagnostic::warning(
                             sel.pos.clone(),
                             format!(
@@ -465,7 +522,11 @@ fn resolve_rule_selectors(config: &Config, warnings: &mut Vec<Diagnostic>) -> BT
 }
 
 /// Addresses matched by one rule selector, and the names of matched HEPs that contribute nothing.
-pub fn selector_addresses(config: &Config, selector: &Selector, scope: &NamespaceScope) -> (AddressSet, Vec<String>) {
+pub fn selector_addresses(
+    config: &Config,
+    selector: &Selector,
+    scope: &NamespaceScope,
+) -> (AddressSet, Vec<String>) {
     let mut nets: Vec<IpNet> = Vec::new();
     let mut without_ips = Vec::new();
     if *scope != NamespaceScope::Namespaced {
@@ -496,7 +557,10 @@ pub fn address_set(nets: &[IpNet]) -> AddressSet {
             IpNet::V6(n) => v6.push(n),
         }
     }
-    AddressSet { v4: ipnet::Ipv4Net::aggregate(&v4), v6: ipnet::Ipv6Net::aggregate(&v6) }
+    AddressSet {
+        v4: ipnet::Ipv4Net::aggregate(&v4),
+        v6: ipnet::Ipv6Net::aggregate(&v6),
+    }
 }
 
 #[cfg(test)]
@@ -511,7 +575,10 @@ mod tests {
     }
 
     fn iface(name: &str, addrs: &[&str]) -> Interface {
-        Interface { name: name.into(), addrs: addrs.iter().map(|a| a.parse().unwrap()).collect() }
+        Interface {
+            name: name.into(),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
     }
 
     const HEPS: &str = r#"
@@ -541,16 +608,44 @@ mod tests {
     #[test]
     fn interface_claims_follow_spec_3_1() {
         let c = config(HEPS);
-        let view = resolve(&c, "node1", &[iface("eth0", &["192.0.2.1"]), iface("eth1", &["198.51.100.45"]), iface("cali123", &["192.0.2.1"])]);
-        let claims: Vec<(String, Vec<String>)> =
-            view.endpoints.iter().map(|e| (e.name.clone(), e.interfaces.clone())).collect();
+        let view = resolve(
+            &c,
+            "node1",
+            &[
+                iface("eth0", &["192.0.2.1"]),
+                iface("eth1", &["198.51.100.45"]),
+                iface("cali123", &["192.0.2.1"]),
+            ],
+        );
+        let claims: Vec<(String, Vec<String>)> = view
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.interfaces.clone()))
+            .collect();
         // a-by-ip carries 192.0.2.1 (eth0) and 198.51.100.45 (eth1) and sorts before b-named; the
         // workload interface cali123 is never claimed.
-        assert_eq!(claims, vec![("a-by-ip".to_string(), vec!["eth0".to_string(), "eth1".to_string()])]);
-        assert_eq!(view.wildcard.as_ref().map(|w| w.name.as_str()), Some("y-star"));
+        assert_eq!(
+            claims,
+            vec![(
+                "a-by-ip".to_string(),
+                vec!["eth0".to_string(), "eth1".to_string()]
+            )]
+        );
+        assert_eq!(
+            view.wildcard.as_ref().map(|w| w.name.as_str()),
+            Some("y-star")
+        );
         let texts: Vec<&str> = view.warnings.iter().map(|w| w.message.as_str()).collect();
-        assert!(texts.iter().any(|t| t.contains("'b-named' does not govern interface 'eth0'")), "{texts:?}");
-        assert!(texts.iter().any(|t| t.contains("'z-star' is inactive")), "{texts:?}");
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("'b-named' does not govern interface 'eth0'")),
+            "{texts:?}"
+        );
+        assert!(
+            texts.iter().any(|t| t.contains("'z-star' is inactive")),
+            "{texts:?}"
+        );
     }
 
     /// Spec §3.1: an IP-matched HEP follows the addresses: without the address it governs nothing.
@@ -576,7 +671,12 @@ mod tests {
         ));
         let view = resolve(&c, "node1", &[]);
         let ep = view.endpoints.iter().find(|e| e.name == "b-named").unwrap();
-        let names: Vec<&str> = ep.policies.normal_ingress.iter().map(|&i| c.policies[i].name.as_str()).collect();
+        let names: Vec<&str> = ep
+            .policies
+            .normal_ingress
+            .iter()
+            .map(|&i| c.policies[i].name.as_str())
+            .collect();
         assert_eq!(names, vec!["z-first", "a-deny", "b-allow", "m-deny"]);
     }
 
@@ -594,7 +694,11 @@ mod tests {
         ));
         let view = resolve(&c, "node1", &[]);
         let ep = view.endpoints.iter().find(|e| e.name == "b-named").unwrap();
-        let n = |v: &Vec<usize>| v.iter().map(|&i| c.policies[i].name.clone()).collect::<Vec<_>>();
+        let n = |v: &Vec<usize>| {
+            v.iter()
+                .map(|&i| c.policies[i].name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(n(&ep.policies.untracked_ingress), vec!["untracked"]);
         assert_eq!(n(&ep.policies.untracked_egress), vec!["untracked"]);
         assert_eq!(n(&ep.policies.pre_dnat_ingress), vec!["prednat"]);
@@ -605,7 +709,10 @@ mod tests {
         // Spec §1.7: untracked policy is ignored on the wildcard HEP, with a warning.
         let wild = view.wildcard.as_ref().unwrap();
         assert!(wild.policies.untracked_ingress.is_empty());
-        assert!(view.warnings.iter().any(|w| w.message.contains("doNotTrack policy 'untracked' ignored")));
+        assert!(view
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("doNotTrack policy 'untracked' ignored")));
     }
 
     /// Spec §3.8: rule selectors resolve to expectedIPs of HEPs on any node and GNS nets; a HEP without
@@ -637,9 +744,20 @@ mod tests {
         let view = resolve(&c, "node1", &[]);
         let set = view.selector_sets.values().next().unwrap();
         assert_eq!(set.v4, vec!["0.0.0.0/0".parse::<ipnet::Ipv4Net>().unwrap()]);
-        assert_eq!(set.v6, vec!["2001:db8::5/128".parse::<ipnet::Ipv6Net>().unwrap()]);
-        let w = view.warnings.iter().find(|w| w.message.contains("matches HostEndpoint 'n1' without expectedIPs"));
-        assert_eq!(w.and_then(|w| w.pos.as_ref()).map(|p| p.line), Some(19), "{:?}", view.warnings);
+        assert_eq!(
+            set.v6,
+            vec!["2001:db8::5/128".parse::<ipnet::Ipv6Net>().unwrap()]
+        );
+        let w = view.warnings.iter().find(|w| {
+            w.message
+                .contains("matches HostEndpoint 'n1' without expectedIPs")
+        });
+        assert_eq!(
+            w.and_then(|w| w.pos.as_ref()).map(|p| p.line),
+            Some(19),
+            "{:?}",
+            view.warnings
+        );
     }
 
     /// Spec §4.1, §5.3: Felix defaults; `node.<name>` overrides `default` field by field; marks avoid
@@ -659,7 +777,14 @@ mod tests {
 "#,
         );
         let s = resolve(&c, "node1", &[]).settings;
-        assert_eq!(s.failsafe_inbound, vec![ProtoPort { protocol: proto::TCP, port: 2222, net: None }]);
+        assert_eq!(
+            s.failsafe_inbound,
+            vec![ProtoPort {
+                protocol: proto::TCP,
+                port: 2222,
+                net: None
+            }]
+        );
         assert!(s.failsafe_outbound.is_empty());
         assert_eq!(s.log_prefix, "global");
         assert_eq!((s.mark_accept, s.mark_pass), (0x100, 0x200));

@@ -132,13 +132,31 @@ pub enum Match {
     /// `meta l4proto N` / `meta l4proto != N`.
     L4Proto { proto: u8, negate: bool },
     /// `ip saddr @set` / `ip6 daddr != @set` (the set's type matches the family).
-    Addr { dir: Direction, family: Family, set: String, negate: bool },
+    Addr {
+        dir: Direction,
+        family: Family,
+        set: String,
+        negate: bool,
+    },
     /// `tcp dport 80` / `udp sport != @set`; `proto` is 6, 17 or 132. Implies `meta l4proto proto`.
-    Port { dir: Direction, proto: u8, port: PortMatch, negate: bool },
+    Port {
+        dir: Direction,
+        proto: u8,
+        port: PortMatch,
+        negate: bool,
+    },
     /// `icmp type 8` / `icmpv6 type != 128` (Ipv4 = icmp, Ipv6 = icmpv6). Implies the family and l4proto.
-    IcmpType { family: Family, icmp_type: u8, negate: bool },
+    IcmpType {
+        family: Family,
+        icmp_type: u8,
+        negate: bool,
+    },
     /// `icmp code 0` / `icmpv6 code != 0`.
-    IcmpCode { family: Family, code: u8, negate: bool },
+    IcmpCode {
+        family: Family,
+        code: u8,
+        negate: bool,
+    },
     /// `ct state established,related` (any of the given states).
     CtState(CtStates),
     /// `ct status dnat` / `ct status != dnat`... rendered as `ct status & dnat == dnat` or `== 0`.
@@ -173,7 +191,10 @@ pub enum Verdict {
     Jump(String),
     Goto(String),
     /// `iifname vmap @map` (In) / `oifname vmap @map` (Out).
-    Vmap { key: IfDir, map: String },
+    Vmap {
+        key: IfDir,
+        map: String,
+    },
 }
 
 impl Ruleset {

@@ -14,11 +14,21 @@ use std::time::{Duration, Instant};
 
 use common::netns::require_root;
 use common::probe::{sa, tcp_open, Report, Servers, ALLOW, DROP};
-use common::topology::{fresh_ns, nft_json, nft_json_exact, nft_list, nft_load, nft_tables, nft_try_load, output_text, Topology};
+use common::topology::{
+    fresh_ns, nft_json, nft_json_exact, nft_list, nft_load, nft_tables, nft_try_load, output_text,
+    Topology,
+};
 use common::yaml::{docs, hep};
 
 fn hep_web() -> String {
-    hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1"], &[("role", "web")], &[])
+    hep(
+        "hep-eth0",
+        "node1",
+        Some("eth0"),
+        &["192.0.2.1"],
+        &[("role", "web")],
+        &[],
+    )
 }
 
 /// A configuration: (file name, YAML) pairs.
@@ -118,8 +128,14 @@ fn atomic_swap_never_drops_an_allowed_connection() {
     let ja = nft_json(&t.node, "inet", "hostpolicy");
     t.apply(&owned(&b));
     let jb = nft_json(&t.node, "inet", "hostpolicy");
-    assert!(ja.is_some() && jb.is_some(), "apply left no table inet hostpolicy");
-    assert_ne!(ja, jb, "configurations A and B must compile to different tables, or the test swaps nothing");
+    assert!(
+        ja.is_some() && jb.is_some(),
+        "apply left no table inet hostpolicy"
+    );
+    assert_ne!(
+        ja, jb,
+        "configurations A and B must compile to different tables, or the test swaps nothing"
+    );
 
     // SYN accounting by a table of the test's own (hooks before and after every other table): a connection
     // that failed while the SYN reached prerouting but not input+10 was dropped by a filter on the node.
@@ -163,14 +179,20 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         for i in 0..APPLIES {
             // at least 5 connections between two swaps (bounded wait), so that every swap is covered
             let (mark, waited) = (done.load(Ordering::SeqCst), Instant::now());
-            while done.load(Ordering::SeqCst) < mark + 5 && waited.elapsed() < Duration::from_secs(5) {
+            while done.load(Ordering::SeqCst) < mark + 5
+                && waited.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let cfg = if i % 2 == 0 { &a } else { &b };
             t.hpd.set_config(&owned(cfg));
             let out = t.hpd.apply(&t.node);
             if out.status.code() != Some(0) {
-                apply_failures.push(format!("apply #{i} exited {:?}\n{}", out.status.code(), output_text(&out)));
+                apply_failures.push(format!(
+                    "apply #{i} exited {:?}\n{}",
+                    out.status.code(),
+                    output_text(&out)
+                ));
             }
         }
         let apply_time = start.elapsed();
@@ -182,8 +204,16 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         "atomicity: {APPLIES} applies in {apply_time:?}, {connects} connects alongside, slowest handshake {slowest:?}"
     );
     let watch = nft_list(&t.node, "inet", "e2e-syn-watch").unwrap_or_default();
-    let counts: Vec<&str> = watch.lines().filter(|l| l.contains("counter")).map(str::trim).collect();
-    assert!(apply_failures.is_empty(), "applies failed:\n{}", apply_failures.join("\n"));
+    let counts: Vec<&str> = watch
+        .lines()
+        .filter(|l| l.contains("counter"))
+        .map(str::trim)
+        .collect();
+    assert!(
+        apply_failures.is_empty(),
+        "applies failed:\n{}",
+        apply_failures.join("\n")
+    );
     assert!(
         conn_failures.is_empty(),
         "{} of {connects} allowed connections failed while {APPLIES} rulesets were swapped (all allow the flow):\n{}\n\
@@ -192,8 +222,14 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         conn_failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
         counts.join("\n  ")
     );
-    assert!(connects >= 5 * APPLIES, "only {connects} connections ran alongside the applies: the test proves too little");
-    assert!(nft_json(&t.node, "inet", "hostpolicy") == jb, "after the last apply (B) the table should equal B's");
+    assert!(
+        connects >= 5 * APPLIES,
+        "only {connects} connections ran alongside the applies: the test proves too little"
+    );
+    assert!(
+        nft_json(&t.node, "inet", "hostpolicy") == jb,
+        "after the last apply (B) the table should equal B's"
+    );
 }
 
 // =============================================================================================================
@@ -237,10 +273,17 @@ table ip filter {
 }
 ";
 
-const FOREIGN_TABLES: [(&str, &str); 3] = [("ip", "kube-proxy-like"), ("inet", "docker-like"), ("ip", "filter")];
+const FOREIGN_TABLES: [(&str, &str); 3] = [
+    ("ip", "kube-proxy-like"),
+    ("inet", "docker-like"),
+    ("ip", "filter"),
+];
 
 fn foreign_snapshot(t: &Topology) -> Vec<Option<String>> {
-    FOREIGN_TABLES.iter().map(|(f, n)| nft_list(&t.node, f, n)).collect()
+    FOREIGN_TABLES
+        .iter()
+        .map(|(f, n)| nft_list(&t.node, f, n))
+        .collect()
 }
 
 #[test]
@@ -252,7 +295,10 @@ fn foreign_tables_survive_apply_reapply_and_flush() {
     let _s = Servers::start(&t.node, &[80, 8080], &[]);
     nft_load(&t.node, FOREIGN);
     let before = foreign_snapshot(&t);
-    assert!(before.iter().all(Option::is_some), "foreign tables not loaded: {before:?}");
+    assert!(
+        before.iter().all(Option::is_some),
+        "foreign tables not loaded: {before:?}"
+    );
 
     let mut r = Report::new("foreign tables", &[&t.node]);
     let steps: [(&str, Option<Files>); 4] = [
@@ -269,23 +315,49 @@ fn foreign_tables_survive_apply_reapply_and_flush() {
             }
             None => t.hpd.run(&t.node, &["flush"]),
         };
-        r.assert(step, out.status.code() == Some(0), &format!("exit 0; got {:?}\n{}", out.status.code(), output_text(&out)));
+        r.assert(
+            step,
+            out.status.code() == Some(0),
+            &format!("exit 0; got {:?}\n{}", out.status.code(), output_text(&out)),
+        );
         let now = foreign_snapshot(&t);
         for (i, (f, n)) in FOREIGN_TABLES.iter().enumerate() {
             r.assert(
                 &format!("{step}: table {f} {n}"),
                 now[i] == before[i],
-                &format!("unchanged (`nft list table` text equal)\nbefore:\n{:?}\nafter:\n{:?}", before[i], now[i]),
+                &format!(
+                    "unchanged (`nft list table` text equal)\nbefore:\n{:?}\nafter:\n{:?}",
+                    before[i], now[i]
+                ),
             );
         }
         let ours = nft_list(&t.node, "inet", "hostpolicy").is_some();
-        r.assert(&format!("{step}: our table"), ours == cfg.is_some(), if cfg.is_some() { "inet hostpolicy present" } else { "inet hostpolicy deleted by flush" });
+        r.assert(
+            &format!("{step}: our table"),
+            ours == cfg.is_some(),
+            if cfg.is_some() {
+                "inet hostpolicy present"
+            } else {
+                "inet hostpolicy deleted by flush"
+            },
+        );
     }
     let mut tables = nft_tables(&t.node);
     tables.sort();
-    r.assert("after flush", tables == ["inet docker-like", "ip filter", "ip kube-proxy-like"], &format!("only the foreign tables remain: {tables:?}"));
+    r.assert(
+        "after flush",
+        tables == ["inet docker-like", "ip filter", "ip kube-proxy-like"],
+        &format!("only the foreign tables remain: {tables:?}"),
+    );
     // the policy is gone: port 8080 (denied under A and B) is reachable again
-    r.tcp("after flush: unpoliced", ALLOW, "flush deleted our table, nothing polices eth0", &t.lan0, "192.0.2.2", "192.0.2.1:8080");
+    r.tcp(
+        "after flush: unpoliced",
+        ALLOW,
+        "flush deleted our table, nothing polices eth0",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:8080",
+    );
     r.finish();
 }
 
@@ -332,8 +404,22 @@ fn render_configs() -> Vec<(&'static str, Vec<(&'static str, String)>)> {
       - {action: Allow, protocol: TCP, destination: {selector: has(kubernetes-host), ports: [31852]}}
 ";
     let t5_heps = docs(&[
-        hep("node1-eth0", "node1", Some("eth0"), &["198.51.100.4"], &[("kubernetes-host", "ingress")], &[]),
-        hep("node2-eth0", "node2", Some("eth0"), &["198.51.100.5"], &[("kubernetes-host", "ingress")], &[]),
+        hep(
+            "node1-eth0",
+            "node1",
+            Some("eth0"),
+            &["198.51.100.4"],
+            &[("kubernetes-host", "ingress")],
+            &[],
+        ),
+        hep(
+            "node2-eth0",
+            "node2",
+            Some("eth0"),
+            &["198.51.100.5"],
+            &[("kubernetes-host", "ingress")],
+            &[],
+        ),
     ]);
     let t7 = "apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -352,8 +438,22 @@ spec:
   egress:  [{action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: \"memcached == 'client'\"}}]
 ";
     let t8_heps = docs(&[
-        hep("memcached-node-1-eth0", "node1", Some("eth0"), &["192.0.2.1"], &[("memcached", "server")], &[]),
-        hep("client1-eth0", "client1", Some("eth0"), &["192.0.2.200"], &[("memcached", "client")], &[]),
+        hep(
+            "memcached-node-1-eth0",
+            "node1",
+            Some("eth0"),
+            &["192.0.2.1"],
+            &[("memcached", "server")],
+            &[],
+        ),
+        hep(
+            "client1-eth0",
+            "client1",
+            Some("eth0"),
+            &["192.0.2.200"],
+            &[("memcached", "client")],
+            &[],
+        ),
     ]);
     let v6 = "apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -366,20 +466,78 @@ spec:
   egress: [{action: Allow, protocol: ICMPv6}]
 ";
     let mut b = config_b();
-    b.push(("hep1.yaml", hep("hep-eth1", "node1", Some("eth1"), &["198.51.100.45"], &[("role", "web")], &["projectcalico-default-allow"])));
+    b.push((
+        "hep1.yaml",
+        hep(
+            "hep-eth1",
+            "node1",
+            Some("eth1"),
+            &["198.51.100.45"],
+            &[("role", "web")],
+            &["projectcalico-default-allow"],
+        ),
+    ));
     vec![
         ("T1 (HEP, no policy)", vec![("hep.yaml", hep_web())]),
-        ("T4 (Log, Pass, profile)", vec![
-            ("hep.yaml", hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1"], &[("role", "web")], &["projectcalico-default-allow"])),
-            ("p.yaml", t4.to_string()),
-        ]),
-        ("T5 (preDNAT, selector sets)", vec![("heps.yaml", t5_heps), ("p.yaml", t5.to_string())]),
-        ("T7 (applyOnForward)", vec![
-            ("hep.yaml", hep("myhost.eth1", "node1", Some("eth1"), &["198.51.100.45"], &[("network", "maintenance")], &[])),
-            ("p.yaml", t7.to_string()),
-        ]),
-        ("T8 (doNotTrack)", vec![("heps.yaml", t8_heps), ("p.yaml", t8.to_string())]),
-        ("IPv6", vec![("hep.yaml", hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1", "2001:db8::1"], &[("role", "web")], &[])), ("p.yaml", v6.to_string())]),
+        (
+            "T4 (Log, Pass, profile)",
+            vec![
+                (
+                    "hep.yaml",
+                    hep(
+                        "hep-eth0",
+                        "node1",
+                        Some("eth0"),
+                        &["192.0.2.1"],
+                        &[("role", "web")],
+                        &["projectcalico-default-allow"],
+                    ),
+                ),
+                ("p.yaml", t4.to_string()),
+            ],
+        ),
+        (
+            "T5 (preDNAT, selector sets)",
+            vec![("heps.yaml", t5_heps), ("p.yaml", t5.to_string())],
+        ),
+        (
+            "T7 (applyOnForward)",
+            vec![
+                (
+                    "hep.yaml",
+                    hep(
+                        "myhost.eth1",
+                        "node1",
+                        Some("eth1"),
+                        &["198.51.100.45"],
+                        &[("network", "maintenance")],
+                        &[],
+                    ),
+                ),
+                ("p.yaml", t7.to_string()),
+            ],
+        ),
+        (
+            "T8 (doNotTrack)",
+            vec![("heps.yaml", t8_heps), ("p.yaml", t8.to_string())],
+        ),
+        (
+            "IPv6",
+            vec![
+                (
+                    "hep.yaml",
+                    hep(
+                        "hep-eth0",
+                        "node1",
+                        Some("eth0"),
+                        &["192.0.2.1", "2001:db8::1"],
+                        &[("role", "web")],
+                        &[],
+                    ),
+                ),
+                ("p.yaml", v6.to_string()),
+            ],
+        ),
         ("GlobalNetworkSet, two HEPs", b),
     ]
 }
@@ -387,7 +545,10 @@ spec:
 /// The top-level objects of a `nft -j` listing present in `a` but not in `b`.
 fn only_in(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
     let empty = vec![];
-    let bl = b.get("nftables").and_then(|x| x.as_array()).unwrap_or(&empty);
+    let bl = b
+        .get("nftables")
+        .and_then(|x| x.as_array())
+        .unwrap_or(&empty);
     a.get("nftables")
         .and_then(|x| x.as_array())
         .unwrap_or(&empty)
@@ -408,20 +569,44 @@ fn render_loaded_with_nft_equals_what_apply_loaded() {
         t.hpd.set_config(&owned(&files));
         let out = t.hpd.apply(&t.node);
         if out.status.code() != Some(0) {
-            r.assert(name, false, &format!("apply exited {:?}\n{}", out.status.code(), output_text(&out)));
+            r.assert(
+                name,
+                false,
+                &format!(
+                    "apply exited {:?}\n{}",
+                    out.status.code(),
+                    output_text(&out)
+                ),
+            );
             continue;
         }
-        let applied = nft_json(&t.node, "inet", "hostpolicy").expect("apply left no table inet hostpolicy");
+        let applied =
+            nft_json(&t.node, "inet", "hostpolicy").expect("apply left no table inet hostpolicy");
         let out = t.hpd.run(&t.node, &["render"]);
         if out.status.code() != Some(0) {
-            r.assert(name, false, &format!("render exited {:?}\n{}", out.status.code(), output_text(&out)));
+            r.assert(
+                name,
+                false,
+                &format!(
+                    "render exited {:?}\n{}",
+                    out.status.code(),
+                    output_text(&out)
+                ),
+            );
             continue;
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let fresh = fresh_ns("render");
         let load = nft_try_load(&fresh, &text);
         if !load.status.success() {
-            r.assert(name, false, &format!("`nft -f` of the render output failed:\n{}\n--- render:\n{text}", output_text(&load)));
+            r.assert(
+                name,
+                false,
+                &format!(
+                    "`nft -f` of the render output failed:\n{}\n--- render:\n{text}",
+                    output_text(&load)
+                ),
+            );
             continue;
         }
         let rendered = nft_json(&fresh, "inet", "hostpolicy");
@@ -453,7 +638,9 @@ fn render_loaded_with_nft_equals_what_apply_loaded() {
 
 /// True when `line` reads `FILE:LINE:COL: error: MESSAGE`.
 fn is_error_diag(line: &str) -> bool {
-    let Some(i) = line.find(": error: ") else { return false };
+    let Some(i) = line.find(": error: ") else {
+        return false;
+    };
     let mut parts = line[..i].rsplitn(3, ':');
     let col = parts.next().unwrap_or("");
     let ln = parts.next().unwrap_or("");
@@ -478,25 +665,73 @@ spec:
 ";
     let mut r = Report::new("invalid configuration", &[&t.node]);
 
-    t.hpd.set_config(&[("hep.yaml", &hep_web()), ("policy.yaml", invalid)]);
+    t.hpd
+        .set_config(&[("hep.yaml", &hep_web()), ("policy.yaml", invalid)]);
     let out = t.hpd.apply(&t.node);
-    r.assert("first apply, invalid", out.status.code() == Some(1), &format!("exit 1; got {:?}\n{}", out.status.code(), output_text(&out)));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    r.assert("diagnostic", stderr.lines().any(is_error_diag), &format!("a `FILE:LINE:COL: error: MESSAGE` line:\n{stderr}"));
-    r.assert("no table", nft_list(&t.node, "inet", "hostpolicy").is_none(), "nothing applied: no table inet hostpolicy");
-    r.tcp("unpoliced", ALLOW, "no table: nothing is policed", &t.lan0, "192.0.2.2", "192.0.2.1:8080");
+    r.assert(
+        "first apply, invalid",
+        out.status.code() == Some(1),
+        &format!("exit 1; got {:?}\n{}", out.status.code(), output_text(&out)),
+    );
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    r.assert(
+        "diagnostic",
+        stderr.lines().any(is_error_diag),
+        &format!("a `FILE:LINE:COL: error: MESSAGE` line:\n{stderr}"),
+    );
+    r.assert(
+        "no table",
+        nft_list(&t.node, "inet", "hostpolicy").is_none(),
+        "nothing applied: no table inet hostpolicy",
+    );
+    r.tcp(
+        "unpoliced",
+        ALLOW,
+        "no table: nothing is policed",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:8080",
+    );
 
     let a = config_a();
     t.hpd.set_config(&owned(&a));
     let out = t.hpd.apply(&t.node);
-    r.assert("valid apply", out.status.code() == Some(0), &format!("exit 0; got {:?}\n{}", out.status.code(), output_text(&out)));
+    r.assert(
+        "valid apply",
+        out.status.code() == Some(0),
+        &format!("exit 0; got {:?}\n{}", out.status.code(), output_text(&out)),
+    );
     let good = nft_json_exact(&t.node, "inet", "hostpolicy");
 
-    t.hpd.set_config(&[("hep.yaml", &hep_web()), ("policy.yaml", invalid)]);
+    t.hpd
+        .set_config(&[("hep.yaml", &hep_web()), ("policy.yaml", invalid)]);
     let out = t.hpd.apply(&t.node);
-    r.assert("apply, invalid again", out.status.code() == Some(1), &format!("exit 1; got {:?}\n{}", out.status.code(), output_text(&out)));
-    r.assert("table kept", good.is_some() && nft_json_exact(&t.node, "inet", "hostpolicy") == good, "the previous table is unchanged (same handles)");
-    r.tcp("A still in force (allowed)", ALLOW, "A allows TCP 80 from 192.0.2.0/24", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("A still in force (denied)", DROP, "A: end-of-tier deny for 8080", &t.lan0, "192.0.2.2", "192.0.2.1:8080");
+    r.assert(
+        "apply, invalid again",
+        out.status.code() == Some(1),
+        &format!("exit 1; got {:?}\n{}", out.status.code(), output_text(&out)),
+    );
+    r.assert(
+        "table kept",
+        good.is_some() && nft_json_exact(&t.node, "inet", "hostpolicy") == good,
+        "the previous table is unchanged (same handles)",
+    );
+    r.tcp(
+        "A still in force (allowed)",
+        ALLOW,
+        "A allows TCP 80 from 192.0.2.0/24",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "A still in force (denied)",
+        DROP,
+        "A: end-of-tier deny for 8080",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:8080",
+    );
     r.finish();
 }

@@ -43,12 +43,54 @@ fn harness_probes_pass_without_rules_and_see_a_handwritten_drop() {
     r.ping("H5", ALLOW, why, &t.lan0, "192.0.2.2", "192.0.2.1");
     r.ping("H6", ALLOW, why, &t.lan0, "2001:db8::2", "2001:db8::1");
     r.tcp("H7", ALLOW, why, &t.lan0, "2001:db8::2", "[2001:db8::1]:22");
-    r.tcp("H8", ALLOW, "forwarded eth0 -> eth1", &t.lan0, "192.0.2.50", "198.51.100.99:22");
-    r.tcp_echo("H9", ALLOW, "NodePort DNAT to the pod", &t.lan0, "203.0.113.7", "192.0.2.1:31852");
-    r.udp("H10", ALLOW, "NodePort DNAT to the pod (UDP)", &t.lan0, "203.0.113.7", "192.0.2.1:31852");
-    r.tcp("H11", ALLOW, "cluster peer -> node", t.peer(), "192.0.2.5", "192.0.2.1:22");
-    r.tcp("H12", ALLOW, "external client -> cluster peer", &t.lan0, "203.0.113.7", "192.0.2.5:10250");
-    r.tcp("H13", ALLOW, "node -> external", &t.node, "192.0.2.1", "192.0.2.2:443");
+    r.tcp(
+        "H8",
+        ALLOW,
+        "forwarded eth0 -> eth1",
+        &t.lan0,
+        "192.0.2.50",
+        "198.51.100.99:22",
+    );
+    r.tcp_echo(
+        "H9",
+        ALLOW,
+        "NodePort DNAT to the pod",
+        &t.lan0,
+        "203.0.113.7",
+        "192.0.2.1:31852",
+    );
+    r.udp(
+        "H10",
+        ALLOW,
+        "NodePort DNAT to the pod (UDP)",
+        &t.lan0,
+        "203.0.113.7",
+        "192.0.2.1:31852",
+    );
+    r.tcp(
+        "H11",
+        ALLOW,
+        "cluster peer -> node",
+        t.peer(),
+        "192.0.2.5",
+        "192.0.2.1:22",
+    );
+    r.tcp(
+        "H12",
+        ALLOW,
+        "external client -> cluster peer",
+        &t.lan0,
+        "203.0.113.7",
+        "192.0.2.5:10250",
+    );
+    r.tcp(
+        "H13",
+        ALLOW,
+        "node -> external",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.2:443",
+    );
     r.finish();
 
     nft_load(
@@ -69,13 +111,34 @@ fn harness_probes_pass_without_rules_and_see_a_handwritten_drop() {
     let why = "harness: hand-written nft drop";
     let mut r = Report::new("harness, hand-written drops", &[&t.node]);
     r.tcp("D1", DROP, why, &t.lan0, "192.0.2.2", "192.0.2.1:8080");
-    r.tcp("D2", ALLOW, "not matched by the drop rules", &t.lan0, "192.0.2.2", "192.0.2.1:80");
+    r.tcp(
+        "D2",
+        ALLOW,
+        "not matched by the drop rules",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
     r.udp("D3", DROP, why, &t.lan0, "192.0.2.100", "192.0.2.1:5353");
     r.ping("D4", DROP, why, &t.lan0, "192.0.2.2", "192.0.2.1");
     r.ping("D5", DROP, why, &t.lan0, "2001:db8::2", "2001:db8::1");
     r.tcp("D6", DROP, why, &t.lan0, "192.0.2.50", "198.51.100.99:22");
-    r.tcp("D7", ALLOW, "not matched by the drop rules", &t.lan0, "2001:db8::2", "[2001:db8::1]:22");
-    r.tcp_echo("D8", ALLOW, "not matched by the drop rules", &t.lan0, "203.0.113.7", "192.0.2.1:31852");
+    r.tcp(
+        "D7",
+        ALLOW,
+        "not matched by the drop rules",
+        &t.lan0,
+        "2001:db8::2",
+        "[2001:db8::1]:22",
+    );
+    r.tcp_echo(
+        "D8",
+        ALLOW,
+        "not matched by the drop rules",
+        &t.lan0,
+        "203.0.113.7",
+        "192.0.2.1:31852",
+    );
     r.finish();
 }
 
@@ -98,10 +161,15 @@ fn harness_namespaces_are_deleted_even_on_panic() {
     let names = std::sync::Mutex::new(Vec::new());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let t = Topology::standard();
-        names.lock().unwrap().extend([t.node.name().to_string(), t.lan0.name().to_string(), t.lan1.name().to_string()]);
+        names.lock().unwrap().extend([
+            t.node.name().to_string(),
+            t.lan0.name().to_string(),
+            t.lan1.name().to_string(),
+        ]);
         let _s = Servers::start(&t.node, &[8080], &[]);
         // a panic inside a namespace thread too
-        t.node.run(|| panic!("deliberate panic inside the namespace"));
+        t.node
+            .run(|| panic!("deliberate panic inside the namespace"));
     }));
     assert!(result.is_err(), "the closure should have panicked");
     for n in names.lock().unwrap().iter() {

@@ -19,8 +19,12 @@
 mod common;
 
 use common::netns::require_root;
-use common::probe::{conntrack_list, retrans_failure, sa, tcp_open, Outcome, Report, Servers, ALLOW, DROP};
-use common::topology::{kube_proxy_nodeport, nft_json_exact, nft_list, output_text, Plan, Topology};
+use common::probe::{
+    conntrack_list, retrans_failure, sa, tcp_open, Outcome, Report, Servers, ALLOW, DROP,
+};
+use common::topology::{
+    kube_proxy_nodeport, nft_json_exact, nft_list, output_text, Plan, Topology,
+};
 use common::yaml::{docs, hep};
 
 /// Listeners for the standard topology: every port any row probes.
@@ -34,7 +38,14 @@ fn standard_servers(t: &Topology) -> Vec<Servers> {
 
 /// `hep(hep-eth0; node1; eth0; [10.0.0.1]; {role: web})` (T1, also used by T2–T4 and T6).
 fn hep_web(profiles: &[&str]) -> String {
-    hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1"], &[("role", "web")], profiles)
+    hep(
+        "hep-eth0",
+        "node1",
+        Some("eth0"),
+        &["192.0.2.1"],
+        &[("role", "web")],
+        profiles,
+    )
 }
 
 // =============================================================================================================
@@ -51,12 +62,54 @@ fn t1_hep_without_policy() {
     t.apply(&[("hep.yaml", &hep_web(&[]))]);
 
     let mut r = Report::new("T1", &[&t.node]);
-    r.tcp("T1 #1", DROP, "no normal ingress policy ⇒ profiles ⇒ none ⇒ deny", &t.lan0, "192.0.2.2:40000", "192.0.2.1:8080");
-    r.tcp("T1 #2", ALLOW, "failsafe-in tcp/22", &t.lan0, "192.0.2.2", "192.0.2.1:22");
-    r.tcp("T1 #3", DROP, "no egress policy", &t.node, "192.0.2.1", "192.0.2.2:443");
-    r.udp("T1 #4", ALLOW, "failsafe-out udp/53; ct established (request and its reply)", &t.node, "192.0.2.1", "192.0.2.53:53");
-    r.ping("T1 #5", DROP, "ICMP is not failsafe", &t.lan0, "192.0.2.2", "192.0.2.1");
-    r.tcp("T1 #6", ALLOW, "eth1 has no HEP and there is no `*` HEP", &t.lan1, "198.51.100.9", "198.51.100.45:8080");
+    r.tcp(
+        "T1 #1",
+        DROP,
+        "no normal ingress policy ⇒ profiles ⇒ none ⇒ deny",
+        &t.lan0,
+        "192.0.2.2:40000",
+        "192.0.2.1:8080",
+    );
+    r.tcp(
+        "T1 #2",
+        ALLOW,
+        "failsafe-in tcp/22",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:22",
+    );
+    r.tcp(
+        "T1 #3",
+        DROP,
+        "no egress policy",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.2:443",
+    );
+    r.udp(
+        "T1 #4",
+        ALLOW,
+        "failsafe-out udp/53; ct established (request and its reply)",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.53:53",
+    );
+    r.ping(
+        "T1 #5",
+        DROP,
+        "ICMP is not failsafe",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1",
+    );
+    r.tcp(
+        "T1 #6",
+        ALLOW,
+        "eth1 has no HEP and there is no `*` HEP",
+        &t.lan1,
+        "198.51.100.9",
+        "198.51.100.45:8080",
+    );
     r.finish();
 }
 
@@ -69,14 +122,43 @@ fn t1_variant_default_allow_profile() {
     let _s = standard_servers(&t);
     t.apply(&[("hep.yaml", &hep_web(&["projectcalico-default-allow"]))]);
 
-    let why = "T1 variant: profiles [projectcalico-default-allow] ⇒ packets 1, 3 and 5 become ALLOW";
+    let why =
+        "T1 variant: profiles [projectcalico-default-allow] ⇒ packets 1, 3 and 5 become ALLOW";
     let mut r = Report::new("T1 variant", &[&t.node]);
-    r.tcp("T1v #1", ALLOW, why, &t.lan0, "192.0.2.2:40000", "192.0.2.1:8080");
-    r.tcp("T1v #2", ALLOW, "failsafe-in tcp/22", &t.lan0, "192.0.2.2", "192.0.2.1:22");
+    r.tcp(
+        "T1v #1",
+        ALLOW,
+        why,
+        &t.lan0,
+        "192.0.2.2:40000",
+        "192.0.2.1:8080",
+    );
+    r.tcp(
+        "T1v #2",
+        ALLOW,
+        "failsafe-in tcp/22",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:22",
+    );
     r.tcp("T1v #3", ALLOW, why, &t.node, "192.0.2.1", "192.0.2.2:443");
-    r.udp("T1v #4", ALLOW, "failsafe-out udp/53; ct established", &t.node, "192.0.2.1", "192.0.2.53:53");
+    r.udp(
+        "T1v #4",
+        ALLOW,
+        "failsafe-out udp/53; ct established",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.53:53",
+    );
     r.ping("T1v #5", ALLOW, why, &t.lan0, "192.0.2.2", "192.0.2.1");
-    r.tcp("T1v #6", ALLOW, "eth1 has no HEP", &t.lan1, "198.51.100.9", "198.51.100.45:8080");
+    r.tcp(
+        "T1v #6",
+        ALLOW,
+        "eth1 has no HEP",
+        &t.lan1,
+        "198.51.100.9",
+        "198.51.100.45:8080",
+    );
     r.finish();
 }
 
@@ -106,9 +188,30 @@ fn t2_types_inferred_ingress() {
     t.apply(&[("hep.yaml", &hep_web(&[])), ("policy.yaml", &t2_policy(""))]);
 
     let mut r = Report::new("T2", &[&t.node]);
-    r.tcp_echo("T2 #1", ALLOW, "rule match; ct established (SYN in, SYN-ACK out, data both ways)", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("T2 #2", DROP, "end-of-tier deny", &t.lan0, "192.0.2.2", "192.0.2.1:81");
-    r.tcp("T2 #3", DROP, "types inferred [Ingress]: egress not governed by any policy ⇒ default deny", &t.node, "192.0.2.1", "192.0.2.2:443");
+    r.tcp_echo(
+        "T2 #1",
+        ALLOW,
+        "rule match; ct established (SYN in, SYN-ACK out, data both ways)",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T2 #2",
+        DROP,
+        "end-of-tier deny",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:81",
+    );
+    r.tcp(
+        "T2 #3",
+        DROP,
+        "types inferred [Ingress]: egress not governed by any policy ⇒ default deny",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.2:443",
+    );
     r.finish();
 }
 
@@ -119,12 +222,36 @@ fn t2_variant_a_types_ingress_egress_without_egress_rules() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policy.yaml", &t2_policy("  types: [Ingress, Egress]\n"))]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&[])),
+        ("policy.yaml", &t2_policy("  types: [Ingress, Egress]\n")),
+    ]);
 
     let mut r = Report::new("T2 variant a", &[&t.node]);
-    r.tcp_echo("T2a #1", ALLOW, "rule match; ct established", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("T2a #2", DROP, "end-of-tier deny", &t.lan0, "192.0.2.2", "192.0.2.1:81");
-    r.tcp("T2a #3", DROP, "types [Ingress, Egress] with no egress rules: still DROP, now by end-of-tier", &t.node, "192.0.2.1", "192.0.2.2:443");
+    r.tcp_echo(
+        "T2a #1",
+        ALLOW,
+        "rule match; ct established",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T2a #2",
+        DROP,
+        "end-of-tier deny",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:81",
+    );
+    r.tcp(
+        "T2a #3",
+        DROP,
+        "types [Ingress, Egress] with no egress rules: still DROP, now by end-of-tier",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.2:443",
+    );
     r.finish();
 }
 
@@ -135,12 +262,36 @@ fn t2_variant_b_egress_rules_infer_both_types() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policy.yaml", &t2_policy("  egress: [{action: Allow}]\n"))]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&[])),
+        ("policy.yaml", &t2_policy("  egress: [{action: Allow}]\n")),
+    ]);
 
     let mut r = Report::new("T2 variant b", &[&t.node]);
-    r.tcp_echo("T2b #1", ALLOW, "rule match; ct established", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("T2b #2", DROP, "end-of-tier deny", &t.lan0, "192.0.2.2", "192.0.2.1:81");
-    r.tcp("T2b #3", ALLOW, "egress rules present, no types ⇒ inferred [Ingress, Egress] ⇒ egress Allow", &t.node, "192.0.2.1", "192.0.2.2:443");
+    r.tcp_echo(
+        "T2b #1",
+        ALLOW,
+        "rule match; ct established",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T2b #2",
+        DROP,
+        "end-of-tier deny",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:81",
+    );
+    r.tcp(
+        "T2b #3",
+        ALLOW,
+        "egress rules present, no types ⇒ inferred [Ingress, Egress] ⇒ egress Allow",
+        &t.node,
+        "192.0.2.1",
+        "192.0.2.2:443",
+    );
     r.finish();
 }
 
@@ -150,7 +301,9 @@ fn t2_variant_b_egress_rules_infer_both_types() {
 
 /// T3's three policies; `allow_name` / `allow_order` for rows 3 and 4.
 fn t3_policies(allow_name: &str, allow_order: Option<u32>) -> String {
-    let order = allow_order.map(|o| format!("order: {o}, ")).unwrap_or_default();
+    let order = allow_order
+        .map(|o| format!("order: {o}, "))
+        .unwrap_or_default();
     format!(
         "- apiVersion: projectcalico.org/v3
   kind: GlobalNetworkPolicy
@@ -175,11 +328,28 @@ fn t3_order() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policies.yaml", &t3_policies("b-allow", Some(20)))]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&[])),
+        ("policies.yaml", &t3_policies("b-allow", Some(20))),
+    ]);
 
     let mut r = Report::new("T3 rows 1-2", &[&t.node]);
-    r.tcp("T3 #1", DROP, "a-deny (order 10) matches first", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("T3 #2", ALLOW, "b-allow (order 20) comes before m-deny (+∞)", &t.lan0, "192.0.2.100", "192.0.2.1:80");
+    r.tcp(
+        "T3 #1",
+        DROP,
+        "a-deny (order 10) matches first",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T3 #2",
+        ALLOW,
+        "b-allow (order 20) comes before m-deny (+∞)",
+        &t.lan0,
+        "192.0.2.100",
+        "192.0.2.1:80",
+    );
     r.finish();
 }
 
@@ -190,11 +360,28 @@ fn t3_missing_order_tie_broken_by_name() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policies.yaml", &t3_policies("b-allow", None))]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&[])),
+        ("policies.yaml", &t3_policies("b-allow", None)),
+    ]);
 
     let mut r = Report::new("T3 row 3", &[&t.node]);
-    r.tcp("T3 #3", ALLOW, "tie at +∞ broken by name: `b-allow` < `m-deny`", &t.lan0, "192.0.2.100", "192.0.2.1:80");
-    r.tcp("T3 #3 (row 1 still)", DROP, "a-deny (order 10) matches first", &t.lan0, "192.0.2.2", "192.0.2.1:80");
+    r.tcp(
+        "T3 #3",
+        ALLOW,
+        "tie at +∞ broken by name: `b-allow` < `m-deny`",
+        &t.lan0,
+        "192.0.2.100",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T3 #3 (row 1 still)",
+        DROP,
+        "a-deny (order 10) matches first",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
     r.finish();
 }
 
@@ -205,10 +392,20 @@ fn t3_missing_order_sorts_last_then_name() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policies.yaml", &t3_policies("z-allow", None))]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&[])),
+        ("policies.yaml", &t3_policies("z-allow", None)),
+    ]);
 
     let mut r = Report::new("T3 row 4", &[&t.node]);
-    r.tcp("T3 #4", DROP, "`m-deny` < `z-allow` (both at +∞)", &t.lan0, "192.0.2.100", "192.0.2.1:80");
+    r.tcp(
+        "T3 #4",
+        DROP,
+        "`m-deny` < `z-allow` (both at +∞)",
+        &t.lan0,
+        "192.0.2.100",
+        "192.0.2.1:80",
+    );
     r.finish();
 }
 
@@ -254,8 +451,22 @@ fn t4_pass_log_no_profile() {
     t.apply(&[("hep.yaml", &hep_web(&[])), ("policies.yaml", T4_POLICIES)]);
 
     let mut r = Report::new("T4", &[&t.node]);
-    r.tcp("T4 #1", DROP, "Log continues; Pass skips p2; no profiles ⇒ deny", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("T4 #2", ALLOW, "no Pass match ⇒ p2 allows (logged)", &t.lan0, "203.0.113.5", "192.0.2.1:80");
+    r.tcp(
+        "T4 #1",
+        DROP,
+        "Log continues; Pass skips p2; no profiles ⇒ deny",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T4 #2",
+        ALLOW,
+        "no Pass match ⇒ p2 allows (logged)",
+        &t.lan0,
+        "203.0.113.5",
+        "192.0.2.1:80",
+    );
     check_log_rule(&mut r, &t, "T4 #1/#2 log");
     r.finish();
 }
@@ -267,11 +478,28 @@ fn t4_pass_to_default_allow_profile() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&["projectcalico-default-allow"])), ("policies.yaml", T4_POLICIES)]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&["projectcalico-default-allow"])),
+        ("policies.yaml", T4_POLICIES),
+    ]);
 
     let mut r = Report::new("T4 row 3", &[&t.node]);
-    r.tcp("T4 #3", ALLOW, "Pass ⇒ the profile (projectcalico-default-allow) allows", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.tcp("T4 #3 (row 2 still)", ALLOW, "no Pass match ⇒ p2 allows", &t.lan0, "203.0.113.5", "192.0.2.1:80");
+    r.tcp(
+        "T4 #3",
+        ALLOW,
+        "Pass ⇒ the profile (projectcalico-default-allow) allows",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "T4 #3 (row 2 still)",
+        ALLOW,
+        "no Pass match ⇒ p2 allows",
+        &t.lan0,
+        "203.0.113.5",
+        "192.0.2.1:80",
+    );
     check_log_rule(&mut r, &t, "T4 #3 log");
     r.finish();
 }
@@ -335,8 +563,22 @@ fn t5_policies(nodeport_selector: &str) -> String {
 /// node1-eth0 and node2-eth0.
 fn t5_heps(node1_ips: &[&str], node1_labels: &[(&str, &str)]) -> String {
     docs(&[
-        hep("node1-eth0", "node1", Some("eth0"), node1_ips, node1_labels, &[]),
-        hep("node2-eth0", "node2", Some("eth0"), &["198.51.100.5"], &[("kubernetes-host", "ingress")], &[]),
+        hep(
+            "node1-eth0",
+            "node1",
+            Some("eth0"),
+            node1_ips,
+            node1_labels,
+            &[],
+        ),
+        hep(
+            "node2-eth0",
+            "node2",
+            Some("eth0"),
+            &["198.51.100.5"],
+            &[("kubernetes-host", "ingress")],
+            &[],
+        ),
     ])
 }
 
@@ -362,22 +604,29 @@ fn t5_nodeport_howto() {
     }
     let (t, _s) = t5_setup();
     t.apply(&[
-        ("heps.yaml", &t5_heps(&["198.51.100.4"], &[("kubernetes-host", "ingress")])),
+        (
+            "heps.yaml",
+            &t5_heps(&["198.51.100.4"], &[("kubernetes-host", "ingress")]),
+        ),
         ("policies.yaml", &t5_policies("has(kubernetes-host)")),
     ]);
 
     let mut r = Report::new("T5", &[&t.node]);
     let mut conn = None;
-    r.check("T5 #1", ALLOW, T5_ROW1, "TCP 203.0.113.7 -> 198.51.100.4:31852 SYN (DNAT to the pod)", |to| {
-        match tcp_open(&t.lan0, sa("203.0.113.7:0"), sa("198.51.100.4:31852"), to) {
+    r.check(
+        "T5 #1",
+        ALLOW,
+        T5_ROW1,
+        "TCP 203.0.113.7 -> 198.51.100.4:31852 SYN (DNAT to the pod)",
+        |to| match tcp_open(&t.lan0, sa("203.0.113.7:0"), sa("198.51.100.4:31852"), to) {
             Ok(c) => {
                 let o = retrans_failure(&c).unwrap_or(Outcome::Ok);
                 conn = Some(c);
                 o
             }
             Err(o) => o,
-        }
-    });
+        },
+    );
     r.same_flow().check(
         "T5 #2",
         ALLOW,
@@ -389,12 +638,54 @@ fn t5_nodeport_howto() {
         },
     );
     drop(conn);
-    r.tcp("T5 #3", DROP, "allow-cluster-internal-ingress-only, explicit Deny", &t.lan0, "203.0.113.7", "198.51.100.4:31853");
-    r.udp("T5 #4", DROP, "allow-nodeport needs TCP ⇒ the order-20 Deny", &t.lan0, "203.0.113.7", "198.51.100.4:31852");
-    r.tcp("T5 #5", ALLOW, "failsafe-in runs before the preDNAT policies", &t.lan0, "203.0.113.7", "198.51.100.4:22");
-    r.tcp("T5 #6", ALLOW, "source in the cluster net ⇒ preDNAT Allow ⇒ normal ingress skipped", t.peer(), "198.51.100.5", "198.51.100.4:10250");
-    r.tcp("T5 #7", ALLOW, "source in the pod net", &t.lan0, "198.51.100.177", "198.51.100.4:9100");
-    r.tcp_echo("T5 #8", ALLOW, "normal egress allow-outbound-external; the reply by ct established", &t.node, "198.51.100.4", "203.0.113.34:443");
+    r.tcp(
+        "T5 #3",
+        DROP,
+        "allow-cluster-internal-ingress-only, explicit Deny",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:31853",
+    );
+    r.udp(
+        "T5 #4",
+        DROP,
+        "allow-nodeport needs TCP ⇒ the order-20 Deny",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:31852",
+    );
+    r.tcp(
+        "T5 #5",
+        ALLOW,
+        "failsafe-in runs before the preDNAT policies",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:22",
+    );
+    r.tcp(
+        "T5 #6",
+        ALLOW,
+        "source in the cluster net ⇒ preDNAT Allow ⇒ normal ingress skipped",
+        t.peer(),
+        "198.51.100.5",
+        "198.51.100.4:10250",
+    );
+    r.tcp(
+        "T5 #7",
+        ALLOW,
+        "source in the pod net",
+        &t.lan0,
+        "198.51.100.177",
+        "198.51.100.4:9100",
+    );
+    r.tcp_echo(
+        "T5 #8",
+        ALLOW,
+        "normal egress allow-outbound-external; the reply by ct established",
+        &t.node,
+        "198.51.100.4",
+        "203.0.113.34:443",
+    );
     r.finish();
 }
 
@@ -405,13 +696,30 @@ fn t5_row9_hep_without_expected_ips() {
     }
     let (t, _s) = t5_setup();
     t.apply(&[
-        ("heps.yaml", &t5_heps(&[], &[("kubernetes-host", "ingress")])),
+        (
+            "heps.yaml",
+            &t5_heps(&[], &[("kubernetes-host", "ingress")]),
+        ),
         ("policies.yaml", &t5_policies("has(kubernetes-host)")),
     ]);
 
     let mut r = Report::new("T5 row 9", &[&t.node]);
-    r.tcp("T5 #9", DROP, "the dst selector set is {node2} only, so no match ⇒ Deny (projectcalico/calico#4171)", &t.lan0, "203.0.113.7", "198.51.100.4:31852");
-    r.tcp("T5 #9 (row 6 still)", ALLOW, "source in the cluster net ⇒ preDNAT Allow", t.peer(), "198.51.100.5", "198.51.100.4:10250");
+    r.tcp(
+        "T5 #9",
+        DROP,
+        "the dst selector set is {node2} only, so no match ⇒ Deny (projectcalico/calico#4171)",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:31852",
+    );
+    r.tcp(
+        "T5 #9 (row 6 still)",
+        ALLOW,
+        "source in the cluster net ⇒ preDNAT Allow",
+        t.peer(),
+        "198.51.100.5",
+        "198.51.100.4:10250",
+    );
     r.finish();
 }
 
@@ -421,13 +729,37 @@ fn t5_row10_hep_without_kubernetes_host_label() {
         return;
     }
     let (t, _s) = t5_setup();
-    t.apply(&[("heps.yaml", &t5_heps(&["198.51.100.4"], &[])), ("policies.yaml", &t5_policies("has(kubernetes-host)"))]);
+    t.apply(&[
+        ("heps.yaml", &t5_heps(&["198.51.100.4"], &[])),
+        ("policies.yaml", &t5_policies("has(kubernetes-host)")),
+    ]);
 
     let mut r = Report::new("T5 row 10", &[&t.node]);
     r.tcp_echo("T5 #10", ALLOW, "no policy selects the HEP ⇒ no preDNAT; after DNAT the packet is forwarded and the forward default allows", &t.lan0, "203.0.113.7", "198.51.100.4:31852");
-    r.tcp("T5 #10 (#6)", DROP, "the HEP still exists, so local traffic becomes DROP (no normal ingress policy)", t.peer(), "198.51.100.5", "198.51.100.4:10250");
-    r.tcp("T5 #10 (#8)", DROP, "the HEP still exists, so local traffic becomes DROP (no normal egress policy)", &t.node, "198.51.100.4", "203.0.113.34:443");
-    r.tcp("T5 #10 (#5)", ALLOW, "failsafe-in tcp/22", &t.lan0, "203.0.113.7", "198.51.100.4:22");
+    r.tcp(
+        "T5 #10 (#6)",
+        DROP,
+        "the HEP still exists, so local traffic becomes DROP (no normal ingress policy)",
+        t.peer(),
+        "198.51.100.5",
+        "198.51.100.4:10250",
+    );
+    r.tcp(
+        "T5 #10 (#8)",
+        DROP,
+        "the HEP still exists, so local traffic becomes DROP (no normal egress policy)",
+        &t.node,
+        "198.51.100.4",
+        "203.0.113.34:443",
+    );
+    r.tcp(
+        "T5 #10 (#5)",
+        ALLOW,
+        "failsafe-in tcp/22",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:22",
+    );
     r.finish();
 }
 
@@ -440,9 +772,18 @@ fn t5_node_selective_variant() {
     let files = [
         (
             "heps.yaml",
-            t5_heps(&["198.51.100.4"], &[("kubernetes-host", "ingress"), ("nodeport-external-ingress", "true")]),
+            t5_heps(
+                &["198.51.100.4"],
+                &[
+                    ("kubernetes-host", "ingress"),
+                    ("nodeport-external-ingress", "true"),
+                ],
+            ),
         ),
-        ("policies.yaml", t5_policies("nodeport-external-ingress == 'true'")),
+        (
+            "policies.yaml",
+            t5_policies("nodeport-external-ingress == 'true'"),
+        ),
     ];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
     t.apply(&files);
@@ -451,10 +792,38 @@ fn t5_node_selective_variant() {
     t.hpd_peer.must_apply(t.peer());
 
     let mut r = Report::new("T5 node-selective variant", &[&t.node, t.peer()]);
-    r.tcp_echo("T5 sel node1", ALLOW, "node1-eth0 carries nodeport-external-ingress: \"true\" ⇒ allow-nodeport applies", &t.lan0, "203.0.113.7", "198.51.100.4:31852");
-    r.tcp("T5 sel node2", DROP, "node2-eth0 lacks the label ⇒ only allow-cluster-internal-ingress-only ⇒ Deny", &t.lan0, "203.0.113.7", "198.51.100.5:31852");
-    r.tcp("T5 sel node2 control", ALLOW, "node2's 31852 listener is reachable from the cluster net (preDNAT Allow)", &t.node, "198.51.100.4", "198.51.100.5:31852");
-    r.tcp("T5 sel node2 failsafe", ALLOW, "failsafe-in tcp/22 on node2", &t.lan0, "203.0.113.7", "198.51.100.5:22");
+    r.tcp_echo(
+        "T5 sel node1",
+        ALLOW,
+        "node1-eth0 carries nodeport-external-ingress: \"true\" ⇒ allow-nodeport applies",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:31852",
+    );
+    r.tcp(
+        "T5 sel node2",
+        DROP,
+        "node2-eth0 lacks the label ⇒ only allow-cluster-internal-ingress-only ⇒ Deny",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.5:31852",
+    );
+    r.tcp(
+        "T5 sel node2 control",
+        ALLOW,
+        "node2's 31852 listener is reachable from the cluster net (preDNAT Allow)",
+        &t.node,
+        "198.51.100.4",
+        "198.51.100.5:31852",
+    );
+    r.tcp(
+        "T5 sel node2 failsafe",
+        ALLOW,
+        "failsafe-in tcp/22 on node2",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.5:22",
+    );
     r.finish();
 }
 
@@ -464,12 +833,30 @@ fn t5_invalid_node_selector_rejected_and_previous_table_kept() {
         return;
     }
     let (t, _s) = t5_setup();
-    let heps = t5_heps(&["198.51.100.4"], &[("kubernetes-host", "ingress"), ("nodeport-external-ingress", "true")]);
-    t.apply(&[("heps.yaml", &heps), ("policies.yaml", &t5_policies("nodeport-external-ingress == 'true'"))]);
+    let heps = t5_heps(
+        &["198.51.100.4"],
+        &[
+            ("kubernetes-host", "ingress"),
+            ("nodeport-external-ingress", "true"),
+        ],
+    );
+    t.apply(&[
+        ("heps.yaml", &heps),
+        (
+            "policies.yaml",
+            &t5_policies("nodeport-external-ingress == 'true'"),
+        ),
+    ]);
     let before = nft_json_exact(&t.node, "inet", "hostpolicy");
 
     // spec §6.1: the how-to's `nodeport-external-ingress: true` is not a valid selector
-    t.hpd.set_config(&[("heps.yaml", &heps), ("policies.yaml", &t5_policies("nodeport-external-ingress: true"))]);
+    t.hpd.set_config(&[
+        ("heps.yaml", &heps),
+        (
+            "policies.yaml",
+            &t5_policies("nodeport-external-ingress: true"),
+        ),
+    ]);
     let out = t.hpd.apply(&t.node);
     let after = nft_json_exact(&t.node, "inet", "hostpolicy");
 
@@ -477,12 +864,35 @@ fn t5_invalid_node_selector_rejected_and_previous_table_kept() {
     r.assert(
         "T5 sel invalid",
         out.status.code() == Some(1),
-        &format!("apply exits 1 (invalid configuration, nothing changed); got {:?}\n{}", out.status.code(), output_text(&out)),
+        &format!(
+            "apply exits 1 (invalid configuration, nothing changed); got {:?}\n{}",
+            out.status.code(),
+            output_text(&out)
+        ),
     );
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    r.assert("T5 sel invalid diag", text.contains("error:"), "a `FILE:LINE:COL: error: MESSAGE` diagnostic is printed");
-    r.assert("T5 sel invalid table", before.is_some() && before == after, "the previous table is left unchanged (same handles)");
-    r.tcp("T5 sel invalid still", ALLOW, "the previous ruleset stays in force", &t.lan0, "203.0.113.7", "198.51.100.4:31852");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r.assert(
+        "T5 sel invalid diag",
+        text.contains("error:"),
+        "a `FILE:LINE:COL: error: MESSAGE` diagnostic is printed",
+    );
+    r.assert(
+        "T5 sel invalid table",
+        before.is_some() && before == after,
+        "the previous table is left unchanged (same handles)",
+    );
+    r.tcp(
+        "T5 sel invalid still",
+        ALLOW,
+        "the previous ruleset stays in force",
+        &t.lan0,
+        "203.0.113.7",
+        "198.51.100.4:31852",
+    );
     r.finish();
 }
 
@@ -491,7 +901,11 @@ fn t5_invalid_node_selector_rejected_and_previous_table_kept() {
 // =============================================================================================================
 
 fn t6_policy(extra: &str, apply_on_forward: bool) -> String {
-    let aof = if apply_on_forward { "  applyOnForward: true\n" } else { "" };
+    let aof = if apply_on_forward {
+        "  applyOnForward: true\n"
+    } else {
+        ""
+    };
     format!(
         "apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -511,11 +925,28 @@ fn t6_prednat_has_no_default_drop() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policy.yaml", &t6_policy("", true))]);
+    t.apply(&[
+        ("hep.yaml", &hep_web(&[])),
+        ("policy.yaml", &t6_policy("", true)),
+    ]);
 
     let mut r = Report::new("T6", &[&t.node]);
-    r.tcp("T6 #1", DROP, "preDNAT no match ⇒ normal ingress has no policy ⇒ deny", &t.lan0, "203.0.113.7", "192.0.2.1:8080");
-    r.tcp("T6 #2", ALLOW, "preDNAT allow skips normal ingress", &t.lan0, "203.0.113.7", "192.0.2.1:31852");
+    r.tcp(
+        "T6 #1",
+        DROP,
+        "preDNAT no match ⇒ normal ingress has no policy ⇒ deny",
+        &t.lan0,
+        "203.0.113.7",
+        "192.0.2.1:8080",
+    );
+    r.tcp(
+        "T6 #2",
+        ALLOW,
+        "preDNAT allow skips normal ingress",
+        &t.lan0,
+        "203.0.113.7",
+        "192.0.2.1:31852",
+    );
     r.tcp("T6 #3", ALLOW, "preDNAT no match; forward-ingress(eth0) has no AoF policy ⇒ allow (routed out eth1, no HEP)", &t.lan0, "203.0.113.7", "198.51.100.99:8080");
     r.finish();
 }
@@ -532,19 +963,40 @@ fn t6_load_time_rejects() {
     assert!(before.is_some(), "apply left no table inet hostpolicy");
 
     let cases = [
-        ("without applyOnForward", t6_policy("", false), "preDNAT needs applyOnForward (spec §1.3 rule 3)"),
-        ("with egress rules", t6_policy("  egress: [{action: Allow}]\n", true), "preDNAT: egress must be empty (rule 2)"),
-        ("with types [Ingress, Egress]", t6_policy("  types: [Ingress, Egress]\n", true), "preDNAT: types must not contain Egress (rule 2)"),
-        ("with doNotTrack as well", t6_policy("  doNotTrack: true\n", true), "preDNAT and doNotTrack cannot both be true (rule 1)"),
+        (
+            "without applyOnForward",
+            t6_policy("", false),
+            "preDNAT needs applyOnForward (spec §1.3 rule 3)",
+        ),
+        (
+            "with egress rules",
+            t6_policy("  egress: [{action: Allow}]\n", true),
+            "preDNAT: egress must be empty (rule 2)",
+        ),
+        (
+            "with types [Ingress, Egress]",
+            t6_policy("  types: [Ingress, Egress]\n", true),
+            "preDNAT: types must not contain Egress (rule 2)",
+        ),
+        (
+            "with doNotTrack as well",
+            t6_policy("  doNotTrack: true\n", true),
+            "preDNAT and doNotTrack cannot both be true (rule 1)",
+        ),
     ];
     let mut r = Report::new("T6 load-time rejects", &[&t.node]);
     for (what, policy, why) in &cases {
-        t.hpd.set_config(&[("hep.yaml", &hep), ("policy.yaml", policy)]);
+        t.hpd
+            .set_config(&[("hep.yaml", &hep), ("policy.yaml", policy)]);
         let out = t.hpd.apply(&t.node);
         r.assert(
             &format!("T6 reject {what}"),
             out.status.code() == Some(1),
-            &format!("apply exits 1 — {why}; got {:?}\n{}", out.status.code(), output_text(&out)),
+            &format!(
+                "apply exits 1 — {why}; got {:?}\n{}",
+                out.status.code(),
+                output_text(&out)
+            ),
         );
         r.assert(
             &format!("T6 reject {what} keeps table"),
@@ -560,11 +1012,22 @@ fn t6_load_time_rejects() {
 // =============================================================================================================
 
 fn t7_config(apply_on_forward: bool) -> Vec<(&'static str, String)> {
-    let aof = if apply_on_forward { " applyOnForward: true," } else { "" };
+    let aof = if apply_on_forward {
+        " applyOnForward: true,"
+    } else {
+        ""
+    };
     vec![
         (
             "hep.yaml",
-            hep("myhost.eth1", "node1", Some("eth1"), &["198.51.100.45"], &[("network", "maintenance")], &[]),
+            hep(
+                "myhost.eth1",
+                "node1",
+                Some("eth1"),
+                &["198.51.100.45"],
+                &[("network", "maintenance")],
+                &[],
+            ),
         ),
         (
             "policy.yaml",
@@ -595,12 +1058,54 @@ fn t7_apply_on_forward_router() {
     apply_owned(&t, &t7_config(true));
 
     let mut r = Report::new("T7", &[&t.node]);
-    r.tcp("T7 #1", ALLOW, "eth1 forward-egress allows port 22", &t.lan0, "192.0.2.50", "198.51.100.99:22");
-    r.tcp("T7 #2", DROP, "an AoF egress policy exists for eth1 ⇒ end-of-tier", &t.lan0, "192.0.2.50", "198.51.100.99:80");
-    r.tcp("T7 #3", ALLOW, "eth1 has no AoF ingress policy (no verdict ⇒ FORWARD default); eth0 is unpoliced", &t.lan1, "198.51.100.99", "192.0.2.50:80");
-    r.tcp("T7 #4", ALLOW, "AoF policies also apply to local traffic", &t.node, "198.51.100.45", "198.51.100.99:22");
-    r.tcp("T7 #5", DROP, "local egress to port 80: end-of-tier", &t.node, "198.51.100.45", "198.51.100.99:80");
-    r.tcp("T7 #6", DROP, "no normal ingress policy", &t.lan1, "198.51.100.99", "198.51.100.45:8080");
+    r.tcp(
+        "T7 #1",
+        ALLOW,
+        "eth1 forward-egress allows port 22",
+        &t.lan0,
+        "192.0.2.50",
+        "198.51.100.99:22",
+    );
+    r.tcp(
+        "T7 #2",
+        DROP,
+        "an AoF egress policy exists for eth1 ⇒ end-of-tier",
+        &t.lan0,
+        "192.0.2.50",
+        "198.51.100.99:80",
+    );
+    r.tcp(
+        "T7 #3",
+        ALLOW,
+        "eth1 has no AoF ingress policy (no verdict ⇒ FORWARD default); eth0 is unpoliced",
+        &t.lan1,
+        "198.51.100.99",
+        "192.0.2.50:80",
+    );
+    r.tcp(
+        "T7 #4",
+        ALLOW,
+        "AoF policies also apply to local traffic",
+        &t.node,
+        "198.51.100.45",
+        "198.51.100.99:22",
+    );
+    r.tcp(
+        "T7 #5",
+        DROP,
+        "local egress to port 80: end-of-tier",
+        &t.node,
+        "198.51.100.45",
+        "198.51.100.99:80",
+    );
+    r.tcp(
+        "T7 #6",
+        DROP,
+        "no normal ingress policy",
+        &t.lan1,
+        "198.51.100.99",
+        "198.51.100.45:8080",
+    );
     r.finish();
 }
 
@@ -615,12 +1120,54 @@ fn t7_variant_without_apply_on_forward() {
 
     let why = "no AoF policy ⇒ the forward default allows";
     let mut r = Report::new("T7 variant", &[&t.node]);
-    r.tcp("T7v #1", ALLOW, why, &t.lan0, "192.0.2.50", "198.51.100.99:22");
-    r.tcp("T7v #2", ALLOW, why, &t.lan0, "192.0.2.50", "198.51.100.99:80");
-    r.tcp("T7v #3", ALLOW, why, &t.lan1, "198.51.100.99", "192.0.2.50:80");
-    r.tcp("T7v #4", ALLOW, "normal egress policy allows port 22", &t.node, "198.51.100.45", "198.51.100.99:22");
-    r.tcp("T7v #5", DROP, "stays DROP: end-of-tier of the normal egress policy", &t.node, "198.51.100.45", "198.51.100.99:80");
-    r.tcp("T7v #6", DROP, "stays DROP: no normal ingress policy", &t.lan1, "198.51.100.99", "198.51.100.45:8080");
+    r.tcp(
+        "T7v #1",
+        ALLOW,
+        why,
+        &t.lan0,
+        "192.0.2.50",
+        "198.51.100.99:22",
+    );
+    r.tcp(
+        "T7v #2",
+        ALLOW,
+        why,
+        &t.lan0,
+        "192.0.2.50",
+        "198.51.100.99:80",
+    );
+    r.tcp(
+        "T7v #3",
+        ALLOW,
+        why,
+        &t.lan1,
+        "198.51.100.99",
+        "192.0.2.50:80",
+    );
+    r.tcp(
+        "T7v #4",
+        ALLOW,
+        "normal egress policy allows port 22",
+        &t.node,
+        "198.51.100.45",
+        "198.51.100.99:22",
+    );
+    r.tcp(
+        "T7v #5",
+        DROP,
+        "stays DROP: end-of-tier of the normal egress policy",
+        &t.node,
+        "198.51.100.45",
+        "198.51.100.99:80",
+    );
+    r.tcp(
+        "T7v #6",
+        DROP,
+        "stays DROP: no normal ingress policy",
+        &t.lan1,
+        "198.51.100.99",
+        "198.51.100.45:8080",
+    );
     r.finish();
 }
 
@@ -684,27 +1231,62 @@ fn t8_do_not_track_symmetric() {
             Err(o) => o,
         },
     );
-    r.same_flow().check("T8 #1+#2 data", ALLOW, "both directions untracked-allowed", "data both ways on the same flow", |to| {
-        match conn.as_mut() {
+    r.same_flow().check(
+        "T8 #1+#2 data",
+        ALLOW,
+        "both directions untracked-allowed",
+        "data both ways on the same flow",
+        |to| match conn.as_mut() {
             Some(c) => c.echo(b"get key", to),
             None => Outcome::Failed("no connection (handshake failed)".into()),
-        }
-    });
+        },
+    );
     let entries = conntrack_list(&t.node, &["-p", "tcp", "--orig-port-dst", "12211"]);
     r.assert(
         "T8 #1 notrack",
         entries.is_empty(),
-        &format!("untracked allow ⇒ the flow has no conntrack entry on the node; found {entries:?}"),
+        &format!(
+            "untracked allow ⇒ the flow has no conntrack entry on the node; found {entries:?}"
+        ),
     );
     if let Some(c) = conn.take() {
         c.abort();
     }
-    r.tcp("T8 #3", DROP, "no untracked match ⇒ tracked path ⇒ no normal policy", &t.lan0, "192.0.2.201", "192.0.2.1:12211");
-    r.tcp("T8 #5", ALLOW, "failsafe runs before untracked policy (raw) and again in filter", &t.lan0, "192.0.2.201", "192.0.2.1:22");
+    r.tcp(
+        "T8 #3",
+        DROP,
+        "no untracked match ⇒ tracked path ⇒ no normal policy",
+        &t.lan0,
+        "192.0.2.201",
+        "192.0.2.1:12211",
+    );
+    r.tcp(
+        "T8 #5",
+        ALLOW,
+        "failsafe runs before untracked policy (raw) and again in filter",
+        &t.lan0,
+        "192.0.2.201",
+        "192.0.2.1:22",
+    );
     // Control for the notrack check above: a failsafe flow is tracked (§4.3: the raw failsafe accepts set
     // no mark and do no notrack), so the same query does find its entry.
-    let ssh = tcp_open(&t.lan0, sa("192.0.2.201:40022"), sa("192.0.2.1:22"), ALLOW.timeout());
-    let entries = conntrack_list(&t.node, &["-p", "tcp", "--orig-port-dst", "22", "--orig-port-src", "40022"]);
+    let ssh = tcp_open(
+        &t.lan0,
+        sa("192.0.2.201:40022"),
+        sa("192.0.2.1:22"),
+        ALLOW.timeout(),
+    );
+    let entries = conntrack_list(
+        &t.node,
+        &[
+            "-p",
+            "tcp",
+            "--orig-port-dst",
+            "22",
+            "--orig-port-src",
+            "40022",
+        ],
+    );
     r.assert(
         "T8 #5 tracked",
         ssh.is_ok() && entries.len() == 1,
@@ -727,7 +1309,14 @@ fn t8_row4_without_egress_rule_reply_dropped() {
 
     let mut r = Report::new("T8 row 4", &[&t.node]);
     r.tcp("T8 #4", DROP, "the SYN-ACK reaches tracked egress with no policy (projectcalico/calico#10704 expects this)", &t.lan0, "192.0.2.200:40000", "192.0.2.1:12211");
-    r.tcp("T8 #4 (row 5 still)", ALLOW, "failsafe", &t.lan0, "192.0.2.201", "192.0.2.1:22");
+    r.tcp(
+        "T8 #4 (row 5 still)",
+        ALLOW,
+        "failsafe",
+        &t.lan0,
+        "192.0.2.201",
+        "192.0.2.1:22",
+    );
     r.finish();
 }
 
@@ -742,13 +1331,40 @@ fn t8_row6_wildcard_hep_ignores_untracked_policy() {
     let f: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
     t.hpd.set_config(&f);
     let out = t.hpd.apply(&t.node);
-    assert!(out.status.code() == Some(0), "apply exited {:?}, expected 0 (a warning only)\n{}", out.status.code(), output_text(&out));
+    assert!(
+        out.status.code() == Some(0),
+        "apply exited {:?}, expected 0 (a warning only)\n{}",
+        out.status.code(),
+        output_text(&out)
+    );
 
     let mut r = Report::new("T8 row 6", &[&t.node]);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    r.assert("T8 #6 warning", text.contains("warning"), "untracked policy is ignored on `*` HEPs (warning)");
-    r.tcp("T8 #6", DROP, "untracked policy is ignored on `*` HEPs; no normal policy", &t.lan0, "192.0.2.200:40000", "192.0.2.1:12211");
-    r.tcp("T8 #6 (failsafe)", ALLOW, "failsafe-in tcp/22 on the `*` HEP", &t.lan0, "192.0.2.201", "192.0.2.1:22");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r.assert(
+        "T8 #6 warning",
+        text.contains("warning"),
+        "untracked policy is ignored on `*` HEPs (warning)",
+    );
+    r.tcp(
+        "T8 #6",
+        DROP,
+        "untracked policy is ignored on `*` HEPs; no normal policy",
+        &t.lan0,
+        "192.0.2.200:40000",
+        "192.0.2.1:12211",
+    );
+    r.tcp(
+        "T8 #6 (failsafe)",
+        ALLOW,
+        "failsafe-in tcp/22 on the `*` HEP",
+        &t.lan0,
+        "192.0.2.201",
+        "192.0.2.1:22",
+    );
     r.finish();
 }
 
@@ -783,19 +1399,96 @@ fn ipv6_default_deny_cidr_allow_and_icmpv6() {
     selector: \"role == 'web'\"
     ingress: [{action: Allow, protocol: TCP, source: {nets: [\"2001:db8::/120\"]}, destination: {ports: [80]}}]
 ";
-    let heps = hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1", "2001:db8::1"], &[("role", "web")], &[]);
+    let heps = hep(
+        "hep-eth0",
+        "node1",
+        Some("eth0"),
+        &["192.0.2.1", "2001:db8::1"],
+        &[("role", "web")],
+        &[],
+    );
     t.apply(&[("hep.yaml", &heps), ("policies.yaml", policies)]);
 
     let mut r = Report::new("IPv6", &[&t.node]);
-    r.tcp_echo("v6 #1", ALLOW, "source in 2001:db8::/120, port 80 ⇒ allow-v6-web", &t.lan0, "2001:db8::2", "[2001:db8::1]:80");
-    r.tcp("v6 #2", DROP, "source outside the CIDR ⇒ end-of-tier deny", &t.lan0, "2001:db8::200", "[2001:db8::1]:80");
-    r.tcp("v6 #3", DROP, "port 81 not allowed ⇒ end-of-tier deny", &t.lan0, "2001:db8::2", "[2001:db8::1]:81");
-    r.ping("v6 #4", ALLOW, "ICMPv6 allowed in (echo request) and out (reply, also ct established)", &t.lan0, "2001:db8::200", "2001:db8::1");
-    r.ping("v6 #5", ALLOW, "node → client ICMPv6 echo: egress allow-icmpv6", &t.node, "2001:db8::1", "2001:db8::2");
-    r.tcp("v6 #6", DROP, "local egress TCP: allow-icmpv6 makes types [Ingress, Egress] ⇒ end-of-tier", &t.node, "2001:db8::1", "[2001:db8::2]:443");
-    r.tcp("v6 #7", ALLOW, "failsafe-in tcp/22 (entries without net apply to both families)", &t.lan0, "2001:db8::200", "[2001:db8::1]:22");
-    r.tcp("v4 #1", DROP, "IPv4 on the same table: the /120 allow is IPv6 only ⇒ end-of-tier", &t.lan0, "192.0.2.2", "192.0.2.1:80");
-    r.ping("v4 #2", DROP, "ICMP (v4) is not allowed: the ICMPv6 rule does not match it", &t.lan0, "192.0.2.2", "192.0.2.1");
-    r.tcp("v4 #3", ALLOW, "failsafe-in tcp/22", &t.lan0, "192.0.2.2", "192.0.2.1:22");
+    r.tcp_echo(
+        "v6 #1",
+        ALLOW,
+        "source in 2001:db8::/120, port 80 ⇒ allow-v6-web",
+        &t.lan0,
+        "2001:db8::2",
+        "[2001:db8::1]:80",
+    );
+    r.tcp(
+        "v6 #2",
+        DROP,
+        "source outside the CIDR ⇒ end-of-tier deny",
+        &t.lan0,
+        "2001:db8::200",
+        "[2001:db8::1]:80",
+    );
+    r.tcp(
+        "v6 #3",
+        DROP,
+        "port 81 not allowed ⇒ end-of-tier deny",
+        &t.lan0,
+        "2001:db8::2",
+        "[2001:db8::1]:81",
+    );
+    r.ping(
+        "v6 #4",
+        ALLOW,
+        "ICMPv6 allowed in (echo request) and out (reply, also ct established)",
+        &t.lan0,
+        "2001:db8::200",
+        "2001:db8::1",
+    );
+    r.ping(
+        "v6 #5",
+        ALLOW,
+        "node → client ICMPv6 echo: egress allow-icmpv6",
+        &t.node,
+        "2001:db8::1",
+        "2001:db8::2",
+    );
+    r.tcp(
+        "v6 #6",
+        DROP,
+        "local egress TCP: allow-icmpv6 makes types [Ingress, Egress] ⇒ end-of-tier",
+        &t.node,
+        "2001:db8::1",
+        "[2001:db8::2]:443",
+    );
+    r.tcp(
+        "v6 #7",
+        ALLOW,
+        "failsafe-in tcp/22 (entries without net apply to both families)",
+        &t.lan0,
+        "2001:db8::200",
+        "[2001:db8::1]:22",
+    );
+    r.tcp(
+        "v4 #1",
+        DROP,
+        "IPv4 on the same table: the /120 allow is IPv6 only ⇒ end-of-tier",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.ping(
+        "v4 #2",
+        DROP,
+        "ICMP (v4) is not allowed: the ICMPv6 rule does not match it",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1",
+    );
+    r.tcp(
+        "v4 #3",
+        ALLOW,
+        "failsafe-in tcp/22",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:22",
+    );
     r.finish();
 }

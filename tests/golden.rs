@@ -8,11 +8,19 @@ use hostpolicyd::pipeline::build_dir;
 use hostpolicyd::resolve::Interface;
 
 fn golden(case: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(case);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case);
     // Fixed interfaces so that the output does not depend on the machine running the test.
     let ifaces = vec![
-        Interface { name: "eth0".into(), addrs: vec![] },
-        Interface { name: "eth1".into(), addrs: vec![] },
+        Interface {
+            name: "eth0".into(),
+            addrs: vec![],
+        },
+        Interface {
+            name: "eth1".into(),
+            addrs: vec![],
+        },
     ];
     let compiled = build_dir(&dir, "node1", &ifaces, "hostpolicy")
         .unwrap_or_else(|inv| panic!("{case}: invalid: {:?}", inv.diagnostics));
@@ -22,8 +30,12 @@ fn golden(case: &str) {
         std::fs::write(&expected_path, &text).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&expected_path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", expected_path.display()));
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            expected_path.display()
+        )
+    });
     if text != expected {
         let diff: Vec<String> = text
             .lines()
@@ -33,7 +45,12 @@ fn golden(case: &str) {
             .take(5)
             .map(|(i, (a, b))| format!("line {}:\n  got:      {a}\n  expected: {b}", i + 1))
             .collect();
-        panic!("{case}: render differs from expected.nft ({} vs {} lines)\n{}", text.lines().count(), expected.lines().count(), diff.join("\n"));
+        panic!(
+            "{case}: render differs from expected.nft ({} vs {} lines)\n{}",
+            text.lines().count(),
+            expected.lines().count(),
+            diff.join("\n")
+        );
     }
 }
 
