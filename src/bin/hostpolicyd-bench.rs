@@ -3,7 +3,7 @@
 //! mode, on a machine that is otherwise as quiet as possible:
 //!
 //! ```sh
-//! cargo run --release --bin hostpolicyd-bench            # everything, 5 runs per figure (~4 minutes)
+//! cargo run --release --bin hostpolicyd-bench            # everything, 5 runs per figure (~25 minutes)
 //! cargo run --release --bin hostpolicyd-bench -- --runs 3 --only compile,apply
 //! ```
 //!
@@ -12,9 +12,10 @@
 //! - `compile`: load + validate + resolve + compile from generated YAML files on disk, in this process
 //!   (wall and CPU time), for 10, 1,000 and 10,000 policies and a GlobalNetworkSet of 100,000 nets.
 //! - `apply`: the same configurations into a fresh namespace each run. Ours is a child process of this
-//!   binary that loads, compiles and applies (it reports the time of the apply call alone: encoding, one
-//!   `sendmsg`, the kernel's commit and answer); nft's is `nft -f` of the rendered text. Both wall times
-//!   and both peak RSS (`wait4`'s `ru_maxrss`).
+//!   binary that loads, compiles and applies (it reports the time of the `Dataplane::apply` call alone:
+//!   what it reads back from the kernel, the encoding, its transactions and the kernel's answers); nft's
+//!   is `nft -f` of the rendered text. Both wall times and both peak RSS (`wait4`'s `ru_maxrss`, through
+//!   a small spawner process: see [`spawner`]). Anything slower than 20 s is run twice only.
 //! - `incremental`: one net of the 100,000 changed, in this process: `Dataplane::update` (element
 //!   changes only) against `apply` (full replace) of the same ruleset, and the same with the compile.
 //! - `reload`: `hostpolicyd run` (this binary's `daemon` mode: the library's own `cli::run`, so always the
@@ -37,6 +38,11 @@
 //!
 //! Every figure is the median of `--runs` runs (default 5); the load average before and after each section
 //! is printed, since the machine may be shared. At the end a Markdown summary is printed for the README.
+//!
+//! Knobs for investigating (environment): `HPBENCH_APPLY_CASES=p10,nets` (apply only the configurations
+//! whose directory names are listed: p10, p1000, p10000, p10000sel, nets), `HPBENCH_SKIP_RELOAD=1,2`
+//! (skip reload cases by index), `HPBENCH_BREAKDOWN=N` (N more element updates in `incremental`, each
+//! timed in parts: diff, hash query, element batch).
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -791,6 +797,7 @@ fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         let loaded = load::load_dir(&case.dir);
         let config = loaded.config;
         let (mut res, mut lint, mut comp, mut hash) = (vec![], vec![], vec![], vec![]);
+        let mut old_hash = vec![];
         for _ in 0..o.runs {
             let t0 = Instant::now();
             let view = hostpolicyd::resolve::resolve(&config, NODE, &[]);
@@ -800,8 +807,22 @@ fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             let t2 = Instant::now();
             let rs = hostpolicyd::compile::compile(&config, &view, TABLE);
             let t3 = Instant::now();
-            let _ = hostpolicyd::compile::content_hash(&rs);
+            let h = hostpolicyd::compile::content_hash(&rs);
             let t4 = Instant::now();
+            // The content hash as it was computed before it was streamed: a copy without the comment,
+            // formatted into one string, hashed (the digest must be the same).
+            let mut copy = rs.clone();
+            copy.comment.clear();
+            let old: String = {
+                use sha2::Digest;
+                let d = sha2::Sha256::digest(format!("{copy:?}").as_bytes());
+                d.iter().map(|b| format!("{b:02x}")).collect()
+            };
+            let t5 = Instant::now();
+            if old != h {
+                return Err("the streamed content hash differs from the formatted one".into());
+            }
+            old_hash.push(ms(t5 - t4));
             std::hint::black_box((l, k));
             res.push(ms(t1 - t0));
             lint.push(ms(t2 - t1));
@@ -809,12 +830,14 @@ fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             hash.push(ms(t4 - t3));
         }
         println!(
-            "{:<32}   resolve {:.1}, lint + lockout {:.1}, compile {:.1} (its content hash alone {:.1}) ms",
+            "{:<32}   resolve {:.1}, lint + lockout {:.1}, compile {:.1} (its content hash alone {:.1};\n{:<32}   the same hash on a formatted copy, as before: {:.1}) ms",
             "",
             median(&mut res),
             median(&mut lint),
             median(&mut comp),
-            median(&mut hash)
+            median(&mut hash),
+            "",
+            median(&mut old_hash)
         );
         sum.compile.push((
             case.label.to_string(),
@@ -876,6 +899,7 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         "RSS ours/compiled",
         "RSS nft"
     );
+    let only: Option<String> = std::env::var("HPBENCH_APPLY_CASES").ok();
     let baseline = {
         let ns = NetNs::new("true")?;
         spawn_measured(&ns, Path::new("/bin/true"), &[])?.rss_kib
@@ -887,6 +911,13 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         &cases.p10000sel,
         &cases.nets,
     ] {
+        let name = case.dir.file_name().unwrap_or_default().to_string_lossy();
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|c| c == name))
+        {
+            continue;
+        }
         let rs = compile_dir(&case.dir)?.ruleset;
         let text_file = cases.workdir.join(format!(
             "{}.nft",
@@ -977,7 +1008,7 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         sum.apply.push(row);
     }
     println!(
-        "  ours apply = the apply call (encode, one sendmsg, kernel commit, answer), fresh namespace;\n  \
+        "  ours apply = the Dataplane::apply call (reads, encoding, transactions, answers), fresh namespace;\n  \
          ours whole = the child process from exec to exit: read YAML, validate, compile, apply;\n  \
          nft -f = the process from exec to exit on the rendered text; RSS = peak resident set size\n  \
          (measured from a small spawner process; /bin/true shows {} KiB that way)",
@@ -1453,7 +1484,10 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     let mut failures = vec![0usize; variants.len()];
     let result = (|| -> Result<()> {
         for run in 0..=o.runs {
-            for (k, t) in topos.iter().enumerate() {
+            // The variants in a rotating order, so that none is always measured first or last.
+            for j in 0..topos.len() {
+                let k = (j + run) % topos.len();
+                let t = &topos[k];
                 // Run 0 is a short warm-up (neighbours, routes) and checks that connections go through.
                 let secs = if run == 0 { 0.3 } else { o.packet_secs };
                 let (ok, failed) = t.client.run(|| connect_loop(to, secs))?;
@@ -1481,9 +1515,11 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     );
     let base = median(&mut rates[0].clone());
     for (k, (label, _)) in variants.iter().enumerate() {
+        let lo = rates[k].iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = rates[k].iter().cloned().fold(0.0, f64::max);
         let r = median(&mut rates[k]);
         println!(
-            "{label:<44} {r:>12.0} {:>9.1}% {:>9}",
+            "{label:<44} {r:>12.0} {:>9.1}% {:>9}   (runs {lo:.0}-{hi:.0})",
             100.0 * r / base,
             failures[k]
         );
