@@ -293,40 +293,71 @@ impl<'a> Eval<'a> {
         s
     }
 
+    /// Raw prerouting / raw output: the untracked chain of the interface's HEP when it has untracked
+    /// policy in this direction (never the wildcard HEP). Failsafe entries, and replies of the other
+    /// direction's failsafe connections, accept in raw only: no verdict for the later stages (spec §4.3).
+    fn untracked(&mut self, p: &Packet, iface: &str, dir: Dir) -> Outcome {
+        let view: &'a NodeView = self.view;
+        let Some(hep) = self
+            .hep_for(iface, false)
+            .filter(|h| !h.policies.get(Stage::Untracked, dir).is_empty())
+        else {
+            return Outcome::Continue;
+        };
+        let s = &view.settings;
+        let (own, other, remote, other_name, skipped) = match dir {
+            Dir::Ingress => (
+                &s.failsafe_inbound,
+                &s.failsafe_outbound,
+                p.src,
+                "outbound",
+                "preDNAT, normal and forward-ingress policy skipped",
+            ),
+            Dir::Egress => (
+                &s.failsafe_outbound,
+                &s.failsafe_inbound,
+                p.dst,
+                "inbound",
+                "normal egress policy skipped",
+            ),
+        };
+        let failsafe = failsafe_match(p, own, remote, p.dport).or_else(|| {
+            failsafe_match(p, other, remote, p.sport).map(|t| format!("reply to {other_name} {t}"))
+        });
+        if let Some(text) = failsafe {
+            self.record(step(
+                "untracked",
+                Some(hep),
+                format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
+            ));
+            return Outcome::Continue;
+        }
+        let outcome = self.tier(p, hep, Stage::Untracked, dir, false);
+        match &outcome {
+            Outcome::Allow(_) => {
+                self.record(step(
+                    "untracked",
+                    Some(hep),
+                    format!("allowed without conntrack: {skipped}"),
+                ));
+            }
+            Outcome::Deny(_) => {}
+            Outcome::Continue => {
+                self.record(step("untracked", Some(hep), "no untracked policy decided"));
+            }
+        }
+        outcome
+    }
+
     /// Raw prerouting, mangle prerouting, then local delivery or forwarding (spec §3.3 "Inbound").
     fn inbound(&mut self, p: &Packet, iif: &str, forwarded_to: Option<&String>) -> (Verdict, Step) {
         // The step of an untracked or preDNAT Allow: it skips normal and forward-ingress policy.
         let mut early: Option<Step> = None;
         // raw prerouting: untracked ingress (never the wildcard HEP, never a workload interface).
-        if let Some(hep) = self
-            .hep_for(iif, false)
-            .filter(|h| !h.policies.untracked_ingress.is_empty())
-        {
-            let s = &self.view.settings;
-            // The raw failsafe chain also accepts replies of outbound failsafe connections (spec §4.3);
-            // neither sets the mark: the packet goes on to the tracked stages.
-            let failsafe = failsafe_match(p, &s.failsafe_inbound, p.src, p.dport).or_else(|| {
-                failsafe_match(p, &s.failsafe_outbound, p.src, p.sport)
-                    .map(|t| format!("reply to outbound {t}"))
-            });
-            if let Some(text) = failsafe {
-                self.record(step(
-                    "untracked",
-                    Some(hep),
-                    format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
-                ));
-            } else {
-                match self.tier(p, hep, Stage::Untracked, Dir::Ingress, false) {
-                    Outcome::Allow(s) => {
-                        self.record(step("untracked", Some(hep), "allowed without conntrack: preDNAT, normal and forward-ingress policy skipped"));
-                        early = Some(s);
-                    }
-                    Outcome::Deny(s) => return (Verdict::Drop, s),
-                    Outcome::Continue => {
-                        self.record(step("untracked", Some(hep), "no untracked policy decided"));
-                    }
-                }
-            }
+        match self.untracked(p, iif, Dir::Ingress) {
+            Outcome::Allow(s) => early = Some(s),
+            Outcome::Deny(s) => return (Verdict::Drop, s),
+            Outcome::Continue => {}
         }
         // mangle prerouting: replies and later packets of accepted connections first, then preDNAT (the
         // wildcard HEP takes part, workload interfaces included).
@@ -539,37 +570,11 @@ impl<'a> Eval<'a> {
 
     /// raw output, filter output (or mangle postrouting when DNATed) (spec §3.3 "Outbound").
     fn outbound(&mut self, p: &Packet, oif: &str) -> (Verdict, Step) {
-        if let Some(hep) = self
-            .hep_for(oif, false)
-            .filter(|h| !h.policies.untracked_egress.is_empty())
-        {
-            let s = &self.view.settings;
-            let failsafe = failsafe_match(p, &s.failsafe_outbound, p.dst, p.dport).or_else(|| {
-                failsafe_match(p, &s.failsafe_inbound, p.dst, p.sport)
-                    .map(|t| format!("reply to inbound {t}"))
-            });
-            if let Some(text) = failsafe {
-                self.record(step(
-                    "untracked",
-                    Some(hep),
-                    format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
-                ));
-            } else {
-                match self.tier(p, hep, Stage::Untracked, Dir::Egress, false) {
-                    Outcome::Allow(s) => {
-                        self.record(step(
-                            "untracked",
-                            Some(hep),
-                            "allowed without conntrack: normal egress policy skipped",
-                        ));
-                        return (Verdict::Allow, s);
-                    }
-                    Outcome::Deny(s) => return (Verdict::Drop, s),
-                    Outcome::Continue => {
-                        self.record(step("untracked", Some(hep), "no untracked policy decided"));
-                    }
-                }
-            }
+        // raw output: untracked egress.
+        match self.untracked(p, oif, Dir::Egress) {
+            Outcome::Allow(s) => return (Verdict::Allow, s),
+            Outcome::Deny(s) => return (Verdict::Drop, s),
+            Outcome::Continue => {}
         }
         if p.established {
             return (Verdict::Allow, self.record(established_step()));
