@@ -22,6 +22,7 @@ use common::netns::require_root;
 use common::probe::{
     conntrack_list, retrans_failure, sa, tcp_open, Outcome, Report, Servers, ALLOW, DROP,
 };
+use common::t5::{t5_heps, t5_plan, t5_policies};
 use common::topology::{
     kube_proxy_nodeport, nft_json_exact, nft_list, output_text, Plan, Topology,
 };
@@ -516,71 +517,6 @@ fn t4_pass_to_default_allow_profile() {
 // - row 7's source 100.100.7.7 → 198.51.100.177 (a pod-net address arriving on eth0)
 // - external client 203.0.113.7 (unchanged); row 8's 93.184.216.34:443 → 203.0.113.34:443
 // =============================================================================================================
-
-fn t5_plan() -> Plan {
-    Plan {
-        eth0: vec!["198.51.100.4/25"],
-        lan0: vec!["203.0.113.7", "203.0.113.34", "198.51.100.177"],
-        eth1: vec!["192.0.2.45/24"],
-        lan1: vec!["192.0.2.9/24"],
-        pod: Some(("198.51.100.129", "198.51.100.200")),
-        peer: vec!["198.51.100.5/25"],
-    }
-}
-
-/// The how-to's policies; `nodeport_selector` is allow-nodeport's top-level selector.
-fn t5_policies(nodeport_selector: &str) -> String {
-    format!(
-        "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: allow-cluster-internal-ingress-only}}
-  spec:
-    order: 20
-    preDNAT: true
-    applyOnForward: true
-    selector: has(kubernetes-host)
-    ingress:
-      - {{action: Allow, source: {{nets: [198.51.100.0/25, 198.51.100.128/25]}}}}
-      - {{action: Deny}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: allow-outbound-external}}
-  spec: {{order: 10, selector: has(kubernetes-host), egress: [{{action: Allow}}]}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: allow-nodeport}}
-  spec:
-    order: 10
-    preDNAT: true
-    applyOnForward: true
-    selector: \"{nodeport_selector}\"
-    ingress:
-      - {{action: Allow, protocol: TCP, destination: {{selector: has(kubernetes-host), ports: [31852]}}}}
-"
-    )
-}
-
-/// node1-eth0 and node2-eth0.
-fn t5_heps(node1_ips: &[&str], node1_labels: &[(&str, &str)]) -> String {
-    docs(&[
-        hep(
-            "node1-eth0",
-            "node1",
-            Some("eth0"),
-            node1_ips,
-            node1_labels,
-            &[],
-        ),
-        hep(
-            "node2-eth0",
-            "node2",
-            Some("eth0"),
-            &["198.51.100.5"],
-            &[("kubernetes-host", "ingress")],
-            &[],
-        ),
-    ])
-}
 
 /// Topology, servers and the DNAT table for T5.
 fn t5_setup() -> (Topology, Vec<Servers>) {

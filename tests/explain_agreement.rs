@@ -23,6 +23,7 @@ use common::probe::{
     conntrack_flush, ping, sa, tcp_connect, tcp_echo, udp_echo, Outcome, Servers, Verdict, ALLOW,
     DROP,
 };
+use common::t5::{t5_heps, t5_plan, t5_policies};
 use common::topology::{kube_proxy_nodeport, output_text, Hpd, Plan, Topology};
 use common::yaml::{docs, hep};
 use serde_json::Value;
@@ -502,69 +503,6 @@ fn t4_agreement() {
 }
 
 // ---- T5 -----------------------------------------------------------------------------------------------
-
-fn t5_plan() -> Plan {
-    Plan {
-        eth0: vec!["198.51.100.4/25"],
-        lan0: vec!["203.0.113.7", "203.0.113.34", "198.51.100.177"],
-        eth1: vec!["192.0.2.45/24"],
-        lan1: vec!["192.0.2.9/24"],
-        pod: Some(("198.51.100.129", "198.51.100.200")),
-        peer: vec!["198.51.100.5/25"],
-    }
-}
-
-fn t5_policies(nodeport_selector: &str) -> String {
-    format!(
-        "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: allow-cluster-internal-ingress-only}}
-  spec:
-    order: 20
-    preDNAT: true
-    applyOnForward: true
-    selector: has(kubernetes-host)
-    ingress:
-      - {{action: Allow, source: {{nets: [198.51.100.0/25, 198.51.100.128/25]}}}}
-      - {{action: Deny}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: allow-outbound-external}}
-  spec: {{order: 10, selector: has(kubernetes-host), egress: [{{action: Allow}}]}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: allow-nodeport}}
-  spec:
-    order: 10
-    preDNAT: true
-    applyOnForward: true
-    selector: \"{nodeport_selector}\"
-    ingress:
-      - {{action: Allow, protocol: TCP, destination: {{selector: has(kubernetes-host), ports: [31852]}}}}
-"
-    )
-}
-
-fn t5_heps(node1_ips: &[&str], node1_labels: &[(&str, &str)]) -> String {
-    docs(&[
-        hep(
-            "node1-eth0",
-            "node1",
-            Some("eth0"),
-            node1_ips,
-            node1_labels,
-            &[],
-        ),
-        hep(
-            "node2-eth0",
-            "node2",
-            Some("eth0"),
-            &["198.51.100.5"],
-            &[("kubernetes-host", "ingress")],
-            &[],
-        ),
-    ])
-}
 
 /// Packet 1: to node1's node port, DNATed by kube-proxy to the pod behind eth2.
 const T5_ROW1: &str =

@@ -5,6 +5,7 @@
 //!   with its own temporary directories (`Hpd`), nft helpers, a kube-proxy-like NodePort DNAT table.
 //! - `probe`: TCP/UDP/ICMP/ICMPv6 probes with a chosen source address, echo servers, scenario tables
 //!   (`Report`).
+//! - `t5`: spec §7 T5's plan, policies and HostEndpoints, remapped.
 //! - `yaml`: builders for the HostEndpoint documents scenarios write.
 
 #![allow(dead_code)]
@@ -12,5 +13,6 @@
 pub mod daemon;
 pub mod netns;
 pub mod probe;
+pub mod t5;
 pub mod topology;
 pub mod yaml;
