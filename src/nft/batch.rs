@@ -449,9 +449,7 @@ pub(super) fn add_rules(
     set_ids: &HashMap<&str, u32>,
 ) -> Result<(), DataplaneError> {
     let table = rs_table(&rs.table);
-    let mut rb = Batch::new();
-    let mut raw = RawExprs::default();
-    let mut has_raw = Vec::new();
+    let mut chunk = RuleChunk::default();
     let mut ops = Vec::new();
     for &ci in which {
         let chain = &rs.chains[ci];
@@ -465,7 +463,7 @@ pub(super) fn add_rules(
             let mut any_raw = false;
             for op in &ops {
                 if is_raw(op) {
-                    raw.push(op, set_ids);
+                    chunk.raw.push(op, set_ids);
                     any_raw = true;
                 }
                 r.add_expr(rs_expr(op, set_ids));
@@ -473,32 +471,57 @@ pub(super) fn add_rules(
             if let Some(c) = &rule.comment {
                 r.set_userdata(wire::udata_comment(&clean_comment(c)));
             }
-            rb.add(&r, MsgType::Add);
-            has_raw.push(any_raw);
+            chunk.batch.add(&r, MsgType::Add);
+            chunk.rules.push((ci, i, any_raw));
+            if chunk.rules.len() == RuleChunk::RULES {
+                chunk.splice_into(asm);
+            }
         }
     }
-    if has_raw.is_empty() {
-        return Ok(());
+    chunk.splice_into(asm);
+    Ok(())
+}
+
+/// Rules encoded by rustables and waiting to be copied (with our raw expressions spliced in) into the
+/// transaction. Copied every [`RuleChunk::RULES`] rules so that rustables' own buffer stays small: with
+/// 60,000 rules a second copy of the whole transaction was ~30 MiB of the daemon's peak memory.
+struct RuleChunk {
+    batch: Batch,
+    raw: RawExprs,
+    /// (chain index, rule index, has raw expressions), in the order they were added to `batch`.
+    rules: Vec<(usize, usize, bool)>,
+}
+
+impl Default for RuleChunk {
+    fn default() -> Self {
+        RuleChunk {
+            batch: Batch::new(),
+            raw: RawExprs::default(),
+            rules: Vec::new(),
+        }
     }
-    let rbytes = rb.finalize();
-    let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
-    let mut k = 0;
-    for &ci in which {
-        for ri in 0..rs.chains[ci].rules.len() {
+}
+
+impl RuleChunk {
+    const RULES: usize = 1024;
+
+    fn splice_into(&mut self, asm: &mut Assembler) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let rbytes = std::mem::replace(&mut self.batch, Batch::new()).finalize();
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
+        for (chain, rule, has_raw) in self.rules.drain(..) {
             let m = msgs.next().expect("rustables wrote every rule");
-            let obj = Obj::Rule {
-                chain: ci,
-                rule: ri,
-            };
-            if has_raw[k] {
+            let obj = Obj::Rule { chain, rule };
+            if has_raw {
                 asm.copy_spliced(&m, obj, &mut raw);
             } else {
                 asm.copy(&m, obj);
             }
-            k += 1;
         }
     }
-    Ok(())
 }
 
 /// Creates the [`HASH_CHAIN`] chain (it must not exist) with `comment` (cleaned) as its comment, tagged
