@@ -917,6 +917,88 @@ fn rule_handles(ns: &NetNs) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The rule handles of each chain of our table.
+fn handles_by_chain(ns: &NetNs) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut by_chain = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for (chain, handle) in rule_handles(ns) {
+        by_chain.entry(chain).or_default().push(handle);
+    }
+    by_chain
+}
+
+/// The chains a rule change through `update` refills: those whose rules differ between the two
+/// rulesets (or that only one of them has), and those dispatching through a verdict map (maps are
+/// re-created by every swap, in the IR's order after the sets, so the rules using them are too).
+fn changed_chains(a: &Ruleset, b: &Ruleset) -> std::collections::BTreeSet<String> {
+    let uses_map = |name: &str| {
+        b.chains.iter().any(|c| {
+            c.name == name
+                && c.rules
+                    .iter()
+                    .any(|r| matches!(r.verdict, Some(Verdict::Vmap { .. })))
+        })
+    };
+    let rules = |rs: &Ruleset, name: &str| {
+        rs.chains
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.rules.clone())
+    };
+    a.chains
+        .iter()
+        .chain(&b.chains)
+        .map(|c| c.name.clone())
+        .filter(|name| rules(a, name) != rules(b, name) || uses_map(name))
+        .collect()
+}
+
+/// Issue 7, "cost that grows with what changed": a rule change through `update` (the engine's call)
+/// refills only the chains whose rules changed. Every other rule keeps its kernel handle (and its
+/// counter), and the table is what a full apply gives.
+#[test]
+fn a_rule_change_refills_only_its_chain() {
+    if !require_root("a_rule_change_refills_only_its_chain") {
+        return;
+    }
+    let ns = NetNs::new("onechain");
+    let v1 = yaml("203.0.113.0/25, 2001:db8:bad::/48", "198.51.100.5");
+    let v2 = v1.replace("ports: [22]", "ports: [2222]");
+    assert_ne!(v1, v2);
+    let (r1, r2) = (compile_yaml(v1), compile_yaml(v2));
+    let changed = changed_chains(&r1, &r2);
+    assert!(
+        changed.len() < r2.chains.len() / 2,
+        "one policy chain changes, and the few dispatch chains are refilled: {changed:?}"
+    );
+    apply(&ns, &r1);
+    let before = handles_by_chain(&ns);
+    assert_eq!(
+        update(&ns, &r1, &r2),
+        UpdatePath::Full(FullReason::NotOnlyElements)
+    );
+    let after = handles_by_chain(&ns);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (chain, handles) in &after {
+        if changed.contains(chain) {
+            assert!(
+                handles.iter().all(|h| !before[chain].contains(h)),
+                "chain {chain} was refilled"
+            );
+        } else {
+            assert_eq!(handles, &before[chain], "chain {chain} was left alone");
+        }
+    }
+    assert_same("one chain refilled", &listing(&ns), &full_listing(&r2));
+    // And back, then a kernel that does not hold `previous`: everything is rebuilt, same result.
+    update(&ns, &r2, &r1);
+    assert_same("and back", &listing(&ns), &full_listing(&r1));
+    update(&ns, &r2, &r2);
+    assert_same("kernel differs", &listing(&ns), &full_listing(&r2));
+}
+
 /// `hostpolicyd run` (the engine calls `update` with its last good ruleset): a GlobalNetworkSet change
 /// written the way Ansible writes files reaches the kernel as element changes only (every rule keeps its
 /// handle: nothing was re-created, whereas a full apply re-creates every rule), and the kernel then holds
@@ -955,10 +1037,25 @@ fn the_daemon_updates_set_elements_in_place() {
     let r3 = compile_yaml(v3.clone());
     write_ansible(&hpd.config_dir(), "all.yaml", &v3);
     wait_hash(&r3);
-    assert_ne!(
-        rule_handles(&ns),
-        before,
-        "a rule change re-creates the rules"
+    let refilled: Vec<String> = {
+        let after = handles_by_chain(&ns);
+        let mut before_by_chain = std::collections::BTreeMap::<String, Vec<u64>>::new();
+        for (chain, handle) in &before {
+            before_by_chain
+                .entry(chain.clone())
+                .or_default()
+                .push(*handle);
+        }
+        after
+            .into_iter()
+            .filter(|(chain, handles)| before_by_chain.get(chain) != Some(handles))
+            .map(|(chain, _)| chain)
+            .collect()
+    };
+    assert_eq!(
+        refilled,
+        changed_chains(&r2, &r3).into_iter().collect::<Vec<_>>(),
+        "a rule change re-creates the rules of its chain, and only those"
     );
     assert_same("daemon, rule change", &listing(&ns), &full_listing(&r3));
 }

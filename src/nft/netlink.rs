@@ -90,12 +90,13 @@ impl Netlink {
 impl Dataplane for Netlink {
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
         validate(ruleset)?;
-        super::staged::apply(ruleset)
+        super::staged::apply(ruleset, None)
     }
 
     /// Element changes only (ONE batch, see `delta.rs`) when only set elements and the comment differ
     /// and the kernel's content hash is `previous`'s; otherwise, or when that batch is rejected, the
-    /// full replace of [`Dataplane::apply`]. [`Netlink::last_update`] tells which.
+    /// staged swap of [`Dataplane::apply`], which leaves the chains and sets that did not change alone
+    /// when the kernel holds `previous`. [`Netlink::last_update`] tells which.
     fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
         self.last_update = None;
         validate(next)?;
@@ -120,7 +121,9 @@ impl Dataplane for Netlink {
             },
         };
         self.last_update = Some(UpdatePath::Full(reason));
-        self.apply(next)
+        // The staged swap, told what the kernel should hold: it checks the hash itself and then
+        // leaves unchanged chains and sets alone.
+        super::staged::apply(next, Some(previous))
     }
 
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {

@@ -27,6 +27,11 @@
 //!    not kept and the [`HASH_CHAIN`]; create the chains, the maps (hash sets), the rules, and the
 //!    [`HASH_CHAIN`] carrying the new content hash. Base chains are kept when they are unchanged, so
 //!    their hooks stay registered; a base chain whose hook or priority changed is re-created.
+//!    When the caller knows the ruleset the kernel holds (`Dataplane::update`, the daemon's path, and
+//!    the kernel's content hash confirms it), regular chains are kept in place too and T2 only flushes
+//!    and refills the chains whose rules changed (or that use a verdict map, a moved set or a chain
+//!    that is re-created); unchanged sets are not read back. A port changed in one of 10,000
+//!    policies is then one chain's rules, not 50,000.
 //! 3. **Clean up** (T3): delete the sets the new ruleset does not use. A failure here is only logged: the
 //!    new ruleset is in force and unused sets are harmless (the next apply deletes them).
 //!
@@ -88,10 +93,10 @@ use super::batch::{
     Elem, ElemList, EncodedBatch, Obj,
 };
 use super::inventory::{self, Inventory, KChain, KElem, KSet, NFT_CHAIN_BASE};
-use super::netlink::{describe, element_text, list_index, send_batch, Reply};
+use super::netlink::{describe, element_text, list_index, send_batch, udata_comment_of, Reply};
 use super::wire::{self, Writer};
-use super::{DataplaneError, HASH_CHAIN, TABLE_COMMENT};
-use crate::ruleset::{BaseHook, Hook, Match, PortMatch, Ruleset, Set};
+use super::{clean_comment, DataplaneError, HASH_CHAIN, TABLE_COMMENT};
+use crate::ruleset::{BaseHook, Chain, Hook, Match, PortMatch, Ruleset, Set, Verdict};
 
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_DELSET: u16 = 11;
@@ -134,6 +139,8 @@ pub(crate) struct Plan {
     pub(crate) delete_chains: Vec<String>,
     /// IR chains created, in IR order.
     pub(crate) create_chains: Vec<usize>,
+    /// IR chains whose rules T2 loads: all but the kept chains whose rules are unchanged.
+    pub(crate) fill: Vec<usize>,
     // --- T3
     /// IR chains whose rules use a moved set, refilled with the real names.
     pub(crate) refill: Vec<usize>,
@@ -161,16 +168,21 @@ impl Plan {
             delete_sets: Vec::new(),
             delete_chains: Vec::new(),
             create_chains: Vec::new(),
+            fill: Vec::new(),
             refill: Vec::new(),
             unused_sets: Vec::new(),
         }
     }
 }
 
-/// Applies `rs` (already validated): reads the kernel, plans, sends T1, T2, T3.
-pub(crate) fn apply(rs: &Ruleset) -> Result<(), DataplaneError> {
+/// Applies `rs` (already validated): reads the kernel, plans, sends T1, T2, T3. `previous` is the
+/// ruleset the caller last applied, if any: when the kernel's content hash says it still holds it,
+/// chains whose rules did not change are left alone and unchanged sets are not read back (see
+/// [`plan`]).
+pub(crate) fn apply(rs: &Ruleset, previous: Option<&Ruleset>) -> Result<(), DataplaneError> {
     let inv = inventory::read(&rs.table)?;
-    let plan = plan(rs, inv.as_ref(), &mut |set| {
+    let held = previous.filter(|p| inv.as_ref().is_some_and(|i| holds(i, p, &rs.table)));
+    let plan = plan(rs, inv.as_ref(), held, &mut |set| {
         inventory::elements(&rs.table, set)
     })?;
     if plan.mode == Mode::Replace {
@@ -217,6 +229,18 @@ fn outcome_unknown(e: &DataplaneError) -> bool {
         && e.message.contains("outcome is unknown")
 }
 
+/// True when table `inv` carries `previous`'s content hash (the comment of the [`HASH_CHAIN`]), i.e.
+/// holds what `previous` describes unless someone changed it without touching that chain (the drift
+/// watcher's business).
+fn holds(inv: &Inventory, previous: &Ruleset, table: &str) -> bool {
+    previous.table == table
+        && inv.chains.iter().any(|c| {
+            c.name == HASH_CHAIN
+                && c.userdata.as_deref().and_then(udata_comment_of).as_deref()
+                    == Some(clean_comment(&previous.comment).as_ref())
+        })
+}
+
 /// True when table `inv` was made by us (the static comment, or the hash chain) and can be swapped in
 /// stages.
 fn is_ours(inv: &Inventory) -> bool {
@@ -257,16 +281,26 @@ fn set_matches(set: &Set, k: &KSet) -> bool {
         && k.userdata.as_deref() == Some(set_udata().as_slice())
 }
 
-/// Works out the swap. `elements(name)` reads a kept set's elements from the kernel.
+/// Works out the swap. `elements(name)` reads a kept set's elements from the kernel. `held`: the
+/// ruleset the kernel holds (its content hash is the kernel's), if the caller knows it.
+///
+/// Without `held`, only base chains are kept (their hooks stay registered) and every chain is flushed
+/// and refilled. With it, the cost follows what changed (issue 7): every chain of the longest prefix
+/// of the IR's chains that the kernel holds in that order is kept, and a kept chain whose rules are
+/// those of `held` is neither flushed nor refilled, unless its rules use something T2 deletes (a
+/// verdict map, a moved set, a chain that is re-created); a set whose type and elements are those of
+/// `held` is not read back (reading a large set is quadratic in the kernel).
 pub(crate) fn plan(
     rs: &Ruleset,
     inv: Option<&Inventory>,
+    held: Option<&Ruleset>,
     elements: &mut dyn FnMut(&str) -> Result<Vec<KElem>, DataplaneError>,
 ) -> Result<Plan, DataplaneError> {
     let Some(inv) = inv else {
         let mut p = Plan::new(Mode::Create);
         p.create_sets = (0..rs.sets.len()).collect();
         p.create_chains = (0..rs.chains.len()).collect();
+        p.fill = p.create_chains.clone();
         return Ok(p);
     };
     if !is_ours(inv) {
@@ -274,27 +308,30 @@ pub(crate) fn plan(
     }
     let mut p = Plan::new(Mode::Staged);
 
-    // Chains: keep the longest prefix of unchanged base chains that the kernel holds in that order.
+    // Chains: keep the longest prefix of unchanged base chains (and, with `held`, regular chains)
+    // that the kernel holds in that order.
+    let positions: HashMap<&str, usize> = inv
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.name.as_str(), i))
+        .collect();
     let mut kept: HashSet<&str> = HashSet::new();
     let mut last = None;
     for c in &rs.chains {
-        let Some(base) = c.base else { break };
-        match inv.chains.iter().position(|k| k.name == c.name) {
-            Some(pos)
-                if last.is_none_or(|l| pos > l) && base_chain_matches(&inv.chains[pos], base) =>
-            {
-                kept.insert(c.name.as_str());
-                last = Some(pos);
-            }
-            _ => break,
+        let Some(&pos) = positions.get(c.name.as_str()) else {
+            break;
+        };
+        let same_kind = match c.base {
+            Some(base) => base_chain_matches(&inv.chains[pos], base),
+            None => held.is_some() && regular_chain_matches(&inv.chains[pos]),
+        };
+        if !same_kind || last.is_some_and(|l| pos < l) {
+            break;
         }
+        kept.insert(c.name.as_str());
+        last = Some(pos);
     }
-    p.flush = inv
-        .chains
-        .iter()
-        .filter(|k| k.name != HASH_CHAIN)
-        .map(|k| k.name.clone())
-        .collect();
     p.delete_chains = inv
         .chains
         .iter()
@@ -306,6 +343,9 @@ pub(crate) fn plan(
         .collect();
 
     // Sets: keep the longest prefix that the kernel holds in that order, with the same type.
+    let held_sets: HashMap<&str, &Set> = held
+        .map(|h| h.sets.iter().map(|s| (s.name.as_str(), s)).collect())
+        .unwrap_or_default();
     let kernel: HashMap<&str, (usize, &KSet)> = inv
         .sets
         .iter()
@@ -320,6 +360,12 @@ pub(crate) fn plan(
         };
         if last.is_some_and(|l| pos < l) || !set_matches(s, ks) {
             break;
+        }
+        if held_sets.get(s.name.as_str()) == Some(&s) {
+            // The kernel holds exactly this set: nothing to read, nothing to change.
+            last = Some(pos);
+            k += 1;
+            continue;
         }
         let Some(diff) = diff_elements(i, s, &elements(&s.name)?) else {
             break; // elements we would not have written: re-create it
@@ -374,7 +420,52 @@ pub(crate) fn plan(
             })
         })
         .collect();
+
+    // Which kept chains T2 leaves alone, which it flushes, which it fills.
+    let held_chains: HashMap<&str, &Chain> = held
+        .map(|h| h.chains.iter().map(|c| (c.name.as_str(), c)).collect())
+        .unwrap_or_default();
+    let deleted_sets: HashSet<&str> = p.delete_sets.iter().map(String::as_str).collect();
+    let untouched: HashSet<&str> = rs
+        .chains
+        .iter()
+        .filter(|c| {
+            kept.contains(c.name.as_str())
+                && held_chains.get(c.name.as_str()).map(|h| &h.rules) == Some(&c.rules)
+                && c.rules.iter().all(|r| {
+                    !matches!(r.verdict, Some(Verdict::Vmap { .. }))
+                        && jump_target(r.verdict.as_ref()).is_none_or(|t| kept.contains(t))
+                        && r.matches.iter().all(|m| {
+                            set_of(m)
+                                .is_none_or(|s| !moved.contains(s) && !deleted_sets.contains(s))
+                        })
+                })
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    p.flush = inv
+        .chains
+        .iter()
+        .filter(|k| k.name != HASH_CHAIN && !untouched.contains(k.name.as_str()))
+        .map(|k| k.name.clone())
+        .collect();
+    p.fill = (0..rs.chains.len())
+        .filter(|&i| !untouched.contains(rs.chains[i].name.as_str()))
+        .collect();
     Ok(p)
+}
+
+/// The chain a rule jumps or goes to, if any.
+fn jump_target(v: Option<&Verdict>) -> Option<&str> {
+    match v {
+        Some(Verdict::Jump(c) | Verdict::Goto(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// The kernel chain is a regular chain as we create it (no hook, no flags, no comment).
+fn regular_chain_matches(k: &KChain) -> bool {
+    k.hook.is_none() && k.flags == 0 && k.userdata.as_ref().is_none_or(|u| u.is_empty())
 }
 
 /// The set a match looks up, if any.
@@ -776,8 +867,7 @@ fn encode_t2(rs: &Ruleset, rules: &Ruleset, plan: &Plan) -> Result<Tx, Dataplane
     for (i, map) in rs.maps.iter().enumerate() {
         encode_map(&mut b.asm, &rs.table, i, map, ids[map.name.as_str()]);
     }
-    let all: Vec<usize> = (0..rules.chains.len()).collect();
-    add_rules(&mut b.asm, rules, &all, &ids)?;
+    add_rules(&mut b.asm, rules, &plan.fill, &ids)?;
     Ok(b.finish()
         .expect("T2 always holds the rules or the hash chain"))
 }
@@ -1204,7 +1294,7 @@ mod tests {
         let mut elements = |name: &str| -> Result<Vec<KElem>, DataplaneError> {
             Ok(held.set(name).map(kelems).unwrap_or_default())
         };
-        plan(rs, Some(inv), &mut elements).unwrap()
+        plan(rs, Some(inv), None, &mut elements).unwrap()
     }
 
     fn names(rs: &Ruleset, idx: &[usize]) -> Vec<String> {
@@ -1215,7 +1305,7 @@ mod tests {
     fn no_table_is_created_in_two_steps() {
         let rs = ruleset(&["a", "b"]);
         let mut none = |_: &str| -> Result<Vec<KElem>, DataplaneError> { unreachable!() };
-        let p = plan(&rs, None, &mut none).unwrap();
+        let p = plan(&rs, None, None, &mut none).unwrap();
         assert_eq!(p.mode, Mode::Create);
         assert_eq!(p.create_sets, [0, 1]);
         assert_eq!(p.create_chains, [0, 1, 2]);
@@ -1334,6 +1424,112 @@ mod tests {
             }
         );
         assert!(undo.undo);
+    }
+
+    /// [`plan_with`] told that the kernel holds `held`, reading no set back.
+    fn plan_knowing(rs: &Ruleset, held: &Ruleset) -> Plan {
+        let mut elements = |name: &str| -> Result<Vec<KElem>, DataplaneError> {
+            Ok(held.set(name).map(kelems).unwrap_or_default())
+        };
+        plan(rs, Some(&inventory(held)), Some(held), &mut elements).unwrap()
+    }
+
+    /// `ruleset(sets)` with two more regular chains: `d` (jumped to from `c`) and `e`.
+    fn with_chains(sets: &[&str], e_verdict: Verdict) -> Ruleset {
+        let mut rs = ruleset(sets);
+        rs.chains[2].rules.push(Rule {
+            verdict: Some(Verdict::Jump("d".into())),
+            ..Rule::default()
+        });
+        for (name, verdict) in [("d", Verdict::Accept), ("e", e_verdict)] {
+            rs.chains.push(Chain {
+                name: name.into(),
+                base: None,
+                rules: vec![Rule {
+                    verdict: Some(verdict),
+                    ..Rule::default()
+                }],
+            });
+        }
+        rs
+    }
+
+    #[test]
+    fn knowing_the_held_ruleset_only_changed_chains_are_flushed_and_filled() {
+        let held = with_chains(&["a", "b"], Verdict::Accept);
+        let mut rs = with_chains(&["a", "b"], Verdict::Drop);
+        rs.comment = "hostpolicyd sha256:2".into();
+        let p = plan_knowing(&rs, &held);
+        assert_eq!(p.mode, Mode::Staged);
+        // Only `e` changed; every chain is kept in place, none is deleted but the hash chain.
+        assert_eq!(p.flush, ["e"]);
+        assert_eq!(p.fill, [4]);
+        assert_eq!(p.delete_chains, [HASH_CHAIN]);
+        assert!(p.create_chains.is_empty() && p.diffs.is_empty());
+        // Without knowing what the kernel holds: every chain flushed and refilled, regular chains
+        // re-created.
+        let blind = plan_from(&rs, &held);
+        assert_eq!(blind.flush, ["in", "out", "c", "d", "e"]);
+        assert_eq!(blind.fill, [0, 1, 2, 3, 4]);
+        assert_eq!(blind.create_chains, [2, 3, 4]);
+
+        // T2 holds the flush of `e`, the hash chain, the map and `e`'s rule: nothing else.
+        let t2 = encode_t2(&rs, &rs, &p).unwrap();
+        let objs = &t2.batch.objs;
+        assert!(objs.contains(&Obj::Rule { chain: 4, rule: 0 }), "{objs:?}");
+        assert!(
+            !objs
+                .iter()
+                .any(|o| matches!(o, Obj::Rule { chain, .. } if *chain != 4)),
+            "{objs:?}"
+        );
+    }
+
+    #[test]
+    fn knowing_the_held_ruleset_unchanged_sets_are_not_read_back() {
+        let held = with_chains(&["a", "b"], Verdict::Accept);
+        let mut rs = held.clone();
+        rs.sets[1] = v4set("b", &["10.0.0.0/8", "192.0.2.0/24"]);
+        let mut read = Vec::new();
+        let mut elements = |name: &str| -> Result<Vec<KElem>, DataplaneError> {
+            read.push(name.to_string());
+            Ok(held.set(name).map(kelems).unwrap_or_default())
+        };
+        let p = plan(&rs, Some(&inventory(&held)), Some(&held), &mut elements).unwrap();
+        assert_eq!(read, ["b"], "only the changed set is read back");
+        assert_eq!(p.diffs.len(), 1);
+        assert!(p.flush.is_empty() && p.fill.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn chains_that_use_what_t2_deletes_are_refilled_even_if_unchanged() {
+        // A new chain `x` sorts before `d` and `e`: they are re-created, so `c` (which jumps to `d`)
+        // must be flushed too although its rules did not change.
+        let held = with_chains(&["a", "b"], Verdict::Accept);
+        let mut rs = held.clone();
+        rs.chains.insert(
+            3,
+            Chain {
+                name: "x".into(),
+                base: None,
+                rules: vec![],
+            },
+        );
+        let p = plan_knowing(&rs, &held);
+        assert_eq!(p.flush, ["c", "d", "e"]);
+        assert_eq!(p.delete_chains, ["d", "e", HASH_CHAIN]);
+        assert_eq!(p.create_chains, [3, 4, 5]);
+        assert_eq!(p.fill, [2, 3, 4, 5]);
+
+        // A chain dispatching through the verdict map (deleted and re-created by every T2).
+        let mut held = with_chains(&["a", "b"], Verdict::Accept);
+        held.chains[0].rules[0].verdict = Some(Verdict::Vmap {
+            key: crate::ruleset::IfDir::In,
+            map: "m".into(),
+        });
+        let p = plan_knowing(&held, &held);
+        assert_eq!(p.flush, ["in"]);
+        assert_eq!(p.fill, [0]);
     }
 
     #[test]
