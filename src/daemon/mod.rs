@@ -242,6 +242,20 @@ enum Look {
     Unknown(String),
 }
 
+/// Returns the heap a reload freed to the kernel. A reload of a large configuration allocates tens of
+/// MiB for a moment (the model, the new ruleset, the netlink transaction); glibc keeps freed memory
+/// for reuse, so without this the resident size of an idle daemon stays at its last peak and grows
+/// with fragmentation from one reload to the next (measured with 10,000 policies: 76 → 93 → 104 MiB
+/// over three reloads).
+fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas; it has no
+    // preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
     pub fn new(
         settings: &Settings,
@@ -514,6 +528,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             // Moved, not cloned: a second copy of 10,000 policies' model was ~12 MiB at the peak.
             self.config = Some(c.config);
         }
+        give_back_free_memory();
         outcome
     }
 
