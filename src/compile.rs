@@ -11,7 +11,11 @@
 //!   fall-through `goto`;
 //! - one chain per policy and direction (`pi-NAME`, `po-NAME`), shared by every stage that uses it: its
 //!   verdicts (set ACCEPT and return, set PASS and return, drop, log) mean the same at every hook;
-//! - every address and port list is a named interval set.
+//! - an address list that normalises to one network, and a port list that normalises to one port or one
+//!   range, is matched directly (`ip saddr 192.0.2.0/24`, `tcp dport 1000-2000`); longer lists are named
+//!   interval sets, one per distinct content (`lit-*`), shared by every rule that uses the same list.
+//!   Each set costs the kernel a name lookup in a linked list per set, element and rule message that
+//!   refers to one, so 10,000 policies with a set each took a minute to load (issue 7).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -289,7 +293,11 @@ fn is_family_specific(r: &PolicyRule) -> bool {
 fn implies_family(m: &Match) -> bool {
     matches!(
         m,
-        Match::NfProto(_) | Match::Addr { .. } | Match::IcmpType { .. } | Match::IcmpCode { .. }
+        Match::NfProto(_)
+            | Match::Addr { .. }
+            | Match::Net { .. }
+            | Match::IcmpType { .. }
+            | Match::IcmpCode { .. }
     )
 }
 
@@ -334,21 +342,27 @@ impl<'a> Compiler<'a> {
     }
 
     /// A set written literally in the configuration (rule nets and ports, failsafe entries) is named
-    /// after its role AND its contents, so a changed list is a new set rather than the old one changing
-    /// under the rules that still use it: a ruleset swap then never shows old rules with new contents,
-    /// and the sets can be created before the rules that use them (see `nft::netlink`).
+    /// after its contents only (`lit-<hash>-<type>`), so:
+    /// - a changed list is a new set rather than the old one changing under the rules that still use it:
+    ///   a ruleset swap then never shows old rules with new contents, and the sets can be created before
+    ///   the rules that use them (see `nft::netlink`);
+    /// - every rule of every policy that writes the same list uses one set.
+    ///
     /// Selector sets (`sel-*`) keep a stable name: their meaning is the selector, and a membership change
     /// alone is applied in place (incremental update).
-    fn add_literal_set(
-        &mut self,
-        role: &str,
-        set_type: SetType,
-        elements: Vec<SetElement>,
-    ) -> String {
+    fn literal_set(&mut self, set_type: SetType, elements: Vec<SetElement>) -> String {
         let digest = debug_digest(&format_args!("{set_type:?}{elements:?}"));
-        let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        let name = format!("{}-{hash}", object_name("", role));
-        self.add_set(name, set_type, elements)
+        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let kind = match set_type {
+            SetType::Ipv4Addr => "v4",
+            SetType::Ipv6Addr => "v6",
+            SetType::InetService => "port",
+        };
+        let name = format!("lit-{hash}-{kind}");
+        if !self.sets.contains_key(&name) {
+            self.add_set(name.clone(), set_type, elements);
+        }
+        name
     }
 
     // ---- failsafe (spec §4.3) -------------------------------------------------------------------
@@ -357,14 +371,12 @@ impl<'a> Compiler<'a> {
         let inbound = self.view.settings.failsafe_inbound.clone();
         let outbound = self.view.settings.failsafe_outbound.clone();
         let fin = self.failsafe_rules(
-            "failsafe-in",
             &inbound,
             Direction::Destination,
             Direction::Source,
             "inbound",
         );
         let fout = self.failsafe_rules(
-            "failsafe-out",
             &outbound,
             Direction::Destination,
             Direction::Destination,
@@ -373,7 +385,6 @@ impl<'a> Compiler<'a> {
         // Raw extras: replies of failsafe connections skip untracked policy (no mark, no notrack).
         let mut raw_in = fin.clone();
         raw_in.extend(self.failsafe_rules(
-            "raw-failsafe-in-reply",
             &outbound,
             Direction::Source,
             Direction::Source,
@@ -381,7 +392,6 @@ impl<'a> Compiler<'a> {
         ));
         let mut raw_out = fout.clone();
         raw_out.extend(self.failsafe_rules(
-            "raw-failsafe-out-reply",
             &inbound,
             Direction::Source,
             Direction::Destination,
@@ -402,10 +412,9 @@ impl<'a> Compiler<'a> {
     }
 
     /// Accept rules for failsafe entries: port on `port_dir`, the entry's net (if any) on `net_dir`.
-    /// Entries without a net are grouped per protocol into one port set.
+    /// Entries without a net are grouped per protocol into one port match.
     fn failsafe_rules(
         &mut self,
-        set_prefix: &str,
         entries: &[crate::model::ProtoPort],
         port_dir: Direction,
         net_dir: Direction,
@@ -420,16 +429,7 @@ impl<'a> Compiler<'a> {
                 .push((e.port, e.port));
         }
         for (p, ports) in by_proto {
-            let port = if ports.len() == 1 {
-                PortMatch::Single(ports[0].0)
-            } else {
-                let name = format!("{set_prefix}-{}", proto_name(p));
-                PortMatch::Set(self.add_literal_set(
-                    &name,
-                    SetType::InetService,
-                    port_elements(&ports),
-                ))
-            };
+            let port = self.port_match(&ports);
             let m = vec![Match::Port {
                 dir: port_dir,
                 proto: p,
@@ -453,18 +453,8 @@ impl<'a> Compiler<'a> {
                 .push(net);
         }
         for ((p, port, f), nets) in by_port {
-            let set = self.add_literal_set(
-                &format!("{set_prefix}-{}-{port}-{}", proto_name(p), family_suffix(f)),
-                addr_set_type(f),
-                addr_elements(&crate::resolve::address_set(&nets), f),
-            );
             let m = vec![
-                Match::Addr {
-                    dir: net_dir,
-                    family: f,
-                    set,
-                    negate: false,
-                },
+                self.net_match(net_dir, f, &nets, false),
                 Match::Port {
                     dir: port_dir,
                     proto: p,
@@ -750,11 +740,10 @@ impl<'a> Compiler<'a> {
                 alternatives = product(&alternatives, &alts);
             }
             let mut exclusions: Vec<Alternative> = Vec::new();
-            for (side, entity, tag) in [
-                (Direction::Source, &r.source, "s"),
-                (Direction::Destination, &r.destination, "d"),
+            for (side, entity) in [
+                (Direction::Source, &r.source),
+                (Direction::Destination, &r.destination),
             ] {
-                let id = format!("{rule_id}-{tag}");
                 if !entity.nets.is_empty() {
                     let nets: Vec<IpNet> = entity
                         .nets
@@ -762,13 +751,7 @@ impl<'a> Compiler<'a> {
                         .copied()
                         .filter(|n| family_of(n) == f)
                         .collect();
-                    let set = self.net_set(&format!("{id}net"), f, &nets);
-                    base.push(Match::Addr {
-                        dir: side,
-                        family: f,
-                        set,
-                        negate: false,
-                    });
+                    base.push(self.net_match(side, f, &nets, false));
                 }
                 let not_nets: Vec<IpNet> = entity
                     .not_nets
@@ -777,13 +760,7 @@ impl<'a> Compiler<'a> {
                     .filter(|n| family_of(n) == f)
                     .collect();
                 if !not_nets.is_empty() {
-                    let set = self.net_set(&format!("{id}notnet"), f, &not_nets);
-                    base.push(Match::Addr {
-                        dir: side,
-                        family: f,
-                        set,
-                        negate: true,
-                    });
+                    base.push(self.net_match(side, f, &not_nets, true));
                 }
                 if let Some(sel) = &entity.selector {
                     let set = self
@@ -805,15 +782,14 @@ impl<'a> Compiler<'a> {
                         negate: true,
                     });
                 }
-                let port_alts =
-                    self.port_alternatives(&format!("{id}port"), r, entity, side, f, &entity.ports);
+                let port_alts = self.port_alternatives(r, entity, side, f, &entity.ports);
                 if let Some(alts) = port_alts {
                     alternatives = product(&alternatives, &alts);
                 }
                 let numeric_not = numeric_ports(&entity.not_ports);
                 if !numeric_not.is_empty() {
                     let proto = r.protocol.unwrap_or(proto::TCP);
-                    let port = self.port_match(&format!("{id}notport"), &numeric_not);
+                    let port = self.port_match(&numeric_not);
                     base.push(Match::Port {
                         dir: side,
                         proto,
@@ -822,14 +798,7 @@ impl<'a> Compiler<'a> {
                     });
                 }
                 if !named_ports(&entity.not_ports).is_empty() {
-                    for alt in self.named_port_alternatives(
-                        &format!("{id}notnp"),
-                        r,
-                        entity,
-                        side,
-                        f,
-                        &entity.not_ports,
-                    ) {
+                    for alt in self.named_port_alternatives(r, entity, side, f, &entity.not_ports) {
                         exclusions.push(alt);
                     }
                 }
@@ -909,13 +878,28 @@ impl<'a> Compiler<'a> {
         ));
     }
 
-    fn net_set(&mut self, id: &str, f: Family, nets: &[IpNet]) -> String {
-        let set = crate::resolve::address_set(nets);
-        self.add_literal_set(
-            &format!("{id}-{}", family_suffix(f)),
-            addr_set_type(f),
-            addr_elements(&set, f),
-        )
+    /// `nets` (of family `f`) on side `dir`: a direct match when they aggregate into one network, else a
+    /// lookup in the literal set of their aggregate.
+    fn net_match(&mut self, dir: Direction, f: Family, nets: &[IpNet], negate: bool) -> Match {
+        let elements = addr_elements(&crate::resolve::address_set(nets), f);
+        match elements.as_slice() {
+            [one] => Match::Net {
+                dir,
+                family: f,
+                net: match one {
+                    SetElement::V4(n) => IpNet::V4(*n),
+                    SetElement::V6(n) => IpNet::V6(*n),
+                    SetElement::Ports(..) => unreachable!("address elements"),
+                },
+                negate,
+            },
+            _ => Match::Addr {
+                dir,
+                family: f,
+                set: self.literal_set(addr_set_type(f), elements),
+                negate,
+            },
+        }
     }
 
     fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
@@ -934,21 +918,19 @@ impl<'a> Compiler<'a> {
         name
     }
 
-    fn port_match(&mut self, id: &str, ranges: &[(u16, u16)]) -> PortMatch {
-        match ranges {
-            [(lo, hi)] if lo == hi => PortMatch::Single(*lo),
-            _ => PortMatch::Set(self.add_literal_set(
-                id,
-                SetType::InetService,
-                port_elements(ranges),
-            )),
+    /// Numeric ports: one port or one range (after merging) is matched directly, more need a set.
+    fn port_match(&mut self, ranges: &[(u16, u16)]) -> PortMatch {
+        let elements = port_elements(ranges);
+        match elements.as_slice() {
+            [SetElement::Ports(lo, hi)] if lo == hi => PortMatch::Single(*lo),
+            [SetElement::Ports(lo, hi)] => PortMatch::Range(*lo, *hi),
+            _ => PortMatch::Set(self.literal_set(SetType::InetService, elements)),
         }
     }
 
     /// `ports` means: numeric ports OR any of the named ports (spec §1.6). `None` when the rule has none.
     fn port_alternatives(
         &mut self,
-        id: &str,
         r: &PolicyRule,
         entity: &crate::model::EntityRule,
         side: Direction,
@@ -962,7 +944,7 @@ impl<'a> Compiler<'a> {
         let numeric = numeric_ports(ports);
         if !numeric.is_empty() {
             let proto = r.protocol.unwrap_or(proto::TCP);
-            let port = self.port_match(id, &numeric);
+            let port = self.port_match(&numeric);
             alts.push(vec![Match::Port {
                 dir: side,
                 proto,
@@ -971,14 +953,7 @@ impl<'a> Compiler<'a> {
             }]);
         }
         if !named_ports(ports).is_empty() {
-            alts.extend(self.named_port_alternatives(
-                &format!("{id}np"),
-                r,
-                entity,
-                side,
-                f,
-                ports,
-            ));
+            alts.extend(self.named_port_alternatives(r, entity, side, f, ports));
         }
         Some(alts)
     }
@@ -988,7 +963,6 @@ impl<'a> Compiler<'a> {
     /// alternative each: an address set plus a port match.
     fn named_port_alternatives(
         &mut self,
-        id: &str,
         r: &PolicyRule,
         entity: &crate::model::EntityRule,
         side: Direction,
@@ -1021,18 +995,12 @@ impl<'a> Compiler<'a> {
             }
         }
         let mut alts = Vec::new();
-        for (k, ((p, port), nets)) in groups.into_iter().enumerate() {
+        for ((p, port), nets) in groups {
             if nets.is_empty() {
                 continue;
             }
-            let set = self.net_set(&format!("{id}{k}"), f, &nets);
             alts.push(vec![
-                Match::Addr {
-                    dir: side,
-                    family: f,
-                    set,
-                    negate: false,
-                },
+                self.net_match(side, f, &nets, false),
                 Match::Port {
                     dir: side,
                     proto: p,
@@ -1441,9 +1409,25 @@ mod tests {
                 _ => None,
             })
             .collect();
-        // udp 68 (no net); tcp 22 v4 (two nets), tcp 22 v6, tcp 443 v4
+        // udp 68 (no net); tcp 22 v4 (two nets: a set), tcp 22 v6 and tcp 443 v4 (one net each: direct)
         assert_eq!(chain.rules.len(), 4, "{:#?}", chain.rules);
-        assert_eq!(sets.len(), 3);
+        assert_eq!(sets.len(), 1);
+        let nets: Vec<&IpNet> = chain
+            .rules
+            .iter()
+            .flat_map(|r| r.matches.iter())
+            .filter_map(|m| match m {
+                Match::Net { net, .. } => Some(net),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                &"2001:db8::/64".parse::<IpNet>().unwrap(),
+                &"192.0.2.0/25".parse().unwrap()
+            ]
+        );
         assert_eq!(
             sets[0].1,
             vec![
@@ -1456,5 +1440,98 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("tcp:192.0.2.0/25,198.51.100.0/24:22"));
+    }
+
+    fn policy_rules(rs: &Ruleset, policy: &str) -> Vec<Vec<Match>> {
+        rs.chain(&format!("pi-{policy}"))
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.matches.clone())
+            .collect()
+    }
+
+    /// A list that normalises to one network or one port range is matched directly; a longer one is a
+    /// set named by its content, shared by every rule that writes the same list (issue 7).
+    #[test]
+    fn single_nets_and_ranges_are_direct_and_equal_lists_share_a_set() {
+        let policy = |name: &str, order: u32, nets: &str, ports: &str| {
+            format!(
+                "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: {name}}}\n\
+                 spec:\n  order: {order}\n  selector: all()\n  types: [Ingress]\n  ingress:\n  \
+                 - action: Allow\n    protocol: TCP\n    source: {{nets: {nets}, notNets: [\"192.0.2.128/25\"]}}\n    \
+                 destination: {{ports: {ports}, notPorts: [81]}}\n"
+            )
+        };
+        let yaml = format!(
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: h, labels: {{a: b}}}}\n\
+             spec: {{node: node1, interfaceName: eth0, expectedIPs: [\"192.0.2.1\"]}}\n{}{}{}",
+            // two /25s aggregate into one /24; 80 and 81:90 merge into one range
+            policy("one", 1, "[\"198.51.100.0/25\", \"198.51.100.128/25\"]", "[80, \"81:90\"]"),
+            policy("two", 2, "[\"198.51.100.0/24\", \"203.0.113.7/32\"]", "[22, 443]"),
+            policy("three", 3, "[\"203.0.113.7/32\", \"198.51.100.0/24\"]", "[443, 22]"),
+        );
+        let rs = compiled(&yaml);
+        let one = policy_rules(&rs, "one");
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            one[0],
+            vec![
+                Match::L4Proto {
+                    proto: 6,
+                    negate: false
+                },
+                Match::Net {
+                    dir: Direction::Source,
+                    family: Family::Ipv4,
+                    net: "198.51.100.0/24".parse().unwrap(),
+                    negate: false
+                },
+                Match::Net {
+                    dir: Direction::Source,
+                    family: Family::Ipv4,
+                    net: "192.0.2.128/25".parse().unwrap(),
+                    negate: true
+                },
+                Match::Port {
+                    dir: Direction::Destination,
+                    proto: 6,
+                    port: PortMatch::Single(81),
+                    negate: true
+                },
+                Match::Port {
+                    dir: Direction::Destination,
+                    proto: 6,
+                    port: PortMatch::Range(80, 90),
+                    negate: false
+                },
+            ]
+        );
+        // the same lists in another order: the same two sets, named by content only
+        let (two, three) = (policy_rules(&rs, "two"), policy_rules(&rs, "three"));
+        assert_eq!(two, three);
+        let sets: Vec<&str> = two[0]
+            .iter()
+            .filter_map(|m| match m {
+                Match::Addr { set, .. }
+                | Match::Port {
+                    port: PortMatch::Set(set),
+                    ..
+                } => Some(set.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sets.len(), 2, "{two:?}");
+        assert!(
+            sets[0].starts_with("lit-") && sets[0].ends_with("-v4"),
+            "{sets:?}"
+        );
+        assert!(
+            sets[1].starts_with("lit-") && sets[1].ends_with("-port"),
+            "{sets:?}"
+        );
+        // (the failsafe port lists are literal sets too)
+        let v4 = rs.sets.iter().filter(|s| s.name.ends_with("-v4")).count();
+        assert_eq!(v4, 1, "{:?}", rs.sets);
     }
 }

@@ -4,7 +4,7 @@
 //! netlink batch; both must give the same kernel ruleset (`nft -j list table` equal). Every object is named,
 //! so the IR is also what `status`, `explain` and the logs talk about.
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,6 +108,8 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PortMatch {
     Single(u16),
+    /// An inclusive range `lo-hi` with `lo < hi` (a single port is `Single`): `tcp dport 1000-2000`.
+    Range(u16, u16),
     /// A named set of type `InetService`.
     Set(String),
 }
@@ -136,6 +138,14 @@ pub enum Match {
         dir: Direction,
         family: Family,
         set: String,
+        negate: bool,
+    },
+    /// `ip saddr 192.0.2.0/24` / `ip6 daddr != 2001:db8::1`: one network, no set. `net` is of `family`
+    /// and has no host bits set (the compiler normalises it).
+    Net {
+        dir: Direction,
+        family: Family,
+        net: IpNet,
         negate: bool,
     },
     /// `tcp dport 80` / `udp sport != @set`; `proto` is 6, 17 or 132. Implies `meta l4proto proto`.

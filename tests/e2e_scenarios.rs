@@ -1428,3 +1428,142 @@ fn ipv6_default_deny_cidr_allow_and_icmpv6() {
     );
     r.finish();
 }
+
+// =============================================================================================================
+// One net, one port range: matched directly (no set), with the same meaning as a list (issue 7)
+// =============================================================================================================
+
+/// One policy whose rules use `nets`, `notNets`, `ports` and `notPorts` (spec §1.5: the IP is in any /
+/// none of the CIDRs; §1.6: `"min:max"` is an inclusive range). `lists` adds to every list an entry no
+/// probe can hit, so the same meaning is compiled into sets instead of direct matches.
+fn single_or_list_policy(lists: bool) -> String {
+    let extra = |e: &str| {
+        if lists {
+            format!(", {e}")
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: single-or-list}}
+spec:
+  order: 10
+  selector: \"role == 'web'\"
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {{nets: [192.0.2.0/26{n}], notNets: [192.0.2.48/28{nn}]}}
+    destination: {{ports: [\"80:81\"{p}]}}
+  - action: Allow
+    protocol: TCP
+    source: {{nets: [192.0.2.100/32{h}]}}
+    destination: {{notPorts: [\"1:8079\"{np}]}}
+",
+        n = extra("203.0.113.0/24"),
+        nn = extra("203.0.113.128/25"),
+        p = extra("9"),
+        h = extra("203.0.113.1/32"),
+        np = extra("\"8091:65535\""),
+    )
+}
+
+#[test]
+fn single_net_and_port_range_match_like_lists() {
+    if !require_root("single_net_and_port_range_match_like_lists") {
+        return;
+    }
+    let t = Topology::standard();
+    let _s = standard_servers(&t);
+    for lists in [false, true] {
+        t.apply(&[
+            ("hep.yaml", &hep_web(&[])),
+            ("policy.yaml", &single_or_list_policy(lists)),
+        ]);
+        let table = nft_list(&t.node, "inet", "hostpolicy").expect("table listed");
+        let direct = [
+            "ip saddr 192.0.2.0/26",
+            "ip saddr != 192.0.2.48/28",
+            "tcp dport 80-81",
+            "ip saddr 192.0.2.100",
+            "tcp dport != 1-8079",
+        ];
+        for d in direct {
+            // as a direct match exactly when the list has one entry
+            assert_eq!(
+                table.contains(d),
+                !lists,
+                "{d:?} (lists: {lists}) in:\n{table}"
+            );
+        }
+        let what = if lists {
+            "lists (sets)"
+        } else {
+            "single entries"
+        };
+        let mut r = Report::new(&format!("single net/range vs list: {what}"), &[&t.node]);
+        let rows = [
+            (
+                "#1",
+                ALLOW,
+                "in the net, port 80 = low end of 80:81",
+                "192.0.2.2",
+                "80",
+            ),
+            (
+                "#2",
+                ALLOW,
+                "port 81 = high end of 80:81 (inclusive)",
+                "192.0.2.2",
+                "81",
+            ),
+            (
+                "#3",
+                DROP,
+                "port 8080 outside 80:81 ⇒ end-of-tier",
+                "192.0.2.2",
+                "8080",
+            ),
+            (
+                "#4",
+                DROP,
+                "192.0.2.50 is in notNets 192.0.2.48/28",
+                "192.0.2.50",
+                "80",
+            ),
+            (
+                "#5",
+                DROP,
+                "192.0.2.53 is in notNets 192.0.2.48/28",
+                "192.0.2.53",
+                "81",
+            ),
+            (
+                "#6",
+                ALLOW,
+                ".100: port 8080 is not in notPorts 1:8079",
+                "192.0.2.100",
+                "8080",
+            ),
+            (
+                "#7",
+                DROP,
+                ".100 outside 192.0.2.0/26, port 80 in notPorts",
+                "192.0.2.100",
+                "80",
+            ),
+        ];
+        for (row, verdict, why, src, port) in rows {
+            r.tcp(
+                row,
+                verdict,
+                why,
+                &t.lan0,
+                src,
+                &format!("192.0.2.1:{port}"),
+            );
+        }
+        r.finish();
+    }
+}

@@ -19,7 +19,7 @@ use hostpolicyd::ruleset::{
     Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule,
     Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
 };
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 // ---------------------------------------------------------------------------------------------------
 // Helpers
@@ -593,6 +593,7 @@ fn full_ruleset(table: &str) -> Ruleset {
             ],
         ),
         regular("filter-fh-other", vec![rule(vec![], Some(Verdict::Return))]),
+        regular("direct-matches", direct_match_rules()),
         regular(
             "filter-th-eth0",
             vec![Rule {
@@ -611,6 +612,118 @@ fn full_ruleset(table: &str) -> Ruleset {
         maps,
         chains,
     }
+}
+
+fn net(dir: Direction, n: &str, negate: bool) -> Match {
+    let net: IpNet = n.parse().unwrap();
+    let family = match net {
+        IpNet::V4(_) => Family::Ipv4,
+        IpNet::V6(_) => Family::Ipv6,
+    };
+    Match::Net {
+        dir,
+        family,
+        net,
+        negate,
+    }
+}
+
+fn port_range(dir: Direction, proto: u8, lo: u16, hi: u16, negate: bool) -> Match {
+    Match::Port {
+        dir,
+        proto,
+        port: PortMatch::Range(lo, hi),
+        negate,
+    }
+}
+
+/// Networks and port ranges matched without a set (issue 7): byte-aligned and other prefixes of both
+/// families, hosts, /0, negations, and the adjacent combinations nft could merge (saddr + daddr,
+/// sport + dport, negated or not, singles next to ranges).
+fn direct_match_rules() -> Vec<Rule> {
+    use Direction::{Destination as Dst, Source as Src};
+    let nets = [
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "192.0.2.0/24",
+        "10.0.0.0/20",
+        "192.0.2.128/25",
+        "192.0.2.6/31",
+        "192.0.2.1/32",
+        "0.0.0.0/0",
+        "128.0.0.0/1",
+        "2001:db8::/32",
+        "2001:db8::/64",
+        "2001:db8::/61",
+        "2001:db8::1/128",
+        "2001:db8:0:1::/127",
+        "::/0",
+        "8000::/1",
+    ];
+    let mut rules = Vec::new();
+    for (i, n) in nets.iter().enumerate() {
+        let dir = if i % 2 == 0 { Src } else { Dst };
+        rules.push(rule(vec![net(dir, n, false)], Some(Verdict::Accept)));
+        rules.push(rule(vec![net(dir, n, true)], Some(Verdict::Drop)));
+    }
+    let adjacent = |a: &str, b: &str, na: bool, nb: bool| {
+        rule(
+            vec![net(Src, a, na), net(Dst, b, nb)],
+            Some(Verdict::Return),
+        )
+    };
+    for (na, nb) in [(false, false), (true, true), (false, true), (true, false)] {
+        rules.push(adjacent("192.0.2.1/32", "192.0.2.2/32", na, nb));
+        rules.push(adjacent("192.0.2.1/32", "10.0.0.0/8", na, nb));
+        rules.push(adjacent("10.0.0.0/24", "192.0.2.2/32", na, nb));
+        rules.push(adjacent("2001:db8::1/128", "2001:db8::2/128", na, nb));
+        rules.push(adjacent("2001:db8::/48", "2001:db8:1::/64", na, nb));
+    }
+    // daddr before saddr, and a network next to a port
+    rules.push(rule(
+        vec![
+            net(Dst, "192.0.2.2/32", false),
+            net(Src, "192.0.2.1/32", false),
+        ],
+        None,
+    ));
+    rules.push(Rule {
+        matches: vec![
+            net(Src, "198.51.100.0/24", false),
+            port_range(Dst, 6, 1000, 2000, false),
+            net(Dst, "203.0.113.0/28", true),
+        ],
+        counter: true,
+        ..Rule::default()
+    });
+    for proto in [6, 17, 132] {
+        rules.push(rule(
+            vec![port_range(Dst, proto, 1000, 1003, false)],
+            Some(Verdict::Accept),
+        ));
+        rules.push(rule(
+            vec![port_range(Src, proto, 0, 1023, true)],
+            Some(Verdict::Drop),
+        ));
+        rules.push(rule(vec![port_range(Dst, proto, 1024, 65535, false)], None));
+        rules.push(rule(vec![port_range(Dst, proto, 0, 65535, true)], None));
+    }
+    for (na, nb) in [(false, false), (true, true), (false, true), (true, false)] {
+        rules.push(rule(vec![port(Src, 6, 53, na), port(Dst, 6, 80, nb)], None));
+        rules.push(rule(
+            vec![port(Src, 17, 53, na), port_range(Dst, 17, 1000, 2000, nb)],
+            None,
+        ));
+        rules.push(rule(
+            vec![port_range(Src, 6, 1000, 2000, na), port(Dst, 6, 80, nb)],
+            None,
+        ));
+        rules.push(rule(
+            vec![port_range(Src, 6, 1, 2, na), port_range(Dst, 6, 3, 4, nb)],
+            None,
+        ));
+    }
+    rules
 }
 
 /// A small ruleset: one base chain, one set.
@@ -792,6 +905,9 @@ fn render_loaded_with_nft_lists_the_same_as_apply() {
         "\"eth0\" : goto filter-fh-eth0",
         "\"eth1\" : jump filter-fh-eth0",
         "ip6 saddr != @big6",
+        "ip daddr 10.0.0.0/20 accept",
+        "ip6 daddr != 2001:db8::/61 drop",
+        "tcp dport 1000-1003 accept",
         "log prefix \"hostpolicy drop: \" level info",
         "comment \"no profile matched 'quoted' $x\"",
     ] {

@@ -293,6 +293,18 @@ fn rs_expr(op: &Op<'_>, set_ids: &HashMap<&str, u32>) -> RawExpression {
             data.as_slice().to_vec(),
         )
         .into(),
+        Op::Gte(data) | Op::Lte(data) => Cmp::new(
+            if matches!(op, Op::Gte(_)) {
+                CmpOp::Gte
+            } else {
+                CmpOp::Lte
+            },
+            data.as_slice().to_vec(),
+        )
+        .into(),
+        Op::Mask(mask) => Bitwise::new(mask.as_slice(), vec![0u8; mask.as_slice().len()])
+            .expect("mask and xor have the same length")
+            .into(),
         Op::Bitwise { mask, xor } => {
             Bitwise::new(mask.to_ne_bytes().to_vec(), xor.to_ne_bytes().to_vec())
                 .expect("mask and xor have the same length")

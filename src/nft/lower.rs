@@ -12,9 +12,17 @@
 //!   `(sport, dport) != (1, 2)`), which would turn our AND into an OR. We keep the IR's meaning: the
 //!   higher field of such a pair is written (and rendered) as a one-value range (`tcp dport != 2-2`), which
 //!   nft does not merge.
+//! - address matches are never merged (`ip saddr 192.0.2.1 ip daddr 192.0.2.2` stays two loads, negated
+//!   or not: nft 1.0.6 only merges loads of up to 4 bytes), nor are ranges (`tcp sport 1-2 tcp dport 3`).
+//! - a network prefix (`ip saddr 10.0.0.0/24`) whose length is a whole number of bytes (and neither 0 nor
+//!   the full address) loads only those bytes and compares them; any other prefix loads the whole address,
+//!   masks it (`bitwise`) and compares it with the network; a full-length one is a plain compare.
+//! - a port range is `cmp gte` + `cmp lte`, its negation one `range neq`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+
+use ipnet::IpNet;
 
 use crate::ruleset::{CtStates, Direction, Family, IfDir, Match, PortMatch, Rule, Verdict};
 
@@ -113,6 +121,9 @@ pub(crate) enum Op<'a> {
         neq: bool,
         data: Data,
     },
+    /// `reg1 >= data` / `reg1 <= data` (a port range).
+    Gte(Data),
+    Lte(Data),
     Range {
         neq: bool,
         from: Data,
@@ -123,6 +134,8 @@ pub(crate) enum Op<'a> {
         mask: u32,
         xor: u32,
     },
+    /// `reg1 &= mask` on `mask.len` bytes (network order, as loaded): a network prefix.
+    Mask(Data),
     Payload {
         base: Base,
         offset: u8,
@@ -334,6 +347,42 @@ fn addr_payload(dir: Direction, family: Family) -> Op<'static> {
     }
 }
 
+/// `net` on the address field `addr` (its full-length load), as nft 1.0.6 writes the comparison (see the
+/// module comment): pushes the load, the mask if any, and the compare.
+fn net_ops<'a>(addr: Op<'static>, net: &IpNet, negate: bool, out: &mut Vec<Op<'a>>) {
+    let Op::Payload { base, offset, len } = addr else {
+        unreachable!("an address field is a payload load")
+    };
+    let (bytes, mask) = match net {
+        IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+        IpNet::V6(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+    };
+    let prefix = net.prefix_len();
+    let full = prefix == net.max_prefix_len();
+    let whole_bytes = prefix % 8 == 0 && prefix > 0;
+    if !full && whole_bytes {
+        let n = prefix / 8;
+        out.push(Op::Payload {
+            base,
+            offset,
+            len: n,
+        });
+        out.push(Op::Cmp {
+            neq: negate,
+            data: Data::new(&bytes[..n as usize]),
+        });
+        return;
+    }
+    out.push(Op::Payload { base, offset, len });
+    if !full {
+        out.push(Op::Mask(Data::new(&mask)));
+    }
+    out.push(Op::Cmp {
+        neq: negate,
+        data: Data::new(&bytes),
+    });
+}
+
 fn if_key(dir: Direction) -> MetaKey {
     match dir {
         Direction::Source => MetaKey::IifName,
@@ -350,7 +399,9 @@ pub(crate) fn lower_rule<'a>(rule: &'a Rule, out: &mut Vec<Op<'a>>) {
         let merge = plan.as_ref().map_or(Merge::Keep, |p| p[i]);
         // Dependencies first (also for a match merged into another one: nft adds them before merging).
         match m {
-            Match::Addr { family, .. } => ctx.need_nf(nfproto(*family), out),
+            Match::Addr { family, .. } | Match::Net { family, .. } => {
+                ctx.need_nf(nfproto(*family), out)
+            }
             Match::Port { proto, .. } => ctx.need_l4(*proto, out),
             Match::IcmpType { family, .. } | Match::IcmpCode { family, .. } => {
                 ctx.need_icmp(*family, out)
@@ -424,6 +475,12 @@ pub(crate) fn lower_rule<'a>(rule: &'a Rule, out: &mut Vec<Op<'a>>) {
                     vmap: false,
                 });
             }
+            Match::Net {
+                dir,
+                family,
+                net,
+                negate,
+            } => net_ops(addr_payload(*dir, *family), net, *negate, out),
             Match::Port {
                 dir, port, negate, ..
             } => {
@@ -443,6 +500,20 @@ pub(crate) fn lower_rule<'a>(rule: &'a Rule, out: &mut Vec<Op<'a>>) {
                             });
                         } else {
                             out.push(Op::Cmp { neq: *negate, data });
+                        }
+                    }
+                    PortMatch::Range(lo, hi) => {
+                        let (from, to) =
+                            (Data::new(&lo.to_be_bytes()), Data::new(&hi.to_be_bytes()));
+                        if *negate {
+                            out.push(Op::Range {
+                                neq: true,
+                                from,
+                                to,
+                            });
+                        } else {
+                            out.push(Op::Gte(from));
+                            out.push(Op::Lte(to));
                         }
                     }
                     PortMatch::Set(set) => out.push(Op::Lookup {
@@ -596,6 +667,15 @@ pub(crate) fn debug_ops(ops: &[Op<'_>], out: &mut String) {
                 let _ = write!(out, "cmp {} reg 1 ", if *neq { "neq" } else { "eq" });
                 words(data, out);
             }
+            Op::Gte(data) | Op::Lte(data) => {
+                let op = if matches!(op, Op::Gte(_)) {
+                    "gte"
+                } else {
+                    "lte"
+                };
+                let _ = write!(out, "cmp {op} reg 1 ");
+                words(data, out);
+            }
             Op::Range { neq, from, to } => {
                 let _ = write!(out, "range {} reg 1 ", if *neq { "neq" } else { "eq" });
                 words(from, out);
@@ -606,6 +686,12 @@ pub(crate) fn debug_ops(ops: &[Op<'_>], out: &mut String) {
                     out,
                     "bitwise reg 1 = ( reg 1 & 0x{mask:08x} ) ^ 0x{xor:08x} "
                 );
+            }
+            Op::Mask(mask) => {
+                out.push_str("bitwise reg 1 = ( reg 1 & ");
+                words(mask, out);
+                out.push_str(") ^ ");
+                words(&Data::new(&[0u8; 16][..mask.as_slice().len()]), out);
             }
             Op::Payload { base, offset, len } => {
                 let b = match base {
@@ -918,6 +1004,132 @@ mod tests {
   [ meta load iifname => reg 1 ]
   [ lookup reg 1 set m dreg 0 ]
 "
+        );
+    }
+
+    fn net(dir: Direction, n: &str, negate: bool) -> Match {
+        let net: IpNet = n.parse().unwrap();
+        Match::Net {
+            dir,
+            family: match net {
+                IpNet::V4(_) => Family::Ipv4,
+                IpNet::V6(_) => Family::Ipv6,
+            },
+            net,
+            negate,
+        }
+    }
+
+    fn only(m: Match) -> Rule {
+        Rule {
+            matches: vec![m],
+            ..Rule::default()
+        }
+    }
+
+    const NF4: &str = "  [ meta load nfproto => reg 1 ]\n  [ cmp eq reg 1 0x00000002 ]\n";
+    const NF6: &str = "  [ meta load nfproto => reg 1 ]\n  [ cmp eq reg 1 0x0000000a ]\n";
+
+    #[test]
+    fn networks_like_nft() {
+        let src = Direction::Source;
+        // ip saddr 10.0.0.0/24: only the 3 bytes of the prefix
+        assert_eq!(
+            dbg(&only(net(src, "10.0.0.0/24", false))),
+            format!("{NF4}  [ payload load 3b @ network header + 12 => reg 1 ]\n  [ cmp eq reg 1 0x0000000a ]\n")
+        );
+        // ip saddr != 10.0.0.0/20: whole address, masked
+        assert_eq!(
+            dbg(&only(net(src, "10.0.0.0/20", true))),
+            format!(
+                "{NF4}  [ payload load 4b @ network header + 12 => reg 1 ]\n  \
+                 [ bitwise reg 1 = ( reg 1 & 0x00f0ffff ) ^ 0x00000000 ]\n  [ cmp neq reg 1 0x0000000a ]\n"
+            )
+        );
+        // ip daddr 192.0.2.1
+        assert_eq!(
+            dbg(&only(net(Direction::Destination, "192.0.2.1/32", false))),
+            format!("{NF4}  [ payload load 4b @ network header + 16 => reg 1 ]\n  [ cmp eq reg 1 0x010200c0 ]\n")
+        );
+        // ip saddr 0.0.0.0/0: a zero mask, not a zero-byte load
+        assert_eq!(
+            dbg(&only(net(src, "0.0.0.0/0", false))),
+            format!(
+                "{NF4}  [ payload load 4b @ network header + 12 => reg 1 ]\n  \
+                 [ bitwise reg 1 = ( reg 1 & 0x00000000 ) ^ 0x00000000 ]\n  [ cmp eq reg 1 0x00000000 ]\n"
+            )
+        );
+        // ip6 saddr 2001:db8::/64 and 2001:db8::/61
+        assert_eq!(
+            dbg(&only(net(src, "2001:db8::/64", false))),
+            format!("{NF6}  [ payload load 8b @ network header + 8 => reg 1 ]\n  [ cmp eq reg 1 0xb80d0120 0x00000000 ]\n")
+        );
+        assert_eq!(
+            dbg(&only(net(src, "2001:db8::/61", false))),
+            format!(
+                "{NF6}  [ payload load 16b @ network header + 8 => reg 1 ]\n  \
+                 [ bitwise reg 1 = ( reg 1 & 0xffffffff 0xf8ffffff 0x00000000 0x00000000 ) ^ 0x00000000 0x00000000 0x00000000 0x00000000 ]\n  \
+                 [ cmp eq reg 1 0xb80d0120 0x00000000 0x00000000 0x00000000 ]\n"
+            )
+        );
+        // ip saddr != 192.0.2.1 ip daddr != 192.0.2.2: never merged, so no range workaround either
+        let r = Rule {
+            matches: vec![
+                net(src, "192.0.2.1/32", true),
+                net(Direction::Destination, "192.0.2.2/32", true),
+            ],
+            ..Rule::default()
+        };
+        assert!(neq_as_range(&r).is_empty());
+        assert_eq!(
+            dbg(&r),
+            format!(
+                "{NF4}  [ payload load 4b @ network header + 12 => reg 1 ]\n  [ cmp neq reg 1 0x010200c0 ]\n  \
+                 [ payload load 4b @ network header + 16 => reg 1 ]\n  [ cmp neq reg 1 0x020200c0 ]\n"
+            )
+        );
+    }
+
+    #[test]
+    fn port_ranges_like_nft() {
+        let range = |dir, lo, hi, negate| Match::Port {
+            dir,
+            proto: 6,
+            port: PortMatch::Range(lo, hi),
+            negate,
+        };
+        const L4: &str = "  [ meta load l4proto => reg 1 ]\n  [ cmp eq reg 1 0x00000006 ]\n";
+        // tcp sport 1000-2000 tcp dport 80: a range is not merged with its neighbour
+        let r = Rule {
+            matches: vec![
+                range(Direction::Source, 1000, 2000, false),
+                port(Direction::Destination, 6, 80, false),
+            ],
+            ..Rule::default()
+        };
+        assert_eq!(
+            dbg(&r),
+            format!(
+                "{L4}  [ payload load 2b @ transport header + 0 => reg 1 ]\n  [ cmp gte reg 1 0x0000e803 ]\n  \
+                 [ cmp lte reg 1 0x0000d007 ]\n  [ payload load 2b @ transport header + 2 => reg 1 ]\n  \
+                 [ cmp eq reg 1 0x00005000 ]\n"
+            )
+        );
+        // tcp sport != 80 tcp dport != 1000-2000: the range keeps the negated single from merging
+        let r = Rule {
+            matches: vec![
+                port(Direction::Source, 6, 80, true),
+                range(Direction::Destination, 1000, 2000, true),
+            ],
+            ..Rule::default()
+        };
+        assert!(neq_as_range(&r).is_empty());
+        assert_eq!(
+            dbg(&r),
+            format!(
+                "{L4}  [ payload load 2b @ transport header + 0 => reg 1 ]\n  [ cmp neq reg 1 0x00005000 ]\n  \
+                 [ payload load 2b @ transport header + 2 => reg 1 ]\n  [ range neq reg 1 0x0000e803 0x0000d007 ]\n"
+            )
         );
     }
 }

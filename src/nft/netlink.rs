@@ -39,7 +39,9 @@ use super::{
     clean_comment, is_nft_name, Dataplane, DataplaneError, FullReason, UpdatePath, HASH_CHAIN,
     IFNAME_MAX, NAME_MAX,
 };
-use crate::ruleset::{Match, PortMatch, Ruleset, SetElement, SetType, Verdict};
+use ipnet::IpNet;
+
+use crate::ruleset::{Family, Match, PortMatch, Ruleset, SetElement, SetType, Verdict};
 
 /// The kernel through netlink. Every call opens its own socket, in the network namespace of the thread
 /// making the call (so one `Netlink` can serve threads that entered other namespaces).
@@ -305,6 +307,29 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
                     if !matches!(proto, 6 | 17 | 132) {
                         return Err(DataplaneError::invalid(format!(
                             "{what}: port match on protocol {proto} (only tcp, udp and sctp)"
+                        )));
+                    }
+                }
+                if let Match::Net { family, net, .. } = m {
+                    let fits = matches!(
+                        (family, net),
+                        (Family::Ipv4, IpNet::V4(_)) | (Family::Ipv6, IpNet::V6(_))
+                    );
+                    if !fits {
+                        return Err(DataplaneError::invalid(format!(
+                            "{what}: network {net} in a match of the other family"
+                        )));
+                    }
+                }
+                if let Match::Port {
+                    port: PortMatch::Range(lo, hi),
+                    ..
+                } = m
+                {
+                    // a one-port range is `Single`: nft would write (and encode) it as one
+                    if lo >= hi {
+                        return Err(DataplaneError::invalid(format!(
+                            "{what}: port range {lo}-{hi} is not a range"
                         )));
                     }
                 }

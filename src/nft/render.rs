@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use ipnet::IpNet;
+
 use crate::ruleset::{
     Action, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule, Ruleset, Set,
     SetElement, SetType, Verdict, VerdictMap,
@@ -87,6 +89,15 @@ fn element(e: &SetElement) -> String {
         SetElement::V6(n) => n.trunc().to_string(),
         SetElement::Ports(a, b) if a == b => a.to_string(),
         SetElement::Ports(a, b) => format!("{a}-{b}"),
+    }
+}
+
+/// A network as nft writes it: a plain address for a host prefix, else the prefix.
+fn net_text(n: &IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.trunc().to_string()
     }
 }
 
@@ -216,6 +227,18 @@ pub(crate) fn render_rule(out: &mut String, rule: &Rule) {
                 };
                 format!("{fam} {} {}@{set}", addr_key(*dir), neg(*negate))
             }
+            Match::Net {
+                dir,
+                family,
+                net,
+                negate,
+            } => {
+                let fam = match family {
+                    Family::Ipv4 => "ip",
+                    Family::Ipv6 => "ip6",
+                };
+                format!("{fam} {} {}{}", addr_key(*dir), neg(*negate), net_text(net))
+            }
             Match::Port {
                 dir,
                 proto,
@@ -234,6 +257,7 @@ pub(crate) fn render_rule(out: &mut String, rule: &Rule) {
                 };
                 let v = match port {
                     PortMatch::Single(n) => value(n.to_string()),
+                    PortMatch::Range(lo, hi) => format!("{lo}-{hi}"),
                     PortMatch::Set(s) => format!("@{s}"),
                 };
                 format!("{p} {key} {}{v}", neg(*negate))
