@@ -134,6 +134,9 @@ struct Compiler<'a> {
     maps: Vec<VerdictMap>,
     chains: Vec<Chain>,
     policy_chains: BTreeSet<String>,
+    /// Selector set name by (selector hash, family): its type (and so its name) depends on the members,
+    /// which are looked up once.
+    selector_set_names: BTreeMap<(String, Family), String>,
 }
 
 /// Which per-HEP chain: stage plus direction, with its name prefix.
@@ -211,10 +214,33 @@ fn addr_elements(set: &AddressSet, f: Family) -> Vec<SetElement> {
     }
 }
 
-fn addr_set_type(f: Family) -> SetType {
-    match f {
-        Family::Ipv4 => SetType::Ipv4Addr,
-        Family::Ipv6 => SetType::Ipv6Addr,
+/// A set of single hosts only (or of nothing) is a hash set, anything with a shorter prefix an interval
+/// set: adding or deleting an element of a 100,000-element interval set costs the kernel ~33 ms per
+/// transaction, of a hash set ~0.1 ms (issue 7).
+fn addr_set_type(f: Family, elements: &[SetElement]) -> SetType {
+    let hosts = elements.iter().all(|e| match e {
+        SetElement::V4(n) => n.prefix_len() == 32,
+        SetElement::V6(n) => n.prefix_len() == 128,
+        SetElement::Ports(..) => false,
+    });
+    match (f, hosts) {
+        (Family::Ipv4, true) => SetType::Ipv4Hosts,
+        (Family::Ipv4, false) => SetType::Ipv4Addr,
+        (Family::Ipv6, true) => SetType::Ipv6Hosts,
+        (Family::Ipv6, false) => SetType::Ipv6Addr,
+    }
+}
+
+/// The last part of a set's name: its type. The kind of a set (hash or interval) cannot change in the
+/// kernel, so it is part of the name: a selector set whose members gain a /24 becomes a new set (and new
+/// rules), never an element update of the old one.
+fn set_type_suffix(t: SetType) -> &'static str {
+    match t {
+        SetType::Ipv4Addr => "v4",
+        SetType::Ipv6Addr => "v6",
+        SetType::Ipv4Hosts => "v4h",
+        SetType::Ipv6Hosts => "v6h",
+        SetType::InetService => "port",
     }
 }
 
@@ -329,6 +355,7 @@ impl<'a> Compiler<'a> {
             maps: Vec::new(),
             chains: Vec::new(),
             policy_chains: BTreeSet::new(),
+            selector_set_names: BTreeMap::new(),
         }
     }
 
@@ -367,12 +394,7 @@ impl<'a> Compiler<'a> {
     fn literal_set(&mut self, set_type: SetType, elements: Vec<SetElement>) -> String {
         let digest = debug_digest(&format_args!("{set_type:?}{elements:?}"));
         let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let kind = match set_type {
-            SetType::Ipv4Addr => "v4",
-            SetType::Ipv6Addr => "v6",
-            SetType::InetService => "port",
-        };
-        let name = format!("lit-{hash}-{kind}");
+        let name = format!("lit-{hash}-{}", set_type_suffix(set_type));
         if !self.sets.contains_key(&name) {
             self.add_set(name.clone(), set_type, elements);
         }
@@ -910,7 +932,7 @@ impl<'a> Compiler<'a> {
             _ => Match::Addr {
                 dir,
                 family: f,
-                set: self.literal_set(addr_set_type(f), elements),
+                set: self.literal_set(addr_set_type(f, &elements), elements),
                 negate,
             },
         }
@@ -919,16 +941,19 @@ impl<'a> Compiler<'a> {
     fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
         let digest = Sha256::digest(format!("{}|{}", key.canonical, key.namespaced).as_bytes());
         let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        let name = format!("sel-{hash}-{}", family_suffix(f));
-        if !self.sets.contains_key(&name) {
-            let set = self
-                .view
-                .selector_sets
-                .get(key)
-                .cloned()
-                .unwrap_or_default();
-            self.add_set(name.clone(), addr_set_type(f), addr_elements(&set, f));
+        if let Some(name) = self.selector_set_names.get(&(hash.clone(), f)) {
+            return name.clone();
         }
+        let members = self
+            .view
+            .selector_sets
+            .get(key)
+            .map(|set| addr_elements(set, f))
+            .unwrap_or_default();
+        let set_type = addr_set_type(f, &members);
+        let name = format!("sel-{hash}-{}", set_type_suffix(set_type));
+        self.add_set(name.clone(), set_type, members);
+        self.selector_set_names.insert((hash, f), name.clone());
         name
     }
 
@@ -1547,5 +1572,35 @@ mod tests {
         // (the failsafe port lists are literal sets too)
         let v4 = rs.sets.iter().filter(|s| s.name.ends_with("-v4")).count();
         assert_eq!(v4, 1, "{:?}", rs.sets);
+    }
+
+    /// Only single hosts (or nothing): a hash set, named `-v4h`; a shorter prefix makes it an interval
+    /// set, named `-v4`, so a change of kind is a change of name (issue 7).
+    #[test]
+    fn host_only_sets_are_hash_sets_named_by_kind() {
+        let rs = compiled(
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h, labels: {a: b}}\n\
+             spec: {node: node1, interfaceName: eth0, expectedIPs: [\"192.0.2.1\"]}\n---\n\
+             apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\n\
+             spec:\n  selector: all()\n  types: [Ingress]\n  ingress:\n  \
+             - {action: Allow, source: {nets: [\"192.0.2.1/32\", \"192.0.2.7/32\"]}}\n  \
+             - {action: Allow, source: {nets: [\"192.0.2.1/32\", \"198.51.100.0/24\"]}}\n",
+        );
+        let sets: Vec<(SetType, &str)> = rs
+            .sets
+            .iter()
+            .filter(|s| s.set_type != SetType::InetService)
+            .map(|s| (s.set_type, s.name.as_str()))
+            .collect();
+        let kinds: BTreeSet<String> = sets.iter().map(|(t, _)| format!("{t:?}")).collect();
+        assert_eq!(kinds.len(), 2, "one of each kind: {sets:?}");
+        for (t, name) in sets {
+            match t {
+                SetType::Ipv4Hosts => assert!(name.ends_with("-v4h"), "{name}"),
+                SetType::Ipv4Addr => assert!(name.ends_with("-v4"), "{name}"),
+                _ => panic!("{t:?} {name}"),
+            }
+        }
+        assert_eq!(addr_set_type(Family::Ipv6, &[]), SetType::Ipv6Hosts);
     }
 }

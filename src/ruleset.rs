@@ -35,10 +35,23 @@ pub enum SetType {
     Ipv6Addr,
     /// `type inet_service; flags interval`
     InetService,
+    /// `type ipv4_addr` without flags: a hash set of single addresses (every element a /32). Adding or
+    /// deleting an element costs the kernel O(1), where an interval set (an rbtree) costs ~33 ms per
+    /// transaction at 100,000 elements on kernel 6.18 (issue 7).
+    Ipv4Hosts,
+    /// `type ipv6_addr` without flags: a hash set of /128s.
+    Ipv6Hosts,
 }
 
-/// A named set. Every set is an interval set (`flags interval`); elements are already sorted, merged and
-/// non-overlapping (the compiler aggregates them), so the kernel accepts them as they are.
+impl SetType {
+    /// Whether the set is created with `flags interval` (else it is a hash set of single keys).
+    pub fn is_interval(self) -> bool {
+        !matches!(self, SetType::Ipv4Hosts | SetType::Ipv6Hosts)
+    }
+}
+
+/// A named set. Elements are already sorted, merged and non-overlapping (the compiler aggregates them),
+/// so the kernel accepts them as they are; in a hash set (`Ipv4Hosts`, `Ipv6Hosts`) each is one host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Set {
     pub name: String,

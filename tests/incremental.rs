@@ -39,12 +39,15 @@ fn ports(a: u16, b: u16) -> SetElement {
     SetElement::Ports(a, b)
 }
 
-/// The sets of a test ruleset: an IPv4, an IPv6 and a port set, all used by rules.
+/// The sets of a test ruleset: an IPv4, an IPv6 and a port set (interval sets), and an IPv4 and an
+/// IPv6 hash set of single hosts, all used by rules.
 #[derive(Debug, Clone, Default)]
 struct Sets {
     s4: Vec<SetElement>,
     s6: Vec<SetElement>,
     p: Vec<SetElement>,
+    h4: Vec<SetElement>,
+    h6: Vec<SetElement>,
 }
 
 fn sets4(s4: &[&str]) -> Sets {
@@ -75,6 +78,8 @@ fn ruleset(sets: &Sets) -> Ruleset {
             set("deny-v4", SetType::Ipv4Addr, &sets.s4),
             set("deny-v6", SetType::Ipv6Addr, &sets.s6),
             set("svc-ports", SetType::InetService, &sets.p),
+            set("hosts-v4h", SetType::Ipv4Hosts, &sets.h4),
+            set("hosts-v6h", SetType::Ipv6Hosts, &sets.h6),
         ],
         maps: vec![],
         chains: vec![Chain {
@@ -104,6 +109,17 @@ fn ruleset(sets: &Sets) -> Ruleset {
                         negate: false,
                     }],
                     verdict: Some(Verdict::Accept),
+                    ..Rule::default()
+                },
+                Rule {
+                    matches: vec![lookup(Family::Ipv4, "hosts-v4h")],
+                    verdict: Some(Verdict::Drop),
+                    ..Rule::default()
+                },
+                Rule {
+                    matches: vec![lookup(Family::Ipv6, "hosts-v6h")],
+                    counter: true,
+                    verdict: Some(Verdict::Drop),
                     ..Rule::default()
                 },
             ],
@@ -201,21 +217,35 @@ fn text_without_hash(text: &str) -> String {
     out
 }
 
-/// The `inet TABLE @set` blocks of `nft --debug=netlink list table`: every element the kernel holds.
+/// The `inet TABLE @set` blocks of `nft --debug=netlink list table`: every element the kernel holds,
+/// each block's elements sorted. A hash set dumps its elements in hash-table order, which depends on
+/// the order they were inserted in (so differs between an update and a full apply); an interval set
+/// dumps them in key order, which sorting keeps as meaningful as it was.
 fn element_dumps(debug: &str) -> String {
     let mut out = String::new();
-    let mut inside = false;
+    let mut block: Option<Vec<&str>> = None;
+    let flush = |block: &mut Option<Vec<&str>>, out: &mut String| {
+        if let Some(mut elems) = block.take() {
+            elems[1..].sort_unstable();
+            for l in elems {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    };
     for line in debug.lines() {
         if line.starts_with(&format!("inet {TABLE} @")) {
-            inside = true;
-        } else if !line.starts_with("\telement ") {
-            inside = false;
-        }
-        if inside {
-            out.push_str(line);
-            out.push('\n');
+            flush(&mut block, &mut out);
+            block = Some(vec![line]);
+        } else if line.starts_with("\telement ") {
+            if let Some(b) = block.as_mut() {
+                b.push(line);
+            }
+        } else {
+            flush(&mut block, &mut out);
         }
     }
+    flush(&mut block, &mut out);
     out
 }
 
@@ -335,6 +365,42 @@ fn additions_and_removals() {
     );
 }
 
+/// Hash sets (single hosts, no `flags interval`): one key per host added or deleted.
+#[test]
+fn host_set_additions_and_removals() {
+    if !require_root("host_set_additions_and_removals") {
+        return;
+    }
+    let hosts = |h4: &[&str], h6: &[&str]| Sets {
+        h4: h4.iter().map(|s| v4(s)).collect(),
+        h6: h6.iter().map(|s| v6(s)).collect(),
+        ..Sets::default()
+    };
+    walk(
+        "hosts",
+        &[
+            hosts(&[], &[]),
+            // filled from empty
+            hosts(&["192.0.2.1/32", "192.0.2.2/32"], &["2001:db8::1/128"]),
+            // added next to kept ones, at 0.0.0.0 and at the top of the space
+            hosts(
+                &[
+                    "0.0.0.0/32",
+                    "192.0.2.1/32",
+                    "192.0.2.2/32",
+                    "192.0.2.3/32",
+                    "255.255.255.255/32",
+                ],
+                &["::/128", "2001:db8::1/128", "2001:db8::2/128"],
+            ),
+            // removed, one changed
+            hosts(&["192.0.2.2/32", "198.51.100.7/32"], &["2001:db8::2/128"]),
+            // emptied
+            hosts(&[], &[]),
+        ],
+    );
+}
+
 #[test]
 fn adjacent_and_merging_ranges() {
     if !require_root("adjacent_and_merging_ranges") {
@@ -392,6 +458,7 @@ fn ipv6_and_ports() {
         s4: vec![v4("192.0.2.0/24")],
         s6: s6.iter().map(|s| v6(s)).collect(),
         p: p.iter().map(|&(a, b)| ports(a, b)).collect(),
+        ..Sets::default()
     };
     walk(
         "v6 and ports",
@@ -430,6 +497,7 @@ fn emptied_and_filled_from_empty() {
                 s4: vec![v4("198.51.100.0/24")],
                 s6: vec![v6("2001:db8::/64")],
                 p: vec![ports(8080, 8081)],
+                ..Sets::default()
             },
             Sets::default(),
         ],
@@ -540,8 +608,12 @@ fn globalnetworkset_and_expected_ips_from_yaml() {
             "203.0.113.0/26, 2001:db8:bad::/48",
             "198.51.100.6, 2001:db8::6",
         )),
-        // the deny list emptied of IPv4, then an adjacent pair
-        compile_yaml(yaml("2001:db8:bad::/48", "198.51.100.6, 2001:db8::6")),
+        // another IPv4 range, then an adjacent pair (emptying it would make it a hash set: see
+        // a_host_set_becomes_an_interval_set_and_back)
+        compile_yaml(yaml(
+            "203.0.113.128/26, 2001:db8:bad::/48",
+            "198.51.100.6, 2001:db8::6",
+        )),
         compile_yaml(yaml(
             "203.0.113.0/26, 203.0.113.64/27, 2001:db8:bad::/48",
             "198.51.100.6",
@@ -559,6 +631,57 @@ fn globalnetworkset_and_expected_ips_from_yaml() {
             &format!("yaml step {i}"),
             &listing(&ns),
             &full_listing(&pair[1]),
+        );
+    }
+}
+
+/// A GlobalNetworkSet of single hosts is a hash set; when a /24 joins it, it becomes an interval set
+/// (the kernel cannot change a set's kind: a new set, named by its kind, and new rules), and back. Each
+/// step replaces the table (the rules change) and gives what a full apply gives; a host changed within
+/// the hash set afterwards is an element update again.
+#[test]
+fn a_host_set_becomes_an_interval_set_and_back() {
+    if !require_root("a_host_set_becomes_an_interval_set_and_back") {
+        return;
+    }
+    let deny = |nets: &str| compile_yaml(yaml(nets, "198.51.100.5"));
+    let hosts = "203.0.113.7, 203.0.113.9/32, 2001:db8:bad::1";
+    // (state, whether the update from the one before is an element update)
+    let steps = [
+        (deny(hosts), true),
+        (deny(&format!("{hosts}, 192.0.2.0/24")), false),
+        (deny(hosts), false),
+        (deny("203.0.113.7, 203.0.113.10/32, 2001:db8:bad::1"), true),
+        // an empty set is a hash set: emptied in place, then an interval set again, then emptied
+        (deny("2001:db8:bad::1"), true),
+        (deny("192.0.2.0/24, 2001:db8:bad::1"), false),
+        (deny("2001:db8:bad::1"), false),
+    ];
+    let states: Vec<&Ruleset> = steps.iter().map(|(rs, _)| rs).collect();
+    let kind = |rs: &Ruleset, suffix: &str| {
+        rs.sets
+            .iter()
+            .filter(|s| s.name.starts_with("sel-") && s.name.ends_with(suffix))
+            .map(|s| s.set_type)
+            .collect::<Vec<_>>()
+    };
+    // deny list v4 and the peer's expectedIPs are hosts; the v6 deny list too, the v6 peer set is empty
+    assert_eq!(kind(states[0], "-v4h").len(), 2, "{:#?}", states[0].sets);
+    assert_eq!(kind(states[1], "-v4h"), [SetType::Ipv4Hosts]);
+    assert_eq!(kind(states[1], "-v4"), [SetType::Ipv4Addr]);
+    let ns = NetNs::new("kind");
+    apply(&ns, states[0]);
+    for (i, pair) in states.windows(2).enumerate() {
+        let path = update(&ns, pair[0], pair[1]);
+        assert_eq!(
+            matches!(path, UpdatePath::Elements { sets: 1, .. }),
+            steps[i + 1].1,
+            "step {i}: {path:?}"
+        );
+        assert_same(
+            &format!("kind step {i}"),
+            &listing(&ns),
+            &full_listing(pair[1]),
         );
     }
 }
@@ -679,11 +802,13 @@ fn a_rejected_element_batch_changes_nothing() {
         s4: vec![v4("192.0.2.0/25"), v4("198.51.100.0/24")],
         s6: vec![v6("2001:db8::/64")],
         p: vec![ports(22, 22)],
+        ..Sets::default()
     });
     let b = ruleset(&Sets {
         s4: vec![v4("192.0.2.0/25"), v4("203.0.113.0/24")],
         s6: vec![v6("2001:db8:1::/64")],
         p: vec![ports(22, 22), ports(80, 80)],
+        ..Sets::default()
     });
     for (what, behind_our_back) in [
         (
@@ -783,6 +908,8 @@ fn element_messages_are_nfts() {
             v6("2001:db8:3::/48"),
         ],
         p: vec![ports(22, 22), ports(80, 80), ports(65535, 65535)],
+        h4: vec![v4("192.0.2.1/32"), v4("192.0.2.200/32")],
+        h6: vec![v6("2001:db8::1/128")],
     };
     let edit = |f: &dyn Fn(&mut Sets)| {
         let mut s = start.clone();
@@ -867,6 +994,34 @@ fn element_messages_are_nfts() {
             "svc-ports",
             "23-79",
             edit(&|s| s.p.insert(1, ports(23, 79))),
+        ),
+        (
+            "add",
+            "hosts-v4h",
+            "192.0.2.9",
+            edit(&|s| s.h4.insert(1, v4("192.0.2.9/32"))),
+        ),
+        (
+            "delete",
+            "hosts-v4h",
+            "192.0.2.1",
+            edit(&|s| {
+                s.h4.remove(0);
+            }),
+        ),
+        (
+            "add",
+            "hosts-v6h",
+            "2001:db8::3",
+            edit(&|s| s.h6.push(v6("2001:db8::3/128"))),
+        ),
+        (
+            "delete",
+            "hosts-v6h",
+            "2001:db8::1",
+            edit(&|s| {
+                s.h6.remove(0);
+            }),
         ),
     ];
     let before = ruleset(&start);

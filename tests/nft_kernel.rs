@@ -143,6 +143,18 @@ fn full_ruleset(table: &str) -> Ruleset {
         ),
         set("big6", SetType::Ipv6Addr, many_v6(12_000)),
         set("empty4", SetType::Ipv4Addr, vec![]),
+        // hash sets (no `flags interval`): single hosts
+        set(
+            "hosts4",
+            SetType::Ipv4Hosts,
+            vec![v4("192.0.2.1/32"), v4("192.0.2.3/32"), v4("203.0.113.9/32")],
+        ),
+        set(
+            "hosts6",
+            SetType::Ipv6Hosts,
+            vec![v6("2001:db8::1/128"), v6("2001:db8::2/128")],
+        ),
+        set("nohosts6", SetType::Ipv6Hosts, vec![]),
         set(
             "ports",
             SetType::InetService,
@@ -595,6 +607,21 @@ fn full_ruleset(table: &str) -> Ruleset {
         regular("filter-fh-other", vec![rule(vec![], Some(Verdict::Return))]),
         regular("direct-matches", direct_match_rules()),
         regular(
+            "host-sets",
+            vec![
+                rule(
+                    vec![addr(Src, Ipv4, "hosts4", false)],
+                    Some(Verdict::Accept),
+                ),
+                rule(vec![addr(Dst, Ipv4, "hosts4", true)], Some(Verdict::Drop)),
+                rule(
+                    vec![addr(Src, Ipv6, "hosts6", false), port(Dst, 6, 22, false)],
+                    None,
+                ),
+                rule(vec![addr(Dst, Ipv6, "nohosts6", true)], None),
+            ],
+        ),
+        regular(
             "filter-th-eth0",
             vec![Rule {
                 matches: vec![addr(Dst, Ipv4, "doc4", false), port(Dst, 6, 31852, false)],
@@ -906,6 +933,8 @@ fn render_loaded_with_nft_lists_the_same_as_apply() {
         "\"eth1\" : jump filter-fh-eth0",
         "ip6 saddr != @big6",
         "ip daddr 10.0.0.0/20 accept",
+        "set hosts4 {\n\t\ttype ipv4_addr\n\t\telements = {",
+        "ip saddr @hosts4 accept",
         "ip6 daddr != 2001:db8::/61 drop",
         "tcp dport 1000-1003 accept",
         "log prefix \"hostpolicy drop: \" level info",

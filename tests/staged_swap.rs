@@ -474,6 +474,19 @@ fn random_set(rng: &mut Rng, name: &str, set_type: SetType) -> Set {
             .into_iter()
             .map(|(a, l)| SetElement::V6(ipnet::Ipv6Net::new(a.into(), l).unwrap()))
             .collect(),
+        // hash sets: single hosts (random_ranges's starts, which are distinct)
+        SetType::Ipv4Hosts => random_ranges(rng, 32)
+            .into_iter()
+            .map(|(a, _)| SetElement::V4(ipnet::Ipv4Net::new((a as u32).into(), 32).unwrap()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        SetType::Ipv6Hosts => random_ranges(rng, 128)
+            .into_iter()
+            .map(|(a, _)| SetElement::V6(ipnet::Ipv6Net::new(a.into(), 128).unwrap()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         SetType::InetService => {
             let mut v = Vec::new();
             let mut lo = if rng.chance(30) {
@@ -503,11 +516,14 @@ fn random_set(rng: &mut Rng, name: &str, set_type: SetType) -> Set {
 /// A ruleset in the compiler's shapes: sets sorted by name, base chains first, then regular chains whose
 /// rules look the sets up, verdict maps dispatching to them.
 fn random_ruleset(rng: &mut Rng, step: usize) -> Ruleset {
-    // Names the walk moves around: some sets keep their type, "t" changes it, "x" is a set or a map.
-    let pool: [(&str, SetType); 8] = [
+    // Names the walk moves around: some sets keep their type, "t" changes it (family or kind: interval or
+    // hash), "x" is a set or a map.
+    let pool: [(&str, SetType); 10] = [
         ("a-v4", SetType::Ipv4Addr),
         ("b-ports", SetType::InetService),
         ("c-v6", SetType::Ipv6Addr),
+        ("h-v4h", SetType::Ipv4Hosts),
+        ("h-v6h", SetType::Ipv6Hosts),
         ("m-v4", SetType::Ipv4Addr),
         ("sel-1-v4", SetType::Ipv4Addr),
         ("sel-2-v6", SetType::Ipv6Addr),
@@ -520,10 +536,10 @@ fn random_ruleset(rng: &mut Rng, step: usize) -> Ruleset {
         if (x_is_map && n == "x") || !rng.chance(65) {
             continue;
         }
-        let t = if n == "t" && rng.chance(50) {
-            SetType::Ipv6Addr
-        } else {
-            t
+        let t = match (n, rng.next(3)) {
+            ("t", 0) => SetType::Ipv6Addr,
+            ("t", 1) => SetType::Ipv4Hosts,
+            _ => t,
         };
         sets.push(random_set(rng, n, t));
     }
@@ -603,13 +619,13 @@ fn random_ruleset(rng: &mut Rng, step: usize) -> Ruleset {
         for s in &sets {
             if (k + s.name.len()) % 2 == 0 || rng.chance(30) {
                 let m = match s.set_type {
-                    SetType::Ipv4Addr => Match::Addr {
+                    SetType::Ipv4Addr | SetType::Ipv4Hosts => Match::Addr {
                         dir: Direction::Source,
                         family: Family::Ipv4,
                         set: s.name.clone(),
                         negate: rng.chance(20),
                     },
-                    SetType::Ipv6Addr => Match::Addr {
+                    SetType::Ipv6Addr | SetType::Ipv6Hosts => Match::Addr {
                         dir: Direction::Destination,
                         family: Family::Ipv6,
                         set: s.name.clone(),

@@ -28,7 +28,7 @@ pub(crate) enum Obj {
     TableCreate,
     Chain(usize),
     Set(usize),
-    /// Elements of set `set`, starting with encoded element `first` (see [`interval_elems`]).
+    /// Elements of set `set`, starting with encoded element `first` (see [`kernel_elems`]).
     SetElems {
         set: usize,
         first: usize,
@@ -660,8 +660,8 @@ fn elem(v: u128, len: u8, end: bool, open: bool, ir: usize) -> Elem {
 /// Bytes of a key of a set of type `t`.
 pub(crate) fn key_len(t: SetType) -> u8 {
     match t {
-        SetType::Ipv4Addr => 4,
-        SetType::Ipv6Addr => 16,
+        SetType::Ipv4Addr | SetType::Ipv4Hosts => 4,
+        SetType::Ipv6Addr | SetType::Ipv6Hosts => 16,
         SetType::InetService => 2,
     }
 }
@@ -692,29 +692,31 @@ pub(crate) fn leading_end(len: u8) -> Elem {
     elem(0, len, true, false, 0)
 }
 
-/// The elements of one range [lo, hi] (IR element `ir`): the start `lo`, then `hi + 1` flagged
-/// INTERVAL_END, or nothing more if `hi` is the top of the space (then `lo` carries the open-interval
-/// userdata).
-pub(crate) fn range_elems(lo: u128, hi: u128, len: u8, ir: usize) -> impl Iterator<Item = Elem> {
-    let open = hi >= key_max(len);
-    let end = (!open).then(|| elem(hi + 1, len, true, false, ir));
+/// Whether a set of type `t` whose lowest range starts at `first` holds the [`leading_end`] element:
+/// an interval set that is not empty and does not start at 0 (a hash set never does).
+pub(crate) fn has_leading_end(t: SetType, first: Option<u128>) -> bool {
+    t.is_interval() && first.is_some_and(|lo| lo != 0)
+}
+
+/// The elements of one range [lo, hi] (IR element `ir`) of a set of type `t`. In an interval set: the
+/// start `lo`, then `hi + 1` flagged INTERVAL_END, or nothing more if `hi` is the top of the space (then
+/// `lo` carries the open-interval userdata). In a hash set (`lo == hi`): the key alone, as nft sends it.
+pub(crate) fn range_elems(t: SetType, lo: u128, hi: u128, ir: usize) -> impl Iterator<Item = Elem> {
+    let len = key_len(t);
+    let open = t.is_interval() && hi >= key_max(len);
+    let end = (t.is_interval() && !open).then(|| elem(hi + 1, len, true, false, ir));
     std::iter::once(elem(lo, len, false, open, ir)).chain(end)
 }
 
-/// The elements of an interval set in nft's encoding: a leading end element at 0 unless the first range
-/// starts at 0, then [`range_elems`] of every range.
-pub(crate) fn interval_iter(set: &Set) -> impl Iterator<Item = Elem> + '_ {
-    let len = key_len(set.set_type);
+/// The elements of a set in nft's encoding: for an interval set a leading end element at 0 unless the
+/// first range starts at 0, then [`range_elems`] of every range; for a hash set its keys.
+pub(crate) fn kernel_elems(set: &Set) -> impl Iterator<Item = Elem> + '_ {
+    let t = set.set_type;
     set.elements.iter().enumerate().flat_map(move |(i, e)| {
         let (lo, hi) = bounds(e);
-        let lead = (i == 0 && lo != 0).then(|| leading_end(len));
-        lead.into_iter().chain(range_elems(lo, hi, len, i))
+        let lead = (i == 0 && has_leading_end(t, Some(lo))).then(|| leading_end(key_len(t)));
+        lead.into_iter().chain(range_elems(t, lo, hi, i))
     })
-}
-
-/// [`interval_iter`], as a callback.
-pub(crate) fn interval_elems(set: &Set, f: impl FnMut(Elem)) {
-    interval_iter(set).for_each(f);
 }
 
 fn set_header(w: &mut Writer<'_>, table: &str, name: &str) {
@@ -725,13 +727,22 @@ fn set_header(w: &mut Writer<'_>, table: &str, name: &str) {
 /// (NFTA_SET_KEY_TYPE, NFTA_SET_KEY_LEN) of a set of type `t`, as nft sends them.
 pub(super) fn set_key(t: SetType) -> (u32, u32) {
     match t {
-        SetType::Ipv4Addr => (7, 4),
-        SetType::Ipv6Addr => (8, 16),
+        SetType::Ipv4Addr | SetType::Ipv4Hosts => (7, 4),
+        SetType::Ipv6Addr | SetType::Ipv6Hosts => (8, 16),
         SetType::InetService => (13, 2),
     }
 }
 
-/// NFTA_SET_USERDATA of our interval sets, as nft sends it: the key's byte order (big endian).
+/// NFTA_SET_FLAGS of a set of type `t`, as nft sends it: `interval` or nothing (a hash set).
+pub(super) fn set_flags(t: SetType) -> u32 {
+    if t.is_interval() {
+        wire::NFT_SET_INTERVAL
+    } else {
+        0
+    }
+}
+
+/// NFTA_SET_USERDATA of our sets, as nft sends it: the key's byte order (big endian).
 pub(super) fn set_udata() -> Vec<u8> {
     let mut udata = Vec::with_capacity(6);
     wire::udata_tlv(
@@ -747,7 +758,7 @@ pub(super) fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &S
     let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Set(index));
     let mut w = Writer { buf: &mut asm.out };
     set_header(&mut w, table, &set.name);
-    w.u32_be(wire::NFTA_SET_FLAGS, wire::NFT_SET_INTERVAL);
+    w.u32_be(wire::NFTA_SET_FLAGS, set_flags(set.set_type));
     w.u32_be(wire::NFTA_SET_KEY_TYPE, key_type);
     w.u32_be(wire::NFTA_SET_KEY_LEN, key_len);
     w.u32_be(wire::NFTA_SET_ID, id);
@@ -761,7 +772,7 @@ pub(super) fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &S
         msg: wire::NFT_MSG_NEWSETELEM,
         flags: wire::NLM_F_CREATE,
     };
-    list.write(asm, interval_iter(set), |first| Obj::SetElems {
+    list.write(asm, kernel_elems(set), |first| Obj::SetElems {
         set: index,
         first,
     });
@@ -983,9 +994,8 @@ pub(crate) mod tests {
     fn interval_encoding_is_nfts() {
         let keys = |set: &Set| {
             let mut v = Vec::new();
-            interval_elems(set, |e| {
-                v.push((e.key[..e.len as usize].to_vec(), e.end, e.open))
-            });
+            kernel_elems(set)
+                .for_each(|e| v.push((e.key[..e.len as usize].to_vec(), e.end, e.open)));
             v
         };
         // nft: element 00000000 : 1 [end]  0000000a : 0  0000000b : 1 [end]  00000080 : 0 (+ open udata)

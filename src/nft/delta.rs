@@ -4,7 +4,11 @@
 //!
 //! # What is sent, and why it matches a full rebuild
 //!
-//! Every set is an interval set. The kernel holds, per range `[lo, hi]` of the IR, a start element `lo`
+//! A hash set (`SetType::Ipv4Hosts`, `Ipv6Hosts`) holds one key per host: an added host is one element
+//! added, a removed one one element deleted, exactly what `nft add/delete element` send for it (key only,
+//! no flags). The rest of this section is about interval sets.
+//!
+//! An interval set holds, per range `[lo, hi]` of the IR, a start element `lo`
 //! and an end element `hi + 1` flagged INTERVAL_END (none when the range reaches the top of the space;
 //! `lo` then carries nft's open-interval userdata), plus one leading end element at 0 when the first range
 //! does not start at 0 (`batch::interval_elems`, measured against nft). The diff is made per **range**, as
@@ -32,7 +36,7 @@
 //! coexist). Additions are sent with NLM_F_EXCL: an element that is already there means the kernel does
 //! not hold `previous`, and the whole batch fails (then the caller replaces the table).
 
-use super::batch::{bounds, key_len, leading_end, range_elems, Elem};
+use super::batch::{bounds, has_leading_end, key_len, leading_end, range_elems, Elem};
 use crate::ruleset::{Ruleset, Set};
 
 /// The element changes that turn the sets of one ruleset into those of another whose tables, chains and
@@ -90,7 +94,8 @@ impl SetDelta {
 
 /// The element-only difference from `previous` to `next`, or `None` when anything else differs: the
 /// table name, a chain or rule, a verdict map, or the sets themselves (their number, names, types or
-/// order). The table comment may differ (it is the content hash, which changes with the elements).
+/// order). A set's kind (hash or interval) is part of its type, which the kernel cannot change in place;
+/// the compiler also puts it in the name, so a kind change is a new set and rules that use it. The table comment may differ (it is the content hash, which changes with the elements).
 ///
 /// The IR's ranges are sorted and non-overlapping (the compiler merges them); the diff does not depend
 /// on their order.
@@ -175,9 +180,10 @@ fn ranges(set: &Set) -> Vec<(u128, u128, usize)> {
 }
 
 fn set_change(index: usize, previous: &Set, next: &Set) -> SetChange {
-    let len = key_len(next.set_type);
+    let t = next.set_type;
+    let len = key_len(t);
     let (old, new) = (ranges(previous), ranges(next));
-    let leading = |r: &[(u128, u128, usize)]| r.first().is_some_and(|f| f.0 != 0);
+    let leading = |r: &[(u128, u128, usize)]| has_leading_end(t, r.first().map(|f| f.0));
     let mut c = SetChange {
         set: index,
         remove: Vec::new(),
@@ -199,12 +205,12 @@ fn set_change(index: usize, previous: &Set, next: &Set) -> SetChange {
                 j += 1;
             }
             (Some(a), b) if b.is_none_or(|b| (a.0, a.1) < (b.0, b.1)) => {
-                c.remove.extend(range_elems(a.0, a.1, len, a.2));
+                c.remove.extend(range_elems(t, a.0, a.1, a.2));
                 c.removed += 1;
                 i += 1;
             }
             (_, Some(b)) => {
-                c.add.extend(range_elems(b.0, b.1, len, b.2));
+                c.add.extend(range_elems(t, b.0, b.1, b.2));
                 c.added += 1;
                 j += 1;
             }

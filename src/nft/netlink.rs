@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
-use super::batch::{encode_delta, encode_flush, interval_elems, EncodedBatch, Obj};
+use super::batch::{encode_delta, encode_flush, kernel_elems, EncodedBatch, Obj};
 use super::delta::{set_delta, SetDelta};
 use super::lower;
 use super::sock::NlSocket;
@@ -246,6 +246,9 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
                 (SetType::Ipv4Addr, SetElement::V4(_)) | (SetType::Ipv6Addr, SetElement::V6(_)) => {
                     true
                 }
+                // a hash set holds single keys
+                (SetType::Ipv4Hosts, SetElement::V4(n)) => n.prefix_len() == 32,
+                (SetType::Ipv6Hosts, SetElement::V6(n)) => n.prefix_len() == 128,
                 (SetType::InetService, SetElement::Ports(a, b)) => a <= b,
                 _ => false,
             };
@@ -353,8 +356,8 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
 
 pub(crate) fn set_type_name(t: SetType) -> &'static str {
     match t {
-        SetType::Ipv4Addr => "ipv4_addr",
-        SetType::Ipv6Addr => "ipv6_addr",
+        SetType::Ipv4Addr | SetType::Ipv4Hosts => "ipv4_addr",
+        SetType::Ipv6Addr | SetType::Ipv6Hosts => "ipv6_addr",
         SetType::InetService => "inet_service",
     }
 }
@@ -553,7 +556,7 @@ pub(super) fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Rep
                 Some(k) => {
                     let mut found = None;
                     let mut n = 0;
-                    interval_elems(s, |e| {
+                    kernel_elems(s).for_each(|e| {
                         if n == first + k {
                             found = Some(e);
                         }

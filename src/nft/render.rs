@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use crate::ruleset::{
     Action, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule, Ruleset, Set,
-    SetElement, SetType, Verdict, VerdictMap,
+    SetElement, Verdict, VerdictMap,
 };
 
 use super::lower::{ct_state_bits, neq_as_range};
@@ -66,16 +66,11 @@ fn elements(out: &mut String, items: impl ExactSizeIterator<Item = String>) {
 }
 
 fn render_set(out: &mut String, set: &Set) {
-    let ty = match set.set_type {
-        SetType::Ipv4Addr => "ipv4_addr",
-        SetType::Ipv6Addr => "ipv6_addr",
-        SetType::InetService => "inet_service",
-    };
-    let _ = writeln!(
-        out,
-        "\tset {} {{\n\t\ttype {ty}\n\t\tflags interval",
-        set.name
-    );
+    let ty = super::netlink::set_type_name(set.set_type);
+    let _ = writeln!(out, "\tset {} {{\n\t\ttype {ty}", set.name);
+    if set.set_type.is_interval() {
+        out.push_str("\t\tflags interval\n");
+    }
     elements(out, set.elements.iter().map(element));
     out.push_str("\t}\n");
 }
@@ -347,7 +342,7 @@ fn icmp_name(f: Family) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ruleset::{BaseHook, Hook};
+    use crate::ruleset::{BaseHook, Hook, SetType};
 
     #[test]
     fn golden_small_ruleset() {

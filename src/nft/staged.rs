@@ -22,7 +22,11 @@
 //!    elements in place (element diff against what the kernel holds, made per range as nft makes it:
 //!    see `delta.rs`). Sets written literally in the configuration are named after their contents, so
 //!    in practice only selector sets (`sel-*`, stable names) change in place; their old rules see the
-//!    new members a moment early, as with any membership change.
+//!    new members a moment early, as with any membership change. A set's kind (interval or hash set
+//!    of single hosts) cannot change in the kernel: the compiler puts it in the name (`-v4` / `-v4h`),
+//!    so a kind change is a new set created here, the rules switched to it in T2, the old set deleted in
+//!    T3; a kept set of the other kind (same name, e.g. a hand-made ruleset) is re-created like a moved
+//!    one ([`set_matches`]).
 //! 2. **Switch** (T2, ONE transaction): flush every chain; delete the verdict maps, the chains that are
 //!    not kept and the [`HASH_CHAIN`]; create the chains, the maps (hash sets), the rules, and the
 //!    [`HASH_CHAIN`] carrying the new content hash. Base chains are kept when they are unchanged, so
@@ -89,8 +93,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::batch::{
     add_chains, add_hash_chain, add_rules, bounds, encode_apply, encode_flush, encode_map,
-    encode_set, key_len, key_max, leading_end, range_elems, set_ids, set_key, set_udata, Assembler,
-    Elem, ElemList, EncodedBatch, Obj,
+    encode_set, has_leading_end, key_len, key_max, leading_end, range_elems, set_flags, set_ids,
+    set_key, set_udata, Assembler, Elem, ElemList, EncodedBatch, Obj,
 };
 use super::inventory::{self, Inventory, KChain, KElem, KSet, NFT_CHAIN_BASE};
 use super::netlink::{describe, element_text, list_index, send_batch, udata_comment_of, Reply};
@@ -271,10 +275,11 @@ fn base_chain_matches(k: &KChain, base: BaseHook) -> bool {
         && k.userdata.as_ref().is_none_or(|u| u.is_empty())
 }
 
-/// The kernel set is an interval set of `set`'s type as we create it (not a map, no other flags).
+/// The kernel set is a set of `set`'s type and kind (interval or hash) as we create it (not a map, no
+/// other flags).
 fn set_matches(set: &Set, k: &KSet) -> bool {
     let (key_type, key_len) = set_key(set.set_type);
-    k.flags == wire::NFT_SET_INTERVAL
+    k.flags == set_flags(set.set_type)
         && k.data_type.is_none()
         && k.key_type == key_type
         && k.key_len == key_len
@@ -601,12 +606,32 @@ pub(crate) fn kernel_ranges(elems: &[KElem], len: u8) -> Option<(bool, Vec<(u128
     Some((leading, ranges))
 }
 
+/// The kernel's elements of a hash set as one-value ranges, sorted, or None when they are not exactly
+/// what nft writes: keys of the set's length, no flags, no userdata.
+pub(crate) fn kernel_hosts(elems: &[KElem], len: u8) -> Option<Vec<(u128, u128)>> {
+    let mut hosts = Vec::with_capacity(elems.len());
+    for e in elems {
+        if e.other || e.key.len() != len as usize || e.flags != 0 || e.userdata.is_some() {
+            return None;
+        }
+        let v = key_value(&e.key);
+        hosts.push((v, v));
+    }
+    hosts.sort_unstable();
+    Some(hosts)
+}
+
 /// The element changes that bring the kernel's `elems` to `set`'s elements, per range (a range that is
 /// not in both is deleted or added whole, start and end element), or None when the kernel's elements
 /// are not in our encoding (see [`kernel_ranges`]).
 pub(crate) fn diff_elements(index: usize, set: &Set, elems: &[KElem]) -> Option<SetDiff> {
-    let len = key_len(set.set_type);
-    let (leading, old) = kernel_ranges(elems, len)?;
+    let t = set.set_type;
+    let len = key_len(t);
+    let (leading, old) = if t.is_interval() {
+        kernel_ranges(elems, len)?
+    } else {
+        (false, kernel_hosts(elems, len)?)
+    };
     let mut new: Vec<(u128, u128, usize)> = set
         .elements
         .iter()
@@ -617,7 +642,7 @@ pub(crate) fn diff_elements(index: usize, set: &Set, elems: &[KElem]) -> Option<
         })
         .collect();
     new.sort_unstable();
-    let want_leading = new.first().is_some_and(|f| f.0 != 0);
+    let want_leading = has_leading_end(t, new.first().map(|f| f.0));
     let mut d = SetDiff {
         set: index,
         remove: Vec::new(),
@@ -637,11 +662,11 @@ pub(crate) fn diff_elements(index: usize, set: &Set, elems: &[KElem]) -> Option<
                 j += 1;
             }
             (Some(&(lo, hi)), n) if n.is_none_or(|&(nlo, nhi, _)| (lo, hi) < (nlo, nhi)) => {
-                d.remove.extend(range_elems(lo, hi, len, 0));
+                d.remove.extend(range_elems(t, lo, hi, 0));
                 i += 1;
             }
             (_, Some(&(lo, hi, ir))) => {
-                d.add.extend(range_elems(lo, hi, len, ir));
+                d.add.extend(range_elems(t, lo, hi, ir));
                 j += 1;
             }
             (Some(_), None) => unreachable!("covered by the arm above"),
@@ -994,14 +1019,14 @@ fn key_text(e: &Elem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::batch::interval_iter;
+    use crate::nft::batch::kernel_elems;
     use crate::nft::inventory::KHook;
     use crate::ruleset::{
         Chain, Direction, Family, Rule, SetElement, SetType, Verdict, VerdictMap,
     };
 
     fn kelems(set: &Set) -> Vec<KElem> {
-        interval_iter(set)
+        kernel_elems(set)
             .map(|e| KElem {
                 key: e.key[..e.len as usize].to_vec(),
                 flags: if e.end {
@@ -1102,7 +1127,7 @@ mod tests {
     /// the encoding of `to`, and that every deleted element was there and every added one was not.
     fn check_diff(from: &Set, to: &Set) {
         let d = diff_elements(0, to, &kelems(from)).expect("our own encoding");
-        let mut held = keys(interval_iter(from));
+        let mut held = keys(kernel_elems(from));
         for e in keys(d.remove.iter().copied()) {
             let i = held.iter().position(|h| h.0 == e.0 && h.1 == e.1);
             let i = i.unwrap_or_else(|| panic!("{from:?} -> {to:?}: deletes {e:?}, not held"));
@@ -1116,7 +1141,7 @@ mod tests {
             held.push(e);
         }
         held.sort();
-        assert_eq!(held, keys(interval_iter(to)), "{from:?} -> {to:?}");
+        assert_eq!(held, keys(kernel_elems(to)), "{from:?} -> {to:?}");
         if from.elements == to.elements {
             assert!(d.remove.is_empty() && d.add.is_empty());
         }
