@@ -1074,8 +1074,12 @@ fn rule_handles(ns: &NetNs) -> Vec<(String, u64)> {
 
 /// The rule handles of each chain of our table.
 fn handles_by_chain(ns: &NetNs) -> std::collections::BTreeMap<String, Vec<u64>> {
+    by_chain(rule_handles(ns))
+}
+
+fn by_chain(handles: Vec<(String, u64)>) -> std::collections::BTreeMap<String, Vec<u64>> {
     let mut by_chain = std::collections::BTreeMap::<String, Vec<u64>>::new();
-    for (chain, handle) in rule_handles(ns) {
+    for (chain, handle) in handles {
         by_chain.entry(chain).or_default().push(handle);
     }
     by_chain
@@ -1192,21 +1196,12 @@ fn the_daemon_updates_set_elements_in_place() {
     let r3 = compile_yaml(v3.clone());
     write_ansible(&hpd.config_dir(), "all.yaml", &v3);
     wait_hash(&r3);
-    let refilled: Vec<String> = {
-        let after = handles_by_chain(&ns);
-        let mut before_by_chain = std::collections::BTreeMap::<String, Vec<u64>>::new();
-        for (chain, handle) in &before {
-            before_by_chain
-                .entry(chain.clone())
-                .or_default()
-                .push(*handle);
-        }
-        after
-            .into_iter()
-            .filter(|(chain, handles)| before_by_chain.get(chain) != Some(handles))
-            .map(|(chain, _)| chain)
-            .collect()
-    };
+    let before = by_chain(before);
+    let refilled: Vec<String> = handles_by_chain(&ns)
+        .into_iter()
+        .filter(|(chain, handles)| before.get(chain) != Some(handles))
+        .map(|(chain, _)| chain)
+        .collect();
     assert_eq!(
         refilled,
         changed_chains(&r2, &r3).into_iter().collect::<Vec<_>>(),
