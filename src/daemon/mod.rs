@@ -11,7 +11,9 @@
 //!   what it applied and repairs by re-applying the last good ruleset (rate-limited).
 //!
 //! The loop drains everything pending before acting, so a burst coalesces: file events wait for a quiet
-//! period ([`watch::QUIET`], capped at [`watch::CAP`]) and then the whole directory is rescanned; SIGHUP
+//! period (a few milliseconds, [`watch::SETTLE`], when every event shows a complete file; otherwise
+//! [`watch::QUIET`]; capped at [`watch::CAP`]: see [`watch::Settle`]) and then the whole directory is
+//! rescanned; SIGHUP
 //! and control-socket reloads run at once and answer every waiting client with the same result. An
 //! interface change re-resolves the last valid configuration (IP-matched HostEndpoints follow their
 //! addresses) and applies only when the compiled result changed.
@@ -49,7 +51,7 @@ use control::{DaemonInfo, Reply, Status};
 use drift::{Burst, Expectation, Limiter};
 use nftmon::TablePrint;
 use notify::Notifier;
-use watch::{Debouncer, Watch};
+use watch::{Debouncer, Settle, Watch};
 
 /// Exit statuses of `run`.
 pub const EXIT_OK: u8 = 0;
@@ -65,8 +67,8 @@ const DRIFT_CHANGES_LOGGED: usize = 8;
 
 /// Everything the writer loop reacts to.
 pub enum Event {
-    /// A configuration file changed, appeared or disappeared.
-    Files,
+    /// Configuration files changed, appeared or disappeared, and how.
+    Files(Vec<(std::path::PathBuf, watch::Change)>),
     /// The configuration directory itself was created, removed or replaced.
     DirReplaced,
     WatchError(String),
@@ -345,7 +347,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         }
         self.notifier.ready(&ready);
 
-        let mut files = Debouncer::new(watch::QUIET, watch::CAP);
+        let mut files = Settle::default();
         let mut ifaces = Debouncer::new(IFACE_QUIET, IFACE_CAP);
         let watchdog = self.notifier.watchdog_interval();
         let mut next_ping = watchdog.map(|w| Instant::now() + w);
@@ -386,7 +388,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             {
                 let at = Instant::now();
                 match ev {
-                    Event::Files => files.touch(at),
+                    Event::Files(changes) => {
+                        for (path, change) in changes {
+                            files.touch(at, &path, change);
+                        }
+                    }
                     Event::DirReplaced => {
                         if let Some(w) = self.watch.as_mut() {
                             if let Err(e) = w.rewatch() {
@@ -397,11 +403,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                                 );
                             }
                         }
-                        files.touch(at);
+                        files.touch_unsure(at);
                     }
                     Event::WatchError(e) => {
                         warn!(event = "watch_failed", "file watch: {e}; rescanning");
-                        files.touch(at);
+                        files.touch_unsure(at);
                     }
                     Event::Interfaces => ifaces.touch(at),
                     Event::Signal(sig) if sig == signal_hook::consts::SIGHUP => {
@@ -1064,7 +1070,10 @@ mod tests {
             tx.send(if i == 1 {
                 Event::Signal(signal_hook::consts::SIGHUP)
             } else {
-                Event::Files
+                Event::Files(vec![(
+                    settings.config_dir.join("a.yaml"),
+                    watch::Change::Written,
+                )])
             })
             .unwrap();
         }
