@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -137,6 +137,16 @@ pub struct DriftSummary {
     pub latency_ms: u64,
 }
 
+/// A file's identity and last change: [`write_atomic`] gives a new inode, and a write or chmod in place
+/// changes the ctime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -159,22 +169,45 @@ impl Store {
             .create(&self.dir)
     }
 
+    /// Writes the last good ruleset; returns its content hash.
     pub fn save_last_good(
         &self,
         generation: u64,
         ruleset: &Ruleset,
         now: SystemTime,
-    ) -> io::Result<()> {
+    ) -> io::Result<String> {
         self.ensure_dir()?;
-        let doc = LastGood {
+        let hash = content_hash(ruleset);
+        // [`LastGood`]'s fields, borrowed (no copy of the ruleset just to write it).
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            generation: u64,
+            hash: &'a str,
+            saved_at: String,
+            ruleset: &'a Ruleset,
+        }
+        let doc = Doc {
             version: 1,
             generation,
-            hash: content_hash(ruleset),
+            hash: &hash,
             saved_at: rfc3339(now),
-            ruleset: ruleset.clone(),
+            ruleset,
         };
         let json = serde_json::to_vec_pretty(&doc).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join(LAST_GOOD_FILE), &json)
+        write_atomic(&self.dir.join(LAST_GOOD_FILE), &json)?;
+        Ok(hash)
+    }
+
+    /// What tells whether the last good ruleset file changed (None: it cannot be examined).
+    pub fn last_good_stamp(&self) -> Option<Stamp> {
+        let m = fs::metadata(self.dir.join(LAST_GOOD_FILE)).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 
     /// The last good ruleset, or None when there is none. A file whose hash does not match its ruleset
@@ -290,7 +323,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 

@@ -527,7 +527,7 @@ impl<'a> Builder<'a> {
         items.reserve(run.rest.len() + 1);
         let part = &self.src[self.chunk.start..self.chunk.end];
         items.extend(run.rest.iter().zip(1u32..).map(|(&(start, len), k)| Node {
-            value: resolve_plain(&part[start..start + len]),
+            value: resolve_entry(&part[start..start + len]),
             line: line.saturating_add(k),
             column,
             span: Some((self.chunk.start + start, len)),
@@ -853,6 +853,16 @@ fn count_nodes(node: &Node) -> usize {
                 .sum::<usize>()
         }
         _ => 1,
+    }
+}
+
+/// [`resolve_plain`] for a run's entry: a network or an IPv6 address (`/` or `:`, in no number, boolean
+/// or null) is text without the schema's checks.
+fn resolve_entry(text: &str) -> Value {
+    if text.contains(['/', ':']) {
+        Value::Str(text.to_owned())
+    } else {
+        resolve_plain(text)
     }
 }
 
@@ -1226,6 +1236,28 @@ mod tests {
             entries("", 35, |i| format!("host-{i}.example.org")),
         );
         assert!(same_as_without_runs(&mixed));
+        // Scalars of every type of the core schema, resolved as the parser's would be.
+        let words = [
+            "true",
+            "null",
+            "Null",
+            "FALSE",
+            "0x1F",
+            "0o17",
+            "1e3",
+            "1.5",
+            "1_000",
+            "7",
+            "99999999999999999999",
+            "a/b",
+            "x:y",
+            "10.0.0.1",
+        ];
+        let typed = format!(
+            "a:\n{}",
+            entries("  ", 56, |i| words[i % words.len()].to_string())
+        );
+        assert!(same_as_without_runs(&typed));
         // An anchored list copied by an alias (the copies count against the alias budget).
         let aliased = format!("a: &l\n{}b: *l\n", entries("  ", 40, |i| format!("v{i}")));
         assert!(same_as_without_runs(&aliased));

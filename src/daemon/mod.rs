@@ -509,10 +509,14 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             false,
         );
         if let Ok(c) = &built {
-            self.config = Some(c.config.clone());
             log::warnings(&c.warnings);
         }
-        self.reconcile(built.as_ref(), trigger.name())
+        let outcome = self.reconcile(built.as_ref(), trigger.name());
+        // Kept for interface changes; moved after the swap, not copied before it.
+        if let Ok(c) = built {
+            self.config = Some(c.config);
+        }
+        outcome
     }
 
     /// Re-resolves the last valid configuration for the interfaces as they are now.
@@ -645,13 +649,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     /// Starts guarding our table as the kernel holds it now (right after our own write): the
     /// expectation that drift is judged against.
     fn arm(&mut self) {
-        let (Some(ruleset), Some(hash)) = (
-            self.engine.last_good().cloned(),
-            self.engine.summary().hash.clone(),
-        ) else {
+        if self.engine.last_good().is_none() || self.engine.summary().hash.is_none() {
             self.guard = None;
             return;
-        };
+        }
         let kernel = match (self.fingerprint)(&self.settings.table) {
             Ok(p) => p,
             Err(e) => {
@@ -663,7 +664,12 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 None
             }
         };
-        let (expectation, fits) = Expectation::new(&hash, &ruleset, kernel);
+        let (Some(ruleset), Some(hash)) = (self.engine.last_good(), &self.engine.summary().hash)
+        else {
+            self.guard = None;
+            return;
+        };
+        let (expectation, fits) = Expectation::new(hash, ruleset, kernel);
         if !fits {
             warn!(
                 event = "drift_layout",
