@@ -13,7 +13,7 @@
 //! The loop drains everything pending before acting, so a burst coalesces: file events wait for a quiet
 //! period (a few milliseconds, [`watch::SETTLE`], when every event shows a complete file; otherwise
 //! [`watch::QUIET`]; capped at [`watch::CAP`]: see [`watch::Settle`]) and then the whole directory is
-//! rescanned; SIGHUP
+//! rescanned (during the short quiet period already, kept only if no event comes before it ends); SIGHUP
 //! and control-socket reloads run at once and answer every waiting client with the same result. An
 //! interface change re-resolves the last valid configuration (IP-matched HostEndpoints follow their
 //! addresses) and applies only when the compiled result changed.
@@ -179,6 +179,9 @@ fn spawn_interface_monitor(tx: Sender<Event>) {
         );
     }
 }
+
+/// The directory read and compiled.
+type Built = Result<pipeline::Compiled, pipeline::Invalid>;
 
 /// What triggered a reload, for the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,6 +352,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
         let mut files = Settle::default();
         let mut ifaces = Debouncer::new(IFACE_QUIET, IFACE_CAP);
+        // The directory read and compiled while the short quiet period of complete files runs
+        // ([`watch::SETTLE`]): used by the reload when no file or interface event came since it started,
+        // so that the quiet period costs no time of its own. Any such event throws it away.
+        let mut early: Option<Built> = None;
         let watchdog = self.notifier.watchdog_interval();
         let mut next_ping = watchdog.map(|w| Instant::now() + w);
         if watchdog.is_some() {
@@ -387,6 +394,12 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 let at = Instant::now();
+                if matches!(
+                    ev,
+                    Event::Files(_) | Event::DirReplaced | Event::WatchError(_) | Event::Interfaces
+                ) {
+                    early = None;
+                }
                 match ev {
                     Event::Files(changes) => {
                         for (path, change) in changes {
@@ -467,7 +480,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 ifaces.clear();
                 self.notifier
                     .reloading(&format!("reloading ({})", trigger.name()));
-                let outcome = self.reload(trigger);
+                let prepared = early.take().filter(|_| trigger == Trigger::Files);
+                let outcome = self.reload_with(trigger, prepared);
                 let reply = self.reply(&outcome);
                 for w in waiters {
                     let _ = w.send(reply.clone());
@@ -493,21 +507,23 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 self.recheck_at = None;
                 self.drift(Burst::unknown(now));
             }
+            if early.is_none() && files.pending() && files.quiet() < watch::QUIET {
+                early = Some(self.build());
+            }
         }
     }
 
     /// Loads and validates the whole directory, compiles for the current interfaces, reconciles.
     fn reload(&mut self, trigger: Trigger) -> Outcome {
+        self.reload_with(trigger, None)
+    }
+
+    /// [`Daemon::reload`], with the directory already read and compiled ([`Daemon::build`]) when nothing
+    /// happened since.
+    fn reload_with(&mut self, trigger: Trigger, prepared: Option<Built>) -> Outcome {
         self.info.reloads += 1;
         self.set_busy(true);
-        let loaded = load::load_dir(&self.settings.config_dir);
-        let built = pipeline::build(
-            loaded,
-            &self.settings.node,
-            &self.interfaces(),
-            &self.settings.table,
-            false,
-        );
+        let built = prepared.unwrap_or_else(|| self.build());
         if let Ok(c) = &built {
             log::warnings(&c.warnings);
         }
@@ -517,6 +533,18 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             self.config = Some(c.config);
         }
         outcome
+    }
+
+    /// Reads and validates the whole directory and compiles it for the current interfaces.
+    fn build(&self) -> Built {
+        let loaded = load::load_dir(&self.settings.config_dir);
+        pipeline::build(
+            loaded,
+            &self.settings.node,
+            &self.interfaces(),
+            &self.settings.table,
+            false,
+        )
     }
 
     /// Re-resolves the last valid configuration for the interfaces as they are now.
@@ -1052,6 +1080,62 @@ mod tests {
             runtime_dir: root.join("run"),
         };
         (s, root)
+    }
+
+    #[test]
+    fn a_change_during_the_early_build_is_what_gets_applied() {
+        let (settings, root) = settings("early");
+        let file = settings.config_dir.join("a.yaml");
+        let hep = |iface: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: h}}\n\
+                 spec: {{node: node1, interfaceName: {iface}}}\n"
+            )
+        };
+        let hash = |dir: &std::path::Path| {
+            let c = pipeline::build_dir(dir, "node1", &[], "hostpolicy").unwrap();
+            crate::compile::content_hash(&c.ruleset)
+        };
+        std::fs::write(&file, hep("eth0")).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let d = Daemon::new(
+            &settings,
+            Kernel1::default(),
+            Script::default(),
+            "stderr",
+            tx.clone(),
+        )
+        .unwrap();
+        let status = d.status.clone();
+        let mut d = d;
+        let writer = std::thread::spawn(move || d.run(rx));
+        let generation = || status.lock().unwrap().summary.generation;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while generation() < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A save, then another before the short quiet period is over: the loop has started reading the
+        // directory early (or not yet); either way the second contents are applied.
+        let changed = |iface: &str| {
+            std::fs::write(&file, hep(iface)).unwrap();
+            let ev = vec![(file.clone(), watch::Change::Written)];
+            tx.send(Event::Files(ev)).unwrap();
+        };
+        changed("eth1");
+        std::thread::sleep(Duration::from_millis(3));
+        changed("eth2");
+        let want = hash(&settings.config_dir);
+        let applied = || status.lock().unwrap().summary.hash.clone();
+        while applied().as_ref() != Some(&want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Nothing more happens once the last contents are in force.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(applied(), Some(want));
+        tx.send(Event::Signal(signal_hook::consts::SIGTERM))
+            .unwrap();
+        assert_eq!(writer.join().unwrap(), EXIT_OK);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
