@@ -20,7 +20,7 @@
 //! reports for the usual ways of saving a file (the names in brackets are the loader's, others are ignored):
 //!
 //! - Ansible (`copy`, `template`): a dotted temporary file is written, then renamed over the name:
-//!   IN_MOVED_TO \[name\] (`Name(To)`, then `Name(Both)`): complete.
+//!   IN_MOVED_TO \[name\] (`Name(To)`; notify's `Name(Both)` after it repeats it): complete.
 //! - `cp` over a file, `>` redirection, an editor writing in place: IN_MODIFY \[name\] for the truncation
 //!   and each write (`Data`), then IN_CLOSE_WRITE \[name\] (`Access(Close(Write))`): writing, then complete.
 //! - vim (`backupcopy=auto`): a `4913` probe file created and deleted, IN_MOVED_FROM \[name\] to `name~`
@@ -263,8 +263,8 @@ impl Names {
 
 /// Classifies one event for the configuration directory `dir` (as given on the command line).
 pub fn classify(event: &notify::Event, dir: &Path, names: &mut Names) -> Relevance {
-    if change(&event.kind, 0, None).is_none() {
-        // Our own reads: opened, closed without writing.
+    if change(&event.kind, None).is_none() {
+        // Our own reads (opened, closed without writing), repeated reports.
         return Relevance::Ignore;
     }
     if event.need_rescan() {
@@ -272,12 +272,12 @@ pub fn classify(event: &notify::Event, dir: &Path, names: &mut Names) -> Relevan
         return Relevance::Dir;
     }
     let mut files = Vec::new();
-    for (i, path) in event.paths.iter().enumerate() {
+    for path in &event.paths {
         if path == dir {
             return Relevance::Dir;
         }
         if path.parent() == Some(dir) && names.relevant(path) {
-            if let Some(c) = change(&event.kind, i, Some(path)) {
+            if let Some(c) = change(&event.kind, Some(path)) {
                 files.push((path.clone(), c));
             }
         }
@@ -289,9 +289,10 @@ pub fn classify(event: &notify::Event, dir: &Path, names: &mut Names) -> Relevan
     }
 }
 
-/// What an event of `kind` says about its `i`-th path (`path`, when known, to look at what is there now).
-/// None: nothing (a read). Anything unexpected counts as a write in progress (the long quiet period).
-fn change(kind: &EventKind, i: usize, path: Option<&Path>) -> Option<Change> {
+/// What an event of `kind` says about its `path` (when known, to look at what is there now). None:
+/// nothing (a read, a repeated report). Anything unexpected counts as a write in progress (the long
+/// quiet period).
+fn change(kind: &EventKind, path: Option<&Path>) -> Option<Change> {
     Some(match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Change::Written,
         EventKind::Access(_) => return None,
@@ -301,9 +302,10 @@ fn change(kind: &EventKind, i: usize, path: Option<&Path>) -> Option<Change> {
         EventKind::Modify(ModifyKind::Metadata(_)) => Change::Metadata,
         EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Change::Gone,
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Change::Written,
-        // notify's pairing of the two halves of one rename: paths are [from, to].
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if i == 0 => Change::Gone,
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Change::Written,
+        // notify's pairing of the two halves of one rename, sent right after the `To` half (and after
+        // the `From` half when it saw one): nothing new, and a second event would throw away the
+        // daemon's early build of the directory.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
         EventKind::Remove(_) => Change::Gone,
         EventKind::Modify(_) | EventKind::Any | EventKind::Other => Change::Writing,
     })
@@ -604,7 +606,7 @@ mod tests {
         std::fs::write(&tmp, "ansible\n").unwrap();
         std::fs::rename(&tmp, &a).unwrap();
         let ansible = seen(&rx);
-        assert_eq!(ansible, [s("a.yaml", Written), s("a.yaml", Written)]);
+        assert_eq!(ansible, [s("a.yaml", Written)]);
         assert_eq!(quiet(&ansible), SETTLE);
 
         // cp over the file, a large one written in chunks: while it is open, the long quiet period.
@@ -678,14 +680,27 @@ mod tests {
             Relevance::Ignore
         );
         std::fs::rename(&tmp, dir.join("b.yaml")).unwrap();
-        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let rename = |mode| EventKind::Modify(ModifyKind::Name(mode));
+        assert_eq!(
+            classify(&event(rename(RenameMode::From), &[&tmp]), &dir, &mut names),
+            Relevance::Ignore
+        );
         assert_eq!(
             classify(
-                &event(rename, &[&tmp, &dir.join("b.yaml")]),
+                &event(rename(RenameMode::To), &[&dir.join("b.yaml")]),
                 &dir,
                 &mut names
             ),
             Relevance::Files(vec![(dir.join("b.yaml"), Change::Written)])
+        );
+        // notify's pairing of the two halves repeats what they said.
+        assert_eq!(
+            classify(
+                &event(rename(RenameMode::Both), &[&tmp, &dir.join("b.yaml")]),
+                &dir,
+                &mut names
+            ),
+            Relevance::Ignore
         );
         // Editor leftovers and other names are ignored.
         for junk in ["a.yaml~", ".a.yaml.swp", "notes.txt", "a.yaml.dpkg-new"] {
