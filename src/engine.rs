@@ -213,6 +213,9 @@ pub struct Engine<D: Dataplane, P: Prober> {
     last_good: Option<Ruleset>,
     rejected: Option<Rejected>,
     summary: Summary,
+    /// The content hash of the last good ruleset in the state directory and the file's stamp, as we
+    /// last read or wrote it.
+    saved: Option<(String, Option<crate::state::Stamp>)>,
 }
 
 impl<D: Dataplane, P: Prober> Engine<D, P> {
@@ -228,6 +231,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             last_good: None,
             rejected: None,
             summary,
+            saved: None,
         }
     }
 
@@ -263,15 +267,33 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
     }
 
     /// Writes the last good ruleset (when it changed) and the summary to the state directory.
-    pub fn save_state(&self, store: &crate::state::Store, now: SystemTime) -> std::io::Result<()> {
-        if let Some(r) = &self.last_good {
-            // Only the recorded hash is read: deserialising the whole file to compare was the
-            // daemon's largest allocation after a reload (~85 MiB at 10,000 policies).
-            if store.last_good_hash() != self.summary.hash {
-                store.save_last_good(self.summary.generation, r, now)?;
+    pub fn save_state(
+        &mut self,
+        store: &crate::state::Store,
+        now: SystemTime,
+    ) -> std::io::Result<()> {
+        if self.last_good.is_some() && !self.last_good_saved(store) {
+            if let Some(r) = &self.last_good {
+                let hash = store.save_last_good(self.summary.generation, r, now)?;
+                self.saved = Some((hash, store.last_good_stamp()));
             }
         }
         store.save_summary(&self.summary)
+    }
+
+    /// Whether the state directory holds the last good ruleset already. Read back (and checked) only
+    /// when the file is not as we last read or wrote it: reading a 100,000-element ruleset costs as
+    /// much as writing it, and a reload should not do either for nothing.
+    fn last_good_saved(&mut self, store: &crate::state::Store) -> bool {
+        let stamp = store.last_good_stamp();
+        if let Some((hash, Some(saved))) = &self.saved {
+            if stamp.as_ref() == Some(saved) {
+                return Some(hash) == self.summary.hash.as_ref();
+            }
+        }
+        let stored = store.load_last_good().ok().flatten().map(|l| l.hash);
+        self.saved = stored.map(|hash| (hash, stamp));
+        self.saved.as_ref().map(|(h, _)| h) == self.summary.hash.as_ref()
     }
 
     pub fn dataplane(&mut self) -> &mut D {
@@ -363,13 +385,12 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             };
         }
 
-        // What to restore if a check regresses: exactly what the kernel holds before the swap.
+        // What to restore if a check regresses: exactly what the kernel holds before the swap. Borrowed,
+        // not copied: a copy of a 100,000-element ruleset would delay the swap.
         let previous = match &kernel {
             Kernel::None => None,
-            // Ours, or a table we cannot reproduce: our last good is the best we have. Taken, not
-            // cloned (a ruleset of 10,000 policies is ~12 MiB): every path below either adopts the
-            // new ruleset or puts this one back.
-            Kernel::Table(_) | Kernel::Unknown(_) => self.last_good.take(),
+            // Ours, or a table we cannot reproduce: our last good is the best we have.
+            Kernel::Table(_) | Kernel::Unknown(_) => self.last_good.as_ref(),
         };
         let checks = node_checks(&compiled.config, &self.summary.node);
         let baseline = if checks.is_empty() {
@@ -379,13 +400,12 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         };
 
         self.summary.applies += 1;
-        let swapped = match &previous {
+        let swapped = match previous {
             // Element changes only when only set elements differ and the kernel holds `prev` (issue 7).
             Some(prev) => self.dp.update(prev, new),
             None => self.dp.apply(new),
         };
         if let Err(e) = swapped {
-            self.keep_last_good(previous);
             self.inspect_kernel();
             return Outcome::Failed {
                 hash: Some(hash),
@@ -414,8 +434,8 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         }
 
         self.summary.rollbacks += 1;
-        let policies = changed_policies(previous.as_ref(), new, &compiled.config);
-        let restore = match &previous {
+        let policies = changed_policies(previous, new, &compiled.config);
+        let restore = match previous {
             Some(prev) => self.dp.apply(prev),
             None => self.dp.flush(&table),
         };
@@ -423,14 +443,12 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             hash: hash.clone(),
             failed: failed.iter().map(|c| c.name.clone()).collect(),
         });
-        let restored_hash = previous.as_ref().map(content_hash);
-        self.keep_last_good(previous);
         match restore {
             Ok(()) => {
-                let restored = match restored_hash {
-                    Some(hash) => Restored::Previous {
+                let restored = match previous {
+                    Some(prev) => Restored::Previous {
                         generation: self.summary.generation,
-                        hash,
+                        hash: content_hash(prev),
                     },
                     None => Restored::Flushed,
                 };
@@ -455,13 +473,6 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                     new_in_force: true,
                 }
             }
-        }
-    }
-
-    /// Puts back the last good ruleset `reconcile` took as its rollback target (None: it took none).
-    fn keep_last_good(&mut self, previous: Option<Ruleset>) {
-        if previous.is_some() {
-            self.last_good = previous;
         }
     }
 
@@ -801,6 +812,47 @@ pub(crate) mod tests {
             e.dp.calls
         );
         assert_eq!(e.prober.ran, 2, "no probes when nothing changes");
+    }
+
+    #[test]
+    fn the_last_good_file_is_written_when_it_changed_and_repaired_when_someone_touched_it() {
+        let dir = crate::state::tests::temp_dir("engine-save");
+        let store = crate::state::Store::new(&dir);
+        let file = dir.join(crate::state::LAST_GOOD_FILE);
+        let mut e = engine();
+        let a = compiled("eth0", vec![]);
+        e.reconcile(Ok(&a), T0);
+        e.save_state(&store, T0).unwrap();
+        let saved = |store: &crate::state::Store| store.load_last_good().unwrap().unwrap();
+        assert_eq!(saved(&store).hash, hash(&a));
+        // Unchanged: the file is left as it is (its time of saving too).
+        let later = T0 + Duration::from_secs(60);
+        e.reconcile(Ok(&a), later);
+        e.save_state(&store, later).unwrap();
+        assert_eq!(saved(&store).saved_at, rfc3339(T0));
+        // Damaged or removed behind our back: written again.
+        std::fs::write(&file, "{").unwrap();
+        e.save_state(&store, later).unwrap();
+        assert_eq!(saved(&store).hash, hash(&a));
+        std::fs::remove_file(&file).unwrap();
+        e.save_state(&store, later).unwrap();
+        assert_eq!(saved(&store).hash, hash(&a));
+        // A new ruleset: written.
+        let b = compiled("eth1", vec![]);
+        e.reconcile(Ok(&b), later);
+        e.save_state(&store, later).unwrap();
+        assert_eq!(saved(&store).hash, hash(&b));
+        // A restarted engine reads the file back once, and finds it current.
+        let mut e = engine();
+        e.restore(Some(saved(&store).ruleset), store.load_summary().unwrap());
+        let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+        e.save_state(&store, later + Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().modified().unwrap(),
+            before
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!   of that HostEndpoint, so the replies meet conntrack as new or invalid packets. Deny-only doNotTrack
 //!   policies (deny lists) are one-way by nature and not flagged.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use ipnet::IpNet;
 
@@ -26,7 +26,8 @@ use crate::model::{
     proto, Action, Config, EntityRule, GlobalNetworkPolicy, HostEndpoint, NamespaceScope, Port,
     Rule,
 };
-use crate::resolve::{policy_selects, NodeView};
+use crate::resolve::{policy_scope_ok, NodeView};
+use crate::selector::Selector;
 
 /// All lints of this module, in no particular order (`pipeline::build` sorts them).
 pub fn lint(config: &Config, _view: &NodeView) -> Vec<Diagnostic> {
@@ -209,17 +210,47 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 // ---- HostEndpoints without policy in a direction ------------------------------------------------------
 
-/// The policies selecting a HEP, as resolve would assign them (untracked policy is ignored on `*`).
-fn selecting<'c>(config: &'c Config, hep: &HostEndpoint) -> Vec<&'c GlobalNetworkPolicy> {
-    let wildcard = hep.is_wildcard();
-    config
-        .policies
-        .iter()
-        .filter(|p| policy_selects(p, &hep.labels) && !(wildcard && p.do_not_track))
-        .collect()
+/// Policies grouped by selector text, for the lints that ask which policies select each HostEndpoint:
+/// each distinct selector is matched once per HostEndpoint, not each policy (10,000 policies usually
+/// share a few selectors, and policies × HostEndpoints was most of the lints' time).
+struct BySelector<'c> {
+    /// Each distinct selector and its policies (indices into `config.policies`, in file order) whose
+    /// namespace and service-account scope passes (see `resolve::policy_selects`).
+    groups: Vec<(&'c Selector, Vec<usize>)>,
+}
+
+impl<'c> BySelector<'c> {
+    /// The policies for which `keep` holds, grouped.
+    fn new(config: &'c Config, keep: impl Fn(&GlobalNetworkPolicy) -> bool) -> Self {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut groups: Vec<(&Selector, Vec<usize>)> = Vec::new();
+        for (i, p) in config.policies.iter().enumerate() {
+            if !keep(p) || !policy_scope_ok(p) {
+                continue;
+            }
+            let sel = &p.selector.value;
+            let g = *index.entry(sel.source()).or_insert_with(|| {
+                groups.push((sel, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        BySelector { groups }
+    }
+
+    /// The groups whose selector selects `hep`.
+    fn selecting<'s>(&'s self, hep: &'s HostEndpoint) -> impl Iterator<Item = &'s [usize]> + 's {
+        self.groups
+            .iter()
+            .filter(|(sel, _)| sel.matches(&hep.labels))
+            .map(|(_, ps)| ps.as_slice())
+    }
 }
 
 fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
+    // Untracked policy is ignored on a wildcard HostEndpoint (as resolve assigns policies).
+    let all = BySelector::new(config, |_| true);
+    let tracked = BySelector::new(config, |p| !p.do_not_track);
     for hep in &config.host_endpoints {
         if hep
             .profiles
@@ -228,11 +259,19 @@ fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
         {
             continue;
         }
+        let groups = if hep.is_wildcard() { &tracked } else { &all };
         let (mut ingress, mut egress) = (false, false);
-        for p in selecting(config, hep) {
+        for p in groups
+            .selecting(hep)
+            .flatten()
+            .map(|&i| &config.policies[i])
+        {
             ingress |= p.ingress_type;
             // preDNAT policies have no egress (validation).
             egress |= p.egress_type && !p.pre_dnat;
+            if ingress && egress {
+                break;
+            }
         }
         for (dir, has, types) in [
             ("ingress", ingress, "Ingress"),
@@ -265,15 +304,23 @@ fn allows(p: &GlobalNetworkPolicy, ingress: bool) -> bool {
 }
 
 fn one_way_untracked(config: &Config, out: &mut Vec<Diagnostic>) {
+    let by_selector = BySelector::new(config, |p| p.do_not_track);
+    if by_selector.groups.is_empty() {
+        return;
+    }
     let mut reported: BTreeSet<(String, bool)> = BTreeSet::new();
     for hep in config.host_endpoints.iter().filter(|h| !h.is_wildcard()) {
-        let untracked: Vec<&GlobalNetworkPolicy> = selecting(config, hep)
-            .into_iter()
-            .filter(|p| p.do_not_track)
-            .collect();
+        let mut selected: Vec<usize> = by_selector.selecting(hep).flatten().copied().collect();
+        selected.sort_unstable();
+        let untracked: Vec<&GlobalNetworkPolicy> =
+            selected.iter().map(|&i| &config.policies[i]).collect();
+        // Whether some untracked policy allows ingress, egress: once per HostEndpoint.
+        let allowed = |ingress: bool| untracked.iter().any(|q| allows(q, ingress));
+        let (allows_in, allows_out) = (allowed(true), allowed(false));
         for &p in &untracked {
             for ingress in [true, false] {
-                if !allows(p, ingress) || untracked.iter().any(|q| allows(q, !ingress)) {
+                let reverse = if ingress { allows_out } else { allows_in };
+                if !allows(p, ingress) || reverse {
                     continue;
                 }
                 if !reported.insert((p.name.clone(), ingress)) {
@@ -401,5 +448,143 @@ mod tests {
             "ingress: [{action: Deny, source: {nets: [203.0.113.0/24]}}]",
         );
         assert!(lints(&format!("{HEP}{BOTH}{deny}")).is_empty());
+    }
+
+    /// The two HostEndpoint lints as first written (every policy against every HostEndpoint): the
+    /// grouped ones must say exactly the same.
+    /// Each warning as (the name it is about, the words that say what).
+    fn reference(config: &Config) -> Vec<(String, &'static str)> {
+        let selecting = |hep: &HostEndpoint| -> Vec<&GlobalNetworkPolicy> {
+            config
+                .policies
+                .iter()
+                .filter(|p| {
+                    crate::resolve::policy_selects(p, &hep.labels)
+                        && !(hep.is_wildcard() && p.do_not_track)
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for hep in &config.host_endpoints {
+            if hep
+                .profiles
+                .iter()
+                .any(|p| p.value == crate::compile::DEFAULT_ALLOW_PROFILE)
+            {
+                continue;
+            }
+            let ps = selecting(hep);
+            let ingress = ps.iter().any(|p| p.ingress_type);
+            let egress = ps.iter().any(|p| p.egress_type && !p.pre_dnat);
+            for (what, has) in [
+                ("has no policy for ingress", ingress),
+                ("has no policy for egress", egress),
+            ] {
+                if !has {
+                    out.push((hep.name.clone(), what));
+                }
+            }
+        }
+        let mut reported = BTreeSet::new();
+        for hep in config.host_endpoints.iter().filter(|h| !h.is_wildcard()) {
+            let untracked: Vec<_> = selecting(hep)
+                .into_iter()
+                .filter(|p| p.do_not_track)
+                .collect();
+            for &p in &untracked {
+                for ingress in [true, false] {
+                    if !allows(p, ingress) || untracked.iter().any(|q| allows(q, !ingress)) {
+                        continue;
+                    }
+                    if reported.insert((p.name.clone(), ingress)) {
+                        let what = if ingress {
+                            "allows ingress"
+                        } else {
+                            "allows egress"
+                        };
+                        out.push((
+                            format!(
+                                "{}' allows {} on HostEndpoint '{}",
+                                p.name,
+                                &what[7..],
+                                hep.name
+                            ),
+                            what,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn grouping_policies_by_selector_says_what_every_policy_against_every_hep_says() {
+        let mut yaml = String::new();
+        for (i, (labels, iface)) in [
+            ("{role: web}", "eth0"),
+            ("{role: db}", "eth1"),
+            ("{role: web, tier: a}", "eth2"),
+            ("{role: db}", "'*'"),
+            ("{role: lb}", "eth3"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            yaml += &format!("- {{apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {{name: h{i}, labels: {labels}}}, spec: {{node: node1, interfaceName: {iface}}}}}\n");
+        }
+        let selectors = [
+            "all()",
+            "role == 'web'",
+            "role == 'db'",
+            "has(tier)",
+            "role == 'none'",
+        ];
+        for i in 0..40 {
+            let sel = selectors[i % selectors.len()];
+            let (types, rules) = match i % 4 {
+                0 => ("[Ingress]", "ingress: [{action: Allow}]"),
+                1 => ("[Egress]", "egress: [{action: Allow}]"),
+                2 => ("[Ingress, Egress]", "ingress: [{action: Deny}]"),
+                _ => ("[Egress]", "egress: [{action: Deny}]"),
+            };
+            let dnt = if i % 3 == 0 && i > 0 {
+                "doNotTrack: true, applyOnForward: true, "
+            } else {
+                ""
+            };
+            let ns = if i % 11 == 5 {
+                "namespaceSelector: all(), "
+            } else {
+                ""
+            };
+            yaml += &format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p{i}}}, spec: {{{dnt}{ns}selector: \"{sel}\", types: {types}, {rules}}}}}\n");
+        }
+        let mut seen = BTreeSet::new();
+        for n in [0, 1, 7, 25, 40] {
+            // The first n policies: from none to all of them.
+            let cut: String = yaml.lines().take(5 + n).map(|l| format!("{l}\n")).collect();
+            let loaded = load_sources(&[("t.yaml".to_string(), cut)]);
+            assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+            let config = &loaded.config;
+            let mut ours = Vec::new();
+            directions_without_policy(config, &mut ours);
+            one_way_untracked(config, &mut ours);
+            let ours: Vec<String> = ours.iter().map(|d| d.message.clone()).collect();
+            let expected = reference(config);
+            assert_eq!(
+                ours.len(),
+                expected.len(),
+                "{n}: {ours:#?} vs {expected:#?}"
+            );
+            seen.extend(expected.iter().map(|(_, what)| *what));
+            for (o, (name, what)) in ours.iter().zip(&expected) {
+                assert!(
+                    o.contains(&format!("'{name}'")) && o.contains(what),
+                    "{n}: {o} vs {name} {what}"
+                );
+            }
+        }
+        assert_eq!(seen.len(), 4, "every kind of warning is compared: {seen:?}");
     }
 }

@@ -382,7 +382,7 @@ pub fn policy_selects(policy: &GlobalNetworkPolicy, labels: &Labels) -> bool {
 
 /// The part of [`policy_selects`] that does not depend on the HEP: its namespace and service-account
 /// selectors.
-fn policy_scope_ok(policy: &GlobalNetworkPolicy) -> bool {
+pub(crate) fn policy_scope_ok(policy: &GlobalNetworkPolicy) -> bool {
     let empty = Labels::new();
     let scope_ok = |sel: &Option<crate::model::At<Selector>>| match sel {
         None => true,

@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,16 +38,6 @@ pub struct LastGood {
 }
 
 /// A host endpoint of this node and the policies that apply to it, in evaluation order.
-/// [`LastGood`] as written: the same fields, the ruleset borrowed.
-#[derive(Serialize)]
-struct LastGoodRef<'a> {
-    version: u32,
-    generation: u64,
-    hash: String,
-    saved_at: String,
-    ruleset: &'a Ruleset,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointSummary {
     pub name: String,
@@ -147,6 +137,16 @@ pub struct DriftSummary {
     pub latency_ms: u64,
 }
 
+/// A file's identity and last change: [`write_atomic`] gives a new inode, and a write or chmod in place
+/// changes the ctime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -169,39 +169,47 @@ impl Store {
             .create(&self.dir)
     }
 
+    /// Writes the last good ruleset; returns its content hash.
     pub fn save_last_good(
         &self,
         generation: u64,
         ruleset: &Ruleset,
         now: SystemTime,
-    ) -> io::Result<()> {
+    ) -> io::Result<String> {
         self.ensure_dir()?;
-        // Borrowed and streamed: with 10,000 policies a copy of the ruleset plus its JSON text in
-        // memory were ~40 MiB on top of the daemon's peak.
-        let doc = LastGoodRef {
+        let hash = content_hash(ruleset);
+        // [`LastGood`]'s fields, borrowed (no copy of the ruleset just to write it).
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            generation: u64,
+            hash: &'a str,
+            saved_at: String,
+            ruleset: &'a Ruleset,
+        }
+        let doc = Doc {
             version: 1,
             generation,
-            hash: content_hash(ruleset),
+            hash: &hash,
             saved_at: rfc3339(now),
             ruleset,
         };
+        // Streamed: the JSON text of 10,000 policies' ruleset is tens of MiB.
         write_atomic_with(&self.dir.join(LAST_GOOD_FILE), |w| {
             serde_json::to_writer_pretty(w, &doc).map_err(io::Error::other)
-        })
+        })?;
+        Ok(hash)
     }
 
-    /// The content hash recorded in the last good file, without reading its ruleset into memory (the
-    /// daemon asks after every reload whether the file must be rewritten); None when there is no file
-    /// or it cannot be read as one.
-    pub fn last_good_hash(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct HashOnly {
-            hash: String,
-        }
-        let file = File::open(self.dir.join(LAST_GOOD_FILE)).ok()?;
-        serde_json::from_reader::<_, HashOnly>(io::BufReader::new(file))
-            .ok()
-            .map(|h| h.hash)
+    /// What tells whether the last good ruleset file changed (None: it cannot be examined).
+    pub fn last_good_stamp(&self) -> Option<Stamp> {
+        let m = fs::metadata(self.dir.join(LAST_GOOD_FILE)).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 
     /// The last good ruleset, or None when there is none. A file whose hash does not match its ruleset
@@ -328,7 +336,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -377,15 +385,12 @@ mod tests {
         let dir = temp_dir("rt");
         let store = Store::new(&dir);
         assert_eq!(store.load_last_good().unwrap(), None);
-        assert_eq!(store.last_good_hash(), None);
         let r = ruleset();
         store.save_last_good(7, &r, UNIX_EPOCH).unwrap();
         let back = store.load_last_good().unwrap().unwrap();
         assert_eq!(back.ruleset, r);
         assert_eq!(back.generation, 7);
         assert_eq!(back.hash, content_hash(&r));
-        // What the daemon compares after each reload, read without the ruleset.
-        assert_eq!(store.last_good_hash(), Some(content_hash(&r)));
         // Only the final files remain (no temporary file left behind), and they are private.
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()

@@ -137,21 +137,163 @@ const ALIAS_NODE_BUDGET: usize = 1_000_000;
 
 /// Parse a file's text (a stream of YAML documents).
 pub fn parse(file: &Arc<str>, text: &str) -> Parsed {
+    parse_with(file, text, true)
+}
+
+/// [`parse`], with or without the fast path for long lists of scalars ([`parse_with_runs`]).
+fn parse_with(file: &Arc<str>, text: &str, fast: bool) -> Parsed {
     let mut out = Parsed::default();
     let mut alias_budget = ALIAS_NODE_BUDGET;
     for chunk in split_documents(text) {
-        let mut builder = Builder {
-            file,
-            src: text,
-            chunk: &chunk,
-            out: &mut out,
-            stack: Vec::new(),
-            anchors: HashMap::new(),
-            alias_budget: &mut alias_budget,
-        };
+        if fast && parse_with_runs(file, text, &chunk, &mut out, &mut alias_budget) {
+            continue;
+        }
+        let mut builder = Builder::new(file, text, &chunk, &mut out, &mut alias_budget, &[]);
         builder.run(&text[chunk.start..chunk.end]);
     }
     out
+}
+
+/// The fast path for long lists of plain scalars (a GlobalNetworkSet's 100,000 `nets`): the parser
+/// spends most of its time on them, one token at a time. Each run of [`MIN_RUN`] or more lines
+/// `INDENT- SCALAR` ([`simple_item`]) is parsed by the parser through its first and last lines only: the
+/// lines between are cut out of the text it reads, positions after a cut are shifted back by what was
+/// cut ([`Cut`]), and the nodes of the cut entries are built here and put after the first entry's.
+///
+/// This is only kept when it certainly gives the same tree: the parser must report the first entry as a
+/// plain scalar exactly where the run says, inside a sequence (so the lines are that sequence's entries:
+/// `- ` at the same indentation starts a new entry, and a scalar of these characters ends at its line),
+/// every run must be found so, and nothing may be reported at all. Otherwise (a run inside a block
+/// scalar or a quoted string, a syntax error anywhere in the document...) the chunk is parsed again
+/// without it, so that every diagnostic stays exactly what the parser says. Returns whether it was kept.
+fn parse_with_runs(
+    file: &Arc<str>,
+    text: &str,
+    chunk: &Chunk,
+    out: &mut Parsed,
+    alias_budget: &mut usize,
+) -> bool {
+    let part = &text[chunk.start..chunk.end];
+    let runs = scalar_runs(part);
+    if runs.is_empty() {
+        return false;
+    }
+    let (shortened, cuts) = cut_runs(part, &runs);
+    let mut attempt = Parsed::default();
+    let mut budget = *alias_budget;
+    let mut builder = Builder::new(file, text, chunk, &mut attempt, &mut budget, &runs);
+    builder.cuts = &cuts;
+    builder.run(&shortened);
+    let kept =
+        builder.runs_found == runs.len() && !builder.unmapped && attempt.diagnostics.is_empty();
+    if kept {
+        out.documents.append(&mut attempt.documents);
+        *alias_budget = budget;
+    }
+    kept
+}
+
+/// Where lines were cut out of the text the parser reads: from `at` (an offset in the shortened text)
+/// on, positions are `bytes` bytes and `lines` lines further in the file (counted from the start).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at: usize,
+    bytes: usize,
+    lines: u32,
+}
+
+/// `part` without the lines of each run's [`Run::rest`], and the [`Cut`]s made.
+fn cut_runs(part: &str, runs: &[Run]) -> (String, Vec<Cut>) {
+    let mut shortened = String::with_capacity(part.len());
+    let mut cuts = Vec::with_capacity(runs.len());
+    let (mut copied, mut bytes, mut lines) = (0usize, 0usize, 0u32);
+    for run in runs {
+        let (Some(&(first, _)), Some(&(last, last_len))) = (run.rest.first(), run.rest.last())
+        else {
+            continue;
+        };
+        // Whole lines: from the start of the first cut entry's line to the end of the last one's.
+        let from = part[..first].rfind('\n').map_or(0, |i| i + 1);
+        let to = part[last + last_len..]
+            .find('\n')
+            .map_or(part.len(), |i| last + last_len + i + 1);
+        shortened.push_str(&part[copied..from]);
+        bytes += to - from;
+        lines += run.rest.len() as u32;
+        cuts.push(Cut {
+            at: shortened.len(),
+            bytes,
+            lines,
+        });
+        copied = to;
+    }
+    shortened.push_str(&part[copied..]);
+    (shortened, cuts)
+}
+
+/// Fewest lines in a run for [`parse_with_runs`]: below this, the parser's own pace is fine.
+const MIN_RUN: usize = 32;
+
+/// A run of list entries `INDENT- SCALAR` on consecutive lines, all at the same indentation. Offsets are
+/// chunk-relative byte offsets of the scalars.
+#[derive(Debug)]
+struct Run {
+    /// The first entry's scalar: (offset, length). The parser reads it.
+    first: (usize, usize),
+    /// The entries between the first and the last, built by [`Builder`] (the parser reads the last one).
+    rest: Vec<(usize, usize)>,
+}
+
+/// The runs of at least [`MIN_RUN`] simple list entries in `text`, in order.
+fn scalar_runs(text: &str) -> Vec<Run> {
+    let mut runs = Vec::new();
+    // The current run: its indentation and its scalars.
+    let mut indent = usize::MAX;
+    let mut items: Vec<(usize, usize)> = Vec::new();
+    let mut flush = |items: &mut Vec<(usize, usize)>| {
+        if items.len() >= MIN_RUN {
+            runs.push(Run {
+                first: items[0],
+                rest: items[1..items.len() - 1].to_vec(),
+            });
+        }
+        items.clear();
+    };
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        match simple_item(line.strip_suffix('\n').unwrap_or(line)) {
+            Some((i, start, len)) => {
+                if i != indent {
+                    flush(&mut items);
+                    indent = i;
+                }
+                items.push((offset + start, len));
+            }
+            None => {
+                flush(&mut items);
+                indent = usize::MAX;
+            }
+        }
+        offset += line.len();
+    }
+    flush(&mut items);
+    runs
+}
+
+/// `line` as `INDENT- SCALAR`: (indentation, scalar offset in the line, scalar length). The scalar starts
+/// with a letter or digit and has only `A-Za-z0-9./:_+-`, not ending in `:` (addresses, networks,
+/// ports, names): no indicator, quote, comment, tag, anchor, alias or space, and nothing that could
+/// continue on the next line or make it a mapping.
+fn simple_item(line: &str) -> Option<(usize, usize, usize)> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    let scalar = line[indent..].strip_prefix("- ")?;
+    let bytes = scalar.as_bytes();
+    let ok = bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last() != Some(&b':')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"./:_+-".contains(b));
+    ok.then_some((indent, indent + 2, scalar.len()))
 }
 
 /// A part of the file holding at most one document marker at its start.
@@ -243,9 +385,52 @@ struct Builder<'a> {
     /// Anchored nodes, with their size in nodes (for the alias budget).
     anchors: HashMap<usize, (Node, usize)>,
     alias_budget: &'a mut usize,
+    /// Runs of list entries cut out of the text ([`parse_with_runs`]), how many were found, the cuts,
+    /// and whether a position could not be mapped back through them.
+    runs: &'a [Run],
+    runs_found: usize,
+    cuts: &'a [Cut],
+    unmapped: bool,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(
+        file: &'a Arc<str>,
+        src: &'a str,
+        chunk: &'a Chunk,
+        out: &'a mut Parsed,
+        alias_budget: &'a mut usize,
+        runs: &'a [Run],
+    ) -> Self {
+        Builder {
+            file,
+            src,
+            chunk,
+            out,
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            alias_budget,
+            runs,
+            runs_found: 0,
+            cuts: &[],
+            unmapped: false,
+        }
+    }
+
+    /// The cut before a position of the parser's text (`offset`): what to add to make it the file's.
+    fn cut_before(&mut self, offset: Option<usize>) -> (usize, u32) {
+        if self.cuts.is_empty() {
+            return (0, 0);
+        }
+        let Some(offset) = offset else {
+            self.unmapped = true;
+            return (0, 0);
+        };
+        let i = self.cuts.partition_point(|c| c.at <= offset);
+        i.checked_sub(1)
+            .map_or((0, 0), |i| (self.cuts[i].bytes, self.cuts[i].lines))
+    }
+
     fn run(&mut self, text: &str) {
         let mut root: Option<Node> = None;
         // Comments are validated as syntax either way; their text is not needed.
@@ -265,8 +450,13 @@ impl Builder<'_> {
                     continue;
                 }
                 Event::Scalar(value, style, anchor, tag) => {
+                    let run = self.run_at(style, anchor, tag.is_some(), &span);
                     let node = self.scalar(value, style, tag.as_deref(), &span);
                     self.remember(anchor, &node, 1);
+                    if let Some(run) = run {
+                        self.add_run(node, run);
+                        continue;
+                    }
                     node
                 }
                 Event::SequenceStart(_, anchor, tag) => {
@@ -303,6 +493,45 @@ impl Builder<'_> {
             };
             self.add(node, &mut root);
         }
+    }
+
+    /// The blanked run whose first entry this scalar event is, if it is one: a plain scalar without
+    /// anchor or tag, exactly at the run's first scalar, directly in a sequence.
+    fn run_at(
+        &mut self,
+        style: ScalarStyle,
+        anchor: usize,
+        tagged: bool,
+        span: &Span,
+    ) -> Option<&'a Run> {
+        let run = self.runs.get(self.runs_found)?;
+        let (start, len) = self.byte_span(span)?;
+        let start = start - self.chunk.start;
+        let found = style == ScalarStyle::Plain
+            && anchor == 0
+            && !tagged
+            && (start, len) == run.first
+            && matches!(self.stack.last(), Some(Frame::Seq { .. }));
+        found.then_some(run)
+    }
+
+    /// The first entry of a blanked run, then the entries blanked out of the text, as the parser would
+    /// have made them: the same column, one line each.
+    fn add_run(&mut self, first: Node, run: &Run) {
+        self.runs_found += 1;
+        let (line, column) = (first.line, first.column);
+        let Some(Frame::Seq { items, .. }) = self.stack.last_mut() else {
+            return;
+        };
+        items.push(first);
+        items.reserve(run.rest.len() + 1);
+        let part = &self.src[self.chunk.start..self.chunk.end];
+        items.extend(run.rest.iter().zip(1u32..).map(|(&(start, len), k)| Node {
+            value: resolve_entry(&part[start..start + len]),
+            line: line.saturating_add(k),
+            column,
+            span: Some((self.chunk.start + start, len)),
+        }));
     }
 
     /// Put a finished node into its parent (or make it the document).
@@ -507,19 +736,24 @@ impl Builder<'_> {
         }
     }
 
-    fn line_col(&self, marker: &Marker) -> (u32, u32) {
+    fn line_col(&mut self, marker: &Marker) -> (u32, u32) {
+        let (_, cut_lines) = self.cut_before(marker.byte_offset());
         let line = u32::try_from(marker.line())
             .unwrap_or(u32::MAX)
-            .saturating_add(self.chunk.line_offset);
+            .saturating_add(self.chunk.line_offset)
+            .saturating_add(cut_lines);
         let column = u32::try_from(marker.col())
             .unwrap_or(u32::MAX)
             .saturating_add(1);
         (line, column)
     }
 
-    fn byte_span(&self, span: &Span) -> Option<(usize, usize)> {
+    fn byte_span(&mut self, span: &Span) -> Option<(usize, usize)> {
         let start = span.start.byte_offset()?;
         let end = span.end.byte_offset()?;
+        let (start_cut, _) = self.cut_before(Some(start));
+        let (end_cut, _) = self.cut_before(Some(end));
+        let (start, end) = (start + start_cut, end + end_cut);
         Some((start + self.chunk.start, end.saturating_sub(start)))
     }
 
@@ -619,6 +853,16 @@ fn count_nodes(node: &Node) -> usize {
                 .sum::<usize>()
         }
         _ => 1,
+    }
+}
+
+/// [`resolve_plain`] for a run's entry: a network or an IPv6 address (`/` or `:`, in no number, boolean
+/// or null) is text without the schema's checks.
+fn resolve_entry(text: &str) -> Value {
+    if text.contains(['/', ':']) {
+        Value::Str(text.to_owned())
+    } else {
+        resolve_plain(text)
     }
 }
 
@@ -938,5 +1182,146 @@ mod tests {
         assert_eq!((spec.line, spec.column), (3, 3));
         let list = get(doc, "list");
         assert_eq!((list.line, list.column), (5, 3));
+    }
+
+    /// [`parse`] and the parse without the fast path for long lists give the same documents and
+    /// diagnostics; returns whether the fast path was kept for the first document.
+    fn same_as_without_runs(text: &str) -> bool {
+        let file = Arc::from("t.yaml");
+        let fast = parse_with(&file, text, true);
+        let slow = parse_with(&file, text, false);
+        assert_eq!(fast.documents, slow.documents, "{text}");
+        let msgs = |p: &Parsed| {
+            p.diagnostics
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(msgs(&fast), msgs(&slow), "{text}");
+        let chunk = &split_documents(text)[0];
+        parse_with_runs(
+            &file,
+            text,
+            chunk,
+            &mut Parsed::default(),
+            &mut ALIAS_NODE_BUDGET.clone(),
+        )
+    }
+
+    fn entries(indent: &str, n: usize, f: impl Fn(usize) -> String) -> String {
+        (0..n).map(|i| format!("{indent}- {}\n", f(i))).collect()
+    }
+
+    #[test]
+    fn long_lists_of_scalars_parse_as_without_the_fast_path() {
+        let nets = |i: usize| format!("10.0.{}.{}/32", i / 256, i % 256);
+        let set = format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: a\nspec:\n  nets:\n{}  other: x\n",
+            entries("  ", 100, nets)
+        );
+        assert!(same_as_without_runs(&set));
+        let parsed = parse_str(&set);
+        let items = match &get(get(&parsed.documents[0], "spec"), "nets").value {
+            Value::Seq(items) => items.clone(),
+            _ => panic!(),
+        };
+        assert_eq!(items.len(), 100);
+        assert_eq!((items[50].line, items[50].column), (57, 5));
+        assert_eq!(items[50].raw(&set), Some("10.0.0.50/32"));
+        // Several runs, indentless and nested, numbers, IPv6, in several documents, then more keys.
+        let mixed = format!(
+            "a:\n{}b:\n  - x\n  -\n{}  - [1, 2]\n---\n{}c: {{d: 1}}\n",
+            entries("", 40, |i| format!("{i}")),
+            entries("    ", 40, |i| format!("2001:db8::{i:x}/128")),
+            entries("", 35, |i| format!("host-{i}.example.org")),
+        );
+        assert!(same_as_without_runs(&mixed));
+        // Scalars of every type of the core schema, resolved as the parser's would be.
+        let words = [
+            "true",
+            "null",
+            "Null",
+            "FALSE",
+            "0x1F",
+            "0o17",
+            "1e3",
+            "1.5",
+            "1_000",
+            "7",
+            "99999999999999999999",
+            "a/b",
+            "x:y",
+            "10.0.0.1",
+        ];
+        let typed = format!(
+            "a:\n{}",
+            entries("  ", 56, |i| words[i % words.len()].to_string())
+        );
+        assert!(same_as_without_runs(&typed));
+        // An anchored list copied by an alias (the copies count against the alias budget).
+        let aliased = format!("a: &l\n{}b: *l\n", entries("  ", 40, |i| format!("v{i}")));
+        assert!(same_as_without_runs(&aliased));
+        // The document's root, ending without a newline.
+        let root = entries("", 40, |i| format!("p{i}"));
+        assert!(same_as_without_runs(root.trim_end()));
+    }
+
+    #[test]
+    fn what_only_looks_like_a_list_is_left_to_the_parser() {
+        let run = entries("  ", 40, |i| format!("10.0.0.{i}"));
+        // Inside a block scalar, a quoted string, a flow sequence: text, not entries.
+        for text in [
+            format!("description: |\n{run}x: 1\n"),
+            format!("description: \"a\n{run}\"\n"),
+            format!("nets: [\n{run}]\n"),
+        ] {
+            assert!(!same_as_without_runs(&text), "{text}");
+        }
+        for text in [
+            // Inside a block scalar, a quoted string, a flow sequence: text, not entries.
+            format!("description: |\n{run}x: 1\n"),
+            format!("description: \"a\n{run}\"\n"),
+            format!("nets: [\n{run}]\n"),
+            // A syntax error after the list: the diagnostics are the parser's own.
+            format!("nets:\n{run} bad: [\n"),
+            format!("nets:\n{run}nets: 1\n"),
+            // The last entry goes on on the next line.
+            format!("nets:\n{run}    more\n"),
+            // Under a mapping entry of a list (`- a: 1`), after a tag, with CRLF line ends.
+            format!("- a: 1\n{run}"),
+            format!("nets: !!seq\n{run}"),
+            format!("nets:\r\n{}", run.replace('\n', "\r\n")),
+        ] {
+            same_as_without_runs(&text);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Random documents made of list entries (long runs of them) and the lines around lists.
+        #[test]
+        fn random_documents_parse_as_without_the_fast_path(
+            parts in proptest::collection::vec((0usize..14, 0usize..3, 1usize..50), 1..8)
+        ) {
+            let mut text = String::new();
+            for (kind, indent, n) in parts {
+                let pad = "  ".repeat(indent);
+                let line = match kind {
+                    0 => format!("{pad}key{n}:\n"),
+                    1 => format!("{pad}- k: v\n"),
+                    2 => format!("{pad}description: |\n"),
+                    3 => format!("{pad}# comment\n"),
+                    4 => "\n".to_string(),
+                    5 => "---\n".to_string(),
+                    6 => format!("{pad}  continued\n"),
+                    7 => format!("{pad}- [a, b]\n"),
+                    8 => format!("{pad}x: \"open\n"),
+                    9 => format!("{pad}- &a anchored\n{pad}- *a\n"),
+                    _ => entries(&pad, n * 2, |i| format!("10.{n}.0.{i}/32")),
+                };
+                text.push_str(&line);
+            }
+            same_as_without_runs(&text);
+        }
     }
 }

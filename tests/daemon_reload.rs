@@ -134,6 +134,89 @@ fn ansible_drop_syntax_error_fix_and_delete() {
     assert_port(&t, &d, 8080, true, "still allowed by allow-8080");
 }
 
+/// Runs `save` and checks that it gave exactly one reload, which applied a new generation.
+fn one_reload(t: &Topology, d: &Daemon, what: &str, save: impl FnOnce()) {
+    let before = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(500));
+    save();
+    let after = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(700));
+    assert_eq!(
+        reloads(&after),
+        reloads(&before) + 1,
+        "{what}: one reload\n{}",
+        d.log()
+    );
+    assert_eq!(after["last_result"], "applied", "{what}: {after:#}");
+    assert_eq!(
+        after["generation"].as_u64(),
+        before["generation"].as_u64().map(|g| g + 1),
+        "{what}"
+    );
+}
+
+#[test]
+fn ansible_cp_and_vim_saves_each_reload_once_and_a_half_written_file_is_never_applied() {
+    if !require_root(
+        "ansible_cp_and_vim_saves_each_reload_once_and_a_half_written_file_is_never_applied",
+    ) {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[8080, 8081, 8082, 8083], &[]);
+    base(&t);
+    let dir = t.hpd.config_dir();
+    let d = Daemon::start(&t.node, &t.hpd, &[]);
+    d.wait_ready(&t.node, &t.hpd);
+    let file = dir.join("allow-more.yaml");
+
+    // Ansible: a hidden temporary file, renamed over the name.
+    one_reload(&t, &d, "ansible", || {
+        write_ansible(&dir, "allow-more.yaml", &allow_port("allow-more", 8081))
+    });
+    assert_port(&t, &d, 8081, true, "the Ansible drop");
+
+    // `cp` of a large file over it, written in chunks with pauses longer than the short settle period
+    // of complete files: the first chunk ends inside the policy, so a reload of the half-written file
+    // would be an `invalid` result; the file is complete only when closed.
+    let text = allow_port("allow-more", 8082);
+    let padding = "# padding to make the file large\n".repeat(20_000);
+    let full = format!("{padding}{text}");
+    let cut = padding.len() + text.len() / 2;
+    let log_before = d.log().len();
+    one_reload(&t, &d, "cp in chunks", || {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&file).unwrap();
+        for chunk in [
+            &full[..padding.len() / 2],
+            &full[padding.len() / 2..cut],
+            &full[cut..],
+        ] {
+            f.write_all(chunk.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    });
+    assert!(
+        !d.log()[log_before..].contains("invalid"),
+        "the half-written file was read\n{}",
+        d.log()
+    );
+    assert_port(&t, &d, 8082, true, "the copied file");
+    assert_port(&t, &d, 8081, false, "replaced by the copy");
+
+    // vim (`backupcopy=auto`): a probe file, the original renamed to its backup, the new file written
+    // and chmod'ed, the backup deleted.
+    one_reload(&t, &d, "vim", || {
+        std::fs::write(dir.join("4913"), "").unwrap();
+        std::fs::remove_file(dir.join("4913")).unwrap();
+        std::fs::rename(&file, dir.join("allow-more.yaml~")).unwrap();
+        std::fs::write(&file, allow_port("allow-more", 8083)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(dir.join("allow-more.yaml~")).unwrap();
+    });
+    assert_port(&t, &d, 8083, true, "the vim save");
+    assert_port(&t, &d, 8082, false, "replaced by the vim save");
+}
+
 #[test]
 fn sighup_and_reload_each_reload_and_sigterm_leaves_the_table() {
     if !require_root("sighup_and_reload_each_reload_and_sigterm_leaves_the_table") {

@@ -11,7 +11,9 @@
 //!   what it applied and repairs by re-applying the last good ruleset (rate-limited).
 //!
 //! The loop drains everything pending before acting, so a burst coalesces: file events wait for a quiet
-//! period ([`watch::QUIET`], capped at [`watch::CAP`]) and then the whole directory is rescanned; SIGHUP
+//! period (a few milliseconds, [`watch::SETTLE`], when every event shows a complete file; otherwise
+//! [`watch::QUIET`]; capped at [`watch::CAP`]: see [`watch::Settle`]) and then the whole directory is
+//! rescanned (during the short quiet period already, kept only if no event comes before it ends); SIGHUP
 //! and control-socket reloads run at once and answer every waiting client with the same result. An
 //! interface change re-resolves the last valid configuration (IP-matched HostEndpoints follow their
 //! addresses) and applies only when the compiled result changed.
@@ -49,7 +51,7 @@ use control::{DaemonInfo, Reply, Status};
 use drift::{Burst, Expectation, Limiter};
 use nftmon::TablePrint;
 use notify::Notifier;
-use watch::{Debouncer, Watch};
+use watch::{Debouncer, Settle, Watch};
 
 /// Exit statuses of `run`.
 pub const EXIT_OK: u8 = 0;
@@ -65,8 +67,8 @@ const DRIFT_CHANGES_LOGGED: usize = 8;
 
 /// Everything the writer loop reacts to.
 pub enum Event {
-    /// A configuration file changed, appeared or disappeared.
-    Files,
+    /// Configuration files changed, appeared or disappeared, and how.
+    Files(Vec<(std::path::PathBuf, watch::Change)>),
     /// The configuration directory itself was created, removed or replaced.
     DirReplaced,
     WatchError(String),
@@ -177,6 +179,9 @@ fn spawn_interface_monitor(tx: Sender<Event>) {
         );
     }
 }
+
+/// The directory read and compiled.
+type Built = Result<pipeline::Compiled, pipeline::Invalid>;
 
 /// What triggered a reload, for the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,8 +364,12 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         }
         self.notifier.ready(&ready);
 
-        let mut files = Debouncer::new(watch::QUIET, watch::CAP);
+        let mut files = Settle::default();
         let mut ifaces = Debouncer::new(IFACE_QUIET, IFACE_CAP);
+        // The directory read and compiled while the short quiet period of complete files runs
+        // ([`watch::SETTLE`]): used by the reload when no file or interface event came since it started,
+        // so that the quiet period costs no time of its own. Any such event throws it away.
+        let mut early: Option<Built> = None;
         let watchdog = self.notifier.watchdog_interval();
         let mut next_ping = watchdog.map(|w| Instant::now() + w);
         if watchdog.is_some() {
@@ -399,8 +408,18 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 let at = Instant::now();
+                if matches!(
+                    ev,
+                    Event::Files(_) | Event::DirReplaced | Event::WatchError(_) | Event::Interfaces
+                ) {
+                    early = None;
+                }
                 match ev {
-                    Event::Files => files.touch(at),
+                    Event::Files(changes) => {
+                        for (path, change) in changes {
+                            files.touch(at, &path, change);
+                        }
+                    }
                     Event::DirReplaced => {
                         if let Some(w) = self.watch.as_mut() {
                             if let Err(e) = w.rewatch() {
@@ -411,11 +430,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                                 );
                             }
                         }
-                        files.touch(at);
+                        files.touch_unsure(at);
                     }
                     Event::WatchError(e) => {
                         warn!(event = "watch_failed", "file watch: {e}; rescanning");
-                        files.touch(at);
+                        files.touch_unsure(at);
                     }
                     Event::Interfaces => ifaces.touch(at),
                     Event::Signal(sig) if sig == signal_hook::consts::SIGHUP => {
@@ -475,7 +494,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 ifaces.clear();
                 self.notifier
                     .reloading(&format!("reloading ({})", trigger.name()));
-                let outcome = self.reload(trigger);
+                let prepared = early.take().filter(|_| trigger == Trigger::Files);
+                let outcome = self.reload_with(trigger, prepared);
                 let reply = self.reply(&outcome);
                 for w in waiters {
                     let _ = w.send(reply.clone());
@@ -501,35 +521,49 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 self.recheck_at = None;
                 self.drift(Burst::unknown(now));
             }
+            if early.is_none() && files.pending() && files.quiet() < watch::QUIET {
+                early = Some(self.build());
+            }
         }
     }
 
     /// Loads and validates the whole directory, compiles for the current interfaces, reconciles.
     fn reload(&mut self, trigger: Trigger) -> Outcome {
+        self.reload_with(trigger, None)
+    }
+
+    /// [`Daemon::reload`], with the directory already read and compiled ([`Daemon::build`]) when nothing
+    /// happened since.
+    fn reload_with(&mut self, trigger: Trigger, prepared: Option<Built>) -> Outcome {
         self.info.reloads += 1;
         self.set_busy(true);
-        let loaded = load::load_dir(&self.settings.config_dir);
-        let built = pipeline::build(
-            loaded,
-            &self.settings.node,
-            &self.interfaces(),
-            &self.settings.table,
-            false,
-        );
+        let built = prepared.unwrap_or_else(|| self.build());
         if let Ok(c) = &built {
             log::warnings(&c.warnings);
-            // The previous model is kept only to re-resolve it when the files are invalid; a valid
+            // The previous model is kept only to re-resolve it while the files are invalid; a valid
             // one replaces it whatever the apply's outcome, so it goes now rather than after the
             // swap (one model of 10,000 policies less at the daemon's peak).
             self.config = None;
         }
         let outcome = self.reconcile(built.as_ref(), trigger.name());
+        // Kept for interface changes; moved after the swap, not copied before it.
         if let Ok(c) = built {
-            // Moved, not cloned: a second copy of 10,000 policies' model was ~12 MiB at the peak.
             self.config = Some(c.config);
         }
         give_back_free_memory();
         outcome
+    }
+
+    /// Reads and validates the whole directory and compiles it for the current interfaces.
+    fn build(&self) -> Built {
+        let loaded = load::load_dir(&self.settings.config_dir);
+        pipeline::build(
+            loaded,
+            &self.settings.node,
+            &self.interfaces(),
+            &self.settings.table,
+            false,
+        )
     }
 
     /// Re-resolves the last valid configuration for the interfaces as they are now.
@@ -662,13 +696,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     /// Starts guarding our table as the kernel holds it now (right after our own write): the
     /// expectation that drift is judged against.
     fn arm(&mut self) {
-        let (Some(ruleset), Some(hash)) = (
-            self.engine.last_good().cloned(),
-            self.engine.summary().hash.clone(),
-        ) else {
+        if self.engine.last_good().is_none() || self.engine.summary().hash.is_none() {
             self.guard = None;
             return;
-        };
+        }
         let kernel = match (self.fingerprint)(&self.settings.table) {
             Ok(p) => p,
             Err(e) => {
@@ -680,7 +711,12 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 None
             }
         };
-        let (expectation, fits) = Expectation::new(&hash, &ruleset, kernel);
+        let (Some(ruleset), Some(hash)) = (self.engine.last_good(), &self.engine.summary().hash)
+        else {
+            self.guard = None;
+            return;
+        };
+        let (expectation, fits) = Expectation::new(hash, ruleset, kernel);
         if !fits {
             warn!(
                 event = "drift_layout",
@@ -1066,6 +1102,62 @@ mod tests {
     }
 
     #[test]
+    fn a_change_during_the_early_build_is_what_gets_applied() {
+        let (settings, root) = settings("early");
+        let file = settings.config_dir.join("a.yaml");
+        let hep = |iface: &str| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: h}}\n\
+                 spec: {{node: node1, interfaceName: {iface}}}\n"
+            )
+        };
+        let hash = |dir: &std::path::Path| {
+            let c = pipeline::build_dir(dir, "node1", &[], "hostpolicy").unwrap();
+            crate::compile::content_hash(&c.ruleset)
+        };
+        std::fs::write(&file, hep("eth0")).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let d = Daemon::new(
+            &settings,
+            Kernel1::default(),
+            Script::default(),
+            "stderr",
+            tx.clone(),
+        )
+        .unwrap();
+        let status = d.status.clone();
+        let mut d = d;
+        let writer = std::thread::spawn(move || d.run(rx));
+        let generation = || status.lock().unwrap().summary.generation;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while generation() < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A save, then another before the short quiet period is over: the loop has started reading the
+        // directory early (or not yet); either way the second contents are applied.
+        let changed = |iface: &str| {
+            std::fs::write(&file, hep(iface)).unwrap();
+            let ev = vec![(file.clone(), watch::Change::Written)];
+            tx.send(Event::Files(ev)).unwrap();
+        };
+        changed("eth1");
+        std::thread::sleep(Duration::from_millis(3));
+        changed("eth2");
+        let want = hash(&settings.config_dir);
+        let applied = || status.lock().unwrap().summary.hash.clone();
+        while applied().as_ref() != Some(&want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Nothing more happens once the last contents are in force.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(applied(), Some(want));
+        tx.send(Event::Signal(signal_hook::consts::SIGTERM))
+            .unwrap();
+        assert_eq!(writer.join().unwrap(), EXIT_OK);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn a_burst_of_requests_coalesces_into_one_reload_and_every_client_gets_its_result() {
         let (settings, root) = settings("burst");
         let (tx, rx) = mpsc::channel();
@@ -1087,7 +1179,10 @@ mod tests {
             tx.send(if i == 1 {
                 Event::Signal(signal_hook::consts::SIGHUP)
             } else {
-                Event::Files
+                Event::Files(vec![(
+                    settings.config_dir.join("a.yaml"),
+                    watch::Change::Written,
+                )])
             })
             .unwrap();
         }
