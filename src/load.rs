@@ -104,6 +104,19 @@ pub fn load_dir(dir: &Path) -> Loaded {
 
 /// [`load_dir`] with the ownership and mode check on or off.
 pub fn load_dir_with(dir: &Path, strict_modes: bool) -> Loaded {
+    let (sources, problems) = read_dir_with(dir, strict_modes);
+    parse_sources(&sources, problems)
+}
+
+/// The configuration files of `dir` as `(display name, text)` pairs, as [`load_dir`] reads them, and
+/// the diagnostics of the files and directory that could not be read or are not trusted. Parsing them
+/// with [`load_sources`] (plus these diagnostics) is [`load_dir`]; the daemon keeps the texts of the last
+/// valid configuration, a tenth of the size of its model, to parse them again when interfaces change.
+pub fn read_dir(dir: &Path) -> (Vec<(String, String)>, Vec<Diagnostic>) {
+    read_dir_with(dir, STRICT_MODES.load(Ordering::Relaxed))
+}
+
+fn read_dir_with(dir: &Path, strict_modes: bool) -> (Vec<(String, String)>, Vec<Diagnostic>) {
     match config_files(dir) {
         Ok(files) if strict_modes => {
             let mut refused: Vec<Diagnostic> = untrusted(dir, true).into_iter().collect();
@@ -117,15 +130,14 @@ pub fn load_dir_with(dir: &Path, strict_modes: bool) -> Loaded {
                     None => true,
                 })
                 .collect();
-            let mut loaded = load_files(&trusted);
-            loaded.diagnostics.extend(refused);
-            diag::sort(&mut loaded.diagnostics);
-            loaded
+            let (sources, mut problems) = read_files(&trusted);
+            problems.extend(refused);
+            (sources, problems)
         }
-        Ok(files) => load_files(&files),
-        Err(err) => Loaded {
-            config: Config::default(),
-            diagnostics: vec![Diagnostic {
+        Ok(files) => read_files(&files),
+        Err(err) => (
+            Vec::new(),
+            vec![Diagnostic {
                 severity: Severity::Error,
                 pos: None,
                 message: format!(
@@ -133,12 +145,26 @@ pub fn load_dir_with(dir: &Path, strict_modes: bool) -> Loaded {
                     dir.display()
                 ),
             }],
-        },
+        ),
     }
 }
 
 /// Load the given files, whatever their names (`hostpolicyd check FILE...`, Ansible's temporary file).
 pub fn load_files(paths: &[PathBuf]) -> Loaded {
+    let (sources, unreadable) = read_files(paths);
+    parse_sources(&sources, unreadable)
+}
+
+/// [`load_sources`], with the diagnostics of files that could not be read, in file order.
+pub fn parse_sources(sources: &[(String, String)], problems: Vec<Diagnostic>) -> Loaded {
+    let mut loaded = load_sources(sources);
+    loaded.diagnostics.extend(problems);
+    diag::sort(&mut loaded.diagnostics);
+    loaded
+}
+
+/// The texts of `paths`, and a diagnostic for each file that cannot be read as UTF-8 text.
+fn read_files(paths: &[PathBuf]) -> (Vec<(String, String)>, Vec<Diagnostic>) {
     let mut sources = Vec::with_capacity(paths.len());
     let mut unreadable = Vec::new();
     for path in paths {
@@ -154,10 +180,7 @@ pub fn load_files(paths: &[PathBuf]) -> Loaded {
             Err(err) => unreadable.push(file_error(&name, &format!("cannot be read: {err}"))),
         }
     }
-    let mut loaded = load_sources(&sources);
-    loaded.diagnostics.extend(unreadable);
-    diag::sort(&mut loaded.diagnostics);
-    loaded
+    (sources, unreadable)
 }
 
 /// Why `path` (the directory when `is_dir`) is not trusted, if it is not: not owned by root or by the
