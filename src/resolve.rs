@@ -548,6 +548,9 @@ pub fn selector_addresses(
 }
 
 /// Splits nets by family and merges them into sorted, non-overlapping CIDRs (what an interval set needs).
+/// A family whose nets are all single hosts stays a sorted list of distinct hosts: the compiler makes it
+/// a hash set, whose element updates the kernel commits in ~0.1 ms where an interval set of 100,000
+/// elements takes ~30 ms; aggregating two adjacent hosts into a /31 would turn it into an interval set.
 pub fn address_set(nets: &[IpNet]) -> AddressSet {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -558,8 +561,28 @@ pub fn address_set(nets: &[IpNet]) -> AddressSet {
         }
     }
     AddressSet {
-        v4: ipnet::Ipv4Net::aggregate(&v4),
-        v6: ipnet::Ipv6Net::aggregate(&v6),
+        v4: hosts_or_aggregate(v4, 32, ipnet::Ipv4Net::aggregate),
+        v6: hosts_or_aggregate(v6, 128, ipnet::Ipv6Net::aggregate),
+    }
+}
+
+fn hosts_or_aggregate<N: Ord + Copy>(
+    mut nets: Vec<N>,
+    host_len: u8,
+    aggregate: fn(&Vec<N>) -> Vec<N>,
+) -> Vec<N>
+where
+    IpNet: From<N>,
+{
+    if nets
+        .iter()
+        .all(|&n| IpNet::from(n).prefix_len() == host_len)
+    {
+        nets.sort_unstable();
+        nets.dedup();
+        nets
+    } else {
+        aggregate(&nets)
     }
 }
 
@@ -567,6 +590,34 @@ pub fn address_set(nets: &[IpNet]) -> AddressSet {
 mod tests {
     use super::*;
     use crate::load::load_sources;
+
+    #[test]
+    fn hosts_stay_hosts_and_anything_else_is_aggregated() {
+        let nets = |v: &[&str]| -> Vec<IpNet> { v.iter().map(|n| n.parse().unwrap()).collect() };
+        // Adjacent hosts are not merged into a /31 (that would make the set an interval set)...
+        let s = address_set(&nets(&[
+            "198.51.100.5/32",
+            "198.51.100.4/32",
+            "198.51.100.5/32",
+        ]));
+        assert_eq!(
+            s.v4,
+            ["198.51.100.4/32", "198.51.100.5/32"].map(|n| n.parse().unwrap())
+        );
+        // ...but with one shorter prefix in the family, everything is aggregated; per family.
+        let s = address_set(&nets(&[
+            "198.51.100.4/32",
+            "198.51.100.5/32",
+            "198.51.100.6/31",
+            "2001:db8::1/128",
+            "2001:db8::/128",
+        ]));
+        assert_eq!(s.v4, ["198.51.100.4/30".parse().unwrap()]);
+        assert_eq!(
+            s.v6,
+            ["2001:db8::/128", "2001:db8::1/128"].map(|n| n.parse().unwrap())
+        );
+    }
 
     fn config(yaml: &str) -> Config {
         let loaded = load_sources(&[("test.yaml".to_string(), yaml.to_string())]);
