@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostpolicyd::daemon::nftmon::{Monitor, Note, Received};
 use hostpolicyd::nft::{render, Dataplane, Netlink, UpdatePath};
 use hostpolicyd::ruleset::Ruleset;
 use hostpolicyd::{load, pipeline};
@@ -1146,6 +1147,35 @@ fn wait_for_hash(nl: &mut Netlink, want: &str, timeout: Duration) -> Option<Inst
     }
 }
 
+/// When the kernel committed the transaction of process `pid` after which it holds `want`: the arrival
+/// of that transaction's NFT_MSG_NEWGEN notification (sent at commit), confirmed by reading the hash.
+/// Polling the hash instead measures the poll: each query opens and closes netlink sockets, and right
+/// after a commit a close can wait for the kernel's deferred clean-up (several ms).
+fn wait_for_commit(
+    mon: &mut Monitor,
+    nl: &mut Netlink,
+    pid: u32,
+    want: &str,
+    timeout: Duration,
+) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let committed = match mon.recv(Some(Duration::from_millis(200))) {
+            Ok(Received::Notes(notes)) => notes
+                .iter()
+                .any(|n| matches!(n, Note::Gen { pid: p, .. } if *p == pid)),
+            // Notifications lost or none for a while: look at the kernel itself.
+            Ok(Received::Lost | Received::Nothing) => true,
+            Err(_) => return wait_for_hash(nl, want, deadline - Instant::now()),
+        };
+        let at = Instant::now();
+        if committed && kernel_hash(nl).as_deref() == Some(want) {
+            return Some(at);
+        }
+    }
+    None
+}
+
 /// One reload configuration: the directory's base files, the file that changes and its two versions.
 struct ReloadCase {
     label: String,
@@ -1248,15 +1278,25 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             wait_for_hash(&mut nl, &comment(&hashes[0]), Duration::from_secs(900))
                 .ok_or("the daemon did not apply the first configuration in 900 s")?;
             std::thread::sleep(Duration::from_millis(1500));
+            let mut mon = Monitor::subscribe().map_err(|e| format!("nftables monitor: {e}"))?;
             let mut lat = Vec::new();
             for i in 0..runs {
                 let v = (i + 1) % 2;
                 let tmp = conf2.join(".bench-change.tmp");
                 fs::write(&tmp, &versions[v]).map_err(|e| e.to_string())?;
+                // Whatever the daemon did before this change is not its commit.
+                while let Ok(Received::Notes(_) | Received::Lost) = mon.recv(Some(Duration::ZERO)) {
+                }
                 let t0 = Instant::now();
                 fs::rename(&tmp, conf2.join(file)).map_err(|e| e.to_string())?;
-                let t1 = wait_for_hash(&mut nl, &comment(&hashes[v]), Duration::from_secs(900))
-                    .ok_or("the daemon did not apply the change in 900 s")?;
+                let t1 = wait_for_commit(
+                    &mut mon,
+                    &mut nl,
+                    pid as u32,
+                    &comment(&hashes[v]),
+                    Duration::from_secs(900),
+                )
+                .ok_or("the daemon did not apply the change in 900 s")?;
                 lat.push(ms(t1 - t0));
                 if *lat.last().unwrap() > SLOW_MS && lat.len() >= SLOW_RUNS {
                     break;
