@@ -578,7 +578,10 @@ where
         .iter()
         .all(|&n| IpNet::from(n).prefix_len() == host_len)
     {
-        nets.sort_unstable();
+        // Lists are usually written in order: checking is O(n), sorting 100,000 is not.
+        if !nets.is_sorted() {
+            nets.sort_unstable();
+        }
         nets.dedup();
         nets
     } else {
