@@ -617,9 +617,12 @@ impl<'a> Builder<'a> {
             Frame::Seq {
                 mut head,
                 anchor,
-                items,
+                mut items,
             } => {
                 if head.value != Value::Invalid {
+                    // Collections are filled by `push`: without this, 10,000 policies' tree kept ~a
+                    // third of its size as spare capacity, at the daemon's peak (a reload).
+                    items.shrink_to_fit();
                     head.value = Value::Seq(items);
                 }
                 (head, anchor)
@@ -634,6 +637,7 @@ impl<'a> Builder<'a> {
                 } = map;
                 merge(&mut entries, merges);
                 if head.value != Value::Invalid {
+                    entries.shrink_to_fit();
                     head.value = Value::Map(entries);
                 }
                 (head, anchor)
