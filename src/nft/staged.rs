@@ -607,7 +607,12 @@ pub(crate) fn kernel_ranges(elems: &[KElem], len: u8) -> Option<(bool, Vec<(u128
 }
 
 /// The kernel's elements of a hash set as one-value ranges, sorted, or None when they are not exactly
-/// what nft writes: keys of the set's length, no flags, no userdata.
+/// what nft writes (keys of the set's length, no flags, no userdata) or when the dump cannot be
+/// trusted: an element seen twice. A hash set is dumped in hash-table order, resumed by position for
+/// every answer; when the kernel grows the table in between (it does so in the background for a few
+/// seconds after a big set is loaded) the order changes, and the dump repeats some elements and misses
+/// as many others. Diffing such a dump deleted elements twice (measured: the transaction was rejected);
+/// None makes the swap re-create the set instead.
 pub(crate) fn kernel_hosts(elems: &[KElem], len: u8) -> Option<Vec<(u128, u128)>> {
     let mut hosts = Vec::with_capacity(elems.len());
     for e in elems {
@@ -618,6 +623,9 @@ pub(crate) fn kernel_hosts(elems: &[KElem], len: u8) -> Option<Vec<(u128, u128)>
         hosts.push((v, v));
     }
     hosts.sort_unstable();
+    if hosts.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
     Some(hosts)
 }
 
@@ -1040,6 +1048,17 @@ mod tests {
             .collect()
     }
 
+    fn v4set_hosts(name: &str, hosts: &[&str]) -> Set {
+        Set {
+            name: name.into(),
+            set_type: SetType::Ipv4Hosts,
+            elements: hosts
+                .iter()
+                .map(|h| SetElement::V4(format!("{h}/32").parse().unwrap()))
+                .collect(),
+        }
+    }
+
     fn v4set(name: &str, nets: &[&str]) -> Set {
         Set {
             name: name.into(),
@@ -1089,6 +1108,27 @@ mod tests {
                 set.name
             );
         }
+    }
+
+    #[test]
+    fn a_hash_set_dump_that_repeats_an_element_is_not_diffed() {
+        let host = |v: u32| KElem {
+            key: v.to_be_bytes().to_vec(),
+            flags: 0,
+            userdata: None,
+            other: false,
+        };
+        let good = [host(1), host(3), host(2)];
+        assert_eq!(kernel_hosts(&good, 4), Some(vec![(1, 1), (2, 2), (3, 3)]));
+        // Read while the kernel resized the table: 2 seen twice, 3 missed.
+        let torn = [host(1), host(2), host(2)];
+        assert_eq!(kernel_hosts(&torn, 4), None);
+        let set = v4set_hosts("h", &["0.0.0.1", "0.0.0.2", "0.0.0.3"]);
+        assert!(
+            diff_elements(0, &set, &torn).is_none(),
+            "re-created, not diffed"
+        );
+        assert!(diff_elements(0, &set, &good).is_some());
     }
 
     #[test]
