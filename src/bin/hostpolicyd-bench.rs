@@ -3,7 +3,7 @@
 //! mode, on a machine that is otherwise as quiet as possible:
 //!
 //! ```sh
-//! cargo run --release --bin hostpolicyd-bench            # everything, 5 runs per figure (~25 minutes)
+//! cargo run --release --bin hostpolicyd-bench            # everything, 5 runs per figure (~7 minutes)
 //! cargo run --release --bin hostpolicyd-bench -- --runs 3 --only compile,apply
 //! ```
 //!
@@ -20,8 +20,9 @@
 //!   changes only) against `apply` (full replace) of the same ruleset, and the same with the compile.
 //! - `reload`: `hostpolicyd run` (this binary's `daemon` mode: the library's own `cli::run`, so always the
 //!   code being measured) in a namespace; a changed file is written under a dot name and renamed into the
-//!   watched directory, and the time from the rename to the new content hash in the kernel (polled every
-//!   millisecond with our own netlink query, `table_comment`) is measured. The daemon's peak RSS is taken
+//!   watched directory, and the time from the rename to the daemon's commit is measured: the arrival of
+//!   the NFT_MSG_NEWGEN notification of a transaction of the daemon's process after which the kernel
+//!   holds the new content hash ([`wait_for_commit`]; polling the hash instead measured the polls). The daemon's peak RSS is taken
 //!   when it exits. After a rename into the directory (a complete file, after a quiet second) the daemon
 //!   reloads once the short quiet period `daemon::watch::SETTLE` is over, and reads and compiles the
 //!   directory during it already; the figures include it.
