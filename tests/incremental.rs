@@ -1209,3 +1209,46 @@ fn the_daemon_updates_set_elements_in_place() {
     );
     assert_same("daemon, rule change", &listing(&ns), &full_listing(&r3));
 }
+
+/// After our own write the drift guard takes the sets the write left unchanged from its previous
+/// baseline instead of reading them back (issue 7: a big deny list is not dumped again after a policy
+/// edit). Reusing gives what a full read gives; a known set is really not read (a planted digest comes
+/// back as planted) unless the kernel's set has another definition.
+#[test]
+fn fingerprint_takes_known_sets_only_when_their_definition_matches() {
+    if !require_root("fingerprint_takes_known_sets_only_when_their_definition_matches") {
+        return;
+    }
+    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_reusing};
+    let ns = NetNs::new("fpreuse");
+    apply(&ns, &ruleset(&sets4(&["192.0.2.0/24", "198.51.100.0/24"])));
+    let full = ns
+        .run(|| fingerprint(TABLE))
+        .unwrap()
+        .expect("our table is there");
+    let again = ns.run(|| fingerprint_reusing(TABLE, &full.sets)).unwrap();
+    assert_eq!(again.as_ref(), Some(&full));
+
+    let mut planted = full.sets.clone();
+    planted.get_mut("deny-v4").unwrap().content ^= 1;
+    let p = ns
+        .run(|| fingerprint_reusing(TABLE, &planted))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.sets["deny-v4"].content,
+        full.sets["deny-v4"].content ^ 1,
+        "taken as known"
+    );
+    assert_eq!(p.sets["deny-v6"], full.sets["deny-v6"]);
+
+    planted.get_mut("deny-v4").unwrap().def ^= 1;
+    let p = ns
+        .run(|| fingerprint_reusing(TABLE, &planted))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.sets["deny-v4"], full.sets["deny-v4"],
+        "another definition: read from the kernel"
+    );
+}

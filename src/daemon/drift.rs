@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use super::nftmon::{self, Note, Received, TablePrint, What};
+use super::nftmon::{self, Note, Received, SetPrint, TablePrint, What};
 use super::watch::Debouncer;
 use super::Event;
 use crate::ruleset::Ruleset;
@@ -320,6 +320,8 @@ pub struct Expectation {
     pub hash: String,
     pub layout: Layout,
     pub baseline: Option<TablePrint>,
+    /// A digest of each set of the ruleset, as compiled: which sets the next write leaves unchanged.
+    pub sets: BTreeMap<String, u64>,
 }
 
 impl Expectation {
@@ -353,10 +355,36 @@ impl Expectation {
                 hash: hash.to_string(),
                 layout,
                 baseline: kernel,
+                sets: set_digests(ruleset),
             },
             fits,
         )
     }
+
+    /// What this expectation's baseline says about the sets that `next` has unchanged (same name, same
+    /// type and elements): their kernel elements need not be read again after writing `next`.
+    pub fn unchanged_sets(&self, next: &Ruleset) -> BTreeMap<String, SetPrint> {
+        let Some(base) = &self.baseline else {
+            return BTreeMap::new();
+        };
+        set_digests(next)
+            .into_iter()
+            .filter(|(name, d)| self.sets.get(name) == Some(d))
+            .filter_map(|(name, _)| base.sets.get(&name).map(|p| (name, p.clone())))
+            .collect()
+    }
+}
+
+fn set_digests(r: &Ruleset) -> BTreeMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    r.sets
+        .iter()
+        .map(|s| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            (s.name.clone(), h.finish())
+        })
+        .collect()
 }
 
 /// How the kernel's table differs from the expectation, for people; empty when it does not.
@@ -632,6 +660,38 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn only_sets_the_next_ruleset_leaves_as_they_were_are_known() {
+        use crate::ruleset::{Set, SetElement, SetType};
+        let mut r1 = ruleset();
+        r1.sets.push(Set {
+            name: "t".into(),
+            set_type: SetType::InetService,
+            elements: vec![SetElement::Ports(22, 22)],
+        });
+        let kernel = print(
+            &[("in", &[1, 2]), ("x", &[]), ("hostpolicyd-hash", &[])],
+            &[("s", 5), ("t", 6)],
+        );
+        let (exp, _) = Expectation::new("h", &r1, Some(kernel.clone()));
+        // Nothing changed: both sets are known, as the kernel held them.
+        assert_eq!(exp.unchanged_sets(&r1), kernel.sets);
+        // `t` gets another element and `u` is new: only `s` is known.
+        let mut r2 = r1.clone();
+        r2.sets[1].elements.push(SetElement::Ports(80, 80));
+        r2.sets.push(Set {
+            name: "u".into(),
+            set_type: SetType::InetService,
+            elements: vec![],
+        });
+        let known = exp.unchanged_sets(&r2);
+        assert_eq!(known.keys().collect::<Vec<_>>(), ["s"]);
+        assert_eq!(known["s"], kernel.sets["s"]);
+        // Without a baseline read from the kernel there is nothing to reuse.
+        let (blind, _) = Expectation::new("h", &r1, None);
+        assert!(blind.unchanged_sets(&r1).is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod notify;
 pub mod signals;
 pub mod watch;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -48,7 +48,7 @@ use crate::state::{rfc3339, DriftSummary, Store};
 
 use control::{DaemonInfo, Reply, Status};
 use drift::{Burst, Expectation, Limiter};
-use nftmon::TablePrint;
+use nftmon::{SetPrint, TablePrint};
 use notify::Notifier;
 use watch::{Debouncer, Settle, Watch};
 
@@ -229,7 +229,10 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     fingerprint: Fingerprinter,
 }
 
-type Fingerprinter = Box<dyn FnMut(&str) -> std::io::Result<Option<TablePrint>> + Send>;
+/// Reads table `inet NAME` back, taking the elements of the given sets as known (see
+/// [`nftmon::fingerprint_reusing`]).
+type Fingerprinter =
+    Box<dyn FnMut(&str, &BTreeMap<String, SetPrint>) -> std::io::Result<Option<TablePrint>> + Send>;
 
 /// A drift repair delayed by the rate limit.
 #[derive(Debug, Clone)]
@@ -329,7 +332,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             limiter: Limiter::default(),
             pending_repair: None,
             recheck_at: None,
-            fingerprint: Box::new(nftmon::fingerprint),
+            fingerprint: Box::new(nftmon::fingerprint_reusing),
         })
     }
 
@@ -338,7 +341,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         mut self,
         f: impl FnMut(&str) -> std::io::Result<Option<TablePrint>> + Send + 'static,
     ) -> Self {
-        self.fingerprint = Box::new(f);
+        let mut f = f;
+        self.fingerprint = Box::new(move |table, _| f(table));
         self
     }
 
@@ -697,11 +701,21 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     /// Starts guarding our table as the kernel holds it now (right after our own write): the
     /// expectation that drift is judged against.
     fn arm(&mut self) {
-        if self.engine.last_good().is_none() || self.engine.summary().hash.is_none() {
+        let Some(ruleset) = self.engine.last_good() else {
+            self.guard = None;
+            return;
+        };
+        if self.engine.summary().hash.is_none() {
             self.guard = None;
             return;
         }
-        let kernel = match (self.fingerprint)(&self.settings.table) {
+        // The sets this write left as they were are not read back (see `fingerprint_reusing`).
+        let known = self
+            .guard
+            .as_ref()
+            .map(|g| g.unchanged_sets(ruleset))
+            .unwrap_or_default();
+        let kernel = match (self.fingerprint)(&self.settings.table, &known) {
             Ok(p) => p,
             Err(e) => {
                 debug!(
@@ -810,7 +824,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 format!("table replaced (content sha256:{})", short(&h))
             }]),
             Kernel::Table(_) if burst.is_some_and(Burst::only_own) => Look::InSync,
-            Kernel::Table(_) => match (self.fingerprint)(table) {
+            Kernel::Table(_) => match (self.fingerprint)(table, &BTreeMap::new()) {
                 Ok(None) => Look::Drifted(vec![deleted()]),
                 Ok(Some(print)) => {
                     let changes = drift::diff(guard, &print);
@@ -948,7 +962,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         let Some(guard) = self.guard.as_mut() else {
             return Vec::new();
         };
-        match (self.fingerprint)(&self.settings.table) {
+        match (self.fingerprint)(&self.settings.table, &BTreeMap::new()) {
             Ok(Some(print)) => {
                 let remaining = drift::diff(guard, &print);
                 if remaining.is_empty() && guard.baseline.is_none() {

@@ -278,9 +278,20 @@ pub struct TablePrint {
 /// kernel's ruleset generation is in every answer); a table that keeps changing while it is read is
 /// an error after a few tries.
 pub fn fingerprint(table: &str) -> io::Result<Option<TablePrint>> {
+    fingerprint_reusing(table, &BTreeMap::new())
+}
+
+/// [`fingerprint`], taking the elements of the sets in `known` from there instead of the kernel when
+/// the kernel's set has the same definition: the caller knows they did not change (after our own
+/// write, the sets whose contents the write left as they were). Reading a big set back is quadratic in
+/// the kernel: 0.2–1.4 s for 100,000 elements, after every reload of a configuration that has one.
+pub fn fingerprint_reusing(
+    table: &str,
+    known: &BTreeMap<String, SetPrint>,
+) -> io::Result<Option<TablePrint>> {
     let mut req = Requester::open()?;
     for _ in 0..CONSISTENT_TRIES {
-        if let Some(result) = req.read_table(table)? {
+        if let Some(result) = req.read_table(table, known)? {
             return Ok(result);
         }
     }
@@ -314,7 +325,11 @@ impl Requester {
     }
 
     /// One try. `Ok(None)`: the generation changed while reading (try again).
-    fn read_table(&mut self, table: &str) -> io::Result<Option<Option<TablePrint>>> {
+    fn read_table(
+        &mut self,
+        table: &str,
+        known: &BTreeMap<String, SetPrint>,
+    ) -> io::Result<Option<Option<TablePrint>>> {
         let mut gens = Vec::new();
         let mut consistent = true;
         let mut track = |a: &Answer, gens: &mut Vec<u16>| {
@@ -396,7 +411,16 @@ impl Requester {
         check(&a, "reading the sets")?;
         track(&a, &mut gens);
 
-        let names: Vec<String> = print.sets.keys().cloned().collect();
+        let mut names: Vec<String> = Vec::new();
+        for (name, s) in print.sets.iter_mut() {
+            match known.get(name) {
+                Some(k) if k.def == s.def && k.anonymous == s.anonymous => {
+                    s.elements = k.elements;
+                    s.content = k.content;
+                }
+                _ => names.push(name.clone()),
+            }
+        }
         for set in names {
             let mut count = 0usize;
             let mut content = 0u64;
