@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    proto, Action as RuleAction, Config, GlobalNetworkPolicy, NamespaceScope, Port,
+    proto, Action as RuleAction, Config, DenyAction, GlobalNetworkPolicy, NamespaceScope, Port,
     Rule as PolicyRule,
 };
 use crate::resolve::{
@@ -591,7 +591,7 @@ impl<'a> Compiler<'a> {
         }
         if !policies.is_empty() && matches!(stage, Stage::Normal | Stage::Forward) {
             let mut r = commented(
-                rule(vec![self.mark_is(pass, false)], Some(Verdict::Drop)),
+                rule(vec![self.mark_is(pass, false)], Some(self.deny(dir, true))),
                 format!("{}: end of tier default deny", ep.name),
             );
             r.counter = true;
@@ -626,7 +626,7 @@ impl<'a> Compiler<'a> {
                 }
             }
             let mut r = commented(
-                rule(Vec::new(), Some(Verdict::Drop)),
+                rule(Vec::new(), Some(self.deny(dir, true))),
                 format!("{}: no profile matched", ep.name),
             );
             r.counter = true;
@@ -664,15 +664,30 @@ impl<'a> Compiler<'a> {
         name
     }
 
+    /// How a deny ends: `nftablesFilterDenyAction` (Drop or Reject) for ingress in the filter stages;
+    /// drop everywhere else. The kernel accepts `reject` only in input, forward, output and prerouting
+    /// hooks, and the egress chains also run in mangle postrouting (DNATed locally originated packets),
+    /// so egress denies drop whatever the setting; so do raw (untracked) and mangle (preDNAT) ones.
+    fn deny(&self, dir: Dir, filter_stage: bool) -> Verdict {
+        match (self.view.settings.deny_action, dir, filter_stage) {
+            (DenyAction::Reject, Dir::Ingress, true) => Verdict::Reject,
+            _ => Verdict::Drop,
+        }
+    }
+
     fn verdict_parts(
         &self,
         policy: &GlobalNetworkPolicy,
+        dir: Dir,
         action: RuleAction,
     ) -> (Vec<Action>, Option<Verdict>) {
         match action {
             RuleAction::Allow => (vec![Action::MarkOr(self.accept)], Some(Verdict::Return)),
             RuleAction::Pass => (vec![Action::MarkOr(self.pass)], Some(Verdict::Return)),
-            RuleAction::Deny => (Vec::new(), Some(Verdict::Drop)),
+            RuleAction::Deny => (
+                Vec::new(),
+                Some(self.deny(dir, !policy.pre_dnat && !policy.do_not_track)),
+            ),
             RuleAction::Log => (
                 vec![Action::Log {
                     prefix: self.log_prefix(policy),
@@ -713,7 +728,7 @@ impl<'a> Compiler<'a> {
             // Workload-only criterion: it matches no host address, so the rule can never match.
             return;
         }
-        let (actions, verdict) = self.verdict_parts(policy, r.action);
+        let (actions, verdict) = self.verdict_parts(policy, dir, r.action);
         let rule_id = format!("{chain}-{index}");
         // A rule with nothing family-specific is one nftables rule for both families; otherwise one per
         // family, each restricted to its family (spec §1.10).

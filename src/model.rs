@@ -218,6 +218,8 @@ pub struct FelixConfiguration {
     pub mark_mask: Option<u32>,
     pub log_prefix: Option<String>,
     pub disable_conntrack_invalid_check: Option<bool>,
+    /// `nftablesFilterDenyAction` / `iptablesFilterDenyAction`: how filter-stage denies end.
+    pub deny_action: Option<DenyAction>,
     /// Workload interface prefixes (`interfacePrefix`, comma separated in Felix); default `cali`.
     pub interface_prefixes: Option<Vec<String>>,
 }

@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use crate::diag::Diagnostic;
 use crate::model::{
-    proto, Config, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels, NamespaceScope,
-    ProtoPort,
+    proto, Config, DenyAction, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels,
+    NamespaceScope, ProtoPort,
 };
 use crate::selector::Selector;
 
@@ -79,6 +79,8 @@ pub struct Settings {
     pub log_prefix: String,
     pub conntrack_invalid_check: bool,
     pub workload_prefixes: Vec<String>,
+    /// How a deny ends in the filter stages (input, forward, output); raw and mangle always drop.
+    pub deny_action: DenyAction,
 }
 
 /// The stage a policy runs in on a HEP (spec §3.2: exactly one class, plus forward for AoF normal policy).
@@ -249,6 +251,7 @@ fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
             .unwrap_or(false),
         workload_prefixes: pick(local, global, |f| f.interface_prefixes.clone())
             .unwrap_or_else(|| vec![DEFAULT_WORKLOAD_PREFIX.into()]),
+        deny_action: pick(local, global, |f| f.deny_action).unwrap_or(DenyAction::Drop),
     }
 }
 

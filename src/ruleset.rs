@@ -264,6 +264,9 @@ pub enum IfDir {
 pub enum Verdict {
     Accept,
     Drop,
+    /// `reject`: an ICMP(v6) port unreachable (icmpx), so that a TCP connect fails at once
+    /// (`nftablesFilterDenyAction: Reject`; filter hooks only, the kernel refuses it elsewhere).
+    Reject,
     Return,
     Jump(String),
     Goto(String),

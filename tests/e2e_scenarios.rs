@@ -20,7 +20,8 @@ mod common;
 
 use common::netns::require_root;
 use common::probe::{
-    conntrack_list, retrans_failure, sa, tcp_open, Outcome, Report, Servers, ALLOW, DROP,
+    conntrack_list, retrans_failure, sa, tcp_connect, tcp_open, Outcome, Report, Servers, ALLOW,
+    ALLOW_TIMEOUT, DROP, DROP_TIMEOUT,
 };
 use common::t5::{t5_heps, t5_plan, t5_policies};
 use common::topology::{
@@ -1565,5 +1566,63 @@ fn single_net_and_port_range_match_like_lists() {
             );
         }
         r.finish();
+    }
+}
+
+// =============================================================================================================
+// FelixConfiguration nftablesFilterDenyAction
+// =============================================================================================================
+
+/// Spec §5 (`nftablesFilterDenyAction: Reject`): an ingress deny in the filter stage — a Deny rule and
+/// the end-of-tier default deny — answers with an ICMP port unreachable, so a TCP client is refused at
+/// once instead of waiting; an allowed port and the failsafe port still work. With the default (Drop)
+/// the same packets are silently dropped.
+#[test]
+fn filter_deny_action_reject_refuses_instead_of_dropping() {
+    if !require_root("filter_deny_action_reject_refuses_instead_of_dropping") {
+        return;
+    }
+    let t = Topology::standard();
+    let _s = standard_servers(&t);
+    let felix =
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+                 spec:\n  nftablesFilterDenyAction: Reject\n";
+    let policy = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: web}\n\
+                  spec:\n  selector: role == 'web'\n  ingress:\n  - action: Deny\n    protocol: TCP\n    \
+                  destination: {ports: [81]}\n  - action: Allow\n    protocol: TCP\n    destination: {ports: [80]}\n";
+    let hep = hep_web(&[]);
+    for reject in [true, false] {
+        let mut files = vec![("hep.yaml", hep.as_str()), ("policy.yaml", policy)];
+        if reject {
+            files.push(("felix.yaml", felix));
+        }
+        t.apply(&files);
+        let table = nft_list(&t.node, "inet", "hostpolicy").expect("table listed");
+        assert_eq!(table.contains(" reject"), reject, "{table}");
+        let probe = |port: u16, timeout| {
+            tcp_connect(
+                &t.lan0,
+                "192.0.2.2:0".parse().unwrap(),
+                format!("192.0.2.1:{port}").parse().unwrap(),
+                timeout,
+            )
+        };
+        assert_eq!(probe(80, ALLOW_TIMEOUT), Outcome::Ok, "allowed port");
+        assert_eq!(probe(22, ALLOW_TIMEOUT), Outcome::Ok, "failsafe port");
+        let denied = if reject {
+            Outcome::Refused
+        } else {
+            Outcome::Timeout
+        };
+        assert_eq!(
+            probe(81, DROP_TIMEOUT),
+            denied,
+            "Deny rule (reject: {reject})"
+        );
+        assert_eq!(
+            probe(8080, DROP_TIMEOUT),
+            denied,
+            "end of tier (reject: {reject})"
+        );
     }
 }

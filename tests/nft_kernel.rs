@@ -279,6 +279,8 @@ fn full_ruleset(table: &str) -> Ruleset {
                     }),
                 ),
                 accepted.clone(),
+                // nftablesFilterDenyAction: Reject (filter hooks only).
+                rule(vec![port(Dst, 6, 8443, false)], Some(Verdict::Reject)),
             ],
         ),
         base(

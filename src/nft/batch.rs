@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rustables::expr::{
     Bitwise, Cmp, CmpOp, Conntrack, ConntrackKey, Counter, Immediate, Lookup, Meta, MetaType,
-    Payload, RawExpression, Register, VerdictKind,
+    Payload, RawExpression, Register, Reject, RejectType, VerdictKind,
 };
 use rustables::{
     Batch, Chain as RsChain, ChainPolicy, ChainType, Hook as RsHook, HookClass, MsgType,
@@ -336,6 +336,11 @@ fn rs_expr(op: &Op<'_>, set_ids: &HashMap<&str, u32>) -> RawExpression {
         Op::Ct(CtKey::State) => Conntrack::new(ConntrackKey::State).into(),
         Op::Counter => Counter::default().into(),
         Op::Notrack => RawExpression::default().with_name("notrack"),
+        // nft's `reject` in an inet table: icmpx port unreachable (TCP too, as Felix's REJECT).
+        Op::Reject => Reject::default()
+            .with_type(RejectType::IcmpxUnreach)
+            .with_icmp_code(rustables::expr::IcmpCode::PortUnreach)
+            .into(),
         Op::Imm(v) => Immediate::new_verdict(match v {
             Imm::Accept => VerdictKind::Accept,
             Imm::Drop => VerdictKind::Drop,
@@ -852,6 +857,7 @@ fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
         Verdict::Jump(c) => (wire::NFT_JUMP, Some(c)),
         Verdict::Goto(c) => (wire::NFT_GOTO, Some(c)),
         Verdict::Vmap { .. } => unreachable!("validated: no vmap inside a map"),
+        Verdict::Reject => unreachable!("validated: no reject inside a map"),
     }
 }
 

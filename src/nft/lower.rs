@@ -150,6 +150,8 @@ pub(crate) enum Op<'a> {
     Ct(CtKey),
     Counter,
     Notrack,
+    /// `reject` (icmpx port unreachable): ends the rule like a verdict.
+    Reject,
     Log {
         prefix: Cow<'a, str>,
     },
@@ -621,6 +623,7 @@ pub(crate) fn lower_rule<'a>(rule: &'a Rule, out: &mut Vec<Op<'a>>) {
         None => {}
         Some(Verdict::Accept) => out.push(Op::Imm(Imm::Accept)),
         Some(Verdict::Drop) => out.push(Op::Imm(Imm::Drop)),
+        Some(Verdict::Reject) => out.push(Op::Reject),
         Some(Verdict::Return) => out.push(Op::Imm(Imm::Return)),
         Some(Verdict::Jump(c)) => out.push(Op::Imm(Imm::Jump(c))),
         Some(Verdict::Goto(c)) => out.push(Op::Imm(Imm::Goto(c))),
@@ -718,6 +721,7 @@ pub(crate) fn debug_ops(ops: &[Op<'_>], out: &mut String) {
             }
             Op::Counter => out.push_str("counter pkts 0 bytes 0 "),
             Op::Notrack => out.push_str("notrack "),
+            Op::Reject => out.push_str("reject type 2 code 1 "),
             Op::Log { prefix } => {
                 if prefix.is_empty() {
                     let _ = write!(out, "log level {LOG_LEVEL_INFO} ");

@@ -278,6 +278,11 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
                         "{what}: a map element cannot be a vmap"
                     )))
                 }
+                Verdict::Reject => {
+                    return Err(DataplaneError::invalid(format!(
+                        "{what}: a map element cannot be a reject"
+                    )))
+                }
                 _ => {}
             }
         }

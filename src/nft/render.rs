@@ -135,6 +135,7 @@ fn verdict(v: &Verdict) -> String {
     match v {
         Verdict::Accept => "accept".into(),
         Verdict::Drop => "drop".into(),
+        Verdict::Reject => "reject".into(),
         Verdict::Return => "return".into(),
         Verdict::Jump(c) => format!("jump {c}"),
         Verdict::Goto(c) => format!("goto {c}"),

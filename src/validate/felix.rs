@@ -4,7 +4,7 @@
 //! configuration copied from a Calico cluster loads. Anything else is an error: a misspelt failsafe
 //! field silently falling back to the defaults could lock someone out (or leave ports open).
 
-use crate::model::{proto, FelixConfiguration, ProtoPort};
+use crate::model::{proto, DenyAction, FelixConfiguration, ProtoPort};
 use crate::yaml::{Key, Node, Value};
 
 use super::fields::{boolean, integer, list, object, string, unknown_field, Cx};
@@ -153,9 +153,7 @@ pub(crate) fn felix_configuration(
             _ if ALLOW_ACTIONS.contains(&field) => {
                 action(cx, value, field, "Accept", "Return", "accepts")
             }
-            _ if DENY_ACTIONS.contains(&field) => {
-                action(cx, value, field, "Drop", "Reject", "drops")
-            }
+            _ if DENY_ACTIONS.contains(&field) => out.deny_action = deny_action(cx, value, field),
             _ if NO_EFFECT.contains(&field) => {
                 let pos = cx.key_pos(key);
                 cx.warn_at(pos, format!("`{field}` has no effect in hostpolicyd"));
@@ -350,7 +348,22 @@ fn interface_prefixes(cx: &mut Cx, node: &Node) -> Option<Vec<String>> {
     Some(prefixes)
 }
 
-/// An `*AllowAction` / `*DenyAction` setting: hostpolicyd always uses `used`.
+/// `nftablesFilterDenyAction` / `iptablesFilterDenyAction`: `Drop` or `Reject`.
+fn deny_action(cx: &mut Cx, node: &Node, field: &str) -> Option<DenyAction> {
+    match string(cx, node, field)? {
+        "Drop" => Some(DenyAction::Drop),
+        "Reject" => Some(DenyAction::Reject),
+        value => {
+            cx.error(
+                node,
+                format!("`{field}` must be Drop or Reject, not `{value}`"),
+            );
+            None
+        }
+    }
+}
+
+/// An `*AllowAction` setting: hostpolicyd always uses `used`.
 fn action(cx: &mut Cx, node: &Node, field: &str, used: &str, other: &str, verb: &str) {
     let Some(value) = string(cx, node, field) else {
         return;
