@@ -16,9 +16,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::listing::{
+    assert_same as same_listing, listing as table_listing, nft, HashChain, Listing,
+};
 use common::netns::{require_root, NetNs};
 use hostpolicyd::compile::content_hash;
-use hostpolicyd::nft::{Dataplane, FullReason, Netlink, UpdatePath, HASH_CHAIN};
+use hostpolicyd::nft::{Dataplane, FullReason, Netlink, UpdatePath};
 use hostpolicyd::ruleset::{
     BaseHook, Chain, Direction, Family, Hook, Match, PortMatch, Rule, Ruleset, Set, SetElement,
     SetType, Verdict,
@@ -132,121 +135,14 @@ fn ruleset(sets: &Sets) -> Ruleset {
 // ---------------------------------------------------------------------------------------------------
 // What the kernel holds
 
-/// Everything that must be equal between an incremental update and a full apply of the same ruleset.
-#[derive(Debug, PartialEq)]
-struct Listing {
-    /// `nft -j list table`, handles removed, the content-hash chain left out.
-    json: serde_json::Value,
-    /// `nft list table`, without the content-hash chain and the table comment (compared apart).
-    text: String,
-    /// The raw element dumps of `nft --debug=netlink list table`, set by set.
-    elements: String,
-    /// What `table_comment` reports (the content hash).
-    comment: Option<String>,
-}
-
-fn nft(ns: &NetNs, args: &[&str]) -> String {
-    ns.exec_ok("nft", args)
-}
-
+/// Everything that must be equal between an incremental update and a full apply of the same ruleset;
+/// the content-hash chain (deleted and created again by every update) is compared by its comment alone.
 fn listing(ns: &NetNs) -> Listing {
-    let raw = nft(ns, &["-j", "list", "table", "inet", TABLE]);
-    let mut json: serde_json::Value = serde_json::from_str(&raw).expect("nft -j output");
-    strip(&mut json);
-    let text = nft(ns, &["list", "table", "inet", TABLE]);
-    let debug = nft(ns, &["--debug=netlink", "list", "table", "inet", TABLE]);
-    let comment = ns
-        .run(|| Netlink::new().unwrap().table_comment(TABLE))
-        .unwrap();
-    Listing {
-        json,
-        text: text_without_hash(&text),
-        elements: element_dumps(&debug),
-        comment,
-    }
+    table_listing(ns, TABLE, HashChain::LeftOut)
 }
 
-/// Handles, the metainfo header and the content-hash chain out; counters zeroed.
-fn strip(v: &mut serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            m.remove("handle");
-            if let Some(Value::Object(c)) = m.get_mut("counter") {
-                c.insert("packets".into(), 0.into());
-                c.insert("bytes".into(), 0.into());
-            }
-            m.values_mut().for_each(strip);
-        }
-        Value::Array(a) => {
-            a.retain(|x| {
-                x.get("metainfo").is_none()
-                    && x.pointer("/chain/name").and_then(Value::as_str) != Some(HASH_CHAIN)
-            });
-            a.iter_mut().for_each(strip);
-        }
-        _ => {}
-    }
-}
-
-/// Blank lines, counter values, the table comment and the content-hash chain out.
-fn text_without_hash(text: &str) -> String {
-    let mut out = String::new();
-    let mut skip = false;
-    for line in text.lines() {
-        if line
-            .trim_start()
-            .starts_with(&format!("chain {HASH_CHAIN} "))
-        {
-            skip = true;
-        }
-        let comment = line.starts_with("\tcomment ");
-        if !skip && !comment && !line.trim().is_empty() {
-            // "counter packets N bytes M" -> "counter"
-            let mut words: Vec<&str> = line.split(' ').collect();
-            while let Some(i) = words.iter().position(|w| *w == "packets") {
-                words.drain(i..(i + 4).min(words.len()));
-            }
-            out.push_str(&words.join(" "));
-            out.push('\n');
-        }
-        if skip && line == "\t}" {
-            skip = false;
-        }
-    }
-    out
-}
-
-/// The `inet TABLE @set` blocks of `nft --debug=netlink list table`: every element the kernel holds,
-/// each block's elements sorted. A hash set dumps its elements in hash-table order, which depends on
-/// the order they were inserted in (so differs between an update and a full apply); an interval set
-/// dumps them in key order, which sorting keeps as meaningful as it was.
-fn element_dumps(debug: &str) -> String {
-    let mut out = String::new();
-    let mut block: Option<Vec<&str>> = None;
-    let flush = |block: &mut Option<Vec<&str>>, out: &mut String| {
-        if let Some(mut elems) = block.take() {
-            elems[1..].sort_unstable();
-            for l in elems {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    };
-    for line in debug.lines() {
-        if line.starts_with(&format!("inet {TABLE} @")) {
-            flush(&mut block, &mut out);
-            block = Some(vec![line]);
-        } else if line.starts_with("\telement ") {
-            if let Some(b) = block.as_mut() {
-                b.push(line);
-            }
-        } else {
-            flush(&mut block, &mut out);
-        }
-    }
-    flush(&mut block, &mut out);
-    out
+fn assert_same(what: &str, incremental: &Listing, full: &Listing) {
+    same_listing(what, incremental, full, ("incremental", "full apply"));
 }
 
 fn apply(ns: &NetNs, rs: &Ruleset) {
@@ -269,49 +165,6 @@ fn full_listing(rs: &Ruleset) -> Listing {
     let ns = NetNs::new("full");
     apply(&ns, rs);
     listing(&ns)
-}
-
-/// The first lines where two texts differ (big sets make whole texts unreadable).
-fn first_difference(a: &str, b: &str) -> Option<String> {
-    if a == b {
-        return None;
-    }
-    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let i = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
-    let show = |l: &[&str]| {
-        l.iter()
-            .skip(i.saturating_sub(2))
-            .take(6)
-            .copied()
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    Some(format!(
-        "first difference at line {} of {}/{}:\n--- incremental:\n{}\n--- full apply:\n{}",
-        i + 1,
-        la.len(),
-        lb.len(),
-        show(&la),
-        show(&lb)
-    ))
-}
-
-fn assert_same(what: &str, incremental: &Listing, full: &Listing) {
-    if let Some(d) = first_difference(&incremental.elements, &full.elements) {
-        panic!("{what}: raw set elements differ, {d}");
-    }
-    if incremental.json != full.json {
-        let pretty = |v| serde_json::to_string_pretty(v).unwrap();
-        let d = first_difference(&pretty(&incremental.json), &pretty(&full.json));
-        panic!(
-            "{what}: nft -j list table differs, {}",
-            d.unwrap_or_default()
-        );
-    }
-    if let Some(d) = first_difference(&incremental.text, &full.text) {
-        panic!("{what}: nft list table differs, {d}");
-    }
-    assert_eq!(incremental.comment, full.comment, "{what}: content hash");
 }
 
 /// Walks `states` in one namespace with `update`, checking after each step that the kernel holds what a

@@ -18,6 +18,9 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
+use common::listing::{
+    assert_same as same_listing, listing as table_listing, nft, HashChain, Listing,
+};
 use common::netns::{require_root, NetNs};
 use hostpolicyd::nft::{render, Dataplane, Netlink, HASH_CHAIN};
 use hostpolicyd::ruleset::{
@@ -30,87 +33,10 @@ const TABLE: &str = "hostpolicy";
 // ---------------------------------------------------------------------------------------------------
 // Listings
 
-#[derive(Debug, PartialEq)]
-struct Listing {
-    json: serde_json::Value,
-    text: String,
-    elements: String,
-    comment: Option<String>,
-}
-
-fn nft(ns: &NetNs, args: &[&str]) -> String {
-    ns.exec_ok("nft", args)
-}
-
+/// Everything that must be equal between our apply and `nft -f` of `render()`, the content-hash chain
+/// included.
 fn listing(ns: &NetNs) -> Listing {
-    let raw = nft(ns, &["-j", "list", "table", "inet", TABLE]);
-    let mut json: serde_json::Value = serde_json::from_str(&raw).expect("nft -j output");
-    strip(&mut json);
-    let text = nft(ns, &["list", "table", "inet", TABLE])
-        .lines()
-        .map(|l| match l.find(" counter packets ") {
-            Some(i) => format!("{} counter", &l[..i]),
-            None => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let debug = nft(ns, &["--debug=netlink", "list", "table", "inet", TABLE]);
-    let comment = ns
-        .run(|| Netlink::new().unwrap().table_comment(TABLE))
-        .unwrap();
-    Listing {
-        json,
-        text,
-        elements: element_dumps(&debug),
-        comment,
-    }
-}
-
-fn strip(v: &mut serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            m.remove("handle");
-            if let Some(Value::Object(c)) = m.get_mut("counter") {
-                c.insert("packets".into(), 0.into());
-                c.insert("bytes".into(), 0.into());
-            }
-            m.values_mut().for_each(strip);
-        }
-        Value::Array(a) => {
-            a.retain(|x| x.get("metainfo").is_none());
-            a.iter_mut().for_each(strip);
-        }
-        _ => {}
-    }
-}
-
-/// The `inet TABLE @set` blocks of `nft --debug=netlink list table`: every element the kernel holds,
-/// sorted within each set (a verdict map is a hash table: its dump order depends on a random seed).
-fn element_dumps(debug: &str) -> String {
-    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
-    let mut inside = false;
-    for line in debug.lines() {
-        if line.starts_with(&format!("inet {TABLE} @")) {
-            inside = true;
-            blocks.push((line.to_string(), Vec::new()));
-        } else if !line.starts_with("\telement ") {
-            inside = false;
-        } else if inside {
-            blocks.last_mut().unwrap().1.push(line.to_string());
-        }
-    }
-    let mut out = String::new();
-    for (head, mut elems) in blocks {
-        elems.sort();
-        out.push_str(&head);
-        out.push('\n');
-        for e in elems {
-            out.push_str(&e);
-            out.push('\n');
-        }
-    }
-    out
+    table_listing(ns, TABLE, HashChain::Listed)
 }
 
 /// What `nft -f` makes of `render(rs)` in an empty namespace.
@@ -138,46 +64,13 @@ fn rendered(rs: &Ruleset) -> Listing {
     listing(&ns)
 }
 
-fn first_difference(a: &str, b: &str) -> String {
-    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let i = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
-    let show = |l: &[&str]| {
-        l.iter()
-            .skip(i.saturating_sub(3))
-            .take(8)
-            .copied()
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    format!(
-        "first difference at line {}:\n--- apply:\n{}\n--- nft -f render:\n{}",
-        i + 1,
-        show(&la),
-        show(&lb)
-    )
-}
-
 fn assert_same(what: &str, applied: &Listing, rendered: &Listing) {
-    if applied.text != rendered.text {
-        panic!(
-            "{what}: nft list table differs, {}",
-            first_difference(&applied.text, &rendered.text)
-        );
-    }
-    if applied.elements != rendered.elements {
-        panic!(
-            "{what}: raw set elements differ, {}",
-            first_difference(&applied.elements, &rendered.elements)
-        );
-    }
-    if applied.json != rendered.json {
-        let pretty = |v| serde_json::to_string_pretty(v).unwrap();
-        panic!(
-            "{what}: nft -j list table differs, {}",
-            first_difference(&pretty(&applied.json), &pretty(&rendered.json))
-        );
-    }
-    assert_eq!(applied.comment, rendered.comment, "{what}: table_comment");
+    same_listing(
+        what,
+        applied,
+        rendered,
+        ("applied", "render() loaded with nft -f"),
+    );
 }
 
 fn apply(ns: &NetNs, rs: &Ruleset) -> Result<(), hostpolicyd::nft::DataplaneError> {

@@ -5,12 +5,14 @@
 //!   with its own temporary directories (`Hpd`), nft helpers, a kube-proxy-like NodePort DNAT table.
 //! - `probe`: TCP/UDP/ICMP/ICMPv6 probes with a chosen source address, echo servers, scenario tables
 //!   (`Report`).
+//! - `listing`: a table as the kernel holds it, normalised for comparing two ways of getting there.
 //! - `t5`: spec §7 T5's plan, policies and HostEndpoints, remapped.
 //! - `yaml`: builders for the HostEndpoint documents scenarios write.
 
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod listing;
 pub mod netns;
 pub mod probe;
 pub mod t5;

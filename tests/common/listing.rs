@@ -1,0 +1,183 @@
+//! What the kernel holds in one of our tables, normalised for comparing two ways of getting there: an
+//! incremental update against a full apply (`tests/incremental.rs`), a staged swap against `nft -f` of
+//! `render()` in an empty namespace (`tests/staged_swap.rs`).
+
+use hostpolicyd::nft::{Dataplane, Netlink, HASH_CHAIN};
+
+use super::netns::NetNs;
+
+/// Everything that must be equal between the two.
+#[derive(Debug, PartialEq)]
+pub struct Listing {
+    /// `nft -j list table`: handles and the metainfo header out, counters zeroed.
+    pub json: serde_json::Value,
+    /// `nft list table`: counter values and blank lines out.
+    pub text: String,
+    /// The raw element dumps of `nft --debug=netlink list table`, set by set (see [`element_dumps`]).
+    pub elements: String,
+    /// What `table_comment` reports (the content hash).
+    pub comment: Option<String>,
+}
+
+/// Whether the content-hash chain (and the table comment) take part in `json` and `text`; the hash
+/// itself is always compared through `comment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashChain {
+    Listed,
+    LeftOut,
+}
+
+/// `nft ARGS` in `ns`; panics on failure.
+pub fn nft(ns: &NetNs, args: &[&str]) -> String {
+    ns.exec_ok("nft", args)
+}
+
+/// Table `inet TABLE` of `ns`.
+pub fn listing(ns: &NetNs, table: &str, hash: HashChain) -> Listing {
+    let raw = nft(ns, &["-j", "list", "table", "inet", table]);
+    let mut json: serde_json::Value = serde_json::from_str(&raw).expect("nft -j output");
+    strip(&mut json, hash);
+    let text = nft(ns, &["list", "table", "inet", table]);
+    let debug = nft(ns, &["--debug=netlink", "list", "table", "inet", table]);
+    let comment = ns
+        .run(|| Netlink::new().unwrap().table_comment(table))
+        .unwrap();
+    Listing {
+        json,
+        text: normalise_text(&text, hash),
+        elements: element_dumps(&debug, table),
+        comment,
+    }
+}
+
+/// Handles and the metainfo header out (and the content-hash chain, if so asked); counters zeroed.
+fn strip(v: &mut serde_json::Value, hash: HashChain) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            m.remove("handle");
+            if let Some(Value::Object(c)) = m.get_mut("counter") {
+                c.insert("packets".into(), 0.into());
+                c.insert("bytes".into(), 0.into());
+            }
+            m.values_mut().for_each(|x| strip(x, hash));
+        }
+        Value::Array(a) => {
+            a.retain(|x| {
+                x.get("metainfo").is_none()
+                    && (hash == HashChain::Listed
+                        || x.pointer("/chain/name").and_then(Value::as_str) != Some(HASH_CHAIN))
+            });
+            a.iter_mut().for_each(|x| strip(x, hash));
+        }
+        _ => {}
+    }
+}
+
+/// Counter values and blank lines out (and the table comment and the content-hash chain, if so asked).
+fn normalise_text(text: &str, hash: HashChain) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in text.lines() {
+        let leave_out = hash == HashChain::LeftOut;
+        if leave_out
+            && line
+                .trim_start()
+                .starts_with(&format!("chain {HASH_CHAIN} "))
+        {
+            skip = true;
+        }
+        let table_comment = leave_out && line.starts_with("\tcomment ");
+        if !skip && !table_comment && !line.trim().is_empty() {
+            // "counter packets N bytes M" -> "counter"
+            let mut words: Vec<&str> = line.split(' ').collect();
+            while let Some(i) = words.iter().position(|w| *w == "packets") {
+                words.drain(i..(i + 4).min(words.len()));
+            }
+            out.push_str(&words.join(" "));
+            out.push('\n');
+        }
+        if skip && line == "\t}" {
+            skip = false;
+        }
+    }
+    out
+}
+
+/// The `inet TABLE @set` blocks of `nft --debug=netlink list table`: every element the kernel holds,
+/// each block's elements sorted. A hash set (and a verdict map) dumps its elements in hash-table order,
+/// which depends on the order they were inserted in and on a random seed; an interval set dumps them in
+/// key order, which sorting keeps as meaningful as it was.
+pub fn element_dumps(debug: &str, table: &str) -> String {
+    let head = format!("inet {table} @");
+    let mut blocks: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut inside = false;
+    for line in debug.lines() {
+        if line.starts_with(&head) {
+            inside = true;
+            blocks.push((line, Vec::new()));
+        } else if !line.starts_with("\telement ") {
+            inside = false;
+        } else if inside {
+            blocks.last_mut().unwrap().1.push(line);
+        }
+    }
+    let mut out = String::new();
+    for (head, mut elems) in blocks {
+        elems.sort_unstable();
+        out.push_str(head);
+        out.push('\n');
+        for e in elems {
+            out.push_str(e);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where two long texts first differ, with a few lines around it (big sets make whole texts
+/// unreadable); None when they are equal.
+pub fn first_difference(a: &str, b: &str, labels: (&str, &str)) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let i = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
+    let show = |l: &[&str]| {
+        l.iter()
+            .skip(i.saturating_sub(3))
+            .take(8)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Some(format!(
+        "first difference at line {} of {}/{}:\n--- {}:\n{}\n--- {}:\n{}",
+        i + 1,
+        la.len(),
+        lb.len(),
+        labels.0,
+        show(&la),
+        labels.1,
+        show(&lb)
+    ))
+}
+
+/// Panics with the first difference when the two listings differ; `labels` name them.
+pub fn assert_same(what: &str, got: &Listing, want: &Listing, labels: (&str, &str)) {
+    if let Some(d) = first_difference(&got.text, &want.text, labels) {
+        panic!("{what}: nft list table differs, {d}");
+    }
+    if let Some(d) = first_difference(&got.elements, &want.elements, labels) {
+        panic!("{what}: raw set elements differ, {d}");
+    }
+    if got.json != want.json {
+        let pretty = |v| serde_json::to_string_pretty(v).unwrap();
+        let d = first_difference(&pretty(&got.json), &pretty(&want.json), labels);
+        panic!(
+            "{what}: nft -j list table differs, {}",
+            d.unwrap_or_default()
+        );
+    }
+    assert_eq!(got.comment, want.comment, "{what}: content hash");
+}
