@@ -333,6 +333,16 @@ impl Expectation {
     /// then (never a repair loop against ourselves), and the second value is false so that the caller
     /// can say so.
     pub fn new(hash: &str, ruleset: &Ruleset, kernel: Option<TablePrint>) -> (Expectation, bool) {
+        Expectation::with_sets(hash, ruleset, kernel, set_digests(ruleset))
+    }
+
+    /// [`Expectation::new`], with the ruleset's [`set_digests`] already made.
+    pub fn with_sets(
+        hash: &str,
+        ruleset: &Ruleset,
+        kernel: Option<TablePrint>,
+        sets: BTreeMap<String, u64>,
+    ) -> (Expectation, bool) {
         let ir = Layout::of_ruleset(ruleset);
         let (layout, fits) = match &kernel {
             None => (ir, true),
@@ -355,27 +365,28 @@ impl Expectation {
                 hash: hash.to_string(),
                 layout,
                 baseline: kernel,
-                sets: set_digests(ruleset),
+                sets,
             },
             fits,
         )
     }
 
-    /// What this expectation's baseline says about the sets that `next` has unchanged (same name, same
-    /// type and elements): their kernel elements need not be read again after writing `next`.
-    pub fn unchanged_sets(&self, next: &Ruleset) -> BTreeMap<String, SetPrint> {
+    /// What this expectation's baseline says about the sets the next ruleset (its [`set_digests`]) has
+    /// unchanged (same name, same type and elements): their kernel elements need not be read again
+    /// after writing it.
+    pub fn unchanged_sets(&self, next: &BTreeMap<String, u64>) -> BTreeMap<String, SetPrint> {
         let Some(base) = &self.baseline else {
             return BTreeMap::new();
         };
-        set_digests(next)
-            .into_iter()
-            .filter(|(name, d)| self.sets.get(name) == Some(d))
-            .filter_map(|(name, _)| base.sets.get(&name).map(|p| (name, p.clone())))
+        next.iter()
+            .filter(|(name, d)| self.sets.get(*name) == Some(*d))
+            .filter_map(|(name, _)| base.sets.get(name).map(|p| (name.clone(), p.clone())))
             .collect()
     }
 }
 
-fn set_digests(r: &Ruleset) -> BTreeMap<String, u64> {
+/// A digest of each set of `r` (name, type and elements), by name.
+pub fn set_digests(r: &Ruleset) -> BTreeMap<String, u64> {
     use std::hash::{Hash, Hasher};
     r.sets
         .iter()
@@ -677,7 +688,7 @@ mod tests {
         );
         let (exp, _) = Expectation::new("h", &r1, Some(kernel.clone()));
         // Nothing changed: both sets are known, as the kernel held them.
-        assert_eq!(exp.unchanged_sets(&r1), kernel.sets);
+        assert_eq!(exp.unchanged_sets(&set_digests(&r1)), kernel.sets);
         // `t` gets another element and `u` is new: only `s` is known.
         let mut r2 = r1.clone();
         r2.sets[1].elements.push(SetElement::Ports(80, 80));
@@ -686,12 +697,12 @@ mod tests {
             set_type: SetType::InetService,
             elements: vec![],
         });
-        let known = exp.unchanged_sets(&r2);
+        let known = exp.unchanged_sets(&set_digests(&r2));
         assert_eq!(known.keys().collect::<Vec<_>>(), ["s"]);
         assert_eq!(known["s"], kernel.sets["s"]);
         // Without a baseline read from the kernel there is nothing to reuse.
         let (blind, _) = Expectation::new("h", &r1, None);
-        assert!(blind.unchanged_sets(&r1).is_empty());
+        assert!(blind.unchanged_sets(&set_digests(&r1)).is_empty());
     }
 
     #[test]

@@ -225,7 +225,7 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     pending_repair: Option<PendingRepair>,
     /// The kernel could not be read after a drift: look again then.
     recheck_at: Option<Instant>,
-    /// Reads our table back from the kernel ([`nftmon::fingerprint`]; replaceable in tests).
+    /// Reads our table back from the kernel ([`nftmon::fingerprint_reusing`]; replaceable in tests).
     fingerprint: Fingerprinter,
 }
 
@@ -710,10 +710,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             return;
         }
         // The sets this write left as they were are not read back (see `fingerprint_reusing`).
+        let sets = drift::set_digests(ruleset);
         let known = self
             .guard
             .as_ref()
-            .map(|g| g.unchanged_sets(ruleset))
+            .map(|g| g.unchanged_sets(&sets))
             .unwrap_or_default();
         let kernel = match (self.fingerprint)(&self.settings.table, &known) {
             Ok(p) => p,
@@ -731,7 +732,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             self.guard = None;
             return;
         };
-        let (expectation, fits) = Expectation::new(hash, ruleset, kernel);
+        let (expectation, fits) = Expectation::with_sets(hash, ruleset, kernel, sets);
         if !fits {
             warn!(
                 event = "drift_layout",
