@@ -1,27 +1,41 @@
 //! hostpolicyd: Calico-style host endpoint policy from files, enforced with one nftables table.
 //!
-//! The pipeline flows one way (DESIGN.md): `load` → `validate` → `resolve` → `compile` → `nft`.
-//! Everything above `nft`'s netlink sender is pure and testable without root.
+//! # Module map: the folders are the pipeline (DESIGN.md)
+//!
+//! ```text
+//! cli/        the commands: flags → Settings, one file per command            (top)
+//! daemon/     the event loop, drift repair, the watcher, control socket, systemd, signals, log
+//! engine/     decide / apply / probe / roll back one configuration; the state directory
+//! pipeline    load → validate → resolve → lint/lockout → compile, in one pure call
+//! host/       the node itself: interfaces (rtnetlink), connectivity probes
+//! nft/        the kernel layer: the Dataplane trait, render to nft text, netlink, the fake kernel
+//! analysis/   explain (the offline evaluator), lint, the lockout guard
+//! compile/    NodeView → Ruleset IR; every chain and set name; the content hash
+//! resolve     this node's view: HostEndpoints per interface, ordered policies, address sets
+//! config/     files → YAML nodes with positions → validated model; diagnostics
+//! selector    the selector language: parse, evaluate, print canonically
+//! ruleset     the IR: one table, chains, rules with a typed origin, sets, verdict maps
+//! settings, exit   resolved settings and the exit statuses: read by everything above
+//! ```
+//!
+//! **The import rule**: a module imports only from modules listed below it, never from one above it or
+//! one beside it that imports it back, so the arrows point one way and there is no import cycle
+//! (`../shared/tools/layout_check.py` checks it). Everything up to and including `analysis` and
+//! `compile` is pure: no files (except `config::load`), no kernel, no clock. `nft` is the only code that
+//! talks to nftables, `host` the only code that probes the network; both sit behind traits (`Dataplane`,
+//! `Prober`) so that `engine` and `daemon` are tested without root.
 
+pub mod analysis;
 pub mod cli;
 pub mod compile;
-pub mod counters;
+pub mod config;
 pub mod daemon;
-pub mod diag;
 pub mod engine;
-pub mod explain;
-pub mod explain_cmd;
-pub mod iface;
-pub mod lint;
-pub mod load;
-pub mod lockout;
-pub mod model;
+pub mod exit;
+pub mod host;
 pub mod nft;
 pub mod pipeline;
-pub mod probe;
 pub mod resolve;
 pub mod ruleset;
 pub mod selector;
-pub mod state;
-pub mod validate;
-pub mod yaml;
+pub mod settings;

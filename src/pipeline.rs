@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::compile::compile;
-use crate::diag::Diagnostic;
-use crate::load::{self, Loaded};
-use crate::model::Config;
+use crate::config::diag::Diagnostic;
+use crate::config::load::{self, Loaded};
+use crate::config::model::Config;
 use crate::resolve::{resolve, Interface, NodeView};
 use crate::ruleset::Ruleset;
 
@@ -52,15 +52,15 @@ pub fn build(
         mut diagnostics,
     } = loaded;
     if diagnostics.iter().any(|d| d.is_error()) {
-        crate::diag::sort(&mut diagnostics);
+        crate::config::diag::sort(&mut diagnostics);
         return Err(Invalid { diagnostics });
     }
     let view = resolve(&config, node, interfaces);
     diagnostics.extend(view.warnings.iter().cloned());
-    diagnostics.extend(crate::lint::lint(&config, &view));
+    diagnostics.extend(crate::analysis::lint::lint(&config, &view));
     // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
-    diagnostics.extend(crate::lockout::check(&config, &view, interfaces));
-    crate::diag::sort(&mut diagnostics);
+    diagnostics.extend(crate::analysis::lockout::check(&config, &view, interfaces));
+    crate::config::diag::sort(&mut diagnostics);
     diagnostics.dedup();
     if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {
         return Err(Invalid { diagnostics });

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::diag::Diagnostic;
-use crate::model::{
+use crate::config::diag::Diagnostic;
+use crate::config::model::{
     proto, Config, DenyAction, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels,
     NamespaceScope, ProtoPort,
 };
@@ -387,7 +387,7 @@ pub fn policy_selects(policy: &GlobalNetworkPolicy, labels: &Labels) -> bool {
 /// selectors.
 pub(crate) fn policy_scope_ok(policy: &GlobalNetworkPolicy) -> bool {
     let empty = Labels::new();
-    let scope_ok = |sel: &Option<crate::model::At<Selector>>| match sel {
+    let scope_ok = |sel: &Option<crate::config::model::At<Selector>>| match sel {
         None => true,
         Some(s) if s.value.source().trim().is_empty() => true,
         Some(s) if s.value.is_all() => false,
@@ -595,7 +595,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::load_sources;
+    use crate::config::load::load_sources;
 
     #[test]
     fn hosts_stay_hosts_and_anything_else_is_aggregated() {

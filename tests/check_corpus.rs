@@ -21,9 +21,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hostpolicyd::diag::{Diagnostic, Severity};
-use hostpolicyd::load::{config_files, load_dir, load_files, load_sources, Loaded};
-use hostpolicyd::model::{proto, Action, NamespaceScope, Port};
+use hostpolicyd::config::diag::{Diagnostic, Severity};
+use hostpolicyd::config::load::{config_files, load_dir, load_files, load_sources, Loaded};
+use hostpolicyd::config::model::{proto, Action, NamespaceScope, Port};
 
 #[derive(Clone, Copy, Debug)]
 enum Wrap {
@@ -1137,7 +1137,7 @@ fn other_kinds_are_normalised() {
     assert!(!hep.is_wildcard());
     assert_eq!(
         hep.ports[0],
-        hostpolicyd::model::EndpointPort {
+        hostpolicyd::config::model::EndpointPort {
             name: "web".into(),
             protocol: proto::TCP,
             port: 80
@@ -1161,7 +1161,7 @@ fn other_kinds_are_normalised() {
     );
     assert_eq!(felix.log_prefix, None);
 
-    use hostpolicyd::model::CheckTarget;
+    use hostpolicyd::config::model::CheckTarget;
     let gw = &c.checks[0];
     assert_eq!(
         gw.target,

@@ -151,7 +151,7 @@ fn counters_follow_the_policy_that_allowed() {
     // the rules with their positions.
     let counters = t
         .node
-        .run(|| hostpolicyd::counters::read("hostpolicy"))
+        .run(|| hostpolicyd::cli::counters::read("hostpolicy"))
         .expect("counters::read");
     let http: u64 = counters
         .iter()

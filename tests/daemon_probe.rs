@@ -10,8 +10,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use hostpolicyd::model::{CheckTarget, ConnectivityCheck, Pos};
-use hostpolicyd::probe::run_all;
+use hostpolicyd::config::model::{CheckTarget, ConnectivityCheck, Pos};
+use hostpolicyd::host::probe::run_all;
 
 use common::netns::{require_root, veth, NetNs};
 use common::probe::Servers;

@@ -169,7 +169,7 @@ fn failsafe_counts_as_allowing() {
 /// The same guard in the library path the daemon and the engine use.
 #[test]
 fn pipeline_build_refuses() {
-    let loaded = hostpolicyd::load::load_sources(&[
+    let loaded = hostpolicyd::config::load::load_sources(&[
         ("base.yaml".into(), BASE.into()),
         ("web.yaml".into(), WEB_ONLY.into()),
     ]);
@@ -184,7 +184,7 @@ fn pipeline_build_refuses() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("'web-only'"), "{errors:?}");
     // Another node: the HostEndpoint is not this node's, nothing to guard.
-    let loaded = hostpolicyd::load::load_sources(&[
+    let loaded = hostpolicyd::config::load::load_sources(&[
         ("base.yaml".into(), BASE.into()),
         ("web.yaml".into(), WEB_ONLY.into()),
     ]);

@@ -899,24 +899,22 @@ fn hostpolicyd_8_documents_every_command_option_variable_and_exit_status() {
             "variable {e} is not documented in {MAN8}"
         );
     }
-    let exit = page
+    let section = page
         .split(".SH EXIT STATUS")
         .nth(1)
         .and_then(|s| s.split(".SH ").next())
         .expect("EXIT STATUS");
-    use hostpolicyd::cli::{
-        EXIT_APPLY_FAILED, EXIT_INTERNAL, EXIT_INVALID, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE,
-    };
+    use hostpolicyd::exit;
     for code in [
-        EXIT_OK,
-        EXIT_INVALID,
-        EXIT_APPLY_FAILED,
-        EXIT_NOT_RUNNING,
-        EXIT_USAGE,
-        EXIT_INTERNAL,
+        exit::OK,
+        exit::INVALID,
+        exit::APPLY_FAILED,
+        exit::NOT_RUNNING,
+        exit::USAGE,
+        exit::INTERNAL,
     ] {
         assert!(
-            exit.contains(&format!(".B {code}\n")),
+            section.contains(&format!(".B {code}\n")),
             "exit status {code} in {MAN8}"
         );
     }
@@ -926,7 +924,7 @@ fn hostpolicyd_8_documents_every_command_option_variable_and_exit_status() {
     // The usage error really is 64 (clap's own 2 would mean "apply failed").
     assert_eq!(
         run(BIN, &["--no-such-option"]).status.code(),
-        Some(i32::from(EXIT_USAGE))
+        Some(i32::from(exit::USAGE))
     );
 }
 

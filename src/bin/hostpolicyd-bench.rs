@@ -58,10 +58,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hostpolicyd::config::load;
 use hostpolicyd::daemon::nftmon::{Monitor, Note, Received};
 use hostpolicyd::nft::{render, Dataplane, Netlink, UpdatePath};
+use hostpolicyd::pipeline;
 use hostpolicyd::ruleset::Ruleset;
-use hostpolicyd::{load, pipeline};
 
 const TABLE: &str = "hostpolicy";
 const NODE: &str = "node1";
@@ -805,8 +806,8 @@ fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             let t0 = Instant::now();
             let view = hostpolicyd::resolve::resolve(&config, NODE, &[]);
             let t1 = Instant::now();
-            let l = hostpolicyd::lint::lint(&config, &view);
-            let k = hostpolicyd::lockout::check(&config, &view, &[]);
+            let l = hostpolicyd::analysis::lint::lint(&config, &view);
+            let k = hostpolicyd::analysis::lockout::check(&config, &view, &[]);
             let t2 = Instant::now();
             let rs = hostpolicyd::compile::compile(&config, &view, TABLE);
             let t3 = Instant::now();

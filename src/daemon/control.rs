@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Event;
-use crate::state::Summary;
+use crate::engine::state::Summary;
 
 pub const SOCKET_NAME: &str = "control.sock";
 
@@ -467,21 +467,21 @@ mod tests {
         s.summary.table = "hostpolicy".into();
         s.summary.generation = 3;
         s.summary.hash = Some("ab".repeat(32));
-        s.summary.endpoints = vec![crate::state::EndpointSummary {
+        s.summary.endpoints = vec![crate::engine::state::EndpointSummary {
             name: "hep-eth0".into(),
             interfaces: vec!["eth0".into()],
-            policies: vec![crate::state::StagePolicies {
+            policies: vec![crate::engine::state::StagePolicies {
                 stage: "normal".into(),
                 direction: "ingress".into(),
                 policies: vec!["allow-ssh".into(), "allow-web".into()],
             }],
             ..Default::default()
         }];
-        s.summary.last_rollback = Some(crate::state::RollbackSummary {
+        s.summary.last_rollback = Some(crate::engine::state::RollbackSummary {
             at: "2024-01-01T00:00:00Z".into(),
             rejected_hash: "cd".into(),
             restored: "generation 3".into(),
-            failed_checks: vec![crate::probe::CheckResult {
+            failed_checks: vec![crate::host::probe::CheckResult {
                 name: "gw".into(),
                 target: "tcp 192.0.2.1:22".into(),
                 passed: false,

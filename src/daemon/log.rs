@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use crate::diag::Diagnostic;
+use crate::config::diag::Diagnostic;
 use crate::engine::{short, Outcome};
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";

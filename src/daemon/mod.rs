@@ -5,7 +5,7 @@
 //!
 //! - `notify`'s thread: configuration file events, already filtered ([`watch`]);
 //! - the signal thread: SIGHUP (reload), SIGTERM/SIGINT (stop, leaving the table in place) ([`signals`]);
-//! - the interface thread: rtnetlink link/address changes ([`crate::iface::Monitor`]);
+//! - the interface thread: rtnetlink link/address changes ([`crate::host::iface::Monitor`]);
 //! - the control socket: `reload` requests, each with a reply channel ([`control`]);
 //! - the drift thread: bursts of nftables changes to our table ([`drift`]), which the loop compares with
 //!   what it applied and repairs by re-applying the last good ruleset (rate-limited).
@@ -27,8 +27,8 @@ pub mod control;
 pub mod drift;
 pub mod log;
 pub mod nftmon;
-pub mod notify;
 pub mod signals;
+pub mod systemd;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,23 +38,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
-use crate::cli::Settings;
+use crate::settings::Settings;
+use crate::config::load::{self, Loaded};
+use crate::engine::state::{rfc3339, DriftSummary, Store};
 use crate::engine::{short, Engine, Kernel, Outcome, Restored};
-use crate::load::{self, Loaded};
+use crate::exit;
+use crate::host::probe::{NetProber, Prober};
 use crate::nft::{Dataplane, Netlink};
 use crate::pipeline;
-use crate::probe::{NetProber, Prober};
-use crate::state::{rfc3339, DriftSummary, Store};
 
 use control::{DaemonInfo, Reply, Status};
 use drift::{Burst, Expectation, Limiter};
 use nftmon::{SetPrint, TablePrint};
-use notify::Notifier;
+use systemd::Notifier;
 use watch::{Debouncer, Settle, Watch};
-
-/// Exit statuses of `run`.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_INTERNAL: u8 = 70;
 
 /// Debounce of interface events (an address brings several messages: link, address, DAD...).
 const IFACE_QUIET: Duration = Duration::from_millis(100);
@@ -91,7 +88,7 @@ pub fn run(settings: &Settings) -> u8 {
             event = "startup_failed",
             "cannot install signal handlers: {e}"
         );
-        return EXIT_INTERNAL;
+        return exit::INTERNAL;
     }
     let listener = match control::bind(&settings.runtime_dir) {
         Ok(l) => l,
@@ -101,7 +98,7 @@ pub fn run(settings: &Settings) -> u8 {
                 "cannot open the control socket in {}: {e}",
                 settings.runtime_dir.display()
             );
-            return EXIT_INTERNAL;
+            return exit::INTERNAL;
         }
     };
     let dp = match Netlink::new() {
@@ -112,7 +109,7 @@ pub fn run(settings: &Settings) -> u8 {
                 "cannot open the nftables netlink socket: {e}"
             );
             let _ = std::fs::remove_file(control::socket_path(&settings.runtime_dir));
-            return EXIT_INTERNAL;
+            return exit::INTERNAL;
         }
     };
     let code = Daemon::new(settings, dp, NetProber, log, tx.clone()).and_then(|mut d| {
@@ -131,7 +128,7 @@ pub fn run(settings: &Settings) -> u8 {
     let _ = std::fs::remove_file(control::socket_path(&settings.runtime_dir));
     code.unwrap_or_else(|e| {
         error!(event = "startup_failed", "{e}");
-        EXIT_INTERNAL
+        exit::INTERNAL
     })
 }
 
@@ -139,7 +136,7 @@ fn spawn_interface_monitor(tx: Sender<Event>) {
     let spawned = std::thread::Builder::new()
         .name("interfaces".into())
         .spawn(move || loop {
-            let mut monitor = match crate::iface::Monitor::new() {
+            let mut monitor = match crate::host::iface::Monitor::new() {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(
@@ -399,11 +396,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(now)) {
                     Ok(ev) => Some(ev),
                     Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return EXIT_INTERNAL,
+                    Err(RecvTimeoutError::Disconnected) => return exit::INTERNAL,
                 },
                 None => match rx.recv() {
                     Ok(ev) => Some(ev),
-                    Err(_) => return EXIT_INTERNAL,
+                    Err(_) => return exit::INTERNAL,
                 },
             };
             // Drain: everything already queued is part of the same burst.
@@ -479,14 +476,14 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 for w in waiters {
                     let _ = w.send(Reply {
                         result: "failed".into(),
-                        exit_code: crate::engine::EXIT_APPLY_FAILED,
+                        exit_code: exit::APPLY_FAILED,
                         message: "the daemon is stopping".into(),
                         diagnostics: vec![],
                         generation: self.engine.summary().generation,
                         hash: self.engine.summary().hash.clone(),
                     });
                 }
-                return EXIT_OK;
+                return exit::OK;
             }
             let now = Instant::now();
             if let Some(next) = next_ping {
@@ -1004,7 +1001,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     }
 
     fn interfaces(&self) -> Vec<crate::resolve::Interface> {
-        crate::iface::current().unwrap_or_else(|e| {
+        crate::host::iface::current().unwrap_or_else(|e| {
             warn!(
                 event = "interfaces_unknown",
                 "cannot list interfaces ({e}); IP-matched HostEndpoints match nothing"
@@ -1169,7 +1166,7 @@ mod tests {
         assert_eq!(applied(), Some(want));
         tx.send(Event::Signal(signal_hook::consts::SIGTERM))
             .unwrap();
-        assert_eq!(writer.join().unwrap(), EXIT_OK);
+        assert_eq!(writer.join().unwrap(), exit::OK);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -1215,7 +1212,7 @@ mod tests {
         );
         tx.send(Event::Signal(signal_hook::consts::SIGTERM))
             .unwrap();
-        assert_eq!(writer.join().unwrap(), EXIT_OK);
+        assert_eq!(writer.join().unwrap(), exit::OK);
         let s = status.lock().unwrap().clone();
         assert_eq!(
             s.daemon.unwrap().reloads,
@@ -1225,7 +1222,7 @@ mod tests {
         assert_eq!(s.summary.applies, 1);
         assert!(
             root.join("state")
-                .join(crate::state::LAST_GOOD_FILE)
+                .join(crate::engine::state::LAST_GOOD_FILE)
                 .exists(),
             "last good saved"
         );
@@ -1404,7 +1401,7 @@ mod tests {
         .with_fingerprinter(|_| Err(std::io::Error::other("no kernel here")));
         tx.send(Event::Signal(signal_hook::consts::SIGTERM))
             .unwrap();
-        assert_eq!(d.run(rx), EXIT_OK);
+        assert_eq!(d.run(rx), exit::OK);
         assert!(
             d.engine.dataplane().table.is_some(),
             "the last good is back"
@@ -1445,7 +1442,7 @@ mod tests {
         .unwrap();
         tx.send(Event::Signal(signal_hook::consts::SIGTERM))
             .unwrap();
-        assert_eq!(d.run(rx), EXIT_OK);
+        assert_eq!(d.run(rx), exit::OK);
         assert!(d.engine.dataplane().calls.is_empty(), "nothing applied");
         let reason = d.engine.summary().degraded.clone().expect("degraded");
         assert!(reason.contains("no last good ruleset"), "{reason}");
@@ -1469,7 +1466,7 @@ mod tests {
         tx.send(Event::Reload(rtx)).unwrap();
         tx.send(Event::Signal(signal_hook::consts::SIGTERM))
             .unwrap();
-        assert_eq!(d.run(rx), EXIT_OK);
+        assert_eq!(d.run(rx), exit::OK);
         let reply = rrx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
             (reply.result.as_str(), reply.exit_code),

@@ -244,7 +244,7 @@ impl Names {
     }
 
     fn listing(&self) -> BTreeSet<PathBuf> {
-        crate::load::config_files(&self.dir)
+        crate::config::load::config_files(&self.dir)
             .map(|v| v.into_iter().collect())
             .unwrap_or_default()
     }

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::diag::{self, Diagnostic, Severity};
-use crate::model::{Config, Pos};
-use crate::validate::Validator;
-use crate::yaml;
+use crate::config::diag::{self, Diagnostic, Severity};
+use crate::config::model::{Config, Pos};
+use crate::config::validate::Validator;
+use crate::config::yaml;
 
 /// The result of a load. `config` holds the resources that decoded cleanly; do not use it when
 /// [`Loaded::has_errors`].

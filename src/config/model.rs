@@ -253,7 +253,7 @@ pub struct ConnectivityCheck {
 }
 
 /// `hostpolicy/v1` ManagementAccess: management flows (e.g. SSH from an admin network) that the lockout
-/// guard (`crate::lockout`) proves are allowed inbound on every HostEndpoint of the node before any apply.
+/// guard (`crate::analysis::lockout`) proves are allowed inbound on every HostEndpoint of the node before any apply.
 ///
 /// ```yaml
 /// apiVersion: hostpolicy/v1

@@ -1,7 +1,7 @@
 //! `metadata`: names, labels and annotations (spec §1.2).
 
-use crate::model::{At, Labels};
-use crate::yaml::Node;
+use crate::config::model::{At, Labels};
+use crate::config::yaml::Node;
 
 use super::fields::{object, string, string_map, Cx};
 

@@ -1,8 +1,8 @@
 //! Selector-valued fields: parse with positions that point into the YAML scalar (spec §2).
 
-use crate::model::At;
+use crate::config::model::At;
+use crate::config::yaml::{Node, Value};
 use crate::selector::{self, Selector};
-use crate::yaml::{Node, Value};
 
 use super::fields::{string, Cx};
 
@@ -71,7 +71,7 @@ fn block_scalar_error(
     let hint = if line.contains(['\n', '\r']) {
         "write the selector on one line".to_owned()
     } else {
-        format!("write {field}: {}", crate::yaml::yaml_quote(line))
+        format!("write {field}: {}", crate::config::yaml::yaml_quote(line))
     };
     cx.error(
         node,

@@ -3,6 +3,9 @@
 //! Exit status: 0 success; 1 invalid configuration (nothing changed); 2 apply failed or rolled back
 //! (previous ruleset in force); 3 `status`/`reload` found no running daemon; 64 usage; 70 internal error.
 
+pub mod counters;
+pub mod explain;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -10,21 +13,15 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand};
 
 use crate::compile::DEFAULT_TABLE;
+use crate::config::diag::Diagnostic;
 use crate::daemon::control::{self, ClientError, Status};
-use crate::diag::Diagnostic;
+use crate::engine::state::Store;
 use crate::engine::{Engine, Outcome};
+use crate::exit;
+use crate::host::probe::NetProber;
 use crate::nft::{netlink::Netlink, render::render, Dataplane};
 use crate::pipeline::{self, Input};
-use crate::probe::NetProber;
-use crate::state::Store;
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_INVALID: u8 = 1;
-pub const EXIT_APPLY_FAILED: u8 = 2;
-/// `status` or `reload`: no daemon answers on the control socket.
-pub const EXIT_NOT_RUNNING: u8 = 3;
-pub const EXIT_USAGE: u8 = 64;
-pub const EXIT_INTERNAL: u8 = 70;
+pub use crate::settings::{hostname, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,47 +112,27 @@ pub enum Command {
     Reload,
     /// Why a packet is allowed or dropped: the verdict and the path it takes through the configuration
     /// (no kernel, no root). Exit 0 whatever the verdict, 1 invalid configuration.
-    Explain(crate::explain_cmd::ExplainArgs),
+    Explain(crate::cli::explain::ExplainArgs),
 }
 
-/// Settings resolved from the flags.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub config_dir: PathBuf,
-    pub node: String,
-    pub table: String,
-    pub state_dir: PathBuf,
-    pub runtime_dir: PathBuf,
-}
-
-impl Settings {
-    pub fn from_cli(cli: &Cli) -> Settings {
-        Settings {
-            config_dir: cli.config_dir.clone(),
-            node: cli
-                .node_name
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(hostname),
-            table: cli.table.clone(),
-            state_dir: cli.state_dir.clone(),
-            runtime_dir: cli.runtime_dir.clone(),
-        }
+/// The settings the flags resolve to (ripgrep's flags → settings): what every command and the daemon use.
+pub fn settings(cli: &Cli) -> Settings {
+    Settings {
+        config_dir: cli.config_dir.clone(),
+        node: cli
+            .node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(hostname),
+        table: cli.table.clone(),
+        state_dir: cli.state_dir.clone(),
+        runtime_dir: cli.runtime_dir.clone(),
     }
 }
 
-/// The kernel's host name (what Calico uses as the default node name).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
 pub fn run(cli: Cli) -> u8 {
-    let settings = Settings::from_cli(&cli);
-    crate::load::set_strict_modes(cli.strict_modes);
+    let settings = settings(&cli);
+    crate::config::load::set_strict_modes(cli.strict_modes);
     match cli.command {
         Command::Check { strict, files } => check(&settings, strict, files),
         Command::Render => render_cmd(&settings),
@@ -165,10 +142,10 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status {
             json,
             counters: true,
-        } => crate::counters::status(&settings, json),
+        } => crate::cli::counters::status(&settings, json),
         Command::Status { json, .. } => status(&settings, json),
         Command::Reload => reload(&settings),
-        Command::Explain(args) => crate::explain_cmd::run(&settings, args),
+        Command::Explain(args) => crate::cli::explain::run(&settings, args),
     }
 }
 
@@ -180,7 +157,7 @@ fn print_diagnostics(diags: &[Diagnostic]) {
 }
 
 fn interfaces_or_empty() -> Vec<crate::resolve::Interface> {
-    crate::iface::current().unwrap_or_else(|e| {
+    crate::host::iface::current().unwrap_or_else(|e| {
         eprintln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
         Vec::new()
     })
@@ -197,7 +174,7 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
     let (diags, ok) = if by_files {
         // Files on their own are fragments of a directory: only validation applies, not node-level lints.
         let mut d = loaded.diagnostics.clone();
-        crate::diag::sort(&mut d);
+        crate::config::diag::sort(&mut d);
         let ok = !d.iter().any(|x| x.is_error() || strict);
         (d, ok)
     } else {
@@ -220,13 +197,13 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
             "valid ({warnings} warning{})",
             if warnings == 1 { "" } else { "s" }
         );
-        EXIT_OK
+        exit::OK
     } else {
         eprintln!(
             "hostpolicyd: {errors} error{}: configuration is invalid",
             if errors == 1 { "" } else { "s" }
         );
-        EXIT_INVALID
+        exit::INVALID
     }
 }
 
@@ -240,11 +217,11 @@ fn render_cmd(settings: &Settings) -> u8 {
         Ok(c) => {
             print_diagnostics(&c.warnings);
             print!("{}", render(&c.ruleset));
-            EXIT_OK
+            exit::OK
         }
         Err(inv) => {
             print_diagnostics(&inv.diagnostics);
-            EXIT_INVALID
+            exit::INVALID
         }
     }
 }
@@ -260,7 +237,7 @@ fn apply(settings: &Settings) -> u8 {
         Err(inv) => {
             print_diagnostics(&inv.diagnostics);
             eprintln!("hostpolicyd: configuration is invalid: nothing applied");
-            return EXIT_INVALID;
+            return exit::INVALID;
         }
     };
     print_diagnostics(&compiled.warnings);
@@ -268,7 +245,7 @@ fn apply(settings: &Settings) -> u8 {
         Ok(dp) => dp,
         Err(e) => {
             eprintln!("hostpolicyd: error: cannot open nftables netlink socket: {e}");
-            return EXIT_APPLY_FAILED;
+            return exit::APPLY_FAILED;
         }
     };
     if control::status(&settings.runtime_dir).is_ok() {
@@ -343,7 +320,7 @@ fn apply(settings: &Settings) -> u8 {
 
 fn status(settings: &Settings, json: bool) -> u8 {
     let (status, code) = match control::status(&settings.runtime_dir) {
-        Ok(s) => (s, EXIT_OK),
+        Ok(s) => (s, exit::OK),
         Err(e @ ClientError::NotRunning { .. }) => {
             eprintln!("hostpolicyd: {e}");
             match Store::new(&settings.state_dir).load_summary() {
@@ -352,24 +329,24 @@ fn status(settings: &Settings, json: bool) -> u8 {
                         daemon: None,
                         summary,
                     },
-                    EXIT_NOT_RUNNING,
+                    exit::NOT_RUNNING,
                 ),
                 Ok(None) => {
                     eprintln!(
                         "hostpolicyd: nothing recorded in {} either",
                         settings.state_dir.display()
                     );
-                    return EXIT_NOT_RUNNING;
+                    return exit::NOT_RUNNING;
                 }
                 Err(e) => {
                     eprintln!("hostpolicyd: error: {e}");
-                    return EXIT_NOT_RUNNING;
+                    return exit::NOT_RUNNING;
                 }
             }
         }
         Err(e) => {
             eprintln!("hostpolicyd: error: {e}");
-            return EXIT_INTERNAL;
+            return exit::INTERNAL;
         }
     };
     if json {
@@ -377,7 +354,7 @@ fn status(settings: &Settings, json: bool) -> u8 {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("hostpolicyd: error: {e}");
-                return EXIT_INTERNAL;
+                return exit::INTERNAL;
             }
         }
     } else {
@@ -393,7 +370,7 @@ fn reload(settings: &Settings) -> u8 {
             for d in &reply.diagnostics {
                 let _ = writeln!(err, "{d}");
             }
-            if reply.exit_code == EXIT_OK {
+            if reply.exit_code == exit::OK {
                 println!("{}", reply.message);
             } else {
                 let _ = writeln!(err, "hostpolicyd: error: {}", reply.message);
@@ -404,11 +381,11 @@ fn reload(settings: &Settings) -> u8 {
             eprintln!(
                 "hostpolicyd: {e}; nothing reloaded (start it with `systemctl start hostpolicyd`)"
             );
-            EXIT_NOT_RUNNING
+            exit::NOT_RUNNING
         }
         Err(e) => {
             eprintln!("hostpolicyd: error: {e}");
-            EXIT_INTERNAL
+            exit::INTERNAL
         }
     }
 }
@@ -421,11 +398,11 @@ fn flush(settings: &Settings) -> u8 {
                 "flushed: table inet {} deleted (other tables untouched)",
                 settings.table
             );
-            EXIT_OK
+            exit::OK
         }
         Err(e) => {
             eprintln!("hostpolicyd: error: flush failed: {e}");
-            EXIT_APPLY_FAILED
+            exit::APPLY_FAILED
         }
     }
 }

@@ -24,8 +24,8 @@ use serde_saphyr::granit_parser::{
     Event, Marker, Options as ParserOptions, Parser, ScalarStyle, ScanError, Span, Tag,
 };
 
-use crate::diag::Diagnostic;
-use crate::model::Pos;
+use crate::config::diag::Diagnostic;
+use crate::config::model::Pos;
 
 /// One YAML node with its position (1-based line and column, counted in characters) and, when known,
 /// its byte span in the file text.

@@ -19,9 +19,9 @@ mod sel;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::diag::Diagnostic;
-use crate::model::{At, Config, Labels, Pos};
-use crate::yaml::{Node, Value};
+use crate::config::diag::Diagnostic;
+use crate::config::model::{At, Config, Labels, Pos};
+use crate::config::yaml::{Node, Value};
 
 use fields::{object, string, Cx, Obj};
 use meta::{metadata, Meta, NameRule};
@@ -104,19 +104,19 @@ impl Validator {
     /// The configuration (only resources without errors) and every diagnostic, in file order.
     pub fn finish(self) -> (Config, Vec<Diagnostic>) {
         let mut diagnostics = self.diagnostics;
-        crate::diag::sort(&mut diagnostics);
+        crate::config::diag::sort(&mut diagnostics);
         (self.config, diagnostics)
     }
 }
 
 /// What a decoded resource becomes.
 enum Decoded {
-    Policy(Box<crate::model::GlobalNetworkPolicy>),
-    HostEndpoint(crate::model::HostEndpoint),
-    NetworkSet(crate::model::GlobalNetworkSet),
-    Felix(crate::model::FelixConfiguration),
-    Check(crate::model::ConnectivityCheck),
-    Management(crate::model::ManagementAccess),
+    Policy(Box<crate::config::model::GlobalNetworkPolicy>),
+    HostEndpoint(crate::config::model::HostEndpoint),
+    NetworkSet(crate::config::model::GlobalNetworkSet),
+    Felix(crate::config::model::FelixConfiguration),
+    Check(crate::config::model::ConnectivityCheck),
+    Management(crate::config::model::ManagementAccess),
 }
 
 type Names = HashMap<(&'static str, String), Pos>;

@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::model::{CheckTarget, ConnectivityCheck};
+use crate::config::model::{CheckTarget, ConnectivityCheck};
 
 /// The result of one check in one round.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -347,7 +347,7 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Pos;
+    use crate::config::model::Pos;
     use std::net::TcpListener;
 
     fn check(

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::model::{CheckTarget, ConnectivityCheck};
-use crate::yaml::Node;
+use crate::config::model::{CheckTarget, ConnectivityCheck};
+use crate::config::yaml::Node;
 
 use super::fields::{boolean, integer, number, object, Cx};
 use super::hep::node_name;

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-use crate::model::{
+use crate::config::model::{
     proto, Action as RuleAction, Config, DenyAction, GlobalNetworkPolicy, NamespaceScope, Port,
     Rule as PolicyRule,
 };
@@ -314,7 +314,7 @@ fn rule_families(rule: &PolicyRule) -> Vec<Family> {
 /// Whether a rule needs separate nftables rules per family: it names a family, or matches addresses,
 /// ICMP types or named ports (whose address sets are per family).
 fn is_family_specific(r: &PolicyRule) -> bool {
-    let entity = |e: &crate::model::EntityRule| {
+    let entity = |e: &crate::config::model::EntityRule| {
         !e.nets.is_empty()
             || !e.not_nets.is_empty()
             || e.selector.is_some()
@@ -451,7 +451,7 @@ impl<'a> Compiler<'a> {
     /// Entries without a net are grouped per protocol into one port match.
     fn failsafe_rules(
         &mut self,
-        entries: &[crate::model::ProtoPort],
+        entries: &[crate::config::model::ProtoPort],
         port_dir: Direction,
         net_dir: Direction,
         what: &str,
@@ -986,7 +986,7 @@ impl<'a> Compiler<'a> {
     fn port_alternatives(
         &mut self,
         r: &PolicyRule,
-        entity: &crate::model::EntityRule,
+        entity: &crate::config::model::EntityRule,
         side: Direction,
         f: Family,
         ports: &[Port],
@@ -1018,7 +1018,7 @@ impl<'a> Compiler<'a> {
     fn named_port_alternatives(
         &mut self,
         r: &PolicyRule,
-        entity: &crate::model::EntityRule,
+        entity: &crate::config::model::EntityRule,
         side: Direction,
         f: Family,
         ports: &[Port],
@@ -1422,7 +1422,7 @@ mod tests {
     use super::*;
 
     fn compiled(yaml: &str) -> Ruleset {
-        let loaded = crate::load::load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
+        let loaded = crate::config::load::load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
         let view = crate::resolve::resolve(&loaded.config, "node1", &[]);
         compile(&loaded.config, &view, DEFAULT_TABLE)

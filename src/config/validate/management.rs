@@ -1,4 +1,4 @@
-//! `hostpolicy/v1` ManagementAccess `spec`: the flows the lockout guard (`crate::lockout`) keeps open.
+//! `hostpolicy/v1` ManagementAccess `spec`: the flows the lockout guard (`crate::analysis::lockout`) keeps open.
 //!
 //! ```yaml
 //! apiVersion: hostpolicy/v1
@@ -11,8 +11,8 @@
 //!     - {protocol: TCP, port: 22}
 //! ```
 
-use crate::model::{proto, At, ManagementAccess};
-use crate::yaml::{Node, Value};
+use crate::config::model::{proto, At, ManagementAccess};
+use crate::config::yaml::{Node, Value};
 
 use super::fields::{integer, list, object, string, Cx};
 use super::hep::node_name;

@@ -1,4 +1,4 @@
-//! The lockout guard: before any apply (and in `check`), prove with the evaluator ([`crate::explain`])
+//! The lockout guard: before any apply (and in `check`), prove with the evaluator ([`crate::analysis::explain`])
 //! that every declared management flow ([`ManagementAccess`]) is allowed inbound on every HostEndpoint
 //! of this node, through every stage (untracked, preDNAT, normal); otherwise refuse the configuration.
 //!
@@ -32,9 +32,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::diag::Diagnostic;
-use crate::explain::{explain, Explanation, Packet, Path, Verdict};
-use crate::model::{proto, Config, ManagementAccess, Port, Rule};
+use crate::analysis::explain::{explain, Explanation, Packet, Path, Verdict};
+use crate::config::diag::Diagnostic;
+use crate::config::model::{proto, Config, ManagementAccess, Port, Rule};
 use crate::resolve::{ActiveEndpoint, Interface, NodeView, SelectorKey};
 
 /// Source ports the guard covers: the ephemeral ports clients pick (Linux: 32768-60999; IANA, Windows,
@@ -186,7 +186,7 @@ impl Cuts {
             .iter()
             .flat_map(|h| h.ports.iter().map(|p| p.port))
             .collect();
-        let mut side = |e: &crate::model::EntityRule| {
+        let mut side = |e: &crate::config::model::EntityRule| {
             nets.extend(e.nets.iter().chain(e.not_nets.iter()).copied());
             for sel in [&e.selector, &e.not_selector].into_iter().flatten() {
                 if let Some(set) = view
@@ -348,7 +348,7 @@ fn p_text(p: &Packet) -> String {
     format!("{} -> {}", end(p.src, p.sport), end(p.dst, p.dport))
 }
 
-fn rule_text(s: &crate::explain::Step) -> String {
+fn rule_text(s: &crate::analysis::explain::Step) -> String {
     let mut t = s.text.clone();
     if let Some(at) = &s.at {
         t.push_str(&format!(" at {at}"));
@@ -394,7 +394,7 @@ fn blocker(e: &Explanation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::load_sources;
+    use crate::config::load::load_sources;
     use crate::resolve::resolve;
 
     fn run(yaml: &str) -> Vec<Diagnostic> {

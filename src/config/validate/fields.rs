@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::diag::Diagnostic;
-use crate::model::{At, Pos};
-use crate::yaml::{yaml_quote, Key, Node, Value};
+use crate::config::diag::Diagnostic;
+use crate::config::model::{At, Pos};
+use crate::config::yaml::{yaml_quote, Key, Node, Value};
 
 /// The decoding context of one file: where diagnostics go, and how many errors the current resource has.
 pub(crate) struct Cx<'a> {

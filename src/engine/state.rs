@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::compile::content_hash;
-use crate::probe::CheckResult;
+use crate::host::probe::CheckResult;
 use crate::ruleset::Ruleset;
 
 pub const LAST_GOOD_FILE: &str = "last-good.json";

@@ -2,12 +2,12 @@
 
 use ipnet::IpNet;
 
-use crate::model::{
+use crate::config::model::{
     proto, Action, At, EntityRule, GlobalNetworkPolicy, IcmpMatch, Labels, NamespaceScope, Port,
     Pos, Rule,
 };
+use crate::config::yaml::{Node, Value};
 use crate::selector::Selector;
-use crate::yaml::{Node, Value};
 
 use super::fields::{boolean, bounded_list, integer, list, number, object, string, Cx};
 use super::meta::{check_annotations, Meta};

@@ -18,9 +18,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::cli::{Settings, EXIT_INTERNAL, EXIT_NOT_RUNNING, EXIT_OK};
-use crate::model::Config;
+use crate::config::model::Config;
+use crate::exit;
 use crate::nft::{netlink::Netlink, Dataplane, DataplaneError};
+use crate::settings::Settings;
 
 /// One kernel rule with a counter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -326,9 +327,9 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
         Err(e) => {
             eprintln!("hostpolicyd: error: cannot read the counters: {e}");
             return if e.errno == Some(libc::ENOENT) {
-                EXIT_NOT_RUNNING
+                exit::NOT_RUNNING
             } else {
-                EXIT_INTERNAL
+                exit::INTERNAL
             };
         }
     };
@@ -346,19 +347,19 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("hostpolicyd: error: {e}");
-                return EXIT_INTERNAL;
+                return exit::INTERNAL;
             }
         }
     } else {
         print!("{r}");
     }
-    EXIT_OK
+    exit::OK
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::load_sources;
+    use crate::config::load::load_sources;
 
     fn c(chain: &str, comment: &str, packets: u64) -> RuleCounter {
         RuleCounter {

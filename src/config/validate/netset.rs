@@ -1,7 +1,7 @@
 //! GlobalNetworkSet `spec` (spec §1.8).
 
-use crate::model::GlobalNetworkSet;
-use crate::yaml::Node;
+use crate::config::model::GlobalNetworkSet;
+use crate::config::yaml::Node;
 
 use super::fields::{list, object, Cx};
 use super::meta::Meta;

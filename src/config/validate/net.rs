@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::yaml::{Node, Value};
+use crate::config::yaml::{Node, Value};
 
 use super::fields::{string, Cx};
 

@@ -1,4 +1,4 @@
-//! `hostpolicyd explain`: the command line around [`crate::explain`].
+//! `hostpolicyd explain`: the command line around [`crate::analysis::explain`].
 //!
 //! Reads the configuration directory (`--config-dir`), resolves it for `--node-name` with the live
 //! interfaces, and prints the verdict of one packet and the path it took. No kernel, no root.
@@ -7,11 +7,12 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::cli::{Settings, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
-use crate::explain::{explain, Packet, Path};
-use crate::model::proto;
+use crate::analysis::explain::{explain, Packet, Path};
+use crate::config::model::proto;
+use crate::exit;
 use crate::pipeline::{self, Input};
 use crate::resolve::resolve;
+use crate::settings::Settings;
 
 /// The packet to explain. `--in` alone: delivered to a local process; `--out` alone: sent by a local
 /// process; both: forwarded (`--forwarded` says so explicitly).
@@ -162,7 +163,7 @@ pub fn run(settings: &Settings, args: ExplainArgs) -> u8 {
         Ok(p) => p,
         Err(e) => {
             eprintln!("hostpolicyd explain: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let loaded = pipeline::load(&Input::Dir(settings.config_dir.clone()));
@@ -175,9 +176,9 @@ pub fn run(settings: &Settings, args: ExplainArgs) -> u8 {
             err,
             "hostpolicyd: configuration is invalid: nothing to explain"
         );
-        return EXIT_INVALID;
+        return exit::INVALID;
     }
-    let interfaces = crate::iface::current().unwrap_or_else(|e| {
+    let interfaces = crate::host::iface::current().unwrap_or_else(|e| {
         eprintln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
         Vec::new()
     });
@@ -196,15 +197,15 @@ pub fn run(settings: &Settings, args: ExplainArgs) -> u8 {
             Ok(text) => writeln!(out, "{text}"),
             Err(e) => {
                 eprintln!("hostpolicyd: error: {e}");
-                return EXIT_INTERNAL;
+                return exit::INTERNAL;
             }
         }
     } else {
         write!(out, "node: {}\n{explanation}", settings.node)
     };
     match written {
-        Ok(()) => EXIT_OK,
-        Err(_) => EXIT_INTERNAL,
+        Ok(()) => exit::OK,
+        Err(_) => exit::INTERNAL,
     }
 }
 

@@ -21,8 +21,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use ipnet::IpNet;
 
-use crate::diag::Diagnostic;
-use crate::model::{
+use crate::config::diag::Diagnostic;
+use crate::config::model::{
     proto, Action, Config, EntityRule, GlobalNetworkPolicy, HostEndpoint, NamespaceScope, Port,
     Rule,
 };
@@ -136,8 +136,8 @@ fn family_of_rule(r: &Rule) -> Option<u8> {
 
 fn entity_covers(a: &EntityRule, b: &EntityRule) -> bool {
     let same_selector =
-        |x: &Option<crate::model::At<crate::selector::Selector>>,
-         y: &Option<crate::model::At<crate::selector::Selector>>| match (x, y) {
+        |x: &Option<crate::config::model::At<crate::selector::Selector>>,
+         y: &Option<crate::config::model::At<crate::selector::Selector>>| match (x, y) {
             (None, _) => true,
             (Some(x), Some(y)) => x.value.canonical() == y.value.canonical(),
             (Some(_), None) => false,
@@ -346,7 +346,7 @@ fn one_way_untracked(config: &Config, out: &mut Vec<Diagnostic>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::load_sources;
+    use crate::config::load::load_sources;
     use crate::resolve::resolve;
 
     fn lints(yaml: &str) -> Vec<String> {

@@ -14,25 +14,23 @@
 //! [`Prober`]; it never reads the clock (the caller passes `now`) and never logs: it returns an
 //! [`Outcome`] that the caller logs and turns into an exit status or a control-socket reply.
 
+pub mod state;
+
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use crate::compile::{content_hash, hash_from_comment, object_name};
-use crate::diag::Diagnostic;
-use crate::model::{Config, ConnectivityCheck};
-use crate::nft::{Dataplane, DataplaneError};
-use crate::pipeline::{Compiled, Invalid};
-use crate::probe::{CheckResult, Prober};
-use crate::resolve::{ActiveEndpoint, Dir, NodeView, Stage};
-use crate::ruleset::{Match, PortMatch, Ruleset};
-use crate::state::{
+use crate::config::diag::Diagnostic;
+use crate::config::model::{Config, ConnectivityCheck};
+use crate::engine::state::{
     rfc3339, DriftSummary, EndpointSummary, ErrorSummary, RollbackSummary, StagePolicies, Summary,
 };
-
-/// Exit statuses shared with the command line (DESIGN.md "Command line").
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_INVALID: u8 = 1;
-pub const EXIT_APPLY_FAILED: u8 = 2;
+use crate::exit;
+use crate::host::probe::{CheckResult, Prober};
+use crate::nft::{Dataplane, DataplaneError};
+use crate::pipeline::{Compiled, Invalid};
+use crate::resolve::{ActiveEndpoint, Dir, NodeView, Stage};
+use crate::ruleset::{Match, PortMatch, Ruleset};
 
 /// The checks of one reconcile: before the swap and after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,10 +125,10 @@ impl Outcome {
     /// 0 applied or unchanged, 1 invalid, 2 rolled back (now or before) or failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::Applied { .. } | Outcome::Unchanged { .. } => EXIT_OK,
-            Outcome::Invalid { .. } => EXIT_INVALID,
+            Outcome::Applied { .. } | Outcome::Unchanged { .. } => exit::OK,
+            Outcome::Invalid { .. } => exit::INVALID,
             Outcome::RolledBack { .. } | Outcome::NotRetried { .. } | Outcome::Failed { .. } => {
-                EXIT_APPLY_FAILED
+                exit::APPLY_FAILED
             }
         }
     }
@@ -215,7 +213,7 @@ pub struct Engine<D: Dataplane, P: Prober> {
     summary: Summary,
     /// The content hash of the last good ruleset in the state directory and the file's stamp, as we
     /// last read or wrote it.
-    saved: Option<(String, Option<crate::state::Stamp>)>,
+    saved: Option<(String, Option<crate::engine::state::Stamp>)>,
 }
 
 impl<D: Dataplane, P: Prober> Engine<D, P> {
@@ -269,7 +267,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
     /// Writes the last good ruleset (when it changed) and the summary to the state directory.
     pub fn save_state(
         &mut self,
-        store: &crate::state::Store,
+        store: &crate::engine::state::Store,
         now: SystemTime,
     ) -> std::io::Result<()> {
         if self.last_good.is_some() && !self.last_good_saved(store) {
@@ -284,7 +282,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
     /// Whether the state directory holds the last good ruleset already. Read back (and checked) only
     /// when the file is not as we last read or wrote it: reading a 100,000-element ruleset costs as
     /// much as writing it, and a reload should not do either for nothing.
-    fn last_good_saved(&mut self, store: &crate::state::Store) -> bool {
+    fn last_good_saved(&mut self, store: &crate::engine::state::Store) -> bool {
         let stamp = store.last_good_stamp();
         if let Some((hash, Some(saved))) = &self.saved {
             if stamp.as_ref() == Some(saved) {
@@ -650,8 +648,8 @@ pub fn changed_policies(previous: Option<&Ruleset>, new: &Ruleset, config: &Conf
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::load::Loaded;
-    use crate::model::{CheckTarget, HostEndpoint, Pos};
+    use crate::config::load::Loaded;
+    use crate::config::model::{CheckTarget, HostEndpoint, Pos};
     use crate::nft::DataplaneError;
     use crate::pipeline;
     use std::collections::VecDeque;
@@ -708,7 +706,7 @@ pub(crate) mod tests {
                     let passed = round.get(i).copied().unwrap_or(true);
                     CheckResult {
                         name: c.name.clone(),
-                        target: crate::probe::target_text(&c.target),
+                        target: crate::host::probe::target_text(&c.target),
                         passed,
                         detail: if passed {
                             "ok".into()
@@ -816,14 +814,14 @@ pub(crate) mod tests {
 
     #[test]
     fn the_last_good_file_is_written_when_it_changed_and_repaired_when_someone_touched_it() {
-        let dir = crate::state::tests::temp_dir("engine-save");
-        let store = crate::state::Store::new(&dir);
-        let file = dir.join(crate::state::LAST_GOOD_FILE);
+        let dir = crate::engine::state::tests::temp_dir("engine-save");
+        let store = crate::engine::state::Store::new(&dir);
+        let file = dir.join(crate::engine::state::LAST_GOOD_FILE);
         let mut e = engine();
         let a = compiled("eth0", vec![]);
         e.reconcile(Ok(&a), T0);
         e.save_state(&store, T0).unwrap();
-        let saved = |store: &crate::state::Store| store.load_last_good().unwrap().unwrap();
+        let saved = |store: &crate::engine::state::Store| store.load_last_good().unwrap().unwrap();
         assert_eq!(saved(&store).hash, hash(&a));
         // Unchanged: the file is left as it is (its time of saving too).
         let later = T0 + Duration::from_secs(60);
@@ -906,7 +904,7 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(out.exit_code(), EXIT_APPLY_FAILED);
+        assert_eq!(out.exit_code(), exit::APPLY_FAILED);
         assert!(
             out.message("hostpolicy").contains("gw"),
             "{}",
@@ -1006,7 +1004,7 @@ pub(crate) mod tests {
         let calls = e.dp.calls.clone();
         let out = e.reconcile(Err(&invalid()), T0 + Duration::from_secs(60));
         assert_eq!(out.kind(), "invalid");
-        assert_eq!(out.exit_code(), EXIT_INVALID);
+        assert_eq!(out.exit_code(), exit::INVALID);
         assert_eq!(e.dp.calls, calls, "no kernel write");
         assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
         assert_eq!(e.last_good(), Some(&a.ruleset));
@@ -1025,7 +1023,7 @@ pub(crate) mod tests {
         let b = compiled("eth1", vec![]);
         let out = e.reconcile(Ok(&b), T0);
         assert_eq!(out.kind(), "failed");
-        assert_eq!(out.exit_code(), EXIT_APPLY_FAILED);
+        assert_eq!(out.exit_code(), exit::APPLY_FAILED);
         assert!(out.message("t").contains("kernel said no"));
         assert_eq!(e.last_good(), Some(&a.ruleset));
         assert_eq!(

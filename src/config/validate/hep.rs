@@ -1,7 +1,7 @@
 //! HostEndpoint `spec` (spec §1.7).
 
-use crate::model::{proto, EndpointPort, HostEndpoint};
-use crate::yaml::{Node, Value};
+use crate::config::model::{proto, EndpointPort, HostEndpoint};
+use crate::config::yaml::{Node, Value};
 
 use super::fields::{integer, list, object, string, Cx};
 use super::meta::{is_dns_subdomain, Meta};
@@ -107,7 +107,7 @@ fn interface_name(cx: &mut Cx, node: &Node) -> Option<String> {
     None
 }
 
-fn profiles(cx: &mut Cx, node: &Node) -> Vec<crate::model::At<String>> {
+fn profiles(cx: &mut Cx, node: &Node) -> Vec<crate::config::model::At<String>> {
     let Some(items) = list(cx, node, "profiles") else {
         return Vec::new();
     };

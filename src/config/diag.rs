@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::model::Pos;
+use crate::config::model::Pos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {

@@ -4,8 +4,8 @@
 //! configuration copied from a Calico cluster loads. Anything else is an error: a misspelt failsafe
 //! field silently falling back to the defaults could lock someone out (or leave ports open).
 
-use crate::model::{proto, DenyAction, FelixConfiguration, ProtoPort};
-use crate::yaml::{Key, Node, Value};
+use crate::config::model::{proto, DenyAction, FelixConfiguration, ProtoPort};
+use crate::config::yaml::{Key, Node, Value};
 
 use super::fields::{boolean, integer, list, object, string, unknown_field, Cx};
 use super::meta::Meta;

@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::compile::{proto_name, DEFAULT_ALLOW_PROFILE};
-use crate::model::{proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule};
+use crate::config::model::{
+    proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule,
+};
 use crate::resolve::{ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage};
 
 /// Which way a packet crosses the node.
@@ -844,7 +846,7 @@ mod tests {
     //! 1.2.0.0/16 → 198.51.100.0/25 (node1 .4, node2 .5), 100.100.0.0/16 → 198.51.100.128/25; T8's
     //! 10.128.0.0/24 → 192.0.2.0/24).
     use super::*;
-    use crate::load::load_sources;
+    use crate::config::load::load_sources;
     use crate::resolve::{resolve, Interface};
 
     fn eval(yaml: &str, node: &str, ifaces: &[(&str, &str)], packet: &Packet) -> Explanation {
@@ -1187,7 +1189,7 @@ mod tests {
 
     /// tests/golden/t5/nodeport.yaml with allow-nodeport's selector, node1-eth0's expectedIPs and labels.
     fn t5(selector: &str, node1_ips: &str, node1_labels: &str) -> String {
-        let text = include_str!("../tests/golden/t5/nodeport.yaml");
+        let text = include_str!("../../tests/golden/t5/nodeport.yaml");
         let text = text
             .replace("labels: {kubernetes-host: ingress}}\n  spec: {interfaceName: eth0, node: node1, expectedIPs: [198.51.100.4]}",
                      &format!("labels: {{{node1_labels}}}}}\n  spec: {{interfaceName: eth0, node: node1, expectedIPs: [{node1_ips}]}}"));
