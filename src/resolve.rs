@@ -83,20 +83,9 @@ pub struct Settings {
     pub deny_action: DenyAction,
 }
 
-/// The stage a policy runs in on a HEP (spec §3.2: exactly one class, plus forward for AoF normal policy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stage {
-    Untracked,
-    PreDnat,
-    Normal,
-    Forward,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Dir {
-    Ingress,
-    Egress,
-}
+/// The stage a policy runs in on a HEP (spec §3.2: exactly one class, plus forward for AoF normal policy)
+/// and the direction: defined with the rule origins of the IR, which name them too.
+pub use crate::ruleset::{Dir, Stage};
 
 /// Ordered policy lists (indices into `Config::policies`) for one HEP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

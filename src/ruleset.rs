@@ -2,12 +2,17 @@
 //!
 //! One `inet` table holding both families. `nft::render` turns it into nft text and `nft::netlink` into one
 //! netlink batch; both must give the same kernel ruleset (`nft -j list table` equal). Every object is named,
-//! so the IR is also what `status`, `explain` and the logs talk about.
+//! so the IR is also what `status`, `explain` and the logs talk about; every rule has a typed [`Origin`]
+//! ([`Ruleset::origins`], see [`origin`]).
+
+pub mod origin;
 
 use std::fmt;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
+
+pub use origin::{Dir, Kind, Origin, OriginId, Origins, RuleAction, SourcePos, Stage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ruleset {
@@ -21,6 +26,10 @@ pub struct Ruleset {
     /// In an order the kernel accepts: a chain is declared before any rule jumps to it is not required
     /// (the encoder adds all chains first, then all rules).
     pub chains: Vec<Chain>,
+    /// Where every rule comes from. Not sent to the kernel, not in the content hash (`compile::hash`);
+    /// empty in a ruleset stored by a version without origins.
+    #[serde(default)]
+    pub origins: Origins,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -290,6 +299,24 @@ impl Ruleset {
     /// Number of rules in all chains (for summaries and benchmarks).
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+    /// The position of chain `name` in [`Ruleset::chains`].
+    pub fn chain_index(&self, name: &str) -> Option<usize> {
+        self.chains.iter().position(|c| c.name == name)
+    }
+    /// The origin of rule number `rule` (from 0, in chain order) of chain `chain`.
+    pub fn origin(&self, chain: &str, rule: usize) -> Option<&Origin> {
+        self.origins.of(self.chain_index(chain)?, rule)
+    }
+    /// Every rule with its chain and its origin (`None` when the ruleset has no origins).
+    pub fn rules_with_origins(&self) -> impl Iterator<Item = (&Chain, &Rule, Option<&Origin>)> {
+        self.chains.iter().enumerate().flat_map(move |(c, chain)| {
+            chain
+                .rules
+                .iter()
+                .enumerate()
+                .map(move |(r, rule)| (chain, rule, self.origins.of(c, r)))
+        })
     }
 }
 

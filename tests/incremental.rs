@@ -127,6 +127,7 @@ fn ruleset(sets: &Sets) -> Ruleset {
                 },
             ],
         }],
+        origins: Default::default(),
     };
     rs.comment = format!("hostpolicyd sha256:{}", content_hash(&rs));
     rs

@@ -640,6 +640,7 @@ fn full_ruleset(table: &str) -> Ruleset {
         sets,
         maps,
         chains,
+        origins: Default::default(),
     }
 }
 
@@ -784,6 +785,7 @@ fn small_ruleset(table: &str, comment: &str, dport: u16) -> Ruleset {
             ),
             regular("filter-other", vec![rule(vec![], Some(Verdict::Return))]),
         ],
+        origins: Default::default(),
     }
 }
 

@@ -556,6 +556,7 @@ fn random_ruleset(rng: &mut Rng, step: usize) -> Ruleset {
         sets,
         maps,
         chains,
+        origins: Default::default(),
     }
 }
 
@@ -697,6 +698,7 @@ fn base_ruleset(sel: &[&str], extra_set: bool) -> Ruleset {
                 rules: pol,
             },
         ],
+        origins: Default::default(),
     }
 }
 

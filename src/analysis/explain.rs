@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::compile::{proto_name, DEFAULT_ALLOW_PROFILE};
+use crate::compile::{names, proto_name, DEFAULT_ALLOW_PROFILE};
 use crate::config::model::{
     proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule,
 };
@@ -247,22 +247,6 @@ fn established_step() -> Step {
     )
 }
 
-fn dir_name(dir: Dir) -> &'static str {
-    match dir {
-        Dir::Ingress => "ingress",
-        Dir::Egress => "egress",
-    }
-}
-
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Untracked => "untracked",
-        Stage::PreDnat => "preDNAT",
-        Stage::Normal => "normal",
-        Stage::Forward => "forward",
-    }
-}
-
 impl<'a> Eval<'a> {
     fn is_workload(&self, iface: &str) -> bool {
         self.view
@@ -450,10 +434,7 @@ impl<'a> Eval<'a> {
             let s = self.record(step(
                 "normal",
                 Some(hep),
-                format!(
-                    "failsafe-{}: {text}",
-                    if dir == Dir::Ingress { "in" } else { "out" }
-                ),
+                format!("{}: {text}", names::failsafe_chain(false, dir)),
             ));
             return (Verdict::Allow, s);
         }
@@ -472,7 +453,7 @@ impl<'a> Eval<'a> {
             return (Verdict::Allow, self.record(s));
         }
         let none = if hep.policies.get(Stage::Normal, dir).is_empty() {
-            format!("no policy applies to {} here; ", dir_name(dir))
+            format!("no policy applies to {} here; ", dir.as_str())
         } else {
             String::new()
         };
@@ -563,7 +544,7 @@ impl<'a> Eval<'a> {
                 self.record(step(
                     "forward",
                     Some(hep),
-                    format!("no applyOnForward policy decided for {}", dir_name(dir)),
+                    format!("no applyOnForward policy decided for {}", dir.as_str()),
                 ));
                 None
             }
@@ -613,8 +594,8 @@ impl<'a> Eval<'a> {
         end_of_tier_deny: bool,
     ) -> Outcome {
         let list = hep.policies.get(stage, dir);
-        let sname = stage_name(stage);
-        let dname = dir_name(dir);
+        let sname = stage.as_str();
+        let dname = dir.as_str();
         for &idx in list {
             let policy = &self.config.policies[idx];
             let rules = match dir {

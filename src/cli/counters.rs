@@ -1,32 +1,37 @@
 //! Per-policy counters: what the kernel counted for every policy rule and every default of our table,
 //! mapped back to the configuration (`hostpolicyd status --counters`).
 //!
-//! The compiler puts a `counter` on every policy rule and every default drop or allow, with a comment
-//! naming its origin: `POLICY ingress[N] Action` for policy rules, `HEP: end of tier default deny`,
-//! `HEP: no profile matched`, `HEP: profile projectcalico-default-allow` for the defaults of a HostEndpoint
-//! chain. [`read`] dumps the table's rules over netlink ([`crate::nft::dump`]); [`report`] sums the
-//! counters per comment (a policy rule may be several nftables rules: one per family, one per port
-//! alternative, and its chain is shared by every HostEndpoint and stage that uses the policy) and finds
-//! the policy, the rule and their file:line:col in the configuration. The stage of a default comes from
-//! its chain (`fh-` normal ingress, `pre-fh-` preDNAT, `thfw-` forward egress...).
+//! The compiler puts a `counter` on every policy rule and every default drop or allow of a HostEndpoint
+//! chain (end of tier, no profile matched, a profile's allow). [`read`] dumps the table's rules over
+//! netlink ([`crate::nft::dump`]); [`report`] finds each counted rule's typed origin in the rulesets
+//! that describe the table (the configuration compiled now, and the last good ruleset the daemon
+//! stored): the rule at the same place in the same chain, with the same comment. It sums the counters
+//! per origin (a policy rule may be several nftables rules: one per family, one per port alternative,
+//! and its chain is shared by every HostEndpoint and stage that uses the policy) and names the policy,
+//! the rule and their `FILE:LINE:COL`, or the HostEndpoint, stage and default.
 //!
 //! Counters count packets that reach the rule: the first packet of every tracked connection (later
 //! packets are accepted by `ct state established` before any policy) and every untracked packet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::Serialize;
 
+use crate::compile::names;
 use crate::config::model::Config;
 use crate::exit;
-use crate::nft::{netlink::Netlink, Dataplane, DataplaneError};
+use crate::nft::{clean_comment, netlink::Netlink, Dataplane, DataplaneError};
+use crate::ruleset::{Dir, Kind, Origin, Ruleset, Stage};
 use crate::settings::Settings;
 
 /// One kernel rule with a counter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleCounter {
     pub chain: String,
+    /// The rule's place in its chain, from 0 (as in `Chain::rules`).
+    #[serde(skip)]
+    pub position: usize,
     pub comment: Option<String>,
     pub packets: u64,
     pub bytes: u64,
@@ -40,18 +45,59 @@ pub fn read(table: &str) -> Result<Vec<RuleCounter>, DataplaneError> {
             libc::ENOENT,
         ));
     }
+    let mut positions: HashMap<String, usize> = HashMap::new();
     Ok(crate::nft::dump::rules(table)?
         .into_iter()
         .filter_map(|r| {
+            let next = positions.entry(r.chain.clone()).or_default();
+            let position = *next;
+            *next += 1;
             let (packets, bytes) = r.counter?;
             Some(RuleCounter {
                 chain: r.chain,
+                position,
                 comment: r.comment,
                 packets,
                 bytes,
             })
         })
         .collect())
+}
+
+/// Finds the origins of kernel rules in rulesets that may describe the table, best first.
+struct Origins<'r> {
+    rulesets: Vec<(&'r Ruleset, HashMap<&'r str, usize>)>,
+}
+
+impl<'r> Origins<'r> {
+    fn new(rulesets: &[&'r Ruleset]) -> Self {
+        let rulesets = rulesets
+            .iter()
+            .map(|rs| {
+                let chains = rs
+                    .chains
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name.as_str(), i))
+                    .collect();
+                (*rs, chains)
+            })
+            .collect();
+        Origins { rulesets }
+    }
+
+    /// The origin of the first ruleset's rule at the same place with the same comment as `c`.
+    fn of(&self, c: &RuleCounter) -> Option<&'r Origin> {
+        self.rulesets.iter().find_map(|(rs, chains)| {
+            let chain = *chains.get(c.chain.as_str())?;
+            let rule = rs.chains[chain].rules.get(c.position)?;
+            let comment = rule.comment.as_deref().map(clean_comment);
+            if comment.as_deref() != c.comment.as_deref() {
+                return None;
+            }
+            rs.origins.of(chain, c.position)
+        })
+    }
 }
 
 /// Counters mapped back to the configuration.
@@ -104,106 +150,76 @@ pub struct DefaultCount {
     pub bytes: u64,
 }
 
-/// What a counter comment says.
-enum Origin {
-    Rule {
-        policy: String,
-        direction: String,
-        index: usize,
-        action: String,
-    },
-    Default {
-        hep: String,
-        what: String,
-    },
-}
-
-fn origin(comment: &str) -> Option<Origin> {
-    if let Some((hep, what)) = comment.split_once(": ") {
-        if !hep.contains(' ') {
-            return Some(Origin::Default {
-                hep: hep.to_string(),
-                what: what.to_string(),
-            });
-        }
+/// Where `status --counters` lists a stage and direction (the order it always had).
+fn stage_rank(stage: Stage, dir: Dir) -> usize {
+    match (stage, dir) {
+        (Stage::Untracked, Dir::Ingress) => 0,
+        (Stage::Untracked, Dir::Egress) => 1,
+        (Stage::PreDnat, _) => 2,
+        (Stage::Forward, Dir::Ingress) => 3,
+        (Stage::Forward, Dir::Egress) => 4,
+        (Stage::Normal, Dir::Ingress) => 5,
+        (Stage::Normal, Dir::Egress) => 6,
     }
-    let parts: Vec<&str> = comment.split(' ').collect();
-    let [policy, rule, action] = parts[..] else {
-        return None;
-    };
-    let (direction, index) = rule.strip_suffix(']')?.split_once('[')?;
-    if !matches!(direction, "ingress" | "egress") {
-        return None;
-    }
-    Some(Origin::Rule {
-        policy: policy.to_string(),
-        direction: direction.to_string(),
-        index: index.parse().ok()?,
-        action: action.to_string(),
-    })
 }
 
-/// The stage and direction of a HostEndpoint chain, from its name (`compile::endpoint_chain_prefix`).
-fn chain_stage(chain: &str) -> (usize, &'static str) {
-    const PREFIXES: &[(&str, &str)] = &[
-        ("raw-fh-", "untracked ingress"),
-        ("raw-th-", "untracked egress"),
-        ("pre-fh-", "preDNAT ingress"),
-        ("fhfw-", "forward ingress"),
-        ("thfw-", "forward egress"),
-        ("fh-", "normal ingress"),
-        ("th-", "normal egress"),
-    ];
-    PREFIXES
-        .iter()
-        .enumerate()
-        .find(|(_, (p, _))| chain.starts_with(p))
-        .map(|(i, (_, s))| (i, *s))
-        .unwrap_or((PREFIXES.len(), "other"))
-}
+/// (HostEndpoint, (stage rank, stage and direction), what).
+type DefaultKey = (String, (usize, String), String);
+/// (policy, direction, index) → (action, packets, bytes, `FILE:LINE:COL`).
+type RuleSums = BTreeMap<(String, String, usize), (String, u64, u64, Option<String>)>;
 
-/// (HostEndpoint, (stage rank, stage), what).
-type DefaultKey = (String, (usize, &'static str), String);
-
-/// Sums `counters` per origin and maps them to the policies and HostEndpoints of `config`.
-pub fn report(table: &str, config: &Config, counters: &[RuleCounter]) -> Report {
-    let mut rules: BTreeMap<(String, String, usize), (String, u64, u64)> = BTreeMap::new();
+/// Sums `counters` per origin and maps them to the policies and HostEndpoints of `config`. The origins
+/// come from `rulesets` (best first): a counted rule that none of them has at its place, with its
+/// comment, is listed as other.
+pub fn report(
+    table: &str,
+    config: &Config,
+    rulesets: &[&Ruleset],
+    counters: &[RuleCounter],
+) -> Report {
+    let origins = Origins::new(rulesets);
+    let mut rules = RuleSums::new();
     let mut defaults: BTreeMap<DefaultKey, (u64, u64)> = BTreeMap::new();
     let mut other = Vec::new();
     for c in counters {
-        match c.comment.as_deref().and_then(origin) {
-            Some(Origin::Rule {
-                policy,
-                direction,
-                index,
-                action,
-            }) => {
+        let origin = origins.of(c);
+        match origin.map(|o| (o, o.kind)) {
+            Some((o, Kind::Policy)) => {
+                let (Some(policy), Some(dir), Some(index)) = (&o.policy, o.direction, o.rule)
+                else {
+                    other.push(c.clone());
+                    continue;
+                };
+                let action = o.action.map(|a| a.to_string()).unwrap_or_default();
                 let e = rules
-                    .entry((policy, direction, index))
-                    .or_insert((action, 0, 0));
+                    .entry((policy.to_string(), dir.to_string(), index as usize))
+                    .or_insert((action, 0, 0, o.at.as_ref().map(|a| a.to_string())));
                 e.1 += c.packets;
                 e.2 += c.bytes;
             }
-            Some(Origin::Default { hep, what }) => {
+            Some((o, Kind::EndOfTier | Kind::NoPolicy | Kind::Profile)) => {
+                let (Some(hep), Some(stage), Some(dir), Some(what)) = (
+                    &o.host_endpoint,
+                    o.stage,
+                    o.direction,
+                    names::endpoint_default(o),
+                ) else {
+                    other.push(c.clone());
+                    continue;
+                };
+                let stage_dir = (stage_rank(stage, dir), format!("{stage} {dir}"));
                 let e = defaults
-                    .entry((hep, chain_stage(&c.chain), what))
+                    .entry((hep.to_string(), stage_dir, what))
                     .or_default();
                 e.0 += c.packets;
                 e.1 += c.bytes;
             }
-            None => other.push(c.clone()),
+            _ => other.push(c.clone()),
         }
     }
     let mut policies: Vec<PolicyCounters> = Vec::new();
-    for ((name, direction, index), (action, packets, bytes)) in rules {
+    for ((name, direction, index), (action, packets, bytes, at)) in rules {
         let policy = config.policies.iter().find(|p| p.name == name);
-        let rule = policy.and_then(|p| {
-            if direction == "ingress" {
-                p.ingress.get(index)
-            } else {
-                p.egress.get(index)
-            }
-        });
         if policies.last().is_none_or(|p| p.name != name) {
             policies.push(PolicyCounters {
                 name: name.clone(),
@@ -216,7 +232,7 @@ pub fn report(table: &str, config: &Config, counters: &[RuleCounter]) -> Report 
             direction,
             index,
             action,
-            at: rule.map(|r| r.pos.to_string()),
+            at,
             packets,
             bytes,
         });
@@ -256,7 +272,7 @@ pub fn report(table: &str, config: &Config, counters: &[RuleCounter]) -> Report 
         }
         let entry = host_endpoints.last_mut().expect("pushed above");
         entry.defaults.push(DefaultCount {
-            stage: stage.to_string(),
+            stage,
             what,
             packets,
             bytes,
@@ -337,11 +353,22 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
     let loaded = crate::pipeline::load(&crate::pipeline::Input::Dir(settings.config_dir.clone()));
     if loaded.has_errors() {
         eprintln!(
-            "hostpolicyd: warning: {} has errors: rules of resources that do not load are shown without a position",
+            "hostpolicyd: warning: {} has errors: rules of resources that do not load are named as last applied, or listed apart",
             settings.config_dir.display()
         );
     }
-    let r = report(&settings.table, &loaded.config, &counters);
+    // Where the rules come from: the configuration as it is now (its positions are current), then the
+    // last good ruleset the daemon (or `apply`) stored, which is what it applied.
+    let interfaces = crate::host::iface::current().unwrap_or_default();
+    let view = crate::resolve::resolve(&loaded.config, &settings.node, &interfaces);
+    let now = crate::compile::compile(&loaded.config, &view, &settings.table);
+    let last_good = crate::engine::state::Store::new(&settings.state_dir)
+        .load_last_good()
+        .ok()
+        .flatten();
+    let mut rulesets = vec![&now];
+    rulesets.extend(last_good.as_ref().map(|l| &l.ruleset));
+    let r = report(&settings.table, &loaded.config, &rulesets, &counters);
     if json {
         match serde_json::to_string_pretty(&r) {
             Ok(text) => println!("{text}"),
@@ -361,33 +388,57 @@ mod tests {
     use super::*;
     use crate::config::load::load_sources;
 
-    fn c(chain: &str, comment: &str, packets: u64) -> RuleCounter {
+    fn compiled(yaml: &str) -> (Config, Ruleset) {
+        let config = load_sources(&[("t.yaml".to_string(), yaml.to_string())]).config;
+        let view = crate::resolve::resolve(&config, "node1", &[]);
+        let rs = crate::compile::compile(&config, &view, "hostpolicy");
+        (config, rs)
+    }
+
+    /// The counter of the `nth` counted rule of `chain` in `rs`, as the kernel would report it.
+    fn c(rs: &Ruleset, chain: &str, nth: usize, packets: u64) -> RuleCounter {
+        let (position, rule) = rs
+            .chain(chain)
+            .unwrap_or_else(|| panic!("no chain {chain}"))
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.counter)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("{chain} has no counted rule {nth}"));
         RuleCounter {
             chain: chain.into(),
-            comment: Some(comment.into()),
+            position,
+            comment: rule.comment.clone(),
             packets,
             bytes: packets * 60,
         }
     }
 
+    const HEP: &str = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h}, spec: {node: node1, interfaceName: eth0}}\n";
+    const Z_FIRST: &str = "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: z-first}, spec: {order: 1, selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]}}\n";
+    const A_LATER: &str = "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: a-later}, spec: {selector: all(), egress: [{action: Log}, {action: Deny}]}}\n";
+    const GONE: &str = "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: gone}, spec: {selector: all(), ingress: [{action: Pass}, {action: Pass}, {action: Pass}]}}\n";
+
     #[test]
     fn counters_map_to_policies_rules_and_defaults() {
-        let yaml = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h}, spec: {node: node1, interfaceName: eth0}}
-- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: z-first}, spec: {order: 1, selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]}}
-- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: a-later}, spec: {selector: all(), egress: [{action: Log}, {action: Deny}]}}
-";
-        let config = load_sources(&[("t.yaml".to_string(), yaml.to_string())]).config;
+        let (config, now) = compiled(&format!("{HEP}{Z_FIRST}{A_LATER}"));
+        // What was applied last: it also had the policy `gone` (at the end of the file).
+        let (_, applied) = compiled(&format!("{HEP}{Z_FIRST}{A_LATER}{GONE}"));
+        let mut foreign = c(&now, "pi-z-first", 0, 1);
+        foreign.chain = "x".into();
+        foreign.comment = Some("something else".into());
         let counters = vec![
-            c("po-a-later", "a-later egress[1] Deny", 2),
-            c("pi-z-first", "z-first ingress[0] Allow", 3),
-            c("pi-z-first", "z-first ingress[0] Allow", 4),
-            c("fh-h", "h: end of tier default deny", 5),
-            c("th-h", "h: end of tier default deny", 6),
-            c("fh-h", "h: no profile matched", 7),
-            c("pi-gone", "gone ingress[2] Pass", 1),
-            c("x", "something else", 1),
+            c(&now, "po-a-later", 1, 2),
+            c(&now, "pi-z-first", 0, 3),
+            c(&now, "pi-z-first", 0, 4),
+            c(&now, "fh-h", 0, 5),
+            c(&now, "th-h", 0, 6),
+            c(&now, "fh-h", 1, 7),
+            c(&applied, "pi-gone", 2, 1),
+            foreign,
         ];
-        let r = report("hostpolicy", &config, &counters);
+        let r = report("hostpolicy", &config, &[&now, &applied], &counters);
         let names: Vec<&str> = r.policies.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["z-first", "a-later", "gone"]);
         assert_eq!(
@@ -402,7 +453,11 @@ mod tests {
             }]
         );
         assert_eq!(r.policies[1].at.as_deref(), Some("t.yaml:3:3"));
+        assert_eq!(r.policies[1].rules[0].action, "Deny");
+        assert_eq!(r.policies[1].rules[0].index, 1);
         assert_eq!(r.policies[2].at, None);
+        assert_eq!(r.policies[2].rules[0].index, 2);
+        assert_eq!(r.policies[2].rules[0].action, "Pass");
         let d: Vec<(&str, &str, u64)> = r.host_endpoints[0]
             .defaults
             .iter()
@@ -426,5 +481,17 @@ mod tests {
             text.contains("  ingress[0] Allow                  7            420  t.yaml:2:136"),
             "{text}"
         );
+    }
+
+    /// A kernel rule whose comment differs from the ruleset's rule at its place is not taken for it
+    /// (the configuration changed since it was applied): it is listed apart, not misnamed.
+    #[test]
+    fn a_rule_with_another_comment_is_not_misnamed() {
+        let (config, now) = compiled(&format!("{HEP}{Z_FIRST}"));
+        let mut changed = c(&now, "pi-z-first", 0, 3);
+        changed.comment = Some("z-first ingress[0] Deny".into());
+        let r = report("hostpolicy", &config, &[&now], &[changed]);
+        assert!(r.policies.is_empty(), "{r:?}");
+        assert_eq!(r.other.len(), 1);
     }
 }

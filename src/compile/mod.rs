@@ -1,7 +1,8 @@
 //! NodeView → Ruleset (the nftables layout of DESIGN.md, the chain sequence of spec §3.3–§3.4).
 //!
 //! Pure and deterministic: the same configuration and interfaces give the same ruleset, byte for byte,
-//! so the daemon can compare content hashes instead of reading the kernel back.
+//! so the daemon can compare content hashes ([`hash`]) instead of reading the kernel back. Every name
+//! and comment comes from [`names`]; every rule gets its typed origin (`Ruleset::origins`).
 //!
 //! Layout, one `inet` table for both families:
 //! - base chains `raw-prerouting`/`raw-output` (-300, untracked policy), `mangle-prerouting` (-150,
@@ -17,30 +18,33 @@
 //!   Each set costs the kernel a name lookup in a linked list per set, element and rule message that
 //!   refers to one, so 10,000 policies with a set each took a minute to load (issue 7).
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod hash;
+pub mod names;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use sha2::{Digest, Sha256};
 
 use crate::config::model::{
     proto, Action as RuleAction, Config, DenyAction, GlobalNetworkPolicy, NamespaceScope, Port,
-    Rule as PolicyRule,
+    Pos, Rule as PolicyRule,
 };
 use crate::resolve::{
     selector_addresses, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage,
 };
 use crate::ruleset::{
-    Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Match, PortMatch, Rule,
-    Ruleset, Set, SetElement, SetType, Verdict, VerdictMap,
+    Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Kind, Match, Origin,
+    OriginId, Origins, PortMatch, Rule, Ruleset, Set, SetElement, SetType, SourcePos, Verdict,
+    VerdictMap,
 };
 
-pub const DEFAULT_TABLE: &str = "hostpolicy";
+pub use hash::{content_hash, hash_from_comment};
+pub use names::DEFAULT_TABLE;
+
 pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
-/// nftables limits names to 256 bytes (NFT_NAME_MAXLEN); longer ones are shortened with a hash.
-const MAX_NAME: usize = 200;
-/// nftables keeps at most 128 bytes of a rule comment and 127 of a log prefix.
-const MAX_COMMENT: usize = 128;
-const MAX_LOG_PREFIX: usize = 127;
+/// The tier of every policy until tiers exist (issue 16).
+pub const DEFAULT_TIER: &str = "default";
 
 pub const PRIO_RAW: i32 = -300;
 pub const PRIO_MANGLE: i32 = -150;
@@ -61,68 +65,31 @@ pub fn compile(config: &Config, view: &NodeView, table: &str) -> Ruleset {
         sets: c.sets.into_values().collect(),
         maps: c.maps,
         chains: c.chains,
+        origins: Origins {
+            list: c.origins,
+            rules: c.chain_origins,
+        },
     };
-    compact(&mut ruleset.chains);
-    ruleset.comment = format!("hostpolicyd sha256:{}", content_hash(&ruleset));
+    compact(&mut ruleset);
+    ruleset.comment = hash::table_comment(&content_hash(&ruleset));
     ruleset
 }
 
 /// Drops the spare capacity of the rule lists: the daemon keeps the ruleset it applied last for as
 /// long as it runs, and vectors filled by `push` carry up to half again their length (10,000
 /// policies: ~60,000 rules, a few MiB).
-fn compact(chains: &mut [Chain]) {
-    for chain in chains {
+fn compact(ruleset: &mut Ruleset) {
+    for chain in &mut ruleset.chains {
         chain.rules.shrink_to_fit();
         for rule in &mut chain.rules {
             rule.matches.shrink_to_fit();
             rule.actions.shrink_to_fit();
         }
     }
-}
-
-/// Hash of everything but the comment: what "the same ruleset" means for the daemon.
-///
-/// SHA-256 of the ruleset's `Debug` text with an empty comment. The text is streamed into the hasher
-/// (no copy of the ruleset, no string of its whole text: for 10,000 policies that took as long as the
-/// rest of `compile`); the digest is the same as hashing `format!("{copy:?}")`.
-pub fn content_hash(ruleset: &Ruleset) -> String {
-    /// `Ruleset`'s derived `Debug`, with `comment: ""`.
-    struct WithoutComment<'a>(&'a Ruleset);
-    impl std::fmt::Debug for WithoutComment<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            let r = self.0;
-            f.debug_struct("Ruleset")
-                .field("table", &r.table)
-                .field("comment", &"")
-                .field("sets", &r.sets)
-                .field("maps", &r.maps)
-                .field("chains", &r.chains)
-                .finish()
-        }
+    ruleset.origins.list.shrink_to_fit();
+    for ids in &mut ruleset.origins.rules {
+        ids.shrink_to_fit();
     }
-    debug_digest(&WithoutComment(ruleset))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// SHA-256 of `value`'s `Debug` text, written straight into the hasher.
-fn debug_digest(value: &impl std::fmt::Debug) -> sha2::digest::Output<Sha256> {
-    struct Hasher(Sha256);
-    impl std::fmt::Write for Hasher {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.update(s.as_bytes());
-            Ok(())
-        }
-    }
-    let mut h = Hasher(Sha256::new());
-    std::fmt::write(&mut h, format_args!("{value:?}")).expect("hashing does not fail");
-    h.0.finalize()
-}
-
-/// The hash recorded in a table comment written by `compile`, if the comment is one of ours.
-pub fn hash_from_comment(comment: &str) -> Option<&str> {
-    comment.strip_prefix("hostpolicyd sha256:")
 }
 
 struct Compiler<'a> {
@@ -133,49 +100,48 @@ struct Compiler<'a> {
     sets: BTreeMap<String, Set>,
     maps: Vec<VerdictMap>,
     chains: Vec<Chain>,
+    /// The origin of each rule of `chains`, chain by chain.
+    chain_origins: Vec<Vec<OriginId>>,
+    /// Every distinct origin once (`OriginId` indexes it), and the index.
+    origins: Vec<Origin>,
+    origin_ids: HashMap<Origin, OriginId>,
+    /// Shared names: one allocation per policy, HostEndpoint and tier however many origins name them.
+    policy_names: HashMap<usize, Arc<str>>,
+    hep_names: HashMap<usize, Arc<str>>,
+    tier: Arc<str>,
     policy_chains: BTreeSet<String>,
     /// Selector set name by (selector hash, family): its type (and so its name) depends on the members,
     /// which are looked up once.
     selector_set_names: BTreeMap<(String, Family), String>,
 }
 
-/// Which per-HEP chain: stage plus direction, with its name prefix.
-fn endpoint_chain_prefix(stage: Stage, dir: Dir) -> &'static str {
-    match (stage, dir) {
-        (Stage::Untracked, Dir::Ingress) => "raw-fh-",
-        (Stage::Untracked, Dir::Egress) => "raw-th-",
-        (Stage::PreDnat, _) => "pre-fh-",
-        (Stage::Normal, Dir::Ingress) => "fh-",
-        (Stage::Normal, Dir::Egress) => "th-",
-        (Stage::Forward, Dir::Ingress) => "fhfw-",
-        (Stage::Forward, Dir::Egress) => "thfw-",
+/// Rules of a chain being built, each with its origin.
+#[derive(Clone, Default)]
+struct Rules {
+    rules: Vec<Rule>,
+    origins: Vec<OriginId>,
+}
+
+impl Rules {
+    fn push(&mut self, rule: Rule, origin: OriginId) {
+        self.rules.push(rule);
+        self.origins.push(origin);
+    }
+    fn extend(&mut self, other: Rules) {
+        self.rules.extend(other.rules);
+        self.origins.extend(other.origins);
+    }
+    fn len(&self) -> usize {
+        self.rules.len()
     }
 }
 
-/// `prefix` + `id`, shortened with a hash when nftables would refuse the length.
-pub fn object_name(prefix: &str, id: &str) -> String {
-    let name = format!("{prefix}{id}");
-    if name.len() <= MAX_NAME {
-        return name;
+fn source_pos(pos: &Pos) -> SourcePos {
+    SourcePos {
+        file: pos.file.clone(),
+        line: pos.line,
+        column: pos.column,
     }
-    let digest = Sha256::digest(id.as_bytes());
-    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let mut cut = MAX_NAME - hash.len() - 1;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}-{hash}", &name[..cut])
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s[..cut].to_string()
 }
 
 fn rule(matches: Vec<Match>, verdict: Option<Verdict>) -> Rule {
@@ -188,8 +154,8 @@ fn rule(matches: Vec<Match>, verdict: Option<Verdict>) -> Rule {
     }
 }
 
-fn commented(mut r: Rule, comment: impl AsRef<str>) -> Rule {
-    r.comment = Some(truncate(comment.as_ref(), MAX_COMMENT));
+fn commented(mut r: Rule, comment: impl Into<String>) -> Rule {
+    r.comment = Some(comment.into());
     r
 }
 
@@ -197,13 +163,6 @@ fn family_of(net: &IpNet) -> Family {
     match net {
         IpNet::V4(_) => Family::Ipv4,
         IpNet::V6(_) => Family::Ipv6,
-    }
-}
-
-fn family_suffix(f: Family) -> &'static str {
-    match f {
-        Family::Ipv4 => "v4",
-        Family::Ipv6 => "v6",
     }
 }
 
@@ -228,19 +187,6 @@ fn addr_set_type(f: Family, elements: &[SetElement]) -> SetType {
         (Family::Ipv4, false) => SetType::Ipv4Addr,
         (Family::Ipv6, true) => SetType::Ipv6Hosts,
         (Family::Ipv6, false) => SetType::Ipv6Addr,
-    }
-}
-
-/// The last part of a set's name: its type. The kind of a set (hash or interval) cannot change in the
-/// kernel, so it is part of the name: a selector set whose members gain a /24 becomes a new set (and new
-/// rules), never an element update of the old one.
-fn set_type_suffix(t: SetType) -> &'static str {
-    match t {
-        SetType::Ipv4Addr => "v4",
-        SetType::Ipv6Addr => "v6",
-        SetType::Ipv4Hosts => "v4h",
-        SetType::Ipv6Hosts => "v6h",
-        SetType::InetService => "port",
     }
 }
 
@@ -354,6 +300,12 @@ impl<'a> Compiler<'a> {
             sets: BTreeMap::new(),
             maps: Vec::new(),
             chains: Vec::new(),
+            chain_origins: Vec::new(),
+            origins: Vec::new(),
+            origin_ids: HashMap::new(),
+            policy_names: HashMap::new(),
+            hep_names: HashMap::new(),
+            tier: Arc::from(DEFAULT_TIER),
             policy_chains: BTreeSet::new(),
             selector_set_names: BTreeMap::new(),
         }
@@ -370,6 +322,92 @@ impl<'a> Compiler<'a> {
         Action::MarkAnd(!(self.accept | self.pass))
     }
 
+    fn push_chain(&mut self, name: String, base: Option<BaseHook>, rules: Rules) {
+        self.chains.push(Chain {
+            name,
+            base,
+            rules: rules.rules,
+        });
+        self.chain_origins.push(rules.origins);
+    }
+
+    // ---- origins -----------------------------------------------------------------------------------
+
+    /// The id of `origin`, the same for equal origins.
+    fn origin(&mut self, origin: Origin) -> OriginId {
+        if let Some(id) = self.origin_ids.get(&origin) {
+            return *id;
+        }
+        let id = OriginId(u32::try_from(self.origins.len()).expect("fewer than 2^32 origins"));
+        self.origins.push(origin.clone());
+        self.origin_ids.insert(origin, id);
+        id
+    }
+
+    fn kind(&mut self, kind: Kind) -> OriginId {
+        self.origin(Origin::new(kind))
+    }
+
+    fn policy_name(&mut self, p: usize) -> Arc<str> {
+        let config = self.config;
+        self.policy_names
+            .entry(p)
+            .or_insert_with(|| Arc::from(config.policies[p].name.as_str()))
+            .clone()
+    }
+
+    fn hep_name(&mut self, ep: &ActiveEndpoint) -> Arc<str> {
+        self.hep_names
+            .entry(ep.hep)
+            .or_insert_with(|| Arc::from(ep.name.as_str()))
+            .clone()
+    }
+
+    /// A rule of an endpoint chain: `kind` at `stage` and `dir` of `ep`, written where the
+    /// HostEndpoint is.
+    fn endpoint_origin(
+        &mut self,
+        kind: Kind,
+        ep: &ActiveEndpoint,
+        stage: Stage,
+        dir: Dir,
+    ) -> Origin {
+        let mut o = Origin::new(kind);
+        o.host_endpoint = Some(self.hep_name(ep));
+        o.stage = Some(stage);
+        o.direction = Some(dir);
+        o.at = self
+            .config
+            .host_endpoints
+            .get(ep.hep)
+            .map(|h| source_pos(&h.pos));
+        o
+    }
+
+    /// The rules of policy `p`'s rule `index` in direction `dir`.
+    fn rule_origin(&mut self, p: usize, dir: Dir, index: usize) -> Origin {
+        let policy = &self.config.policies[p];
+        let r = match dir {
+            Dir::Ingress => &policy.ingress[index],
+            Dir::Egress => &policy.egress[index],
+        };
+        let mut o = Origin::new(Kind::Policy);
+        o.tier = Some(self.tier.clone());
+        o.policy = Some(self.policy_name(p));
+        o.direction = Some(dir);
+        o.rule = u32::try_from(index).ok();
+        o.action = Some(match r.action {
+            RuleAction::Allow => crate::ruleset::RuleAction::Allow,
+            RuleAction::Deny => crate::ruleset::RuleAction::Deny,
+            RuleAction::Pass => crate::ruleset::RuleAction::Pass,
+            RuleAction::Log => crate::ruleset::RuleAction::Log,
+        });
+        o.at = Some(source_pos(&r.pos));
+        o
+    }
+
+    // ---- sets --------------------------------------------------------------------------------------
+
     fn add_set(&mut self, name: String, set_type: SetType, elements: Vec<SetElement>) -> String {
         self.sets.insert(
             name.clone(),
@@ -382,19 +420,10 @@ impl<'a> Compiler<'a> {
         name
     }
 
-    /// A set written literally in the configuration (rule nets and ports, failsafe entries) is named
-    /// after its contents only (`lit-<hash>-<type>`), so:
-    /// - a changed list is a new set rather than the old one changing under the rules that still use it:
-    ///   a ruleset swap then never shows old rules with new contents, and the sets can be created before
-    ///   the rules that use them (see `nft::netlink`);
-    /// - every rule of every policy that writes the same list uses one set.
-    ///
-    /// Selector sets (`sel-*`) keep a stable name: their meaning is the selector, and a membership change
-    /// alone is applied in place (incremental update).
+    /// A set written literally in the configuration (rule nets and ports, failsafe entries), named after
+    /// its contents ([`names::literal_set`]): one set per distinct list.
     fn literal_set(&mut self, set_type: SetType, elements: Vec<SetElement>) -> String {
-        let digest = debug_digest(&format_args!("{set_type:?}{elements:?}"));
-        let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let name = format!("lit-{hash}-{}", set_type_suffix(set_type));
+        let name = names::literal_set(set_type, &elements);
         if !self.sets.contains_key(&name) {
             self.add_set(name.clone(), set_type, elements);
         }
@@ -410,12 +439,14 @@ impl<'a> Compiler<'a> {
             &inbound,
             Direction::Destination,
             Direction::Source,
+            Dir::Ingress,
             "inbound",
         );
         let fout = self.failsafe_rules(
             &outbound,
             Direction::Destination,
             Direction::Destination,
+            Dir::Egress,
             "outbound",
         );
         // Raw extras: replies of failsafe connections skip untracked policy (no mark, no notrack).
@@ -424,6 +455,7 @@ impl<'a> Compiler<'a> {
             &outbound,
             Direction::Source,
             Direction::Source,
+            Dir::Egress,
             "reply to outbound",
         ));
         let mut raw_out = fout.clone();
@@ -431,32 +463,34 @@ impl<'a> Compiler<'a> {
             &inbound,
             Direction::Source,
             Direction::Destination,
+            Dir::Ingress,
             "reply to inbound",
         ));
         for (name, rules) in [
-            ("failsafe-in", fin),
-            ("failsafe-out", fout),
-            ("raw-failsafe-in", raw_in),
-            ("raw-failsafe-out", raw_out),
+            (names::failsafe_chain(false, Dir::Ingress), fin),
+            (names::failsafe_chain(false, Dir::Egress), fout),
+            (names::failsafe_chain(true, Dir::Ingress), raw_in),
+            (names::failsafe_chain(true, Dir::Egress), raw_out),
         ] {
-            self.chains.push(Chain {
-                name: name.into(),
-                base: None,
-                rules,
-            });
+            self.push_chain(name.into(), None, rules);
         }
     }
 
     /// Accept rules for failsafe entries: port on `port_dir`, the entry's net (if any) on `net_dir`.
-    /// Entries without a net are grouped per protocol into one port match.
+    /// Entries without a net are grouped per protocol into one port match. `dir` is the direction of the
+    /// connections the entries let through (inbound: ingress).
     fn failsafe_rules(
         &mut self,
         entries: &[crate::config::model::ProtoPort],
         port_dir: Direction,
         net_dir: Direction,
+        dir: Dir,
         what: &str,
-    ) -> Vec<Rule> {
-        let mut rules = Vec::new();
+    ) -> Rules {
+        let mut origin = Origin::new(Kind::Failsafe);
+        origin.direction = Some(dir);
+        let origin = self.origin(origin);
+        let mut rules = Rules::default();
         let mut by_proto: BTreeMap<u8, Vec<(u16, u16)>> = BTreeMap::new();
         for e in entries.iter().filter(|e| e.net.is_none()) {
             by_proto
@@ -472,10 +506,13 @@ impl<'a> Compiler<'a> {
                 port,
                 negate: false,
             }];
-            rules.push(commented(
-                rule(m, Some(Verdict::Accept)),
-                format!("failsafe {what} {}", proto_name(p)),
-            ));
+            rules.push(
+                commented(
+                    rule(m, Some(Verdict::Accept)),
+                    names::failsafe_comment(what, &proto_name(p), None),
+                ),
+                origin,
+            );
         }
         // Entries with a net, grouped by (protocol, port, family) into one rule whose address set holds
         // every net of the group: the chain (walked by every new connection on every HEP) does not grow
@@ -499,14 +536,13 @@ impl<'a> Compiler<'a> {
                 },
             ];
             let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
-            rules.push(commented(
-                rule(m, Some(Verdict::Accept)),
-                format!(
-                    "failsafe {what} {}:{}:{port}",
-                    proto_name(p),
-                    list.join(",")
+            rules.push(
+                commented(
+                    rule(m, Some(Verdict::Accept)),
+                    names::failsafe_comment(what, &proto_name(p), Some((&list, port))),
                 ),
-            ));
+                origin,
+            );
         }
         rules
     }
@@ -514,13 +550,8 @@ impl<'a> Compiler<'a> {
     // ---- per-HEP chains (spec §3.4) ----------------------------------------------------------------
 
     fn endpoint_chains(&mut self, ep: &ActiveEndpoint) {
-        for stage in [
-            Stage::Untracked,
-            Stage::PreDnat,
-            Stage::Normal,
-            Stage::Forward,
-        ] {
-            for dir in [Dir::Ingress, Dir::Egress] {
+        for stage in Stage::ALL {
+            for dir in Dir::BOTH {
                 if self.needs_endpoint_chain(ep, stage, dir) {
                     self.endpoint_chain(ep, stage, dir);
                 }
@@ -536,17 +567,22 @@ impl<'a> Compiler<'a> {
     }
 
     fn endpoint_chain(&mut self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) -> String {
-        let name = object_name(endpoint_chain_prefix(stage, dir), &ep.name);
+        let name = names::endpoint_chain(stage, dir, &ep.name);
         let (accept, pass) = (self.accept, self.pass);
-        let mut rules = Vec::new();
+        let mut rules = Rules::default();
         if stage != Stage::Untracked {
+            let conntrack = self.endpoint_origin(Kind::Conntrack, ep, stage, dir);
+            let conntrack = self.origin(conntrack);
             let est = CtStates {
                 invalid: false,
                 established: true,
                 related: true,
                 new: false,
             };
-            rules.push(rule(vec![Match::CtState(est)], Some(Verdict::Accept)));
+            rules.push(
+                rule(vec![Match::CtState(est)], Some(Verdict::Accept)),
+                conntrack,
+            );
             if self.view.settings.conntrack_invalid_check {
                 let inv = CtStates {
                     invalid: true,
@@ -554,89 +590,110 @@ impl<'a> Compiler<'a> {
                     related: false,
                     new: false,
                 };
-                rules.push(rule(vec![Match::CtState(inv)], Some(Verdict::Drop)));
+                rules.push(
+                    rule(vec![Match::CtState(inv)], Some(Verdict::Drop)),
+                    conntrack,
+                );
             }
         }
         if stage != Stage::Forward {
-            let failsafe = match (stage, dir) {
-                (Stage::Untracked, Dir::Ingress) => "raw-failsafe-in",
-                (Stage::Untracked, Dir::Egress) => "raw-failsafe-out",
-                (_, Dir::Ingress) => "failsafe-in",
-                (_, Dir::Egress) => "failsafe-out",
-            };
-            rules.push(rule(Vec::new(), Some(Verdict::Jump(failsafe.into()))));
+            let failsafe = names::failsafe_chain(stage == Stage::Untracked, dir);
+            let origin = self.endpoint_origin(Kind::Failsafe, ep, stage, dir);
+            let origin = self.origin(origin);
+            rules.push(
+                rule(Vec::new(), Some(Verdict::Jump(failsafe.into()))),
+                origin,
+            );
         }
-        rules.push(Rule {
-            actions: vec![self.clear_marks()],
-            ..Rule::default()
-        });
+        let structure = self.endpoint_origin(Kind::Structure, ep, stage, dir);
+        let structure = self.origin(structure);
+        rules.push(
+            Rule {
+                actions: vec![self.clear_marks()],
+                ..Rule::default()
+            },
+            structure,
+        );
         let policies = ep.policies.get(stage, dir).to_vec();
         for &p in &policies {
             let chain = self.policy_chain(p, dir);
-            rules.push(rule(
-                vec![self.mark_is(pass, false)],
-                Some(Verdict::Jump(chain)),
-            ));
+            let mut origin = self.endpoint_origin(Kind::Tier, ep, stage, dir);
+            origin.tier = Some(self.tier.clone());
+            origin.policy = Some(self.policy_name(p));
+            origin.at = Some(source_pos(&self.config.policies[p].pos));
+            let origin = self.origin(origin);
+            rules.push(
+                rule(vec![self.mark_is(pass, false)], Some(Verdict::Jump(chain))),
+                origin,
+            );
             let actions = if stage == Stage::Untracked {
                 vec![Action::Notrack]
             } else {
                 Vec::new()
             };
-            rules.push(Rule {
-                matches: vec![self.mark_is(accept, true)],
-                actions,
-                verdict: Some(Verdict::Return),
-                ..Rule::default()
-            });
-        }
-        if !policies.is_empty() && matches!(stage, Stage::Normal | Stage::Forward) {
-            let mut r = commented(
-                rule(vec![self.mark_is(pass, false)], Some(self.deny(dir, true))),
-                format!("{}: end of tier default deny", ep.name),
-            );
-            r.counter = true;
-            rules.push(r);
-        }
-        if stage == Stage::Forward && !ep.policies.has_forward_policy() {
-            rules.push(commented(
+            rules.push(
                 Rule {
-                    actions: vec![Action::MarkOr(accept)],
+                    matches: vec![self.mark_is(accept, true)],
+                    actions,
                     verdict: Some(Verdict::Return),
                     ..Rule::default()
                 },
-                format!(
-                    "{}: no applyOnForward policy, forwarded traffic allowed",
-                    ep.name
-                ),
-            ));
+                origin,
+            );
+        }
+        if !policies.is_empty() && matches!(stage, Stage::Normal | Stage::Forward) {
+            let mut origin = self.endpoint_origin(Kind::EndOfTier, ep, stage, dir);
+            origin.tier = Some(self.tier.clone());
+            let mut r = rule(vec![self.mark_is(pass, false)], Some(self.deny(dir, true)));
+            r.comment = names::comment(&origin);
+            r.counter = true;
+            let origin = self.origin(origin);
+            rules.push(r, origin);
+        }
+        if stage == Stage::Forward && !ep.policies.has_forward_policy() {
+            let origin = self.endpoint_origin(Kind::NoPolicy, ep, stage, dir);
+            let r = Rule {
+                actions: vec![Action::MarkOr(accept)],
+                verdict: Some(Verdict::Return),
+                comment: names::comment(&origin),
+                ..Rule::default()
+            };
+            let origin = self.origin(origin);
+            rules.push(r, origin);
         }
         if stage == Stage::Normal {
+            let profiles = self
+                .config
+                .host_endpoints
+                .get(ep.hep)
+                .map(|h| h.profiles.as_slice())
+                .unwrap_or_default();
             for profile in &ep.profiles {
                 if profile == DEFAULT_ALLOW_PROFILE {
-                    let mut r = commented(
-                        Rule {
-                            actions: vec![Action::MarkOr(accept)],
-                            verdict: Some(Verdict::Return),
-                            ..Rule::default()
-                        },
-                        format!("{}: profile {DEFAULT_ALLOW_PROFILE}", ep.name),
-                    );
-                    r.counter = true;
-                    rules.push(r);
+                    let mut origin = self.endpoint_origin(Kind::Profile, ep, stage, dir);
+                    origin.profile = Some(Arc::from(profile.as_str()));
+                    if let Some(p) = profiles.iter().find(|p| &p.value == profile) {
+                        origin.at = Some(source_pos(&p.pos));
+                    }
+                    let r = Rule {
+                        counter: true,
+                        actions: vec![Action::MarkOr(accept)],
+                        verdict: Some(Verdict::Return),
+                        comment: names::comment(&origin),
+                        ..Rule::default()
+                    };
+                    let origin = self.origin(origin);
+                    rules.push(r, origin);
                 }
             }
-            let mut r = commented(
-                rule(Vec::new(), Some(self.deny(dir, true))),
-                format!("{}: no profile matched", ep.name),
-            );
+            let origin = self.endpoint_origin(Kind::NoPolicy, ep, stage, dir);
+            let mut r = rule(Vec::new(), Some(self.deny(dir, true)));
+            r.comment = names::comment(&origin);
             r.counter = true;
-            rules.push(r);
+            let origin = self.origin(origin);
+            rules.push(r, origin);
         }
-        self.chains.push(Chain {
-            name: name.clone(),
-            base: None,
-            rules,
-        });
+        self.push_chain(name.clone(), None, rules);
         name
     }
 
@@ -644,23 +701,19 @@ impl<'a> Compiler<'a> {
 
     fn policy_chain(&mut self, p: usize, dir: Dir) -> String {
         let policy = &self.config.policies[p];
-        let (prefix, rules) = match dir {
-            Dir::Ingress => ("pi-", &policy.ingress),
-            Dir::Egress => ("po-", &policy.egress),
+        let rules = match dir {
+            Dir::Ingress => &policy.ingress,
+            Dir::Egress => &policy.egress,
         };
-        let name = object_name(prefix, &policy.name);
+        let name = names::policy_chain(dir, &policy.name);
         if !self.policy_chains.insert(name.clone()) {
             return name;
         }
-        let mut out = Vec::new();
+        let mut out = Rules::default();
         for (i, r) in rules.iter().enumerate() {
-            self.compile_rule(&name, policy, dir, i, r, &mut out);
+            self.compile_rule(&name, p, dir, i, r, &mut out);
         }
-        self.chains.push(Chain {
-            name: name.clone(),
-            base: None,
-            rules: out,
-        });
+        self.push_chain(name.clone(), None, out);
         name
     }
 
@@ -690,46 +743,35 @@ impl<'a> Compiler<'a> {
             ),
             RuleAction::Log => (
                 vec![Action::Log {
-                    prefix: self.log_prefix(policy),
+                    prefix: names::log_prefix(
+                        &self.view.settings.log_prefix,
+                        DEFAULT_TIER,
+                        &policy.name,
+                    ),
                 }],
                 None,
             ),
         }
     }
 
-    /// Felix's `logPrefix` with its `%t` (tier), `%k` (kind), `%n` (name), `%p` (policy) expanded.
-    fn log_prefix(&self, policy: &GlobalNetworkPolicy) -> String {
-        let expanded = self
-            .view
-            .settings
-            .log_prefix
-            .replace("%t", "default")
-            .replace("%k", "gnp")
-            .replace("%n", &policy.name)
-            .replace("%p", &format!("gnp/{}", policy.name));
-        truncate(&format!("{expanded}: "), MAX_LOG_PREFIX)
-    }
-
     fn compile_rule(
         &mut self,
         chain: &str,
-        policy: &GlobalNetworkPolicy,
+        p: usize,
         dir: Dir,
         index: usize,
         r: &PolicyRule,
-        out: &mut Vec<Rule>,
+        out: &mut Rules,
     ) {
-        let dir_name = match dir {
-            Dir::Ingress => "ingress",
-            Dir::Egress => "egress",
-        };
-        let comment = format!("{} {dir_name}[{index}] {:?}", policy.name, r.action);
         if r.source.service_accounts || r.destination.service_accounts {
             // Workload-only criterion: it matches no host address, so the rule can never match.
             return;
         }
+        let policy = &self.config.policies[p];
+        let origin = self.rule_origin(p, dir, index);
+        let comment = names::comment(&origin);
+        let origin = self.origin(origin);
         let (actions, verdict) = self.verdict_parts(policy, dir, r.action);
-        let rule_id = format!("{chain}-{index}");
         // A rule with nothing family-specific is one nftables rule for both families; otherwise one per
         // family, each restricted to its family (spec §1.10).
         let per_family = is_family_specific(r);
@@ -860,73 +902,51 @@ impl<'a> Compiler<'a> {
                 if per_family && !matches.iter().any(implies_family) {
                     matches.insert(0, Match::NfProto(f));
                 }
+                let action = Rule {
+                    matches,
+                    counter: true,
+                    actions: actions.clone(),
+                    verdict: verdict.clone(),
+                    comment: comment.clone(),
+                };
                 if exclusions.is_empty() {
-                    out.push(Rule {
-                        matches,
-                        counter: true,
-                        actions: actions.clone(),
-                        verdict: verdict.clone(),
-                        comment: Some(truncate(&comment, MAX_COMMENT)),
-                    });
+                    out.push(action, origin);
                 } else {
-                    self.rule_with_exclusions(
-                        &rule_id,
-                        f,
-                        out.len(),
-                        matches,
-                        &exclusions,
-                        &actions,
-                        &verdict,
-                        &comment,
-                        out,
-                    );
+                    let name = names::exclusion_chain(chain, index, f, out.len());
+                    self.rule_with_exclusions(name, action, &exclusions, origin, out);
                 }
             }
         }
     }
 
     /// A rule with named `notPorts`: the packet must match none of several (address, protocol, port)
-    /// groups, which one nftables rule cannot say. The positive part jumps to a helper chain that returns
-    /// on an excluded packet and otherwise applies the action; the caller re-checks the marks.
-    #[allow(clippy::too_many_arguments)]
+    /// groups, which one nftables rule cannot say. The positive part (`action`'s matches) jumps to a
+    /// helper chain `name` that returns on an excluded packet and otherwise applies the action; the
+    /// caller re-checks the marks.
     fn rule_with_exclusions(
         &mut self,
-        rule_id: &str,
-        f: Family,
-        n: usize,
-        matches: Vec<Match>,
+        name: String,
+        mut action: Rule,
         exclusions: &[Alternative],
-        actions: &[Action],
-        verdict: &Option<Verdict>,
-        comment: &str,
-        out: &mut Vec<Rule>,
+        origin: OriginId,
+        out: &mut Rules,
     ) {
-        let name = object_name("", &format!("{rule_id}-{}-x{n}", family_suffix(f)));
-        let mut rules: Vec<Rule> = exclusions
-            .iter()
-            .map(|e| rule(e.clone(), Some(Verdict::Return)))
-            .collect();
-        rules.push(Rule {
-            matches: Vec::new(),
-            counter: true,
-            actions: actions.to_vec(),
-            verdict: verdict.clone(),
-            comment: Some(truncate(comment, MAX_COMMENT)),
-        });
-        self.chains.push(Chain {
-            name: name.clone(),
-            base: None,
-            rules,
-        });
-        out.push(rule(matches, Some(Verdict::Jump(name))));
-        out.push(rule(
-            vec![self.mark_is(self.accept, true)],
-            Some(Verdict::Return),
-        ));
-        out.push(rule(
-            vec![self.mark_is(self.pass, true)],
-            Some(Verdict::Return),
-        ));
+        let matches = std::mem::take(&mut action.matches);
+        let mut rules = Rules::default();
+        for e in exclusions {
+            rules.push(rule(e.clone(), Some(Verdict::Return)), origin);
+        }
+        rules.push(action, origin);
+        self.push_chain(name.clone(), None, rules);
+        out.push(rule(matches, Some(Verdict::Jump(name))), origin);
+        out.push(
+            rule(vec![self.mark_is(self.accept, true)], Some(Verdict::Return)),
+            origin,
+        );
+        out.push(
+            rule(vec![self.mark_is(self.pass, true)], Some(Verdict::Return)),
+            origin,
+        );
     }
 
     /// `nets` (of family `f`) on side `dir`: a direct match when they aggregate into one network, else a
@@ -954,9 +974,8 @@ impl<'a> Compiler<'a> {
     }
 
     fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
-        let digest = Sha256::digest(format!("{}|{}", key.canonical, key.namespaced).as_bytes());
-        let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        if let Some(name) = self.selector_set_names.get(&(hash.clone(), f)) {
+        let id = names::selector_set_id(&key.canonical, key.namespaced);
+        if let Some(name) = self.selector_set_names.get(&(id.clone(), f)) {
             return name.clone();
         }
         let members = self
@@ -966,9 +985,9 @@ impl<'a> Compiler<'a> {
             .map(|set| addr_elements(set, f))
             .unwrap_or_default();
         let set_type = addr_set_type(f, &members);
-        let name = format!("sel-{hash}-{}", set_type_suffix(set_type));
+        let name = names::selector_set(&id, set_type);
         self.add_set(name.clone(), set_type, members);
-        self.selector_set_names.insert((hash, f), name.clone());
+        self.selector_set_names.insert((id, f), name.clone());
         name
     }
 
@@ -1084,7 +1103,7 @@ impl<'a> Compiler<'a> {
             if !self.needs_endpoint_chain(ep, stage, dir) {
                 continue;
             }
-            let chain = object_name(endpoint_chain_prefix(stage, dir), &ep.name);
+            let chain = names::endpoint_chain(stage, dir, &ep.name);
             for iface in &ep.interfaces {
                 elements.push((iface.clone(), Verdict::Goto(chain.clone())));
             }
@@ -1094,21 +1113,24 @@ impl<'a> Compiler<'a> {
             .view
             .wildcard
             .as_ref()
-            .filter(|ep| include_wildcard && self.needs_endpoint_chain(ep, stage, dir))
-            .map(|ep| object_name(endpoint_chain_prefix(stage, dir), &ep.name));
+            .filter(|ep| include_wildcard && self.needs_endpoint_chain(ep, stage, dir));
         if elements.is_empty() && wildcard.is_none() {
             return None;
         }
-        let mut rules = Vec::new();
+        let mut origin = Origin::new(Kind::Dispatch);
+        origin.stage = Some(stage);
+        origin.direction = Some(dir);
+        let dispatch = self.origin(origin);
+        let mut rules = Rules::default();
         if !elements.is_empty() {
-            let map = format!("{name}-map");
+            let map = names::verdict_map(name);
             self.maps.push(VerdictMap {
                 name: map.clone(),
                 elements,
             });
-            rules.push(rule(Vec::new(), Some(Verdict::Vmap { key, map })));
+            rules.push(rule(Vec::new(), Some(Verdict::Vmap { key, map })), dispatch);
         }
-        if let Some(chain) = wildcard {
+        if let Some(ep) = wildcard {
             if wildcard_skips_workloads {
                 let d = if key == IfDir::In {
                     Direction::Source
@@ -1116,25 +1138,30 @@ impl<'a> Compiler<'a> {
                     Direction::Destination
                 };
                 for prefix in &self.view.settings.workload_prefixes {
-                    rules.push(rule(
-                        vec![Match::IfNamePrefix {
-                            dir: d,
-                            prefix: prefix.clone(),
-                        }],
-                        Some(Verdict::Return),
-                    ));
+                    rules.push(
+                        rule(
+                            vec![Match::IfNamePrefix {
+                                dir: d,
+                                prefix: prefix.clone(),
+                            }],
+                            Some(Verdict::Return),
+                        ),
+                        dispatch,
+                    );
                 }
             }
-            rules.push(commented(
-                rule(Vec::new(), Some(Verdict::Goto(chain))),
-                "wildcard HostEndpoint",
-            ));
+            let chain = names::endpoint_chain(stage, dir, &ep.name);
+            let origin = self.endpoint_origin(Kind::Dispatch, ep, stage, dir);
+            let origin = self.origin(origin);
+            rules.push(
+                commented(
+                    rule(Vec::new(), Some(Verdict::Goto(chain))),
+                    names::WILDCARD,
+                ),
+                origin,
+            );
         }
-        self.chains.push(Chain {
-            name: name.to_string(),
-            base: None,
-            rules,
-        });
+        self.push_chain(name.to_string(), None, rules);
         Some(name.to_string())
     }
 
@@ -1144,10 +1171,12 @@ impl<'a> Compiler<'a> {
             mask: accept,
             value: accept,
         };
-        let workload_returns = |dir: Direction, prefixes: &[String]| -> Vec<Rule> {
-            prefixes
-                .iter()
-                .map(|p| {
+        let structure = self.kind(Kind::Structure);
+        let conntrack = self.kind(Kind::Conntrack);
+        let dispatch = self.kind(Kind::Dispatch);
+        let workload_returns = |dir: Direction, prefixes: &[String], rules: &mut Rules| {
+            for p in prefixes {
+                rules.push(
                     commented(
                         rule(
                             vec![Match::IfNamePrefix {
@@ -1156,15 +1185,16 @@ impl<'a> Compiler<'a> {
                             }],
                             Some(Verdict::Return),
                         ),
-                        "workload interface: not a host endpoint",
-                    )
-                })
-                .collect()
+                        names::WORKLOAD,
+                    ),
+                    dispatch,
+                );
+            }
         };
         let prefixes = self.view.settings.workload_prefixes.clone();
 
         let raw_from = self.dispatch(
-            "raw-from-hep",
+            names::RAW_FROM_HEP,
             IfDir::In,
             Stage::Untracked,
             Dir::Ingress,
@@ -1172,7 +1202,7 @@ impl<'a> Compiler<'a> {
             false,
         );
         let raw_to = self.dispatch(
-            "raw-to-hep",
+            names::RAW_TO_HEP,
             IfDir::Out,
             Stage::Untracked,
             Dir::Egress,
@@ -1180,7 +1210,7 @@ impl<'a> Compiler<'a> {
             false,
         );
         let pre_from = self.dispatch(
-            "mangle-from-hep",
+            names::MANGLE_FROM_HEP,
             IfDir::In,
             Stage::PreDnat,
             Dir::Ingress,
@@ -1188,7 +1218,7 @@ impl<'a> Compiler<'a> {
             false,
         );
         let from = self.dispatch(
-            "filter-from-hep",
+            names::FILTER_FROM_HEP,
             IfDir::In,
             Stage::Normal,
             Dir::Ingress,
@@ -1196,7 +1226,7 @@ impl<'a> Compiler<'a> {
             false,
         );
         let to = self.dispatch(
-            "filter-to-hep",
+            names::FILTER_TO_HEP,
             IfDir::Out,
             Stage::Normal,
             Dir::Egress,
@@ -1204,7 +1234,7 @@ impl<'a> Compiler<'a> {
             false,
         );
         let fw_from = self.dispatch(
-            "filter-from-hep-fw",
+            names::FILTER_FROM_HEP_FW,
             IfDir::In,
             Stage::Forward,
             Dir::Ingress,
@@ -1212,7 +1242,7 @@ impl<'a> Compiler<'a> {
             false,
         );
         let fw_to = self.dispatch(
-            "filter-to-hep-fw",
+            names::FILTER_TO_HEP_FW,
             IfDir::Out,
             Stage::Forward,
             Dir::Egress,
@@ -1221,7 +1251,7 @@ impl<'a> Compiler<'a> {
         );
         // The mangle egress copy reuses the normal egress chains (`th-`); the wildcard skips workloads.
         let post_to = self.dispatch(
-            "mangle-to-hep",
+            names::MANGLE_TO_HEP,
             IfDir::Out,
             Stage::Normal,
             Dir::Egress,
@@ -1229,27 +1259,25 @@ impl<'a> Compiler<'a> {
             true,
         );
 
-        let mut base = Vec::new();
-        for (name, hook, prio, dispatch) in [
-            ("raw-prerouting", Hook::Prerouting, PRIO_RAW, raw_from),
-            ("raw-output", Hook::Output, PRIO_RAW, raw_to),
+        let mut base: Vec<(&str, BaseHook, Rules)> = Vec::new();
+        let hook = |hook, priority| BaseHook { hook, priority };
+        for (name, h, prio, d) in [
+            (names::RAW_PREROUTING, Hook::Prerouting, PRIO_RAW, raw_from),
+            (names::RAW_OUTPUT, Hook::Output, PRIO_RAW, raw_to),
         ] {
-            let mut rules = vec![Rule {
-                actions: vec![self.clear_marks()],
-                ..Rule::default()
-            }];
-            if let Some(d) = dispatch {
-                rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
-                rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+            let mut rules = Rules::default();
+            rules.push(
+                Rule {
+                    actions: vec![self.clear_marks()],
+                    ..Rule::default()
+                },
+                structure,
+            );
+            if let Some(d) = d {
+                rules.push(rule(Vec::new(), Some(Verdict::Jump(d))), dispatch);
+                rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
             }
-            base.push(Chain {
-                name: name.into(),
-                base: Some(BaseHook {
-                    hook,
-                    priority: prio,
-                }),
-                rules,
-            });
+            base.push((name, hook(h, prio), rules));
         }
 
         let est = CtStates {
@@ -1258,120 +1286,129 @@ impl<'a> Compiler<'a> {
             related: true,
             new: false,
         };
-        let mut rules = vec![
+        let mut rules = Rules::default();
+        rules.push(
             rule(vec![Match::CtState(est)], Some(Verdict::Accept)),
-            rule(vec![accepted()], Some(Verdict::Accept)),
-        ];
+            conntrack,
+        );
+        rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
         if let Some(d) = pre_from {
-            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
-            rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))), dispatch);
+            rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
         }
-        base.push(Chain {
-            name: "mangle-prerouting".into(),
-            base: Some(BaseHook {
-                hook: Hook::Prerouting,
-                priority: PRIO_MANGLE,
-            }),
+        base.push((
+            names::MANGLE_PREROUTING,
+            hook(Hook::Prerouting, PRIO_MANGLE),
             rules,
-        });
+        ));
 
-        let mut rules = workload_returns(Direction::Source, &prefixes);
-        rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
-        rules.push(Rule {
-            actions: vec![self.clear_marks()],
-            ..Rule::default()
-        });
-        if let Some(d) = from {
-            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
-            rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
-        }
-        base.push(Chain {
-            name: "filter-input".into(),
-            base: Some(BaseHook {
-                hook: Hook::Input,
-                priority: PRIO_FILTER,
-            }),
-            rules,
-        });
-
-        let mut rules = vec![Rule {
-            actions: vec![Action::MarkAnd(!pass)],
-            ..Rule::default()
-        }];
-        if let Some(d) = fw_from {
-            rules.push(rule(
-                vec![Match::Mark {
-                    mask: accept,
-                    value: 0,
-                }],
-                Some(Verdict::Jump(d)),
-            ));
-        }
-        if let Some(d) = fw_to {
-            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
-        }
-        rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
-        rules.push(commented(
+        let mut rules = Rules::default();
+        workload_returns(Direction::Source, &prefixes, &mut rules);
+        rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
+        rules.push(
             Rule {
-                actions: vec![Action::MarkOr(accept)],
+                actions: vec![self.clear_marks()],
                 ..Rule::default()
             },
-            "forwarded: mark for mangle postrouting",
-        ));
-        base.push(Chain {
-            name: "filter-forward".into(),
-            base: Some(BaseHook {
-                hook: Hook::Forward,
-                priority: PRIO_FILTER,
-            }),
-            rules,
-        });
+            structure,
+        );
+        if let Some(d) = from {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))), dispatch);
+            rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
+        }
+        base.push((names::FILTER_INPUT, hook(Hook::Input, PRIO_FILTER), rules));
 
-        let mut rules = vec![rule(vec![accepted()], Some(Verdict::Accept))];
-        rules.extend(workload_returns(Direction::Destination, &prefixes));
-        rules.push(Rule {
-            actions: vec![self.clear_marks()],
-            ..Rule::default()
-        });
-        rules.push(commented(
-            rule(
-                vec![Match::CtStatusDnat { negate: false }],
-                Some(Verdict::Return),
+        let mut rules = Rules::default();
+        rules.push(
+            Rule {
+                actions: vec![Action::MarkAnd(!pass)],
+                ..Rule::default()
+            },
+            structure,
+        );
+        if let Some(d) = fw_from {
+            rules.push(
+                rule(
+                    vec![Match::Mark {
+                        mask: accept,
+                        value: 0,
+                    }],
+                    Some(Verdict::Jump(d)),
+                ),
+                dispatch,
+            );
+        }
+        if let Some(d) = fw_to {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))), dispatch);
+        }
+        rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
+        rules.push(
+            commented(
+                Rule {
+                    actions: vec![Action::MarkOr(accept)],
+                    ..Rule::default()
+                },
+                names::FORWARDED_MARK,
             ),
-            "DNATed: checked in mangle postrouting",
+            structure,
+        );
+        base.push((
+            names::FILTER_FORWARD,
+            hook(Hook::Forward, PRIO_FILTER),
+            rules,
         ));
-        if let Some(d) = to {
-            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))));
-            rules.push(rule(vec![accepted()], Some(Verdict::Accept)));
-        }
-        base.push(Chain {
-            name: "filter-output".into(),
-            base: Some(BaseHook {
-                hook: Hook::Output,
-                priority: PRIO_FILTER,
-            }),
-            rules,
-        });
 
-        let mut rules = vec![rule(vec![accepted()], Some(Verdict::Return))];
-        if let Some(d) = post_to {
-            rules.push(rule(
-                vec![Match::CtStatusDnat { negate: false }],
-                Some(Verdict::Jump(d)),
-            ));
-            rules.push(rule(vec![accepted()], Some(Verdict::Return)));
+        let mut rules = Rules::default();
+        rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
+        workload_returns(Direction::Destination, &prefixes, &mut rules);
+        rules.push(
+            Rule {
+                actions: vec![self.clear_marks()],
+                ..Rule::default()
+            },
+            structure,
+        );
+        rules.push(
+            commented(
+                rule(
+                    vec![Match::CtStatusDnat { negate: false }],
+                    Some(Verdict::Return),
+                ),
+                names::DNATED,
+            ),
+            structure,
+        );
+        if let Some(d) = to {
+            rules.push(rule(Vec::new(), Some(Verdict::Jump(d))), dispatch);
+            rules.push(rule(vec![accepted()], Some(Verdict::Accept)), structure);
         }
-        base.push(Chain {
-            name: "mangle-postrouting".into(),
-            base: Some(BaseHook {
-                hook: Hook::Postrouting,
-                priority: PRIO_MANGLE,
-            }),
+        base.push((names::FILTER_OUTPUT, hook(Hook::Output, PRIO_FILTER), rules));
+
+        let mut rules = Rules::default();
+        rules.push(rule(vec![accepted()], Some(Verdict::Return)), structure);
+        if let Some(d) = post_to {
+            rules.push(
+                rule(
+                    vec![Match::CtStatusDnat { negate: false }],
+                    Some(Verdict::Jump(d)),
+                ),
+                dispatch,
+            );
+            rules.push(rule(vec![accepted()], Some(Verdict::Return)), structure);
+        }
+        base.push((
+            names::MANGLE_POSTROUTING,
+            hook(Hook::Postrouting, PRIO_MANGLE),
             rules,
-        });
+        ));
         // Base chains first: the order `render` prints them in.
-        base.append(&mut self.chains);
-        self.chains = base;
+        let chains = std::mem::take(&mut self.chains);
+        let origins = std::mem::take(&mut self.chain_origins);
+        for (name, h, rules) in base {
+            self.push_chain(name.into(), Some(h), rules);
+        }
+        self.chains.extend(chains);
+        self.chain_origins.extend(origins);
     }
 }
 
@@ -1428,19 +1465,75 @@ mod tests {
         compile(&loaded.config, &view, DEFAULT_TABLE)
     }
 
-    /// The streamed hash is the hash of the whole `Debug` text with an empty comment, as it always was.
+    const HEP_AND_POLICY: &str = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h, labels: {r: w}}, spec: {node: node1, interfaceName: eth0}}\n\
+             - {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {selector: r == 'w', ingress: [{action: Allow, protocol: TCP, source: {nets: [192.0.2.0/24]}}, {action: Deny}]}}\n";
+
+    /// Every rule has an origin; a policy that moved down its file compiles to the same kernel table
+    /// (same content hash) with origins that point to its new place.
     #[test]
-    fn content_hash_is_the_debug_text_hash() {
-        let rs = compiled(
-            "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h, labels: {r: w}}, spec: {node: node1, interfaceName: eth0}}\n\
-             - {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {selector: r == 'w', ingress: [{action: Allow, protocol: TCP, source: {nets: [192.0.2.0/24]}, destination: {ports: [22, 80]}}]}}\n",
+    fn every_rule_has_an_origin_and_positions_are_not_hashed() {
+        let rs = compiled(HEP_AND_POLICY);
+        assert_eq!(rs.origins.rules.len(), rs.chains.len());
+        for (c, chain) in rs.chains.iter().enumerate() {
+            assert_eq!(
+                rs.origins.rules[c].len(),
+                chain.rules.len(),
+                "{}",
+                chain.name
+            );
+        }
+        assert!(rs.rules_with_origins().all(|(_, _, o)| o.is_some()));
+        let rule = |rs: &Ruleset, i: usize| {
+            rs.origin(&names::policy_chain(Dir::Ingress, "p"), i)
+                .cloned()
+                .unwrap()
+        };
+        let deny = rule(&rs, 1);
+        assert_eq!(
+            (
+                deny.kind,
+                deny.policy.as_deref(),
+                deny.direction,
+                deny.rule,
+                deny.action
+            ),
+            (
+                Kind::Policy,
+                Some("p"),
+                Some(Dir::Ingress),
+                Some(1),
+                Some(crate::ruleset::RuleAction::Deny)
+            )
         );
-        let mut copy = rs.clone();
-        copy.comment.clear();
-        let digest = Sha256::digest(format!("{copy:?}").as_bytes());
-        let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(content_hash(&rs), expected);
-        assert_eq!(rs.comment, format!("hostpolicyd sha256:{expected}"));
+        assert_eq!(deny.tier.as_deref(), Some("default"));
+        assert_eq!(deny.at.as_ref().unwrap().to_string(), "t.yaml:2:187");
+        let moved = compiled(&format!("# a comment\n\n{HEP_AND_POLICY}"));
+        assert_eq!(moved.comment, rs.comment);
+        assert_eq!(moved.chains, rs.chains);
+        assert_eq!(rule(&moved, 1).at.unwrap().line, 4);
+        // The defaults of the HostEndpoint's chains name it, their stage and direction.
+        let fh = names::endpoint_chain(Stage::Normal, Dir::Ingress, "h");
+        let kinds: Vec<Kind> = (0..rs.chain(&fh).unwrap().rules.len())
+            .map(|i| rs.origin(&fh, i).unwrap().kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::Conntrack,
+                Kind::Conntrack,
+                Kind::Failsafe,
+                Kind::Structure,
+                Kind::Tier,
+                Kind::Tier,
+                Kind::EndOfTier,
+                Kind::NoPolicy
+            ]
+        );
+        let eot = rs.origin(&fh, 6).unwrap();
+        assert_eq!(
+            (eot.host_endpoint.as_deref(), eot.stage, eot.direction),
+            (Some("h"), Some(Stage::Normal), Some(Dir::Ingress))
+        );
     }
 
     /// Failsafe entries with a net: one rule per (protocol, port, family), its set holding every net, so

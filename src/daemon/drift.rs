@@ -670,6 +670,7 @@ mod tests {
                     rules: vec![],
                 },
             ],
+            origins: Default::default(),
         }
     }
 

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
-use crate::settings::Settings;
 use crate::config::load::{self, Loaded};
 use crate::engine::state::{rfc3339, DriftSummary, Store};
 use crate::engine::{short, Engine, Kernel, Outcome, Restored};
@@ -46,6 +45,7 @@ use crate::exit;
 use crate::host::probe::{NetProber, Prober};
 use crate::nft::{Dataplane, Netlink};
 use crate::pipeline;
+use crate::settings::Settings;
 
 use control::{DaemonInfo, Reply, Status};
 use drift::{Burst, Expectation, Limiter};

@@ -16,10 +16,10 @@
 
 pub mod state;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use crate::compile::{content_hash, hash_from_comment, object_name};
+use crate::compile::{content_hash, hash_from_comment};
 use crate::config::diag::Diagnostic;
 use crate::config::model::{Config, ConnectivityCheck};
 use crate::engine::state::{
@@ -30,7 +30,7 @@ use crate::host::probe::{CheckResult, Prober};
 use crate::nft::{Dataplane, DataplaneError};
 use crate::pipeline::{Compiled, Invalid};
 use crate::resolve::{ActiveEndpoint, Dir, NodeView, Stage};
-use crate::ruleset::{Match, PortMatch, Ruleset};
+use crate::ruleset::{Kind, Match, PortMatch, Ruleset};
 
 /// The checks of one reconcile: before the swap and after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -432,7 +432,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         }
 
         self.summary.rollbacks += 1;
-        let policies = changed_policies(previous, new, &compiled.config);
+        let policies = changed_policies(previous, new);
         let restore = match previous {
             Some(prev) => self.dp.apply(prev),
             None => self.dp.flush(&table),
@@ -543,26 +543,12 @@ pub fn node_checks(config: &Config, node: &str) -> Vec<ConnectivityCheck> {
         .collect()
 }
 
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Untracked => "untracked",
-        Stage::PreDnat => "preDNAT",
-        Stage::Normal => "normal",
-        Stage::Forward => "forward",
-    }
-}
-
 /// The host endpoints of `view` with their policy names per stage and direction, in evaluation order.
 pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSummary> {
     let one = |ep: &ActiveEndpoint, wildcard: bool| {
         let mut policies = Vec::new();
-        for stage in [
-            Stage::Untracked,
-            Stage::PreDnat,
-            Stage::Normal,
-            Stage::Forward,
-        ] {
-            for (dir, dir_name) in [(Dir::Ingress, "ingress"), (Dir::Egress, "egress")] {
+        for stage in Stage::ALL {
+            for dir in Dir::BOTH {
                 let list: Vec<String> = ep
                     .policies
                     .get(stage, dir)
@@ -571,8 +557,8 @@ pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSumma
                     .collect();
                 if !list.is_empty() {
                     policies.push(StagePolicies {
-                        stage: stage_name(stage).into(),
-                        direction: dir_name.into(),
+                        stage: stage.as_str().into(),
+                        direction: dir.as_str().into(),
                         policies: list,
                     });
                 }
@@ -593,56 +579,58 @@ pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSumma
         .collect()
 }
 
-/// Policies whose compiled chains (with the sets they use) are new or differ from `previous`, and
-/// policies whose chains disappeared: the likely culprits of a rollback, for the log.
-pub fn changed_policies(previous: Option<&Ruleset>, new: &Ruleset, config: &Config) -> Vec<String> {
-    fn fingerprint(r: &Ruleset, chain: &str) -> Option<String> {
-        let c = r.chain(chain)?;
-        let mut out = format!("{:?}", c.rules);
-        let mut sets = BTreeSet::new();
-        for rule in &c.rules {
-            for m in &rule.matches {
-                match m {
-                    Match::Addr { set, .. } => {
-                        sets.insert(set.clone());
-                    }
-                    Match::Port {
+/// Policies whose compiled rules (with the sets they use, and the host endpoints and stages that walk
+/// into them) are new or differ from `previous`, and policies whose rules disappeared: the likely
+/// culprits of a rollback, for the log. Rules are attributed to policies by their origins; every policy
+/// counts as new against a `previous` stored without origins (by an older version).
+pub fn changed_policies(previous: Option<&Ruleset>, new: &Ruleset) -> Vec<String> {
+    let now = policy_fingerprints(new);
+    let before = previous.map(policy_fingerprints).unwrap_or_default();
+    let mut changed: BTreeSet<&str> = now
+        .iter()
+        .filter(|(p, f)| before.get(*p) != Some(f))
+        .map(|(p, _)| *p)
+        .collect();
+    changed.extend(before.keys().filter(|p| !now.contains_key(*p)));
+    changed.into_iter().map(str::to_string).collect()
+}
+
+/// Per policy: the text of its rules and of the sets they use, and of the rules of host endpoint chains
+/// that jump into its chains, with their host endpoint, stage and direction (not the positions in the
+/// files: a policy that only moved is unchanged).
+fn policy_fingerprints(r: &Ruleset) -> BTreeMap<&str, String> {
+    use std::fmt::Write;
+    let mut out: BTreeMap<&str, String> = BTreeMap::new();
+    for (_, rule, origin) in r.rules_with_origins() {
+        let Some(o) = origin else { continue };
+        let Some(policy) = o.policy.as_deref() else {
+            continue;
+        };
+        let text = out.entry(policy).or_default();
+        match o.kind {
+            Kind::Policy => {
+                let _ = write!(text, "{:?} {rule:?}", o.direction);
+                for m in &rule.matches {
+                    if let Match::Addr { set, .. }
+                    | Match::Port {
                         port: PortMatch::Set(set),
                         ..
-                    } => {
-                        sets.insert(set.clone());
+                    } = m
+                    {
+                        let _ = write!(text, "{:?}", r.set(set));
                     }
-                    _ => {}
                 }
             }
-        }
-        for s in sets {
-            out.push_str(&format!("{:?}", r.set(&s)));
-        }
-        Some(out)
-    }
-    let mut changed = BTreeSet::new();
-    let mut known = BTreeSet::new();
-    for p in &config.policies {
-        for prefix in ["pi-", "po-"] {
-            let chain = object_name(prefix, &p.name);
-            known.insert(chain.clone());
-            let now = fingerprint(new, &chain);
-            if now.is_some() && now != previous.and_then(|r| fingerprint(r, &chain)) {
-                changed.insert(p.name.clone());
+            _ => {
+                let _ = write!(
+                    text,
+                    "{:?} {:?} {:?} {:?} {rule:?}",
+                    o.kind, o.host_endpoint, o.stage, o.direction
+                );
             }
         }
     }
-    if let Some(prev) = previous {
-        for c in &prev.chains {
-            let removed = (c.name.starts_with("pi-") || c.name.starts_with("po-"))
-                && !known.contains(&c.name);
-            if removed && new.chain(&c.name).is_none() {
-                changed.insert(c.name[3..].to_string());
-            }
-        }
-    }
-    changed.into_iter().collect()
+    out
 }
 
 #[cfg(test)]
@@ -1111,5 +1099,70 @@ pub(crate) mod tests {
         );
         assert!(e.dp.calls.is_empty());
         assert_eq!(e.last_good(), Some(&a.ruleset));
+    }
+
+    fn ruleset_of(yaml: &str) -> Ruleset {
+        let loaded = crate::config::load::load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
+        pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+            .unwrap_or_else(|e| panic!("{:?}", e.diagnostics))
+            .ruleset
+    }
+
+    /// The culprits of a rollback: new and changed policies, and policies that are gone; not a policy
+    /// that only moved in its file, nor one that did not change.
+    #[test]
+    fn changed_policies_are_found_by_origin() {
+        let hep = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h, labels: {r: w}}, spec: {node: node1, interfaceName: eth0}}\n";
+        let policy = |name: &str, port: u16| {
+            format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: {name}}}, spec: {{selector: r == 'w', ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [{port}]}}}}]}}}}\n")
+        };
+        // An empty policy allows nothing, yet selecting the HostEndpoint changes what it drops.
+        let empty = "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: empty}, spec: {selector: r == 'w', types: [Ingress]}}\n";
+        let before = ruleset_of(&format!(
+            "{hep}{}{}{}",
+            policy("same", 22),
+            policy("edited", 80),
+            policy("removed", 443)
+        ));
+        let after = ruleset_of(&format!(
+            "# moved down\n{hep}{}{}{empty}",
+            policy("same", 22),
+            policy("edited", 8080)
+        ));
+        assert_eq!(
+            changed_policies(Some(&before), &after),
+            ["edited", "empty", "removed"]
+        );
+        assert_eq!(changed_policies(Some(&after), &after), Vec::<String>::new());
+        assert_eq!(
+            changed_policies(None, &before),
+            ["edited", "removed", "same"]
+        );
+    }
+
+    /// A `last-good.json` written before rules had origins still loads (its hash is still right) and
+    /// is re-applied as it is; one written now keeps the origins.
+    #[test]
+    fn a_last_good_file_without_origins_still_loads() {
+        let rs = compiled("eth0", vec![]).ruleset;
+        assert!(!rs.origins.is_empty());
+        let dir = crate::engine::state::tests::temp_dir("origins");
+        let store = crate::engine::state::Store::new(&dir);
+        store.save_last_good(3, &rs, UNIX_EPOCH).unwrap();
+        assert_eq!(store.load_last_good().unwrap().unwrap().ruleset, rs);
+        let path = dir.join(crate::engine::state::LAST_GOOD_FILE);
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        doc["ruleset"]
+            .as_object_mut()
+            .unwrap()
+            .remove("origins")
+            .unwrap();
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let old = store.load_last_good().unwrap().unwrap();
+        assert!(old.ruleset.origins.is_empty());
+        assert_eq!(old.ruleset.chains, rs.chains);
+        assert_eq!(content_hash(&old.ruleset), content_hash(&rs));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -362,6 +362,7 @@ pub(crate) mod tests {
                 base: None,
                 rules: vec![],
             }],
+            origins: Default::default(),
         };
         r.comment = format!("hostpolicyd sha256:{}", content_hash(&r));
         r

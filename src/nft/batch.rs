@@ -993,6 +993,7 @@ pub(crate) mod tests {
                     rules: vec![],
                 },
             ],
+            origins: Default::default(),
         }
     }
 

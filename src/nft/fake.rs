@@ -153,6 +153,7 @@ mod tests {
             sets: vec![],
             maps: vec![],
             chains: vec![],
+            origins: Default::default(),
         }
     }
 

@@ -473,6 +473,7 @@ mod tests {
                     ],
                 },
             ],
+            origins: Default::default(),
         };
         let expected = r#"table inet hostpolicy {
 	comment "hostpolicyd"

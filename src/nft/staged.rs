@@ -525,6 +525,7 @@ fn staging_rules<'r>(rs: &'r Ruleset, plan: &Plan) -> Cow<'r, Ruleset> {
         sets: Vec::new(),
         maps: Vec::new(),
         chains,
+        origins: Default::default(),
     })
 }
 
@@ -1291,6 +1292,7 @@ mod tests {
                     rules: sets.iter().map(|s| uses(s)).collect(),
                 },
             ],
+            origins: Default::default(),
         }
     }
 

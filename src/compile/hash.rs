@@ -1,0 +1,114 @@
+//! The content hash: what "the same ruleset" means for the daemon, and how it is written into the kernel.
+//!
+//! The hash covers what the kernel holds (table name, sets, maps, chains and their rules) and nothing
+//! else: not the table comment that carries it, and not the rules' origins (a policy that moved to
+//! another line of its file compiles to the same kernel table, and a `last-good.json` written before
+//! origins existed still has the hash it was stored with).
+
+use sha2::{Digest, Sha256};
+
+use crate::ruleset::Ruleset;
+
+/// What the table comment starts with; the hash follows.
+const COMMENT_PREFIX: &str = "hostpolicyd sha256:";
+
+/// SHA-256 (hex) of the ruleset's kernel contents.
+///
+/// It is the SHA-256 of the `Debug` text of `Ruleset { table, comment: "", sets, maps, chains }` (the
+/// derived `Debug` of the IR types, as it always was). The text is streamed into the hasher (no copy of
+/// the ruleset, no string of its whole text: for 10,000 policies that took as long as the rest of
+/// `compile`).
+pub fn content_hash(ruleset: &Ruleset) -> String {
+    /// The hashed fields of a `Ruleset`, printed as its derived `Debug` printed them before the
+    /// ruleset had origins, with `comment: ""`.
+    struct Hashed<'a>(&'a Ruleset);
+    impl std::fmt::Debug for Hashed<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let r = self.0;
+            f.debug_struct("Ruleset")
+                .field("table", &r.table)
+                .field("comment", &"")
+                .field("sets", &r.sets)
+                .field("maps", &r.maps)
+                .field("chains", &r.chains)
+                .finish()
+        }
+    }
+    debug_digest(&Hashed(ruleset))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-256 of `value`'s `Debug` text, written straight into the hasher.
+pub(crate) fn debug_digest(value: &impl std::fmt::Debug) -> sha2::digest::Output<Sha256> {
+    struct Hasher(Sha256);
+    impl std::fmt::Write for Hasher {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.update(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    std::fmt::write(&mut h, format_args!("{value:?}")).expect("hashing does not fail");
+    h.0.finalize()
+}
+
+/// The table comment (`Ruleset::comment`) that carries `hash`.
+pub fn table_comment(hash: &str) -> String {
+    format!("{COMMENT_PREFIX}{hash}")
+}
+
+/// The hash recorded in a table comment written by `compile`, if the comment is one of ours.
+pub fn hash_from_comment(comment: &str) -> Option<&str> {
+    comment.strip_prefix(COMMENT_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{Chain, Kind, Origin, OriginId, Origins, Rule, Verdict};
+
+    fn ruleset() -> Ruleset {
+        Ruleset {
+            table: "t".into(),
+            comment: String::new(),
+            sets: Vec::new(),
+            maps: Vec::new(),
+            chains: vec![Chain {
+                name: "c".into(),
+                base: None,
+                rules: vec![Rule {
+                    verdict: Some(Verdict::Accept),
+                    comment: Some("x".into()),
+                    ..Rule::default()
+                }],
+            }],
+            origins: Origins::default(),
+        }
+    }
+
+    /// The hash is the hash of the `Debug` text the ruleset had before it carried origins, whatever
+    /// the comment and the origins: stored hashes stay valid.
+    #[test]
+    fn neither_the_comment_nor_the_origins_are_hashed() {
+        let rs = ruleset();
+        let legacy = "Ruleset { table: \"t\", comment: \"\", sets: [], maps: [], chains: [Chain { \
+                      name: \"c\", base: None, rules: [Rule { matches: [], counter: false, actions: [], \
+                      verdict: Some(Accept), comment: Some(\"x\") }] }] }";
+        let expected: String = Sha256::digest(legacy.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(content_hash(&rs), expected);
+        let mut other = rs.clone();
+        other.comment = table_comment("0000");
+        other.origins = Origins {
+            list: vec![Origin::new(Kind::Structure)],
+            rules: vec![vec![OriginId(0)]],
+        };
+        assert_eq!(content_hash(&other), expected);
+        assert_eq!(hash_from_comment(&other.comment), Some("0000"));
+        assert_eq!(hash_from_comment("someone else's"), None);
+    }
+}
