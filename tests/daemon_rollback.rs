@@ -95,8 +95,14 @@ fn a_policy_that_breaks_a_check_is_rolled_back_and_not_retried() {
     let (code, text, _) = Daemon::reload(&t.node, &t.hpd);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("not retried"), "{text}");
+    let r0 = d.wait_status(&t.node, &t.hpd, "idle", |s| s["daemon"]["busy"] == false)["daemon"]
+        ["reloads"]
+        .as_u64()
+        .unwrap();
     write_ansible(&dir, "block.yaml", &deny_egress("block-svc", SERVICE, PORT));
-    let s = d.wait_idle(&t.node, &t.hpd, Duration::from_millis(700));
+    let s = d.wait_status(&t.node, &t.hpd, "the rewrite's reload", |s| {
+        s["daemon"]["reloads"].as_u64() == Some(r0 + 1) && s["daemon"]["busy"] == false
+    });
     assert_eq!(s["last_result"], "not_retried", "{s:#}");
     assert_eq!(
         s["applies"],

@@ -153,31 +153,6 @@ impl Daemon {
         })
     }
 
-    /// Waits until the daemon is idle and `reloads` stays the same for `quiet`; returns the status.
-    pub fn wait_idle(&self, ns: &NetNs, hpd: &Hpd, quiet: Duration) -> serde_json::Value {
-        let mut last: Option<(serde_json::Value, Instant)> = None;
-        wait_for(DEADLINE, || {
-            let s = self.status(ns, hpd)?;
-            if s["daemon"]["busy"] == true {
-                last = None;
-                return None;
-            }
-            let key = serde_json::json!([
-                s["daemon"]["reloads"],
-                s["daemon"]["interface_updates"],
-                s["applies"]
-            ]);
-            match &last {
-                Some((k, since)) if *k == key => (since.elapsed() >= quiet).then_some(s),
-                _ => {
-                    last = Some((key, Instant::now()));
-                    None
-                }
-            }
-        })
-        .unwrap_or_else(|| panic!("daemon never became idle; log:\n{}", self.log()))
-    }
-
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
