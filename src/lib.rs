@@ -9,6 +9,8 @@
 //! pipeline    load → validate → resolve → lint/lockout → compile, in one pure call
 //! host/       the node itself: interfaces (rtnetlink), connectivity probes
 //! nft/        the kernel layer: the Dataplane trait, render to nft text, netlink, the fake kernel
+//! netlink/    the kernel transport below nft/ and host/: sockets, batches, dumps, subscriptions,
+//!             message and attribute iterators, the kernel's answers; every netlink constant
 //! analysis/   explain (the offline evaluator), lint, the lockout guard
 //! compile/    NodeView → Ruleset IR; every chain and set name; the content hash
 //! resolve     this node's view: HostEndpoints per interface, ordered policies, address sets
@@ -23,7 +25,10 @@
 //! (`../shared/tools/layout_check.py` checks it). Everything up to and including `analysis` and
 //! `compile` is pure: no files (except `config::load`), no kernel, no clock. `nft` is the only code that
 //! talks to nftables, `host` the only code that probes the network; both sit behind traits (`Dataplane`,
-//! `Prober`) so that `engine` and `daemon` are tested without root.
+//! `Prober`) so that `engine` and `daemon` are tested without root. Every netlink socket is opened by
+//! `netlink` (the only kernel-transport code with `unsafe`), used by `nft`, `host` and `daemon::nftmon`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod analysis;
 pub mod cli;
@@ -33,6 +38,7 @@ pub mod daemon;
 pub mod engine;
 pub mod exit;
 pub mod host;
+pub mod netlink;
 pub mod nft;
 pub mod pipeline;
 pub mod resolve;

@@ -21,10 +21,8 @@ use crate::engine::{short, Outcome};
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// `info`, without the netlink crates' complaints about attributes newer than they know (every dump of
-/// a recent kernel's links warns about IFLA_INET6_CONF otherwise).
-pub const DEFAULT_FILTER: &str =
-    "info,netlink_packet_route=error,netlink_packet_core=error,netlink_packet_utils=error";
+/// What is logged unless `HOSTPOLICYD_LOG` says otherwise.
+pub const DEFAULT_FILTER: &str = "info";
 
 /// Installs the global subscriber; returns where logs go (`journald` or `stderr`).
 pub fn init() -> &'static str {

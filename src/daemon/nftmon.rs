@@ -19,88 +19,39 @@
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use crate::netlink::{
+    self as nl, attr_str, be32, group_mask, messages, Conn, Delivery, Msg, Port, Protocol,
+    Subscription,
+};
+use crate::netlink::{
+    NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFTA_CHAIN_COUNTERS, NFTA_CHAIN_HANDLE, NFTA_CHAIN_ID,
+    NFTA_CHAIN_NAME, NFTA_CHAIN_PAD, NFTA_CHAIN_USE, NFTA_EXPR_NAME, NFTA_GEN_PROC_NAME,
+    NFTA_GEN_PROC_PID, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS, NFTA_RULE_HANDLE, NFTA_RULE_PAD,
+    NFTA_RULE_POSITION, NFTA_SET_COUNT, NFTA_SET_ELEM_EXPIRATION, NFTA_SET_ELEM_EXPR,
+    NFTA_SET_ELEM_EXPRESSIONS, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET, NFTA_SET_FLAGS,
+    NFTA_SET_HANDLE, NFTA_SET_ID, NFTA_SET_NAME, NFTA_SET_PAD, NFT_MSG_DELCHAIN,
+    NFT_MSG_DELFLOWTABLE, NFT_MSG_DELOBJ, NFT_MSG_DELRULE, NFT_MSG_DELSET, NFT_MSG_DELSETELEM,
+    NFT_MSG_DELTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM,
+    NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWFLOWTABLE, NFT_MSG_NEWGEN, NFT_MSG_NEWOBJ,
+    NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE, NFT_SET_ANONYMOUS,
+    NLM_F_ACK, NLM_F_DUMP,
+};
 
 /// The nf_tables multicast group (`linux/netfilter/nfnetlink.h`: NFNLGRP_NFTABLES).
-pub const NFNLGRP_NFTABLES: u32 = 7;
-/// Port ids used by our sockets: above `PID_MAX_LIMIT` (2^22) and below the kernel's negative autobind
-/// range, so never a process id.
-pub const PRIVATE_PORTS: std::ops::Range<u32> = 0x4000_0000..0x7fff_0000;
-
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
-const NLA_HDRLEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_DUMP: u16 = 0x300;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFPROTO_INET: u8 = 1;
-
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_GETSET: u16 = 10;
-const NFT_MSG_DELSET: u16 = 11;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_GETSETELEM: u16 = 13;
-const NFT_MSG_DELSETELEM: u16 = 14;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_NEWOBJ: u16 = 18;
-const NFT_MSG_DELOBJ: u16 = 20;
-const NFT_MSG_NEWFLOWTABLE: u16 = 22;
-const NFT_MSG_DELFLOWTABLE: u16 = 24;
+pub use crate::netlink::NFNLGRP_NFTABLES;
+/// Port ids used by our sockets (see [`crate::netlink::Port::Private`]).
+pub use crate::netlink::PRIVATE_PORTS;
 
 /// In every object message the table's name is attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE,
 /// NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, NFTA_OBJ_TABLE, NFTA_FLOWTABLE_TABLE).
 const ATTR_TABLE: u16 = 1;
-const NFTA_CHAIN_HANDLE: u16 = 2;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_CHAIN_USE: u16 = 6;
-const NFTA_CHAIN_COUNTERS: u16 = 8;
-const NFTA_CHAIN_PAD: u16 = 9;
-const NFTA_CHAIN_ID: u16 = 11;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-/// The handle of the rule before it (dumps carry it): a handle too.
-const NFTA_RULE_POSITION: u16 = 6;
-const NFTA_RULE_PAD: u16 = 8;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_ID: u16 = 10;
-const NFTA_SET_PAD: u16 = 14;
-const NFTA_SET_HANDLE: u16 = 16;
-/// The number of elements (recent kernels report it): compared through the elements themselves.
-const NFTA_SET_COUNT: u16 = 20;
-const NFT_SET_ANONYMOUS: u32 = 0x1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
-const NFTA_SET_ELEM_EXPR: u16 = 7;
-const NFTA_SET_ELEM_EXPRESSIONS: u16 = 10;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_GEN_PROC_PID: u16 = 2;
-const NFTA_GEN_PROC_NAME: u16 = 3;
 
 /// Expressions whose dump carries state that changes with traffic or time (packet counts, consumed
 /// quota, last-seen time): only their name counts in a digest.
 const STATEFUL_EXPRS: [&str; 3] = ["counter", "quota", "last"];
 
-/// How long a request waits for the kernel's answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A table read in more than one generation (someone wrote while we read) is read again, this often.
 const CONSISTENT_TRIES: usize = 5;
 
@@ -138,7 +89,7 @@ pub const FAMILY_INET: u8 = NFPROTO_INET;
 pub fn parse_notes(buf: &[u8]) -> Vec<Note> {
     let mut notes = Vec::new();
     for m in messages(buf) {
-        if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
+        if m.subsys() != NFNL_SUBSYS_NFTABLES {
             continue;
         }
         let (what, deleted) = match m.ty & 0xff {
@@ -175,15 +126,11 @@ pub fn parse_notes(buf: &[u8]) -> Vec<Note> {
             NFT_MSG_DELFLOWTABLE => (What::Flowtable, true),
             _ => continue,
         };
-        let table = m
-            .attrs()
-            .find(|a| a.ty == ATTR_TABLE)
-            .map(|a| attr_str(a.payload))
-            .unwrap_or_default();
+        let table = m.attr_str(ATTR_TABLE).unwrap_or_default();
         notes.push(Note::Object {
             what,
             deleted,
-            family: m.family,
+            family: m.family(),
             table,
             port: m.port,
         });
@@ -203,39 +150,29 @@ pub enum Received {
 
 /// A subscription to nf_tables changes in this thread's network namespace.
 pub struct Monitor {
-    sock: Socket,
-    buf: Vec<u8>,
+    sub: Subscription,
 }
 
 impl Monitor {
     pub fn subscribe() -> io::Result<Monitor> {
-        let sock = open_private()?;
-        sock.add_membership(NFNLGRP_NFTABLES)?;
         // Our own applies send one notification per object: make room for big ones. Overflow is not
         // fatal (it is reported as `Lost` and the table is compared), only slower.
-        force_rcvbuf(&sock, 8 << 20);
-        Ok(Monitor {
-            sock,
-            buf: vec![0; 256 << 10],
-        })
+        let sub = Subscription::open(
+            Protocol::Netfilter,
+            Port::Private,
+            group_mask(NFNLGRP_NFTABLES),
+            8 << 20,
+        )?;
+        Ok(Monitor { sub })
     }
 
     /// Waits up to `timeout` (None: until something arrives) for one datagram of notifications.
     pub fn recv(&mut self, timeout: Option<Duration>) -> io::Result<Received> {
-        if !wait_readable(&self.sock, timeout)? {
-            return Ok(Received::Nothing);
-        }
-        match self
-            .sock
-            .recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC)
-        {
-            Ok(n) if n > self.buf.len() => Ok(Received::Lost),
-            Ok(n) => Ok(Received::Notes(parse_notes(&self.buf[..n]))),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Received::Lost),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::Nothing),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Received::Nothing),
-            Err(e) => Err(e),
-        }
+        Ok(match self.sub.recv(timeout)? {
+            Delivery::Data(buf) => Received::Notes(parse_notes(buf)),
+            Delivery::Lost => Received::Lost,
+            Delivery::Nothing => Received::Nothing,
+        })
     }
 }
 
@@ -301,9 +238,7 @@ pub fn fingerprint_reusing(
 }
 
 struct Requester {
-    sock: Socket,
-    buf: Vec<u8>,
-    seq: u32,
+    conn: Conn,
 }
 
 /// The answer to one request: the kernel's error number (0: none), the generations its messages were
@@ -316,11 +251,8 @@ struct Answer {
 
 impl Requester {
     fn open() -> io::Result<Requester> {
-        let sock = open_private()?;
         Ok(Requester {
-            sock,
-            buf: vec![0; 256 << 10],
-            seq: 0,
+            conn: Conn::open(Protocol::Netfilter, Port::Private)?,
         })
     }
 
@@ -349,7 +281,7 @@ impl Requester {
 
         let mut print = TablePrint::default();
         let a = self.request(NFT_MSG_GETCHAIN, true, &[], |m| {
-            if m.ty & 0xff != NFT_MSG_NEWCHAIN || !m.is_of_table(table) {
+            if m.ty & 0xff != NFT_MSG_NEWCHAIN || !is_of_table(&m, table) {
                 return;
             }
             let name = m.attr_str(NFTA_CHAIN_NAME).unwrap_or_default();
@@ -371,7 +303,7 @@ impl Requester {
 
         let mut rules: Vec<(String, u64)> = Vec::new();
         let a = self.request(NFT_MSG_GETRULE, true, &[(ATTR_TABLE, &name)], |m| {
-            if m.ty & 0xff != NFT_MSG_NEWRULE || !m.is_of_table(table) {
+            if m.ty & 0xff != NFT_MSG_NEWRULE || !is_of_table(&m, table) {
                 return;
             }
             let chain = m.attr_str(NFTA_RULE_CHAIN).unwrap_or_default();
@@ -384,7 +316,7 @@ impl Requester {
         }
 
         let a = self.request(NFT_MSG_GETSET, true, &[(ATTR_TABLE, &name)], |m| {
-            if m.ty & 0xff != NFT_MSG_NEWSET || !m.is_of_table(table) {
+            if m.ty & 0xff != NFT_MSG_NEWSET || !is_of_table(&m, table) {
                 return;
             }
             let set = m.attr_str(NFTA_SET_NAME).unwrap_or_default();
@@ -439,7 +371,7 @@ impl Requester {
                         return;
                     }
                     for list in m.attrs().filter(|a| a.ty == NFTA_SET_ELEM_LIST_ELEMENTS) {
-                        for elem in attrs(list.payload) {
+                        for elem in nl::attrs(list.payload, 0) {
                             let d = element_digest(elem.payload);
                             repeated |= !seen.insert(d);
                             count += 1;
@@ -479,74 +411,21 @@ impl Requester {
         attrs: &[(u16, &[u8])],
         mut each: impl FnMut(Msg<'_>),
     ) -> io::Result<Answer> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
-        let req = encode_request((NFNL_SUBSYS_NFTABLES << 8) | msg, flags, seq, attrs);
-        self.sock.send(&req, 0)?;
-        let mut answer = Answer {
-            errno: 0,
-            gens: Vec::new(),
-            interrupted: false,
-        };
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !wait_readable(&self.sock, Some(left))? {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no answer from the kernel",
-                ));
+        let seq = self.conn.next_seq();
+        let flags = if dump { NLM_F_DUMP } else { NLM_F_ACK };
+        let req = nl::request(nl::nft_type(msg), flags, seq, NFPROTO_INET, attrs);
+        let mut gens = Vec::new();
+        let a = self.conn.exchange(&req, seq, "table inet", |m| {
+            if m.subsys() == NFNL_SUBSYS_NFTABLES {
+                gens.push(m.res_id());
+                each(m);
             }
-            let n = match self
-                .sock
-                .recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC)
-            {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
-            };
-            if n > self.buf.len() {
-                return Err(io::Error::other(format!(
-                    "a netlink answer of {n} bytes does not fit the {} byte buffer",
-                    self.buf.len()
-                )));
-            }
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_ERROR | NLMSG_DONE => {
-                        let code = m
-                            .bytes
-                            .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(0);
-                        answer.errno = -code;
-                        if m.flags & NLM_F_DUMP_INTR != 0 {
-                            answer.interrupted = true;
-                        }
-                        return Ok(answer);
-                    }
-                    _ if m.ty >> 8 == NFNL_SUBSYS_NFTABLES => {
-                        answer.gens.push(m.gen);
-                        if m.flags & NLM_F_DUMP_INTR != 0 {
-                            answer.interrupted = true;
-                        }
-                        each(m);
-                    }
-                    _ => {}
-                }
-            }
-        }
+        })?;
+        Ok(Answer {
+            errno: a.errno,
+            gens,
+            interrupted: a.interrupted,
+        })
     }
 }
 
@@ -566,8 +445,8 @@ fn rule_digest(m: &Msg<'_>) -> u64 {
             ATTR_TABLE | NFTA_RULE_HANDLE | NFTA_RULE_POSITION | NFTA_RULE_PAD => {}
             NFTA_RULE_EXPRESSIONS => {
                 a.ty.hash(&mut h);
-                for e in attrs(a.payload) {
-                    let name = attrs(e.payload)
+                for e in nl::attrs(a.payload, 0) {
+                    let name = nl::attrs(e.payload, 0)
                         .find(|x| x.ty == NFTA_EXPR_NAME)
                         .map(|x| attr_str(x.payload))
                         .unwrap_or_default();
@@ -589,7 +468,7 @@ fn rule_digest(m: &Msg<'_>) -> u64 {
 
 fn element_digest(elem: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
-    for a in attrs(elem) {
+    for a in nl::attrs(elem, 0) {
         if !matches!(
             a.ty,
             NFTA_SET_ELEM_EXPIRATION | NFTA_SET_ELEM_EXPR | NFTA_SET_ELEM_EXPRESSIONS
@@ -610,204 +489,29 @@ fn digest_attrs(m: &Msg<'_>, keep: impl Fn(u16) -> bool) -> u64 {
     h.finish()
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Sockets (netlink-sys) and framing
-
-/// A netfilter netlink socket bound to a port id of [`PRIVATE_PORTS`] (see the module documentation).
-fn open_private() -> io::Result<Socket> {
-    let mut sock = Socket::new(NETLINK_NETFILTER)?;
-    let span = PRIVATE_PORTS.end - PRIVATE_PORTS.start;
-    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0),
-    );
-    let mut last = None;
-    for i in 0..64u32 {
-        let port = PRIVATE_PORTS.start + seed.wrapping_add(i.wrapping_mul(7919)) % span;
-        match sock.bind(&SocketAddr::new(port, 0)) {
-            Ok(()) => return Ok(sock),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free netlink port id")))
-}
-
-/// SO_RCVBUFFORCE (CAP_NET_ADMIN, which nftables needs anyway), else SO_RCVBUF; best effort.
-fn force_rcvbuf(sock: &Socket, bytes: usize) {
-    let value = bytes.min(i32::MAX as usize / 2) as libc::c_int;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: `value` is a live c_int and the length passed is its size; the fd is a valid socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return;
-        }
-    }
-}
-
-/// Waits until the socket is readable, up to `timeout` (None: no limit). False on timeout or EINTR.
-fn wait_readable(sock: &Socket, timeout: Option<Duration>) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = match timeout {
-        // Round up: a deadline 0.4 ms away must not become a zero-timeout spin.
-        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
-        None => -1,
-    };
-    // SAFETY: one valid pollfd, count 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(rc > 0)
-}
-
-fn encode_request(ty: u16, flags: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]); // nfgenmsg: family, version 0, res_id 0
-    for (ty, data) in attrs {
-        buf.extend_from_slice(&((NLA_HDRLEN + data.len()) as u16).to_ne_bytes());
-        buf.extend_from_slice(&ty.to_ne_bytes());
-        buf.extend_from_slice(data);
-        buf.resize(align4(buf.len()), 0);
-    }
-    let len = buf.len() as u32;
-    buf[0..4].copy_from_slice(&len.to_ne_bytes());
-    buf
-}
-
+/// A string attribute's value: the bytes and a NUL.
 fn strz(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v
 }
 
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Msg<'b> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    port: u32,
-    family: u8,
-    /// The ruleset generation the message was written in (nfgenmsg res_id).
-    gen: u16,
-    bytes: &'b [u8],
-}
-
-impl<'b> Msg<'b> {
-    fn attrs(&self) -> impl Iterator<Item = Attr<'b>> {
-        attrs(self.bytes.get(NLMSG_HDRLEN + NFGENMSG_LEN..).unwrap_or(&[]))
-    }
-    fn attr_str(&self, ty: u16) -> Option<String> {
-        self.attrs()
-            .find(|a| a.ty == ty)
-            .map(|a| attr_str(a.payload))
-    }
-    fn is_of_table(&self, table: &str) -> bool {
-        self.family == NFPROTO_INET && self.attr_str(ATTR_TABLE).as_deref() == Some(table)
-    }
-}
-
-/// Splits a datagram into netlink messages; stops at the first malformed header.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = Msg<'_>> {
-    std::iter::from_fn(move || {
-        if buf.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize;
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return None;
-        }
-        let bytes = &buf[..len];
-        let nfgen = bytes.get(NLMSG_HDRLEN..NLMSG_HDRLEN + NFGENMSG_LEN);
-        let msg = Msg {
-            ty: u16::from_ne_bytes([bytes[4], bytes[5]]),
-            flags: u16::from_ne_bytes([bytes[6], bytes[7]]),
-            seq: u32::from_ne_bytes(bytes[8..12].try_into().ok()?),
-            port: u32::from_ne_bytes(bytes[12..16].try_into().ok()?),
-            family: nfgen.map(|g| g[0]).unwrap_or(0),
-            gen: nfgen.map(|g| u16::from_be_bytes([g[2], g[3]])).unwrap_or(0),
-            bytes,
-        };
-        buf = &buf[align4(len).min(buf.len())..];
-        Some(msg)
-    })
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Attr<'b> {
-    ty: u16,
-    payload: &'b [u8],
-}
-
-fn attrs(buf: &[u8]) -> impl Iterator<Item = Attr<'_>> {
-    let mut pos = 0usize;
-    std::iter::from_fn(move || {
-        if buf.len() < pos + NLA_HDRLEN {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[pos], buf[pos + 1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[pos + 2], buf[pos + 3]]) & 0x3fff;
-        if len < NLA_HDRLEN || pos + len > buf.len() {
-            return None;
-        }
-        let a = Attr {
-            ty,
-            payload: &buf[pos + NLA_HDRLEN..pos + len],
-        };
-        pos += align4(len);
-        Some(a)
-    })
-}
-
-fn attr_str(payload: &[u8]) -> String {
-    let end = payload
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(payload.len());
-    String::from_utf8_lossy(&payload[..end]).into_owned()
-}
-
-fn be32(payload: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?))
+/// Whether `m` (a dump answer) belongs to table inet `table`.
+fn is_of_table(m: &Msg<'_>, table: &str) -> bool {
+    m.family() == NFPROTO_INET && m.attr_str(ATTR_TABLE).as_deref() == Some(table)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::netlink::{align4, NLA_HDRLEN, NLM_F_REQUEST};
 
     /// A notification as the kernel writes it: header, nfgenmsg, attributes.
     pub(crate) fn notification(msg: u16, port: u32, family: u8, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut m = encode_request((NFNL_SUBSYS_NFTABLES << 8) | msg, 0, 0, attrs);
+        let mut m = nl::request(nl::nft_type(msg), 0, 0, family, attrs);
+        let flags = u16::from_ne_bytes([m[6], m[7]]) & !NLM_F_REQUEST;
+        m[6..8].copy_from_slice(&flags.to_ne_bytes());
         m[12..16].copy_from_slice(&port.to_ne_bytes());
-        m[16] = family;
         m
     }
 
@@ -926,8 +630,4 @@ pub(crate) mod tests {
             "nor does the handle: the same rule written again is the same"
         );
     }
-
-    /// `PRIVATE_PORTS` is never a process id (at most `PID_MAX_LIMIT`, 2^22) and never the kernel's
-    /// autobind range (negative port ids).
-    const _: () = assert!(PRIVATE_PORTS.start > 1 << 22 && PRIVATE_PORTS.end < 0x8000_0000);
 }

@@ -658,10 +658,7 @@ pub(crate) mod tests {
                 short(hash_from_comment(&ruleset.comment).unwrap_or("?"))
             ));
             if std::mem::take(&mut self.fail_next_apply) {
-                return Err(DataplaneError {
-                    message: "kernel said no".into(),
-                    errno: Some(22),
-                });
+                return Err(DataplaneError::os("kernel said no", 22));
             }
             self.table = Some(ruleset.clone());
             Ok(())

@@ -1,52 +1,41 @@
-//! The node's interfaces and their addresses, over rtnetlink (netlink-packet-route + netlink-sys).
+//! The node's interfaces and their addresses, over rtnetlink (the kernel transport, `crate::netlink`).
 //!
 //! `current()` dumps links and addresses (no privileges needed); `Monitor` subscribes to link and address
 //! changes so the daemon can re-resolve IP-matched HostEndpoints (spec §3.1) when addresses come and go.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+use crate::netlink::{
+    self as nl, Conn, Delivery, Msg, Port, Protocol, Subscription, IFADDRMSG_LEN, IFA_ADDRESS,
+    IFA_LOCAL, IFINFOMSG_LEN, IFLA_IFNAME, NLM_F_DUMP, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK, RTM_GETADDR, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-
 use crate::resolve::Interface;
 
 /// Every interface of the current network namespace with its addresses, sorted by name.
 pub fn current() -> io::Result<Vec<Interface>> {
+    let mut conn = Conn::open(Protocol::Route, Port::Kernel)?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
-    for msg in dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))? {
-        if let RouteNetlinkMessage::NewLink(link) = msg {
-            for attr in &link.attributes {
-                if let LinkAttribute::IfName(name) = attr {
-                    names.insert(link.header.index, name.clone());
-                }
-            }
+    dump(&mut conn, RTM_GETLINK, IFINFOMSG_LEN, "the links", |m| {
+        if let Some((index, name)) = parse_link(&m) {
+            names.insert(index, name);
         }
-    }
+    })?;
     let mut addrs: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
-    for msg in dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))? {
-        if let RouteNetlinkMessage::NewAddress(addr) = msg {
-            // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
-            let local = addr.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(ip) => Some(*ip),
-                _ => None,
-            });
-            let address = addr.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            });
-            if let Some(ip) = local.or(address) {
-                addrs.entry(addr.header.index).or_default().push(ip);
+    dump(
+        &mut conn,
+        RTM_GETADDR,
+        IFADDRMSG_LEN,
+        "the addresses",
+        |m| {
+            if let Some((index, ip)) = parse_addr(&m) {
+                addrs.entry(index).or_default().push(ip);
             }
-        }
-    }
+        },
+    )?;
     let mut out: Vec<Interface> = names
         .into_iter()
         .map(|(index, name)| {
@@ -60,104 +49,133 @@ pub fn current() -> io::Result<Vec<Interface>> {
     Ok(out)
 }
 
-fn dump(request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
-    packet.header.flags = NLM_F_DUMP | NLM_F_REQUEST;
-    packet.header.sequence_number = 1;
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf[..]);
-    socket.send(&buf[..], 0)?;
-
-    let mut out = Vec::new();
-    let mut receive = vec![0u8; 64 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut receive[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let msg: NetlinkMessage<RouteNetlinkMessage> =
-                NetlinkMessage::deserialize(&receive[offset..size]).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {e}"))
-                })?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => {
-                    return Err(e.to_io());
-                }
-                NetlinkPayload::InnerMessage(inner) => out.push(inner),
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
-        }
+/// One rtnetlink dump of `ty` (all families: a zeroed family header of `header` bytes).
+fn dump(
+    conn: &mut Conn,
+    ty: u16,
+    header: usize,
+    what: &str,
+    each: impl FnMut(Msg<'_>),
+) -> io::Result<()> {
+    let seq = conn.next_seq();
+    let mut req = Vec::with_capacity(32);
+    let mut w = nl::Writer { buf: &mut req };
+    let m = w.begin_header(ty, NLM_F_DUMP, seq);
+    w.buf.resize(w.buf.len() + header, 0);
+    w.end_msg(m);
+    let answer = conn.exchange(&req, seq, what, each)?;
+    match answer.errno {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
     }
 }
 
-/// rtnetlink multicast groups (linux/rtnetlink.h): RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR.
-const GROUPS: u32 = 0x1 | 0x10 | 0x100;
+/// (index, name) of an RTM_NEWLINK message.
+fn parse_link(m: &Msg<'_>) -> Option<(u32, String)> {
+    if m.ty != RTM_NEWLINK {
+        return None;
+    }
+    // struct ifinfomsg: family, pad, type (u16), index (i32), flags, change
+    let index = u32::from_ne_bytes(m.payload().get(4..8)?.try_into().ok()?);
+    let name = m
+        .attrs_after(IFINFOMSG_LEN)
+        .find(|a| a.ty == IFLA_IFNAME)
+        .map(|a| nl::attr_str(a.payload))?;
+    Some((index, name))
+}
+
+/// (index, address) of an RTM_NEWADDR message: IFA_LOCAL is the interface's own address on
+/// point-to-point links, IFA_ADDRESS otherwise.
+fn parse_addr(m: &Msg<'_>) -> Option<(u32, IpAddr)> {
+    if m.ty != RTM_NEWADDR {
+        return None;
+    }
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index (u32)
+    let index = u32::from_ne_bytes(m.payload().get(4..8)?.try_into().ok()?);
+    let ip = |payload: &[u8]| -> Option<IpAddr> {
+        match payload.len() {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(payload).ok()?,
+            ))),
+            16 => Some(IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(payload).ok()?,
+            ))),
+            _ => None,
+        }
+    };
+    let (mut local, mut address) = (None, None);
+    for a in m.attrs_after(IFADDRMSG_LEN) {
+        match a.ty {
+            IFA_LOCAL => local = ip(a.payload),
+            IFA_ADDRESS => address = ip(a.payload),
+            _ => {}
+        }
+    }
+    Some((index, local.or(address)?))
+}
 
 /// A subscription to link and address changes.
 pub struct Monitor {
-    socket: Socket,
-    buf: Vec<u8>,
+    sub: Subscription,
 }
 
 impl Monitor {
     pub fn new() -> io::Result<Monitor> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind(&SocketAddr::new(0, GROUPS))?;
-        socket.set_non_blocking(false)?;
-        set_recv_timeout(&socket, Duration::from_millis(500))?;
+        let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
         Ok(Monitor {
-            socket,
-            buf: vec![0; 64 * 1024],
+            sub: Subscription::open(Protocol::Route, Port::Kernel, groups, 1 << 20)?,
         })
     }
 
     /// Waits up to about half a second; true when some link or address changed.
     pub fn wait(&mut self) -> io::Result<bool> {
-        match self.socket.recv(&mut &mut self.buf[..], 0) {
-            Ok(n) => Ok(n > 0),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(false)
-            }
-            // The kernel dropped notifications (ENOBUFS): something changed; the caller rescans anyway.
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(true),
-            Err(e) => Err(e),
-        }
+        Ok(match self.sub.recv(Some(Duration::from_millis(500)))? {
+            Delivery::Data(buf) => !buf.is_empty(),
+            // The kernel dropped notifications: something changed; the caller rescans anyway.
+            Delivery::Lost => true,
+            Delivery::Nothing => false,
+        })
     }
 }
 
-fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt with a properly sized timeval on a valid socket fd.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(ty: u16, header: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut w = nl::Writer { buf: &mut buf };
+        let m = w.begin_header(ty, 0, 1);
+        w.buf.extend_from_slice(header);
+        for (ty, data) in attrs {
+            w.attr(*ty, data);
+        }
+        w.end_msg(m);
+        buf
+    }
+
+    #[test]
+    fn links_and_addresses_are_parsed() {
+        let mut ifinfo = vec![0u8; IFINFOMSG_LEN];
+        ifinfo[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        let link = message(RTM_NEWLINK, &ifinfo, &[(IFLA_IFNAME, b"eth0\0")]);
+        let m = nl::messages(&link).next().unwrap();
+        assert_eq!(parse_link(&m), Some((7, "eth0".into())));
+
+        let mut ifaddr = vec![0u8; IFADDRMSG_LEN];
+        ifaddr[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        // point-to-point: IFA_LOCAL is ours, IFA_ADDRESS the peer
+        let addr = message(
+            RTM_NEWADDR,
+            &ifaddr,
+            &[(IFA_ADDRESS, &[192, 0, 2, 9]), (IFA_LOCAL, &[192, 0, 2, 1])],
+        );
+        let m = nl::messages(&addr).next().unwrap();
+        assert_eq!(parse_addr(&m), Some((7, "192.0.2.1".parse().unwrap())));
+        let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        let addr = message(RTM_NEWADDR, &ifaddr, &[(IFA_ADDRESS, &v6)]);
+        let m = nl::messages(&addr).next().unwrap();
+        assert_eq!(parse_addr(&m), Some((7, "2001:db8::1".parse().unwrap())));
+        assert_eq!(parse_link(&m), None, "not a link");
     }
 }

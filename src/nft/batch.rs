@@ -14,10 +14,11 @@ use rustables::{
 use rustables::{ProtocolFamily, Rule as RsRule, Table as RsTable};
 
 use super::delta::SetDelta;
+use super::elems::{kernel_elems, Elem};
 use super::lower::{self, Base, CtKey, Imm, MetaKey, Op, LOG_LEVEL_INFO};
-use super::wire::{self, Writer};
 use super::{clean_comment, DataplaneError, HASH_CHAIN, TABLE_COMMENT};
-use crate::ruleset::{Chain, Hook, Ruleset, Set, SetElement, SetType, Verdict, VerdictMap};
+use crate::netlink::{self as nl, Writer};
+use crate::ruleset::{Chain, Hook, Ruleset, Set, SetType, Verdict, VerdictMap};
 
 /// What each message of a batch is, by sequence number (= index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +70,9 @@ impl EncodedBatch {
     pub(crate) fn last_seq(&self) -> u32 {
         (self.objs.len() - 2) as u32 // the message before BATCH_END
     }
-    pub(crate) fn message(&self, seq: u32) -> Option<wire::Msg<'_>> {
+    pub(crate) fn message(&self, seq: u32) -> Option<nl::Msg<'_>> {
         let off = *self.offsets.get(seq as usize)?;
-        wire::messages(&self.bytes[off..]).next()
+        nl::messages(&self.bytes[off..]).next()
     }
 }
 
@@ -93,7 +94,7 @@ impl Assembler {
             objs: Vec::new(),
             offsets: Vec::new(),
         };
-        a.delimiter(wire::NFNL_MSG_BATCH_BEGIN, Obj::BatchBegin);
+        a.delimiter(nl::NFNL_MSG_BATCH_BEGIN, Obj::BatchBegin);
         a
     }
 
@@ -106,13 +107,13 @@ impl Assembler {
         self.offsets.push(self.out.len());
         self.objs.push(obj);
         let mut w = Writer { buf: &mut self.out };
-        let m = w.begin_msg(ty, 0, seq, 0, wire::NFNL_SUBSYS_NFTABLES);
+        let m = w.begin_msg(ty, 0, seq, 0, nl::NFNL_SUBSYS_NFTABLES);
         w.end_msg(m);
     }
 
     /// Starts one of our own messages; returns the writer start for `end_msg`.
     fn begin(&mut self, msg: u16, obj: Obj) -> usize {
-        self.begin_with(msg, wire::NLM_F_CREATE, obj)
+        self.begin_with(msg, nl::NLM_F_CREATE, obj)
     }
 
     /// Like [`Assembler::begin`], with the given netlink flags (besides NLM_F_REQUEST).
@@ -120,59 +121,52 @@ impl Assembler {
         let seq = self.seq();
         self.offsets.push(self.out.len());
         self.objs.push(obj);
-        Writer { buf: &mut self.out }.begin_msg(
-            wire::nft_type(msg),
-            flags,
-            seq,
-            wire::NFPROTO_INET,
-            0,
-        )
+        Writer { buf: &mut self.out }.begin_msg(nl::nft_type(msg), flags, seq, nl::NFPROTO_INET, 0)
     }
 
     /// Copies a message built by rustables, with our sequence number and without its ACK request.
-    pub(super) fn copy(&mut self, msg: &wire::Msg<'_>, obj: Obj) {
+    pub(super) fn copy(&mut self, msg: &nl::Msg<'_>, obj: Obj) {
         let start = self.out.len();
         let seq = self.seq();
         self.offsets.push(start);
         self.objs.push(obj);
         self.out.extend_from_slice(msg.bytes);
-        self.out.resize(wire::align4(self.out.len()), 0);
+        self.out.resize(nl::align4(self.out.len()), 0);
         self.patch_header(start, seq);
     }
 
     fn patch_header(&mut self, start: usize, seq: u32) {
-        let flags =
-            u16::from_ne_bytes([self.out[start + 6], self.out[start + 7]]) & !wire::NLM_F_ACK;
+        let flags = u16::from_ne_bytes([self.out[start + 6], self.out[start + 7]]) & !nl::NLM_F_ACK;
         self.out[start + 6..start + 8].copy_from_slice(&flags.to_ne_bytes());
         self.out[start + 8..start + 12].copy_from_slice(&seq.to_ne_bytes());
     }
 
     /// Copies a rustables rule message, replacing each placeholder expression with the next of `raw`.
-    fn copy_spliced(&mut self, msg: &wire::Msg<'_>, obj: Obj, raw: &mut RawExprs) {
+    fn copy_spliced(&mut self, msg: &nl::Msg<'_>, obj: Obj, raw: &mut RawExprs) {
         let start = self.out.len();
         let seq = self.seq();
         self.offsets.push(start);
         self.objs.push(obj);
-        let head = wire::NLMSG_HDRLEN + wire::NFGENMSG_LEN;
+        let head = nl::NLMSG_HDRLEN + nl::NFGENMSG_LEN;
         self.out.extend_from_slice(&msg.bytes[..head]);
-        for a in wire::msg_attrs(msg) {
+        for a in nl::msg_attrs(msg) {
             let bytes = &msg.bytes[a.offset..a.offset + a.len];
-            if a.ty != wire::NFTA_RULE_EXPRESSIONS {
+            if a.ty != nl::NFTA_RULE_EXPRESSIONS {
                 self.out.extend_from_slice(bytes);
-                self.out.resize(wire::align4(self.out.len()), 0);
+                self.out.resize(nl::align4(self.out.len()), 0);
                 continue;
             }
             let mut w = Writer { buf: &mut self.out };
-            let nest = w.begin_nest(wire::NFTA_RULE_EXPRESSIONS);
-            for e in wire::attrs(a.payload, 0) {
-                let is_placeholder = wire::attrs(e.payload, 0)
-                    .any(|x| x.ty == wire::NFTA_EXPR_NAME && x.payload == PLACEHOLDER.as_bytes());
+            let nest = w.begin_nest(nl::NFTA_RULE_EXPRESSIONS);
+            for e in nl::attrs(a.payload, 0) {
+                let is_placeholder = nl::attrs(e.payload, 0)
+                    .any(|x| x.ty == nl::NFTA_EXPR_NAME && x.payload == PLACEHOLDER.as_bytes());
                 if is_placeholder {
                     w.buf.extend_from_slice(raw.next());
                 } else {
                     w.buf
                         .extend_from_slice(&a.payload[e.offset..e.offset + e.len]);
-                    w.buf.resize(wire::align4(w.buf.len()), 0);
+                    w.buf.resize(nl::align4(w.buf.len()), 0);
                 }
             }
             w.end_nest(nest);
@@ -185,9 +179,9 @@ impl Assembler {
     pub(super) fn finish(mut self) -> EncodedBatch {
         // Only the last real message asks for an ACK: its answer (ACK or error) ends the exchange.
         let last = *self.offsets.last().expect("a batch has messages");
-        let flags = u16::from_ne_bytes([self.out[last + 6], self.out[last + 7]]) | wire::NLM_F_ACK;
+        let flags = u16::from_ne_bytes([self.out[last + 6], self.out[last + 7]]) | nl::NLM_F_ACK;
         self.out[last + 6..last + 8].copy_from_slice(&flags.to_ne_bytes());
-        self.delimiter(wire::NFNL_MSG_BATCH_END, Obj::BatchEnd);
+        self.delimiter(nl::NFNL_MSG_BATCH_END, Obj::BatchEnd);
         EncodedBatch {
             bytes: self.out,
             objs: self.objs,
@@ -209,50 +203,50 @@ impl RawExprs {
         let mut w = Writer {
             buf: &mut self.bytes,
         };
-        let elem = w.begin_nest(wire::NFTA_LIST_ELEM);
+        let elem = w.begin_nest(nl::NFTA_LIST_ELEM);
         match op {
             Op::Lookup { set, inv, vmap } => {
                 debug_assert!(*inv && !*vmap);
-                w.strz(wire::NFTA_EXPR_NAME, "lookup");
-                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
-                w.u32_be(wire::NFTA_LOOKUP_SREG, wire::NFT_REG_1);
-                w.strz(wire::NFTA_LOOKUP_SET, set);
+                w.strz(nl::NFTA_EXPR_NAME, "lookup");
+                let d = w.begin_nest(nl::NFTA_EXPR_DATA);
+                w.u32_be(nl::NFTA_LOOKUP_SREG, nl::NFT_REG_1);
+                w.strz(nl::NFTA_LOOKUP_SET, set);
                 if let Some(id) = set_ids.get(set) {
-                    w.u32_be(wire::NFTA_LOOKUP_SET_ID, *id);
+                    w.u32_be(nl::NFTA_LOOKUP_SET_ID, *id);
                 }
-                w.u32_be(wire::NFTA_LOOKUP_FLAGS, wire::NFT_LOOKUP_F_INV);
+                w.u32_be(nl::NFTA_LOOKUP_FLAGS, nl::NFT_LOOKUP_F_INV);
                 w.end_nest(d);
             }
             Op::Ct(CtKey::Status) => {
-                w.strz(wire::NFTA_EXPR_NAME, "ct");
-                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
-                w.u32_be(wire::NFTA_CT_KEY, wire::NFT_CT_STATUS);
-                w.u32_be(wire::NFTA_CT_DREG, wire::NFT_REG_1);
+                w.strz(nl::NFTA_EXPR_NAME, "ct");
+                let d = w.begin_nest(nl::NFTA_EXPR_DATA);
+                w.u32_be(nl::NFTA_CT_KEY, nl::NFT_CT_STATUS);
+                w.u32_be(nl::NFTA_CT_DREG, nl::NFT_REG_1);
                 w.end_nest(d);
             }
             Op::Log { prefix } => {
-                w.strz(wire::NFTA_EXPR_NAME, "log");
-                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
+                w.strz(nl::NFTA_EXPR_NAME, "log");
+                let d = w.begin_nest(nl::NFTA_EXPR_DATA);
                 if !prefix.is_empty() {
-                    w.strz(wire::NFTA_LOG_PREFIX, prefix);
+                    w.strz(nl::NFTA_LOG_PREFIX, prefix);
                 }
-                w.u32_be(wire::NFTA_LOG_LEVEL, LOG_LEVEL_INFO);
+                w.u32_be(nl::NFTA_LOG_LEVEL, LOG_LEVEL_INFO);
                 w.end_nest(d);
             }
             Op::Range { neq, from, to } => {
-                w.strz(wire::NFTA_EXPR_NAME, "range");
-                let d = w.begin_nest(wire::NFTA_EXPR_DATA);
-                w.u32_be(wire::NFTA_RANGE_SREG, wire::NFT_REG_1);
+                w.strz(nl::NFTA_EXPR_NAME, "range");
+                let d = w.begin_nest(nl::NFTA_EXPR_DATA);
+                w.u32_be(nl::NFTA_RANGE_SREG, nl::NFT_REG_1);
                 w.u32_be(
-                    wire::NFTA_RANGE_OP,
+                    nl::NFTA_RANGE_OP,
                     if *neq {
-                        wire::NFT_RANGE_NEQ
+                        nl::NFT_RANGE_NEQ
                     } else {
-                        wire::NFT_RANGE_EQ
+                        nl::NFT_RANGE_EQ
                     },
                 );
-                w.data_value(wire::NFTA_RANGE_FROM_DATA, from.as_slice());
-                w.data_value(wire::NFTA_RANGE_TO_DATA, to.as_slice());
+                w.data_value(nl::NFTA_RANGE_FROM_DATA, from.as_slice());
+                w.data_value(nl::NFTA_RANGE_TO_DATA, to.as_slice());
                 w.end_nest(d);
             }
             _ => unreachable!("not a raw expression: {op:?}"),
@@ -409,13 +403,13 @@ pub(crate) fn encode_apply(rs: &Ruleset) -> Result<EncodedBatch, DataplaneError>
     rb.add(&table, MsgType::Add);
     rb.add(&table, MsgType::Del);
     let mut created = rs_table(&rs.table).with_flags(0u32);
-    created.set_userdata(wire::udata_comment(TABLE_COMMENT));
+    created.set_userdata(nl::udata_comment(TABLE_COMMENT));
     rb.add(&created, MsgType::Add);
     let rbytes = rb.finalize();
 
     // nft's order: table, chains, sets, maps, rules.
     let mut asm = Assembler::new(rbytes.len() + estimate_sets(rs) + rs.rule_count() * 160);
-    let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
+    let mut msgs = nl::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
     let mut next = || msgs.next().expect("rustables wrote every message");
     asm.copy(&next(), Obj::TableEnsure);
     asm.copy(&next(), Obj::TableDelete);
@@ -452,7 +446,7 @@ pub(super) fn add_chains(asm: &mut Assembler, rs: &Ruleset, which: &[usize]) {
         rb.add(&rs_chain(&table, &rs.chains[i]), MsgType::Add);
     }
     let rbytes = rb.finalize();
-    for (m, &i) in wire::messages(&rbytes).skip(1).zip(which) {
+    for (m, &i) in nl::messages(&rbytes).skip(1).zip(which) {
         asm.copy(&m, Obj::Chain(i));
     }
 }
@@ -486,7 +480,7 @@ pub(super) fn add_rules(
                 r.add_expr(rs_expr(op, set_ids));
             }
             if let Some(c) = &rule.comment {
-                r.set_userdata(wire::udata_comment(&clean_comment(c)));
+                r.set_userdata(nl::udata_comment(&clean_comment(c)));
             }
             chunk.batch.add(&r, MsgType::Add);
             chunk.rules.push((ci, i, any_raw));
@@ -528,7 +522,7 @@ impl RuleChunk {
         }
         let rbytes = std::mem::replace(&mut self.batch, Batch::new()).finalize();
         let mut raw = std::mem::take(&mut self.raw);
-        let mut msgs = wire::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
+        let mut msgs = nl::messages(&rbytes).skip(1); // rustables' BATCH_BEGIN
         for (chain, rule, has_raw) in self.rules.drain(..) {
             let m = msgs.next().expect("rustables wrote every rule");
             let obj = Obj::Rule { chain, rule };
@@ -545,12 +539,12 @@ impl RuleChunk {
 /// [`Obj::HashChain`].
 pub(super) fn add_hash_chain(asm: &mut Assembler, table: &str, comment: &str) {
     let comment = clean_comment(comment);
-    let m = asm.begin_with(wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, Obj::HashChain);
+    let m = asm.begin_with(nl::NFT_MSG_NEWCHAIN, nl::NLM_F_CREATE, Obj::HashChain);
     let mut w = Writer { buf: &mut asm.out };
-    w.strz(wire::NFTA_CHAIN_TABLE, table);
-    w.strz(wire::NFTA_CHAIN_NAME, HASH_CHAIN);
+    w.strz(nl::NFTA_CHAIN_TABLE, table);
+    w.strz(nl::NFTA_CHAIN_NAME, HASH_CHAIN);
     if !comment.is_empty() {
-        w.attr(wire::NFTA_CHAIN_USERDATA, &wire::udata_comment(&comment));
+        w.attr(nl::NFTA_CHAIN_USERDATA, &nl::udata_comment(&comment));
     }
     w.end_msg(m);
 }
@@ -568,7 +562,7 @@ pub(crate) fn encode_flush(table: &str) -> EncodedBatch {
     rb.add(&t, MsgType::Del);
     let rbytes = rb.finalize();
     let mut asm = Assembler::new(rbytes.len() + 64);
-    let mut msgs = wire::messages(&rbytes).skip(1);
+    let mut msgs = nl::messages(&rbytes).skip(1);
     asm.copy(&msgs.next().expect("add table"), Obj::TableEnsure);
     asm.copy(&msgs.next().expect("delete table"), Obj::TableDelete);
     asm.finish()
@@ -591,7 +585,7 @@ pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
             table: &next.table,
             set: name,
             set_id: None,
-            msg: wire::NFT_MSG_DELSETELEM,
+            msg: nl::NFT_MSG_DELSETELEM,
             flags: 0,
         };
         del.write(&mut asm, c.remove.iter().copied(), |first| Obj::DelElems {
@@ -602,8 +596,8 @@ pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
             table: &next.table,
             set: name,
             set_id: None,
-            msg: wire::NFT_MSG_NEWSETELEM,
-            flags: wire::NLM_F_CREATE | wire::NLM_F_EXCL,
+            msg: nl::NFT_MSG_NEWSETELEM,
+            flags: nl::NLM_F_CREATE | nl::NLM_F_EXCL,
         };
         add.write(&mut asm, c.add.iter().copied(), |first| Obj::AddElems {
             change: k,
@@ -612,20 +606,16 @@ pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
     }
     let comment = clean_comment(&next.comment);
     for (msg, flags, udata) in [
-        (wire::NFT_MSG_NEWCHAIN, wire::NLM_F_CREATE, false),
-        (wire::NFT_MSG_DELCHAIN, 0, false),
-        (
-            wire::NFT_MSG_NEWCHAIN,
-            wire::NLM_F_CREATE,
-            !comment.is_empty(),
-        ),
+        (nl::NFT_MSG_NEWCHAIN, nl::NLM_F_CREATE, false),
+        (nl::NFT_MSG_DELCHAIN, 0, false),
+        (nl::NFT_MSG_NEWCHAIN, nl::NLM_F_CREATE, !comment.is_empty()),
     ] {
         let m = asm.begin_with(msg, flags, Obj::HashChain);
         let mut w = Writer { buf: &mut asm.out };
-        w.strz(wire::NFTA_CHAIN_TABLE, &next.table);
-        w.strz(wire::NFTA_CHAIN_NAME, HASH_CHAIN);
+        w.strz(nl::NFTA_CHAIN_TABLE, &next.table);
+        w.strz(nl::NFTA_CHAIN_NAME, HASH_CHAIN);
         if udata {
-            w.attr(wire::NFTA_CHAIN_USERDATA, &wire::udata_comment(&comment));
+            w.attr(nl::NFTA_CHAIN_USERDATA, &nl::udata_comment(&comment));
         }
         w.end_msg(m);
     }
@@ -635,98 +625,9 @@ pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
 // ---------------------------------------------------------------------------------------------------
 // Sets and maps.
 
-/// One element as sent to the kernel: interval sets hold the start of each range and, as a separate
-/// element flagged INTERVAL_END, the first value after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Elem {
-    pub(crate) key: [u8; 16],
-    pub(crate) len: u8,
-    pub(crate) end: bool,
-    /// The range reaches the top of the space (no end element follows): nft marks the start element
-    /// with `NFTNL_SET_ELEM_F_INTERVAL_OPEN` in its userdata.
-    pub(crate) open: bool,
-    /// Index of the IR element this comes from (the leading end element at 0 belongs to the first one).
-    pub(crate) ir: usize,
-}
-
-fn elem(v: u128, len: u8, end: bool, open: bool, ir: usize) -> Elem {
-    let mut key = [0u8; 16];
-    let be = v.to_be_bytes();
-    key[..len as usize].copy_from_slice(&be[16 - len as usize..]);
-    Elem {
-        key,
-        len,
-        end,
-        open,
-        ir,
-    }
-}
-
-/// Bytes of a key of a set of type `t`.
-pub(crate) fn key_len(t: SetType) -> u8 {
-    match t {
-        SetType::Ipv4Addr | SetType::Ipv4Hosts => 4,
-        SetType::Ipv6Addr | SetType::Ipv6Hosts => 16,
-        SetType::InetService => 2,
-    }
-}
-
-/// The highest key of `len` bytes.
-pub(crate) fn key_max(len: u8) -> u128 {
-    if len == 16 {
-        u128::MAX
-    } else {
-        (1u128 << (8 * len as u32)) - 1
-    }
-}
-
-/// The first and last value an IR element covers.
-pub(crate) fn bounds(e: &SetElement) -> (u128, u128) {
-    match e {
-        SetElement::V4(n) => (
-            u32::from(n.network()) as u128,
-            u32::from(n.broadcast()) as u128,
-        ),
-        SetElement::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-        SetElement::Ports(a, b) => (*a as u128, *b as u128),
-    }
-}
-
-/// The leading end element at 0 that nft puts before a first range that does not start at 0.
-pub(crate) fn leading_end(len: u8) -> Elem {
-    elem(0, len, true, false, 0)
-}
-
-/// Whether a set of type `t` whose lowest range starts at `first` holds the [`leading_end`] element:
-/// an interval set that is not empty and does not start at 0 (a hash set never does).
-pub(crate) fn has_leading_end(t: SetType, first: Option<u128>) -> bool {
-    t.is_interval() && first.is_some_and(|lo| lo != 0)
-}
-
-/// The elements of one range [lo, hi] (IR element `ir`) of a set of type `t`. In an interval set: the
-/// start `lo`, then `hi + 1` flagged INTERVAL_END, or nothing more if `hi` is the top of the space (then
-/// `lo` carries the open-interval userdata). In a hash set (`lo == hi`): the key alone, as nft sends it.
-pub(crate) fn range_elems(t: SetType, lo: u128, hi: u128, ir: usize) -> impl Iterator<Item = Elem> {
-    let len = key_len(t);
-    let open = t.is_interval() && hi >= key_max(len);
-    let end = (t.is_interval() && !open).then(|| elem(hi + 1, len, true, false, ir));
-    std::iter::once(elem(lo, len, false, open, ir)).chain(end)
-}
-
-/// The elements of a set in nft's encoding: for an interval set a leading end element at 0 unless the
-/// first range starts at 0, then [`range_elems`] of every range; for a hash set its keys.
-pub(crate) fn kernel_elems(set: &Set) -> impl Iterator<Item = Elem> + '_ {
-    let t = set.set_type;
-    set.elements.iter().enumerate().flat_map(move |(i, e)| {
-        let (lo, hi) = bounds(e);
-        let lead = (i == 0 && has_leading_end(t, Some(lo))).then(|| leading_end(key_len(t)));
-        lead.into_iter().chain(range_elems(t, lo, hi, i))
-    })
-}
-
 fn set_header(w: &mut Writer<'_>, table: &str, name: &str) {
-    w.strz(wire::NFTA_SET_TABLE, table);
-    w.strz(wire::NFTA_SET_NAME, name);
+    w.strz(nl::NFTA_SET_TABLE, table);
+    w.strz(nl::NFTA_SET_NAME, name);
 }
 
 /// (NFTA_SET_KEY_TYPE, NFTA_SET_KEY_LEN) of a set of type `t`, as nft sends them.
@@ -741,7 +642,7 @@ pub(super) fn set_key(t: SetType) -> (u32, u32) {
 /// NFTA_SET_FLAGS of a set of type `t`, as nft sends it: `interval` or nothing (a hash set).
 pub(super) fn set_flags(t: SetType) -> u32 {
     if t.is_interval() {
-        wire::NFT_SET_INTERVAL
+        nl::NFT_SET_INTERVAL
     } else {
         0
     }
@@ -750,32 +651,32 @@ pub(super) fn set_flags(t: SetType) -> u32 {
 /// NFTA_SET_USERDATA of our sets, as nft sends it: the key's byte order (big endian).
 pub(super) fn set_udata() -> Vec<u8> {
     let mut udata = Vec::with_capacity(6);
-    wire::udata_tlv(
+    nl::udata_tlv(
         &mut udata,
-        wire::NFTNL_UDATA_SET_KEYBYTEORDER,
-        &wire::BYTEORDER_BIG_ENDIAN.to_ne_bytes(),
+        nl::NFTNL_UDATA_SET_KEYBYTEORDER,
+        &nl::BYTEORDER_BIG_ENDIAN.to_ne_bytes(),
     );
     udata
 }
 
 pub(super) fn encode_set(asm: &mut Assembler, table: &str, index: usize, set: &Set, id: u32) {
     let (key_type, key_len) = set_key(set.set_type);
-    let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Set(index));
+    let m = asm.begin(nl::NFT_MSG_NEWSET, Obj::Set(index));
     let mut w = Writer { buf: &mut asm.out };
     set_header(&mut w, table, &set.name);
-    w.u32_be(wire::NFTA_SET_FLAGS, set_flags(set.set_type));
-    w.u32_be(wire::NFTA_SET_KEY_TYPE, key_type);
-    w.u32_be(wire::NFTA_SET_KEY_LEN, key_len);
-    w.u32_be(wire::NFTA_SET_ID, id);
-    w.attr(wire::NFTA_SET_USERDATA, &set_udata());
+    w.u32_be(nl::NFTA_SET_FLAGS, set_flags(set.set_type));
+    w.u32_be(nl::NFTA_SET_KEY_TYPE, key_type);
+    w.u32_be(nl::NFTA_SET_KEY_LEN, key_len);
+    w.u32_be(nl::NFTA_SET_ID, id);
+    w.attr(nl::NFTA_SET_USERDATA, &set_udata());
     w.end_msg(m);
 
     let list = ElemList {
         table,
         set: &set.name,
         set_id: Some(id),
-        msg: wire::NFT_MSG_NEWSETELEM,
-        flags: wire::NLM_F_CREATE,
+        msg: nl::NFT_MSG_NEWSETELEM,
+        flags: nl::NLM_F_CREATE,
     };
     list.write(asm, kernel_elems(set), |first| Obj::SetElems {
         set: index,
@@ -806,10 +707,10 @@ impl ElemList<'_> {
     ) {
         let mut chunk: Option<(usize, usize)> = None; // (message start, list nest start)
         let mut open_udata = Vec::with_capacity(6);
-        wire::udata_tlv(
+        nl::udata_tlv(
             &mut open_udata,
-            wire::NFTNL_UDATA_SET_ELEM_FLAGS,
-            &wire::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
+            nl::NFTNL_UDATA_SET_ELEM_FLAGS,
+            &nl::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
         );
         for (n, e) in elems.into_iter().enumerate() {
             if let Some((m, l)) = chunk {
@@ -823,21 +724,21 @@ impl ElemList<'_> {
             if chunk.is_none() {
                 let m = asm.begin_with(self.msg, self.flags, obj(n));
                 let mut w = Writer { buf: &mut asm.out };
-                w.strz(wire::NFTA_SET_ELEM_LIST_TABLE, self.table);
-                w.strz(wire::NFTA_SET_ELEM_LIST_SET, self.set);
+                w.strz(nl::NFTA_SET_ELEM_LIST_TABLE, self.table);
+                w.strz(nl::NFTA_SET_ELEM_LIST_SET, self.set);
                 if let Some(id) = self.set_id {
-                    w.u32_be(wire::NFTA_SET_ELEM_LIST_SET_ID, id);
+                    w.u32_be(nl::NFTA_SET_ELEM_LIST_SET_ID, id);
                 }
-                chunk = Some((m, w.begin_nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS)));
+                chunk = Some((m, w.begin_nest(nl::NFTA_SET_ELEM_LIST_ELEMENTS)));
             }
             let mut w = Writer { buf: &mut asm.out };
-            let el = w.begin_nest(wire::NFTA_LIST_ELEM);
+            let el = w.begin_nest(nl::NFTA_LIST_ELEM);
             if e.end {
-                w.u32_be(wire::NFTA_SET_ELEM_FLAGS, wire::NFT_SET_ELEM_INTERVAL_END);
+                w.u32_be(nl::NFTA_SET_ELEM_FLAGS, nl::NFT_SET_ELEM_INTERVAL_END);
             }
-            w.data_value(wire::NFTA_SET_ELEM_KEY, &e.key[..e.len as usize]);
+            w.data_value(nl::NFTA_SET_ELEM_KEY, &e.key[..e.len as usize]);
             if e.open {
-                w.attr(wire::NFTA_SET_ELEM_USERDATA, &open_udata);
+                w.attr(nl::NFTA_SET_ELEM_USERDATA, &open_udata);
             }
             w.end_nest(el);
         }
@@ -854,8 +755,8 @@ fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
         Verdict::Accept => (libc::NF_ACCEPT, None),
         Verdict::Drop => (libc::NF_DROP, None),
         Verdict::Return => (-5, None), // NFT_RETURN
-        Verdict::Jump(c) => (wire::NFT_JUMP, Some(c)),
-        Verdict::Goto(c) => (wire::NFT_GOTO, Some(c)),
+        Verdict::Jump(c) => (nl::NFT_JUMP, Some(c)),
+        Verdict::Goto(c) => (nl::NFT_GOTO, Some(c)),
         Verdict::Vmap { .. } => unreachable!("validated: no vmap inside a map"),
         Verdict::Reject => unreachable!("validated: no reject inside a map"),
     }
@@ -863,7 +764,7 @@ fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
 
 /// Estimated bytes of one verdict-map element (chain names up to 255 bytes).
 fn map_elem_size(chain: Option<&str>) -> usize {
-    4 + 24 + 4 + 4 + 8 + chain.map_or(0, |c| wire::align4(c.len() + 1) + 4)
+    4 + 24 + 4 + 4 + 8 + chain.map_or(0, |c| nl::align4(c.len() + 1) + 4)
 }
 
 pub(super) fn encode_map(
@@ -873,27 +774,27 @@ pub(super) fn encode_map(
     map: &VerdictMap,
     id: u32,
 ) {
-    let m = asm.begin(wire::NFT_MSG_NEWSET, Obj::Map(index));
+    let m = asm.begin(nl::NFT_MSG_NEWSET, Obj::Map(index));
     let mut w = Writer { buf: &mut asm.out };
     set_header(&mut w, table, &map.name);
-    w.u32_be(wire::NFTA_SET_FLAGS, wire::NFT_SET_MAP);
-    w.u32_be(wire::NFTA_SET_KEY_TYPE, 41); // ifname
-    w.u32_be(wire::NFTA_SET_KEY_LEN, 16);
-    w.u32_be(wire::NFTA_SET_DATA_TYPE, wire::NFT_DATA_VERDICT);
-    w.u32_be(wire::NFTA_SET_DATA_LEN, 0);
-    w.u32_be(wire::NFTA_SET_ID, id);
+    w.u32_be(nl::NFTA_SET_FLAGS, nl::NFT_SET_MAP);
+    w.u32_be(nl::NFTA_SET_KEY_TYPE, 41); // ifname
+    w.u32_be(nl::NFTA_SET_KEY_LEN, 16);
+    w.u32_be(nl::NFTA_SET_DATA_TYPE, nl::NFT_DATA_VERDICT);
+    w.u32_be(nl::NFTA_SET_DATA_LEN, 0);
+    w.u32_be(nl::NFTA_SET_ID, id);
     let mut udata = Vec::with_capacity(12);
-    wire::udata_tlv(
+    nl::udata_tlv(
         &mut udata,
-        wire::NFTNL_UDATA_SET_KEYBYTEORDER,
-        &wire::BYTEORDER_HOST_ENDIAN.to_ne_bytes(),
+        nl::NFTNL_UDATA_SET_KEYBYTEORDER,
+        &nl::BYTEORDER_HOST_ENDIAN.to_ne_bytes(),
     );
-    wire::udata_tlv(
+    nl::udata_tlv(
         &mut udata,
-        wire::NFTNL_UDATA_SET_DATABYTEORDER,
+        nl::NFTNL_UDATA_SET_DATABYTEORDER,
         &0u32.to_ne_bytes(),
     );
-    w.attr(wire::NFTA_SET_USERDATA, &udata);
+    w.attr(nl::NFTA_SET_USERDATA, &udata);
     w.end_msg(m);
 
     let mut chunk: Option<(usize, usize)> = None;
@@ -909,29 +810,29 @@ pub(super) fn encode_map(
         }
         if chunk.is_none() {
             let m = asm.begin(
-                wire::NFT_MSG_NEWSETELEM,
+                nl::NFT_MSG_NEWSETELEM,
                 Obj::MapElems {
                     map: index,
                     first: n,
                 },
             );
             let mut w = Writer { buf: &mut asm.out };
-            w.strz(wire::NFTA_SET_ELEM_LIST_TABLE, table);
-            w.strz(wire::NFTA_SET_ELEM_LIST_SET, &map.name);
-            w.u32_be(wire::NFTA_SET_ELEM_LIST_SET_ID, id);
-            chunk = Some((m, w.begin_nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS)));
+            w.strz(nl::NFTA_SET_ELEM_LIST_TABLE, table);
+            w.strz(nl::NFTA_SET_ELEM_LIST_SET, &map.name);
+            w.u32_be(nl::NFTA_SET_ELEM_LIST_SET_ID, id);
+            chunk = Some((m, w.begin_nest(nl::NFTA_SET_ELEM_LIST_ELEMENTS)));
         }
         let mut w = Writer { buf: &mut asm.out };
-        let el = w.begin_nest(wire::NFTA_LIST_ELEM);
+        let el = w.begin_nest(nl::NFTA_LIST_ELEM);
         let mut key = [0u8; 16];
         let k = ifname.len().min(16);
         key[..k].copy_from_slice(&ifname.as_bytes()[..k]);
-        w.data_value(wire::NFTA_SET_ELEM_KEY, &key);
-        let data = w.begin_nest(wire::NFTA_SET_ELEM_DATA);
-        let v = w.begin_nest(wire::NFTA_DATA_VERDICT);
-        w.u32_be(wire::NFTA_VERDICT_CODE, code as u32);
+        w.data_value(nl::NFTA_SET_ELEM_KEY, &key);
+        let data = w.begin_nest(nl::NFTA_SET_ELEM_DATA);
+        let v = w.begin_nest(nl::NFTA_DATA_VERDICT);
+        w.u32_be(nl::NFTA_VERDICT_CODE, code as u32);
         if let Some(c) = chain {
-            w.strz(wire::NFTA_VERDICT_CHAIN, c);
+            w.strz(nl::NFTA_VERDICT_CHAIN, c);
         }
         w.end_nest(v);
         w.end_nest(data);
@@ -947,7 +848,8 @@ pub(super) fn encode_map(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ruleset::{BaseHook, Direction, Family, IfDir, Match, Rule};
+    use crate::nft::elems::kernel_elems;
+    use crate::ruleset::{BaseHook, Direction, Family, IfDir, Match, Rule, SetElement};
 
     pub(crate) fn small() -> Ruleset {
         Ruleset {
@@ -1052,12 +954,12 @@ pub(crate) mod tests {
                 Obj::BatchEnd,
             ]
         );
-        let msgs: Vec<_> = wire::messages(&b.bytes).collect();
+        let msgs: Vec<_> = nl::messages(&b.bytes).collect();
         assert_eq!(msgs.len(), b.objs.len());
         for (i, m) in msgs.iter().enumerate() {
             assert_eq!(m.seq, i as u32);
             assert_eq!(
-                m.flags & wire::NLM_F_ACK != 0,
+                m.flags & nl::NLM_F_ACK != 0,
                 i == msgs.len() - 2,
                 "ACK only on the last message"
             );
@@ -1068,14 +970,14 @@ pub(crate) mod tests {
         }
         // The rule: nfproto, cmp, payload, our inverted lookup (spliced), meta iifname, lookup (vmap).
         let rule = msgs[10];
-        let exprs = wire::msg_attrs(&rule)
-            .find(|a| a.ty == wire::NFTA_RULE_EXPRESSIONS)
+        let exprs = nl::msg_attrs(&rule)
+            .find(|a| a.ty == nl::NFTA_RULE_EXPRESSIONS)
             .unwrap();
-        let names: Vec<String> = wire::attrs(exprs.payload, 0)
+        let names: Vec<String> = nl::attrs(exprs.payload, 0)
             .map(|e| {
-                wire::attr_str(
-                    wire::attrs(e.payload, 0)
-                        .find(|a| a.ty == wire::NFTA_EXPR_NAME)
+                nl::attr_str(
+                    nl::attrs(e.payload, 0)
+                        .find(|a| a.ty == nl::NFTA_EXPR_NAME)
                         .unwrap()
                         .payload,
                 )
@@ -1085,13 +987,13 @@ pub(crate) mod tests {
             names,
             ["meta", "cmp", "payload", "lookup", "meta", "lookup"]
         );
-        let ud = wire::msg_attrs(&rule).find(|a| a.ty == 7).unwrap();
+        let ud = nl::msg_attrs(&rule).find(|a| a.ty == 7).unwrap();
         assert_eq!(ud.payload, b"\x00\x03r0\x00");
         // Lengths are consistent all the way down.
         assert_eq!(
             rule.bytes.len(),
-            20 + wire::msg_attrs(&rule)
-                .map(|a| wire::align4(a.len))
+            20 + nl::msg_attrs(&rule)
+                .map(|a| nl::align4(a.len))
                 .sum::<usize>()
         );
     }
@@ -1114,11 +1016,11 @@ pub(crate) mod tests {
             if let Obj::SetElems { first, .. } = o {
                 assert_eq!(*first, total);
                 let m = b.message(seq as u32).unwrap();
-                let list = wire::msg_attrs(&m)
-                    .find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)
+                let list = nl::msg_attrs(&m)
+                    .find(|a| a.ty == nl::NFTA_SET_ELEM_LIST_ELEMENTS)
                     .unwrap();
                 assert!(list.len <= u16::MAX as usize);
-                total += wire::attrs(list.payload, 0).count();
+                total += nl::attrs(list.payload, 0).count();
             }
         }
         assert_eq!(total, 1 + 2 * 20_000);

@@ -36,7 +36,7 @@
 //! coexist). Additions are sent with NLM_F_EXCL: an element that is already there means the kernel does
 //! not hold `previous`, and the whole batch fails (then the caller replaces the table).
 
-use super::batch::{bounds, has_leading_end, key_len, leading_end, range_elems, Elem};
+use super::elems::{diff_ranges, ir_ranges, Elem};
 use crate::ruleset::{Ruleset, Set};
 
 /// The element changes that turn the sets of one ruleset into those of another whose tables, chains and
@@ -153,10 +153,10 @@ pub(crate) fn debug_elem(e: &Elem) -> String {
     if e.open {
         // the userdata as the batch writes it: TLV NFTNL_UDATA_SET_ELEM_FLAGS, INTERVAL_OPEN
         let mut udata = Vec::new();
-        super::wire::udata_tlv(
+        crate::netlink::udata_tlv(
             &mut udata,
-            super::wire::NFTNL_UDATA_SET_ELEM_FLAGS,
-            &super::wire::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
+            crate::netlink::NFTNL_UDATA_SET_ELEM_FLAGS,
+            &crate::netlink::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
         );
         let bytes: String = udata.iter().map(|b| format!("\\x{b:02x}")).collect();
         s.push_str(&format!(" userdata = {{ {bytes} }}"));
@@ -164,69 +164,25 @@ pub(crate) fn debug_elem(e: &Elem) -> String {
     s
 }
 
-/// (first value, last value, IR index) of every range, sorted.
-fn ranges(set: &Set) -> Vec<(u128, u128, usize)> {
-    let mut v: Vec<(u128, u128, usize)> = set
-        .elements
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let (lo, hi) = bounds(e);
-            (lo, hi, i)
-        })
-        .collect();
-    // The compiler's elements are already in order: checking is O(n), sorting 100,000 is not.
-    if !v.is_sorted() {
-        v.sort_unstable();
-    }
-    v
-}
-
 fn set_change(index: usize, previous: &Set, next: &Set) -> SetChange {
+    let (old, new) = (ir_ranges(previous), ir_ranges(next));
     let t = next.set_type;
-    let len = key_len(t);
-    let (old, new) = (ranges(previous), ranges(next));
-    let leading = |r: &[(u128, u128, usize)]| has_leading_end(t, r.first().map(|f| f.0));
-    let mut c = SetChange {
+    let old_leading = super::elems::has_leading_end(t, old.first().map(|f| f.0));
+    let d = diff_ranges(t, old_leading, &old, &new);
+    SetChange {
         set: index,
-        remove: Vec::new(),
-        add: Vec::new(),
-        removed: 0,
-        added: 0,
-    };
-    match (leading(&old), leading(&new)) {
-        (true, false) => c.remove.push(leading_end(len)),
-        (false, true) => c.add.push(leading_end(len)),
-        _ => {}
+        remove: d.remove,
+        add: d.add,
+        removed: d.removed,
+        added: d.added,
     }
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (old.get(i), new.get(j)) {
-            (None, None) => break,
-            (Some(a), Some(b)) if (a.0, a.1) == (b.0, b.1) => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), b) if b.is_none_or(|b| (a.0, a.1) < (b.0, b.1)) => {
-                c.remove.extend(range_elems(t, a.0, a.1, a.2));
-                c.removed += 1;
-                i += 1;
-            }
-            (_, Some(b)) => {
-                c.add.extend(range_elems(t, b.0, b.1, b.2));
-                c.added += 1;
-                j += 1;
-            }
-            (Some(_), None) => unreachable!("handled by the arm above"),
-        }
-    }
-    c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::nft::batch::tests::small;
+    use crate::nft::elems::leading_end;
     use crate::ruleset::{SetElement, SetType};
 
     fn v4(s: &str) -> SetElement {

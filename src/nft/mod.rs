@@ -8,15 +8,16 @@
 
 mod batch;
 pub mod delta;
+mod describe;
 pub mod dump;
+mod elems;
 pub mod fake;
 mod inventory;
+mod kernel;
 mod lower;
 pub mod netlink;
 pub mod render;
-mod sock;
 mod staged;
-mod wire;
 
 use std::borrow::Cow;
 
@@ -103,6 +104,21 @@ pub enum FullReason {
 pub struct DataplaneError {
     pub message: String,
     pub errno: Option<i32>,
+    pub kind: ErrorKind,
+}
+
+/// What kind of failure a [`DataplaneError`] is: what the caller can know about the kernel's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Refused before anything was sent (it cannot be encoded): nothing changed.
+    Invalid,
+    /// The kernel refused a transaction: that transaction changed nothing.
+    Rejected,
+    /// The socket failed, or an answer did not come in time (a read, or a batch that never reached the
+    /// kernel).
+    Io,
+    /// A transaction reached the kernel but its answer was lost: it may or may not have been committed.
+    OutcomeUnknown,
 }
 
 impl DataplaneError {
@@ -111,14 +127,36 @@ impl DataplaneError {
         DataplaneError {
             message: message.into(),
             errno: None,
+            kind: ErrorKind::Invalid,
         }
     }
 
-    /// An error reported by the kernel or the socket.
+    /// An error reported by the kernel.
     pub fn os(message: impl Into<String>, errno: i32) -> DataplaneError {
         DataplaneError {
             message: message.into(),
             errno: Some(errno),
+            kind: ErrorKind::Rejected,
+        }
+    }
+
+    /// The transaction's outcome is unknown (see [`ErrorKind::OutcomeUnknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        self.kind == ErrorKind::OutcomeUnknown
+    }
+}
+
+impl From<crate::netlink::Error> for DataplaneError {
+    fn from(e: crate::netlink::Error) -> DataplaneError {
+        use crate::netlink::ErrorKind as K;
+        DataplaneError {
+            message: e.context,
+            errno: e.errno,
+            kind: match e.kind {
+                K::Rejected => ErrorKind::Rejected,
+                K::OutcomeUnknown => ErrorKind::OutcomeUnknown,
+                K::Socket | K::Timeout | K::Interrupted => ErrorKind::Io,
+            },
         }
     }
 }

@@ -27,18 +27,18 @@
 //! - A socket is opened per call, so it lives in the calling thread's network namespace at that moment.
 
 use std::fmt::Write as _;
-use std::io;
-use std::time::Duration;
 
-use super::batch::{encode_delta, encode_flush, kernel_elems, EncodedBatch, Obj};
+use super::batch::{encode_delta, encode_flush, EncodedBatch, Obj};
 use super::delta::{set_delta, SetDelta};
+use super::describe::list_index;
+pub(crate) use super::describe::{element_text, set_type_name};
+use super::kernel::send_batch;
 use super::lower;
-use super::sock::NlSocket;
-use super::wire::{self, Writer};
 use super::{
     clean_comment, is_nft_name, Dataplane, DataplaneError, FullReason, UpdatePath, HASH_CHAIN,
     IFNAME_MAX, NAME_MAX,
 };
+use crate::netlink::{self as nl, Conn, Port, Protocol, Reply};
 use ipnet::IpNet;
 
 use crate::ruleset::{Family, Match, PortMatch, Ruleset, SetElement, SetType, Verdict};
@@ -53,7 +53,9 @@ pub struct Netlink {
 impl Netlink {
     /// Checks that a netfilter netlink socket can be opened here (in this thread's network namespace).
     pub fn new() -> Result<Netlink, DataplaneError> {
-        NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
+        nl::Socket::open(Protocol::Netfilter, Port::Kernel, 0).map_err(|e| {
+            DataplaneError::from(nl::Error::io("opening the netfilter netlink socket", &e))
+        })?;
         Ok(Netlink { last_update: None })
     }
 
@@ -359,263 +361,6 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-pub(crate) fn set_type_name(t: SetType) -> &'static str {
-    match t {
-        SetType::Ipv4Addr | SetType::Ipv4Hosts => "ipv4_addr",
-        SetType::Ipv6Addr | SetType::Ipv6Hosts => "ipv6_addr",
-        SetType::InetService => "inet_service",
-    }
-}
-
-pub(crate) fn element_text(e: &SetElement) -> String {
-    match e {
-        SetElement::V4(n) => n.to_string(),
-        SetElement::V6(n) => n.to_string(),
-        SetElement::Ports(a, b) if a == b => a.to_string(),
-        SetElement::Ports(a, b) => format!("{a}-{b}"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Sending and answers.
-
-/// One answer of the kernel to a message of ours.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Reply {
-    pub(crate) seq: u32,
-    /// 0 for an ACK, else the (positive) errno.
-    pub(crate) errno: i32,
-    /// The extended ACK's message, if the kernel gave one.
-    pub(crate) msg: Option<String>,
-    /// The extended ACK's offset of the offending attribute in our message.
-    pub(crate) offset: Option<u32>,
-}
-
-/// Parses the answers in one datagram: NLMSG_ERROR messages (ACKs and errors) and anything else
-/// (`other`, e.g. a NEWTABLE answering a query).
-pub(crate) fn parse_replies<'b>(
-    buf: &'b [u8],
-    replies: &mut Vec<Reply>,
-    mut other: impl FnMut(wire::Msg<'b>),
-) {
-    for m in wire::messages(buf) {
-        if m.ty != wire::NLMSG_ERROR {
-            if m.ty != wire::NLMSG_DONE {
-                other(m);
-            }
-            continue;
-        }
-        let b = m.bytes;
-        if b.len() < wire::NLMSG_HDRLEN + 4 + wire::NLMSG_HDRLEN {
-            continue;
-        }
-        let err = i32::from_ne_bytes(b[16..20].try_into().expect("4 bytes"));
-        let orig = &b[20..36];
-        let orig_len = u32::from_ne_bytes(orig[0..4].try_into().expect("4 bytes")) as usize;
-        let seq = u32::from_ne_bytes(orig[8..12].try_into().expect("4 bytes"));
-        let mut r = Reply {
-            seq,
-            errno: -err,
-            ..Reply::default()
-        };
-        if m.flags & wire::NLM_F_ACK_TLVS != 0 {
-            const NLM_F_CAPPED: u16 = 0x100;
-            let tlv_start = if m.flags & NLM_F_CAPPED != 0 || err == 0 {
-                36
-            } else {
-                20 + wire::align4(orig_len)
-            };
-            if tlv_start <= b.len() {
-                for a in wire::attrs(&b[tlv_start..], 0) {
-                    match a.ty {
-                        wire::NLMSGERR_ATTR_MSG => r.msg = Some(wire::attr_str(a.payload)),
-                        wire::NLMSGERR_ATTR_OFFS if a.payload.len() >= 4 => {
-                            r.offset = Some(u32::from_ne_bytes(
-                                a.payload[..4].try_into().expect("4 bytes"),
-                            ))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        replies.push(r);
-    }
-}
-
-fn io_err(what: &str, e: io::Error) -> DataplaneError {
-    DataplaneError {
-        message: format!("{what}: {e}"),
-        errno: e.raw_os_error(),
-    }
-}
-
-/// How long to wait for answers that are not there yet. The kernel processes a batch inside `sendmsg`,
-/// so its answers are normally queued when `sendmsg` returns; this only bounds pathological cases.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Sends a batch and turns the kernel's answers into a result; `describe(seq, reply)` names the object
-/// of a rejected message.
-pub(super) fn send_batch(
-    batch: &EncodedBatch,
-    describe: impl Fn(u32, &Reply) -> String,
-) -> Result<(), DataplaneError> {
-    let sock = NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
-    // Answers: one ACK on success; on failure one error per rejected message (often many: every rule of
-    // a rejected chain fails too). Memory is only used when answers arrive.
-    let recv = (batch.objs.len() * 1024).clamp(1 << 20, 64 << 20);
-    sock.set_buffers(batch.bytes.len() + (64 << 10), recv)
-        .map_err(|e| io_err("sizing the netlink socket buffers", e))?;
-    sock.send(&batch.bytes).map_err(|e| {
-        io_err(
-            &format!(
-                "sending the batch ({} messages, {} bytes)",
-                batch.objs.len(),
-                batch.bytes.len()
-            ),
-            e,
-        )
-    })?;
-
-    let last = batch.last_seq();
-    let mut replies = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut lost = false;
-    let done = |replies: &[Reply]| {
-        replies
-            .iter()
-            .any(|r| r.seq == last || (r.seq == 0 && r.errno != 0))
-    };
-    let mut wait = None;
-    loop {
-        match sock.recv(&mut buf, wait) {
-            Ok(Some(n)) => parse_replies(&buf[..n], &mut replies, |_| {}),
-            Ok(None) if wait.is_none() && !done(&replies) && !lost => wait = Some(ANSWER_TIMEOUT),
-            Ok(None) => break,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
-            Err(e) => return Err(io_err("receiving the kernel's answer", e)),
-        }
-        if done(&replies) && wait.is_some() {
-            wait = None; // drain what is already queued, without waiting
-        }
-    }
-    let mut errors: Vec<&Reply> = replies.iter().filter(|r| r.errno != 0).collect();
-    errors.sort_by_key(|r| r.seq);
-    if let Some(first) = errors.first() {
-        let mut message = format!(
-            "{}: {}",
-            describe(first.seq, first),
-            io::Error::from_raw_os_error(first.errno)
-        );
-        if let Some(m) = first.msg.as_deref().filter(|m| !m.is_empty()) {
-            let _ = write!(message, " (kernel: {m})");
-        }
-        if errors.len() > 1 {
-            let _ = write!(message, "; {} more objects rejected", errors.len() - 1);
-        }
-        if lost {
-            message.push_str("; some answers were lost (receive buffer full)");
-        }
-        return Err(DataplaneError::os(message, first.errno));
-    }
-    if lost {
-        return Err(DataplaneError::os(
-            "the kernel's answers were lost (receive buffer full); the outcome is unknown",
-            libc::ENOBUFS,
-        ));
-    }
-    if !replies.iter().any(|r| r.seq == last) {
-        return Err(DataplaneError::os(
-            "no acknowledgement from the kernel for the batch; the outcome is unknown",
-            libc::ETIMEDOUT,
-        ));
-    }
-    Ok(())
-}
-
-/// Names the object of a rejected message of an apply batch.
-pub(super) fn describe(rs: &Ruleset, batch: &EncodedBatch, seq: u32, reply: &Reply) -> String {
-    let Some(obj) = batch.objs.get(seq as usize) else {
-        return format!("kernel rejected message {seq}");
-    };
-    let msg = batch.message(seq);
-    match *obj {
-        Obj::BatchBegin | Obj::BatchEnd => {
-            format!(
-                "kernel rejected the transaction for table inet {}",
-                rs.table
-            )
-        }
-        Obj::TableEnsure => format!("kernel rejected adding table inet {}", rs.table),
-        Obj::TableDelete => format!("kernel rejected deleting the old table inet {}", rs.table),
-        Obj::TableCreate => format!("kernel rejected creating table inet {}", rs.table),
-        Obj::Chain(i) => format!("kernel rejected chain {}", rs.chains[i].name),
-        Obj::Set(i) => format!("kernel rejected set {}", rs.sets[i].name),
-        Obj::Map(i) => format!("kernel rejected map {}", rs.maps[i].name),
-        Obj::SetElems { set, first } => {
-            let s = &rs.sets[set];
-            match msg
-                .zip(reply.offset)
-                .and_then(|(m, off)| list_index(&m, off))
-            {
-                Some(k) => {
-                    let mut found = None;
-                    let mut n = 0;
-                    kernel_elems(s).for_each(|e| {
-                        if n == first + k {
-                            found = Some(e);
-                        }
-                        n += 1;
-                    });
-                    match found {
-                        Some(e) => format!(
-                            "kernel rejected element {} ({}{}) of set {}",
-                            e.ir,
-                            element_text(&s.elements[e.ir]),
-                            if e.end { ", its end" } else { "" },
-                            s.name
-                        ),
-                        None => format!("kernel rejected an element of set {}", s.name),
-                    }
-                }
-                None => format!("kernel rejected elements of set {}", s.name),
-            }
-        }
-        Obj::MapElems { map, first } => {
-            let m = &rs.maps[map];
-            match msg
-                .zip(reply.offset)
-                .and_then(|(mm, off)| list_index(&mm, off))
-            {
-                Some(k) if first + k < m.elements.len() => format!(
-                    "kernel rejected element {} ({:?}) of map {}",
-                    first + k,
-                    m.elements[first + k].0,
-                    m.name
-                ),
-                _ => format!("kernel rejected elements of map {}", m.name),
-            }
-        }
-        Obj::HashChain => format!(
-            "kernel rejected creating chain {HASH_CHAIN} (the content hash) of table inet {}",
-            rs.table
-        ),
-        Obj::DelElems { .. } | Obj::AddElems { .. } => format!("kernel rejected message {seq}"),
-        Obj::Rule { chain, rule } => {
-            let c = &rs.chains[chain];
-            let r = &c.rules[rule];
-            let mut s = format!("kernel rejected rule {rule} of chain {}", c.name);
-            if let Some(comment) = &r.comment {
-                let _ = write!(s, " (comment {:?})", clean_comment(comment));
-            }
-            if let Some((k, name)) = msg.zip(reply.offset).and_then(|(m, off)| expr_at(&m, off)) {
-                let _ = write!(s, ", expression {k} ({name})");
-            }
-            s
-        }
-    }
-}
-
 /// Sends the element changes of `delta` (from `previous` to `next`) and `next`'s content hash in ONE
 /// batch.
 fn send_delta(previous: &Ruleset, next: &Ruleset, delta: &SetDelta) -> Result<(), DataplaneError> {
@@ -678,32 +423,6 @@ fn describe_delta(
     }
 }
 
-/// The index of the element of a NEWSETELEM message's list that contains byte `offset` of the message.
-pub(super) fn list_index(msg: &wire::Msg<'_>, offset: u32) -> Option<usize> {
-    let list = wire::msg_attrs(msg).find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)?;
-    let base = list.offset + wire::NLA_HDRLEN;
-    wire::attrs(list.payload, base)
-        .position(|e| (e.offset..e.offset + e.len).contains(&(offset as usize)))
-}
-
-/// The index and name of the rule expression that contains byte `offset` of the message.
-fn expr_at(msg: &wire::Msg<'_>, offset: u32) -> Option<(usize, String)> {
-    let list = wire::msg_attrs(msg).find(|a| a.ty == wire::NFTA_RULE_EXPRESSIONS)?;
-    let base = list.offset + wire::NLA_HDRLEN;
-    wire::attrs(list.payload, base)
-        .enumerate()
-        .find_map(|(k, e)| {
-            if !(e.offset..e.offset + e.len).contains(&(offset as usize)) {
-                return None;
-            }
-            let name = wire::attrs(e.payload, 0)
-                .find(|a| a.ty == wire::NFTA_EXPR_NAME)
-                .map(|a| wire::attr_str(a.payload))
-                .unwrap_or_default();
-            Some((k, name))
-        })
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Reading our table's comment.
 
@@ -714,89 +433,53 @@ fn query_comment(table: &str, chain: Option<&str>) -> Result<Option<String>, Dat
         None => format!("table inet {table}"),
         Some(c) => format!("chain {c} of table inet {table}"),
     };
-    let sock = NlSocket::open().map_err(|e| io_err("opening the netfilter netlink socket", e))?;
+    let mut conn = Conn::open(Protocol::Netfilter, Port::Kernel)?;
     let (get, new, udata_attr) = match chain {
         None => (
-            wire::NFT_MSG_GETTABLE,
-            wire::NFT_MSG_NEWTABLE,
-            wire::NFTA_TABLE_USERDATA,
+            nl::NFT_MSG_GETTABLE,
+            nl::NFT_MSG_NEWTABLE,
+            nl::NFTA_TABLE_USERDATA,
         ),
         Some(_) => (
-            wire::NFT_MSG_GETCHAIN,
-            wire::NFT_MSG_NEWCHAIN,
-            wire::NFTA_CHAIN_USERDATA,
+            nl::NFT_MSG_GETCHAIN,
+            nl::NFT_MSG_NEWCHAIN,
+            nl::NFTA_CHAIN_USERDATA,
         ),
     };
-    let mut req = Vec::with_capacity(64);
-    let mut w = Writer { buf: &mut req };
-    let m = w.begin_msg(
-        wire::nft_type(get),
-        wire::NLM_F_ACK,
-        1,
-        wire::NFPROTO_INET,
-        0,
+    let table_attr = super::inventory::strz(table);
+    let chain_attr = chain.map(super::inventory::strz);
+    let attrs: Vec<(u16, &[u8])> = match &chain_attr {
+        None => vec![(nl::NFTA_TABLE_NAME, &table_attr)],
+        Some(c) => vec![
+            (nl::NFTA_CHAIN_TABLE, &table_attr),
+            (nl::NFTA_CHAIN_NAME, c),
+        ],
+    };
+    let seq = conn.next_seq();
+    let req = nl::request(
+        nl::nft_type(get),
+        nl::NLM_F_ACK,
+        seq,
+        nl::NFPROTO_INET,
+        &attrs,
     );
-    match chain {
-        None => w.strz(wire::NFTA_TABLE_NAME, table),
-        Some(c) => {
-            w.strz(wire::NFTA_CHAIN_TABLE, table);
-            w.strz(wire::NFTA_CHAIN_NAME, c);
-        }
-    }
-    w.end_msg(m);
-    sock.send(&req)
-        .map_err(|e| io_err(&format!("querying {what}"), e))?;
-
-    let mut buf = vec![0u8; 64 << 10];
-    let mut replies = Vec::new();
     let mut comment: Option<String> = None;
     let mut found = false;
-    while !replies.iter().any(|r: &Reply| r.seq == 1) {
-        let n = match sock.recv(&mut buf, Some(ANSWER_TIMEOUT)) {
-            Ok(Some(n)) => n,
-            Ok(None) => {
-                return Err(DataplaneError::os(
-                    format!("no answer from the kernel about {what}"),
-                    libc::ETIMEDOUT,
-                ))
-            }
-            Err(e) => return Err(io_err(&format!("querying {what}"), e)),
-        };
-        parse_replies(&buf[..n], &mut replies, |m| {
-            if m.ty == wire::nft_type(new) && m.seq == 1 {
-                found = true;
-                for a in wire::msg_attrs(&m) {
-                    if a.ty == udata_attr {
-                        comment = udata_comment_of(a.payload);
-                    }
+    let answer = conn.exchange(&req, seq, &format!("querying {what}"), |m| {
+        if m.ty == nl::nft_type(new) {
+            found = true;
+            for a in m.attrs() {
+                if a.ty == udata_attr {
+                    comment = nl::udata_comment_of(a.payload);
                 }
             }
-        });
-    }
-    match replies.iter().find(|r| r.seq == 1).map(|r| r.errno) {
-        Some(0) if found => Ok(Some(comment.unwrap_or_default())),
-        Some(0) => Ok(None),
-        Some(libc::ENOENT) => Ok(None),
-        Some(errno) => Err(DataplaneError::os(
-            format!("querying {what}: {}", io::Error::from_raw_os_error(errno)),
-            errno,
-        )),
-        None => unreachable!("loop ends on the answer"),
-    }
-}
-
-/// The comment TLV of a table's or chain's userdata.
-pub(super) fn udata_comment_of(udata: &[u8]) -> Option<String> {
-    let mut i = 0;
-    while i + 2 <= udata.len() {
-        let (ty, len) = (udata[i], udata[i + 1] as usize);
-        let value = udata.get(i + 2..i + 2 + len)?;
-        if ty == wire::NFTNL_UDATA_COMMENT {
-            return Some(wire::attr_str(value));
         }
-        i += 2 + len;
+    })?;
+    match answer.errno {
+        0 if found => Ok(Some(comment.unwrap_or_default())),
+        0 | libc::ENOENT => Ok(None),
+        errno => Err(nl::Error::rejected(format!("querying {what}"), errno).into()),
     }
-    None
 }
 
 #[cfg(test)]
@@ -804,6 +487,7 @@ mod tests {
     use super::*;
     use crate::nft::batch::encode_apply;
     use crate::nft::batch::tests::small;
+    use crate::nft::describe::describe;
     use crate::ruleset::{Direction, Rule, VerdictMap};
 
     #[test]
@@ -821,10 +505,10 @@ mod tests {
         );
         // An extended-ACK offset inside the 4th expression.
         let m = b.message(10).unwrap();
-        let exprs = wire::msg_attrs(&m)
-            .find(|a| a.ty == wire::NFTA_RULE_EXPRESSIONS)
+        let exprs = nl::msg_attrs(&m)
+            .find(|a| a.ty == nl::NFTA_RULE_EXPRESSIONS)
             .unwrap();
-        let fourth = wire::attrs(exprs.payload, exprs.offset + 4).nth(3).unwrap();
+        let fourth = nl::attrs(exprs.payload, exprs.offset + 4).nth(3).unwrap();
         let reply = Reply {
             seq: 10,
             errno: 2,
@@ -837,10 +521,10 @@ mod tests {
         );
         // ... and inside the 3rd element of the set (11.0.0.0, the end of 10.0.0.0/8).
         let m = b.message(7).unwrap();
-        let list = wire::msg_attrs(&m)
-            .find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)
+        let list = nl::msg_attrs(&m)
+            .find(|a| a.ty == nl::NFTA_SET_ELEM_LIST_ELEMENTS)
             .unwrap();
-        let third = wire::attrs(list.payload, list.offset + 4).nth(2).unwrap();
+        let third = nl::attrs(list.payload, list.offset + 4).nth(2).unwrap();
         let reply = Reply {
             seq: 7,
             errno: 17,
@@ -850,37 +534,6 @@ mod tests {
         assert_eq!(
             describe(&rs, &b, 7, &reply),
             "kernel rejected element 0 (10.0.0.0/8, its end) of set a4"
-        );
-    }
-
-    #[test]
-    fn replies_with_extended_ack() {
-        // An NLMSG_ERROR (capped, with TLVs) for seq 9: ENOENT, message "x", offset 44.
-        let mut buf = Vec::new();
-        let mut w = Writer { buf: &mut buf };
-        let start = w.buf.len();
-        w.buf.extend_from_slice(&0u32.to_ne_bytes());
-        w.buf.extend_from_slice(&wire::NLMSG_ERROR.to_ne_bytes());
-        w.buf
-            .extend_from_slice(&(0x100u16 | wire::NLM_F_ACK_TLVS).to_ne_bytes());
-        w.buf.extend_from_slice(&9u32.to_ne_bytes());
-        w.buf.extend_from_slice(&0u32.to_ne_bytes());
-        w.buf.extend_from_slice(&(-2i32).to_ne_bytes());
-        w.buf
-            .extend_from_slice(&[20, 0, 0, 0, 6, 10, 5, 4, 9, 0, 0, 0, 0, 0, 0, 0]);
-        w.strz(wire::NLMSGERR_ATTR_MSG, "x");
-        w.attr(wire::NLMSGERR_ATTR_OFFS, &44u32.to_ne_bytes());
-        w.end_msg(start);
-        let mut replies = Vec::new();
-        parse_replies(&buf, &mut replies, |_| panic!("no other message"));
-        assert_eq!(
-            replies,
-            vec![Reply {
-                seq: 9,
-                errno: 2,
-                msg: Some("x".into()),
-                offset: Some(44)
-            }]
         );
     }
 
@@ -926,12 +579,5 @@ mod tests {
             .message
             .contains("already exists"));
         assert!(validate(&small()).is_ok());
-    }
-
-    #[test]
-    fn table_comment_tlv() {
-        assert_eq!(udata_comment_of(b"\x00\x06hello\x00"), Some("hello".into()));
-        assert_eq!(udata_comment_of(b"\x05\x01x\x00\x02hi"), Some("hi".into()));
-        assert_eq!(udata_comment_of(b""), None);
     }
 }

@@ -92,22 +92,22 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::batch::{
-    add_chains, add_hash_chain, add_rules, bounds, encode_apply, encode_flush, encode_map,
-    encode_set, has_leading_end, key_len, key_max, leading_end, range_elems, set_flags, set_ids,
-    set_key, set_udata, Assembler, Elem, ElemList, EncodedBatch, Obj,
+    add_chains, add_hash_chain, add_rules, encode_apply, encode_flush, encode_map, encode_set,
+    set_flags, set_ids, set_key, set_udata, Assembler, ElemList, EncodedBatch, Obj,
 };
+use super::describe::{describe, element_text, list_index};
+use super::elems::key_value;
+use super::elems::{diff_ranges, ir_ranges, kernel_set_ranges, Elem};
 use super::inventory::{self, Inventory, KChain, KElem, KSet, NFT_CHAIN_BASE};
-use super::netlink::{describe, element_text, list_index, send_batch, udata_comment_of, Reply};
-use super::wire::{self, Writer};
+use super::kernel::send_batch;
 use super::{clean_comment, DataplaneError, HASH_CHAIN, TABLE_COMMENT};
+use crate::netlink::{self as nl, Writer};
+use crate::netlink::{udata_comment_of, Reply};
 use crate::ruleset::{BaseHook, Chain, Hook, Match, PortMatch, Ruleset, Set, Verdict};
 
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_DELSET: u16 = 11;
-const NFTA_TABLE_FLAGS: u16 = 2;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NF_ACCEPT: u32 = 1;
+use crate::netlink::{
+    NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFTA_TABLE_FLAGS, NFT_MSG_DELRULE, NFT_MSG_DELSET, NF_ACCEPT,
+};
 /// Prefix of the names of staging copies of moved sets.
 const STAGING_PREFIX: &str = "hostpolicyd-staged-";
 
@@ -202,7 +202,7 @@ pub(crate) fn apply(rs: &Ruleset, previous: Option<&Ruleset>) -> Result<(), Data
         send(rs, &plan, t1)?;
     }
     if let Err(mut e) = send(rs, &plan, &t2) {
-        if t1.is_some() && outcome_unknown(&e) {
+        if t1.is_some() && e.outcome_unknown() {
             // The switch may have been committed: undoing T1 could change sets under its rules.
             e.message.push_str(
                 "; the sets staged for it are left as they are (the next apply cleans up)",
@@ -224,13 +224,6 @@ pub(crate) fn apply(rs: &Ruleset, previous: Option<&Ruleset>) -> Result<(), Data
         }
     }
     Ok(())
-}
-
-/// The batch reached the kernel but its answer did not come back (`send_batch`: answers lost, or no
-/// acknowledgement): it may or may not have been committed.
-fn outcome_unknown(e: &DataplaneError) -> bool {
-    matches!(e.errno, Some(libc::ENOBUFS | libc::ETIMEDOUT))
-        && e.message.contains("outcome is unknown")
 }
 
 /// True when table `inv` carries `previous`'s content hash (the comment of the [`HASH_CHAIN`]), i.e.
@@ -408,7 +401,7 @@ pub(crate) fn plan(
     let moved: HashSet<&str> = rs.sets[j..].iter().map(|s| s.name.as_str()).collect();
     for ks in &inv.sets {
         let n = ks.name.as_str();
-        if ks.flags & wire::NFT_SET_MAP != 0 || moved.contains(n) || ir_maps.contains(n) {
+        if ks.flags & nl::NFT_SET_MAP != 0 || moved.contains(n) || ir_maps.contains(n) {
             p.delete_sets.push(ks.name.clone());
         } else if !ir_sets.contains(n) {
             p.unused_sets.push(ks.name.clone());
@@ -532,156 +525,17 @@ fn staging_rules<'r>(rs: &'r Ruleset, plan: &Plan) -> Cow<'r, Ruleset> {
 // ---------------------------------------------------------------------------------------------------
 // Elements: what the kernel holds, as ranges, and the changes to the new ranges.
 
-/// nft's userdata of a start element whose range reaches the top of the space.
-fn open_udata() -> Vec<u8> {
-    let mut u = Vec::with_capacity(6);
-    wire::udata_tlv(
-        &mut u,
-        wire::NFTNL_UDATA_SET_ELEM_FLAGS,
-        &wire::NFTNL_SET_ELEM_F_INTERVAL_OPEN.to_ne_bytes(),
-    );
-    u
-}
-
-fn key_value(key: &[u8]) -> u128 {
-    key.iter().fold(0u128, |v, b| (v << 8) | *b as u128)
-}
-
-/// The kernel's elements of an interval set as (leading end element at 0 present, ranges), or None when
-/// they are not exactly what nft (and `batch::interval_elems`) writes: starts and ends alternating, an
-/// end element only at the first value after a range, the open-interval userdata on (only) a last range
-/// that reaches the top, nothing else.
-pub(crate) fn kernel_ranges(elems: &[KElem], len: u8) -> Option<(bool, Vec<(u128, u128)>)> {
-    let open = open_udata();
-    let mut leading = false;
-    // (value, is start, open)
-    let mut v: Vec<(u128, bool, bool)> = Vec::with_capacity(elems.len());
-    for e in elems {
-        if e.other || e.key.len() != len as usize || e.flags & !wire::NFT_SET_ELEM_INTERVAL_END != 0
-        {
-            return None;
-        }
-        let value = key_value(&e.key);
-        if e.flags & wire::NFT_SET_ELEM_INTERVAL_END != 0 {
-            if e.userdata.is_some() {
-                return None;
-            }
-            if value == 0 {
-                if leading {
-                    return None;
-                }
-                leading = true;
-            } else {
-                v.push((value, false, false));
-            }
-        } else {
-            let is_open = match e.userdata.as_deref() {
-                None => false,
-                Some(u) if u == open.as_slice() => true,
-                Some(_) => return None,
-            };
-            v.push((value, true, is_open));
-        }
-    }
-    // At one value, the end of a range sorts before the start of the next.
-    v.sort_unstable_by_key(|&(value, start, _)| (value, start));
-    let mut ranges = Vec::with_capacity(v.len() / 2 + 1);
-    let mut it = v.into_iter().peekable();
-    while let Some((lo, start, is_open)) = it.next() {
-        if !start {
-            return None;
-        }
-        match it.peek() {
-            Some(&(end, false, _)) => {
-                if is_open || end <= lo {
-                    return None;
-                }
-                it.next();
-                ranges.push((lo, end - 1));
-            }
-            Some(_) => return None, // two starts in a row
-            None if is_open => ranges.push((lo, key_max(len))),
-            None => return None,
-        }
-    }
-    Some((leading, ranges))
-}
-
-/// The kernel's elements of a hash set as one-value ranges, sorted, or None when they are not exactly
-/// what nft writes (keys of the set's length, no flags, no userdata) or when the dump cannot be
-/// trusted: an element seen twice. A hash set is dumped in hash-table order, resumed by position for
-/// every answer; when the kernel grows the table in between (it does so in the background for a few
-/// seconds after a big set is loaded) the order changes, and the dump repeats some elements and misses
-/// as many others. Diffing such a dump deleted elements twice (measured: the transaction was rejected);
-/// None makes the swap re-create the set instead.
-pub(crate) fn kernel_hosts(elems: &[KElem], len: u8) -> Option<Vec<(u128, u128)>> {
-    let mut hosts = Vec::with_capacity(elems.len());
-    for e in elems {
-        if e.other || e.key.len() != len as usize || e.flags != 0 || e.userdata.is_some() {
-            return None;
-        }
-        let v = key_value(&e.key);
-        hosts.push((v, v));
-    }
-    hosts.sort_unstable();
-    if hosts.windows(2).any(|w| w[0] == w[1]) {
-        return None;
-    }
-    Some(hosts)
-}
-
 /// The element changes that bring the kernel's `elems` to `set`'s elements, per range (a range that is
 /// not in both is deleted or added whole, start and end element), or None when the kernel's elements
-/// are not in our encoding (see [`kernel_ranges`]).
+/// are not in our encoding (see `elems::kernel_ranges`).
 pub(crate) fn diff_elements(index: usize, set: &Set, elems: &[KElem]) -> Option<SetDiff> {
-    let t = set.set_type;
-    let len = key_len(t);
-    let (leading, old) = if t.is_interval() {
-        kernel_ranges(elems, len)?
-    } else {
-        (false, kernel_hosts(elems, len)?)
-    };
-    let mut new: Vec<(u128, u128, usize)> = set
-        .elements
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let (lo, hi) = bounds(e);
-            (lo, hi, i)
-        })
-        .collect();
-    new.sort_unstable();
-    let want_leading = has_leading_end(t, new.first().map(|f| f.0));
-    let mut d = SetDiff {
+    let (leading, old) = kernel_set_ranges(set, elems)?;
+    let d = diff_ranges(set.set_type, leading, &old, &ir_ranges(set));
+    Some(SetDiff {
         set: index,
-        remove: Vec::new(),
-        add: Vec::new(),
-    };
-    match (leading, want_leading) {
-        (true, false) => d.remove.push(leading_end(len)),
-        (false, true) => d.add.push(leading_end(len)),
-        _ => {}
-    }
-    let (mut i, mut j) = (0, 0);
-    loop {
-        match (old.get(i), new.get(j)) {
-            (None, None) => break,
-            (Some(&(lo, hi)), Some(&(nlo, nhi, _))) if (lo, hi) == (nlo, nhi) => {
-                i += 1;
-                j += 1;
-            }
-            (Some(&(lo, hi)), n) if n.is_none_or(|&(nlo, nhi, _)| (lo, hi) < (nlo, nhi)) => {
-                d.remove.extend(range_elems(t, lo, hi, 0));
-                i += 1;
-            }
-            (_, Some(&(lo, hi, ir))) => {
-                d.add.extend(range_elems(t, lo, hi, ir));
-                j += 1;
-            }
-            (Some(_), None) => unreachable!("covered by the arm above"),
-        }
-    }
-    Some(d)
+        remove: d.remove,
+        add: d.add,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -748,18 +602,15 @@ impl TxBuilder {
     fn delete_set(&mut self, table: &str, set: &str) {
         self.simple(
             NFT_MSG_DELSET,
-            &[(wire::NFTA_SET_TABLE, table), (wire::NFTA_SET_NAME, set)],
+            &[(nl::NFTA_SET_TABLE, table), (nl::NFTA_SET_NAME, set)],
             format!("kernel rejected deleting set {set} of table inet {table}"),
         );
     }
 
     fn delete_chain(&mut self, table: &str, chain: &str) {
         self.simple(
-            wire::NFT_MSG_DELCHAIN,
-            &[
-                (wire::NFTA_CHAIN_TABLE, table),
-                (wire::NFTA_CHAIN_NAME, chain),
-            ],
+            nl::NFT_MSG_DELCHAIN,
+            &[(nl::NFTA_CHAIN_TABLE, table), (nl::NFTA_CHAIN_NAME, chain)],
             format!("kernel rejected deleting chain {chain} of table inet {table}"),
         );
     }
@@ -796,17 +647,14 @@ fn write_diffs(b: &mut TxBuilder, rs: &Ruleset, plan: &Plan, undo: bool) {
             msg,
             flags,
         };
-        list(wire::NFT_MSG_DELSETELEM, 0).write(&mut b.asm, del.iter().copied(), |first| {
+        list(nl::NFT_MSG_DELSETELEM, 0).write(&mut b.asm, del.iter().copied(), |first| {
             Obj::DelElems { change: k, first }
         });
-        list(
-            wire::NFT_MSG_NEWSETELEM,
-            wire::NLM_F_CREATE | wire::NLM_F_EXCL,
-        )
-        .write(&mut b.asm, add.iter().copied(), |first| Obj::AddElems {
-            change: k,
-            first,
-        });
+        list(nl::NFT_MSG_NEWSETELEM, nl::NLM_F_CREATE | nl::NLM_F_EXCL).write(
+            &mut b.asm,
+            add.iter().copied(),
+            |first| Obj::AddElems { change: k, first },
+        );
     }
 }
 
@@ -833,16 +681,13 @@ fn encode_t1(rs: &Ruleset, plan: &Plan) -> Option<Tx> {
     if plan.mode == Mode::Create {
         let m = b
             .asm
-            .begin_with(wire::NFT_MSG_NEWTABLE, wire::NLM_F_CREATE, Obj::TableCreate);
+            .begin_with(nl::NFT_MSG_NEWTABLE, nl::NLM_F_CREATE, Obj::TableCreate);
         let mut w = Writer {
             buf: &mut b.asm.out,
         };
-        w.strz(wire::NFTA_TABLE_NAME, &rs.table);
+        w.strz(nl::NFTA_TABLE_NAME, &rs.table);
         w.u32_be(NFTA_TABLE_FLAGS, 0);
-        w.attr(
-            wire::NFTA_TABLE_USERDATA,
-            &wire::udata_comment(TABLE_COMMENT),
-        );
+        w.attr(nl::NFTA_TABLE_USERDATA, &nl::udata_comment(TABLE_COMMENT));
         w.end_msg(m);
     }
     write_diffs(&mut b, rs, plan, false);
@@ -1028,7 +873,9 @@ fn key_text(e: &Elem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::batch::kernel_elems;
+    use crate::nft::elems::{
+        bounds, kernel_elems, kernel_hosts, kernel_ranges, key_len, open_udata,
+    };
     use crate::nft::inventory::KHook;
     use crate::ruleset::{
         Chain, Direction, Family, Rule, SetElement, SetType, Verdict, VerdictMap,
@@ -1039,7 +886,7 @@ mod tests {
             .map(|e| KElem {
                 key: e.key[..e.len as usize].to_vec(),
                 flags: if e.end {
-                    wire::NFT_SET_ELEM_INTERVAL_END
+                    nl::NFT_SET_ELEM_INTERVAL_END
                 } else {
                     0
                 },
@@ -1141,7 +988,7 @@ mod tests {
         let mut not_open = good.clone();
         not_open.last_mut().unwrap().userdata = None;
         let mut comment = good.clone();
-        comment[1].userdata = Some(wire::udata_comment("x"));
+        comment[1].userdata = Some(nl::udata_comment("x"));
         let mut data = good.clone();
         data[1].other = true;
         let mut wrong_len = good.clone();
@@ -1315,7 +1162,7 @@ mod tests {
         let (key_type, key_len) = set_key(s.set_type);
         KSet {
             name: s.name.clone(),
-            flags: wire::NFT_SET_INTERVAL,
+            flags: nl::NFT_SET_INTERVAL,
             key_type,
             key_len,
             data_type: None,
@@ -1326,10 +1173,10 @@ mod tests {
     fn kmap(name: &str) -> KSet {
         KSet {
             name: name.into(),
-            flags: wire::NFT_SET_MAP,
+            flags: nl::NFT_SET_MAP,
             key_type: 41,
             key_len: 16,
-            data_type: Some(wire::NFT_DATA_VERDICT),
+            data_type: Some(nl::NFT_DATA_VERDICT),
             userdata: None,
         }
     }
@@ -1341,7 +1188,7 @@ mod tests {
             name: HASH_CHAIN.into(),
             hook: None,
             flags: 0,
-            userdata: Some(wire::udata_comment(&rs.comment)),
+            userdata: Some(nl::udata_comment(&rs.comment)),
         });
         let mut sets: Vec<KSet> = rs.sets.iter().map(kset).collect();
         sets.extend(rs.maps.iter().map(|m| kmap(&m.name)));
@@ -1456,9 +1303,7 @@ mod tests {
             ]
         );
         let t2 = encode_t2(&rs, &rs, &p).unwrap();
-        let kinds: Vec<u16> = wire::messages(&t2.batch.bytes)
-            .map(|m| m.ty & 0xff)
-            .collect();
+        let kinds: Vec<u16> = nl::messages(&t2.batch.bytes).map(|m| m.ty & 0xff).collect();
         // begin, 3 flushes, 1 set deleted, 2 chains deleted, 1 chain + hash chain, map + elements, rules
         assert_eq!(
             kinds[1..10],
@@ -1467,11 +1312,11 @@ mod tests {
                 NFT_MSG_DELRULE,
                 NFT_MSG_DELRULE,
                 NFT_MSG_DELSET,
-                wire::NFT_MSG_DELCHAIN,
-                wire::NFT_MSG_DELCHAIN,
-                wire::NFT_MSG_NEWCHAIN,
-                wire::NFT_MSG_NEWCHAIN,
-                wire::NFT_MSG_NEWSET,
+                nl::NFT_MSG_DELCHAIN,
+                nl::NFT_MSG_DELCHAIN,
+                nl::NFT_MSG_NEWCHAIN,
+                nl::NFT_MSG_NEWCHAIN,
+                nl::NFT_MSG_NEWSET,
             ]
         );
         assert_eq!(t2.batch.objs[8], Obj::HashChain);
@@ -1738,7 +1583,7 @@ mod tests {
         assert_eq!(plan_from(&rs, &held).create_chains, [1, 2]);
         // A base chain with a comment is not ours as it is.
         let mut inv = inventory(&held);
-        inv.chains[0].userdata = Some(wire::udata_comment("x"));
+        inv.chains[0].userdata = Some(nl::udata_comment("x"));
         assert_eq!(plan_with(&held, &inv, &held).create_chains, [0, 1, 2]);
     }
 
@@ -1750,10 +1595,10 @@ mod tests {
         let p = plan_from(&rs, &held);
         let t1 = encode_t1(&rs, &p).unwrap();
         let m = t1.batch.message(1).unwrap();
-        let list = wire::msg_attrs(&m)
-            .find(|a| a.ty == wire::NFTA_SET_ELEM_LIST_ELEMENTS)
+        let list = nl::msg_attrs(&m)
+            .find(|a| a.ty == nl::NFTA_SET_ELEM_LIST_ELEMENTS)
             .unwrap();
-        let second = wire::attrs(list.payload, list.offset + 4).nth(1).unwrap();
+        let second = nl::attrs(list.payload, list.offset + 4).nth(1).unwrap();
         let reply = Reply {
             seq: 1,
             errno: libc::EEXIST,
