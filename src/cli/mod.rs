@@ -324,13 +324,25 @@ fn status(settings: &Settings, json: bool) -> u8 {
         Err(e @ ClientError::NotRunning { .. }) => {
             eprintln!("hostpolicyd: {e}");
             match Store::new(&settings.state_dir).load_summary() {
-                Ok(Some(summary)) => (
-                    Status {
-                        daemon: None,
-                        summary,
-                    },
-                    exit::NOT_RUNNING,
-                ),
+                Ok(Some(mut summary)) => {
+                    // A swap interrupted between its transactions shows in the kernel, not in the
+                    // state directory (root only: otherwise the stored look stays).
+                    let comment = Netlink::new()
+                        .and_then(|mut dp| dp.table_comment(&settings.table))
+                        .ok()
+                        .flatten();
+                    if let Some(target) = comment.as_deref().and_then(crate::nft::pending_target) {
+                        let hash = crate::compile::hash_from_comment(&target).unwrap_or("");
+                        summary.kernel = crate::engine::pending_text(hash);
+                    }
+                    (
+                        Status {
+                            daemon: None,
+                            summary,
+                        },
+                        exit::NOT_RUNNING,
+                    )
+                }
                 Ok(None) => {
                     eprintln!(
                         "hostpolicyd: nothing recorded in {} either",

@@ -182,6 +182,15 @@ fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
     it.collect::<Vec<_>>().join(", ")
 }
 
+/// What `status` says of a table marked as in the middle of a swap to content hash `hash`.
+pub fn pending_text(hash: &str) -> String {
+    format!(
+        "half-finished swap to sha256:{} (interrupted between its transactions; the next apply \
+         finishes it)",
+        short(hash)
+    )
+}
+
 /// The first 12 hex digits of a content hash, for one-line messages.
 pub fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
@@ -194,6 +203,10 @@ pub enum Kernel {
     None,
     /// A table with this content hash in its comment (empty when the comment is not ours).
     Table(String),
+    /// Our table in the middle of a swap to the ruleset with this content hash: a run was interrupted
+    /// between its transactions (see `nft/exec.rs`). Neither ruleset counts as applied; the next apply
+    /// finishes or redoes the swap.
+    Pending(String),
     /// The query failed.
     Unknown(String),
 }
@@ -303,7 +316,10 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         let table = self.summary.table.clone();
         let k = match self.dp.table_comment(&table) {
             Ok(None) => Kernel::None,
-            Ok(Some(c)) => Kernel::Table(hash_from_comment(&c).unwrap_or("").to_string()),
+            Ok(Some(c)) => match crate::nft::pending_target(&c) {
+                Some(t) => Kernel::Pending(hash_from_comment(&t).unwrap_or("").to_string()),
+                None => Kernel::Table(hash_from_comment(&c).unwrap_or("").to_string()),
+            },
             Err(e) => Kernel::Unknown(e.to_string()),
         };
         self.summary.kernel = match &k {
@@ -311,6 +327,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             Kernel::Table(h) if Some(h) == self.summary.hash.as_ref() => "ours".into(),
             Kernel::Table(h) if h.is_empty() => "foreign (not written by hostpolicyd)".into(),
             Kernel::Table(h) => format!("foreign sha256:{}", short(h)),
+            Kernel::Pending(h) => pending_text(h),
             Kernel::Unknown(e) => format!("unknown ({e})"),
         };
         k
@@ -387,8 +404,8 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         // not copied: a copy of a 100,000-element ruleset would delay the swap.
         let previous = match &kernel {
             Kernel::None => None,
-            // Ours, or a table we cannot reproduce: our last good is the best we have.
-            Kernel::Table(_) | Kernel::Unknown(_) => self.last_good.as_ref(),
+            // Ours, half-swapped, or a table we cannot reproduce: our last good is the best we have.
+            Kernel::Table(_) | Kernel::Pending(_) | Kernel::Unknown(_) => self.last_good.as_ref(),
         };
         let checks = node_checks(&compiled.config, &self.summary.node);
         let baseline = if checks.is_empty() {
@@ -638,40 +655,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::load::Loaded;
     use crate::config::model::{CheckTarget, HostEndpoint, Pos};
-    use crate::nft::DataplaneError;
+    use crate::nft::{DataplaneError, Fake};
     use crate::pipeline;
     use std::collections::VecDeque;
     use std::time::{Duration, UNIX_EPOCH};
-
-    /// A kernel of one table: records every call.
-    #[derive(Default)]
-    pub(crate) struct Kernel1 {
-        pub table: Option<Ruleset>,
-        pub calls: Vec<String>,
-        pub fail_next_apply: bool,
-    }
-
-    impl Dataplane for Kernel1 {
-        fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
-            self.calls.push(format!(
-                "apply {}",
-                short(hash_from_comment(&ruleset.comment).unwrap_or("?"))
-            ));
-            if std::mem::take(&mut self.fail_next_apply) {
-                return Err(DataplaneError::os("kernel said no", 22));
-            }
-            self.table = Some(ruleset.clone());
-            Ok(())
-        }
-        fn flush(&mut self, _table: &str) -> Result<(), DataplaneError> {
-            self.calls.push("flush".into());
-            self.table = None;
-            Ok(())
-        }
-        fn table_comment(&mut self, _table: &str) -> Result<Option<String>, DataplaneError> {
-            Ok(self.table.as_ref().map(|t| t.comment.clone()))
-        }
-    }
 
     /// Answers each round from a script: one Vec<bool> per round (one entry per check), then all pass.
     #[derive(Default)]
@@ -758,8 +745,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn engine() -> Engine<Kernel1, Script> {
-        Engine::new(Kernel1::default(), Script::default(), "node1", "hostpolicy")
+    fn engine() -> Engine<Fake, Script> {
+        Engine::new(Fake::new(), Script::default(), "node1", "hostpolicy")
     }
 
     fn hash(c: &Compiled) -> String {
@@ -844,7 +831,7 @@ pub(crate) mod tests {
         let a = compiled("eth0", vec![]);
         e.reconcile(Ok(&a), T0);
         // Someone deleted our table: the same configuration is applied again.
-        e.dp.table = None;
+        assert!(e.dp.kernel().remove_table("hostpolicy"));
         let out = e.reconcile(Ok(&a), T0);
         assert_eq!(out.kind(), "applied");
         assert_eq!(e.dp.calls.len(), 2);
@@ -900,15 +887,11 @@ pub(crate) mod tests {
             e.dp.calls,
             [
                 format!("apply {}", short(&ha)),
-                format!("apply {}", short(&hb)),
+                format!("update {}", short(&hb)),
                 format!("apply {}", short(&ha))
             ]
         );
-        assert_eq!(
-            e.dp.table.as_ref(),
-            Some(&a.ruleset),
-            "the previous ruleset is back"
-        );
+        assert!(e.dp.holds(&a.ruleset), "the previous ruleset is back");
         assert_eq!(e.last_good(), Some(&a.ruleset));
         assert_eq!(e.summary().generation, 1);
         assert_eq!(e.summary().hash.as_deref(), Some(ha.as_str()));
@@ -954,7 +937,7 @@ pub(crate) mod tests {
             e.dp.calls,
             [format!("apply {}", short(&hash(&a))), "flush".to_string()]
         );
-        assert_eq!(e.dp.table, None);
+        assert!(e.dp.no_table("hostpolicy"));
         assert_eq!(e.last_good(), None);
         assert_eq!(e.summary().generation, 0);
     }
@@ -991,7 +974,7 @@ pub(crate) mod tests {
         assert_eq!(out.kind(), "invalid");
         assert_eq!(out.exit_code(), exit::INVALID);
         assert_eq!(e.dp.calls, calls, "no kernel write");
-        assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+        assert!(e.dp.holds(&a.ruleset));
         assert_eq!(e.last_good(), Some(&a.ruleset));
         let err = e.summary().last_error.clone().unwrap();
         assert_eq!(err.kind, "invalid");
@@ -1004,7 +987,7 @@ pub(crate) mod tests {
         let mut e = engine();
         let a = compiled("eth0", vec![]);
         e.reconcile(Ok(&a), T0);
-        e.dp.fail_next_apply = true;
+        e.dp.fail_next(DataplaneError::os("kernel said no", 22));
         let b = compiled("eth1", vec![]);
         let out = e.reconcile(Ok(&b), T0);
         assert_eq!(out.kind(), "failed");
@@ -1024,7 +1007,7 @@ pub(crate) mod tests {
         // A previous run applied `a` and saved it; the new process starts with the kernel holding it.
         let a = compiled("eth0", vec![check("gw", None)]);
         let mut e = engine();
-        e.dp.table = Some(a.ruleset.clone());
+        e.dp.load(&a.ruleset);
         let stored = Summary {
             generation: 4,
             hash: Some(hash(&a)),
@@ -1054,7 +1037,7 @@ pub(crate) mod tests {
             ),
             "{out:?}"
         );
-        assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+        assert!(e.dp.holds(&a.ruleset));
     }
 
     #[test]
@@ -1063,9 +1046,9 @@ pub(crate) mod tests {
         assert!(e.reapply_last_good().is_err(), "nothing to re-apply yet");
         let a = compiled("eth0", vec![check("gw", None)]);
         e.reconcile(Ok(&a), T0);
-        e.dp.table = None; // someone deleted our table
+        assert!(e.dp.kernel().remove_table("hostpolicy")); // someone deleted our table
         e.reapply_last_good().unwrap();
-        assert_eq!(e.dp.table.as_ref(), Some(&a.ruleset));
+        assert!(e.dp.holds(&a.ruleset));
         assert_eq!(e.summary().kernel, "ours");
         assert_eq!(e.prober.ran, 2, "no checks for a repair");
         assert_eq!(
@@ -1086,7 +1069,7 @@ pub(crate) mod tests {
     fn kernel_holding_the_compiled_ruleset_is_adopted_without_a_write() {
         let a = compiled("eth0", vec![]);
         let mut e = engine();
-        e.dp.table = Some(a.ruleset.clone());
+        e.dp.load(&a.ruleset);
         assert_eq!(
             e.reconcile(Ok(&a), T0),
             Outcome::Unchanged {

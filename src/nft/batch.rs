@@ -539,12 +539,22 @@ impl RuleChunk {
 /// [`Obj::HashChain`].
 pub(super) fn add_hash_chain(asm: &mut Assembler, table: &str, comment: &str) {
     let comment = clean_comment(comment);
+    let udata = if comment.is_empty() {
+        Vec::new()
+    } else {
+        nl::udata_comment(&comment)
+    };
+    add_hash_chain_comment(asm, table, &udata);
+}
+
+/// Creates the [`HASH_CHAIN`] chain with userdata `udata` (none when empty), tagged [`Obj::HashChain`].
+pub(super) fn add_hash_chain_comment(asm: &mut Assembler, table: &str, udata: &[u8]) {
     let m = asm.begin_with(nl::NFT_MSG_NEWCHAIN, nl::NLM_F_CREATE, Obj::HashChain);
     let mut w = Writer { buf: &mut asm.out };
     w.strz(nl::NFTA_CHAIN_TABLE, table);
     w.strz(nl::NFTA_CHAIN_NAME, HASH_CHAIN);
-    if !comment.is_empty() {
-        w.attr(nl::NFTA_CHAIN_USERDATA, &nl::udata_comment(&comment));
+    if !udata.is_empty() {
+        w.attr(nl::NFTA_CHAIN_USERDATA, udata);
     }
     w.end_msg(m);
 }
@@ -572,7 +582,9 @@ pub(crate) fn encode_flush(table: &str) -> EncodedBatch {
 /// element deletions then additions (see `delta.rs`), and the new content hash as the comment of the
 /// [`HASH_CHAIN`] chain (a table's comment cannot change, so the chain is ensured, deleted and created
 /// again with `next`'s comment: `add chain`, `delete chain`, `add chain { comment }`). ONE transaction.
-pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
+/// `names`: the kernel name of each set of `next` (a set may live under a version of its name, see
+/// `plan.rs`).
+pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta, names: &[String]) -> EncodedBatch {
     let elems: usize = delta
         .sets
         .iter()
@@ -580,7 +592,10 @@ pub(crate) fn encode_delta(next: &Ruleset, delta: &SetDelta) -> EncodedBatch {
         .sum();
     let mut asm = Assembler::new(elems * 48 + delta.sets.len() * 256 + 512);
     for (k, c) in delta.sets.iter().enumerate() {
-        let name = next.sets[c.set].name.as_str();
+        let name = names
+            .get(c.set)
+            .map(String::as_str)
+            .unwrap_or(next.sets[c.set].name.as_str());
         let del = ElemList {
             table: &next.table,
             set: name,

@@ -18,7 +18,7 @@ use crate::netlink::{
 
 use super::DataplaneError;
 
-pub(crate) use crate::netlink::{NFT_CHAIN_BASE, NFT_SET_ANONYMOUS};
+pub(crate) use crate::netlink::NFT_SET_ANONYMOUS;
 
 /// How often a dump that the kernel marks as interrupted is read again.
 const DUMP_TRIES: usize = 5;
@@ -125,6 +125,82 @@ pub(crate) fn read(table: &str) -> Result<Option<Inventory>, DataplaneError> {
         }));
     }
     Err(nl::Error::interrupted(format!("reading table inet {table}")).into())
+}
+
+/// The named sets and maps of table inet `table` (none when it does not exist), without its chains.
+pub(crate) fn sets(table: &str) -> Result<Vec<KSet>, DataplaneError> {
+    for _ in 0..DUMP_TRIES {
+        let (sets, intr) = dump(
+            NFT_MSG_GETSET,
+            &format!("the sets of table inet {table}"),
+            &[(nl::NFTA_SET_TABLE, &strz(table))],
+        )?;
+        if intr {
+            continue;
+        }
+        return Ok(sets
+            .iter()
+            .filter_map(|m| parse_set(&wire_msg(m), table))
+            .filter(|s| s.flags & NFT_SET_ANONYMOUS == 0)
+            .collect());
+    }
+    Err(nl::Error::interrupted(format!("reading the sets of table inet {table}")).into())
+}
+
+/// The comment of table inet `table` (`chain` None) or of its chain `chain`: None when it does not exist,
+/// `Some("")` when it has no comment.
+pub(crate) fn comment(table: &str, chain: Option<&str>) -> Result<Option<String>, DataplaneError> {
+    let what = match chain {
+        None => format!("table inet {table}"),
+        Some(c) => format!("chain {c} of table inet {table}"),
+    };
+    let mut conn = Conn::open(Protocol::Netfilter, Port::Kernel)?;
+    let (get, new, udata_attr) = match chain {
+        None => (
+            nl::NFT_MSG_GETTABLE,
+            nl::NFT_MSG_NEWTABLE,
+            nl::NFTA_TABLE_USERDATA,
+        ),
+        Some(_) => (
+            nl::NFT_MSG_GETCHAIN,
+            nl::NFT_MSG_NEWCHAIN,
+            nl::NFTA_CHAIN_USERDATA,
+        ),
+    };
+    let table_attr = strz(table);
+    let chain_attr = chain.map(strz);
+    let attrs: Vec<(u16, &[u8])> = match &chain_attr {
+        None => vec![(nl::NFTA_TABLE_NAME, &table_attr)],
+        Some(c) => vec![
+            (nl::NFTA_CHAIN_TABLE, &table_attr),
+            (nl::NFTA_CHAIN_NAME, c),
+        ],
+    };
+    let seq = conn.next_seq();
+    let req = nl::request(
+        nl::nft_type(get),
+        nl::NLM_F_ACK,
+        seq,
+        nl::NFPROTO_INET,
+        &attrs,
+    );
+    let mut comment: Option<String> = None;
+    let mut found = false;
+    let answer = conn.exchange(&req, seq, &format!("querying {what}"), |m| {
+        if m.ty == nl::nft_type(new) {
+            found = true;
+            for a in m.attrs() {
+                if a.ty == udata_attr {
+                    comment = nl::udata_comment_of(a.payload);
+                }
+            }
+        }
+    })?;
+    match answer.errno {
+        0 if found => Ok(Some(comment.unwrap_or_default())),
+        0 | libc::ENOENT => Ok(None),
+        errno => Err(nl::Error::rejected(format!("querying {what}"), errno).into()),
+    }
 }
 
 /// The elements of set `set` of table inet `table`.
@@ -347,7 +423,7 @@ fn parse_elements(m: &nl::Msg<'_>, table: &str, set: &str, out: &mut Vec<KElem>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::Writer;
+    use crate::netlink::{Writer, NFT_CHAIN_BASE};
 
     fn msg(ty: u16, f: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
         let mut buf = Vec::new();

@@ -1,19 +1,70 @@
-//! The kernel below the dataplane: sending one encoded transaction and turning the kernel's answer into
-//! a [`DataplaneError`] that names the rejected object.
+//! The seam below the [`super::Dataplane`]: the [`Kernel`] the swap talks to. It sends one transaction
+//! (all or nothing) and reads our table back (its chains and sets, a set's elements, a comment).
+//! [`NetlinkKernel`] is the real one (over `crate::netlink`); `fake.rs` models the kernel's objects
+//! and transaction semantics for tests without root. Everything above it (planner, encoder, executor)
+//! is the same code for both.
 
 use std::fmt::Write as _;
 
 use super::batch::EncodedBatch;
+use super::inventory::{self, Inventory, KElem, KSet};
 use super::DataplaneError;
 use crate::netlink::{self as nl, BatchError, Reply};
 
-/// Sends a batch and turns the kernel's answers into a result; `describe(seq, reply)` names the object
+/// What the swap needs from the kernel.
+pub(crate) trait Kernel {
+    /// Sends one transaction; the kernel commits all of it or nothing.
+    fn send(&mut self, batch: &EncodedBatch) -> Result<(), BatchError>;
+    /// Table inet `table` (chains, sets; no rules, no elements), None when it does not exist.
+    fn read_table(&mut self, table: &str) -> Result<Option<Inventory>, DataplaneError>;
+    /// The named sets and maps of table inet `table`.
+    fn read_sets(&mut self, table: &str) -> Result<Vec<KSet>, DataplaneError>;
+    /// The elements of set `set` of table inet `table`.
+    fn read_elements(&mut self, table: &str, set: &str) -> Result<Vec<KElem>, DataplaneError>;
+    /// The comment of table inet `table` (`chain` None) or of its chain `chain`: None when it does not
+    /// exist, `Some("")` when it has no comment.
+    fn read_comment(
+        &mut self,
+        table: &str,
+        chain: Option<&str>,
+    ) -> Result<Option<String>, DataplaneError>;
+}
+
+/// The kernel through netlink: every call opens its own socket, in the network namespace of the
+/// calling thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetlinkKernel;
+
+impl Kernel for NetlinkKernel {
+    fn send(&mut self, batch: &EncodedBatch) -> Result<(), BatchError> {
+        nl::send_batch(&batch.bytes, batch.objs.len(), batch.last_seq())
+    }
+    fn read_table(&mut self, table: &str) -> Result<Option<Inventory>, DataplaneError> {
+        inventory::read(table)
+    }
+    fn read_sets(&mut self, table: &str) -> Result<Vec<KSet>, DataplaneError> {
+        inventory::sets(table)
+    }
+    fn read_elements(&mut self, table: &str, set: &str) -> Result<Vec<KElem>, DataplaneError> {
+        inventory::elements(table, set)
+    }
+    fn read_comment(
+        &mut self,
+        table: &str,
+        chain: Option<&str>,
+    ) -> Result<Option<String>, DataplaneError> {
+        inventory::comment(table, chain)
+    }
+}
+
+/// Sends a batch and turns the kernel's answer into a result; `describe(seq, reply)` names the object
 /// of a rejected message.
 pub(crate) fn send_batch(
+    kernel: &mut dyn Kernel,
     batch: &EncodedBatch,
     describe: impl Fn(u32, &Reply) -> String,
 ) -> Result<(), DataplaneError> {
-    match nl::send_batch(&batch.bytes, batch.objs.len(), batch.last_seq()) {
+    match kernel.send(batch) {
         Ok(()) => Ok(()),
         Err(BatchError::Socket(e)) => Err(e.into()),
         Err(BatchError::Unknown(e)) => Err(e.into()),

@@ -1,6 +1,7 @@
-//! The kernel side: the compiled [`Ruleset`] as nft text ([`render()`]) and as one atomic netlink batch
-//! ([`netlink::Netlink`]), behind the [`Dataplane`] trait so that everything above it can be tested with
-//! [`fake::FakeDataplane`].
+//! The kernel side: the compiled [`Ruleset`] as nft text ([`render()`]) and as netlink transactions
+//! ([`netlink::Netlink`]: the planner `plan.rs`, the encoders `batch.rs` and `txn.rs`, the executor
+//! `exec.rs`, over the [`kernel`] seam), behind the [`Dataplane`] trait. The same dataplane runs over
+//! the fake kernel of `fake.rs` ([`Fake`]) in tests without root.
 //!
 //! Both paths must give the same kernel ruleset (`nft -j list table inet NAME` equal); the rules that
 //! make that true (how a match becomes bytecode, which text nft turns into the same bytecode, how names,
@@ -11,18 +12,20 @@ pub mod delta;
 mod describe;
 pub mod dump;
 mod elems;
+mod exec;
 pub mod fake;
 mod inventory;
-mod kernel;
+pub(crate) mod kernel;
 mod lower;
 pub mod netlink;
+pub mod plan;
 pub mod render;
-mod staged;
+mod txn;
 
 use std::borrow::Cow;
 
 pub use delta::{set_delta, SetDelta};
-pub use fake::FakeDataplane;
+pub use fake::{Fake, FakeKernel};
 pub use netlink::{validate, Netlink};
 pub use render::render;
 
@@ -61,6 +64,26 @@ pub trait Dataplane {
 /// ruleset (or changes set elements). Every apply creates it, as the table's last chain; [`render()`]
 /// prints it there. No compiled chain has this name ([`netlink::validate`] refuses it).
 pub const HASH_CHAIN: &str = "hostpolicyd-hash";
+
+/// The comment of the [`HASH_CHAIN`] while a swap of two transactions is under way (from the first until
+/// the second commits): `hostpolicyd pending sha256:NEW`, for a swap to the ruleset whose comment is
+/// `hostpolicyd sha256:NEW`. A table marked so holds neither ruleset for sure; see `exec.rs`.
+pub fn pending_comment(target: &str) -> String {
+    format!(
+        "{PENDING_PREFIX}{}",
+        target.strip_prefix("hostpolicyd ").unwrap_or(target)
+    )
+}
+
+/// The comment of the ruleset a pending swap was going to (`hostpolicyd sha256:NEW`), when `comment`
+/// (as [`Dataplane::table_comment`] returns it) is a pending mark ([`pending_comment`]).
+pub fn pending_target(comment: &str) -> Option<String> {
+    comment
+        .strip_prefix(PENDING_PREFIX)
+        .map(|t| format!("hostpolicyd {t}"))
+}
+
+const PENDING_PREFIX: &str = "hostpolicyd pending ";
 
 /// The comment our table is created with (it cannot change afterwards). A table that has it, or has
 /// the [`HASH_CHAIN`] chain, is ours: applied to in stages; any other table of that name is replaced

@@ -1,7 +1,7 @@
-//! The production [`Dataplane`]. An apply is a staged swap of up to three nf_tables transactions (sets
-//! first, then the switch of every chain and rule in ONE transaction, then the removal of what is no
-//! longer used; see `staged.rs` for why and how, `inventory.rs` for what is read back); each transaction
-//! is one batch sent in one `sendmsg`.
+//! The production [`Dataplane`]. An apply is a staged swap of at most two nf_tables transactions (new
+//! sets first, then the switch of every chain and rule in ONE transaction; see `exec.rs` for why and
+//! how, `plan.rs` for the planning, `inventory.rs` for what is read back); each transaction is one
+//! batch sent in one `sendmsg` (`crate::netlink`).
 //!
 //! # Design decisions (see also `../shared/notes/nftables-netlink.md`)
 //!
@@ -32,31 +32,53 @@ use super::batch::{encode_delta, encode_flush, EncodedBatch, Obj};
 use super::delta::{set_delta, SetDelta};
 use super::describe::list_index;
 pub(crate) use super::describe::{element_text, set_type_name};
-use super::kernel::send_batch;
+use super::kernel::{send_batch, Kernel, NetlinkKernel};
 use super::lower;
 use super::{
     clean_comment, is_nft_name, Dataplane, DataplaneError, FullReason, UpdatePath, HASH_CHAIN,
     IFNAME_MAX, NAME_MAX,
 };
-use crate::netlink::{self as nl, Conn, Port, Protocol, Reply};
+use crate::netlink::{self as nl, Port, Protocol, Reply};
 use ipnet::IpNet;
 
 use crate::ruleset::{Family, Match, PortMatch, Ruleset, SetElement, SetType, Verdict};
 
-/// The kernel through netlink. Every call opens its own socket, in the network namespace of the thread
-/// making the call (so one `Netlink` can serve threads that entered other namespaces).
+/// The production [`Dataplane`]: [`Nft`] over the kernel through netlink. Every call opens its own
+/// socket, in the network namespace of the thread making the call (so one `Netlink` can serve threads
+/// that entered other namespaces).
+pub type Netlink = Nft<NetlinkKernel>;
+
+/// The [`Dataplane`] over a [`Kernel`]: validation, the element-only path, the staged swap (`exec.rs`),
+/// flush and the comment. [`Netlink`] runs it over the real kernel, `fake.rs` over the fake one.
 #[derive(Debug)]
-pub struct Netlink {
+pub struct Nft<K> {
+    kernel: K,
     last_update: Option<UpdatePath>,
 }
 
-impl Netlink {
+impl Nft<NetlinkKernel> {
     /// Checks that a netfilter netlink socket can be opened here (in this thread's network namespace).
     pub fn new() -> Result<Netlink, DataplaneError> {
         nl::Socket::open(Protocol::Netfilter, Port::Kernel, 0).map_err(|e| {
             DataplaneError::from(nl::Error::io("opening the netfilter netlink socket", &e))
         })?;
-        Ok(Netlink { last_update: None })
+        Ok(Nft::over(NetlinkKernel))
+    }
+}
+
+#[allow(private_bounds)]
+impl<K: Kernel> Nft<K> {
+    /// The dataplane over `kernel`.
+    pub(crate) fn over(kernel: K) -> Nft<K> {
+        Nft {
+            kernel,
+            last_update: None,
+        }
+    }
+
+    /// The kernel below.
+    pub(crate) fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
     }
 
     /// How the last [`Dataplane::update`] went (None before the first), for logs, tests and benchmarks.
@@ -81,7 +103,7 @@ impl Netlink {
                 next.table
             ))
         })?;
-        send_delta(previous, next, &delta)?;
+        send_delta(&mut self.kernel, previous, next, &delta)?;
         Ok(delta)
     }
 
@@ -91,10 +113,11 @@ impl Netlink {
     }
 }
 
-impl Dataplane for Netlink {
+#[allow(private_bounds)]
+impl<K: Kernel> Dataplane for Nft<K> {
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
         validate(ruleset)?;
-        super::staged::apply(ruleset, None)
+        super::exec::apply(&mut self.kernel, ruleset, None)
     }
 
     /// Element changes only (ONE batch, see `delta.rs`) when only set elements and the comment differ
@@ -112,7 +135,7 @@ impl Dataplane for Netlink {
             {
                 FullReason::KernelDiffers
             }
-            Some(delta) => match send_delta(previous, next, &delta) {
+            Some(delta) => match send_delta(&mut self.kernel, previous, next, &delta) {
                 Ok(()) => {
                     self.last_update = Some(UpdatePath::Elements {
                         sets: delta.sets.len(),
@@ -127,25 +150,29 @@ impl Dataplane for Netlink {
         self.last_update = Some(UpdatePath::Full(reason));
         // The staged swap, told what the kernel should hold: it checks the hash itself and then
         // leaves unchanged chains and sets alone.
-        super::staged::apply(next, Some(previous))
+        super::exec::apply(&mut self.kernel, next, Some(previous))
     }
 
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {
         check_table_name(table)?;
         let batch = encode_flush(table);
-        send_batch(&batch, |seq, _| match batch.objs.get(seq as usize) {
-            Some(Obj::TableDelete) => format!("kernel rejected deleting table inet {table}"),
-            _ => format!("kernel rejected flushing table inet {table}"),
+        send_batch(&mut self.kernel, &batch, |seq, _| {
+            match batch.objs.get(seq as usize) {
+                Some(Obj::TableDelete) => format!("kernel rejected deleting table inet {table}"),
+                _ => format!("kernel rejected flushing table inet {table}"),
+            }
         })
     }
 
     fn table_comment(&mut self, table: &str) -> Result<Option<String>, DataplaneError> {
         check_table_name(table)?;
-        let Some(comment) = query_comment(table, None)? else {
+        let Some(comment) = self.kernel.read_comment(table, None)? else {
             return Ok(None);
         };
         Ok(Some(
-            query_comment(table, Some(HASH_CHAIN))?.unwrap_or(comment),
+            self.kernel
+                .read_comment(table, Some(HASH_CHAIN))?
+                .unwrap_or(comment),
         ))
     }
 }
@@ -363,9 +390,38 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
 
 /// Sends the element changes of `delta` (from `previous` to `next`) and `next`'s content hash in ONE
 /// batch.
-fn send_delta(previous: &Ruleset, next: &Ruleset, delta: &SetDelta) -> Result<(), DataplaneError> {
-    let batch = encode_delta(next, delta);
-    send_batch(&batch, |seq, reply| {
+///
+/// A set may live in the kernel under a version of its name (`NAME.N`, see `plan.rs`): the sets of our
+/// table are listed first, and a changed set must have exactly one version there (else the delta is
+/// refused and the caller replaces the table).
+fn send_delta(
+    kernel_io: &mut dyn Kernel,
+    previous: &Ruleset,
+    next: &Ruleset,
+    delta: &SetDelta,
+) -> Result<(), DataplaneError> {
+    let kernel = kernel_io.read_sets(&next.table)?;
+    let mut names: Vec<String> = next.sets.iter().map(|s| s.name.clone()).collect();
+    for c in &delta.sets {
+        let ir = &next.sets[c.set].name;
+        let versions: Vec<&str> = kernel
+            .iter()
+            .filter(|k| super::plan::is_version_of(&k.name, ir))
+            .map(|k| k.name.as_str())
+            .collect();
+        match versions[..] {
+            [one] => names[c.set] = one.to_string(),
+            _ => {
+                return Err(DataplaneError::invalid(format!(
+                    "set {ir}: table inet {} holds {} versions of it, not one",
+                    next.table,
+                    versions.len()
+                )))
+            }
+        }
+    }
+    let batch = encode_delta(next, delta, &names);
+    send_batch(kernel_io, &batch, |seq, reply| {
         describe_delta(previous, next, delta, &batch, seq, reply)
     })
 }
@@ -420,65 +476,6 @@ fn describe_delta(
             "kernel rejected the element update of table inet {}",
             next.table
         ),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Reading our table's comment.
-
-/// The comment of table inet `table` (`chain` None) or of its chain `chain`: None when it does not exist,
-/// `Some("")` when it has no comment.
-fn query_comment(table: &str, chain: Option<&str>) -> Result<Option<String>, DataplaneError> {
-    let what = match chain {
-        None => format!("table inet {table}"),
-        Some(c) => format!("chain {c} of table inet {table}"),
-    };
-    let mut conn = Conn::open(Protocol::Netfilter, Port::Kernel)?;
-    let (get, new, udata_attr) = match chain {
-        None => (
-            nl::NFT_MSG_GETTABLE,
-            nl::NFT_MSG_NEWTABLE,
-            nl::NFTA_TABLE_USERDATA,
-        ),
-        Some(_) => (
-            nl::NFT_MSG_GETCHAIN,
-            nl::NFT_MSG_NEWCHAIN,
-            nl::NFTA_CHAIN_USERDATA,
-        ),
-    };
-    let table_attr = super::inventory::strz(table);
-    let chain_attr = chain.map(super::inventory::strz);
-    let attrs: Vec<(u16, &[u8])> = match &chain_attr {
-        None => vec![(nl::NFTA_TABLE_NAME, &table_attr)],
-        Some(c) => vec![
-            (nl::NFTA_CHAIN_TABLE, &table_attr),
-            (nl::NFTA_CHAIN_NAME, c),
-        ],
-    };
-    let seq = conn.next_seq();
-    let req = nl::request(
-        nl::nft_type(get),
-        nl::NLM_F_ACK,
-        seq,
-        nl::NFPROTO_INET,
-        &attrs,
-    );
-    let mut comment: Option<String> = None;
-    let mut found = false;
-    let answer = conn.exchange(&req, seq, &format!("querying {what}"), |m| {
-        if m.ty == nl::nft_type(new) {
-            found = true;
-            for a in m.attrs() {
-                if a.ty == udata_attr {
-                    comment = nl::udata_comment_of(a.payload);
-                }
-            }
-        }
-    })?;
-    match answer.errno {
-        0 if found => Ok(Some(comment.unwrap_or_default())),
-        0 | libc::ENOENT => Ok(None),
-        errno => Err(nl::Error::rejected(format!("querying {what}"), errno).into()),
     }
 }
 

@@ -1,6 +1,11 @@
 //! What the kernel holds in one of our tables, normalised for comparing two ways of getting there: an
 //! incremental update against a full apply (`tests/incremental.rs`), a staged swap against `nft -f` of
 //! `render()` in an empty namespace (`tests/staged_swap.rs`).
+//!
+//! Set names aside: a swap that changes a set's elements together with rules copies the set under a
+//! version of its name (`NAME.N`, `src/nft/plan.rs`), created after the sets it kept. So versions are
+//! named as their sets (`@NAME.N` -> `@NAME`, `set NAME.N` -> `set NAME`) and the sets are compared in
+//! name order, not in the kernel's order.
 
 use hostpolicyd::nft::{Dataplane, Netlink, HASH_CHAIN};
 
@@ -37,6 +42,7 @@ pub fn listing(ns: &NetNs, table: &str, hash: HashChain) -> Listing {
     let raw = nft(ns, &["-j", "list", "table", "inet", table]);
     let mut json: serde_json::Value = serde_json::from_str(&raw).expect("nft -j output");
     strip(&mut json, hash);
+    sort_sets(&mut json);
     let text = nft(ns, &["list", "table", "inet", table]);
     let debug = nft(ns, &["--debug=netlink", "list", "table", "inet", table]);
     let comment = ns
@@ -44,9 +50,124 @@ pub fn listing(ns: &NetNs, table: &str, hash: HashChain) -> Listing {
         .unwrap();
     Listing {
         json,
-        text: normalise_text(&text, hash),
+        text: sort_set_blocks(&normalise_text(&text, hash)),
         elements: element_dumps(&debug, table),
         comment,
+    }
+}
+
+/// `name` without a version suffix (`.N`) when it is a set's versioned name.
+pub fn unversioned(name: &str) -> &str {
+    match name.rsplit_once('.') {
+        Some((base, n))
+            if !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && base.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
+/// A line with set names unversioned: `@NAME.N` anywhere, and the name after `set `.
+fn unversion_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut after_set = false;
+    for (i, word) in line.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let w = if let Some(name) = word.strip_prefix('@') {
+            let (name, tail) = match name.find([',', '}']) {
+                Some(k) => name.split_at(k),
+                None => (name, ""),
+            };
+            format!("@{}{tail}", unversioned(name))
+        } else if after_set {
+            unversioned(word).to_string()
+        } else {
+            word.to_string()
+        };
+        after_set = word == "set" || word.ends_with("\tset");
+        out.push_str(&w);
+    }
+    out
+}
+
+/// The `set` blocks of `nft list table`'s text in name order (and versions unversioned).
+fn sort_set_blocks(text: &str) -> String {
+    let lines: Vec<String> = text.lines().map(|l| unversion_line(l.trim_end())).collect();
+    let mut out = Vec::new();
+    let mut blocks: Vec<Vec<String>> = Vec::new();
+    let mut i = 0;
+    let flush = |blocks: &mut Vec<Vec<String>>, out: &mut Vec<String>| {
+        blocks.sort();
+        for b in blocks.drain(..) {
+            out.extend(b);
+        }
+    };
+    while i < lines.len() {
+        if lines[i].starts_with("\tset ") {
+            let mut b = vec![lines[i].clone()];
+            i += 1;
+            while i < lines.len() && lines[i - 1] != "\t}" {
+                b.push(lines[i].clone());
+                i += 1;
+            }
+            blocks.push(b);
+        } else {
+            flush(&mut blocks, &mut out);
+            out.push(lines[i].clone());
+            i += 1;
+        }
+    }
+    flush(&mut blocks, &mut out);
+    out.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Versioned set names unversioned and the `set` objects in name order (in their positions).
+fn sort_sets(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn unversion(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let Some(name) = s.strip_prefix('@') {
+                    *s = format!("@{}", unversioned(name));
+                }
+            }
+            Value::Object(m) => {
+                if let Some(Value::Object(set)) = m.get_mut("set") {
+                    if let Some(Value::String(n)) = set.get_mut("name") {
+                        *n = unversioned(n).to_string();
+                    }
+                }
+                if let Some(Value::Object(el)) = m.get_mut("element") {
+                    if let Some(Value::String(n)) = el.get_mut("name") {
+                        *n = unversioned(n).to_string();
+                    }
+                }
+                m.values_mut().for_each(unversion);
+            }
+            Value::Array(a) => a.iter_mut().for_each(unversion),
+            _ => {}
+        }
+    }
+    unversion(v);
+    if let Some(Value::Array(items)) = v.get_mut("nftables") {
+        let at: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].get("set").is_some())
+            .collect();
+        let mut sets: Vec<Value> = at.iter().map(|&i| items[i].take()).collect();
+        sets.sort_by_key(|s| {
+            s.pointer("/set/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+        for (i, s) in at.into_iter().zip(sets) {
+            items[i] = s;
+        }
     }
 }
 
@@ -122,10 +243,15 @@ pub fn element_dumps(debug: &str, table: &str) -> String {
             blocks.last_mut().unwrap().1.push(line);
         }
     }
+    let mut blocks: Vec<(String, Vec<&str>)> = blocks
+        .into_iter()
+        .map(|(h, e)| (unversion_line(h), e))
+        .collect();
+    blocks.sort();
     let mut out = String::new();
     for (head, mut elems) in blocks {
         elems.sort_unstable();
-        out.push_str(head);
+        out.push_str(&head);
         out.push('\n');
         for e in elems {
             out.push_str(e);

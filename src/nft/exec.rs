@@ -1,0 +1,121 @@
+//! The executor of the swap: read what the kernel holds, plan (`plan.rs`), encode every transaction
+//! (`txn.rs`) before sending any, send T1 and T2, and undo T1 when T2 is rejected.
+//!
+//! # The transactions, and why each boundary shows the pure old or the pure new ruleset
+//!
+//! The kernel problem (README, "the kernel problem behind the staged swap"): a rule made live in the
+//! transaction that creates the interval set it looks up misses packets; a set created one transaction
+//! earlier does not. So a swap that needs new sets takes two transactions, any other one:
+//!
+//! - **T1, staging** (only when sets must be created): the table if there is none, every set the new
+//!   rules need that the kernel does not hold exactly (a new set, a kind change, new contents of a kept
+//!   set: *copy on change*) under a name no kernel object has (its own, else `NAME.N`), with its
+//!   elements, and the [`HASH_CHAIN`] re-created with the pending comment (`hostpolicyd pending
+//!   sha256:NEW`). No rule refers to the new sets and no set the old rules use is touched: **after
+//!   T1 packets see the pure old ruleset** (or, when T1 created the table, no table at all, as before
+//!   it). The pending mark is what a crash here leaves: `apply`, the daemon's start, drift repair and
+//!   `status` read it as "not applied" ([`super::pending_target`]) and redo the swap, which deletes
+//!   the staged sets (orphans) unless they are what the configuration then applied needs.
+//! - **T2, the switch, ONE transaction**: the chains whose rules change flushed and refilled (looking up
+//!   the sets under their kernel names), chains not kept deleted and created, verdict maps re-created
+//!   (hash sets, which the kernel problem does not affect), the sets the new rules do not use deleted
+//!   (the old versions, orphans), and the [`HASH_CHAIN`] with the new content hash. The kernel commits
+//!   a transaction at once: **before T2 the pure old ruleset, after it the pure new one**, and nothing
+//!   of the old one is left to clean up.
+//!
+//! Per swap kind:
+//!
+//! | swap | transactions |
+//! |---|---|
+//! | fresh (no table) | T1: table + sets + mark; T2: chains, maps, rules, hash |
+//! | rules only | T2 |
+//! | elements only | one batch of element changes + hash (`Dataplane::update`, `delta.rs`); here: T1 copies, T2 |
+//! | elements + rules | T1: copies of the changed sets (`NAME.N`) + mark; T2: switch, old versions deleted |
+//! | set kind change (hash ↔ interval) | T1: the set of the new kind (its name says the kind) + mark; T2 |
+//! | no previous ruleset known (no state, or a half-done swap) | T1: every set whose kernel contents differ (read back and compared); T2 flushes and refills every chain |
+//! | a table that is not ours | one transaction: the table replaced whole (`batch::encode_apply`) |
+//!
+//! # Failures
+//!
+//! - T1 rejected: nothing changed.
+//! - T2 rejected: T1 is undone (one transaction: the staged sets deleted and the hash chain as it was,
+//!   or the table deleted if T1 created it). The error names what the kernel rejected. If the undo
+//!   fails too, the message says so, and the pending mark makes the next apply clean up.
+//! - T2's answer lost ([`DataplaneError::outcome_unknown`]): T1 is left as it is (if T2 committed, its
+//!   rules use the staged sets); the mark or the new hash tells the next apply which it was.
+//!
+//! The inventory and the transactions are not fenced against another writer changing our table in
+//! between (nft's generation check is not used): a concurrent change makes T2 fail (and T1 is undone)
+//! rather than silently mixing.
+
+use super::batch::encode_apply;
+use super::describe::describe;
+use super::kernel::{send_batch, Kernel};
+use super::plan::{plan, Mode, Plan};
+use super::txn::{describe_tx, encode_t1, encode_t2, encode_undo, kernel_rules, Tx};
+use super::{DataplaneError, HASH_CHAIN};
+use crate::ruleset::Ruleset;
+
+/// Applies `rs` (already validated): reads the kernel, plans, sends T1 and T2. `previous` is the ruleset
+/// the caller last applied, if any: when the kernel's content hash says it still holds it, chains whose
+/// rules did not change are left alone and sets are not read back (see [`plan`]).
+pub(crate) fn apply(
+    kernel: &mut dyn Kernel,
+    rs: &Ruleset,
+    previous: Option<&Ruleset>,
+) -> Result<(), DataplaneError> {
+    let inv = kernel.read_table(&rs.table)?;
+    let plan = plan(rs, inv.as_ref(), previous, &mut |set| {
+        kernel.read_elements(&rs.table, set)
+    })?;
+    if plan.mode == Mode::Replace {
+        let batch = encode_apply(rs)?;
+        return send_batch(kernel, &batch, |seq, reply| {
+            describe(rs, &batch, seq, reply)
+        });
+    }
+    // Everything is encoded before anything is sent: a ruleset that cannot be encoded changes nothing.
+    let rules = kernel_rules(rs, &plan);
+    let t1 = encode_t1(rs, &plan);
+    let t2 = encode_t2(rs, &rules, &plan)?;
+    if let Some(t1) = &t1 {
+        send(kernel, rs, t1)?;
+    }
+    if let Err(mut e) = send(kernel, rs, &t2) {
+        if t1.is_none() {
+            return Err(e);
+        }
+        if e.outcome_unknown() {
+            e.message.push_str(
+                "; the sets staged for it are left as they are (the next apply finishes or redoes the swap)",
+            );
+            return Err(e);
+        }
+        return Err(undo(kernel, rs, &plan, e));
+    }
+    Ok(())
+}
+
+fn undo(
+    kernel: &mut dyn Kernel,
+    rs: &Ruleset,
+    plan: &Plan,
+    mut err: DataplaneError,
+) -> DataplaneError {
+    if let Some(tx) = encode_undo(rs, plan) {
+        if let Err(u) = send(kernel, rs, &tx) {
+            err.message.push_str(&format!(
+                "; undoing the sets staged for it failed too (table inet {} stays marked as in \
+                 transition, chain {HASH_CHAIN}; the next apply cleans up): {u}",
+                rs.table
+            ));
+        }
+    }
+    err
+}
+
+fn send(kernel: &mut dyn Kernel, rs: &Ruleset, tx: &Tx) -> Result<(), DataplaneError> {
+    send_batch(kernel, &tx.batch, |seq, reply| {
+        describe_tx(rs, tx, seq, reply)
+    })
+}
