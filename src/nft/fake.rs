@@ -91,7 +91,7 @@ pub struct FakeKernel {
     committed: usize,
     /// Transactions sent so far (committed or not).
     sent: usize,
-    fail: Option<(usize, i32)>,
+    fail: Vec<(usize, i32)>,
     crash_after: Option<usize>,
     history: Vec<BTreeMap<String, FTable>>,
 }
@@ -104,7 +104,7 @@ impl FakeKernel {
     /// The `n`th transaction sent from now on (1: the next) is rejected with `errno` at its first
     /// message, changing nothing.
     pub fn fail_transaction(&mut self, n: usize, errno: i32) {
-        self.fail = Some((self.sent + n, errno));
+        self.fail.push((self.sent + n, errno));
     }
 
     /// After `k` more transactions are committed, the writer "dies": nothing it sends reaches the
@@ -207,9 +207,9 @@ impl Kernel for FakeKernel {
             }));
         }
         self.sent += 1;
-        if let Some((n, errno)) = self.fail {
-            if n == self.sent {
-                self.fail = None;
+        if let Some(i) = self.fail.iter().position(|f| f.0 == self.sent) {
+            let (_, errno) = self.fail.remove(i);
+            {
                 return Err(BatchError::Rejected {
                     first: Reply {
                         seq: 1,
@@ -822,4 +822,355 @@ pub fn hash_chains(k: &FakeKernel, table: &str) -> usize {
         .iter()
         .filter(|c| c.as_str() == HASH_CHAIN)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The swap against the fake kernel: every swap kind, the state after each transaction, kills
+    //! between transactions, a rejected switch, and random pairs of rulesets.
+
+    use super::*;
+    use crate::compile::content_hash;
+    use crate::ruleset::{
+        BaseHook, Chain, Direction, Family, Hook, IfDir, Match, Rule, Set, SetElement, SetType,
+        Verdict, VerdictMap,
+    };
+    use proptest::prelude::*;
+
+    const TABLE: &str = "hostpolicy";
+
+    /// A set of `kind` (interval or hosts) named `name`-v4 / -v4h (the kind in the name, as the
+    /// compiler does) with `hosts` of 198.51.100.0/24 (as /28s in an interval set).
+    fn set(name: &str, hosts: bool, members: &[u8]) -> Set {
+        let mut elements: Vec<SetElement> = members
+            .iter()
+            .map(|m| {
+                let net = if hosts {
+                    format!("198.51.100.{m}/32")
+                } else {
+                    format!("198.51.100.{}/28", m & 0xf0)
+                };
+                SetElement::V4(net.parse().unwrap())
+            })
+            .collect();
+        elements.sort_by_key(super::super::elems::bounds);
+        elements.dedup();
+        Set {
+            name: format!("{name}-{}", if hosts { "v4h" } else { "v4" }),
+            set_type: if hosts {
+                SetType::Ipv4Hosts
+            } else {
+                SetType::Ipv4Addr
+            },
+            elements,
+        }
+    }
+
+    /// A ruleset: base chain `filter-input` dispatching by verdict map to `pol`, which looks up each set
+    /// with the verdict given (`true`: accept), then drops.
+    fn ruleset(sets: Vec<(Set, bool)>) -> Ruleset {
+        let mut rs = Ruleset {
+            table: TABLE.into(),
+            comment: String::new(),
+            sets: sets.iter().map(|(s, _)| s.clone()).collect(),
+            maps: vec![VerdictMap {
+                name: "in-map".into(),
+                elements: vec![("eth0".into(), Verdict::Goto("pol".into()))],
+            }],
+            chains: vec![
+                Chain {
+                    name: "filter-input".into(),
+                    base: Some(BaseHook {
+                        hook: Hook::Input,
+                        priority: 0,
+                    }),
+                    rules: vec![Rule {
+                        verdict: Some(Verdict::Vmap {
+                            key: IfDir::In,
+                            map: "in-map".into(),
+                        }),
+                        ..Rule::default()
+                    }],
+                },
+                Chain {
+                    name: "pol".into(),
+                    base: None,
+                    rules: sets
+                        .iter()
+                        .map(|(s, accept)| Rule {
+                            matches: vec![Match::Addr {
+                                dir: Direction::Source,
+                                family: Family::Ipv4,
+                                set: s.name.clone(),
+                                negate: false,
+                            }],
+                            verdict: Some(if *accept {
+                                Verdict::Accept
+                            } else {
+                                Verdict::Drop
+                            }),
+                            comment: Some(format!("uses {}", s.name)),
+                            ..Rule::default()
+                        })
+                        .chain(std::iter::once(Rule {
+                            verdict: Some(Verdict::Drop),
+                            ..Rule::default()
+                        }))
+                        .collect(),
+                },
+            ],
+        };
+        rs.comment = format!("hostpolicyd sha256:{}", content_hash(&rs));
+        rs
+    }
+
+    /// The example: `listed` = {.21}, allowed; then {.20}, denied.
+    fn mixed_pair() -> (Ruleset, Ruleset) {
+        (
+            ruleset(vec![(set("sel-listed", true, &[21]), true)]),
+            ruleset(vec![(set("sel-listed", true, &[20]), false)]),
+        )
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Path {
+        /// `apply(new)`: the caller does not know what the kernel holds (no state directory).
+        Apply,
+        /// `update(old, new)`: the daemon's and `apply`'s path with a state directory.
+        Update,
+    }
+
+    /// A kernel holding `old` (None: no table).
+    fn kernel_with(old: Option<&Ruleset>) -> Nft<FakeKernel> {
+        let mut nft = Nft::over(FakeKernel::new());
+        if let Some(old) = old {
+            nft.apply(old).unwrap();
+        }
+        nft.kernel().clear_history();
+        nft
+    }
+
+    fn swap(nft: &mut Nft<FakeKernel>, old: Option<&Ruleset>, new: &Ruleset, path: Path) {
+        let r = match (path, old) {
+            (Path::Update, Some(old)) => nft.update(old, new),
+            _ => nft.apply(new),
+        };
+        r.unwrap_or_else(|e| panic!("swap failed: {e}"));
+    }
+
+    /// After every transaction of the swap from `old` to `new`, the kernel showed packets exactly the
+    /// old or exactly the new ruleset; at the end the new one, with nothing left over. Returns the
+    /// number of transactions.
+    fn check_swap(old: Option<&Ruleset>, new: &Ruleset, path: Path) -> usize {
+        let mut nft = kernel_with(old);
+        swap(&mut nft, old, new, path);
+        let (vo, vn) = (old.map(FakeKernel::view_of), FakeKernel::view_of(new));
+        let k = nft.kernel();
+        let history = k.history(TABLE);
+        for (i, v) in history.iter().enumerate() {
+            let pure = v.as_ref() == Some(&vn)
+                || v.as_ref() == vo.as_ref()
+                // no table, or a table without chains, as before a first apply: nothing filters
+                || (vo.is_none() && v.as_ref().is_none_or(|v| v.is_empty()));
+            assert!(
+                pure,
+                "after transaction {} of {}: neither the old nor the new ruleset:\n{}\n--- old:\n{}\n--- new:\n{vn}",
+                i + 1,
+                history.len(),
+                v.as_deref().unwrap_or("<no table>"),
+                vo.as_deref().unwrap_or("<no table>")
+            );
+        }
+        assert_eq!(history.last().cloned().flatten(), Some(vn), "ends with the new ruleset");
+        assert_eq!(orphans(k, new), Vec::<String>::new(), "orphans");
+        assert_eq!(hash_chains(k, TABLE), 1);
+        assert_eq!(nft.table_comment(TABLE), Ok(Some(new.comment.clone())));
+        history.len()
+    }
+
+    #[test]
+    fn every_swap_kind_shows_the_pure_old_or_the_pure_new_ruleset_after_each_transaction() {
+        let (old, new) = mixed_pair();
+        // fresh: table and sets first, then the rules
+        assert_eq!(check_swap(None, &old, Path::Apply), 2);
+        // elements + rules (the mixed window): a copy, then the switch
+        assert_eq!(check_swap(Some(&old), &new, Path::Update), 2);
+        // ... and without a previous ruleset (no state directory)
+        assert_eq!(check_swap(Some(&old), &new, Path::Apply), 2);
+        // rules only: one transaction
+        let flipped = ruleset(vec![(set("sel-listed", true, &[21]), false)]);
+        assert_eq!(check_swap(Some(&old), &flipped, Path::Update), 1);
+        assert_eq!(check_swap(Some(&old), &flipped, Path::Apply), 1);
+        // elements only: one batch of element changes (update), or a copy and a switch (apply)
+        let moved = ruleset(vec![(set("sel-listed", true, &[21, 22]), true)]);
+        assert_eq!(check_swap(Some(&old), &moved, Path::Update), 1);
+        assert_eq!(check_swap(Some(&old), &moved, Path::Apply), 2);
+        // a set kind change (hosts -> interval): the new set first, then the switch
+        let kind = ruleset(vec![(set("sel-listed", false, &[21]), true)]);
+        assert_eq!(check_swap(Some(&old), &kind, Path::Update), 2);
+        assert_eq!(check_swap(Some(&kind), &old, Path::Apply), 2);
+        // the same name of another kind (a hand-made ruleset): a version of the other kind
+        let mut same_name = kind.clone();
+        same_name.sets[0].name = old.sets[0].name.clone();
+        same_name.chains[1].rules[0].matches = old.chains[1].rules[0].matches.clone();
+        same_name.comment = format!("hostpolicyd sha256:{}", content_hash(&same_name));
+        assert_eq!(check_swap(Some(&old), &same_name, Path::Update), 2);
+        // a set added and one removed with rules
+        let more = ruleset(vec![
+            (set("sel-a", true, &[1, 2]), true),
+            (set("lit-b", false, &[64]), false),
+        ]);
+        assert_eq!(check_swap(Some(&old), &more, Path::Update), 2);
+        let less = ruleset(vec![(set("sel-a", true, &[1, 2]), true)]);
+        assert_eq!(check_swap(Some(&more), &less, Path::Update), 1, "a set only removed");
+    }
+
+    /// What `apply`, the daemon at start or drift repair do next, as the engine decides: nothing when the
+    /// kernel's content hash is the target's, else `update(last_good, target)`.
+    fn next_apply(nft: &mut Nft<FakeKernel>, last_good: &Ruleset, target: &Ruleset) {
+        let comment = nft.table_comment(TABLE).unwrap();
+        if comment.as_deref() != Some(target.comment.as_str()) {
+            nft.update(last_good, target)
+                .unwrap_or_else(|e| panic!("the next apply failed: {e}"));
+        }
+    }
+
+    fn converged(nft: &mut Nft<FakeKernel>, target: &Ruleset, what: &str) {
+        assert_eq!(
+            nft.kernel().view(TABLE),
+            Some(FakeKernel::view_of(target)),
+            "{what}: not the target ruleset"
+        );
+        assert_eq!(orphans(nft.kernel(), target), Vec::<String>::new(), "{what}: orphans");
+        assert_eq!(hash_chains(nft.kernel(), TABLE), 1, "{what}");
+        assert_eq!(
+            nft.table_comment(TABLE),
+            Ok(Some(target.comment.clone())),
+            "{what}: the content hash"
+        );
+    }
+
+    /// Kills the swap from `old` to `new` after each of its transactions; the next apply of either
+    /// configuration converges to a clean apply of it, with no orphans.
+    fn check_kills(old: &Ruleset, new: &Ruleset, path: Path) {
+        let transactions = {
+            let mut nft = kernel_with(Some(old));
+            let before = nft.kernel().committed();
+            swap(&mut nft, Some(old), new, path);
+            nft.kernel().committed() - before
+        };
+        for k in 0..transactions {
+            for (target, name) in [(new, "new"), (old, "old")] {
+                let mut nft = kernel_with(Some(old));
+                let before = nft.kernel().committed();
+                nft.kernel().crash_after(k);
+                let r = match path {
+                    Path::Update => nft.update(old, new),
+                    Path::Apply => nft.apply(new),
+                };
+                assert!(r.is_err(), "killed after transaction {k}: the swap cannot succeed");
+                assert_eq!(nft.kernel().committed(), before + k, "transactions that went through");
+                let view = nft.kernel().view(TABLE);
+                let pure = view == Some(FakeKernel::view_of(old)) || view == Some(FakeKernel::view_of(new));
+                assert!(pure, "killed after transaction {k}: a mixed table");
+                nft.kernel().revive();
+                // The previous run never recorded `new`: its last good is `old`.
+                next_apply(&mut nft, old, target);
+                converged(&mut nft, target, &format!("killed after transaction {k}, then {name} applied"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_swap_killed_after_any_transaction_is_finished_or_redone_by_the_next_apply() {
+        let (old, new) = mixed_pair();
+        check_kills(&old, &new, Path::Update);
+        check_kills(&old, &new, Path::Apply);
+        let kind = ruleset(vec![(set("sel-listed", false, &[21]), true)]);
+        check_kills(&old, &kind, Path::Update);
+        let more = ruleset(vec![
+            (set("sel-a", true, &[1, 2]), true),
+            (set("lit-b", false, &[64]), false),
+        ]);
+        check_kills(&old, &more, Path::Update);
+    }
+
+    #[test]
+    fn a_half_finished_swap_is_marked_and_never_taken_for_applied() {
+        let (old, new) = mixed_pair();
+        let mut nft = kernel_with(Some(&old));
+        nft.kernel().crash_after(1);
+        assert!(nft.update(&old, &new).is_err());
+        let comment = nft.table_comment(TABLE).unwrap().unwrap();
+        assert_eq!(super::super::pending_target(&comment), Some(new.comment.clone()));
+        assert_ne!(comment, old.comment, "re-applying the old configuration is not 'unchanged'");
+        assert_eq!(nft.kernel().set_names(TABLE), ["sel-listed-v4h", "in-map", "sel-listed-v4h.1"]);
+    }
+
+    #[test]
+    fn a_rejected_switch_is_undone() {
+        let (old, new) = mixed_pair();
+        let mut nft = kernel_with(Some(&old));
+        nft.kernel().fail_transaction(2, libc::EINVAL);
+        let err = nft.update(&old, &new).unwrap_err();
+        assert_eq!(err.errno, Some(libc::EINVAL), "{err}");
+        assert!(!err.message.contains("undoing"), "{err}");
+        converged(&mut nft, &old, "after the undo");
+        // The same with the undo rejected too: the mark stays, the next apply cleans up.
+        let mut nft = kernel_with(Some(&old));
+        nft.kernel().fail_transaction(2, libc::EINVAL);
+        nft.kernel().fail_transaction(3, libc::EPERM);
+        let err = nft.update(&old, &new).unwrap_err();
+        assert!(err.message.contains("undoing"), "{err}");
+        assert!(super::super::pending_target(&nft.table_comment(TABLE).unwrap().unwrap()).is_some());
+        next_apply(&mut nft, &old, &old);
+        converged(&mut nft, &old, "after the failed undo, old re-applied");
+    }
+
+    #[test]
+    fn a_kernel_rejecting_an_element_rejects_the_whole_transaction() {
+        let (old, _) = mixed_pair();
+        let mut nft = kernel_with(Some(&old));
+        let before = nft.kernel().view(TABLE);
+        // Deleting an element the kernel does not hold: the one-batch delta fails whole.
+        let mut claimed = old.clone();
+        claimed.sets[0] = set("sel-listed", true, &[99]);
+        claimed.comment = old.comment.clone();
+        let moved = ruleset(vec![(set("sel-listed", true, &[98]), true)]);
+        let committed = nft.kernel().committed();
+        assert!(nft.update_elements(&claimed, &moved).is_err());
+        assert_eq!(nft.kernel().view(TABLE), before);
+        assert_eq!(nft.kernel().committed(), committed);
+    }
+
+    fn arb_ruleset() -> impl Strategy<Value = Ruleset> {
+        let one = (
+            prop::sample::select(vec!["sel-a", "sel-b", "lit-c"]),
+            any::<bool>(),
+            prop::collection::vec(0u8..8, 1..4),
+            any::<bool>(),
+        );
+        prop::collection::vec(one, 0..4).prop_map(|sets| {
+            let mut seen = BTreeSet::new();
+            let sets: Vec<(Set, bool)> = sets
+                .into_iter()
+                .map(|(name, hosts, members, accept)| (set(name, hosts, &members), accept))
+                .filter(|(s, _)| seen.insert(s.name.clone()))
+                .collect();
+            ruleset(sets)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Random pairs of rulesets: every transaction shows the pure old or new ruleset, and a kill
+        /// after any of them is repaired by the next apply of either.
+        #[test]
+        fn random_pairs_swap_atomically_and_recover_from_kills(old in arb_ruleset(), new in arb_ruleset()) {
+            check_swap(Some(&old), &new, Path::Update);
+            check_swap(Some(&old), &new, Path::Apply);
+            check_kills(&old, &new, Path::Update);
+        }
+    }
 }
