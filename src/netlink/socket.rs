@@ -9,8 +9,8 @@ use std::time::Duration;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{
-    bind, recv, sendto, socket_with, sockopt, AddressFamily, RecvFlags, SendFlags, SocketFlags,
-    SocketType,
+    bind, recv, sendmsg_addr, socket_with, sockopt, AddressFamily, RecvFlags, SendAncillaryBuffer,
+    SendFlags, SocketFlags, SocketType,
 };
 
 use super::consts::{NETLINK_CAP_ACK, NETLINK_EXT_ACK, SOL_NETLINK};
@@ -132,14 +132,19 @@ impl Socket {
     }
 
     /// Sends `buf` to the kernel in one `sendmsg` (a netlink datagram is taken whole or not at all).
+    /// Every message the crate sends goes through this one `sendmsg` call, so that tracing or fault
+    /// injection on `sendmsg` (e.g. `strace -e inject=sendmsg:signal=SIGKILL:when=K`) sees each one.
     pub fn send(&self, buf: &[u8]) -> io::Result<()> {
+        let iov = [std::io::IoSlice::new(buf)];
         loop {
-            match sendto(
+            let sent = sendmsg_addr(
                 &self.fd,
-                buf,
-                SendFlags::empty(),
                 &SocketAddrNetlink::new(0, 0),
-            ) {
+                &iov,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::empty(),
+            );
+            match sent {
                 Ok(n) if n == buf.len() => return Ok(()),
                 Ok(_) => {
                     return Err(io::Error::new(

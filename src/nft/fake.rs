@@ -981,7 +981,11 @@ mod tests {
                 vo.as_deref().unwrap_or("<no table>")
             );
         }
-        assert_eq!(history.last().cloned().flatten(), Some(vn), "ends with the new ruleset");
+        assert_eq!(
+            history.last().cloned().flatten(),
+            Some(vn),
+            "ends with the new ruleset"
+        );
         assert_eq!(orphans(k, new), Vec::<String>::new(), "orphans");
         assert_eq!(hash_chains(k, TABLE), 1);
         assert_eq!(nft.table_comment(TABLE), Ok(Some(new.comment.clone())));
@@ -1022,7 +1026,11 @@ mod tests {
         ]);
         assert_eq!(check_swap(Some(&old), &more, Path::Update), 2);
         let less = ruleset(vec![(set("sel-a", true, &[1, 2]), true)]);
-        assert_eq!(check_swap(Some(&more), &less, Path::Update), 1, "a set only removed");
+        assert_eq!(
+            check_swap(Some(&more), &less, Path::Update),
+            1,
+            "a set only removed"
+        );
     }
 
     /// What `apply`, the daemon at start or drift repair do next, as the engine decides: nothing when the
@@ -1041,7 +1049,11 @@ mod tests {
             Some(FakeKernel::view_of(target)),
             "{what}: not the target ruleset"
         );
-        assert_eq!(orphans(nft.kernel(), target), Vec::<String>::new(), "{what}: orphans");
+        assert_eq!(
+            orphans(nft.kernel(), target),
+            Vec::<String>::new(),
+            "{what}: orphans"
+        );
         assert_eq!(hash_chains(nft.kernel(), TABLE), 1, "{what}");
         assert_eq!(
             nft.table_comment(TABLE),
@@ -1068,15 +1080,27 @@ mod tests {
                     Path::Update => nft.update(old, new),
                     Path::Apply => nft.apply(new),
                 };
-                assert!(r.is_err(), "killed after transaction {k}: the swap cannot succeed");
-                assert_eq!(nft.kernel().committed(), before + k, "transactions that went through");
+                assert!(
+                    r.is_err(),
+                    "killed after transaction {k}: the swap cannot succeed"
+                );
+                assert_eq!(
+                    nft.kernel().committed(),
+                    before + k,
+                    "transactions that went through"
+                );
                 let view = nft.kernel().view(TABLE);
-                let pure = view == Some(FakeKernel::view_of(old)) || view == Some(FakeKernel::view_of(new));
+                let pure = view == Some(FakeKernel::view_of(old))
+                    || view == Some(FakeKernel::view_of(new));
                 assert!(pure, "killed after transaction {k}: a mixed table");
                 nft.kernel().revive();
                 // The previous run never recorded `new`: its last good is `old`.
                 next_apply(&mut nft, old, target);
-                converged(&mut nft, target, &format!("killed after transaction {k}, then {name} applied"));
+                converged(
+                    &mut nft,
+                    target,
+                    &format!("killed after transaction {k}, then {name} applied"),
+                );
             }
         }
     }
@@ -1102,9 +1126,18 @@ mod tests {
         nft.kernel().crash_after(1);
         assert!(nft.update(&old, &new).is_err());
         let comment = nft.table_comment(TABLE).unwrap().unwrap();
-        assert_eq!(super::super::pending_target(&comment), Some(new.comment.clone()));
-        assert_ne!(comment, old.comment, "re-applying the old configuration is not 'unchanged'");
-        assert_eq!(nft.kernel().set_names(TABLE), ["sel-listed-v4h", "in-map", "sel-listed-v4h.1"]);
+        assert_eq!(
+            super::super::pending_target(&comment),
+            Some(new.comment.clone())
+        );
+        assert_ne!(
+            comment, old.comment,
+            "re-applying the old configuration is not 'unchanged'"
+        );
+        assert_eq!(
+            nft.kernel().set_names(TABLE),
+            ["sel-listed-v4h", "in-map", "sel-listed-v4h.1"]
+        );
     }
 
     #[test]
@@ -1122,7 +1155,9 @@ mod tests {
         nft.kernel().fail_transaction(3, libc::EPERM);
         let err = nft.update(&old, &new).unwrap_err();
         assert!(err.message.contains("undoing"), "{err}");
-        assert!(super::super::pending_target(&nft.table_comment(TABLE).unwrap().unwrap()).is_some());
+        assert!(
+            super::super::pending_target(&nft.table_comment(TABLE).unwrap().unwrap()).is_some()
+        );
         next_apply(&mut nft, &old, &old);
         converged(&mut nft, &old, "after the failed undo, old re-applied");
     }

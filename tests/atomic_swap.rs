@@ -1,0 +1,436 @@
+//! Issue 12 against a real kernel, with real packets, each test in its own network namespaces:
+//!
+//! - the mixed window: a reload that changes a GlobalNetworkSet's `nets` AND a policy rule in the same
+//!   save, swapped back and forth under a flood of new ICMP flows; not one packet may get a verdict that
+//!   neither configuration gives. Counted in the kernel, by counters of the test's own table at input
+//!   priority +10 (after every filter) and prerouting -400 (before them): no timed assertion. Both
+//!   directions (a source both configurations drop; one both allow), with a state directory, without
+//!   one, and with 3,000 filler policies;
+//! - kills: `hostpolicyd apply` killed (SIGKILL, by `strace -e inject=sendmsg:signal=SIGKILL:when=K`)
+//!   before each netlink message it sends, then either configuration applied again: the table equals a
+//!   clean apply of it into a fresh namespace (set names aside), and the mark of the half-finished
+//!   swap is gone.
+//!
+//! Addresses: node eth1 198.51.100.45/24, clients on its segment 198.51.100.20 and .21 (lan1).
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::listing::{assert_same, listing, HashChain};
+use common::netns::{require_root, NetNs};
+use common::probe::socket_in;
+use common::topology::{fresh_ns, nft_list, nft_load, output_text, Hpd, Plan, Topology};
+use common::yaml::{docs, hep};
+
+const NODE: &str = "198.51.100.45";
+const LISTED_OLD: &str = "198.51.100.21";
+const LISTED_NEW: &str = "198.51.100.20";
+
+fn plan() -> Plan {
+    Plan {
+        eth0: vec!["192.0.2.1/24"],
+        lan0: vec!["192.0.2.2/24"],
+        eth1: vec!["198.51.100.45/24"],
+        lan1: vec!["198.51.100.20/24", "198.51.100.21/24"],
+        pod: None,
+        peer: vec![],
+    }
+}
+
+/// The issue's configuration: HostEndpoint `node1-eth0` (label `host: "yes"`, on the node's eth1
+/// here), empty failsafe lists, GlobalNetworkSet `listed` with `listed`, and policy `p`: from
+/// `role == 'listed'` `first`, then (when `allow_rest`) Allow from the whole segment. `fillers`
+/// policies more, each allowing one TCP port from 203.0.113.0/24 (never matched here).
+fn config(listed: &str, first: &str, allow_rest: bool, fillers: usize) -> Vec<(String, String)> {
+    let hep = hep(
+        "node1-eth0",
+        "node1",
+        Some("eth1"),
+        &[],
+        &[("host", "yes")],
+        &[],
+    );
+    let felix =
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n\
+                 spec:\n  failsafeInboundHostPorts: []\n  failsafeOutboundHostPorts: []\n";
+    let gns = format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: listed\n  labels: \
+         {{role: listed}}\nspec:\n  nets: [{listed}/32]\n"
+    );
+    let rest = if allow_rest {
+        "\n    - {action: Allow, source: {nets: [198.51.100.0/24]}}"
+    } else {
+        ""
+    };
+    let policy = format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  \
+         order: 10\n  selector: \"host == 'yes'\"\n  ingress:\n    - {{action: {first}, source: \
+         {{selector: \"role == 'listed'\"}}}}{rest}\n"
+    );
+    let mut files = vec![
+        ("hep.yaml".to_string(), hep),
+        ("felix.yaml".to_string(), felix.to_string()),
+        ("gns.yaml".to_string(), gns),
+        ("policy.yaml".to_string(), policy),
+    ];
+    if fillers > 0 {
+        let parts: Vec<String> = (0..fillers)
+            .map(|i| {
+                format!(
+                    "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: filler-{i}}}\n\
+                     spec:\n  order: {}\n  selector: \"host == 'yes'\"\n  ingress:\n    - {{action: Allow, \
+                     protocol: TCP, source: {{nets: [203.0.113.0/24]}}, destination: {{ports: [{}]}}}}\n",
+                    100 + i,
+                    10_000 + i
+                )
+            })
+            .collect();
+        files.push(("fillers.yaml".to_string(), docs(&parts)));
+    }
+    files
+}
+
+fn set_config(hpd: &Hpd, files: &[(String, String)]) {
+    let f: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    hpd.set_config(&f);
+}
+
+fn state_dir(hpd: &Hpd) -> std::path::PathBuf {
+    hpd.config_dir().parent().unwrap().join("state")
+}
+
+/// The Internet checksum.
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends ICMP echo requests from `src` to `dst` (in `ns`), each with a new identifier, so each is a new
+/// conntrack flow, about one per millisecond, until `stop` or `max`; counts them in `sent`.
+fn flood(ns: &NetNs, src: &str, dst: &str, stop: &AtomicBool, sent: &AtomicUsize, max: usize) {
+    let fd = socket_in(ns, libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).expect("raw socket");
+    let bind = |addr: &str| {
+        let ip: std::net::Ipv4Addr = addr.parse().unwrap();
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(ip).to_be();
+        sa
+    };
+    let from = bind(src);
+    // SAFETY: `from` is a valid sockaddr_in and its size is passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &from as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind {src}");
+    let to = bind(dst);
+    let mut id: u16 = 1;
+    while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < max {
+        let mut pkt = vec![8u8, 0, 0, 0];
+        pkt.extend_from_slice(&id.to_be_bytes());
+        pkt.extend_from_slice(&1u16.to_be_bytes());
+        pkt.extend_from_slice(b"hostpolicyd-atomic");
+        let c = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+        // SAFETY: `pkt` and `to` are valid for the lengths passed.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                pkt.as_ptr() as *const libc::c_void,
+                pkt.len(),
+                0,
+                &to as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n > 0 {
+            sent.fetch_add(1, Ordering::SeqCst);
+        }
+        id = id.wrapping_add(1).max(1);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Echo requests from `src` counted before every filter (prerouting -400) and after every filter
+/// (input +10).
+fn watch(node: &NetNs, src: &str) {
+    nft_load(
+        node,
+        &format!(
+            "table inet w12-watch {{
+  chain pre {{ type filter hook prerouting priority -400; policy accept; ip saddr {src} icmp type echo-request counter; }}
+  chain inp {{ type filter hook input priority 10; policy accept; ip saddr {src} icmp type echo-request counter; }}
+}}
+"
+        ),
+    );
+}
+
+/// (before every filter, after every filter) counts of the watch table.
+fn counts(node: &NetNs) -> (u64, u64) {
+    let text = nft_list(node, "inet", "w12-watch").unwrap_or_default();
+    let n: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "packets")?;
+            w.get(i + 1)?.parse().ok()
+        })
+        .collect();
+    assert_eq!(n.len(), 2, "{text}");
+    (n[0], n[1])
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Both configurations drop the flood's source: nothing may pass.
+    Dropped,
+    /// Both allow it: everything must pass.
+    Allowed,
+}
+
+/// Swaps `a` and `b` back and forth `swaps` times while flooding from `src`, then checks the counters.
+fn swaps_under_flood(
+    what: &str,
+    a: &[(String, String)],
+    b: &[(String, String)],
+    src: &str,
+    expect: Expect,
+    swaps: usize,
+    stateless: bool,
+) {
+    let t = Topology::build(plan());
+    set_config(&t.hpd, a);
+    t.hpd.must_apply(&t.node);
+    watch(&t.node, src);
+    let stop = AtomicBool::new(false);
+    let sent = AtomicUsize::new(0);
+    let failures = std::thread::scope(|s| {
+        let lan1 = &t.lan1;
+        let (stop, sent) = (&stop, &sent);
+        let flooder = s.spawn(move || flood(lan1, src, NODE, stop, sent, 400_000));
+        let mut failures = Vec::new();
+        let started = Instant::now();
+        for i in 0..swaps {
+            // some packets between two swaps (bounded wait)
+            let mark = sent.load(Ordering::SeqCst);
+            let waited = Instant::now();
+            while sent.load(Ordering::SeqCst) < mark + 20
+                && waited.elapsed() < Duration::from_secs(2)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if stateless {
+                let _ = std::fs::remove_dir_all(state_dir(&t.hpd));
+            }
+            set_config(&t.hpd, if i % 2 == 0 { b } else { a });
+            let out = t.hpd.apply(&t.node);
+            if out.status.code() != Some(0) {
+                failures.push(format!("apply #{i}: {}", output_text(&out)));
+            }
+            if started.elapsed() > Duration::from_secs(240) {
+                failures.push(format!("only {i} swaps in 240 s"));
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        flooder.join().unwrap();
+        failures
+    });
+    assert!(failures.is_empty(), "{what}: {failures:?}");
+    let (before, after) = counts(&t.node);
+    let sent = sent.load(Ordering::SeqCst) as u64;
+    eprintln!("{what}: {swaps} swaps, {sent} new flows sent, {before} arrived, {after} passed every filter");
+    assert!(
+        before >= 20 * swaps as u64 / 2,
+        "{what}: too few packets arrived ({before})"
+    );
+    match expect {
+        Expect::Dropped => assert_eq!(
+            after, 0,
+            "{what}: {after} of {before} new flows from {src} passed, which both configurations drop"
+        ),
+        Expect::Allowed => assert_eq!(
+            after, before,
+            "{what}: {} of {before} new flows from {src} were dropped, which both configurations allow",
+            before - after
+        ),
+    }
+}
+
+#[test]
+fn the_mixed_window_shows_no_packet_a_verdict_neither_configuration_gives() {
+    if !require_root("the_mixed_window_shows_no_packet_a_verdict_neither_configuration_gives") {
+        return;
+    }
+    // .20 is dropped by both: not listed and no rule (old), listed and denied (new).
+    let old = config(LISTED_OLD, "Allow", false, 0);
+    let new = config(LISTED_NEW, "Deny", false, 0);
+    swaps_under_flood(
+        "dropped by both",
+        &old,
+        &new,
+        LISTED_NEW,
+        Expect::Dropped,
+        40,
+        false,
+    );
+    swaps_under_flood(
+        "dropped by both, no state directory",
+        &old,
+        &new,
+        LISTED_NEW,
+        Expect::Dropped,
+        20,
+        true,
+    );
+    // .20 is allowed by both: by the rest rule (old), listed and allowed (new); the mixed window (old
+    // rules, new set) would deny it.
+    let old = config(LISTED_OLD, "Deny", true, 0);
+    let new = config(LISTED_NEW, "Allow", true, 0);
+    swaps_under_flood(
+        "allowed by both",
+        &old,
+        &new,
+        LISTED_NEW,
+        Expect::Allowed,
+        40,
+        false,
+    );
+}
+
+#[test]
+fn the_mixed_window_with_3000_filler_policies() {
+    if !require_root("the_mixed_window_with_3000_filler_policies") {
+        return;
+    }
+    let old = config(LISTED_OLD, "Allow", false, 3000);
+    let new = config(LISTED_NEW, "Deny", false, 3000);
+    swaps_under_flood(
+        "3,000 fillers, dropped by both",
+        &old,
+        &new,
+        LISTED_NEW,
+        Expect::Dropped,
+        10,
+        false,
+    );
+    let old = config(LISTED_OLD, "Deny", true, 3000);
+    let new = config(LISTED_NEW, "Allow", true, 3000);
+    swaps_under_flood(
+        "3,000 fillers, allowed by both, no state directory",
+        &old,
+        &new,
+        LISTED_NEW,
+        Expect::Allowed,
+        6,
+        true,
+    );
+}
+
+/// `hostpolicyd apply` under strace, killed when it enters its `k`th `sendmsg`; true when it was
+/// killed, false when it finished before that.
+fn apply_killed_at(hpd: &Hpd, ns: &NetNs, k: usize) -> bool {
+    let mut args = vec![
+        "-f".to_string(),
+        "-qq".into(),
+        // the trace itself goes nowhere (with `trace=none`, nothing is injected either)
+        "-o".into(),
+        "/dev/null".into(),
+        "-e".into(),
+        format!("inject=sendmsg:signal=SIGKILL:when={k}"),
+        env!("CARGO_BIN_EXE_hostpolicyd").into(),
+    ];
+    args.extend(hpd.global_args());
+    args.push("apply".into());
+    let out = ns
+        .command("strace", &args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("strace");
+    // strace exits with the traced process's status; killed: 128 + 9 or the signal itself
+    out.status.signal() == Some(libc::SIGKILL) || out.status.code() == Some(128 + libc::SIGKILL)
+}
+
+/// What a clean apply of `files` into a fresh namespace gives.
+fn clean(files: &[(String, String)]) -> common::listing::Listing {
+    let ns = fresh_ns("clean");
+    let hpd = Hpd::new("node1");
+    set_config(&hpd, files);
+    hpd.must_apply(&ns);
+    listing(&ns, "hostpolicy", HashChain::Listed)
+}
+
+#[test]
+fn apply_killed_before_any_of_its_messages_is_finished_by_the_next_apply() {
+    if !require_root("apply_killed_before_any_of_its_messages_is_finished_by_the_next_apply") {
+        return;
+    }
+    let pairs = [
+        // the mixed change
+        (
+            config(LISTED_OLD, "Allow", false, 0),
+            config(LISTED_NEW, "Deny", false, 0),
+        ),
+        // a set kind change: one host (a hash set) -> a /28 (an interval set)
+        (
+            config(LISTED_OLD, "Allow", false, 0),
+            config("198.51.100.16", "Allow", false, 0)
+                .into_iter()
+                .map(|(n, c)| (n, c.replace("198.51.100.16/32", "198.51.100.16/28")))
+                .collect(),
+        ),
+    ];
+    for (old, new) in &pairs {
+        let clean_old = clean(old);
+        let clean_new = clean(new);
+        let mut k = 1;
+        loop {
+            let t = Topology::build(plan());
+            set_config(&t.hpd, old);
+            t.hpd.must_apply(&t.node);
+            set_config(&t.hpd, new);
+            if !apply_killed_at(&t.hpd, &t.node, k) {
+                break; // the apply sends fewer messages: every point was covered
+            }
+            // Either configuration again, as the next `apply` (or the daemon) does.
+            let (target, want) = if k % 2 == 0 {
+                (old, &clean_old)
+            } else {
+                (new, &clean_new)
+            };
+            set_config(&t.hpd, target);
+            t.hpd.must_apply(&t.node);
+            let got = listing(&t.node, "hostpolicy", HashChain::Listed);
+            assert_same(
+                &format!("killed at sendmsg #{k}, then re-applied"),
+                &got,
+                want,
+                ("after the kill", "clean apply"),
+            );
+            k += 1;
+            assert!(k < 64, "more than 63 netlink messages for one apply?");
+        }
+        eprintln!(
+            "killed at each of {} netlink messages, then re-applied",
+            k - 1
+        );
+        assert!(k > 4, "the apply was killed at only {} points", k - 1);
+    }
+}
