@@ -434,3 +434,88 @@ fn apply_killed_before_any_of_its_messages_is_finished_by_the_next_apply() {
         assert!(k > 4, "the apply was killed at only {} points", k - 1);
     }
 }
+
+/// `hostpolicyd run` under strace, killed when it enters its `k`th `sendmsg` (any thread); true when
+/// it was killed, false when it got past all of its start (then it is stopped).
+fn daemon_killed_at(hpd: &Hpd, ns: &NetNs, k: usize) -> bool {
+    let mut args = vec![
+        "-f".to_string(),
+        "-qq".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-e".into(),
+        format!("inject=sendmsg:signal=SIGKILL:when={k}"),
+        env!("CARGO_BIN_EXE_hostpolicyd").into(),
+    ];
+    args.extend(hpd.global_args());
+    args.push("run".into());
+    let mut child = ns
+        .command("strace", &args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .spawn()
+        .expect("strace");
+    let exited =
+        common::daemon::wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
+    match exited {
+        Some(st) => st.signal() == Some(libc::SIGKILL) || st.code() == Some(128 + libc::SIGKILL),
+        None => {
+            // Past its start: applied, and idle. Stop it (our own child).
+            let _ = child.kill();
+            let _ = child.wait();
+            false
+        }
+    }
+}
+
+#[test]
+fn daemon_killed_before_any_of_its_messages_is_finished_by_the_next_start() {
+    if !require_root("daemon_killed_before_any_of_its_messages_is_finished_by_the_next_start") {
+        return;
+    }
+    let old = config(LISTED_OLD, "Allow", false, 0);
+    let new = config(LISTED_NEW, "Deny", false, 0);
+    let (clean_old, clean_new) = (clean(&old), clean(&new));
+    let mut k = 1;
+    loop {
+        let t = Topology::build(plan());
+        set_config(&t.hpd, &old);
+        t.hpd.must_apply(&t.node);
+        set_config(&t.hpd, &new);
+        if !daemon_killed_at(&t.hpd, &t.node, k) {
+            break;
+        }
+        let (target, want) = if k % 2 == 0 {
+            (&old, &clean_old)
+        } else {
+            (&new, &clean_new)
+        };
+        set_config(&t.hpd, target);
+        let d = common::daemon::Daemon::start(&t.node, &t.hpd, &[]);
+        // The first reload done (before it, status shows the summary restored from the state directory).
+        let s = d.wait_status(&t.node, &t.hpd, "the start's reload done", |s| {
+            s["daemon"]["reloads"].as_u64() >= Some(1) && s["daemon"]["busy"] == false
+        });
+        assert_eq!(
+            s["kernel"], "ours",
+            "killed at sendmsg #{k}, restarted: {s}"
+        );
+        let got = listing(&t.node, "hostpolicy", HashChain::Listed);
+        assert_same(
+            &format!("daemon killed at sendmsg #{k}, then started again ({s})"),
+            &got,
+            want,
+            ("after the kill", "clean apply"),
+        );
+        drop(d);
+        k += 1;
+        assert!(k < 64, "more than 63 netlink messages for one start?");
+    }
+    eprintln!(
+        "daemon killed at each of {} netlink messages, then started again",
+        k - 1
+    );
+    assert!(k > 4, "the daemon was killed at only {} points", k - 1);
+}

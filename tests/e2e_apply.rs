@@ -144,6 +144,8 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         "table inet e2e-syn-watch {
   chain pre { type filter hook prerouting priority -400; policy accept; tcp dport 80 tcp flags & (syn | ack) == syn counter; }
   chain inp { type filter hook input priority 10; policy accept; tcp dport 80 tcp flags & (syn | ack) == syn counter; }
+  chain out { type filter hook output priority -400; policy accept; tcp sport 80 tcp flags & (syn | ack) == syn | ack counter; }
+  chain post { type filter hook postrouting priority 400; policy accept; tcp sport 80 tcp flags & (syn | ack) == syn | ack counter; }
 }
 ",
     );
@@ -204,6 +206,7 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         "atomicity: {APPLIES} applies in {apply_time:?}, {connects} connects alongside, slowest handshake {slowest:?}"
     );
     let watch = nft_list(&t.node, "inet", "e2e-syn-watch").unwrap_or_default();
+    let overflows = listen_overflows(&t.node);
     let counts: Vec<&str> = watch
         .lines()
         .filter(|l| l.contains("counter"))
@@ -217,7 +220,8 @@ fn atomic_swap_never_drops_an_allowed_connection() {
     assert!(
         conn_failures.is_empty(),
         "{} of {connects} allowed connections failed while {APPLIES} rulesets were swapped (all allow the flow):\n{}\n\
-         SYNs to port 80 seen at prerouting -400, then at input +10 (after every filter):\n  {}",
+         SYNs to port 80 seen at prerouting -400, then at input +10 (after every filter), SYN-ACKs at output -400, \
+         then at postrouting +400 (after every filter):\n  {}\nthe node's TCP listen queue overflows (ListenOverflows, ListenDrops): {overflows:?}",
         conn_failures.len(),
         conn_failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
         counts.join("\n  ")
@@ -230,6 +234,25 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         nft_json(&t.node, "inet", "hostpolicy") == jb,
         "after the last apply (B) the table should equal B's"
     );
+}
+
+/// (ListenOverflows, ListenDrops) of the namespace's TCP stack (`/proc/net/netstat`, TcpExt): SYNs the
+/// stack dropped because a listener's accept queue was full, which no firewall explains.
+fn listen_overflows(ns: &common::netns::NetNs) -> (u64, u64) {
+    let text = ns.exec_ok("cat", ["/proc/net/netstat"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
+        return (0, 0);
+    };
+    let get = |key: &str| {
+        names
+            .split_whitespace()
+            .position(|n| n == key)
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("ListenOverflows"), get("ListenDrops"))
 }
 
 // =============================================================================================================

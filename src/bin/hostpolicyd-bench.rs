@@ -1211,6 +1211,25 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             file: "30-deny-list.yaml",
             versions: [deny_list(100_000, None), deny_list(100_000, Some((5, 1)))],
         },
+        // Issue 12: the changed set is copied (never edited under the old rules) and the rule
+        // switched in the next transaction.
+        ReloadCase {
+            label: "100,000 nets".into(),
+            change: "one net AND one policy rule (one file)",
+            base: vec![("10-heps.yaml", heps())],
+            file: "30-deny.yaml",
+            versions: [
+                format!("{}---\n{}", deny_list(100_000, None), deny_policy()),
+                format!(
+                    "{}---\n{}",
+                    deny_list(100_000, Some((5, 1))),
+                    deny_policy().replace(
+                        "  - action: Deny\n",
+                        "  - action: Deny\n    protocol: TCP\n"
+                    )
+                ),
+            ],
+        },
     ];
     // A rename into the directory after a quiet second: the daemon's short quiet period.
     let quiet = hostpolicyd::daemon::watch::SETTLE;

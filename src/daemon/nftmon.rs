@@ -388,7 +388,7 @@ impl Requester {
             track(&a, &mut gens);
             if repeated {
                 // A hash set dumped while the kernel resized it: some elements twice, as many
-                // missed (see `staged::kernel_hosts`). Not a consistent look: read again.
+                // missed (see `nft::elems::kernel_hosts`). Not a consistent look: read again.
                 return Ok(None);
             }
             if let Some(s) = print.sets.get_mut(&set) {

@@ -389,7 +389,7 @@ fn rs_chain(table: &RsTable, chain: &Chain) -> RsChain {
 /// The whole table in ONE transaction: add table, delete table, create it again (with the static comment
 /// [`TABLE_COMMENT`]), its chains, sets and elements, maps and elements, rules, and last the
 /// [`HASH_CHAIN`] chain carrying `rs.comment`. Used to take over a table that is not ours (see
-/// `staged.rs`), where it replaces the table atomically.
+/// `plan.rs`), where it replaces the table atomically.
 pub(crate) fn encode_apply(rs: &Ruleset) -> Result<EncodedBatch, DataplaneError> {
     let set_ids = set_ids(
         rs.sets

@@ -1,4 +1,4 @@
-//! What the kernel holds in our table, read back for the staged swap (`staged.rs`): the table itself
+//! What the kernel holds in our table, read back for the swap (`plan.rs`, `exec.rs`): the table itself
 //! (its comment and flags), its chains (name, hook, priority, type, policy, flags, comment) and its named
 //! sets and maps (name, flags, key, data type, userdata), each list in the kernel's order, which is the
 //! order `nft list` shows; and, on request, the elements of one set.

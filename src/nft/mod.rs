@@ -34,9 +34,10 @@ use crate::ruleset::Ruleset;
 /// The kernel (or a fake of it) as seen by the daemon: one table, replaced as a whole.
 pub trait Dataplane {
     /// Replace the contents of table `ruleset.table` (family inet) with `ruleset`, creating it if absent,
-    /// so that no packet sees a mix of the old and new rules: [`Netlink`] does it as a staged swap in
-    /// up to three transactions, the switch itself being ONE of them (see `staged.rs`). Afterwards the
-    /// table equals what `nft -f` makes of [`render()`]. On error the previous ruleset is in force.
+    /// so that no packet sees a mix of the old and new rules: [`Netlink`] does it in at most two
+    /// transactions, the switch itself being ONE of them (see `exec.rs`). Afterwards the table equals
+    /// what `nft -f` makes of [`render()`], set names aside (a set may live under a versioned name,
+    /// `plan.rs`). On error the previous ruleset is in force.
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
     /// Bring the kernel from `previous` (what the caller applied last) to `next`, with the same result as
     /// `apply(next)`. An implementation may send less than the whole table when the kernel holds
@@ -87,7 +88,7 @@ const PENDING_PREFIX: &str = "hostpolicyd pending ";
 
 /// The comment our table is created with (it cannot change afterwards). A table that has it, or has
 /// the [`HASH_CHAIN`] chain, is ours: applied to in stages; any other table of that name is replaced
-/// whole (see `staged.rs`).
+/// whole (see `plan.rs`).
 pub const TABLE_COMMENT: &str = "hostpolicyd";
 
 /// How [`Dataplane::update`] brought the kernel to the new ruleset.

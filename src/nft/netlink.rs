@@ -235,7 +235,7 @@ fn check_ifname(what: &str, name: &str, exact: bool) -> Result<(), DataplaneErro
 /// Refuses what cannot be encoded, or could not be rendered as nft text that loads the same: names that
 /// are not nft identifiers, duplicate names, interface names nft cannot quote, elements of the wrong type,
 /// ports of other protocols than tcp/udp/sctp, empty ct state matches, rules without any statement.
-/// [`Netlink::apply`] (before sending anything) and [`super::FakeDataplane::apply`] run it.
+/// [`Netlink::apply`] runs it before sending anything (the fake kernel below it too, being the same code).
 pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
     check_name("table", &rs.table)?;
     // The kernel merges a second NEWCHAIN/NEWSET of the same name into the first without a word (nft
