@@ -290,8 +290,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::daemon::clock::ManualClock;
     use crate::daemon::watch::Change;
-    use crate::engine::tests::{Kernel1, Script};
+    use crate::engine::tests::Script;
     use crate::nft::DataplaneError;
+    use crate::nft::Fake;
     use crate::ruleset::Ruleset;
     use crate::settings::Settings;
 
@@ -393,14 +394,29 @@ pub(crate) mod tests {
         }
     }
 
-    /// The fake kernel, shared with the test while the loop owns the daemon.
+    /// The fake kernel (`nft::Fake`: the real swap over a model of nf_tables), shared with the test
+    /// while the loop owns the daemon.
     #[derive(Clone, Default)]
-    pub(crate) struct Shared(pub Arc<Mutex<Kernel1>>);
+    pub(crate) struct Shared(pub Arc<Mutex<Fake>>);
 
     impl Shared {
-        pub(crate) fn table(&self) -> Option<Ruleset> {
-            self.0.lock().unwrap().table.clone()
+        /// The kernel holds exactly `rs` (set names aside) and its content hash.
+        pub(crate) fn holds(&self, rs: &Ruleset) -> bool {
+            self.0.lock().unwrap().holds(rs)
         }
+        /// Our table exists.
+        pub(crate) fn has_table(&self) -> bool {
+            !self.0.lock().unwrap().no_table("hostpolicy")
+        }
+        /// Someone deletes our table.
+        pub(crate) fn delete_table(&self) {
+            self.0.lock().unwrap().kernel().remove_table("hostpolicy");
+        }
+        /// Someone puts `rs` in place of our table.
+        pub(crate) fn load(&self, rs: &Ruleset) {
+            self.0.lock().unwrap().load(rs);
+        }
+        /// Writes made by the daemon (apply, update, flush).
         pub(crate) fn writes(&self) -> usize {
             self.0.lock().unwrap().calls.len()
         }
@@ -409,6 +425,9 @@ pub(crate) mod tests {
     impl Dataplane for Shared {
         fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
             self.0.lock().unwrap().apply(ruleset)
+        }
+        fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
+            self.0.lock().unwrap().update(previous, next)
         }
         fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {
             self.0.lock().unwrap().flush(table)
@@ -673,7 +692,7 @@ pub(crate) mod tests {
         for i in 0..=free + 1 {
             let (k, c) = (kernel.clone(), clock.clone());
             sim.at(ms(10 * (i + 1)), move || {
-                k.0.lock().unwrap().table = None;
+                k.delete_table();
                 Event::Drift(foreign_burst(&c))
             });
         }
@@ -682,7 +701,7 @@ pub(crate) mod tests {
         let k = kernel.clone();
         sim.check(ms(10 * (free + 2)) + ms(1), move || {
             assert_eq!(repairs(&s), free);
-            assert!(k.table().is_none(), "deleted, the repair waits");
+            assert!(!k.has_table(), "deleted, the repair waits");
         });
         let s = status.clone();
         sim.check(ms(10 * free) + Limiter::FIRST_DELAY - ms(1), move || {
@@ -692,7 +711,7 @@ pub(crate) mod tests {
         let k = kernel.clone();
         sim.check(ms(10 * free) + Limiter::FIRST_DELAY + ms(1), move || {
             assert_eq!(repairs(&s), free + 1, "one repair for both changes");
-            assert!(k.table().is_some());
+            assert!(k.has_table());
         });
         sim.at(ms(60_000), sigterm);
         assert_eq!(run(&mut d, &mut sim, None), exit::OK);

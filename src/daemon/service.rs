@@ -301,7 +301,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             }
             _ => None,
         };
-        let (reason, applied) = match (s.kernel.as_str(), last_good) {
+        let kernel = s.kernel.clone();
+        let (reason, applied) = match (kernel.as_str(), last_good) {
             ("none", Some(lg)) => match self.engine.reapply_last_good() {
                 Ok(()) => (
                     format!(
@@ -325,6 +326,25 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                 ),
                 false,
             ),
+            (k, Some(lg)) if k.starts_with("half-finished swap") => {
+                match self.engine.reapply_last_good() {
+                    Ok(()) => (
+                        format!(
+                            "configuration invalid at start and table inet {table} held a {k}: applied \
+                             the last good ruleset, {lg}, from {state}; fix the configuration to leave \
+                             this state"
+                        ),
+                        true,
+                    ),
+                    Err(e) => (
+                        format!(
+                            "configuration invalid at start, table inet {table} holds a {k}, and the last \
+                             good ruleset ({lg}) could not be applied: {e}"
+                        ),
+                        false,
+                    ),
+                }
+            }
             ("ours", Some(lg)) => (
                 format!(
                     "configuration invalid at start: the last good ruleset, {lg}, stays in force; \
@@ -504,7 +524,8 @@ mod tests {
         let (clock, kernel) = (ManualClock::new(), Shared::default());
         let mut d = daemon(&settings, &kernel, &clock);
         assert_eq!(d.reload(Trigger::Start).kind(), "applied");
-        let good = kernel.table().unwrap();
+        let good = d.engine.last_good().cloned().unwrap();
+        assert!(kernel.holds(&good));
         assert_eq!(kernel.writes(), 1);
 
         // Our own write, table as applied: nothing to do, not even a fingerprint.
@@ -515,10 +536,10 @@ mod tests {
         assert_eq!(kernel.writes(), 1);
 
         // Someone deleted the table.
-        kernel.0.lock().unwrap().table = None;
+        kernel.delete_table();
         clock.advance(Duration::from_millis(7));
         d.drift(foreign_burst(&clock));
-        assert_eq!(kernel.table().as_ref(), Some(&good));
+        assert!(kernel.holds(&good));
         assert_eq!(kernel.writes(), 2);
         let s = d.engine.summary().clone();
         assert_eq!(s.drift_repairs, 1);
@@ -546,9 +567,9 @@ mod tests {
         // Replaced by a table of another content.
         let mut other = good.clone();
         other.comment = "hostpolicyd sha256:0000".into();
-        kernel.0.lock().unwrap().table = Some(other);
+        kernel.load(&other);
         d.drift(foreign_burst(&clock));
-        assert_eq!(kernel.table().as_ref(), Some(&good));
+        assert!(kernel.holds(&good));
         assert_eq!(
             d.engine.summary().last_drift.as_ref().unwrap().changes,
             ["table replaced (content sha256:0000)"]
@@ -556,12 +577,12 @@ mod tests {
 
         // A persistent adversary: after the free repairs, the next one waits.
         for _ in 2..Limiter::FREE {
-            kernel.0.lock().unwrap().table = None;
+            kernel.delete_table();
             d.drift(foreign_burst(&clock));
         }
         assert_eq!(d.engine.summary().drift_repairs, u64::from(Limiter::FREE));
         let before = kernel.writes();
-        kernel.0.lock().unwrap().table = None;
+        kernel.delete_table();
         d.drift(foreign_burst(&clock));
         assert_eq!(kernel.writes(), before, "no repair yet: backing off");
         assert_eq!(
@@ -577,7 +598,7 @@ mod tests {
         assert_eq!(kernel.writes(), before, "not yet due");
         when_due(&mut d, &clock);
         assert_eq!(kernel.writes(), before + 1);
-        assert_eq!(kernel.table().as_ref(), Some(&good));
+        assert!(kernel.holds(&good));
         assert!(!d.guard.repair_waiting());
         assert_eq!(
             d.engine.summary().last_drift.as_ref().unwrap().latency_ms,
@@ -674,7 +695,8 @@ mod tests {
         let kernel = Shared::default();
         let mut d = daemon(&settings, &kernel, &clock);
         d.start();
-        assert!(kernel.table().is_some(), "the last good is back");
+        let last_good = d.engine.last_good().cloned().expect("a last good");
+        assert!(kernel.holds(&last_good), "the last good is back");
         let s = d.engine.summary().clone();
         assert_eq!(s.last_result.as_deref(), Some("invalid"));
         assert_eq!(s.kernel, "ours");

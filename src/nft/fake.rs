@@ -919,6 +919,7 @@ mod tests {
                         .collect(),
                 },
             ],
+            origins: Default::default(),
         };
         rs.comment = format!("hostpolicyd sha256:{}", content_hash(&rs));
         rs

@@ -448,6 +448,7 @@ pub(crate) mod tests {
                     rules: sets.iter().map(|(n, _)| uses(n, verdict.clone())).collect(),
                 },
             ],
+            origins: Default::default(),
         }
     }
 

@@ -191,6 +191,7 @@ pub(crate) fn kernel_rules<'r>(rs: &'r Ruleset, plan: &Plan) -> Cow<'r, Ruleset>
         sets: Vec::new(),
         maps: Vec::new(),
         chains,
+        origins: Default::default(),
     })
 }
 

@@ -83,7 +83,10 @@ impl Expectation {
             Some(p) => {
                 let k = Layout::of_print(p);
                 let fits = ir.chains.iter().all(|(c, n)| k.chains.get(c) == Some(n))
-                    && ir.sets.iter().all(|s| k.sets.contains(s));
+                    && ir.sets.iter().all(|s| {
+                        // a set may live under a version of its name (copy on change)
+                        k.sets.iter().any(|n| crate::nft::plan::is_version_of(n, s))
+                    });
                 if fits {
                     let mut layout = k;
                     // Counts and names as the ruleset says; extras as the kernel had them.
@@ -114,7 +117,12 @@ impl Expectation {
         };
         next.iter()
             .filter(|(name, d)| self.sets.get(*name) == Some(*d))
-            .filter_map(|(name, _)| base.sets.get(name).map(|p| (name.clone(), p.clone())))
+            .flat_map(|(name, _)| {
+                base.sets
+                    .iter()
+                    .filter(|(k, _)| crate::nft::plan::is_version_of(k, name))
+                    .map(|(k, p)| (k.clone(), p.clone()))
+            })
             .collect()
     }
 }

@@ -311,6 +311,10 @@ impl Guard {
         };
         match engine.inspect_kernel() {
             Kernel::None => Look::Drifted(vec![deleted()]),
+            Kernel::Pending(h) => Look::Drifted(vec![format!(
+                "half-finished swap to sha256:{} found (a run was interrupted between its transactions)",
+                short(&h)
+            )]),
             Kernel::Unknown(e) => Look::Unknown(e),
             Kernel::Table(h) if h != expectation.hash => Look::Drifted(vec![if h.is_empty() {
                 "table replaced by one hostpolicyd did not write".to_string()
