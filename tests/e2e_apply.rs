@@ -217,8 +217,24 @@ fn atomic_swap_never_drops_an_allowed_connection() {
         "applies failed:\n{}",
         apply_failures.join("\n")
     );
+    // Every SYN and SYN-ACK counted before the filters must be counted after them: the firewall dropped
+    // none. A handshake can still be retried when the node's own TCP stack dropped the SYN because the
+    // test server's accept queue was full (a loaded machine: seen 1-6 times in 20,000, each matched by a
+    // ListenDrops, with every SYN past every filter): such failures are the harness's, not the swap's,
+    // so they may not exceed the listen drops.
+    let packets: Vec<u64> = counts
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "packets")?;
+            w.get(i + 1)?.parse().ok()
+        })
+        .collect();
+    assert_eq!(packets.len(), 4, "{watch}");
+    let dropped_by_filters = (packets[0] - packets[1]) + (packets[2] - packets[3]);
+    let explained = conn_failures.len() as u64 <= overflows.1;
     assert!(
-        conn_failures.is_empty(),
+        dropped_by_filters == 0 && explained,
         "{} of {connects} allowed connections failed while {APPLIES} rulesets were swapped (all allow the flow):\n{}\n\
          SYNs to port 80 seen at prerouting -400, then at input +10 (after every filter), SYN-ACKs at output -400, \
          then at postrouting +400 (after every filter):\n  {}\nthe node's TCP listen queue overflows (ListenOverflows, ListenDrops): {overflows:?}",

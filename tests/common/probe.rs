@@ -531,6 +531,11 @@ impl Servers {
         });
         for l in &listeners {
             l.set_nonblocking(true).expect("nonblocking listener");
+            // A deeper accept queue than std's 128: on a loaded machine the server thread can fall
+            // behind a connection loop, and a full queue drops SYNs (ListenDrops), which looks like
+            // a firewall drop to the client.
+            // SAFETY: listen(2) on a listening socket we own only changes its backlog.
+            unsafe { libc::listen(l.as_raw_fd(), 4096) };
         }
         for u in &udps {
             u.set_nonblocking(true).expect("nonblocking udp");
