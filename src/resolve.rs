@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use crate::config::diag::Diagnostic;
 use crate::config::model::{
     proto, Config, DenyAction, FelixConfiguration, GlobalNetworkPolicy, HostEndpoint, Labels,
-    NamespaceScope, ProtoPort,
+    NamespaceScope, ProtoPort, Tier, TierAction,
 };
 use crate::selector::Selector;
 
@@ -183,7 +183,7 @@ pub struct NodeView {
 pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeView {
     let mut warnings = Vec::new();
     let settings = effective_settings(&config.felix, node);
-    let order = policy_order(&config.policies);
+    let order = policy_order(config);
 
     let (claims, wildcard_hep) =
         claim_interfaces(config, node, interfaces, &settings, &mut warnings);
@@ -259,16 +259,77 @@ pub fn allocate_marks(mask: u32) -> (u32, u32) {
     }
 }
 
-/// Policy indices in evaluation order: `order` ascending (unset last), then name (spec §1.3, §6.7).
-fn policy_order(policies: &[GlobalNetworkPolicy]) -> Vec<usize> {
+/// Policy indices in evaluation order (tiers spec §1.1, §2; spec §1.3, §6.7): by tier (its order
+/// ascending, ties by tier name; a tier that does not exist last), then inside the tier by the policy's
+/// order ascending (unset last), ties by name as Felix 3.32+ compares them (`name + "/"`, so `a-b` runs
+/// before `a`).
+fn policy_order(config: &Config) -> Vec<usize> {
+    let policies = &config.policies;
     let mut idx: Vec<usize> = (0..policies.len()).collect();
     idx.sort_by(|&a, &b| {
         let (pa, pb) = (&policies[a], &policies[b]);
+        let tier = |p: &GlobalNetworkPolicy| {
+            let t = config.tier(&p.tier.value);
+            (t.is_none(), t.map_or(f64::INFINITY, |t| t.order))
+        };
+        let (ta, tb) = (tier(pa), tier(pb));
         let oa = pa.order.unwrap_or(f64::INFINITY);
         let ob = pb.order.unwrap_or(f64::INFINITY);
-        oa.total_cmp(&ob).then_with(|| pa.name.cmp(&pb.name))
+        ta.0.cmp(&tb.0)
+            .then_with(|| ta.1.total_cmp(&tb.1))
+            .then_with(|| pa.tier.value.cmp(&pb.tier.value))
+            .then_with(|| oa.total_cmp(&ob))
+            .then_with(|| tie_name(&pa.name).cmp(tie_name(&pb.name)))
     });
     idx
+}
+
+/// A policy name as Felix 3.32+ breaks order ties: `"<name>/<namespace>/<kind>"`, of which only
+/// `name + "/"` can differ between two global policies (tiers spec §2).
+fn tie_name(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes().chain(std::iter::once(b'/'))
+}
+
+/// One tier kept for a HostEndpoint, stage and direction (tiers spec §3.1): the tier and its policies
+/// that apply there, in evaluation order.
+#[derive(Debug, Clone, Copy)]
+pub struct TierGroup<'a> {
+    pub name: &'a str,
+    /// `None`: the tier does not exist. Validation refuses such a policy; Felix would still apply it
+    /// after every valid tier, ending with a Deny (tiers spec §2.3).
+    pub tier: Option<&'a Tier>,
+    pub policies: &'a [usize],
+}
+
+impl TierGroup<'_> {
+    pub fn default_action(&self) -> TierAction {
+        self.tier.map_or(TierAction::Deny, |t| t.default_action)
+    }
+
+    /// Whether a packet that reaches the end of this tier without an Allow, Deny or Pass is dropped
+    /// (tiers spec §3.2): only in the normal and forward stages, only for a tier whose defaultAction is
+    /// Deny, and only when one of its policies here is enforced (staged policies, when they exist, do
+    /// not count: the one place that decides it, for the compiler and the evaluator alike).
+    pub fn ends_with_drop(&self, stage: Stage) -> bool {
+        matches!(stage, Stage::Normal | Stage::Forward)
+            && self.default_action() == TierAction::Deny
+            && !self.policies.is_empty()
+    }
+}
+
+/// A stage list of policies (`StagePolicies::get`, in evaluation order) cut into its tiers, in tier
+/// order; a tier with no policy in the list is not there (tiers spec §3.1).
+pub fn tier_groups<'a>(config: &'a Config, list: &'a [usize]) -> Vec<TierGroup<'a>> {
+    list.chunk_by(|&a, &b| config.policies[a].tier.value == config.policies[b].tier.value)
+        .map(|policies| {
+            let name = config.policies[policies[0]].tier.value.as_str();
+            TierGroup {
+                name,
+                tier: config.tier(name),
+                policies,
+            }
+        })
+        .collect()
 }
 
 fn is_workload(name: &str, settings: &Settings) -> bool {
@@ -724,6 +785,63 @@ mod tests {
             .map(|&i| c.policies[i].name.as_str())
             .collect();
         assert_eq!(names, vec!["z-first", "a-deny", "b-allow", "m-deny"]);
+    }
+
+    /// Tiers spec §1.1, §2, §3.1: tiers by (order, name), an omitted order being 1000000; inside a
+    /// tier by (order, name + "/"); a stage list is cut into its tiers, each with its own end.
+    #[test]
+    fn tier_order_and_groups() {
+        let c = config(&format!(
+            "{HEPS}{}",
+            r#"
+- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: zzz}}
+- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: aaa}}
+- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100, defaultAction: Pass}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: z-last}, spec: {tier: zzz, order: 1, selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: d-late}, spec: {selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: d-early}, spec: {order: 5, selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: a}, spec: {tier: aaa, selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: a-b}, spec: {tier: aaa, selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {tier: platform, order: 1000, selector: all()}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p-egress}, spec: {tier: platform, selector: all(), types: [Egress]}}
+"#
+        ));
+        let view = resolve(&c, "node1", &[]);
+        let ep = view.endpoints.iter().find(|e| e.name == "b-named").unwrap();
+        let names = |list: &[usize]| -> Vec<&str> {
+            list.iter().map(|&i| c.policies[i].name.as_str()).collect()
+        };
+        assert_eq!(
+            names(&ep.policies.normal_ingress),
+            ["p", "a-b", "a", "d-early", "d-late", "z-last"]
+        );
+        let groups = tier_groups(&c, &ep.policies.normal_ingress);
+        let cut: Vec<(&str, Vec<&str>)> =
+            groups.iter().map(|g| (g.name, names(g.policies))).collect();
+        assert_eq!(
+            cut,
+            [
+                ("platform", vec!["p"]),
+                ("aaa", vec!["a-b", "a"]),
+                ("default", vec!["d-early", "d-late"]),
+                ("zzz", vec!["z-last"]),
+            ]
+        );
+        // defaultAction Pass never drops; Deny drops only in the normal and forward stages.
+        assert!(!groups[0].ends_with_drop(Stage::Normal));
+        assert!(
+            groups[1].ends_with_drop(Stage::Normal) && groups[1].ends_with_drop(Stage::Forward)
+        );
+        assert!(
+            !groups[1].ends_with_drop(Stage::PreDnat)
+                && !groups[1].ends_with_drop(Stage::Untracked)
+        );
+        // The egress list keeps only the tiers with an egress policy.
+        let egress: Vec<&str> = tier_groups(&c, &ep.policies.normal_egress)
+            .iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(egress, ["platform"]);
     }
 
     /// Spec §3.2: one class per policy; AoF normal policy also in forward; preDNAT only ingress.

@@ -28,6 +28,7 @@ use hostpolicyd::config::model::{proto, Action, NamespaceScope, Port};
 #[derive(Clone, Copy, Debug)]
 enum Wrap {
     Gnp,
+    Tier,
     Hep,
     Gns,
     Felix,
@@ -70,6 +71,7 @@ const fn case(
 fn wrap(w: Wrap, body: &str) -> String {
     let header = match w {
         Wrap::Gnp => "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n",
+        Wrap::Tier => "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: platform}\nspec:\n",
         Wrap::Hep => "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\nspec:\n",
         Wrap::Gns => "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: s}\nspec:\n",
         Wrap::Felix => "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec:\n",
@@ -111,8 +113,6 @@ const CASES: &[Case] = &[
     case("1.1", Wrap::Raw,
         "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicyList\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata: {name: p}\n",
         &[]),
-    case("1.3", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\n",
-        &[E(2, 7, "tiers are not supported")]),
     // ── §1.9 other kinds ─────────────────────────────────────────────────────────────────────────
     case("1.9", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: default}\nspec: {}\n",
         &[W(2, 7, "ignored: a namespaced NetworkPolicy never applies to host endpoints")]),
@@ -151,8 +151,54 @@ const CASES: &[Case] = &[
 
     // ── §1.3 GlobalNetworkPolicy spec ────────────────────────────────────────────────────────────
     case("1.3 T2", Wrap::Gnp, "selector: \"role == 'web'\"\ningress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]", &[]),
-    case("1.3", Wrap::Gnp, "tier: security", &[E(5, 9, "tiers are not supported; remove `tier` or use `default`")]),
-    case("1.3", Wrap::Gnp, "tier: default", &[]),
+    case("1.3 tiers 2", Wrap::Gnp, "tier: default", &[]),
+    case("tiers 2", Wrap::Gnp, "tier: \"\"", &[]),
+    case("tiers 1.2", Wrap::Gnp, "tier: kube-admin", &[]),
+    case("tiers 1.2", Wrap::Gnp, "tier: kube-baseline", &[]),
+    // ── tiers spec §1 the Tier resource ──────────────────────────────────────────────────────────
+    case("tiers 1", Wrap::Tier, "order: 100\ndefaultAction: Pass", &[]),
+    case("tiers 1", Wrap::Tier, "order: -2.5\ndefaultAction: Deny", &[]),
+    case("tiers 1.1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\n", &[]),
+    case("tiers 1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: ops.edge}\n",
+        &[E(3, 18, "Tier name `ops.edge` is not valid: names are one lowercase DNS label")]),
+    case("tiers 1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: Platform_1}\n",
+        &[E(3, 18, "no `.`, at most 63 characters; e.g. `platform-1`")]),
+    case("tiers 1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\n",
+        &[E(3, 18, "is not valid: names are one lowercase DNS label")]),
+    case("tiers 1", Wrap::Tier, "defaultAction: Allow", &[E(5, 18, "`defaultAction` must be `Deny` or `Pass`, not `Allow` (a tier cannot end with Allow or Log")]),
+    case("tiers 1", Wrap::Tier, "defaultAction: deny", &[E(5, 18, "not `deny` (actions are case-sensitive: write `Deny`)")]),
+    case("tiers 1", Wrap::Tier, "defaultAction: Log", &[E(5, 18, "must be `Deny` or `Pass`")]),
+    case("tiers 1", Wrap::Tier, "order: \"10\"", &[E(5, 10, "write order: 10 (without quotes)")]),
+    case("tiers 1", Wrap::Tier, "orderr: 10", &[E(5, 3, "unknown field `orderr` in a Tier spec (did you mean `order`?); valid fields: order, defaultAction")]),
+    case("tiers 1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: platform}\nstatus: {conditions: []}\n",
+        &[E(4, 1, "unknown field `status` in a Tier")]),
+    case("tiers 1", Wrap::Raw, "apiVersion: projectcalico.org/v1\nkind: Tier\nmetadata: {name: platform}\n",
+        &[E(1, 13, "Tier needs `apiVersion: projectcalico.org/v3`, not `projectcalico.org/v1`")]),
+    case("tiers 2.2", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}}\n- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 1}}\n",
+        &[E(2, 3, "Tier 'platform' is already defined at case.yaml:1:3")]),
+    case("tiers 1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: TierList\nitems:\n- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n", &[]),
+    // ── tiers spec §1.2 built-in tiers ───────────────────────────────────────────────────────────
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: default}\nspec: {order: 1000000, defaultAction: Deny}\n", &[]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: default}\n", &[]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: default}\nspec: {order: 5}\n",
+        &[E(4, 15, "the built-in tier `default` has order 1000000 and cannot be given another (not 5): write `order: 1000000` or leave it out")]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: default}\nspec: {defaultAction: Pass}\n",
+        &[E(4, 23, "the built-in tier `default` has defaultAction Deny and cannot be given another (not Pass)")]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: kube-admin}\nspec: {order: 1000, defaultAction: Pass}\n", &[]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: kube-admin}\n",
+        &[E(3, 18, "the built-in tier `kube-admin` has order 1000 and cannot be given another (and an omitted order is 1000000): write `order: 1000`"),
+          E(3, 18, "the built-in tier `kube-admin` has defaultAction Pass and cannot be given another (and an omitted defaultAction is Deny)")]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: kube-baseline}\nspec: {order: 10000000, defaultAction: Deny}\n",
+        &[E(4, 40, "`kube-baseline` has defaultAction Pass")]),
+    case("tiers 1.2", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: adminnetworkpolicy}\nspec: {order: 1000, defaultAction: Pass}\n", &[]),
+    // ── tiers spec §2 policies in tiers ──────────────────────────────────────────────────────────
+    case("tiers 2.2", Wrap::Gnp, "tier: security", &[E(5, 9, "GlobalNetworkPolicy 'p' (at case.yaml:1:1) is in tier `security`, which does not exist: declare it (apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: security})")]),
+    case("tiers 2.2 1.2", Wrap::Gnp, "tier: adminnetworkpolicy", &[E(5, 9, "is in tier `adminnetworkpolicy`, which does not exist")]),
+    case("tiers 2.2", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {tier: platfrom}}\n",
+        &[E(2, 99, "is in tier `platfrom`, which does not exist (did you mean `platform`?)")]),
+    case("tiers 2", Wrap::Gnp, "tier: ops.edge", &[E(5, 9, "`tier: ops.edge` is not a valid tier name")]),
+    case("tiers 2", Wrap::Gnp, "tier: 5", &[E(5, 9, "`tier` must be a string")]),
+    case("tiers 2.1", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: platform.deny}, spec: {tier: platform, ingress: [{action: Deny}]}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: allow}, spec: {tier: platform}}\n- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n", &[]),
     case("1.3", Wrap::Gnp, "order: \"10\"", &[E(5, 10, "write order: 10 (without quotes)")]),
     case("1.3 §6.7", Wrap::Gnp, "order: -1.5", &[]),
     case("1.3", Wrap::Gnp, "types: [Ingress, Ingress]", &[E(5, 20, "`Ingress` is listed twice")]),
@@ -273,8 +319,11 @@ const CASES: &[Case] = &[
     case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [\"0:80\"]}}]", &[E(5, 66, "out of range")]),
     case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [\"80-90\"]}}]", &[E(5, 66, "write \"80:90\"")]),
     case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [\"bad name\"]}}]", &[E(5, 66, "`bad name` is not a valid port")]),
-    case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [HTTP]}}]",
-        &[W(5, 66, "named port `HTTP` can never match")]),
+    case("1.6 issue 16.7", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [HTTP]}}]",
+        &[E(5, 66, "named port `HTTP` is not valid: port names are 1-15 characters of `a-z 0-9 -` with at least one letter, no `-` at either end or twice in a row (Kubernetes port names, as Calico checks them); e.g. `http`")]),
+    case("1.6 issue 16.7", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [my_port]}}]", &[E(5, 66, "named port `my_port` is not valid: port names are 1-15 characters of `a-z 0-9 -`")]),
+    case("1.6 issue 16.7", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {notPorts: [web.alt]}}]", &[E(5, 69, "named port `web.alt` is not valid")]),
+    case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [https, \"8000:8080\"]}}]", &[]),
     case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [true]}}]", &[E(5, 66, "a port must be a number")]),
     case("1.6", Wrap::Gnp, "ingress: [{action: Allow, protocol: TCP, destination: {ports: [\"443\"]}}]", &[]),
 
@@ -289,7 +338,9 @@ const CASES: &[Case] = &[
     case("1.7", Wrap::Hep, "node: node1\ninterfaceName: \"\"\nexpectedIPs: []", &[E(5, 3, "a HostEndpoint needs `interfaceName`")]),
     case("1.7", Wrap::Hep, "node: node1\nexpectedIPs: [10.0.0.1/24]", &[E(6, 17, "takes a plain IP address, not a network: write `10.0.0.1`")]),
     case("1.7", Wrap::Hep, "node: node1\nexpectedIPs: [node1.example.com]", &[E(6, 17, "is not an IP address")]),
-    case("1.7", Wrap::Hep, "node: node1\ninterfaceName: eth0\nprofiles: [allow-all]", &[E(7, 14, "unknown profile `allow-all`")]),
+    case("1.7 issue 16.7", Wrap::Hep, "node: node1\ninterfaceName: eth0\nprofiles: [allow-all]", &[W(7, 14, "profile `allow-all` is not defined (hostpolicyd has only the built-in `projectcalico-default-allow`; Profile resources are not supported): as in Felix, it contributes no rules")]),
+    case("1.7 issue 16.7", Wrap::Hep, "node: node1\ninterfaceName: eth0\nprofiles: [knp.default.x, projectcalico-default-allow]", &[W(7, 14, "profile `knp.default.x` is not defined")]),
+    case("1.7 issue 16.7", Wrap::Hep, "node: node1\ninterfaceName: eth0\nprofiles: [Allow_All]", &[E(7, 14, "profile name `Allow_All` is not valid")]),
     case("1.7", Wrap::Hep, "node: node1\ninterfaceName: eth0\nports: [{name: web, protocol: tcp, port: 80}]", &[E(7, 33, "write `TCP`")]),
     case("1.7 §1.6", Wrap::Hep, "node: node1\ninterfaceName: eth0\nports: [{name: HTTP, protocol: TCP, port: 80}]", &[E(7, 18, "port name `HTTP` is not valid")]),
     case("1.7", Wrap::Hep, "node: node1\ninterfaceName: eth0\nports: [{name: web, protocol: TCP, port: 0}]", &[E(7, 44, "between 1 and 65535")]),
@@ -308,6 +359,8 @@ const CASES: &[Case] = &[
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 65536}]", &[E(5, 52, "between 0 and 65535")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{port: 22}]", &[E(5, 30, "a failsafe entry needs a `protocol`")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 10.0.0.0/40}]", &[E(5, 61, "is not a network")]),
+    case("4.2 issue 16.7", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 192.0.2.10}]\nfailsafeOutboundHostPorts: [{protocol: UDP, port: 53, net: \"2001:db8::53\"}]", &[]),
+    case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 192.0.2.300}]", &[E(5, 61, "is not a network")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 10.1.2.3/8}]", &[W(5, 61, "hostpolicyd uses `10.0.0.0/8`")]),
     case("4.4", Wrap::Felix, "failsafeInboundHostPorts: none", &[E(5, 29, "write `failsafeInboundHostPorts: []` to disable the list")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: \"tcp:22,udp:68\"", &[E(5, 29, "must be a list of {protocol, port, net}")]),
@@ -413,6 +466,7 @@ fn accepted_cases_reach_the_config() {
         let loaded = load_sources(&[("case.yaml".to_owned(), wrap(case.wrap, case.body))]);
         let c = &loaded.config;
         let total = c.policies.len()
+            + c.tiers.len()
             + c.host_endpoints.len()
             + c.network_sets.len()
             + c.felix.len()
@@ -1185,6 +1239,99 @@ fn other_kinds_are_normalised() {
         (ping.node.as_deref(), ping.timeout),
         (Some("node1"), std::time::Duration::from_millis(500))
     );
+}
+
+/// Issue 16 item 7: a failsafe `net` written as a bare address is the host's /32 or /128, as Felix's
+/// `ParseCIDROrIP` reads it (spec §4.2).
+#[test]
+fn failsafe_bare_address_is_one_host() {
+    let loaded = one("apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 192.0.2.10}]
+  failsafeOutboundHostPorts: [{protocol: UDP, port: 53, net: \"2001:db8::53\"}]
+");
+    assert!(loaded.diagnostics.is_empty(), "{:?}", messages(&loaded));
+    let felix = &loaded.config.felix[0];
+    let net = |l: &Option<Vec<hostpolicyd::config::model::ProtoPort>>| {
+        l.as_ref().unwrap()[0].net.unwrap().to_string()
+    };
+    assert_eq!(net(&felix.failsafe_inbound_host_ports), "192.0.2.10/32");
+    assert_eq!(net(&felix.failsafe_outbound_host_ports), "2001:db8::53/128");
+}
+
+/// Tiers spec §1, §1.1, §1.2, §2: a Tier's omitted order is 1000000 and its omitted defaultAction Deny;
+/// the built-in tiers exist without a file; a policy without `spec.tier` is in `default`.
+#[test]
+fn tiers_decode_with_their_defaults() {
+    use hostpolicyd::config::model::{TierAction, DEFAULT_TIER};
+    let loaded = one("- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: security}}
+- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100, defaultAction: Pass}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: guard}, spec: {tier: platform}}
+- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: app}}
+");
+    assert!(loaded.diagnostics.is_empty(), "{:?}", messages(&loaded));
+    let c = &loaded.config;
+    let security = c.tier("security").unwrap();
+    assert_eq!(
+        (security.order, security.default_action),
+        (1_000_000.0, TierAction::Deny)
+    );
+    assert_eq!(security.pos.as_ref().map(|p| p.line), Some(1));
+    let platform = c.tier("platform").unwrap();
+    assert_eq!(
+        (platform.order, platform.default_action),
+        (100.0, TierAction::Pass)
+    );
+    for (name, order, action) in [
+        ("default", 1_000_000.0, TierAction::Deny),
+        ("kube-admin", 1_000.0, TierAction::Pass),
+        ("kube-baseline", 10_000_000.0, TierAction::Pass),
+    ] {
+        let t = c.tier(name).unwrap();
+        assert_eq!(
+            (t.order, t.default_action, t.pos.clone()),
+            (order, action, None),
+            "{name}"
+        );
+    }
+    assert!(c.tier("adminnetworkpolicy").is_none());
+    let tier_of = |n: &str| {
+        c.policies
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap()
+            .tier
+            .value
+            .clone()
+    };
+    assert_eq!(tier_of("guard"), "platform");
+    assert_eq!(tier_of("app"), DEFAULT_TIER);
+}
+
+/// Tiers spec §2.2: removing a Tier file while policies still name the tier refuses the directory
+/// (Calico: "Cannot delete a non-empty tier"), naming the tier and where each policy is.
+#[test]
+fn removing_a_tier_that_policies_use_is_refused() {
+    let dir = TempDir::new();
+    let tier = dir.write("10-tier.yaml", "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: platform}\nspec: {order: 100}\n");
+    dir.write("20-guard.yaml", "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: guard}\nspec:\n  tier: platform\n  ingress: [{action: Pass}]\n");
+    let loaded = load_dir(dir.path());
+    assert!(loaded.diagnostics.is_empty(), "{:?}", messages(&loaded));
+    fs::remove_file(tier).unwrap();
+    let loaded = load_dir(dir.path());
+    let m = messages(&loaded);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("20-guard.yaml:5:9: error: GlobalNetworkPolicy 'guard' (at "),
+        "{m:?}"
+    );
+    assert!(
+        m[0].contains("is in tier `platform`, which does not exist"),
+        "{m:?}"
+    );
+    assert!(loaded.config.policies.is_empty());
 }
 
 #[test]

@@ -16,9 +16,12 @@ use serde::Serialize;
 
 use crate::compile::{names, proto_name, DEFAULT_ALLOW_PROFILE};
 use crate::config::model::{
-    proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule,
+    fmt_order, proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule,
+    DEFAULT_TIER,
 };
-use crate::resolve::{ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage};
+use crate::resolve::{
+    tier_groups, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage, TierGroup,
+};
 
 /// Which way a packet crosses the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -141,6 +144,8 @@ pub struct Step {
     /// `untracked`, `preDNAT`, `normal` or `forward`.
     pub stage: &'static str,
     pub host_endpoint: Option<String>,
+    /// The tier of the policy, or the tier entered or ended (tiers spec §3.2).
+    pub tier: Option<String>,
     pub policy: Option<String>,
     /// `ingress` or `egress` when a policy rule is involved.
     pub direction: Option<&'static str>,
@@ -231,6 +236,7 @@ fn step(stage: &'static str, hep: Option<&ActiveEndpoint>, text: impl Into<Strin
     Step {
         stage,
         host_endpoint: hep.map(|h| h.name.clone()),
+        tier: None,
         policy: None,
         direction: None,
         rule: None,
@@ -318,7 +324,7 @@ impl<'a> Eval<'a> {
             ));
             return Outcome::Continue;
         }
-        let outcome = self.tier(p, hep, Stage::Untracked, dir, false);
+        let outcome = self.tiers(p, hep, Stage::Untracked, dir);
         match &outcome {
             Outcome::Allow(_) => {
                 self.record(step(
@@ -366,7 +372,7 @@ impl<'a> Eval<'a> {
                         ),
                     ));
                 } else {
-                    match self.tier(p, hep, Stage::PreDnat, Dir::Ingress, false) {
+                    match self.tiers(p, hep, Stage::PreDnat, Dir::Ingress) {
                         Outcome::Allow(s) => {
                             self.record(step(
                                 "preDNAT",
@@ -438,7 +444,7 @@ impl<'a> Eval<'a> {
             ));
             return (Verdict::Allow, s);
         }
-        match self.tier(p, hep, Stage::Normal, dir, true) {
+        match self.tiers(p, hep, Stage::Normal, dir) {
             Outcome::Allow(s) => return (Verdict::Allow, s),
             Outcome::Deny(s) => return (Verdict::Drop, s),
             Outcome::Continue => {}
@@ -537,7 +543,7 @@ impl<'a> Eval<'a> {
             s.at = Some(self.hep_pos(hep));
             return Some((Verdict::Allow, self.record(s)));
         }
-        match self.tier(p, hep, Stage::Forward, dir, true) {
+        match self.tiers(p, hep, Stage::Forward, dir) {
             Outcome::Allow(s) => Some((Verdict::Allow, s)),
             Outcome::Deny(s) => Some((Verdict::Drop, s)),
             Outcome::Continue => {
@@ -584,35 +590,141 @@ impl<'a> Eval<'a> {
         self.normal_chain(&p, hep, Dir::Egress)
     }
 
-    /// The policies of one stage and direction, in order (spec §3.4 step 4, policy chains).
-    fn tier(
+    /// The policies of one stage and direction, tier by tier (spec §3.4 step 4, policy chains; tiers
+    /// spec §3.2): inside a tier, policies in order until one allows, denies or passes; a Pass (or a
+    /// tier's defaultAction Pass) goes on with the next tier; a tier where nothing matched ends with its
+    /// defaultAction, which drops only in the normal and forward stages.
+    ///
+    /// When the only tier is `default`, the path reads as it did before tiers existed; otherwise every
+    /// tier entered is a step, and policies are named with their tier.
+    fn tiers(&mut self, p: &Packet, hep: &ActiveEndpoint, stage: Stage, dir: Dir) -> Outcome {
+        let config: &'a Config = self.config;
+        let groups = tier_groups(config, hep.policies.get(stage, dir));
+        let show = groups.len() > 1 || groups.iter().any(|g| g.name != DEFAULT_TIER);
+        let sname = stage.as_str();
+        let dname = dir.as_str();
+        for (i, group) in groups.iter().enumerate() {
+            let last = i + 1 == groups.len();
+            // Where a Pass out of this tier, or its defaultAction Pass, leads.
+            let onwards = if !last {
+                format!("next tier {}", groups[i + 1].name)
+            } else {
+                match stage {
+                    Stage::Normal => "no tier left: on to the profiles".to_owned(),
+                    Stage::Forward => "no tier left: no verdict in this chain".to_owned(),
+                    Stage::Untracked | Stage::PreDnat => {
+                        "no tier left: no verdict at this stage".to_owned()
+                    }
+                }
+            };
+            if show {
+                let mut s = step(
+                    sname,
+                    Some(hep),
+                    match group.tier {
+                        Some(t) => format!(
+                            "tier {} (order {}, defaultAction {})",
+                            group.name,
+                            fmt_order(t.order),
+                            t.default_action
+                        ),
+                        None => format!(
+                            "tier {} (not defined: last, defaultAction Deny)",
+                            group.name
+                        ),
+                    },
+                );
+                s.tier = Some(group.name.to_owned());
+                s.at = group
+                    .tier
+                    .and_then(|t| t.pos.as_ref())
+                    .map(|p| p.to_string());
+                self.record(s);
+            }
+            match self.tier_policies(p, hep, stage, dir, group, show, &onwards) {
+                Some(Outcome::Continue) => continue,
+                Some(decided) => return decided,
+                None => {}
+            }
+            let ends_with_drop = group.ends_with_drop(stage);
+            let mut s = step(sname, Some(hep), String::new());
+            s.tier = Some(group.name.to_owned());
+            s.at = Some(self.hep_pos(hep));
+            if ends_with_drop && !show {
+                s.text = format!("end of tier: no policy allowed {dname}, default deny");
+                return Outcome::Deny(self.record(s));
+            }
+            if ends_with_drop {
+                s.text = format!(
+                    "end of tier {}: no policy allowed, denied or passed {dname}: defaultAction Deny drops it",
+                    group.name
+                );
+                s.at = Some(
+                    group
+                        .tier
+                        .and_then(|t| t.pos.as_ref())
+                        .map_or_else(|| self.hep_pos(hep), |p| p.to_string()),
+                );
+                return Outcome::Deny(self.record(s));
+            }
+            if show {
+                s.text = if matches!(stage, Stage::Normal | Stage::Forward) {
+                    format!(
+                        "end of tier {}: no policy decided {dname}: defaultAction Pass, {onwards}",
+                        group.name
+                    )
+                } else {
+                    format!(
+                        "end of tier {}: no policy decided {dname}: {sname} tiers never drop at their end, {onwards}",
+                        group.name
+                    )
+                };
+                s.at = group
+                    .tier
+                    .and_then(|t| t.pos.as_ref())
+                    .map(|p| p.to_string());
+                self.record(s);
+            }
+        }
+        Outcome::Continue
+    }
+
+    /// The policies of one tier: `Some(Continue)` when one passed, `None` when none matched.
+    #[allow(clippy::too_many_arguments)]
+    fn tier_policies(
         &mut self,
         p: &Packet,
         hep: &ActiveEndpoint,
         stage: Stage,
         dir: Dir,
-        end_of_tier_deny: bool,
-    ) -> Outcome {
-        let list = hep.policies.get(stage, dir);
+        group: &TierGroup,
+        show: bool,
+        onwards: &str,
+    ) -> Option<Outcome> {
         let sname = stage.as_str();
         let dname = dir.as_str();
-        for &idx in list {
+        for &idx in group.policies {
             let policy = &self.config.policies[idx];
+            let named = if show {
+                format!("policy {} (tier {})", policy.name, group.name)
+            } else {
+                format!("policy {}", policy.name)
+            };
             let rules = match dir {
                 Dir::Ingress => &policy.ingress,
                 Dir::Egress => &policy.egress,
             };
-            let mut decided = None;
             for (i, rule) in rules.iter().enumerate() {
                 if !self.rule_matches(p, rule) {
                     continue;
                 }
                 let mut s = step(sname, Some(hep), String::new());
+                s.tier = Some(group.name.to_owned());
                 s.policy = Some(policy.name.clone());
                 s.direction = Some(dname);
                 s.rule = Some(i);
                 s.at = Some(rule.pos.to_string());
-                let what = format!("policy {} {dname} rule {i}", policy.name);
+                let what = format!("{named} {dname} rule {i}");
                 match rule.action {
                     Action::Log => {
                         s.text = format!("{what}: Log, continue");
@@ -620,45 +732,39 @@ impl<'a> Eval<'a> {
                     }
                     Action::Allow => {
                         s.text = format!("{what}: Allow");
-                        decided = Some(Outcome::Allow(self.record(s)));
-                        break;
+                        return Some(Outcome::Allow(self.record(s)));
                     }
                     Action::Deny => {
                         s.text = format!("{what}: Deny");
-                        decided = Some(Outcome::Deny(self.record(s)));
-                        break;
+                        return Some(Outcome::Deny(self.record(s)));
+                    }
+                    Action::Pass if show => {
+                        s.text = format!(
+                            "{what}: Pass, the rest of tier {} is skipped: {onwards}",
+                            group.name
+                        );
+                        self.record(s);
+                        return Some(Outcome::Continue);
                     }
                     Action::Pass => {
                         s.text = format!("{what}: Pass, the rest of the tier is skipped");
                         self.record(s);
-                        decided = Some(Outcome::Continue);
-                        break;
+                        return Some(Outcome::Continue);
                     }
                 }
-            }
-            if let Some(outcome) = decided {
-                return outcome;
             }
             let mut s = step(
                 sname,
                 Some(hep),
-                format!("policy {}: no {dname} rule matched", policy.name),
+                format!("{named}: no {dname} rule matched"),
             );
+            s.tier = Some(group.name.to_owned());
             s.policy = Some(policy.name.clone());
             s.direction = Some(dname);
             s.at = Some(policy.pos.to_string());
             self.record(s);
         }
-        if end_of_tier_deny && !list.is_empty() {
-            let mut s = step(
-                sname,
-                Some(hep),
-                format!("end of tier: no policy allowed {dname}, default deny"),
-            );
-            s.at = Some(self.hep_pos(hep));
-            return Outcome::Deny(self.record(s));
-        }
-        Outcome::Continue
+        None
     }
 
     /// Whether a rule matches: every criterion present must hold (spec §1.4–§1.6, §1.10, §3.8).
@@ -1629,6 +1735,274 @@ mod tests {
             &eval(&c, "node1", IFACES, &udp("192.0.2.7", 999)),
             Verdict::Drop,
             "end of tier",
+        );
+    }
+
+    // ---- tiers (tiers spec §3) -----------------------------------------------------------------
+
+    fn tier(name: &str, spec: &str) -> String {
+        format!("- {{apiVersion: projectcalico.org/v3, kind: Tier, metadata: {{name: {name}}}, spec: {{{spec}}}}}\n")
+    }
+    fn gnp(name: &str, spec: &str) -> String {
+        format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: {name}}}, spec: {{{spec}}}}}\n")
+    }
+
+    /// The `platform` tier of the example: deny a deny-list, Pass the rest, then the default tier.
+    fn guard_rails(default_action: &str) -> String {
+        format!(
+            "{}{}{}{}",
+            web(""),
+            tier("platform", &format!("order: 100, defaultAction: {default_action}")),
+            gnp("platform.deny-list", "tier: platform, selector: all(), ingress: [{action: Deny, source: {nets: [192.0.2.100/32]}}, {action: Pass, protocol: TCP}]"),
+            gnp("allow-http", "selector: \"role == 'web'\", ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]"),
+        )
+    }
+
+    /// Tiers spec §3.2: Pass goes to the next tier; a Deny of an earlier tier ends evaluation; a tier
+    /// where nothing matched ends with its defaultAction.
+    #[test]
+    fn tiers_pass_deny_and_end_of_tier() {
+        let c = guard_rails("Deny");
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Allow, "allow-http");
+        assert_eq!(e.decided_by.tier.as_deref(), Some("default"));
+        let texts: Vec<&str> = e.steps.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "tier platform (order 100, defaultAction Deny)",
+                "policy platform.deny-list (tier platform) ingress rule 1: Pass, the rest of tier platform is skipped: next tier default",
+                "tier default (order 1000000, defaultAction Deny)",
+                "policy allow-http (tier default) ingress rule 0: Allow",
+            ],
+            "{e}"
+        );
+        // The deny-list wins over the later Allow.
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.100", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Drop, "platform.deny-list");
+        assert_eq!(e.decided_by.tier.as_deref(), Some("platform"));
+        // UDP: no rule of the platform tier matches: its end-of-tier Deny drops it, although nothing
+        // later would have allowed it anyway; the step names the tier and points at the Tier.
+        let udp = pkt(
+            inb("eth0"),
+            "192.0.2.2",
+            "192.0.2.1",
+            proto::UDP,
+            Some(5000),
+            Some(80),
+        );
+        let e = eval(&c, "node1", IFACES, &udp);
+        check(&e, Verdict::Drop, "end of tier platform: no policy allowed, denied or passed ingress: defaultAction Deny drops it");
+        assert_eq!(e.decided_by.at.as_deref(), Some("t.yaml:5:3"));
+        // defaultAction Pass: the same packet goes on to the default tier, whose end drops it.
+        let c = guard_rails("Pass");
+        let e = eval(&c, "node1", IFACES, &udp);
+        check(
+            &e,
+            Verdict::Drop,
+            "end of tier default: no policy allowed, denied or passed ingress",
+        );
+        assert!(
+            e.steps.iter().any(|s| s.text == "end of tier platform: no policy decided ingress: defaultAction Pass, next tier default"),
+            "{e}"
+        );
+    }
+
+    /// Tiers spec §1.1, §3.1: tiers by order, ties by name (an omitted order is 1000000, `default`'s);
+    /// a tier none of whose policies selects the HostEndpoint is skipped with its end-of-tier action.
+    #[test]
+    fn tier_order_ties_and_skipped_tiers() {
+        let deny = |name: &str, t: &str| {
+            gnp(
+                name,
+                &format!("tier: {t}, selector: all(), ingress: [{{action: Deny, protocol: TCP}}]"),
+            )
+        };
+        let allow = |name: &str, t: &str| {
+            gnp(
+                name,
+                &format!("tier: {t}, selector: all(), ingress: [{{action: Allow, protocol: TCP}}]"),
+            )
+        };
+        let packet = tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80);
+        // Order beats the name: b (10) before a (20).
+        let c = format!(
+            "{}{}{}{}{}",
+            web(""),
+            tier("a", "order: 20"),
+            tier("b", "order: 10"),
+            deny("in-a", "a"),
+            allow("in-b", "b")
+        );
+        check(&eval(&c, "node1", IFACES, &packet), Verdict::Allow, "in-b");
+        // Equal orders: the name decides (aaa < default < zzz, all at 1000000).
+        let c = format!(
+            "{}{}{}{}",
+            web(""),
+            tier("aaa", ""),
+            allow("in-aaa", "aaa"),
+            deny("in-default", "default")
+        );
+        check(
+            &eval(&c, "node1", IFACES, &packet),
+            Verdict::Allow,
+            "in-aaa",
+        );
+        let c = format!(
+            "{}{}{}{}",
+            web(""),
+            tier("zzz", ""),
+            allow("in-zzz", "zzz"),
+            deny("in-default", "default")
+        );
+        check(
+            &eval(&c, "node1", IFACES, &packet),
+            Verdict::Drop,
+            "in-default",
+        );
+        // A tier whose only policy selects other endpoints takes no part, end-of-tier Deny included.
+        let c = format!(
+            "{}{}{}{}",
+            web(""),
+            tier("other", "order: 1"),
+            gnp(
+                "db-only",
+                "tier: other, selector: \"role == 'db'\", ingress: [{action: Allow}]"
+            ),
+            allow("in-default", "default")
+        );
+        let e = eval(&c, "node1", IFACES, &packet);
+        check(&e, Verdict::Allow, "in-default");
+        assert!(!e.to_string().contains("other"), "{e}");
+        // Inside a tier: order, then the name as Felix 3.32+ compares it ("a-b/" < "a/").
+        let c = format!(
+            "{}{}{}",
+            web(""),
+            gnp(
+                "a",
+                "selector: all(), ingress: [{action: Deny, protocol: TCP}]"
+            ),
+            gnp(
+                "a-b",
+                "selector: all(), ingress: [{action: Allow, protocol: TCP}]"
+            )
+        );
+        check(&eval(&c, "node1", IFACES, &packet), Verdict::Allow, "a-b");
+    }
+
+    /// Tiers spec §3.3: a Pass out of the last tier goes to the profiles: allowed with
+    /// `projectcalico-default-allow`, dropped without.
+    #[test]
+    fn pass_out_of_the_last_tier_reaches_the_profiles() {
+        let yaml = |profiles: &str| {
+            format!(
+                "{}{}{}",
+                web(profiles),
+                tier("platform", "order: 100"),
+                gnp(
+                    "pass-all",
+                    "tier: platform, selector: all(), ingress: [{action: Pass}]"
+                )
+            )
+        };
+        let packet = tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80);
+        let e = eval(&yaml(PROFILE), "node1", IFACES, &packet);
+        check(
+            &e,
+            Verdict::Allow,
+            "profile projectcalico-default-allow allows",
+        );
+        assert!(
+            e.steps
+                .iter()
+                .any(|s| s.text.ends_with("no tier left: on to the profiles")),
+            "{e}"
+        );
+        check(
+            &eval(&yaml(""), "node1", IFACES, &packet),
+            Verdict::Drop,
+            "no profile allows: default deny",
+        );
+        // An undefined profile (issue 16 item 7) contributes no rules.
+        let e = eval(
+            &yaml(", profiles: [knp.default.x]"),
+            "node1",
+            IFACES,
+            &packet,
+        );
+        check(&e, Verdict::Drop, "no profile allows");
+    }
+
+    /// Tiers spec §3.4: preDNAT and untracked tiers never drop at their end, whatever the
+    /// defaultAction: the packet goes on to the normal stage, which walks its own tiers.
+    #[test]
+    fn prednat_and_untracked_tiers_fall_through() {
+        let c = format!(
+            "{}{}{}{}{}",
+            web(""),
+            tier("platform", "order: 100, defaultAction: Deny"),
+            gnp("pre-guard", "tier: platform, preDNAT: true, applyOnForward: true, selector: all(), ingress: [{action: Deny, source: {nets: [192.0.2.100/32]}}]"),
+            gnp("raw-guard", "tier: platform, doNotTrack: true, applyOnForward: true, selector: all(), ingress: [{action: Deny, source: {nets: [192.0.2.100/32]}}]"),
+            gnp("allow-http", "selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]"),
+        );
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Allow, "allow-http");
+        for stage in ["untracked", "preDNAT"] {
+            assert!(
+                e.steps.iter().any(|s| s.stage == stage
+                    && s.text
+                        .contains("end of tier platform: no policy decided ingress: ")
+                    && s.text.contains("tiers never drop at their end")),
+                "{stage}: {e}"
+            );
+        }
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.100", "192.0.2.1", 80),
+        );
+        check(&e, Verdict::Drop, "raw-guard");
+        assert_eq!(e.decided_by.stage, "untracked");
+    }
+
+    /// Tiers spec §3.2, §3.4 step 4: forward tiers drop at their end like normal ones.
+    #[test]
+    fn forward_tiers_end_with_their_default_action() {
+        let c = |default_action: &str| {
+            format!(
+                "{}{}{}{}",
+                web(""),
+                tier("platform", &format!("order: 100, defaultAction: {default_action}")),
+                gnp("fw-guard", "tier: platform, applyOnForward: true, selector: all(), ingress: [{action: Deny, protocol: UDP}]"),
+                gnp("fw-allow", "applyOnForward: true, selector: all(), ingress: [{action: Allow, protocol: TCP}]"),
+            )
+        };
+        let packet = tcp(fwd("eth0", "eth1"), "192.0.2.2", "198.51.100.9", 80);
+        check(
+            &eval(&c("Deny"), "node1", IFACES, &packet),
+            Verdict::Drop,
+            "end of tier platform",
+        );
+        check(
+            &eval(&c("Pass"), "node1", IFACES, &packet),
+            Verdict::Allow,
+            "fw-allow",
         );
     }
 

@@ -12,6 +12,16 @@
 //!   normal) selects it for that direction and it has no `projectcalico-default-allow` profile, so local
 //!   traffic that way is denied except failsafe ports and replies. A preDNAT or untracked policy counts:
 //!   it can allow traffic (the shipped example allows SSH in with a preDNAT policy).
+//! - **Tier without policy** (tiers spec §3.1): a declared tier none of whose policies selects a
+//!   HostEndpoint of any node never takes part in any evaluation.
+//! - **Tier placed by its name around `default`** (tiers spec §1.1): a declared tier whose order is
+//!   1,000,000 (written or omitted) ties with the `default` tier, so only the name puts it before or
+//!   after `default`; Calico's docs even say an omitted order runs last.
+//! - **Pass that never reaches another tier** (tiers spec §3.2, §3.3): a Pass rule in a tier that is
+//!   followed by other tiers, where no later tier has a policy of the same stage and direction for any
+//!   HostEndpoint the policy selects: the packet goes to the profiles (normal stage) or leaves the
+//!   stage without a verdict, never to the tier the author had in mind. A Pass in the last tier (the
+//!   pre-tier meaning: on to the profiles) is not flagged.
 //! - **doNotTrack policy without its reverse direction** (spec §3.7): a doNotTrack policy allows traffic
 //!   in one direction of a HostEndpoint, and no doNotTrack policy allows anything in the other direction
 //!   of that HostEndpoint, so the replies meet conntrack as new or invalid packets. Deny-only doNotTrack
@@ -24,7 +34,7 @@ use ipnet::IpNet;
 use crate::config::diag::Diagnostic;
 use crate::config::model::{
     proto, Action, Config, EntityRule, GlobalNetworkPolicy, HostEndpoint, NamespaceScope, Port,
-    Rule,
+    Rule, Tier, DEFAULT_TIER, DEFAULT_TIER_ORDER,
 };
 use crate::resolve::{policy_scope_ok, NodeView};
 use crate::selector::Selector;
@@ -37,6 +47,9 @@ pub fn lint(config: &Config, _view: &NodeView) -> Vec<Diagnostic> {
     }
     directions_without_policy(config, &mut out);
     one_way_untracked(config, &mut out);
+    tiers_without_policy(config, &mut out);
+    tier_order_ties_with_default(config, &mut out);
+    passes_that_reach_no_tier(config, &mut out);
     out
 }
 
@@ -292,6 +305,187 @@ fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
     }
 }
 
+// ---- tiers -----------------------------------------------------------------------------------------------
+
+/// Declared tiers (built-ins excepted: they exist anyway) none of whose policies selects a HostEndpoint.
+fn tiers_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
+    let declared: Vec<&Tier> = config.tiers.iter().filter(|t| !t.is_builtin()).collect();
+    if declared.is_empty() {
+        return;
+    }
+    let by_selector = BySelector::new(config, |_| true);
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    for (sel, policies) in &by_selector.groups {
+        if config.host_endpoints.iter().any(|h| sel.matches(&h.labels)) {
+            used.extend(
+                policies
+                    .iter()
+                    .map(|&i| config.policies[i].tier.value.as_str()),
+            );
+        }
+    }
+    for t in declared {
+        if used.contains(t.name.as_str()) {
+            continue;
+        }
+        let Some(pos) = &t.pos else { continue };
+        let count = config
+            .policies
+            .iter()
+            .filter(|p| p.tier.value == t.name)
+            .count();
+        let why = if count == 0 {
+            "no policy is in it".to_owned()
+        } else {
+            format!(
+                "none of its {count} {} selects a HostEndpoint of any node",
+                if count == 1 { "policy" } else { "policies" }
+            )
+        };
+        out.push(Diagnostic::warning(
+            pos.clone(),
+            format!(
+                "Tier '{}' has no effect: {why}, and a tier takes part only for the HostEndpoints its policies select (put policies in it with `spec.tier: {}`, or remove it)",
+                t.name, t.name
+            ),
+        ));
+    }
+}
+
+/// Declared tiers whose order equals the `default` tier's: their place around `default` is decided
+/// by the name alone.
+fn tier_order_ties_with_default(config: &Config, out: &mut Vec<Diagnostic>) {
+    for t in config.tiers.iter().filter(|t| !t.is_builtin()) {
+        let Some(pos) = &t.pos else { continue };
+        if t.order != DEFAULT_TIER_ORDER {
+            continue;
+        }
+        let message = if t.name.as_str() > DEFAULT_TIER {
+            format!(
+                "Tier '{}' has order 1000000 (the order of a tier without `order`), the same as the `default` tier, so it runs after `default` only because its name sorts after `default`: the policies of the default tier decide first and this tier sees only what they pass or leave undecided; write `order:` below 1000000 (e.g. `order: 100`) to run before `default`, or above it to run after on purpose",
+                t.name
+            )
+        } else {
+            format!(
+                "Tier '{}' has order 1000000 (the order of a tier without `order`), the same as the `default` tier, so it runs before `default` only because its name sorts first (Calico's docs say a tier without order runs last; Felix does this); write an explicit `order:` (below 1000000 to run before `default`, above to run after)",
+                t.name
+            )
+        };
+        out.push(Diagnostic::warning(pos.clone(), message));
+    }
+}
+
+/// The stage class of a policy: 0 untracked, 1 preDNAT, 2 normal (tiers spec §3.1).
+fn class(p: &GlobalNetworkPolicy) -> usize {
+    if p.do_not_track {
+        0
+    } else if p.pre_dnat {
+        1
+    } else {
+        2
+    }
+}
+
+const CLASS_NAMES: [&str; 3] = ["untracked", "preDNAT", "normal"];
+
+/// Pass rules in a tier followed by other tiers, where no later tier ever has a policy of the same
+/// stage and direction for the HostEndpoints the policy selects.
+fn passes_that_reach_no_tier(config: &Config, out: &mut Vec<Diagnostic>) {
+    let has_pass = |p: &GlobalNetworkPolicy| {
+        (p.ingress_type && p.ingress.iter().any(|r| r.action == Action::Pass))
+            || (p.egress_type && p.egress.iter().any(|r| r.action == Action::Pass))
+    };
+    if !config.policies.iter().any(has_pass) {
+        return;
+    }
+    // Tier ranks in evaluation order (tiers spec §1.1); a tier that does not exist sorts last.
+    let mut names: Vec<&str> = config
+        .policies
+        .iter()
+        .map(|p| p.tier.value.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.sort_by(|a, b| {
+        let key = |n: &str| {
+            let t = config.tier(n);
+            (t.is_none(), t.map_or(f64::INFINITY, |t| t.order))
+        };
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.total_cmp(&kb.1))
+            .then_with(|| a.cmp(b))
+    });
+    let rank = |p: &GlobalNetworkPolicy| {
+        names
+            .iter()
+            .position(|n| *n == p.tier.value)
+            .expect("every policy's tier is listed")
+    };
+    let last_rank = names.len() - 1;
+    // Per HostEndpoint, class and direction: the latest tier rank of a policy that applies there.
+    let by_selector = BySelector::new(config, |_| true);
+    let mut latest: Vec<[[Option<usize>; 2]; 3]> =
+        vec![[[None; 2]; 3]; config.host_endpoints.len()];
+    for (h, hep) in config.host_endpoints.iter().enumerate() {
+        for &i in by_selector.selecting(hep).flatten() {
+            let p = &config.policies[i];
+            let r = rank(p);
+            for (d, on) in [(0, p.ingress_type), (1, p.egress_type && !p.pre_dnat)] {
+                if on {
+                    let slot = &mut latest[h][class(p)][d];
+                    *slot = Some(slot.map_or(r, |x: usize| x.max(r)));
+                }
+            }
+        }
+    }
+    for p in config.policies.iter().filter(|p| has_pass(p)) {
+        let r = rank(p);
+        if r == last_rank || !policy_scope_ok(p) {
+            continue;
+        }
+        let selected: Vec<usize> = (0..config.host_endpoints.len())
+            .filter(|&h| p.selector.value.matches(&config.host_endpoints[h].labels))
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        for (d, dir, on, rules) in [
+            (0, "ingress", p.ingress_type, &p.ingress),
+            (1, "egress", p.egress_type && !p.pre_dnat, &p.egress),
+        ] {
+            if !on {
+                continue;
+            }
+            let Some((i, rule)) = rules
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.action == Action::Pass)
+            else {
+                continue;
+            };
+            let reaches = selected
+                .iter()
+                .any(|&h| latest[h][class(p)][d].is_some_and(|x| x > r));
+            if reaches {
+                continue;
+            }
+            let stage = CLASS_NAMES[class(p)];
+            let instead = match class(p) {
+                2 => "a passed packet goes straight to the HostEndpoint's profiles (and is dropped without `projectcalico-default-allow`)".to_owned(),
+                _ => format!("a passed packet leaves the {stage} stage without a verdict (a Pass never reaches the tiers of another stage)"),
+            };
+            out.push(Diagnostic::warning(
+                rule.pos.clone(),
+                format!(
+                    "GlobalNetworkPolicy '{}' (tier {}) {dir} rule {i} (Pass) never reaches another tier: no policy of a later tier applies to {dir} in the {stage} stage of the HostEndpoints it selects, so {instead}",
+                    p.name, p.tier.value
+                ),
+            ));
+        }
+    }
+}
+
 // ---- doNotTrack without its reverse direction -------------------------------------------------------------
 
 fn allows(p: &GlobalNetworkPolicy, ingress: bool) -> bool {
@@ -448,6 +642,118 @@ mod tests {
             "ingress: [{action: Deny, source: {nets: [203.0.113.0/24]}}]",
         );
         assert!(lints(&format!("{HEP}{BOTH}{deny}")).is_empty());
+    }
+
+    fn tier(name: &str, spec: &str) -> String {
+        format!("- {{apiVersion: projectcalico.org/v3, kind: Tier, metadata: {{name: {name}}}, spec: {{{spec}}}}}\n")
+    }
+    fn gnp(name: &str, spec: &str) -> String {
+        format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: {name}}}, spec: {{{spec}}}}}\n")
+    }
+
+    /// Tiers spec §3.1: a declared tier whose policies select no HostEndpoint takes part nowhere.
+    #[test]
+    fn tier_without_policy() {
+        let empty = format!("{HEP}{BOTH}{}", tier("platform", "order: 100"));
+        let l = lints(&empty);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].starts_with(
+                "t.yaml:3:3: warning: Tier 'platform' has no effect: no policy is in it"
+            ),
+            "{l:?}"
+        );
+        let elsewhere = format!(
+            "{empty}{}",
+            gnp("db", "tier: platform, selector: \"role == 'db'\"")
+        );
+        let l = lints(&elsewhere);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].contains("none of its 1 policy selects a HostEndpoint of any node"),
+            "{l:?}"
+        );
+        let used = format!(
+            "{empty}{}",
+            gnp("web", "tier: platform, selector: \"role == 'web'\"")
+        );
+        assert!(lints(&used).is_empty());
+        // Built-in tiers exist anyway: declaring one without policies is not flagged.
+        assert!(lints(&format!("{HEP}{BOTH}{}", tier("default", ""))).is_empty());
+    }
+
+    /// Tiers spec §1.1: an order of 1000000 (written or omitted) ties with `default`: the name decides.
+    #[test]
+    fn tier_order_tied_with_default() {
+        let used = |t: &str| gnp(&format!("in-{t}"), &format!("tier: {t}, selector: all()"));
+        let l = lints(&format!(
+            "{HEP}{BOTH}{}{}",
+            tier("security", ""),
+            used("security")
+        ));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("Tier 'security' has order 1000000 (the order of a tier without `order`), the same as the `default` tier, so it runs after `default` only because its name sorts after `default`"), "{l:?}");
+        let l = lints(&format!(
+            "{HEP}{BOTH}{}{}",
+            tier("admin", "order: 1000000"),
+            used("admin")
+        ));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].contains("so it runs before `default` only because its name sorts first"),
+            "{l:?}"
+        );
+        for order in ["order: 100", "order: 2000000"] {
+            assert!(
+                lints(&format!(
+                    "{HEP}{BOTH}{}{}",
+                    tier("security", order),
+                    used("security")
+                ))
+                .is_empty(),
+                "{order}"
+            );
+        }
+    }
+
+    /// Tiers spec §3.2, §3.3: a Pass that no later tier can take over, per stage and direction.
+    #[test]
+    fn pass_that_never_reaches_another_tier() {
+        let platform = tier("platform", "order: 100");
+        let guard = |extra: &str| {
+            gnp("guard", &format!("tier: platform, selector: all(), {extra}ingress: [{{action: Deny, source: {{nets: [203.0.113.0/24]}}}}, {{action: Pass}}]"))
+        };
+        // The later tier has an ingress policy for the HostEndpoint: fine.
+        let app = gnp(
+            "app",
+            "selector: \"role == 'web'\", ingress: [{action: Allow, protocol: TCP}]",
+        );
+        assert!(lints(&format!("{HEP}{BOTH}{platform}{}{app}", guard(""))).is_empty());
+        // A preDNAT Pass never reaches the normal-stage tiers.
+        let l = lints(&format!(
+            "{HEP}{BOTH}{platform}{}{app}",
+            guard("preDNAT: true, applyOnForward: true, ")
+        ));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("GlobalNetworkPolicy 'guard' (tier platform) ingress rule 1 (Pass) never reaches another tier: no policy of a later tier applies to ingress in the preDNAT stage"), "{l:?}");
+        // The later tier's policy selects other HostEndpoints only.
+        let db = gnp(
+            "app",
+            "selector: \"role == 'db'\", ingress: [{action: Allow}]",
+        );
+        let hep = HEP.replace(
+            "expectedIPs: [192.0.2.1]",
+            "expectedIPs: [192.0.2.1], profiles: [projectcalico-default-allow]",
+        );
+        let l = lints(&format!("{hep}{platform}{}{db}", guard("")));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].contains("a passed packet goes straight to the HostEndpoint's profiles"),
+            "{l:?}"
+        );
+        // A Pass in the last tier keeps its pre-tier meaning (on to the profiles): not flagged.
+        assert!(lints(&policy("{action: Pass}")).is_empty());
+        assert!(lints(&format!("{HEP}{BOTH}{platform}{}", guard(""))).is_empty());
     }
 
     /// The two HostEndpoint lints as first written (every policy against every HostEndpoint): the

@@ -359,11 +359,17 @@ fn rule_text(s: &crate::analysis::explain::Step) -> String {
 /// What dropped the packet: the rule (with its position), or the default and the policies consulted.
 fn blocker(e: &Explanation) -> String {
     let d = &e.decided_by;
+    // Tiers spec §3.2: a policy of another tier than `default` is named with its tier.
+    let tier = |s: &crate::analysis::explain::Step| match s.tier.as_deref() {
+        Some(t) if t != crate::config::model::DEFAULT_TIER => format!(" in tier {t}"),
+        _ => String::new(),
+    };
     if d.policy.is_some() {
         return format!(
-            "in the {} stage by GlobalNetworkPolicy '{}', {}",
+            "in the {} stage by GlobalNetworkPolicy '{}'{}, {}",
             d.stage,
             d.policy.as_deref().unwrap_or(""),
+            tier(d),
             rule_text(d)
         );
     }
@@ -373,8 +379,9 @@ fn blocker(e: &Explanation) -> String {
         .filter(|s| s.stage == d.stage && s.policy.is_some())
         .map(|s| {
             format!(
-                "'{}' ({})",
+                "'{}'{} ({})",
                 s.policy.as_deref().unwrap_or(""),
+                tier(s),
                 s.at.as_deref().unwrap_or("?")
             )
         })

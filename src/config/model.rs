@@ -50,6 +50,9 @@ pub mod proto {
 /// Everything in the configuration directory, validated.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// The tiers declared in the files (tiers spec §1), in file order. The built-in tiers are not
+    /// listed unless declared: look tiers up with [`Config::tier`], which knows them.
+    pub tiers: Vec<Tier>,
     pub policies: Vec<GlobalNetworkPolicy>,
     pub host_endpoints: Vec<HostEndpoint>,
     pub network_sets: Vec<GlobalNetworkSet>,
@@ -57,6 +60,84 @@ pub struct Config {
     pub checks: Vec<ConnectivityCheck>,
     /// `hostpolicy/v1` ManagementAccess resources: flows the lockout guard proves open (`lockout`).
     pub management: Vec<ManagementAccess>,
+}
+
+impl Config {
+    /// The tier named `name`: declared in the files, or built in (tiers spec §1.2). `None` for a tier
+    /// that does not exist (validation refuses a policy that names one).
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers
+            .iter()
+            .find(|t| t.name == name)
+            .or_else(|| builtin_tiers().iter().find(|t| t.name == name))
+    }
+}
+
+/// The name of the tier a policy without `spec.tier` belongs to.
+pub const DEFAULT_TIER: &str = "default";
+/// The order of the `default` tier, and of a declared tier without `spec.order` (tiers spec §1.1).
+pub const DEFAULT_TIER_ORDER: f64 = 1_000_000.0;
+
+/// An order as written in YAML, for messages: `1000000`, `100`, `-5`, `2.5`.
+pub fn fmt_order(order: f64) -> String {
+    if order.fract() == 0.0 && order.abs() < 1e15 {
+        format!("{}", order as i64)
+    } else {
+        format!("{order}")
+    }
+}
+
+/// What a tier does with a packet that one of its policies saw but none allowed, denied or passed
+/// (tiers spec §1, §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierAction {
+    Deny,
+    Pass,
+}
+
+impl fmt::Display for TierAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TierAction::Deny => "Deny",
+            TierAction::Pass => "Pass",
+        })
+    }
+}
+
+/// A `Tier` (tiers spec §1): an ordered group of policies with a default action at its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    pub name: String,
+    /// Where the resource starts; `None` for a built-in tier that no file declares.
+    pub pos: Option<Pos>,
+    /// Omitted in the file: 1,000,000 (tiers spec §1.1).
+    pub order: f64,
+    pub default_action: TierAction,
+}
+
+impl Tier {
+    /// Calico 3.32+'s built-in tiers (tiers spec §1.2): they exist without a file, with fixed values.
+    pub fn is_builtin(&self) -> bool {
+        builtin_tiers().iter().any(|t| t.name == self.name)
+    }
+}
+
+/// `default` (1,000,000, Deny), `kube-admin` (1,000, Pass), `kube-baseline` (10,000,000, Pass).
+pub fn builtin_tiers() -> &'static [Tier] {
+    static BUILTIN: std::sync::OnceLock<[Tier; 3]> = std::sync::OnceLock::new();
+    BUILTIN.get_or_init(|| {
+        let tier = |name: &str, order: f64, default_action| Tier {
+            name: name.to_owned(),
+            pos: None,
+            order,
+            default_action,
+        };
+        [
+            tier(DEFAULT_TIER, DEFAULT_TIER_ORDER, TierAction::Deny),
+            tier("kube-admin", 1_000.0, TierAction::Pass),
+            tier("kube-baseline", 10_000_000.0, TierAction::Pass),
+        ]
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +153,8 @@ pub struct GlobalNetworkPolicy {
     pub name: String,
     /// Where the resource starts (its first key).
     pub pos: Pos,
+    /// `spec.tier` (omitted or empty: `default`), where it is written (the resource when omitted).
+    pub tier: At<String>,
     /// `None` sorts last (spec §1.3: unset order is +infinity).
     pub order: Option<f64>,
     /// The top-level selector; an empty selector is `all()`.

@@ -228,7 +228,7 @@ fn failsafe_entry(cx: &mut Cx, node: &Node) -> Option<ProtoPort> {
     };
     let net = match obj.get("net") {
         Some(n) if matches!(&n.value, Value::Str(s) if s.is_empty()) => None,
-        Some(n) => Some(rule_net(cx, n, "net")?),
+        Some(n) => Some(failsafe_net(cx, n)?),
         None => None,
     };
     Some(ProtoPort {
@@ -236,6 +236,17 @@ fn failsafe_entry(cx: &mut Cx, node: &Node) -> Option<ProtoPort> {
         port: port?,
         net,
     })
+}
+
+/// A failsafe entry's `net`: a CIDR (host bits masked with a warning, as for rule nets) or a bare
+/// address, which Felix reads with `ParseCIDROrIP` as a /32 or /128.
+fn failsafe_net(cx: &mut Cx, node: &Node) -> Option<ipnet::IpNet> {
+    if let Value::Str(s) = &node.value {
+        if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+            return Some(ipnet::IpNet::from(ip));
+        }
+    }
+    rule_net(cx, node, "net")
 }
 
 /// Uppercase `TCP`, `UDP` or `SCTP`: Calico's validator wants them so, although its docs show `tcp`.

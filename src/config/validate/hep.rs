@@ -118,11 +118,20 @@ fn profiles(cx: &mut Cx, node: &Node) -> Vec<crate::config::model::At<String>> {
         };
         if name == DEFAULT_ALLOW {
             out.push(cx.at(item, name.to_owned()));
-        } else {
+        } else if !is_dns_subdomain(name) {
+            // Calico validates profile names as resource names (`validate:"dive,name"`).
             cx.error(
                 item,
-                format!("unknown profile `{name}`: hostpolicyd only knows the built-in `{DEFAULT_ALLOW}` (Profile resources are not supported)"),
+                format!("profile name `{name}` is not valid: names are lowercase DNS names (`a-z`, `0-9`, `-` and `.`, starting and ending alphanumeric, at most 253 characters)"),
             );
+        } else {
+            // Felix gives an endpoint's profile that does not exist no rules: it neither allows nor
+            // denies, and evaluation goes on with the next profile (then the default drop).
+            cx.warn(
+                item,
+                format!("profile `{name}` is not defined (hostpolicyd has only the built-in `{DEFAULT_ALLOW}`; Profile resources are not supported): as in Felix, it contributes no rules"),
+            );
+            out.push(cx.at(item, name.to_owned()));
         }
     }
     out

@@ -12,6 +12,8 @@ pub(crate) enum NameRule {
     Subdomain,
     /// DNS labels with at most one dot (GlobalNetworkPolicy).
     Policy,
+    /// One DNS label, at most 63 characters: no dot (Tier, tiers spec §1).
+    Tier,
 }
 
 pub(crate) struct Meta {
@@ -78,6 +80,7 @@ pub(crate) fn check_name(cx: &mut Cx, node: &Node, name: &str, kind: &str, rule:
     let ok = match rule {
         NameRule::Subdomain => is_dns_subdomain(name),
         NameRule::Policy => is_policy_name(name),
+        NameRule::Tier => is_tier_name(name),
     };
     if ok {
         return true;
@@ -85,6 +88,7 @@ pub(crate) fn check_name(cx: &mut Cx, node: &Node, name: &str, kind: &str, rule:
     let what = match rule {
         NameRule::Subdomain => "lowercase DNS names: `a-z`, `0-9`, `-` and `.`, starting and ending alphanumeric, at most 253 characters",
         NameRule::Policy => "lowercase DNS labels (`a-z`, `0-9`, `-`) with at most one `.`, at most 253 characters",
+        NameRule::Tier => "one lowercase DNS label: `a-z`, `0-9` and `-`, starting and ending alphanumeric, no `.`, at most 63 characters",
     };
     let mut message = if name.is_empty() {
         format!("{kind} name is empty")
@@ -92,9 +96,14 @@ pub(crate) fn check_name(cx: &mut Cx, node: &Node, name: &str, kind: &str, rule:
         format!("{kind} name `{name}` is not valid: names are {what}")
     };
     let fixed = suggested_name(name);
+    let fixed = match rule {
+        NameRule::Tier => fixed.replace('.', "-"),
+        _ => fixed,
+    };
     let fixed_ok = match rule {
         NameRule::Subdomain => is_dns_subdomain(&fixed),
         NameRule::Policy => is_policy_name(&fixed),
+        NameRule::Tier => is_tier_name(&fixed),
     };
     if fixed_ok && fixed != name {
         message.push_str(&format!("; e.g. `{fixed}`"));
@@ -133,6 +142,11 @@ pub(crate) fn is_dns_subdomain(s: &str) -> bool {
 /// GlobalNetworkPolicy names: DNS labels with at most one dot, ≤253 characters.
 fn is_policy_name(s: &str) -> bool {
     s.len() <= 253 && s.split('.').count() <= 2 && s.split('.').all(is_dns_label)
+}
+
+/// Tier names: one DNS label, ≤63 characters (tiers spec §1: Calico's `tierNameRegex` and label length).
+pub(crate) fn is_tier_name(s: &str) -> bool {
+    s.len() <= 63 && is_dns_label(s)
 }
 
 /// `[A-Za-z0-9_.-]`, 1–63 characters, alphanumeric at both ends (label names and values).
@@ -228,6 +242,13 @@ mod tests {
         assert!(!is_dns_subdomain(""));
         assert!(!is_dns_subdomain(&"a".repeat(254)));
         assert_eq!(suggested_name("Allow_SSH"), "allow-ssh");
+        // Tiers spec §1: one label, no dot, at most 63 characters.
+        assert!(is_tier_name("platform"));
+        assert!(is_tier_name(&"a".repeat(63)));
+        assert!(!is_tier_name(&"a".repeat(64)));
+        assert!(!is_tier_name("ops.edge"));
+        assert!(!is_tier_name("Platform"));
+        assert!(!is_tier_name("a_b"));
     }
 
     #[test]

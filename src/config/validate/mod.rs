@@ -15,6 +15,7 @@ mod net;
 mod netset;
 mod policy;
 mod sel;
+mod tier;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ const OURS: &str = "hostpolicy/v1";
 /// The kinds hostpolicyd reads, with their apiVersion.
 const KINDS: &[(&str, &str)] = &[
     ("GlobalNetworkPolicy", CALICO),
+    ("Tier", CALICO),
     ("HostEndpoint", CALICO),
     ("GlobalNetworkSet", CALICO),
     ("FelixConfiguration", CALICO),
@@ -104,13 +106,16 @@ impl Validator {
     /// The configuration (only resources without errors) and every diagnostic, in file order.
     pub fn finish(self) -> (Config, Vec<Diagnostic>) {
         let mut diagnostics = self.diagnostics;
+        let mut config = self.config;
+        tier::check_policy_tiers(&mut config, &mut diagnostics);
         crate::config::diag::sort(&mut diagnostics);
-        (self.config, diagnostics)
+        (config, diagnostics)
     }
 }
 
 /// What a decoded resource becomes.
 enum Decoded {
+    Tier(crate::config::model::Tier),
     Policy(Box<crate::config::model::GlobalNetworkPolicy>),
     HostEndpoint(crate::config::model::HostEndpoint),
     NetworkSet(crate::config::model::GlobalNetworkSet),
@@ -134,6 +139,7 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
         let decoded = decode(cx, names, &obj, kind);
         if let Some(decoded) = decoded.filter(|_| cx.errors == errors_before) {
             match decoded {
+                Decoded::Tier(r) => config.tiers.push(r),
                 Decoded::Policy(r) => config.policies.push(*r),
                 Decoded::HostEndpoint(r) => config.host_endpoints.push(r),
                 Decoded::NetworkSet(r) => config.network_sets.push(r),
@@ -170,10 +176,10 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
             );
         }
     }
-    let rule = if kind == "GlobalNetworkPolicy" {
-        NameRule::Policy
-    } else {
-        NameRule::Subdomain
+    let rule = match kind {
+        "GlobalNetworkPolicy" => NameRule::Policy,
+        "Tier" => NameRule::Tier,
+        _ => NameRule::Subdomain,
     };
     let meta = metadata(cx, obj.node, obj.get("metadata"), kind, rule);
     // Registered before the spec is decoded, so that a duplicate is reported even when one of the
@@ -201,6 +207,7 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
     let spec = obj.get("spec");
     let node = obj.node;
     Some(match kind {
+        "Tier" => Decoded::Tier(tier::tier(cx, node, meta, spec)?),
         "GlobalNetworkPolicy" => Decoded::Policy(Box::new(policy::policy(cx, node, meta, spec))),
         "HostEndpoint" => Decoded::HostEndpoint(hep::host_endpoint(cx, node, meta, spec)?),
         "GlobalNetworkSet" => {
@@ -294,9 +301,7 @@ fn wrong_kind(cx: &mut Cx, obj: &Obj, api_version: &str, kind: &str) {
         cx.error(api_node, message);
         return;
     }
-    let message = if kind == "Tier" {
-        "tiers are not supported: hostpolicyd has only the `default` tier".to_owned()
-    } else if let Some((k, _)) = KINDS.iter().find(|(k, _)| k.eq_ignore_ascii_case(kind)) {
+    let message = if let Some((k, _)) = KINDS.iter().find(|(k, _)| k.eq_ignore_ascii_case(kind)) {
         format!("unknown kind `{kind}`: kinds are case-sensitive, write `{k}`")
     } else if OTHER_CALICO_KINDS.contains(&kind) {
         format!(

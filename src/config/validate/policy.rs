@@ -4,7 +4,7 @@ use ipnet::IpNet;
 
 use crate::config::model::{
     proto, Action, At, EntityRule, GlobalNetworkPolicy, IcmpMatch, Labels, NamespaceScope, Port,
-    Pos, Rule,
+    Pos, Rule, DEFAULT_TIER,
 };
 use crate::config::yaml::{Node, Value};
 use crate::selector::Selector;
@@ -56,14 +56,18 @@ pub(crate) fn policy(
     let Some(spec) = spec else {
         return empty_policy(meta, pos);
     };
-    if let Some(tier) = spec.get("tier") {
-        if string(cx, tier, "tier").is_some_and(|t| t != "default") {
-            cx.error(
-                tier,
-                "tiers are not supported; remove `tier` or use `default`",
-            );
-        }
-    }
+    // Tiers spec §2: omitted or empty is `default`; whether the tier exists is checked once every
+    // file is read (`tier::check_policy_tiers`).
+    let tier = match spec.get("tier") {
+        Some(node) => At {
+            value: super::tier::policy_tier(cx, node).unwrap_or_else(|| DEFAULT_TIER.to_owned()),
+            pos: cx.pos(node),
+        },
+        None => At {
+            value: DEFAULT_TIER.to_owned(),
+            pos: pos.clone(),
+        },
+    };
     if let Some(hints) = spec.get("performanceHints") {
         performance_hints(cx, hints);
     }
@@ -104,6 +108,7 @@ pub(crate) fn policy(
     let policy = GlobalNetworkPolicy {
         name: meta.name.value,
         pos,
+        tier,
         order,
         selector: selector_at,
         namespace_selector,
@@ -124,6 +129,10 @@ fn empty_policy(meta: Meta, pos: Pos) -> GlobalNetworkPolicy {
     GlobalNetworkPolicy {
         name: meta.name.value,
         pos: pos.clone(),
+        tier: At {
+            value: DEFAULT_TIER.to_owned(),
+            pos: pos.clone(),
+        },
         order: None,
         selector: At {
             value: Selector::all(),
@@ -804,10 +813,18 @@ fn named_port(cx: &mut Cx, node: &Node, name: &str) -> Option<Port> {
         return None;
     }
     if !super::hep::is_port_name(name) {
-        cx.warn(
+        // Calico's validator checks a rule's port names with Kubernetes' IsValidPortName.
+        let lower = name.to_ascii_lowercase().replace('_', "-");
+        let hint = if lower != name && super::hep::is_port_name(&lower) {
+            format!("; e.g. `{lower}`")
+        } else {
+            String::new()
+        };
+        cx.error(
             node,
-            format!("named port `{name}` can never match: host endpoint port names are 1-15 characters of `a-z 0-9 -` with at least one letter"),
+            format!("named port `{name}` is not valid: port names are 1-15 characters of `a-z 0-9 -` with at least one letter, no `-` at either end or twice in a row (Kubernetes port names, as Calico checks them){hint}"),
         );
+        return None;
     }
     Some(Port::Named(name.to_owned()))
 }
