@@ -1261,7 +1261,7 @@ fn example_configuration_enforces_what_its_comments_say() {
     r.tcp(
         "8",
         DROP,
-        "40-denylist: deny-listed sources reach not even the node port",
+        "05-platform-tier: deny-listed sources reach not even the node port",
         lan,
         denied,
         "198.51.100.4:31852",
@@ -1269,7 +1269,7 @@ fn example_configuration_enforces_what_its_comments_say() {
     r.ping(
         "9",
         DROP,
-        "40-denylist: order 5, before the baseline's ICMP allow",
+        "05-platform-tier: the platform tier runs before the baseline's ICMP allow",
         lan,
         denied,
         "198.51.100.4",
@@ -1277,7 +1277,7 @@ fn example_configuration_enforces_what_its_comments_say() {
     r.tcp(
         "10",
         ALLOW,
-        "40-denylist: failsafe SSH stays reachable even from the deny list",
+        "05-platform-tier: failsafe SSH stays reachable even from the deny list",
         lan,
         denied,
         "198.51.100.4:22",
