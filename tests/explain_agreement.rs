@@ -1371,3 +1371,314 @@ fn beyond_the_spec_agreement() {
     );
     a.finish();
 }
+
+// ---- Tiers (../shared/spec/calico-tiers.md) ---------------------------------------------------------------
+// Every row cites the tiers spec section it checks; spec, explain and the kernel must agree on each.
+
+fn tier_doc(name: &str, spec: &str) -> String {
+    format!("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: {name}}}\nspec: {{{spec}}}\n")
+}
+
+fn gnp_doc(name: &str, spec: &str) -> String {
+    format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n{spec}")
+}
+
+/// Tiers spec §1.1 (order, ties by name, an omitted order = 1000000), §3.1 (a tier that selects nothing
+/// is skipped), §3.2 (Pass into the next tier, Deny of an earlier tier, end-of-tier Deny and Pass), in
+/// both families.
+fn tiered_guard_rails(platform_default: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "hep.yaml",
+            hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1", "2001:db8::1"], &[("role", "web")], &[]),
+        ),
+        (
+            "tiers.yaml",
+            docs(&[
+                tier_doc("platform", &format!("order: 100, defaultAction: {platform_default}")),
+                // Order 50, before platform: but its only policy selects other endpoints (§3.1).
+                tier_doc("other", "order: 50"),
+                // No order: 1000000, tied with `default`; the name decides (§1.1).
+                tier_doc("aaa", ""),
+                tier_doc("zzz", ""),
+            ]),
+        ),
+        (
+            "policies.yaml",
+            docs(&[
+                gnp_doc(
+                    "platform.guard",
+                    "  tier: platform
+  order: 1
+  selector: \"role == 'web'\"
+  types: [Ingress, Egress]
+  ingress:
+    - {action: Allow, protocol: ICMPv6}
+    - {action: Deny, source: {nets: [192.0.2.100/32]}}
+    - {action: Deny, source: {nets: [\"2001:db8::200/128\"]}}
+    - {action: Pass, protocol: TCP, destination: {ports: [80, 81, 8080]}}
+  egress:
+    - {action: Allow, protocol: ICMPv6}
+",
+                ),
+                gnp_doc("other.db-only", "  tier: other\n  selector: \"role == 'db'\"\n  ingress: [{action: Allow}]\n"),
+                gnp_doc(
+                    "aaa.deny-50",
+                    "  tier: aaa\n  selector: all()\n  ingress: [{action: Deny, source: {nets: [192.0.2.50/32]}}]\n",
+                ),
+                gnp_doc(
+                    "allow-web",
+                    "  order: 10\n  selector: \"role == 'web'\"\n  ingress: [{action: Allow, protocol: TCP, destination: {ports: [80, 8080, 12211]}}]\n",
+                ),
+                gnp_doc(
+                    "zzz.allow-81",
+                    "  tier: zzz\n  selector: all()\n  ingress: [{action: Allow, protocol: TCP, destination: {ports: [81]}}]\n",
+                ),
+            ]),
+        ),
+    ]
+}
+
+#[test]
+fn tiers_order_pass_and_end_of_tier_agreement() {
+    if !require_root("tiers_order_pass_and_end_of_tier_agreement") {
+        return;
+    }
+    let mut plan = Plan::standard();
+    plan.eth0.push("2001:db8::1/64");
+    plan.lan0.extend(["2001:db8::2/64", "2001:db8::200/64"]);
+    let t = Topology::build(plan);
+    let _s = standard_servers(&t);
+    let (h, n) = (&t.hpd, &t.node);
+    for (variant, platform_default) in [
+        ("tiers §3.2: platform defaultAction Deny", "Deny"),
+        ("tiers §3.2: platform defaultAction Pass", "Pass"),
+    ] {
+        apply(&t, &tiered_guard_rails(platform_default));
+        let end_of_platform = if platform_default == "Deny" {
+            DROP
+        } else {
+            ALLOW
+        };
+        let mut a = Agreement::new(variant, &[n]);
+        a.row("§3.2 Pass into the next tier", ALLOW,
+            "platform passes :80 (the skipped tier `other` selects no endpoint, §3.1); aaa has no match; default allows", h, n,
+            &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 80"],
+            tcp(&t.lan0, "192.0.2.2", "192.0.2.1:80"));
+        a.row(
+            "§3.2 Deny of an earlier tier",
+            DROP,
+            "platform denies .100 before default's Allow",
+            h,
+            n,
+            &["--in eth0 --src 192.0.2.100 --sport 40000 --dst 192.0.2.1 --dport 80"],
+            tcp(&t.lan0, "192.0.2.100", "192.0.2.1:80"),
+        );
+        a.row("§3.2 end of tier", end_of_platform,
+            "nothing in platform matches :12211: its defaultAction (Deny: drop, although default allows; Pass: default allows)", h, n,
+            &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 12211"],
+            tcp(&t.lan0, "192.0.2.2", "192.0.2.1:12211"));
+        a.row("§1.1 tie: aaa before default", DROP,
+            "aaa (1000000) sorts before default (1000000): its Deny of .50 wins over default's Allow :8080", h, n,
+            &["--in eth0 --src 192.0.2.50 --sport 40000 --dst 192.0.2.1 --dport 8080"],
+            tcp(&t.lan0, "192.0.2.50", "192.0.2.1:8080"));
+        a.row("§1.1 tie: zzz after default", DROP,
+            "platform passes :81, default has no match: its end-of-tier Deny drops before zzz's Allow", h, n,
+            &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 81"],
+            tcp(&t.lan0, "192.0.2.2", "192.0.2.1:81"));
+        a.row(
+            "§3.2 IPv6 Pass",
+            ALLOW,
+            "IPv6: platform passes :8080, default allows",
+            h,
+            n,
+            &["--in eth0 --src 2001:db8::2 --sport 40000 --dst 2001:db8::1 --dport 8080"],
+            tcp(&t.lan0, "2001:db8::2", "[2001:db8::1]:8080"),
+        );
+        a.row(
+            "§3.2 IPv6 Deny",
+            DROP,
+            "IPv6: platform denies ::200",
+            h,
+            n,
+            &["--in eth0 --src 2001:db8::200 --sport 40000 --dst 2001:db8::1 --dport 80"],
+            tcp(&t.lan0, "2001:db8::200", "[2001:db8::1]:80"),
+        );
+        a.row(
+            "§3.2 IPv6 end of tier",
+            end_of_platform,
+            "IPv6: nothing in platform matches :12211",
+            h,
+            n,
+            &["--in eth0 --src 2001:db8::2 --sport 40000 --dst 2001:db8::1 --dport 12211"],
+            tcp(&t.lan0, "2001:db8::2", "[2001:db8::1]:12211"),
+        );
+        a.finish();
+    }
+}
+
+/// Tiers spec §3.3: a Pass out of the last tier (or the last tier's defaultAction Pass) reaches the
+/// profiles: `projectcalico-default-allow` allows, no profile (or only an undefined one, issue 16 item 7)
+/// drops.
+#[test]
+fn tiers_pass_out_of_the_last_tier_agreement() {
+    if !require_root("tiers_pass_out_of_the_last_tier_agreement") {
+        return;
+    }
+    let t = Topology::standard();
+    let _s = standard_servers(&t);
+    let (h, n) = (&t.hpd, &t.node);
+    let guard = |rules: &str, default_action: &str| {
+        docs(&[
+            tier_doc(
+                "platform",
+                &format!("order: 100, defaultAction: {default_action}"),
+            ),
+            gnp_doc(
+                "guard",
+                &format!("  tier: platform\n  selector: all()\n  ingress: {rules}\n"),
+            ),
+        ])
+    };
+    for (variant, policy, profiles, verdict) in [
+        (
+            "§3.3 Pass rule, default-allow profile",
+            guard("[{action: Pass}]", "Deny"),
+            &["projectcalico-default-allow"][..],
+            ALLOW,
+        ),
+        (
+            "§3.3 Pass rule, no profile",
+            guard("[{action: Pass}]", "Deny"),
+            &[][..],
+            DROP,
+        ),
+        (
+            "§3.3 Pass rule, undefined profile only",
+            guard("[{action: Pass}]", "Deny"),
+            &["knp.default.x"][..],
+            DROP,
+        ),
+        (
+            "§3.3 Pass rule, undefined then default-allow",
+            guard("[{action: Pass}]", "Deny"),
+            &["knp.default.x", "projectcalico-default-allow"][..],
+            ALLOW,
+        ),
+        (
+            "§3.3 defaultAction Pass, default-allow profile",
+            guard("[{action: Deny, source: {nets: [192.0.2.100/32]}}]", "Pass"),
+            &["projectcalico-default-allow"][..],
+            ALLOW,
+        ),
+        (
+            "§3.3 defaultAction Pass, no profile",
+            guard("[{action: Deny, source: {nets: [192.0.2.100/32]}}]", "Pass"),
+            &[][..],
+            DROP,
+        ),
+    ] {
+        apply(
+            &t,
+            &[("hep.yaml", web_hep(profiles)), ("policy.yaml", policy)],
+        );
+        let mut a = Agreement::new(variant, &[n]);
+        a.row(
+            "§3.3",
+            verdict,
+            variant,
+            h,
+            n,
+            &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 80"],
+            tcp(&t.lan0, "192.0.2.2", "192.0.2.1:80"),
+        );
+        a.finish();
+    }
+}
+
+/// Tiers spec §3.4: untracked and preDNAT tiers never drop at their end, whatever their defaultAction;
+/// forward tiers (applyOnForward) do, and a Pass out of the last forward tier is allowed (§3.3).
+#[test]
+fn tiers_stages_and_forward_agreement() {
+    if !require_root("tiers_stages_and_forward_agreement") {
+        return;
+    }
+    let t = Topology::standard();
+    let _s = standard_servers(&t);
+    let (h, n) = (&t.hpd, &t.node);
+    let files = vec![
+        (
+            "heps.yaml",
+            docs(&[
+                hep("hep-eth0", "node1", Some("eth0"), &["192.0.2.1"], &[("role", "web")], &[]),
+                hep("hep-eth1", "node1", Some("eth1"), &["198.51.100.45"], &[("role", "lan1")], &[]),
+            ]),
+        ),
+        (
+            "policies.yaml",
+            docs(&[
+                tier_doc("platform", "order: 100, defaultAction: Deny"),
+                gnp_doc("platform.raw", "  tier: platform\n  doNotTrack: true\n  applyOnForward: true\n  selector: \"role == 'web'\"\n  ingress: [{action: Deny, source: {nets: [192.0.2.201/32]}}]\n"),
+                gnp_doc("platform.pre", "  tier: platform\n  preDNAT: true\n  applyOnForward: true\n  selector: \"role == 'web'\"\n  ingress: [{action: Deny, source: {nets: [192.0.2.100/32]}}]\n"),
+                gnp_doc("platform.fw", "  tier: platform\n  applyOnForward: true\n  selector: \"role == 'web'\"\n  ingress:\n    - {action: Deny, protocol: TCP, destination: {ports: [8080]}}\n    - {action: Pass, protocol: TCP, destination: {ports: [80]}}\n"),
+                gnp_doc("allow-local", "  selector: \"role == 'web'\"\n  ingress: [{action: Allow, protocol: TCP, destination: {ports: [80, 8080]}}]\n"),
+            ]),
+        ),
+    ];
+    apply(&t, &files);
+    let mut a = Agreement::new("tiers §3.4 stages", &[n]);
+    a.row("§3.4 untracked and preDNAT tiers fall through", ALLOW,
+        "no untracked or preDNAT rule matches and neither tier drops at its end; normal: platform passes :80, default allows", h, n,
+        &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 80"],
+        tcp(&t.lan0, "192.0.2.2", "192.0.2.1:80"));
+    a.row(
+        "§3.4 untracked Deny",
+        DROP,
+        "the untracked tier denies .201",
+        h,
+        n,
+        &["--in eth0 --src 192.0.2.201 --sport 40000 --dst 192.0.2.1 --dport 80"],
+        tcp(&t.lan0, "192.0.2.201", "192.0.2.1:80"),
+    );
+    a.row(
+        "§3.4 preDNAT Deny",
+        DROP,
+        "the preDNAT tier denies .100",
+        h,
+        n,
+        &["--in eth0 --src 192.0.2.100 --sport 40000 --dst 192.0.2.1 --dport 80"],
+        tcp(&t.lan0, "192.0.2.100", "192.0.2.1:80"),
+    );
+    a.row(
+        "§3.2 normal Deny before default's Allow",
+        DROP,
+        "platform.fw denies :8080 locally too",
+        h,
+        n,
+        &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 8080"],
+        tcp(&t.lan0, "192.0.2.2", "192.0.2.1:8080"),
+    );
+    a.row(
+        "§3.4 forward Deny",
+        DROP,
+        "forward ingress of eth0: platform.fw denies :8080",
+        h,
+        n,
+        &["--in eth0 --out eth1 --src 192.0.2.50 --sport 40000 --dst 198.51.100.99 --dport 8080"],
+        tcp(&t.lan0, "192.0.2.50", "198.51.100.99:8080"),
+    );
+    a.row("§3.3 forward Pass out of the last tier", ALLOW,
+        "platform.fw passes :80; no later forward tier: no verdict, FORWARD allows; eth1 has no AoF policy", h, n,
+        &["--in eth0 --out eth1 --src 192.0.2.50 --sport 40000 --dst 198.51.100.99 --dport 80"],
+        tcp(&t.lan0, "192.0.2.50", "198.51.100.99:80"));
+    a.row(
+        "§3.2 forward end of tier",
+        DROP,
+        "forward ingress: nothing in platform matches :22: end-of-tier Deny",
+        h,
+        n,
+        &["--in eth0 --out eth1 --src 192.0.2.50 --sport 40000 --dst 198.51.100.99 --dport 22"],
+        tcp(&t.lan0, "192.0.2.50", "198.51.100.99:22"),
+    );
+    a.finish();
+}

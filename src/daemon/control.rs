@@ -332,13 +332,7 @@ pub fn format_status(s: &Status) -> String {
                 let _ = writeln!(out, "    no policy: default deny (failsafe ports open)");
             }
             for sp in &ep.policies {
-                let _ = writeln!(
-                    out,
-                    "    {} {}: {}",
-                    sp.stage,
-                    sp.direction,
-                    sp.policies.join(", ")
-                );
+                let _ = writeln!(out, "    {} {}: {}", sp.stage, sp.direction, sp.text());
             }
             if !ep.profiles.is_empty() {
                 let _ = writeln!(out, "    profiles: {}", ep.profiles.join(", "));
@@ -470,11 +464,20 @@ mod tests {
         s.summary.endpoints = vec![crate::engine::state::EndpointSummary {
             name: "hep-eth0".into(),
             interfaces: vec!["eth0".into()],
-            policies: vec![crate::engine::state::StagePolicies {
-                stage: "normal".into(),
-                direction: "ingress".into(),
-                policies: vec!["allow-ssh".into(), "allow-web".into()],
-            }],
+            policies: vec![
+                crate::engine::state::StagePolicies {
+                    stage: "normal".into(),
+                    direction: "ingress".into(),
+                    policies: vec!["allow-ssh".into(), "allow-web".into()],
+                    tiers: Vec::new(),
+                },
+                crate::engine::state::StagePolicies {
+                    stage: "preDNAT".into(),
+                    direction: "ingress".into(),
+                    policies: vec!["guard".into(), "a".into(), "b".into()],
+                    tiers: vec!["platform".into(), "default".into(), "default".into()],
+                },
+            ],
             ..Default::default()
         }];
         s.summary.last_rollback = Some(crate::engine::state::RollbackSummary {
@@ -494,6 +497,11 @@ mod tests {
         assert!(text.contains("generation 3, sha256:abab"), "{text}");
         assert!(
             text.contains("  hep-eth0 (eth0)\n    normal ingress: allow-ssh, allow-web\n"),
+            "{text}"
+        );
+        // Tiers spec §3.2: with tiers, each policy is listed under its tier.
+        assert!(
+            text.contains("    preDNAT ingress: tier platform: guard; tier default: a, b\n"),
             "{text}"
         );
         assert!(

@@ -566,17 +566,25 @@ pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSumma
         let mut policies = Vec::new();
         for stage in Stage::ALL {
             for dir in Dir::BOTH {
-                let list: Vec<String> = ep
+                let found: Vec<&crate::config::model::GlobalNetworkPolicy> = ep
                     .policies
                     .get(stage, dir)
                     .iter()
-                    .filter_map(|&i| config.policies.get(i).map(|p| p.name.clone()))
+                    .filter_map(|&i| config.policies.get(i))
                     .collect();
-                if !list.is_empty() {
+                if !found.is_empty() {
+                    let tiered = found
+                        .iter()
+                        .any(|p| p.tier.value != crate::config::model::DEFAULT_TIER);
                     policies.push(StagePolicies {
                         stage: stage.as_str().into(),
                         direction: dir.as_str().into(),
-                        policies: list,
+                        policies: found.iter().map(|p| p.name.clone()).collect(),
+                        tiers: if tiered {
+                            found.iter().map(|p| p.tier.value.clone()).collect()
+                        } else {
+                            Vec::new()
+                        },
                     });
                 }
             }

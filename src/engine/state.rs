@@ -56,6 +56,34 @@ pub struct StagePolicies {
     /// `ingress` or `egress`.
     pub direction: String,
     pub policies: Vec<String>,
+    /// The tier of each policy, in the same order (tiers spec §3.2); empty when every policy is in the
+    /// `default` tier, so that a configuration without tiers reads as it did before tiers existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
+}
+
+impl StagePolicies {
+    /// `a, b` or, with tiers, `tier platform: a; tier default: b, c`.
+    pub fn text(&self) -> String {
+        if self.tiers.len() != self.policies.len() {
+            return self.policies.join(", ");
+        }
+        let mut out = String::new();
+        let mut current: Option<&str> = None;
+        for (policy, tier) in self.policies.iter().zip(&self.tiers) {
+            if current != Some(tier.as_str()) {
+                if current.is_some() {
+                    out.push_str("; ");
+                }
+                out.push_str(&format!("tier {tier}: "));
+                current = Some(tier);
+            } else {
+                out.push_str(", ");
+            }
+            out.push_str(policy);
+        }
+        out
+    }
 }
 
 /// Why the last reload did not apply.
