@@ -86,3 +86,11 @@ fn t7_apply_on_forward_router() {
 fn t8_do_not_track() {
     golden("t8");
 }
+#[test]
+fn tiers_order_pass_and_end_of_tier() {
+    golden("tiers");
+}
+#[test]
+fn tiers_in_every_stage() {
+    golden("tiers-stages");
+}

@@ -334,13 +334,10 @@ fn tiers_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
             .iter()
             .filter(|p| p.tier.value == t.name)
             .count();
-        let why = if count == 0 {
-            "no policy is in it".to_owned()
-        } else {
-            format!(
-                "none of its {count} {} selects a HostEndpoint of any node",
-                if count == 1 { "policy" } else { "policies" }
-            )
+        let why = match count {
+            0 => "no policy is in it".to_owned(),
+            1 => "its one policy selects no HostEndpoint of any node".to_owned(),
+            _ => format!("none of its {count} policies selects a HostEndpoint of any node"),
         };
         out.push(Diagnostic::warning(
             pos.clone(),
@@ -367,7 +364,7 @@ fn tier_order_ties_with_default(config: &Config, out: &mut Vec<Diagnostic>) {
             )
         } else {
             format!(
-                "Tier '{}' has order 1000000 (the order of a tier without `order`), the same as the `default` tier, so it runs before `default` only because its name sorts first (Calico's docs say a tier without order runs last; Felix does this); write an explicit `order:` (below 1000000 to run before `default`, above to run after)",
+                "Tier '{}' has order 1000000 (the order of a tier without `order`), the same as the `default` tier, so it runs before `default` only because its name sorts first (Calico's docs say a tier without order runs last, but Felix runs it at 1000000); write an explicit `order:` (below 1000000 to run before `default`, above to run after)",
                 t.name
             )
         };
@@ -670,7 +667,7 @@ mod tests {
         let l = lints(&elsewhere);
         assert_eq!(l.len(), 1, "{l:?}");
         assert!(
-            l[0].contains("none of its 1 policy selects a HostEndpoint of any node"),
+            l[0].contains("its one policy selects no HostEndpoint of any node"),
             "{l:?}"
         );
         let used = format!(
