@@ -185,3 +185,101 @@ fn no_table_no_counters() {
         output_text(&out)
     );
 }
+
+/// Tiers spec §3.2: `status --counters` names each policy's tier, and counts the Pass that left a tier
+/// and the end of each tier apart.
+#[test]
+fn counters_name_tiers() {
+    if !require_root("counters_name_tiers") {
+        return;
+    }
+    let t = Topology::standard();
+    let _s = Servers::start(&t.node, &[80, 8080], &[]);
+    let tiered = "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {name: guard}
+  spec: {tier: platform, selector: \"role == 'web'\", ingress: [{action: Deny, source: {nets: [192.0.2.200/32]}}, {action: Pass, protocol: TCP, destination: {ports: [80]}}]}
+- apiVersion: projectcalico.org/v3
+  kind: GlobalNetworkPolicy
+  metadata: {name: allow-http}
+  spec: {order: 10, selector: \"role == 'web'\", ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]}
+";
+    t.apply(&[
+        (
+            "hep.yaml",
+            &hep(
+                "hep-eth0",
+                "node1",
+                Some("eth0"),
+                &["192.0.2.1"],
+                &[("role", "web")],
+                &[],
+            ),
+        ),
+        ("policies.yaml", tiered),
+    ]);
+    let mut r = Report::new("counters with tiers", &[&t.node]);
+    r.tcp_echo(
+        "pass then allow",
+        ALLOW,
+        "guard passes, allow-http allows",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:80",
+    );
+    r.tcp(
+        "end of tier",
+        DROP,
+        "nothing in platform matches :8080",
+        &t.lan0,
+        "192.0.2.2",
+        "192.0.2.1:8080",
+    );
+    r.finish();
+    let out = t.hpd.run(&t.node, &["status", "--counters", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tiers: Vec<(&str, &str)> = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["tier"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        tiers,
+        [("guard", "platform"), ("allow-http", "default")],
+        "{v}"
+    );
+    let pass = &v["policies"][0]["rules"][1];
+    assert_eq!(pass["action"], "Pass", "{v}");
+    assert!(pass["packets"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        v["policies"][1]["rules"][0]["packets"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    let ends: Vec<(&str, u64)> = v["host_endpoints"][0]["defaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["stage"] == "normal ingress" && d["tier"].is_string())
+        .map(|d| (d["tier"].as_str().unwrap(), d["packets"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ends.len(), 2, "{v}");
+    assert_eq!(ends[0].0, "platform", "{v}");
+    assert!(
+        ends[0].1 >= 1,
+        "the end of tier platform dropped :8080: {v}"
+    );
+    assert_eq!(ends[1], ("default", 0), "{v}");
+    let text =
+        String::from_utf8_lossy(&t.hpd.run(&t.node, &["status", "--counters"]).stdout).into_owned();
+    assert!(
+        text.contains("GlobalNetworkPolicy guard in tier platform ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("normal ingress: end of tier platform default deny"),
+        "{text}"
+    );
+}

@@ -1424,7 +1424,7 @@ fn tiered_guard_rails(platform_default: &str) -> Vec<(&'static str, String)> {
                 gnp_doc("other.db-only", "  tier: other\n  selector: \"role == 'db'\"\n  ingress: [{action: Allow}]\n"),
                 gnp_doc(
                     "aaa.deny-50",
-                    "  tier: aaa\n  selector: all()\n  ingress: [{action: Deny, source: {nets: [192.0.2.50/32]}}]\n",
+                    "  tier: aaa\n  selector: all()\n  ingress: [{action: Deny, source: {nets: [192.0.2.50/32]}}, {action: Pass}]\n",
                 ),
                 gnp_doc(
                     "allow-web",
@@ -1462,7 +1462,7 @@ fn tiers_order_pass_and_end_of_tier_agreement() {
         };
         let mut a = Agreement::new(variant, &[n]);
         a.row("§3.2 Pass into the next tier", ALLOW,
-            "platform passes :80 (the skipped tier `other` selects no endpoint, §3.1); aaa has no match; default allows", h, n,
+            "platform passes :80 (the skipped tier `other` selects no endpoint, §3.1), so does aaa; default allows", h, n,
             &["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 80"],
             tcp(&t.lan0, "192.0.2.2", "192.0.2.1:80"));
         a.row(

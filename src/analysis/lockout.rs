@@ -512,6 +512,36 @@ mod tests {
         assert_eq!(run(&format!("{BASE}{both}")), vec![]);
     }
 
+    /// Tiers spec §3.2: a Deny in an earlier tier, or the end-of-tier drop of a tier that does not
+    /// pass the flow on, blocks management access even though a later tier allows it.
+    #[test]
+    fn tiers_deny_and_end_of_tier_are_found() {
+        let allow = "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: ssh}, spec: {selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}]}}\n";
+        let tier = "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n";
+        let guard = |rules: &str| {
+            format!("- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: guard}}, spec: {{tier: platform, selector: all(), ingress: [{rules}]}}}}\n")
+        };
+        // The guard rail passes everything: the flow reaches the default tier's allow.
+        assert_eq!(
+            run(&format!("{BASE}{allow}{tier}{}", guard("{action: Pass}"))),
+            vec![]
+        );
+        // A Deny of part of the admin network in the earlier tier.
+        let d = run(&format!(
+            "{BASE}{allow}{tier}{}",
+            guard("{action: Deny, source: {nets: [198.51.100.128/25]}}, {action: Pass}")
+        ));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].message.contains("e.g. 198.51.100.128:32768 -> 192.0.2.1:22 is dropped in the normal stage by GlobalNetworkPolicy 'guard' in tier platform, policy guard (tier platform) ingress rule 0: Deny"), "{}", d[0]);
+        // The guard rail passes only TCP 80: the end of tier platform drops SSH.
+        let d = run(&format!(
+            "{BASE}{allow}{tier}{}",
+            guard("{action: Pass, protocol: TCP, destination: {ports: [80]}}")
+        ));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].message.contains("is dropped in the normal stage by the default: end of tier platform: no policy allowed, denied or passed ingress: defaultAction Deny drops it at t.yaml:5:3; policies consulted: 'guard' in tier platform (t.yaml:6:3)"), "{}", d[0]);
+    }
+
     #[test]
     fn other_nodes_wildcard_and_families() {
         // Only this node's ManagementAccess; IPv6 sources need an IPv6 address on the HEP.

@@ -19,7 +19,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::compile::names;
-use crate::config::model::Config;
+use crate::config::model::{Config, DEFAULT_TIER};
 use crate::exit;
 use crate::nft::{clean_comment, netlink::Netlink, Dataplane, DataplaneError};
 use crate::ruleset::{Dir, Kind, Origin, Ruleset, Stage};
@@ -115,6 +115,8 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyCounters {
     pub name: String,
+    /// The policy's tier (tiers spec §2): `default` unless it says otherwise.
+    pub tier: String,
     /// `FILE:LINE:COL` of the policy; `None` when the configuration no longer has it.
     pub at: Option<String>,
     pub rules: Vec<RuleCount>,
@@ -144,8 +146,11 @@ pub struct EndpointCounters {
 pub struct DefaultCount {
     /// e.g. `normal ingress`, `forward egress`.
     pub stage: String,
-    /// e.g. `end of tier default deny`, `no profile matched`.
+    /// e.g. `end of tier default deny`, `end of tier platform default deny`, `no profile matched`.
     pub what: String,
+    /// The tier of an end-of-tier default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -163,10 +168,31 @@ fn stage_rank(stage: Stage, dir: Dir) -> usize {
     }
 }
 
-/// (HostEndpoint, (stage rank, stage and direction), what).
-type DefaultKey = (String, (usize, String), String);
-/// (policy, direction, index) → (action, packets, bytes, `FILE:LINE:COL`).
-type RuleSums = BTreeMap<(String, String, usize), (String, u64, u64, Option<String>)>;
+/// (HostEndpoint, (stage rank, stage and direction), (tier rank, what), tier): the ends of tiers in
+/// evaluation order, then the other defaults.
+type DefaultKey = (String, (usize, String), (usize, String), Option<String>);
+/// (policy, direction, index) → (tier, action, packets, bytes, `FILE:LINE:COL`).
+type RuleSums = BTreeMap<(String, String, usize), (String, String, u64, u64, Option<String>)>;
+
+/// Tiers in evaluation order (tiers spec §1.1): the declared and built-in tiers by (order, name).
+fn tier_ranks(config: &Config) -> HashMap<String, usize> {
+    let mut tiers: Vec<&crate::config::model::Tier> = config.tiers.iter().collect();
+    for b in crate::config::model::builtin_tiers() {
+        if !tiers.iter().any(|t| t.name == b.name) {
+            tiers.push(b);
+        }
+    }
+    tiers.sort_by(|a, b| {
+        a.order
+            .total_cmp(&b.order)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    tiers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect()
+}
 
 /// Sums `counters` per origin and maps them to the policies and HostEndpoints of `config`. The origins
 /// come from `rulesets` (best first): a counted rule that none of them has at its place, with its
@@ -178,6 +204,7 @@ pub fn report(
     counters: &[RuleCounter],
 ) -> Report {
     let origins = Origins::new(rulesets);
+    let ranks = tier_ranks(config);
     let mut rules = RuleSums::new();
     let mut defaults: BTreeMap<DefaultKey, (u64, u64)> = BTreeMap::new();
     let mut other = Vec::new();
@@ -191,11 +218,12 @@ pub fn report(
                     continue;
                 };
                 let action = o.action.map(|a| a.to_string()).unwrap_or_default();
+                let tier = o.tier.as_deref().unwrap_or(DEFAULT_TIER).to_string();
                 let e = rules
                     .entry((policy.to_string(), dir.to_string(), index as usize))
-                    .or_insert((action, 0, 0, o.at.as_ref().map(|a| a.to_string())));
-                e.1 += c.packets;
-                e.2 += c.bytes;
+                    .or_insert((tier, action, 0, 0, o.at.as_ref().map(|a| a.to_string())));
+                e.2 += c.packets;
+                e.3 += c.bytes;
             }
             Some((o, Kind::EndOfTier | Kind::NoPolicy | Kind::Profile)) => {
                 let (Some(hep), Some(stage), Some(dir), Some(what)) = (
@@ -208,8 +236,14 @@ pub fn report(
                     continue;
                 };
                 let stage_dir = (stage_rank(stage, dir), format!("{stage} {dir}"));
+                let tier = (o.kind == Kind::EndOfTier)
+                    .then(|| o.tier.as_deref().unwrap_or(DEFAULT_TIER).to_string());
+                let rank = match &tier {
+                    Some(t) => ranks.get(t).copied().unwrap_or(ranks.len()),
+                    None => ranks.len() + 1,
+                };
                 let e = defaults
-                    .entry((hep.to_string(), stage_dir, what))
+                    .entry((hep.to_string(), stage_dir, (rank, what), tier))
                     .or_default();
                 e.0 += c.packets;
                 e.1 += c.bytes;
@@ -218,11 +252,12 @@ pub fn report(
         }
     }
     let mut policies: Vec<PolicyCounters> = Vec::new();
-    for ((name, direction, index), (action, packets, bytes, at)) in rules {
+    for ((name, direction, index), (tier, action, packets, bytes, at)) in rules {
         let policy = config.policies.iter().find(|p| p.name == name);
         if policies.last().is_none_or(|p| p.name != name) {
             policies.push(PolicyCounters {
                 name: name.clone(),
+                tier: policy.map_or(tier, |p| p.tier.value.clone()),
                 at: policy.map(|p| p.pos.to_string()),
                 rules: Vec::new(),
             });
@@ -237,27 +272,26 @@ pub fn report(
             bytes,
         });
     }
-    // Evaluation order: order ascending (unset last), then name; unknown policies last.
+    // Evaluation order (tiers spec §1.1, §2): by tier, then order ascending (unset last), then name as
+    // Felix compares it; policies the configuration no longer has last.
     let key = |p: &PolicyCounters| {
-        let order = config
-            .policies
-            .iter()
-            .find(|q| q.name == p.name)
-            .map(|q| q.order.unwrap_or(f64::INFINITY));
+        let found = config.policies.iter().find(|q| q.name == p.name);
         (
-            order.is_none(),
-            order.unwrap_or(f64::INFINITY),
-            p.name.clone(),
+            found.is_none(),
+            ranks.get(&p.tier).copied().unwrap_or(ranks.len()),
+            found.map_or(f64::INFINITY, |q| q.order.unwrap_or(f64::INFINITY)),
+            format!("{}/", p.name),
         )
     };
     policies.sort_by(|a, b| {
         let (ka, kb) = (key(a), key(b));
         ka.0.cmp(&kb.0)
-            .then(ka.1.total_cmp(&kb.1))
-            .then(ka.2.cmp(&kb.2))
+            .then(ka.1.cmp(&kb.1))
+            .then(ka.2.total_cmp(&kb.2))
+            .then(ka.3.cmp(&kb.3))
     });
     let mut host_endpoints: Vec<EndpointCounters> = Vec::new();
-    for ((name, (_, stage), what), (packets, bytes)) in defaults {
+    for ((name, (_, stage), (_, what), tier), (packets, bytes)) in defaults {
         if host_endpoints.last().is_none_or(|h| h.name != name) {
             let at = config
                 .host_endpoints
@@ -274,6 +308,7 @@ pub fn report(
         entry.defaults.push(DefaultCount {
             stage,
             what,
+            tier,
             packets,
             bytes,
         });
@@ -298,7 +333,12 @@ impl fmt::Display for Report {
                 p.at.as_deref()
                     .map(|a| format!(" ({a})"))
                     .unwrap_or_else(|| " (not in the configuration)".into());
-            writeln!(f, "GlobalNetworkPolicy {}{at}", p.name)?;
+            let tier = if p.tier == DEFAULT_TIER {
+                String::new()
+            } else {
+                format!(" in tier {}", p.tier)
+            };
+            writeln!(f, "GlobalNetworkPolicy {}{tier}{at}", p.name)?;
             for r in &p.rules {
                 let rule = format!("{}[{}] {}", r.direction, r.index, r.action);
                 writeln!(
@@ -479,6 +519,55 @@ mod tests {
         );
         assert!(
             text.contains("  ingress[0] Allow                  7            420  t.yaml:2:136"),
+            "{text}"
+        );
+    }
+
+    /// Tiers spec §3.2: counters name each policy's tier and each end of tier, in evaluation order.
+    #[test]
+    fn counters_per_tier_and_policy() {
+        let tiers = "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n\
+                     - {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: guard}, spec: {tier: platform, order: 50, selector: all(), ingress: [{action: Deny, protocol: UDP}, {action: Pass}]}}\n";
+        let (config, now) = compiled(&format!("{HEP}{Z_FIRST}{tiers}"));
+        let counters = vec![
+            c(&now, "pi-z-first", 0, 3),
+            c(&now, "pi-guard", 0, 2),
+            c(&now, "pi-guard", 1, 9),
+            c(&now, "fh-h", 0, 4),
+            c(&now, "fh-h", 1, 5),
+            c(&now, "fh-h", 2, 1),
+        ];
+        let r = report("hostpolicy", &config, &[&now], &counters);
+        let names: Vec<(&str, &str)> = r
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str(), p.tier.as_str()))
+            .collect();
+        assert_eq!(names, [("guard", "platform"), ("z-first", "default")]);
+        let d: Vec<(&str, Option<&str>, u64)> = r.host_endpoints[0]
+            .defaults
+            .iter()
+            .map(|d| (d.what.as_str(), d.tier.as_deref(), d.packets))
+            .collect();
+        assert_eq!(
+            d,
+            [
+                ("end of tier platform default deny", Some("platform"), 4),
+                ("end of tier default deny", Some("default"), 5),
+                ("no profile matched", None, 1)
+            ]
+        );
+        let text = r.to_string();
+        assert!(
+            text.contains("GlobalNetworkPolicy guard in tier platform (t.yaml:4:3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("GlobalNetworkPolicy z-first (t.yaml:2:3)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("normal ingress: end of tier platform default deny"),
             "{text}"
         );
     }

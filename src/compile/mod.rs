@@ -31,7 +31,7 @@ use crate::config::model::{
     Pos, Rule as PolicyRule,
 };
 use crate::resolve::{
-    selector_addresses, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage,
+    selector_addresses, tier_groups, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage,
 };
 use crate::ruleset::{
     Action, BaseHook, Chain, CtStates, Direction, Family, Hook, IfDir, Kind, Match, Origin,
@@ -43,8 +43,6 @@ pub use hash::{content_hash, hash_from_comment};
 pub use names::DEFAULT_TABLE;
 
 pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
-/// The tier of every policy until tiers exist (issue 16).
-pub const DEFAULT_TIER: &str = "default";
 
 pub const PRIO_RAW: i32 = -300;
 pub const PRIO_MANGLE: i32 = -150;
@@ -108,7 +106,7 @@ struct Compiler<'a> {
     /// Shared names: one allocation per policy, HostEndpoint and tier however many origins name them.
     policy_names: HashMap<usize, Arc<str>>,
     hep_names: HashMap<usize, Arc<str>>,
-    tier: Arc<str>,
+    tier_names: HashMap<String, Arc<str>>,
     policy_chains: BTreeSet<String>,
     /// Selector set name by (selector hash, family): its type (and so its name) depends on the members,
     /// which are looked up once.
@@ -305,7 +303,7 @@ impl<'a> Compiler<'a> {
             origin_ids: HashMap::new(),
             policy_names: HashMap::new(),
             hep_names: HashMap::new(),
-            tier: Arc::from(DEFAULT_TIER),
+            tier_names: HashMap::new(),
             policy_chains: BTreeSet::new(),
             selector_set_names: BTreeMap::new(),
         }
@@ -356,6 +354,17 @@ impl<'a> Compiler<'a> {
             .clone()
     }
 
+    /// The tier of policy `p` (tiers spec §2).
+    fn tier_name(&mut self, p: usize) -> Arc<str> {
+        let tier = &self.config.policies[p].tier.value;
+        if let Some(name) = self.tier_names.get(tier) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(tier.as_str());
+        self.tier_names.insert(tier.clone(), name.clone());
+        name
+    }
+
     fn hep_name(&mut self, ep: &ActiveEndpoint) -> Arc<str> {
         self.hep_names
             .entry(ep.hep)
@@ -392,7 +401,7 @@ impl<'a> Compiler<'a> {
             Dir::Egress => &policy.egress[index],
         };
         let mut o = Origin::new(Kind::Policy);
-        o.tier = Some(self.tier.clone());
+        o.tier = Some(self.tier_name(p));
         o.policy = Some(self.policy_name(p));
         o.direction = Some(dir);
         o.rule = u32::try_from(index).ok();
@@ -614,41 +623,62 @@ impl<'a> Compiler<'a> {
             },
             structure,
         );
-        let policies = ep.policies.get(stage, dir).to_vec();
-        for &p in &policies {
-            let chain = self.policy_chain(p, dir);
-            let mut origin = self.endpoint_origin(Kind::Tier, ep, stage, dir);
-            origin.tier = Some(self.tier.clone());
-            origin.policy = Some(self.policy_name(p));
-            origin.at = Some(source_pos(&self.config.policies[p].pos));
-            let origin = self.origin(origin);
-            rules.push(
-                rule(vec![self.mark_is(pass, false)], Some(Verdict::Jump(chain))),
-                origin,
-            );
-            let actions = if stage == Stage::Untracked {
-                vec![Action::Notrack]
-            } else {
-                Vec::new()
-            };
-            rules.push(
-                Rule {
-                    matches: vec![self.mark_is(accept, true)],
-                    actions,
-                    verdict: Some(Verdict::Return),
+        // Tiers spec §3.2: the kept tiers in order; each starts with the PASS mark cleared (the first
+        // by the rule above), runs its policies while PASS is clear, and in the normal and forward
+        // stages ends with a drop unless a policy passed. A tier costs at most these two rules more.
+        let config = self.config;
+        let groups = tier_groups(config, ep.policies.get(stage, dir));
+        for (i, group) in groups.iter().enumerate() {
+            let tier = self.tier_name(group.policies[0]);
+            if i > 0 {
+                let mut origin = self.endpoint_origin(Kind::Tier, ep, stage, dir);
+                origin.tier = Some(tier.clone());
+                if let Some(pos) = group.tier.and_then(|t| t.pos.as_ref()) {
+                    origin.at = Some(source_pos(pos));
+                }
+                let r = Rule {
+                    actions: vec![Action::MarkAnd(!pass)],
+                    comment: names::comment(&origin),
                     ..Rule::default()
-                },
-                origin,
-            );
-        }
-        if !policies.is_empty() && matches!(stage, Stage::Normal | Stage::Forward) {
-            let mut origin = self.endpoint_origin(Kind::EndOfTier, ep, stage, dir);
-            origin.tier = Some(self.tier.clone());
-            let mut r = rule(vec![self.mark_is(pass, false)], Some(self.deny(dir, true)));
-            r.comment = names::comment(&origin);
-            r.counter = true;
-            let origin = self.origin(origin);
-            rules.push(r, origin);
+                };
+                let origin = self.origin(origin);
+                rules.push(r, origin);
+            }
+            for &p in group.policies {
+                let chain = self.policy_chain(p, dir);
+                let mut origin = self.endpoint_origin(Kind::Tier, ep, stage, dir);
+                origin.tier = Some(tier.clone());
+                origin.policy = Some(self.policy_name(p));
+                origin.at = Some(source_pos(&self.config.policies[p].pos));
+                let origin = self.origin(origin);
+                rules.push(
+                    rule(vec![self.mark_is(pass, false)], Some(Verdict::Jump(chain))),
+                    origin,
+                );
+                let actions = if stage == Stage::Untracked {
+                    vec![Action::Notrack]
+                } else {
+                    Vec::new()
+                };
+                rules.push(
+                    Rule {
+                        matches: vec![self.mark_is(accept, true)],
+                        actions,
+                        verdict: Some(Verdict::Return),
+                        ..Rule::default()
+                    },
+                    origin,
+                );
+            }
+            if group.ends_with_drop(stage) {
+                let mut origin = self.endpoint_origin(Kind::EndOfTier, ep, stage, dir);
+                origin.tier = Some(tier);
+                let mut r = rule(vec![self.mark_is(pass, false)], Some(self.deny(dir, true)));
+                r.comment = names::comment(&origin);
+                r.counter = true;
+                let origin = self.origin(origin);
+                rules.push(r, origin);
+            }
         }
         if stage == Stage::Forward && !ep.policies.has_forward_policy() {
             let origin = self.endpoint_origin(Kind::NoPolicy, ep, stage, dir);
@@ -745,7 +775,7 @@ impl<'a> Compiler<'a> {
                 vec![Action::Log {
                     prefix: names::log_prefix(
                         &self.view.settings.log_prefix,
-                        DEFAULT_TIER,
+                        &policy.tier.value,
                         &policy.name,
                     ),
                 }],

@@ -21,6 +21,7 @@
 use sha2::{Digest, Sha256};
 
 use super::hash::debug_digest;
+use crate::config::model::DEFAULT_TIER;
 use crate::ruleset::{Dir, Family, Kind, Origin, SetElement, SetType, Stage};
 
 pub const DEFAULT_TABLE: &str = "hostpolicy";
@@ -166,14 +167,24 @@ pub fn log_prefix(template: &str, tier: &str, policy: &str) -> String {
 /// The comment of a rule, for people reading `nft list`: made from its origin for the rules that can
 /// decide (`POLICY ingress[N] Action`, `HEP: end of tier default deny`, `HEP: no profile matched`,
 /// `HEP: profile NAME`...); `None` for the others, which carry a fixed text ([`WILDCARD`], ...) or none.
+///
+/// A policy of another tier than `default` is named `TIER/POLICY` (`platform/guard ingress[0] Deny`),
+/// and the start of every tier but the first of a chain says so (`HEP: start of tier platform`): the
+/// comments of a configuration without tiers are what they were before tiers existed.
 pub fn comment(origin: &Origin) -> Option<String> {
     let text = match origin.kind {
         Kind::Policy => format!(
-            "{} {}[{}] {}",
+            "{}{} {}[{}] {}",
+            tier_prefix(origin),
             origin.policy.as_deref()?,
             origin.direction?,
             origin.rule?,
             origin.action?
+        ),
+        Kind::Tier if origin.policy.is_none() => format!(
+            "{}: start of tier {}",
+            origin.host_endpoint.as_deref()?,
+            origin.tier.as_deref()?
         ),
         Kind::EndOfTier | Kind::NoPolicy | Kind::Profile => {
             format!(
@@ -192,7 +203,10 @@ pub fn comment(origin: &Origin) -> Option<String> {
 /// applyOnForward policy, forwarded traffic allowed`.
 pub fn endpoint_default(origin: &Origin) -> Option<String> {
     Some(match origin.kind {
-        Kind::EndOfTier => "end of tier default deny".into(),
+        Kind::EndOfTier => match origin.tier.as_deref() {
+            Some(tier) if tier != DEFAULT_TIER => format!("end of tier {tier} default deny"),
+            _ => "end of tier default deny".into(),
+        },
         Kind::NoPolicy if origin.stage == Some(Stage::Forward) => {
             "no applyOnForward policy, forwarded traffic allowed".into()
         }
@@ -200,6 +214,14 @@ pub fn endpoint_default(origin: &Origin) -> Option<String> {
         Kind::Profile => format!("profile {}", origin.profile.as_deref()?),
         _ => return None,
     })
+}
+
+/// `TIER/` for a policy of another tier than `default`, else nothing.
+fn tier_prefix(origin: &Origin) -> String {
+    match origin.tier.as_deref() {
+        Some(tier) if tier != DEFAULT_TIER => format!("{tier}/"),
+        _ => String::new(),
+    }
 }
 
 /// The comment of a failsafe rule: `failsafe inbound tcp` (ports of every entry without a net), or
@@ -275,6 +297,27 @@ mod tests {
             Some("h: no applyOnForward policy, forwarded traffic allowed")
         );
         assert_eq!(comment(&Origin::new(Kind::Conntrack)), None);
+        // Tiers: a policy of another tier than `default` is named with it; so is its end.
+        o.tier = Some("platform".into());
+        assert_eq!(
+            comment(&o).as_deref(),
+            Some("platform/allow-http ingress[3] Allow")
+        );
+        o.tier = Some("default".into());
+        assert_eq!(comment(&o).as_deref(), Some("allow-http ingress[3] Allow"));
+        let mut e = Origin::new(Kind::EndOfTier);
+        e.host_endpoint = Some("h".into());
+        e.tier = Some("default".into());
+        assert_eq!(comment(&e).as_deref(), Some("h: end of tier default deny"));
+        e.tier = Some("platform".into());
+        assert_eq!(
+            comment(&e).as_deref(),
+            Some("h: end of tier platform default deny")
+        );
+        e.kind = Kind::Tier;
+        assert_eq!(comment(&e).as_deref(), Some("h: start of tier platform"));
+        e.policy = Some("p".into());
+        assert_eq!(comment(&e), None, "the jumps to policies have no comment");
         o.policy = Some("x".repeat(200).into());
         assert_eq!(comment(&o).unwrap().len(), MAX_COMMENT);
     }

@@ -607,31 +607,41 @@ pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSumma
 /// Policies whose compiled rules (with the sets they use, and the host endpoints and stages that walk
 /// into them) are new or differ from `previous`, and policies whose rules disappeared: the likely
 /// culprits of a rollback, for the log. Rules are attributed to policies by their origins; every policy
-/// counts as new against a `previous` stored without origins (by an older version).
+/// counts as new against a `previous` stored without origins (by an older version). A policy of another
+/// tier than `default` is named `TIER/NAME`, as in the rule comments (tiers spec §2).
 pub fn changed_policies(previous: Option<&Ruleset>, new: &Ruleset) -> Vec<String> {
     let now = policy_fingerprints(new);
     let before = previous.map(policy_fingerprints).unwrap_or_default();
     let mut changed: BTreeSet<&str> = now
         .iter()
         .filter(|(p, f)| before.get(*p) != Some(f))
-        .map(|(p, _)| *p)
+        .map(|(p, _)| p.as_str())
         .collect();
-    changed.extend(before.keys().filter(|p| !now.contains_key(*p)));
+    changed.extend(
+        before
+            .keys()
+            .filter(|p| !now.contains_key(*p))
+            .map(String::as_str),
+    );
     changed.into_iter().map(str::to_string).collect()
 }
 
 /// Per policy: the text of its rules and of the sets they use, and of the rules of host endpoint chains
 /// that jump into its chains, with their host endpoint, stage and direction (not the positions in the
 /// files: a policy that only moved is unchanged).
-fn policy_fingerprints(r: &Ruleset) -> BTreeMap<&str, String> {
+fn policy_fingerprints(r: &Ruleset) -> BTreeMap<String, String> {
     use std::fmt::Write;
-    let mut out: BTreeMap<&str, String> = BTreeMap::new();
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
     for (_, rule, origin) in r.rules_with_origins() {
         let Some(o) = origin else { continue };
         let Some(policy) = o.policy.as_deref() else {
             continue;
         };
-        let text = out.entry(policy).or_default();
+        let name = match o.tier.as_deref() {
+            Some(tier) if tier != crate::config::model::DEFAULT_TIER => format!("{tier}/{policy}"),
+            _ => policy.to_string(),
+        };
+        let text = out.entry(name).or_default();
         match o.kind {
             Kind::Policy => {
                 let _ = write!(text, "{:?} {rule:?}", o.direction);
@@ -1125,6 +1135,14 @@ pub(crate) mod tests {
         assert_eq!(
             changed_policies(None, &before),
             ["edited", "removed", "same"]
+        );
+        // Tiers spec §2: a policy of another tier is named with it.
+        let tier = "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n";
+        let tiered = policy("guard", 22).replace("spec: {", "spec: {tier: platform, ");
+        let with_tier = ruleset_of(&format!("{hep}{tier}{tiered}{}", policy("same", 22)));
+        assert_eq!(
+            changed_policies(Some(&after), &with_tier),
+            ["edited", "empty", "platform/guard"]
         );
     }
 
