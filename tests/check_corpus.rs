@@ -196,6 +196,8 @@ const CASES: &[Case] = &[
     case("tiers 2.2 1.2", Wrap::Gnp, "tier: adminnetworkpolicy", &[E(5, 9, "is in tier `adminnetworkpolicy`, which does not exist")]),
     case("tiers 2.2", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {tier: platfrom}}\n",
         &[E(2, 99, "is in tier `platfrom`, which does not exist (did you mean `platform`?)")]),
+    case("tiers 2.2", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {defaultAction: Allow}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: p}, spec: {tier: platform}}\n",
+        &[E(1, 100, "`defaultAction` must be `Deny` or `Pass`, not `Allow`")]),
     case("tiers 2", Wrap::Gnp, "tier: ops.edge", &[E(5, 9, "`tier: ops.edge` is not a valid tier name")]),
     case("tiers 2", Wrap::Gnp, "tier: 5", &[E(5, 9, "`tier` must be a string")]),
     case("tiers 2.1", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: platform.deny}, spec: {tier: platform, ingress: [{action: Deny}]}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: allow}, spec: {tier: platform}}\n- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n", &[]),

@@ -107,7 +107,14 @@ impl Validator {
     pub fn finish(self) -> (Config, Vec<Diagnostic>) {
         let mut diagnostics = self.diagnostics;
         let mut config = self.config;
-        tier::check_policy_tiers(&mut config, &mut diagnostics);
+        // A Tier with errors is still declared: its policies are not refused a second time for it.
+        let declared: Vec<&str> = self
+            .names
+            .keys()
+            .filter(|(kind, _)| *kind == "Tier")
+            .map(|(_, name)| name.as_str())
+            .collect();
+        tier::check_policy_tiers(&mut config, &declared, &mut diagnostics);
         crate::config::diag::sort(&mut diagnostics);
         (config, diagnostics)
     }

@@ -119,12 +119,22 @@ pub(crate) fn policy_tier(cx: &mut Cx, node: &Node) -> Option<String> {
 /// Tiers spec §2.2 item 5: a policy whose tier is neither declared in the directory nor built in is
 /// refused at its `spec.tier`, naming the tier. Such policies are taken out of `config` (the
 /// configuration is not used with errors anyway).
-pub(crate) fn check_policy_tiers(config: &mut Config, diagnostics: &mut Vec<Diagnostic>) {
-    let missing = |config: &Config, p: &GlobalNetworkPolicy| config.tier(&p.tier.value).is_none();
+///
+/// `declared` are the names of every Tier resource of the directory, those with errors included (they
+/// are reported already, and are not in `config`).
+pub(crate) fn check_policy_tiers(
+    config: &mut Config,
+    declared: &[&str],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let missing = |config: &Config, p: &GlobalNetworkPolicy| {
+        config.tier(&p.tier.value).is_none() && !declared.contains(&p.tier.value.as_str())
+    };
     if !config.policies.iter().any(|p| missing(config, p)) {
         return;
     }
-    let mut known: Vec<String> = config.tiers.iter().map(|t| t.name.clone()).collect();
+    let mut known: Vec<String> = declared.iter().map(|t| t.to_string()).collect();
+    known.sort();
     for b in builtin_tiers() {
         if !known.contains(&b.name) {
             known.push(b.name.clone());
