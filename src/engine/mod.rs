@@ -629,11 +629,36 @@ pub fn changed_policies(previous: Option<&Ruleset>, new: &Ruleset) -> Vec<String
 /// Per policy: the text of its rules and of the sets they use, and of the rules of host endpoint chains
 /// that jump into its chains, with their host endpoint, stage and direction (not the positions in the
 /// files: a policy that only moved is unchanged).
+///
+/// A tier other than `default` is a culprit of its own, `tier NAME` (tiers spec §3.2): its place among
+/// the tiers of every host endpoint chain (the tier before it) and its end (a drop, or none for
+/// defaultAction Pass), so that a rollback after a change of a Tier's order or defaultAction alone
+/// names it.
 fn policy_fingerprints(r: &Ruleset) -> BTreeMap<String, String> {
     use std::fmt::Write;
     let mut out: BTreeMap<String, String> = BTreeMap::new();
-    for (_, rule, origin) in r.rules_with_origins() {
+    // The tier of the previous rule of the same chain.
+    let mut previous: Option<(&str, &str)> = None;
+    for (chain, rule, origin) in r.rules_with_origins() {
         let Some(o) = origin else { continue };
+        if let Some(tier) = o.tier.as_deref() {
+            let before = previous.filter(|(c, _)| *c == chain.name).map(|(_, t)| t);
+            let entered = matches!(o.kind, Kind::Tier) && before != Some(tier);
+            if tier != crate::config::model::DEFAULT_TIER
+                && o.kind != Kind::Policy
+                && (entered || o.kind == Kind::EndOfTier)
+            {
+                let text = out.entry(format!("tier {tier}")).or_default();
+                let _ = write!(
+                    text,
+                    "{:?} {:?} {:?} {:?} after {before:?} {:?};",
+                    o.kind, o.host_endpoint, o.stage, o.direction, rule.verdict
+                );
+            }
+            if o.kind != Kind::Policy {
+                previous = Some((chain.name.as_str(), tier));
+            }
+        }
         let Some(policy) = o.policy.as_deref() else {
             continue;
         };
@@ -1136,13 +1161,32 @@ pub(crate) mod tests {
             changed_policies(None, &before),
             ["edited", "removed", "same"]
         );
-        // Tiers spec §2: a policy of another tier is named with it.
-        let tier = "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n";
+        // Tiers spec §2: a policy of another tier is named with it; so is the tier.
+        let tier = |spec: &str| {
+            format!("- {{apiVersion: projectcalico.org/v3, kind: Tier, metadata: {{name: platform}}, spec: {{{spec}}}}}\n")
+        };
         let tiered = policy("guard", 22).replace("spec: {", "spec: {tier: platform, ");
-        let with_tier = ruleset_of(&format!("{hep}{tier}{tiered}{}", policy("same", 22)));
+        let with_tier = |spec: &str| {
+            ruleset_of(&format!(
+                "{hep}{}{tiered}{}",
+                tier(spec),
+                policy("same", 22)
+            ))
+        };
+        let first = with_tier("order: 100");
         assert_eq!(
-            changed_policies(Some(&after), &with_tier),
-            ["edited", "empty", "platform/guard"]
+            changed_policies(Some(&after), &first),
+            ["edited", "empty", "platform/guard", "tier platform"]
+        );
+        assert_eq!(changed_policies(Some(&first), &first), Vec::<String>::new());
+        // A Tier's defaultAction or order alone: the tier is named, its policies are not.
+        assert_eq!(
+            changed_policies(Some(&first), &with_tier("order: 100, defaultAction: Pass")),
+            ["tier platform"]
+        );
+        assert_eq!(
+            changed_policies(Some(&first), &with_tier("order: 2000000")),
+            ["tier platform"]
         );
     }
 
