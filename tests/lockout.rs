@@ -140,6 +140,47 @@ fn default_deny_blocks_and_an_allow_policy_accepts() {
     assert_eq!(c.run(&["check"]).status.code(), Some(0));
 }
 
+/// Tiers spec §3.2: the admin policy in the default tier allows SSH, but an earlier tier decides first: a
+/// Deny there, or its end-of-tier drop when it does not pass the flow on, blocks management access, and
+/// `check` names the tier.
+#[test]
+fn an_earlier_tier_that_blocks_is_found() {
+    let tier = "- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n";
+    let guard = |rules: &str| {
+        format!("{tier}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: guard}}, spec: {{tier: platform, selector: all(), ingress: [{rules}]}}}}\n")
+    };
+    let passes = guard("{action: Pass}");
+    let c = Conf::new(&[
+        ("base.yaml", BASE),
+        ("admin.yaml", ADMIN),
+        ("tier.yaml", &passes),
+    ]);
+    assert_eq!(
+        c.run(&["check"]).status.code(),
+        Some(0),
+        "{}",
+        output_text(&c.run(&["check"]))
+    );
+    for (rules, why) in [
+        (
+            "{action: Deny, source: {nets: [198.51.100.0/25]}}, {action: Pass}",
+            "by GlobalNetworkPolicy 'guard' in tier platform, policy guard (tier platform) ingress rule 0: Deny at ./tier.yaml:2:",
+        ),
+        (
+            "{action: Pass, protocol: TCP, destination: {ports: [80]}}",
+            "by the default: end of tier platform: no policy allowed, denied or passed ingress: defaultAction Deny drops it at ./tier.yaml:1:3; policies consulted: 'guard' in tier platform",
+        ),
+    ] {
+        let text = guard(rules);
+        let c = Conf::new(&[("base.yaml", BASE), ("admin.yaml", ADMIN), ("tier.yaml", &text)]);
+        let out = c.run(&["check"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+        assert!(err.contains("ManagementAccess 'admin-ssh': TCP port 22 from 198.51.100.0/24 is not allowed in"), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}
+
 /// Failsafe rules run before any policy: SSH in the failsafe list keeps the flow open, even through a
 /// preDNAT Deny of everything.
 #[test]
