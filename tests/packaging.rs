@@ -22,7 +22,7 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -47,8 +47,8 @@ fn read(rel: &str) -> String {
     fs::read_to_string(src(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// A fresh directory under cargo's per-target temporary directory (never under /tmp, /run, /usr, /etc or
-/// /var, which the sandboxes cover).
+/// A fresh directory under cargo's per-target temporary directory (wherever the checkout is: the sandboxes
+/// see none of it, see `tests/packaging/sandbox.sh`).
 fn scratch(tag: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("packaging-{}-{tag}", std::process::id()));
@@ -250,7 +250,7 @@ fn unit_security_exposure_is_at_most_2() {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Mount namespace only (dpkg).
+    /// Mount and network namespaces (dpkg).
     Files,
     /// systemd as PID 1.
     Systemd,
@@ -270,7 +270,7 @@ impl Sandbox {
     fn start(mode: Mode, tag: &str) -> Sandbox {
         let work = scratch(tag);
         let log = fs::File::create(work.join("sandbox.log")).unwrap();
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg(src("tests/packaging/sandbox.sh"))
             .arg(if mode == Mode::Files {
                 "files"
@@ -279,20 +279,20 @@ impl Sandbox {
             })
             .arg(&work)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("spawn tests/packaging/sandbox.sh");
+        // `ready` once the mounts are in place; end of file when the script failed.
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
         let mut sb = Sandbox {
             mode,
             pid: child.id(),
             child,
             work,
         };
-        let ready = wait_for(Duration::from_secs(10), || {
-            sb.work.join("ready").exists().then_some(())
-        });
-        if ready.is_none() {
+        if line.trim() != "ready" {
             panic!("the sandbox did not come up:\n{}", sb.log("sandbox.log"));
         }
         if mode == Mode::Systemd {
@@ -339,9 +339,9 @@ impl Sandbox {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg("-t").arg(self.pid.to_string()).arg("-m");
+        cmd.arg("-t").arg(self.pid.to_string()).args(["-m", "-n"]);
         if self.mode == Mode::Systemd {
-            cmd.args(["-p", "-n", "-u"]);
+            cmd.args(["-p", "-u"]);
         }
         cmd.arg("--").args(args);
         cmd.env_clear()
@@ -390,6 +390,28 @@ impl Sandbox {
             .unwrap();
         let st = child.wait().unwrap();
         assert!(st.success(), "writing {path} in the sandbox: {st:?}");
+    }
+
+    /// Copies a file of the host into the sandbox (which sees nothing of the checkout) with this mode.
+    fn copy_in(&self, from: &Path, path: &str, mode: &str) {
+        let file = fs::File::open(from).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        let st = self
+            .command(&[
+                "sh",
+                "-c",
+                "mkdir -p \"$(dirname \"$1\")\" && cat > \"$1\" && chmod \"$2\" \"$1\"",
+                "sh",
+                path,
+                mode,
+            ])
+            .stdin(file)
+            .status()
+            .expect("nsenter");
+        assert!(
+            st.success(),
+            "copying {} to {path} in the sandbox: {st:?}",
+            from.display()
+        );
     }
 
     fn exists(&self, path: &str) -> bool {
@@ -523,10 +545,13 @@ fn unit_runs_under_a_real_systemd() {
 
     // Install as a package would: the unit under /lib, the binary where ExecStart= expects it. The host's
     // own /var/lib/hostpolicyd (if any) must not leak in as "last good".
-    sb.sh(&format!(
-        "install -D -m 0644 {unit} /lib/systemd/system/hostpolicyd.service
-         install -m 0755 {BIN} /usr/sbin/hostpolicyd
-         rm -rf /var/lib/hostpolicyd /etc/hostpolicy.d
+    sb.copy_in(
+        &src(UNIT),
+        "/lib/systemd/system/hostpolicyd.service",
+        "0644",
+    );
+    sb.copy_in(Path::new(BIN), "/usr/sbin/hostpolicyd", "0755");
+    sb.sh("rm -rf /var/lib/hostpolicyd /etc/hostpolicy.d
          mkdir -p /etc/hostpolicy.d
          ip netns add peer
          ip link add eth0 type veth peer name eth0 netns peer
@@ -535,9 +560,7 @@ fn unit_runs_under_a_real_systemd() {
          ip -n peer addr add 192.0.2.2/24 dev eth0
          ip -n peer link set eth0 up
          ip -n peer link set lo up
-         sysctl -q -w net.ipv4.ping_group_range='0 2147483647'",
-        unit = src(UNIT).display()
-    ));
+         sysctl -q -w net.ipv4.ping_group_range='0 2147483647'");
     // EnvironmentFile=: the node name comes from /etc/default/hostpolicyd (the sandbox's host name is hp-test).
     sb.write("/etc/default/hostpolicyd", "HOSTPOLICYD_NODE_NAME=node1\n");
     sb.write("/etc/hostpolicy.d/10-hep.yaml", TEST_HEP);
@@ -1385,6 +1408,7 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
 
     // Install (in the sandbox: the host's dpkg database and file system stay as they are).
     sb.sh("rm -rf /etc/hostpolicy.d /var/lib/hostpolicyd /etc/default/hostpolicyd");
+    sb.copy_in(Path::new(deb), "/tmp/hostpolicyd.deb", "0644");
     // --path-include: a minimised image's dpkg.cfg.d may exclude man pages and docs; they are part of
     // what this test checks.
     let out = sb.exec(&[
@@ -1392,7 +1416,7 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
         "--path-include=/usr/share/man/*",
         "--path-include=/usr/share/doc/hostpolicyd/*",
         "-i",
-        deb,
+        "/tmp/hostpolicyd.deb",
     ]);
     assert!(out.status.success(), "dpkg -i: {}", output_text(&out));
     let version = sb.ok(&["hostpolicyd", "--version"]);
