@@ -1320,47 +1320,37 @@ fn example_configuration_enforces_what_its_comments_say() {
 // The Debian package
 // ------------------------------------------------------------------------------------------------------------
 
-/// cargo-deb's version when the test has to install it.
-const CARGO_DEB_VERSION: &str = "3.8.0";
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
 /// Builds the package from the binary this test run already built (`--no-build --profile dev`: no release
 /// build in the test suite; the asset `target/release/hostpolicyd` maps to the profile's directory), stripped
-/// and quickly compressed. The release package is `cargo deb` (same metadata).
+/// and quickly compressed, with the pinned cargo-deb of `scripts/cargo-deb` (installed into the target
+/// directory when missing, never into the user's cargo home). The release package is `scripts/package`
+/// (same metadata).
 fn build_deb(out: &Path) {
-    let has_cargo_deb = Command::new(cargo())
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_cargo_deb {
-        let t = Instant::now();
-        let st = Command::new(cargo())
-            .args([
-                "install",
-                "cargo-deb",
-                "--locked",
-                "--version",
-                CARGO_DEB_VERSION,
-            ])
-            .status()
-            .expect("cargo install cargo-deb");
-        assert!(st.success(), "cargo install cargo-deb: {st:?}");
-        eprintln!(
-            "installed cargo-deb {CARGO_DEB_VERSION} in {:.0} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let built = Command::new(cargo())
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory");
+    let built = Command::new(src("scripts/cargo-deb"))
         .args(["deb", "--no-build", "--profile", "dev", "--fast", "-o"])
         .arg(out)
+        .env("CARGO_TARGET_DIR", target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .output()
-        .expect("cargo deb");
-    assert!(built.status.success(), "cargo deb: {}", output_text(&built));
+        .expect("scripts/cargo-deb");
+    assert!(
+        built.status.success(),
+        "scripts/cargo-deb deb: {}",
+        output_text(&built)
+    );
+}
+
+/// `hostpolicyd (0.1.0-1) unstable; ...` → `0.1.0-1`.
+fn changelog_version(changelog: &str) -> &str {
+    let first = changelog.lines().next().unwrap_or_default();
+    first
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map_or("", |(v, _)| v)
 }
 
 #[test]
@@ -1405,6 +1395,49 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&unit_in_deb.stdout), read(UNIT));
+
+    // lintian finds no error and no warning (issue 17 item 5: it reported no-changelog,
+    // copyright-without-copyright-notice and command-with-path-in-maintainer-script).
+    let lint = Command::new("lintian")
+        .args(["--fail-on", "error,warning", deb])
+        .stdin(Stdio::null())
+        .output()
+        .expect("lintian (scripts/deps installs it)");
+    let tags: Vec<String> = String::from_utf8_lossy(&lint.stdout)
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        lint.status.success() && tags.is_empty(),
+        "lintian {deb}: {:?}\n{}",
+        lint.status,
+        output_text(&lint)
+    );
+    // The changelog names the version the package has; the copyright file is machine-readable, with a
+    // notice.
+    let control = |field: &str| {
+        String::from_utf8_lossy(&run("dpkg-deb", &["-f", deb, field]).stdout)
+            .trim()
+            .to_string()
+    };
+    let changelog = read("packaging/debian/changelog");
+    assert_eq!(
+        changelog_version(&changelog),
+        control("Version"),
+        "packaging/debian/changelog's latest entry is the package's version"
+    );
+    assert_eq!(
+        control("Version"),
+        format!("{}-1", env!("CARGO_PKG_VERSION"))
+    );
+    let copyright = read("packaging/debian/copyright");
+    assert!(
+        copyright.starts_with("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
+            && copyright.contains("\nCopyright: 2")
+            && copyright.contains("/usr/share/common-licenses/GPL-3"),
+        "{copyright}"
+    );
 
     // Install (in the sandbox: the host's dpkg database and file system stay as they are).
     sb.sh("rm -rf /etc/hostpolicy.d /var/lib/hostpolicyd /etc/default/hostpolicyd");
@@ -1490,16 +1523,31 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
         "--strict",
     ]);
 
-    // An operator's policy and some state, then purge: nothing is left.
+    // The firewall in force, an operator's policy and some state; then purge. Removal deletes the table
+    // (as ufw's and firewalld's do; the sandbox has a network namespace of its own) and says so; purge
+    // removes what the package and its daemon made, and keeps the operator's policy files.
     sb.write(
         "/etc/hostpolicy.d/20-mine.yaml",
         &allow_policy("mine", "[22]"),
     );
-    sb.write("/var/lib/hostpolicyd/status.json", "{}");
+    let applied = sb.exec(&["hostpolicyd", "--node-name", "node1", "apply"]);
+    assert!(applied.status.success(), "{}", output_text(&applied));
+    assert!(sb.exists("/var/lib/hostpolicyd/last-good.json"));
+    sb.ok(&["nft", "list", "table", "inet", "hostpolicy"]);
     let out = sb.exec(&["dpkg", "--purge", "hostpolicyd"]);
     assert!(out.status.success(), "dpkg --purge: {}", output_text(&out));
+    let said = output_text(&out);
+    assert!(
+        said.contains("no longer firewalled by hostpolicyd"),
+        "removal says that the firewall is gone:\n{said}"
+    );
+    assert!(
+        !sb.exec(&["nft", "list", "table", "inet", "hostpolicy"])
+            .status
+            .success(),
+        "the table is deleted on removal"
+    );
     for path in [
-        "/etc/hostpolicy.d",
         "/var/lib/hostpolicyd",
         "/etc/default/hostpolicyd",
         "/usr/sbin/hostpolicyd",
@@ -1509,6 +1557,21 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
     ] {
         assert!(!sb.exists(path), "{path} is left after dpkg --purge");
     }
+    assert_eq!(
+        sb.sh("ls -A /etc/hostpolicy.d"),
+        "20-mine.yaml\n",
+        "the operator's policy file is kept"
+    );
+    assert!(
+        said.contains("/etc/hostpolicy.d is not empty"),
+        "purge says why the directory stays:\n{said}"
+    );
+    // Without an operator's file, nothing of the package is left in /etc.
+    sb.copy_in(Path::new(deb), "/tmp/hostpolicyd.deb", "0644");
+    sb.ok(&["dpkg", "-i", "/tmp/hostpolicyd.deb"]);
+    sb.ok(&["rm", "/etc/hostpolicy.d/20-mine.yaml"]);
+    sb.ok(&["dpkg", "--purge", "hostpolicyd"]);
+    assert!(!sb.exists("/etc/hostpolicy.d"), "an empty /etc/hostpolicy.d goes");
     let status = sb.exec(&["dpkg-query", "-W", "-f=${Status}", "hostpolicyd"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(

@@ -19,8 +19,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Where [`require_root`] lists the tests it skipped, one name per line: `scripts/test` empties it before
+/// the run and prints the count and the names after it.
+pub const SKIPPED_FILE: &str = "needs-root-skipped.txt";
+
 /// Returns false (the caller returns early) for a non-root developer run; in CI (`CI` set) or as root it
 /// never skips: a privileged test that cannot run as root fails loudly instead.
+///
+/// A skipped test passes without having run, so it says so where a developer sees it: on the terminal
+/// (written to stderr directly, which cargo's capture of `eprintln!` does not hold back for a passing
+/// test) and in `target/tmp/needs-root-skipped.txt`, which `scripts/test` counts at the end.
 pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
@@ -28,7 +36,18 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: needs root, and CI must run privileged tests (run the suite as root)");
     }
-    eprintln!("{test}: skipped, needs root (run `sudo -E cargo test` to include it)");
+    use std::io::Write;
+    let line = format!("{test}: skipped, needs root (`sudo -E scripts/test` runs it)\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let list = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(SKIPPED_FILE);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(list)
+    {
+        // One write per line (O_APPEND): tests skipping at the same time do not interleave.
+        let _ = f.write_all(format!("{test}\n").as_bytes());
+    }
     false
 }
 
