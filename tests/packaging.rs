@@ -1433,8 +1433,9 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
     );
     let copyright = read("packaging/debian/copyright");
     assert!(
-        copyright.starts_with("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
-            && copyright.contains("\nCopyright: 2")
+        copyright.starts_with(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
+        ) && copyright.contains("\nCopyright: 2")
             && copyright.contains("/usr/share/common-licenses/GPL-3"),
         "{copyright}"
     );
@@ -1571,7 +1572,10 @@ fn debian_package_builds_installs_runs_and_purges_cleanly() {
     sb.ok(&["dpkg", "-i", "/tmp/hostpolicyd.deb"]);
     sb.ok(&["rm", "/etc/hostpolicy.d/20-mine.yaml"]);
     sb.ok(&["dpkg", "--purge", "hostpolicyd"]);
-    assert!(!sb.exists("/etc/hostpolicy.d"), "an empty /etc/hostpolicy.d goes");
+    assert!(
+        !sb.exists("/etc/hostpolicy.d"),
+        "an empty /etc/hostpolicy.d goes"
+    );
     let status = sb.exec(&["dpkg-query", "-W", "-f=${Status}", "hostpolicyd"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(

@@ -22,6 +22,9 @@
 //!   HostEndpoint the policy selects: the packet goes to the profiles (normal stage) or leaves the
 //!   stage without a verdict, never to the tier the author had in mind. A Pass in the last tier (the
 //!   pre-tier meaning: on to the profiles) is not flagged.
+//! - **No HostEndpoint for this node**: no HostEndpoint names the node (`--node-name`, default the host
+//!   name), so the daemon would enforce nothing here: the examples copied unedited, a host name that is
+//!   not the one the HostEndpoints use.
 //! - **doNotTrack policy without its reverse direction** (spec §3.7): a doNotTrack policy allows traffic
 //!   in one direction of a HostEndpoint, and no doNotTrack policy allows anything in the other direction
 //!   of that HostEndpoint, so the replies meet conntrack as new or invalid packets. Deny-only doNotTrack
@@ -40,7 +43,7 @@ use crate::resolve::{policy_scope_ok, NodeView};
 use crate::selector::Selector;
 
 /// All lints of this module, in no particular order (`pipeline::build` sorts them).
-pub fn lint(config: &Config, _view: &NodeView) -> Vec<Diagnostic> {
+pub fn lint(config: &Config, view: &NodeView) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for policy in &config.policies {
         shadowed_rules(policy, &mut out);
@@ -50,6 +53,7 @@ pub fn lint(config: &Config, _view: &NodeView) -> Vec<Diagnostic> {
     tiers_without_policy(config, &mut out);
     tier_order_ties_with_default(config, &mut out);
     passes_that_reach_no_tier(config, &mut out);
+    no_host_endpoint_for_node(config, &view.node, &mut out);
     out
 }
 
@@ -531,6 +535,45 @@ fn one_way_untracked(config: &Config, out: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+    }
+}
+
+// ---- no HostEndpoint for this node ------------------------------------------------------------------------
+
+/// No HostEndpoint names `node`. Pointed at the first HostEndpoint, with the nodes the configuration
+/// names (often the fix is the node name, not the files); without any HostEndpoint, at no position.
+fn no_host_endpoint_for_node(config: &Config, node: &str, out: &mut Vec<Diagnostic>) {
+    if config.host_endpoints.iter().any(|h| h.node == node) {
+        return;
+    }
+    let consequence = format!(
+        "hostpolicyd enforces nothing on node '{node}' (the node name is --node-name or \
+         HOSTPOLICYD_NODE_NAME, by default the host name)"
+    );
+    match config.host_endpoints.first() {
+        Some(first) => {
+            let nodes: BTreeSet<&str> = config
+                .host_endpoints
+                .iter()
+                .map(|h| h.node.as_str())
+                .collect();
+            let nodes = nodes
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(Diagnostic::warning(
+                first.pos.clone(),
+                format!(
+                    "no HostEndpoint is for node '{node}' (the HostEndpoints are for node {nodes}): {consequence}"
+                ),
+            ));
+        }
+        None => out.push(Diagnostic {
+            severity: crate::config::diag::Severity::Warning,
+            pos: None,
+            message: format!("the configuration has no HostEndpoint: {consequence}"),
+        }),
     }
 }
 

@@ -23,11 +23,16 @@ use crate::nft::{netlink::Netlink, render::render, Dataplane};
 use crate::pipeline::{self, Input};
 pub use crate::settings::{hostname, Settings};
 
+/// The heading of the options every command takes, in `--help` and `COMMAND --help`.
+pub const GLOBAL_OPTIONS: &str = "Global options (any command)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hostpolicyd",
     version,
-    about = "Calico-style host endpoint policy from files, enforced with one nftables table"
+    about = "Calico-style host endpoint policy from files, enforced with one nftables table",
+    // The options every command takes, listed apart from a command's own in `COMMAND --help`.
+    next_help_heading = GLOBAL_OPTIONS
 )]
 pub struct Cli {
     /// Directory of policy files (*.yaml, *.yml).
@@ -171,12 +176,13 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
         Input::Dir(settings.config_dir.clone())
     };
     let loaded = pipeline::load(&input);
-    let (diags, ok) = if by_files {
+    // What was checked: fragments, or the directory as `node` would load it.
+    let (diags, ok, checked) = if by_files {
         // Files on their own are fragments of a directory: only validation applies, not node-level lints.
         let mut d = loaded.diagnostics.clone();
         crate::config::diag::sort(&mut d);
         let ok = !d.iter().any(|x| x.is_error() || strict);
-        (d, ok)
+        (d, ok, String::new())
     } else {
         match pipeline::build(
             loaded,
@@ -185,8 +191,11 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
             &settings.table,
             strict,
         ) {
-            Ok(c) => (c.warnings, true),
-            Err(inv) => (inv.diagnostics, false),
+            Ok(c) => {
+                let checked = node_summary(&c.config, &settings.node);
+                (c.warnings, true, checked)
+            }
+            Err(inv) => (inv.diagnostics, false, String::new()),
         }
     };
     print_diagnostics(&diags);
@@ -194,7 +203,7 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
     let warnings = diags.len() - diags.iter().filter(|d| d.is_error()).count();
     if ok {
         println!(
-            "valid ({warnings} warning{})",
+            "valid{checked} ({warnings} warning{})",
             if warnings == 1 { "" } else { "s" }
         );
         exit::OK
@@ -205,6 +214,22 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
         );
         exit::INVALID
     }
+}
+
+/// ` for node NODE: N host endpoints, M policies`: what `check` checked the directory for (issue 17: a
+/// bare "valid" on a host whose name no HostEndpoint uses hid that the daemon would enforce nothing).
+fn node_summary(config: &crate::config::model::Config, node: &str) -> String {
+    let heps = config
+        .host_endpoints
+        .iter()
+        .filter(|h| h.node == node)
+        .count();
+    let policies = config.policies.len();
+    format!(
+        " for node {node}: {heps} host endpoint{}, {policies} polic{}",
+        if heps == 1 { "" } else { "s" },
+        if policies == 1 { "y" } else { "ies" }
+    )
 }
 
 fn render_cmd(settings: &Settings) -> u8 {

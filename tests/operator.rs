@@ -1,0 +1,180 @@
+//! What an operator tripped over in a real install (issue 17), on the command line: each test runs the
+//! binary as an operator would and asserts what they read. No root needed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::topology::output_text;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hostpolicyd");
+
+fn src(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn hostpolicyd(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("HOSTPOLICYD_NODE_NAME")
+        .env_remove("HOSTPOLICYD_CONFIG_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("hostpolicyd")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Item 6: with the examples copied unedited on a host whose name matches no HostEndpoint, `check --strict`
+/// said `valid (0 warnings)` and the daemon would have enforced nothing.
+#[test]
+fn check_names_the_node_it_checked_and_warns_when_no_host_endpoint_is_for_it() {
+    let dir = src("etc/hostpolicy.d");
+    let dir = dir.to_str().unwrap();
+    let node1 = hostpolicyd(&[
+        "--config-dir",
+        dir,
+        "--node-name",
+        "node1",
+        "check",
+        "--strict",
+    ]);
+    assert_eq!(node1.status.code(), Some(0), "{}", output_text(&node1));
+    assert_eq!(
+        stdout(&node1),
+        "valid for node node1: 1 host endpoint, 5 policies (0 warnings)\n"
+    );
+    assert_eq!(stderr(&node1), "");
+
+    let elsewhere = hostpolicyd(&["--config-dir", dir, "--node-name", "web-7", "check"]);
+    assert_eq!(
+        elsewhere.status.code(),
+        Some(0),
+        "{}",
+        output_text(&elsewhere)
+    );
+    assert_eq!(
+        stdout(&elsewhere),
+        "valid for node web-7: 0 host endpoints, 5 policies (1 warning)\n"
+    );
+    let warning = stderr(&elsewhere);
+    assert!(
+        warning.starts_with(&format!("{dir}/10-hostendpoints.yaml:11:3: warning: no HostEndpoint is for node 'web-7' (the HostEndpoints are for node 'node1', 'node2'): hostpolicyd enforces nothing on node 'web-7'")),
+        "{warning}"
+    );
+
+    let strict = hostpolicyd(&[
+        "--config-dir",
+        dir,
+        "--node-name",
+        "web-7",
+        "check",
+        "--strict",
+    ]);
+    assert_eq!(strict.status.code(), Some(1), "{}", output_text(&strict));
+    assert!(
+        stderr(&strict).contains("no HostEndpoint is for node 'web-7'"),
+        "{}",
+        output_text(&strict)
+    );
+
+    // Files on their own are fragments of a directory: no node is checked, and none is named.
+    let file = src("etc/hostpolicy.d/20-baseline.yaml");
+    let fragment = hostpolicyd(&[
+        "--node-name",
+        "web-7",
+        "check",
+        "--strict",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fragment.status.code(),
+        Some(0),
+        "{}",
+        output_text(&fragment)
+    );
+    assert_eq!(stdout(&fragment), "valid (0 warnings)\n");
+}
+
+/// The options of a `--help` text, per heading: `("Options", ["--strict", "--help"])`.
+fn help_sections(help: &str) -> Vec<(String, Vec<String>)> {
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in help.lines() {
+        if let Some(heading) = line.strip_suffix(':').filter(|l| !l.starts_with(' ')) {
+            sections.push((heading.to_string(), Vec::new()));
+        } else if let Some((_, flags)) = sections.last_mut() {
+            let words = line.split_whitespace().map(|w| w.trim_end_matches(','));
+            for w in words.take_while(|w| w.starts_with('-')) {
+                if w.starts_with("--") {
+                    flags.push(w.to_string());
+                }
+            }
+        }
+    }
+    sections
+}
+
+/// Item 17: each command's `--help` mixed the global options into its own.
+#[test]
+fn each_commands_help_shows_the_global_options_apart_from_its_own() {
+    let global = [
+        "--config-dir",
+        "--node-name",
+        "--table",
+        "--state-dir",
+        "--runtime-dir",
+        "--strict-modes",
+    ];
+    let top = stdout(&hostpolicyd(&["--help"]));
+    let commands: Vec<String> = top
+        .split("Commands:\n")
+        .nth(1)
+        .expect("a Commands: section")
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect();
+    assert!(commands.len() >= 8, "{commands:?}");
+    let heading = hostpolicyd::cli::GLOBAL_OPTIONS;
+    for command in std::iter::once(None).chain(commands.iter().map(Some)) {
+        let help = match command {
+            Some(c) => stdout(&hostpolicyd(&[c, "--help"])),
+            None => top.clone(),
+        };
+        let sections = help_sections(&help);
+        let flags_of = |name: &str| {
+            sections
+                .iter()
+                .find(|(h, _)| h == name)
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            flags_of(heading),
+            global,
+            "{command:?}: the global options under their own heading:\n{help}"
+        );
+        let own = flags_of("Options");
+        assert!(
+            own.contains(&"--help".to_string())
+                && !own.iter().any(|f| global.contains(&f.as_str())),
+            "{command:?}: Options lists the command's own options only: {own:?}\n{help}"
+        );
+    }
+    let check = stdout(&hostpolicyd(&["check", "--help"]));
+    let own = help_sections(&check);
+    assert!(
+        own.iter()
+            .any(|(h, f)| h == "Options" && f == &["--strict", "--help"]),
+        "{check}"
+    );
+}
