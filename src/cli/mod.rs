@@ -7,6 +7,7 @@ pub mod counters;
 pub mod explain;
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -327,15 +328,6 @@ fn apply(settings: &Settings) -> u8 {
             }
             eprintln!("hostpolicyd: error: {}", outcome.message(table));
         }
-        Outcome::Failed {
-            message,
-            new_in_force: false,
-            ..
-        } => {
-            eprintln!(
-                "hostpolicyd: error: apply failed, previous ruleset still in force: {message}"
-            );
-        }
         Outcome::Failed { .. } | Outcome::NotRetried { .. } | Outcome::Invalid { .. } => {
             eprintln!("hostpolicyd: error: {}", outcome.message(table));
         }
@@ -401,15 +393,27 @@ fn status(settings: &Settings, json: bool) -> u8 {
 }
 
 fn reload(settings: &Settings) -> u8 {
+    // Run by systemd as ExecReload=, standard error is the journal, where the daemon has logged every
+    // diagnostic of this reload already: one summary line, not each error a second time (issue 17 item 12).
+    let journal = std::env::var("JOURNAL_STREAM")
+        .ok()
+        .is_some_and(|stream| is_journal_stream(std::io::stderr().as_fd(), &stream));
     match control::reload(&settings.runtime_dir) {
         Ok(reply) => {
             let mut err = std::io::stderr().lock();
-            for d in &reply.diagnostics {
-                let _ = writeln!(err, "{d}");
-            }
             if reply.exit_code == exit::OK {
                 println!("{}", reply.message);
+            } else if journal {
+                // `<3>`: journald takes it as the line's priority (err), as sd-daemon(3) describes.
+                let _ = writeln!(
+                    err,
+                    "<3>hostpolicyd reload: {}: {} (the daemon logged the details)",
+                    reply.result, reply.message
+                );
             } else {
+                for d in &reply.diagnostics {
+                    let _ = writeln!(err, "{d}");
+                }
                 let _ = writeln!(err, "hostpolicyd: error: {}", reply.message);
             }
             reply.exit_code
@@ -427,6 +431,23 @@ fn reload(settings: &Settings) -> u8 {
     }
 }
 
+/// Whether `fd` is the journal stream systemd announced in `JOURNAL_STREAM` (`DEVICE:INODE`, see
+/// systemd.exec(5)): the variable is inherited by children whose output goes elsewhere, so the
+/// descriptor itself is compared.
+fn is_journal_stream(fd: std::os::fd::BorrowedFd<'_>, journal_stream: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = journal_stream.trim().split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    fd.try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
 fn flush(settings: &Settings) -> u8 {
     let result = Netlink::new().and_then(|mut dp| dp.flush(&settings.table));
     match result {
@@ -441,5 +462,27 @@ fn flush(settings: &Settings) -> u8 {
             eprintln!("hostpolicyd: error: flush failed: {e}");
             exit::APPLY_FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_journal_stream_is_recognised_by_its_device_and_inode() {
+        let dir = std::env::temp_dir().join(format!("hostpolicyd-jstream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = std::fs::File::create(dir.join("a")).unwrap();
+        let b = std::fs::File::create(dir.join("b")).unwrap();
+        let m = a.metadata().unwrap();
+        let stream = format!("{}:{}", m.dev(), m.ino());
+        assert!(is_journal_stream(a.as_fd(), &stream));
+        assert!(is_journal_stream(a.as_fd(), &format!("{stream}\n")));
+        assert!(!is_journal_stream(b.as_fd(), &stream), "another file");
+        assert!(!is_journal_stream(a.as_fd(), "garbage"));
+        assert!(!is_journal_stream(a.as_fd(), ""));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

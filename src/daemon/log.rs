@@ -3,9 +3,11 @@
 //!
 //! Every event carries `event=` (applied, unchanged, rejected, rolled_back, check_failed, not_retried,
 //! apply_failed, warning, started, stopped, ...) and the fields that matter for it: `generation`, `hash`,
-//! `file`, `line`, `policy`, `check`, `trigger`. In journald they become the fields `EVENT`, `GENERATION`,
-//! ... (no prefix); the human text is `MESSAGE`, and for configuration problems it is the diagnostic as
-//! `hostpolicyd check` prints it: `FILE:LINE:COL: error: MESSAGE`.
+//! `file`, `line`, `policy`, `check`, `check_target`, `trigger`. In journald they become the fields `EVENT`,
+//! `GENERATION`, ... (no prefix); the human text is `MESSAGE`, and for configuration problems it is the
+//! diagnostic as `hostpolicyd check` prints it: `FILE:LINE:COL: error: MESSAGE`. No field of ours may be
+//! named like one of tracing-journald's own (`TARGET`: the module, `CODE_FILE`, `CODE_LINE`, `PRIORITY`,
+//! `MESSAGE`...): journald would keep both values and `journalctl -o json` show the field as an array.
 //!
 //! The filter is `HOSTPOLICYD_LOG` (tracing's env-filter syntax), default [`DEFAULT_FILTER`].
 
@@ -85,7 +87,7 @@ pub fn outcome(o: &Outcome, trigger: &str, table: &str) {
                 warn!(
                     event = "check_failed",
                     check = c.name,
-                    target = c.target,
+                    check_target = c.target,
                     phase = "baseline",
                     "check {} ({}) fails already before the swap, so it cannot judge this change: {}",
                     c.name,
@@ -124,7 +126,7 @@ pub fn outcome(o: &Outcome, trigger: &str, table: &str) {
                 error!(
                     event = "check_failed",
                     check = c.name,
-                    target = c.target,
+                    check_target = c.target,
                     phase = "after",
                     hash,
                     "check {} ({}) passed before the swap and fails after it: {}",
@@ -153,9 +155,7 @@ pub fn outcome(o: &Outcome, trigger: &str, table: &str) {
             warn!(event = "not_retried", hash, check, trigger, "{message}");
         }
         Outcome::Failed {
-            hash,
-            message: _,
-            new_in_force,
+            hash, new_in_force, ..
         } => {
             let hash = hash.as_deref().map(short).unwrap_or("");
             error!(

@@ -245,7 +245,13 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         trigger: &str,
     ) -> Outcome {
         let now = self.clock.wall();
-        let outcome = self.engine.reconcile(built, now);
+        let outcome = match built {
+            // Not a reload of the files: the summary keeps the last reload's result (issue 17 item 2).
+            Ok(compiled) if trigger == "interfaces" => {
+                self.engine.reconcile_interfaces(compiled, now)
+            }
+            _ => self.engine.reconcile(built, now),
+        };
         log::outcome(&outcome, trigger, &self.settings.table);
         if matches!(outcome, Outcome::Invalid { .. }) {
             // Nothing applied: say what the kernel holds (a read, never a write).

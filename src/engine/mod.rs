@@ -100,12 +100,15 @@ pub enum Outcome {
     },
     /// These contents were rolled back before; not retried until they change.
     NotRetried { hash: String, failed: Vec<String> },
-    /// The kernel refused a batch (`message` is its error). Normally nothing changed; `new_in_force` is
-    /// set when the apply succeeded but the rollback after a failed check did not.
+    /// The kernel refused a batch (`message` is its error). Normally nothing changed: `previous_in_force`
+    /// says whether a ruleset of ours was in force before (and still is), or none was (a first start: no
+    /// table, or a table hostpolicyd did not write). `new_in_force` is set when the apply succeeded but the
+    /// rollback after a failed check did not.
     Failed {
         hash: Option<String>,
         message: String,
         new_in_force: bool,
+        previous_in_force: bool,
     },
 }
 
@@ -162,8 +165,11 @@ impl Outcome {
                 plural(failed.len()),
                 names(failed.iter().map(String::as_str))
             ),
-            Outcome::Failed { message, new_in_force: false, .. } => {
+            Outcome::Failed { message, new_in_force: false, previous_in_force: true, .. } => {
                 format!("apply failed, the previous ruleset is still in force: {message}")
+            }
+            Outcome::Failed { message, new_in_force: false, previous_in_force: false, .. } => {
+                format!("apply failed, and no ruleset of hostpolicyd is in force (there was none before): {message}")
             }
             Outcome::Failed { message, new_in_force: true, .. } => format!("rollback failed: {message}"),
         }
@@ -359,6 +365,33 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         self.summary.degraded = reason;
     }
 
+    /// The last valid configuration compiled again because the node's interfaces or addresses changed
+    /// (not a reload of the configuration): the same decision as [`Engine::reconcile`], but the summary's
+    /// last reload result, its time, the last error and the degraded state stay those of the last reload
+    /// of the files. An unchanged result changes nothing; a rollback or a failure is recorded as such.
+    /// (Recording it as a reload made `status` say `unchanged` after an invalid configuration, whenever
+    /// an address came or went: issue 17 item 2.)
+    pub fn reconcile_interfaces(&mut self, compiled: &Compiled, now: SystemTime) -> Outcome {
+        let outcome = self.reconcile_valid(compiled, now);
+        match &outcome {
+            Outcome::Failed { .. } | Outcome::RolledBack { .. } => {
+                let kept = (
+                    self.summary.last_result.take(),
+                    self.summary.last_result_at.take(),
+                    self.summary.degraded.clone(),
+                );
+                self.record(&outcome, now);
+                (
+                    self.summary.last_result,
+                    self.summary.last_result_at,
+                    self.summary.degraded,
+                ) = kept;
+            }
+            _ => {}
+        }
+        outcome
+    }
+
     /// One decision: see the module documentation.
     pub fn reconcile(&mut self, input: Result<&Compiled, &Invalid>, now: SystemTime) -> Outcome {
         let outcome = match input {
@@ -426,6 +459,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                 hash: Some(hash),
                 message: e.to_string(),
                 new_in_force: false,
+                previous_in_force: self.summary.kernel == "ours",
             };
         }
         let after = if checks.is_empty() {
@@ -486,6 +520,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                         names(failed.iter().map(|c| c.name.as_str()))
                     ),
                     new_in_force: true,
+                    previous_in_force: false,
                 }
             }
         }
@@ -543,8 +578,12 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                     policies: policies.clone(),
                 })
             }
-            // The configuration's own ruleset is in force: no longer degraded.
-            Outcome::Applied { .. } | Outcome::Unchanged { .. } => self.summary.degraded = None,
+            // The configuration's own ruleset is in force: no longer degraded, and an earlier error (of
+            // this run or a previous boot's, read back from the state file) is over.
+            Outcome::Applied { .. } | Outcome::Unchanged { .. } => {
+                self.summary.degraded = None;
+                self.summary.last_error = None;
+            }
             Outcome::NotRetried { .. } => {}
         }
     }
@@ -1043,6 +1082,104 @@ pub(crate) mod tests {
         );
         // Not remembered as rejected: an apply error is retried on the next reload.
         assert_eq!(e.reconcile(Ok(&b), T0).kind(), "applied");
+    }
+
+    /// Issue 17 item 8: "the previous ruleset is still in force" was said when there was none.
+    #[test]
+    fn a_failed_first_apply_says_that_nothing_is_in_force() {
+        let mut e = engine();
+        e.dp.fail_next_apply = true;
+        let out = e.reconcile(Ok(&compiled("eth0", vec![])), T0);
+        assert_eq!(out.kind(), "failed");
+        assert!(
+            matches!(
+                out,
+                Outcome::Failed {
+                    previous_in_force: false,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        let said = out.message("hostpolicy");
+        assert!(
+            said.starts_with("apply failed, and no ruleset of hostpolicyd is in force (there was none before): kernel said no"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("previous ruleset is still in force"),
+            "{said}"
+        );
+        assert_eq!(e.summary().kernel, "none");
+    }
+
+    /// Issue 17 item 7: a stale "last error" (of an earlier reload, or an earlier boot's state file) was
+    /// still shown after a successful apply.
+    #[test]
+    fn a_successful_reload_clears_the_last_error() {
+        let mut e = engine();
+        e.reconcile(Err(&invalid()), T0);
+        assert!(e.summary().last_error.is_some());
+        e.reconcile(Ok(&compiled("eth0", vec![])), T0);
+        assert_eq!(e.summary().last_error, None);
+        // Read back from a previous boot's summary: cleared by the first success too (here unchanged).
+        let stale = Summary {
+            last_error: Some(ErrorSummary {
+                kind: "invalid".into(),
+                ..ErrorSummary::default()
+            }),
+            ..e.summary().clone()
+        };
+        let last_good = e.last_good().cloned();
+        let mut e2 = Engine::new(
+            std::mem::take(&mut e.dp),
+            Script::default(),
+            "node1",
+            "hostpolicy",
+        );
+        e2.restore(last_good, Some(stale));
+        assert!(e2.summary().last_error.is_some());
+        assert_eq!(
+            e2.reconcile(Ok(&compiled("eth0", vec![])), T0).kind(),
+            "unchanged"
+        );
+        assert_eq!(e2.summary().last_error, None);
+    }
+
+    /// Issue 17 item 2: an interface or address change re-compiles the last valid configuration; that is
+    /// no reload of the files, so after an invalid configuration `status` must still say `invalid` (it
+    /// said `unchanged` whenever an IPv6 address settled after a reload: the flaky systemd test).
+    #[test]
+    fn an_interface_update_keeps_the_result_of_the_last_reload() {
+        let mut e = engine();
+        let a = compiled("eth0", vec![]);
+        e.reconcile(Ok(&a), T0);
+        e.reconcile(Err(&invalid()), T0 + Duration::from_secs(1));
+        let before = e.summary().clone();
+        let out = e.reconcile_interfaces(&a, T0 + Duration::from_secs(2));
+        assert_eq!(out.kind(), "unchanged");
+        assert_eq!(e.summary(), &before, "nothing of the summary changes");
+        assert_eq!(e.summary().last_result.as_deref(), Some("invalid"));
+
+        // A new ruleset for the new addresses: applied and counted, still not a reload of the files.
+        let b = compiled("eth1", vec![]);
+        let out = e.reconcile_interfaces(&b, T0 + Duration::from_secs(3));
+        assert_eq!(out.kind(), "applied");
+        let s = e.summary();
+        assert_eq!(s.generation, before.generation + 1);
+        assert_eq!(s.last_result.as_deref(), Some("invalid"));
+        assert_eq!(s.last_result_at, before.last_result_at);
+        assert_eq!(s.last_error, before.last_error);
+
+        // A failure is recorded as the last error, and the reload's result stays.
+        e.dp.fail_next_apply = true;
+        let out = e.reconcile_interfaces(&a, T0 + Duration::from_secs(4));
+        assert_eq!(out.kind(), "failed");
+        assert_eq!(
+            e.summary().last_error.as_ref().unwrap().kind,
+            "apply_failed"
+        );
+        assert_eq!(e.summary().last_result.as_deref(), Some("invalid"));
     }
 
     #[test]
