@@ -11,6 +11,10 @@ pub const INVALID: u8 = 1;
 pub const APPLY_FAILED: u8 = 2;
 /// `status`, `reload`, `flows`: no daemon answers on the control socket.
 pub const NOT_RUNNING: u8 = 3;
+/// `status`: the daemon runs but the node is not enforcing its configuration as it stands: the
+/// configuration is invalid or its last apply failed or was rolled back (the last good ruleset is in
+/// force), the table was flushed, or the kernel holds no table of ours (`Summary::problems`).
+pub const DEGRADED: u8 = 4;
 /// Usage error (bad flags).
 pub const USAGE: u8 = 64;
 /// Internal error (an I/O error we did not expect, the kernel refused to talk).

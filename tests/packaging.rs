@@ -378,7 +378,13 @@ impl Sandbox {
     /// Writes a file inside the sandbox (through its mount namespace, as an operator would).
     fn write(&self, path: &str, text: &str) {
         let mut child = self
-            .command(&["sh", "-c", "cat > \"$1\"", "sh", path])
+            .command(&[
+                "sh",
+                "-c",
+                "mkdir -p \"$(dirname \"$1\")\" && cat > \"$1\"",
+                "sh",
+                path,
+            ])
             .stdin(Stdio::piped())
             .spawn()
             .expect("nsenter");
@@ -786,15 +792,63 @@ fn unit_runs_under_a_real_systemd() {
         .to_string()
         .contains("30-broken.yaml:7:"));
 
+    // Running on the last good ruleset because the configuration is invalid: `status` exits 4 and says
+    // why (issue 17 item 7: it exited 0).
+    let degraded = sb.exec(&["hostpolicyd", "status"]);
+    assert_eq!(
+        degraded.status.code(),
+        Some(i32::from(hostpolicyd::exit::DEGRADED)),
+        "{}",
+        output_text(&degraded)
+    );
+    assert!(
+        output_text(&degraded)
+            .contains("DEGRADED: the configuration is not in force: last reload invalid"),
+        "{}",
+        output_text(&degraded)
+    );
+
+    // `hostpolicyd flush` with the daemon running (issue 17 item 9: drift repair put the table back): the
+    // daemon deletes its table and stays up enforcing nothing, file changes or not, until a reload.
+    sb.ok(&["rm", "/etc/hostpolicy.d/30-broken.yaml"]);
+    let flushed = sb.ok(&["hostpolicyd", "flush"]);
+    assert!(
+        flushed.contains("enforces nothing until `systemctl reload hostpolicyd`"),
+        "{flushed}"
+    );
+    assert_eq!(table(), None, "flushed");
+    assert_eq!(
+        sb.ok(&["systemctl", "is-active", "hostpolicyd"]).trim(),
+        "active"
+    );
+    let status = sb.exec(&["hostpolicyd", "status", "--json"]);
+    assert_eq!(status.status.code(), Some(4), "{}", output_text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["kernel"], "none", "{status:#}");
+    assert!(
+        status["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.starts_with("not enforcing (flushed)")),
+        "{status:#}"
+    );
+    assert!(show("StatusText").starts_with("not enforcing (flushed at "));
+    sb.ok(&["systemctl", "reload", "hostpolicyd"]);
+    assert_eq!(table().as_deref(), Some(second.as_str()), "enforcing again");
+    let healthy = sb.exec(&["hostpolicyd", "status", "--json"]);
+    assert_eq!(healthy.status.code(), Some(0), "{}", output_text(&healthy));
+    let healthy: serde_json::Value = serde_json::from_slice(&healthy.stdout).unwrap();
+    assert_eq!(healthy["problems"], serde_json::json!([]), "{healthy:#}");
+    assert_eq!(
+        healthy["last_error"],
+        serde_json::Value::Null,
+        "cleared by the success"
+    );
+
     // A valid change that cuts the node off from its ConnectivityCheck targets (no egress policy left, so
     // egress on eth0 is default-deny): the checks pass before the swap and fail after it, the daemon rolls
     // back, and `systemctl reload` fails. This also shows that the checks' TCP and ICMP sockets work under
     // the unit's RestrictAddressFamilies=, SystemCallFilter= and capability set.
-    sb.ok(&[
-        "rm",
-        "/etc/hostpolicy.d/30-broken.yaml",
-        "/etc/hostpolicy.d/25-allow-out.yaml",
-    ]);
+    sb.ok(&["rm", "/etc/hostpolicy.d/25-allow-out.yaml"]);
     let out = sb.exec(&["systemctl", "reload", "hostpolicyd"]);
     assert!(
         !out.status.success(),
@@ -862,6 +916,46 @@ fn unit_runs_under_a_real_systemd() {
         table().as_deref(),
         Some(second.as_str()),
         "stopping leaves the table in place"
+    );
+    // Without a daemon, `status` shows the record of the state directory, but what the kernel holds is
+    // asked of the kernel (issue 17 item 7: it said `ours` from the file while the table was gone).
+    let without = sb.exec(&["hostpolicyd", "status", "--json"]);
+    assert_eq!(without.status.code(), Some(3), "{}", output_text(&without));
+    let without: serde_json::Value = serde_json::from_slice(&without.stdout).unwrap();
+    assert_eq!(without["kernel"], "ours", "{without:#}");
+    sb.ok(&["nft", "delete", "table", "inet", "hostpolicy"]);
+    let without = sb.exec(&["hostpolicyd", "status"]);
+    assert_eq!(without.status.code(), Some(3), "{}", output_text(&without));
+    assert!(
+        output_text(&without).contains("kernel table: none"),
+        "{}",
+        output_text(&without)
+    );
+
+    // A first start that the kernel refuses (no CAP_NET_ADMIN): the unit fails, systemd shows it failed
+    // (issue 17 item 8: it became active, enforcing nothing).
+    sb.write(
+        "/etc/systemd/system/hostpolicyd.service.d/no-cap.conf",
+        "[Service]\nCapabilityBoundingSet=\nRestart=no\n",
+    );
+    sb.ok(&["systemctl", "daemon-reload"]);
+    let start = sb.exec(&["systemctl", "start", "hostpolicyd"]);
+    assert!(
+        !start.status.success(),
+        "systemctl start without CAP_NET_ADMIN must fail\n{}",
+        journal()
+    );
+    let state = sb.exec(&["systemctl", "is-active", "hostpolicyd"]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "failed");
+    assert_eq!(show("ExecMainStatus"), "2");
+    assert_eq!(table(), None);
+    let logged = entries();
+    assert!(
+        logged.iter().any(|e| e["EVENT"] == "startup_failed"
+            && e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("no ruleset of hostpolicyd is in force"))),
+        "{logged:#?}"
     );
     eprintln!(
         "systemd boot {:.2} s, unit scenario {:.2} s",
@@ -1039,6 +1133,7 @@ fn hostpolicyd_8_documents_every_command_option_variable_and_exit_status() {
         exit::INVALID,
         exit::APPLY_FAILED,
         exit::NOT_RUNNING,
+        exit::DEGRADED,
         exit::USAGE,
         exit::INTERNAL,
     ] {

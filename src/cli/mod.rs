@@ -1,7 +1,8 @@
 //! Command-line flags (parsed) and the commands they run (DESIGN.md "Command line").
 //!
 //! Exit status: 0 success; 1 invalid configuration (nothing changed); 2 apply failed or rolled back
-//! (previous ruleset in force); 3 `status`/`reload` found no running daemon; 64 usage; 70 internal error.
+//! (previous ruleset in force); 3 `status`/`reload` found no running daemon; 4 `status`: degraded; 64
+//! usage; 70 internal error.
 
 pub mod counters;
 pub mod explain;
@@ -17,7 +18,7 @@ use crate::compile::DEFAULT_TABLE;
 use crate::config::diag::Diagnostic;
 use crate::daemon::control::{self, ClientError, Status};
 use crate::engine::state::Store;
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Kernel, Outcome};
 use crate::exit;
 use crate::host::probe::NetProber;
 use crate::nft::{netlink::Netlink, render::render, Dataplane};
@@ -98,12 +99,14 @@ pub enum Command {
     /// One shot: validate, compile, run the connectivity checks, apply atomically, check again, roll back
     /// if a check that passed before fails after (exit 2).
     Apply,
-    /// Delete our table (and nothing else).
+    /// Delete our table (and nothing else). With a daemon running, the daemon does it and enforces
+    /// nothing until the next reload or restart.
     Flush,
     /// The daemon (what the systemd unit starts): watch the directory, reload, probe, roll back.
     Run,
     /// What is applied: generation, content hash, host endpoints and their policies, last error, last
     /// rollback (asks the running daemon; without one, shows the state directory's record and exits 3).
+    /// Exit 4 when the node is not enforcing its configuration as it stands (degraded).
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -336,26 +339,20 @@ fn apply(settings: &Settings) -> u8 {
 }
 
 fn status(settings: &Settings, json: bool) -> u8 {
-    let (status, code) = match control::status(&settings.runtime_dir) {
+    let (mut status, code) = match control::status(&settings.runtime_dir) {
         Ok(s) => (s, exit::OK),
         Err(e @ ClientError::NotRunning { .. }) => {
             eprintln!("hostpolicyd: {e}");
             match Store::new(&settings.state_dir).load_summary() {
                 Ok(Some(mut summary)) => {
-                    // A swap interrupted between its transactions shows in the kernel, not in the
-                    // state directory (root only: otherwise the stored look stays).
-                    let comment = Netlink::new()
-                        .and_then(|mut dp| dp.table_comment(&settings.table))
-                        .ok()
-                        .flatten();
-                    if let Some(target) = comment.as_deref().and_then(crate::nft::pending_target) {
-                        let hash = crate::compile::hash_from_comment(&target).unwrap_or("");
-                        summary.kernel = crate::engine::pending_text(hash);
-                    }
+                    // The record may be of another boot or another namespace: what the kernel holds
+                    // is asked of the kernel, never taken from the file.
+                    summary.kernel = kernel_now(&settings.table, summary.hash.as_deref());
                     (
                         Status {
                             daemon: None,
                             summary,
+                            problems: Vec::new(),
                         },
                         exit::NOT_RUNNING,
                     )
@@ -378,6 +375,13 @@ fn status(settings: &Settings, json: bool) -> u8 {
             return exit::INTERNAL;
         }
     };
+    status.problems = status.summary.problems();
+    // Running but not enforcing the configuration as it stands: 4 (3, no daemon, says more).
+    let code = if code == exit::OK && !status.problems.is_empty() {
+        exit::DEGRADED
+    } else {
+        code
+    };
     if json {
         match serde_json::to_string_pretty(&status) {
             Ok(text) => println!("{text}"),
@@ -390,6 +394,14 @@ fn status(settings: &Settings, json: bool) -> u8 {
         print!("{}", control::format_status(&status));
     }
     code
+}
+
+/// What the kernel holds as our table now, described as the daemon does (`ours`, `none`, ...).
+fn kernel_now(table: &str, our_hash: Option<&str>) -> String {
+    match Netlink::new() {
+        Ok(mut dp) => Kernel::of(&mut dp, table).describe(our_hash),
+        Err(e) => Kernel::Unknown(e.to_string()).describe(our_hash),
+    }
 }
 
 fn reload(settings: &Settings) -> u8 {
@@ -448,7 +460,27 @@ fn is_journal_stream(fd: std::os::fd::BorrowedFd<'_>, journal_stream: &str) -> b
         .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
+/// With a daemon, asks it to delete its table and enforce nothing until the next reload (otherwise its
+/// drift repair would put the table back within a second); without one, deletes the table itself.
 fn flush(settings: &Settings) -> u8 {
+    match control::flush(&settings.runtime_dir) {
+        Ok(reply) => {
+            if reply.exit_code == exit::OK {
+                println!("{}", reply.message);
+            } else {
+                eprintln!("hostpolicyd: error: {}", reply.message);
+            }
+            return reply.exit_code;
+        }
+        Err(ClientError::NotRunning { .. }) => {}
+        Err(e) => {
+            eprintln!(
+                "hostpolicyd: error: the running daemon did not flush ({e}); stop it first \
+                 (`systemctl stop hostpolicyd`), then run `hostpolicyd flush` again"
+            );
+            return exit::INTERNAL;
+        }
+    }
     let result = Netlink::new().and_then(|mut dp| dp.flush(&settings.table));
     match result {
         Ok(()) => {

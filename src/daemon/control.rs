@@ -1,10 +1,11 @@
 //! The control socket: `control.sock` in `--runtime-dir` (default `/run/hostpolicyd`), mode 0600, and a
 //! peer-credential check on every connection (root or the daemon's own user only).
 //!
-//! Protocol: the client sends one line, `status` or `reload`; the daemon answers with one JSON document and
-//! closes. `status` is answered from the published summary at once (also during a reload); `reload` is
-//! handed to the writer loop and answered when that reload is done, with its result, so that
-//! `ExecReload=hostpolicyd reload` reports failures instead of racing a signal.
+//! Protocol: the client sends one line, `status`, `reload` or `flush`; the daemon answers with one JSON
+//! document and closes. `status` is answered from the published summary at once (also during a reload);
+//! `reload` is handed to the writer loop and answered when that reload is done, with its result, so that
+//! `ExecReload=hostpolicyd reload` reports failures instead of racing a signal. `flush` too: the writer
+//! deletes the table and stops enforcing until the next reload (`hostpolicyd flush` with a daemon).
 //!
 //! The socket doubles as the single-instance lock: a daemon refuses to start while another one answers on it.
 
@@ -53,6 +54,13 @@ pub struct DaemonInfo {
     /// Bursts of nftables changes to our table examined (our own writes included).
     #[serde(default)]
     pub drift_checks: u64,
+    /// Notifications to systemd (READY=1, STATUS=, WATCHDOG=1...) dropped because its queue was full.
+    #[serde(default)]
+    pub notify_dropped: u64,
+    /// Bursts of configuration file changes not applied because the table is flushed (`hostpolicyd
+    /// flush`) since the flush; the next reload applies them.
+    #[serde(default)]
+    pub changes_while_flushed: u64,
 }
 
 /// What `hostpolicyd status` shows.
@@ -62,12 +70,16 @@ pub struct Status {
     pub daemon: Option<DaemonInfo>,
     #[serde(flatten)]
     pub summary: Summary,
+    /// Why the node is not enforcing its configuration as it stands (`Summary::problems`, filled by
+    /// `hostpolicyd status`, which exits 4 when there are any); empty when all is well.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// The answer to `reload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
-    /// `applied`, `unchanged`, `invalid`, `rolled_back`, `not_retried`, `failed`.
+    /// `applied`, `unchanged`, `invalid`, `rolled_back`, `not_retried`, `failed`; `flushed` for `flush`.
     pub result: String,
     /// What `hostpolicyd reload` exits with: 0 applied or unchanged, 1 invalid, 2 rolled back or failed.
     pub exit_code: u8,
@@ -149,9 +161,14 @@ fn handle(mut stream: UnixStream, status: &Mutex<Status>, tx: &Sender<Event>) ->
             let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
             write_json(&mut stream, &s)
         }
-        "reload" => {
+        request @ ("reload" | "flush") => {
             let (rtx, rrx) = mpsc::channel();
-            if tx.send(Event::Reload(rtx)).is_err() {
+            let event = if request == "reload" {
+                Event::Reload(rtx)
+            } else {
+                Event::Flush(rtx)
+            };
+            if tx.send(event).is_err() {
                 return write_json(
                     &mut stream,
                     &ErrorReply {
@@ -256,6 +273,12 @@ pub fn reload(runtime_dir: &Path) -> Result<Reply, ClientError> {
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer}")))
 }
 
+/// Asks the daemon to delete its table and enforce nothing until the next reload.
+pub fn flush(runtime_dir: &Path) -> Result<Reply, ClientError> {
+    let answer = request(runtime_dir, "flush", RELOAD_TIMEOUT)?;
+    serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer}")))
+}
+
 /// `hostpolicyd status` for people.
 pub fn format_status(s: &Status) -> String {
     use std::fmt::Write as _;
@@ -299,8 +322,11 @@ pub fn format_status(s: &Status) -> String {
             let _ = writeln!(out, "no ruleset applied by hostpolicyd");
         }
     }
-    if let Some(reason) = &m.degraded {
-        let _ = writeln!(out, "DEGRADED: {reason}");
+    if s.problems.is_empty() && s.daemon.is_some() {
+        let _ = writeln!(out, "state: enforcing the configuration");
+    }
+    for problem in &s.problems {
+        let _ = writeln!(out, "DEGRADED: {problem}");
     }
     if !m.kernel.is_empty() {
         let _ = writeln!(out, "kernel table: {}", m.kernel);
@@ -402,6 +428,20 @@ pub fn format_status(s: &Status) -> String {
             "since start: {} reloads, {} interface updates, {} applies, {} rollbacks, {} drift repairs",
             d.reloads, d.interface_updates, m.applies, m.rollbacks, m.drift_repairs
         );
+        if d.changes_while_flushed > 0 {
+            let _ = writeln!(
+                out,
+                "configuration changes since the flush, not applied: {} (`systemctl reload hostpolicyd` applies them)",
+                d.changes_while_flushed
+            );
+        }
+        if d.notify_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "notifications to systemd dropped (its queue was full): {}",
+                d.notify_dropped
+            );
+        }
     }
     out
 }

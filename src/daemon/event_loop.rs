@@ -76,6 +76,11 @@ impl Events for Channel<'_> {
 #[derive(Default)]
 struct Round {
     waiters: Vec<Sender<Reply>>,
+    /// Clients of `hostpolicyd flush`.
+    flushers: Vec<Sender<Reply>>,
+    /// Whether the flush came after the last reload request of the round: then it runs after the
+    /// reload, otherwise before it (the last request wins).
+    flush_last: bool,
     trigger: Option<Trigger>,
     stop: Option<i32>,
     drifted: Option<Burst>,
@@ -112,7 +117,11 @@ pub fn run<D: Dataplane, P: Prober>(
         d.settings.table,
         d.settings.config_dir.display()
     );
-    let ready = d.start();
+    let ready = match d.start() {
+        Ok(ready) => ready,
+        // Nothing of ours in force and the kernel refused: no READY=1 (issue 17 item 8).
+        Err(()) => return exit::APPLY_FAILED,
+    };
     d.notifier.ready(&ready);
 
     let watchdog = d.notifier.watchdog_interval();
@@ -151,6 +160,7 @@ pub fn run<D: Dataplane, P: Prober>(
             l.take(d, ev, &mut round);
         }
         if let Some(sig) = round.stop {
+            round.waiters.append(&mut round.flushers);
             return stop(d, sig, round.waiters);
         }
         l.act(d, round);
@@ -197,11 +207,17 @@ impl Loop<'_> {
             Event::Interfaces => self.ifaces.touch(at),
             Event::Signal(sig) if sig == signal_hook::consts::SIGHUP => {
                 round.trigger.get_or_insert(Trigger::Sighup);
+                round.flush_last = false;
             }
             Event::Signal(sig) => round.stop = Some(sig),
             Event::Reload(reply) => {
                 round.waiters.push(reply);
                 round.trigger = Some(Trigger::Control);
+                round.flush_last = false;
+            }
+            Event::Flush(reply) => {
+                round.flushers.push(reply);
+                round.flush_last = true;
             }
             Event::Drift(b) => {
                 round.drifted = Some(match round.drifted.take() {
@@ -217,12 +233,26 @@ impl Loop<'_> {
     }
 
     /// Does what the round and the clock call for.
-    fn act<D: Dataplane, P: Prober>(&mut self, d: &mut Daemon<D, P>, round: Round) {
+    fn act<D: Dataplane, P: Prober>(&mut self, d: &mut Daemon<D, P>, mut round: Round) {
         let now = d.clock.now();
         if let Some(next) = self.next_ping {
             if now >= next {
                 d.notifier.watchdog();
                 self.next_ping = self.watchdog.map(|w| now + w);
+            }
+        }
+        if !round.flush_last && !round.flushers.is_empty() {
+            d.flush(std::mem::take(&mut round.flushers));
+        }
+        if d.flushed() {
+            // Not enforcing until a reload is asked for: file and interface changes wait for it.
+            if round.trigger.is_none() && self.files.due(now) {
+                self.files.clear();
+                self.early = None;
+                d.changed_while_flushed();
+            }
+            if self.ifaces.due(now) {
+                self.ifaces.clear();
             }
         }
         let trigger = round
@@ -248,6 +278,9 @@ impl Loop<'_> {
                     d.notifier.status(&d.status_line());
                 }
             }
+        }
+        if !round.flushers.is_empty() {
+            d.flush(std::mem::take(&mut round.flushers));
         }
         // After any reload of this round: a reload that rewrote the table settles the drift too.
         if let Some(burst) = round.drifted {

@@ -12,7 +12,7 @@
 //! - `notify`'s thread: configuration file events, already filtered ([`watch`]);
 //! - the signal thread: SIGHUP (reload), SIGTERM/SIGINT (stop, leaving the table in place) ([`signals`]);
 //! - the interface thread: rtnetlink link/address changes ([`crate::host::iface::Monitor`]);
-//! - the control socket: `reload` requests, each with a reply channel ([`control`]);
+//! - the control socket: `reload` and `flush` requests, each with a reply channel ([`control`]);
 //! - the drift thread: bursts of nftables changes to our table ([`drift`]), which the loop compares with
 //!   what it applied and repairs by re-applying the last good ruleset (rate-limited).
 //!
@@ -69,6 +69,9 @@ pub enum Event {
     Interfaces,
     /// `hostpolicyd reload`: reload now and answer on the channel.
     Reload(Sender<Reply>),
+    /// `hostpolicyd flush`: delete our table and enforce nothing until the next reload; answer on the
+    /// channel.
+    Flush(Sender<Reply>),
     /// nftables changes to our table (a burst, see [`drift`]).
     Drift(Burst),
     /// The drift thread subscribed to nftables changes (Ok), or cannot (why).

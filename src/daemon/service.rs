@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tracing::warn;
+use tracing::{error, info, warn};
 
 use super::clock::Clock;
 use super::control::{DaemonInfo, Reply, Status};
@@ -117,6 +117,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         let status = Arc::new(Mutex::new(Status {
             daemon: Some(info.clone()),
             summary: engine.summary().clone(),
+            problems: Vec::new(),
         }));
         Daemon {
             settings: settings.clone(),
@@ -143,6 +144,12 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.publish();
     }
 
+    /// Sends the systemd notifications elsewhere (tests: a socket of their own).
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
     /// Replaces how our table is read back from the kernel (tests without a kernel).
     pub fn with_fingerprinter(
         mut self,
@@ -162,21 +169,94 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     }
 
     /// The first reload, at start: degraded when the configuration is invalid; returns the line the
-    /// daemon reports as ready.
-    pub(super) fn start(&mut self) -> String {
+    /// daemon reports as ready. Err when nothing of ours is in force and the kernel refused what we sent
+    /// or could not even be read (no CAP_NET_ADMIN, say): the daemon must not become ready, so that
+    /// systemd shows the service failed instead of active and enforcing nothing (issue 17 item 8);
+    /// Restart=on-failure tries again.
+    pub(super) fn start(&mut self) -> Result<String, ()> {
         let first = self.reload(Trigger::Start);
+        let mut refused = match &first {
+            Outcome::Failed { .. } => Some(first.message(&self.settings.table)),
+            _ => None,
+        };
         if matches!(first, Outcome::Invalid { .. }) {
-            self.start_degraded();
+            refused = self.start_degraded().err();
+        }
+        if let Some(why) = refused.filter(|_| self.engine.summary().kernel != "ours") {
+            error!(
+                event = "startup_failed",
+                table = self.settings.table,
+                "{why}; no ruleset of hostpolicyd is in force: exiting (status {})",
+                exit::APPLY_FAILED
+            );
+            self.notifier.status(&format!("failed: {why}"));
+            return Err(());
         }
         let ready = self.status_line();
         if !matches!(first, Outcome::Applied { .. } | Outcome::Unchanged { .. })
             && self.engine.summary().degraded.is_none()
         {
-            return format!(
+            return Ok(format!(
                 "{ready} (first configuration not applied: running with what the kernel holds)"
-            );
+            ));
         }
-        ready
+        Ok(ready)
+    }
+
+    /// Whether `hostpolicyd flush` stopped enforcing (until the next reload).
+    pub(super) fn flushed(&self) -> bool {
+        self.engine.summary().flushed_at.is_some()
+    }
+
+    /// `hostpolicyd flush` with a daemon (issue 17 item 9): deletes our table and stops guarding it, so
+    /// that drift repair does not put it back; the loop applies no file or interface change until the
+    /// next reload (`systemctl reload`, SIGHUP, `hostpolicyd reload`) or a restart. Answers every client.
+    pub(super) fn flush(&mut self, clients: Vec<std::sync::mpsc::Sender<Reply>>) {
+        let table = self.settings.table.clone();
+        let now = self.clock.wall();
+        let (result, exit_code, message) = match self.engine.flush(now) {
+            Ok(()) => {
+                self.guard.disarm();
+                self.info.changes_while_flushed = 0;
+                let message = format!(
+                    "flushed: table inet {table} deleted (other tables untouched); the daemon stays up \
+                     and enforces nothing until `systemctl reload hostpolicyd` or a restart"
+                );
+                warn!(event = "flushed", table, "{message}");
+                ("flushed", exit::OK, message)
+            }
+            Err(e) => {
+                let message = format!("flush failed: {e}");
+                error!(event = "flush_failed", table, "{message}");
+                ("failed", exit::APPLY_FAILED, message)
+            }
+        };
+        self.save_state();
+        self.publish();
+        self.notifier.status(&self.status_line());
+        let s = self.engine.summary();
+        let reply = Reply {
+            result: result.into(),
+            exit_code,
+            message,
+            diagnostics: vec![],
+            generation: s.generation,
+            hash: s.hash.clone(),
+        };
+        for c in clients {
+            let _ = c.send(reply.clone());
+        }
+    }
+
+    /// A burst of file changes came while flushed: not applied (the next reload does).
+    pub(super) fn changed_while_flushed(&mut self) {
+        self.info.changes_while_flushed += 1;
+        self.publish();
+        info!(
+            event = "not_enforcing",
+            "configuration files changed; not applied while flushed (`systemctl reload hostpolicyd` \
+             applies them)"
+        );
     }
 
     /// Loads and validates the whole directory, compiles for the current interfaces, reconciles.
@@ -192,6 +272,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         prepared: Option<(Built, Sources)>,
     ) -> Outcome {
         self.info.reloads += 1;
+        self.info.changes_while_flushed = 0;
         self.set_busy(true);
         let (built, sources) = prepared.unwrap_or_else(|| self.build());
         if let Ok(c) = &built {
@@ -296,8 +377,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     }
 
     /// The first load found the configuration invalid or unreadable. Keeps or restores the last good
-    /// ruleset and says that the daemon is degraded (see the module documentation of `daemon`).
-    fn start_degraded(&mut self) {
+    /// ruleset and says that the daemon is degraded (see the module documentation of `daemon`). Err
+    /// (why) when the kernel refused: the last good ruleset could not be applied, or nftables could not
+    /// even be read.
+    fn start_degraded(&mut self) -> Result<(), String> {
         let table = self.settings.table.clone();
         let state = self.store.dir().display().to_string();
         let s = self.engine.summary();
@@ -308,7 +391,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             _ => None,
         };
         let kernel = s.kernel.clone();
-        let (reason, applied) = match (kernel.as_str(), last_good) {
+        // `refused`: the kernel refused what we sent, or could not even be read (no CAP_NET_ADMIN).
+        let (reason, applied, refused) = match (kernel.as_str(), last_good) {
             ("none", Some(lg)) => match self.engine.reapply_last_good() {
                 Ok(()) => (
                     format!(
@@ -316,6 +400,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                          fix the configuration to leave this state"
                     ),
                     true,
+                    false,
                 ),
                 Err(e) => (
                     format!(
@@ -323,6 +408,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                          applied: {e}; no hostpolicyd table in force"
                     ),
                     false,
+                    true,
                 ),
             },
             ("none", None) => (
@@ -330,6 +416,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                     "configuration invalid at start and there is no last good ruleset in {state}: \
                      nothing applied, no hostpolicyd table in force"
                 ),
+                false,
                 false,
             ),
             (k, Some(lg)) if k.starts_with("half-finished swap") => {
@@ -341,6 +428,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                              this state"
                         ),
                         true,
+                        false,
                     ),
                     Err(e) => (
                         format!(
@@ -348,6 +436,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                              good ruleset ({lg}) could not be applied: {e}"
                         ),
                         false,
+                        true,
                     ),
                 }
             }
@@ -357,21 +446,28 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
                      fix the configuration to leave this state"
                 ),
                 true,
+                false,
             ),
             (kernel, _) => (
                 format!(
                     "configuration invalid at start; table inet {table} holds {kernel}: left as it is"
                 ),
                 false,
+                kernel.starts_with("unknown"),
             ),
         };
         if applied {
             self.guard.arm(&self.engine);
         }
         warn!(event = "degraded", table, "{reason}");
-        self.engine.set_degraded(Some(reason));
+        self.engine.set_degraded(Some(reason.clone()));
         self.save_state();
         self.publish();
+        if refused {
+            Err(reason)
+        } else {
+            Ok(())
+        }
     }
 
     /// A burst of nftables changes to our table (see [`drift`]).
@@ -418,7 +514,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     pub(super) fn publish(&self) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.daemon = Some(self.info.clone());
+        s.daemon = Some(DaemonInfo {
+            notify_dropped: self.notifier.dropped(),
+            ..self.info.clone()
+        });
         s.summary = self.engine.summary().clone();
     }
 
@@ -486,9 +585,12 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             (Some(r), _) => format!("; last reload {r}"),
             (None, _) => String::new(),
         };
-        let degraded = match &s.degraded {
-            Some(reason) => format!("DEGRADED: {reason}; "),
-            None => String::new(),
+        let degraded = match (&s.flushed_at, &s.degraded) {
+            (Some(at), _) => format!(
+                "not enforcing (flushed at {at}; `systemctl reload hostpolicyd` enforces again); "
+            ),
+            (None, Some(reason)) => format!("DEGRADED: {reason}; "),
+            (None, None) => String::new(),
         };
         let repairs = match s.drift_repairs {
             0 => String::new(),
@@ -700,7 +802,7 @@ mod tests {
         std::fs::write(settings.config_dir.join("bad.yaml"), "kind: [\n").unwrap();
         let kernel = Shared::default();
         let mut d = daemon(&settings, &kernel, &clock);
-        d.start();
+        assert!(d.start().is_ok(), "degraded, but ready: boot goes on");
         let last_good = d.engine.last_good().cloned().expect("a last good");
         assert!(kernel.holds(&last_good), "the last good is back");
         let s = d.engine.summary().clone();
@@ -730,10 +832,193 @@ mod tests {
         std::fs::write(settings.config_dir.join("bad.yaml"), "kind: [\n").unwrap();
         let kernel = Shared::default();
         let mut d = daemon(&settings, &kernel, &clock);
-        d.start();
+        assert!(
+            d.start().is_ok(),
+            "nothing refused: ready, waiting for a fix"
+        );
         assert_eq!(kernel.writes(), 0, "nothing applied");
         let reason = d.engine.summary().degraded.clone().expect("degraded");
         assert!(reason.contains("no last good ruleset"), "{reason}");
         assert!(!d.guard.armed());
+    }
+
+    /// A socket that plays systemd's notification socket.
+    fn supervisor(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, Notifier) {
+        let path = dir.join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        (sock, Notifier::to_socket(&path).unwrap())
+    }
+
+    fn notifications(sock: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+        sock.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    fn hep_eth9() -> &'static str {
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\n\
+         spec: {node: node1, interfaceName: eth9}\n"
+    }
+
+    /// Issue 17 item 8: without CAP_NET_ADMIN (here: a kernel that refuses the first apply) the service
+    /// became `active`, said "the previous ruleset is still in force" and enforced nothing.
+    #[test]
+    fn a_first_start_whose_apply_the_kernel_refuses_fails_without_ready() {
+        let (settings, root) = settings("refused");
+        let (sock, notifier) = supervisor(&root.0);
+        let clock = ManualClock::new();
+        let kernel = Shared::default();
+        kernel
+            .0
+            .lock()
+            .unwrap()
+            .fail_next(crate::nft::DataplaneError::os("kernel said no", 1));
+        let mut d = daemon(&settings, &kernel, &clock).with_notifier(notifier);
+        // No event at all: a loop that went on would find the script closed (exit 70).
+        let mut sim = Sim::new(&clock);
+        assert_eq!(
+            event_loop::run(&mut d, &mut sim, None),
+            exit::APPLY_FAILED,
+            "the daemon exits at once"
+        );
+        assert!(!kernel.has_table());
+        let sent = notifications(&sock);
+        assert!(
+            !sent.iter().any(|n| n.lines().any(|l| l == "READY=1")),
+            "no READY=1: {sent:?}"
+        );
+        assert!(
+            sent.iter().any(|n| n.contains(
+                "STATUS=failed: apply failed, and no ruleset of hostpolicyd is in force"
+            )),
+            "{sent:?}"
+        );
+
+        // With our previous ruleset in force (a restart), a refused apply keeps the service up.
+        let kernel = Shared::default();
+        let mut d = daemon(&settings, &kernel, &clock);
+        assert_eq!(d.reload(Trigger::Start).kind(), "applied");
+        std::fs::write(settings.config_dir.join("hep.yaml"), hep_eth9()).unwrap();
+        kernel
+            .0
+            .lock()
+            .unwrap()
+            .fail_next(crate::nft::DataplaneError::os("kernel said no", 1));
+        let mut d = daemon(&settings, &kernel, &clock);
+        let ready = d.start().expect("ready: the previous ruleset is in force");
+        assert!(ready.contains("last reload failed"), "{ready}");
+        assert_eq!(d.engine.summary().kernel, "ours");
+    }
+
+    /// Issue 17 item 14: notifications were sent with a blocking sendmsg, so a supervisor that stopped
+    /// reading stopped the event loop, and file changes were no longer applied.
+    #[test]
+    fn a_stalled_supervisor_does_not_stop_the_event_loop() {
+        let (settings, root) = settings("stalled");
+        let (_sock, notifier) = supervisor(&root.0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = Daemon::new(
+            &settings,
+            Shared::default(),
+            crate::engine::tests::Script::default(),
+            "stderr",
+            Box::new(crate::daemon::clock::SystemClock),
+        )
+        .with_interfaces(|| Ok(Vec::new()))
+        .with_fingerprinter(|_| Err(std::io::Error::other("no kernel here")))
+        .with_notifier(notifier);
+        let status = d.status();
+        let writer = std::thread::spawn(move || {
+            let mut d = d;
+            let clock = crate::daemon::clock::SystemClock;
+            let mut events = event_loop::Channel { rx, clock: &clock };
+            event_loop::run(&mut d, &mut events, None)
+        });
+        // Each reload sends RELOADING=1 and READY=1: the queue (10 datagrams) is full after a few.
+        for i in 0..30 {
+            let (rtx, rrx) = std::sync::mpsc::channel();
+            tx.send(Event::Reload(rtx)).unwrap();
+            let reply = rrx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("reload {i} was not answered: the loop is stuck"));
+            assert_eq!(reply.exit_code, exit::OK, "{reply:?}");
+        }
+        tx.send(Event::Signal(signal_hook::consts::SIGTERM))
+            .unwrap();
+        assert_eq!(writer.join().unwrap(), exit::OK);
+        let dropped = status
+            .lock()
+            .unwrap()
+            .daemon
+            .as_ref()
+            .unwrap()
+            .notify_dropped;
+        assert!(dropped > 0, "the dropped notifications are counted");
+    }
+
+    /// Issue 17 item 9: `flush` with a daemon running printed "flushed", and drift repair put the table
+    /// back within 0.1 s. Now the daemon itself deletes its table and enforces nothing (no repair, no
+    /// file change applied) until a reload.
+    #[test]
+    fn a_flush_stops_enforcing_until_the_next_reload() {
+        let (settings, _root) = settings("flush");
+        let (clock, kernel) = (ManualClock::new(), Shared::default());
+        let mut d = daemon(&settings, &kernel, &clock);
+        let status = d.status();
+        let ms = Duration::from_millis;
+        let (ftx, frx) = std::sync::mpsc::channel();
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let mut sim = Sim::new(&clock);
+        sim.at(ms(100), move || Event::Flush(ftx));
+        let (k, c) = (kernel.clone(), clock.clone());
+        sim.at(ms(200), move || {
+            // Someone else writes to the (deleted) table: nothing of ours to guard.
+            k.0.lock().unwrap().calls.push("foreign write".into());
+            Event::Drift(foreign_burst(&c))
+        });
+        let file = settings.config_dir.join("hep.yaml");
+        sim.at(ms(300), move || {
+            std::fs::write(&file, hep_eth9()).unwrap();
+            Event::Files(vec![(file, crate::daemon::watch::Change::Written)])
+        });
+        let (s, k) = (status.clone(), kernel.clone());
+        sim.check(ms(300) + crate::daemon::watch::QUIET + ms(1), move || {
+            let st = s.lock().unwrap().clone();
+            assert!(!k.has_table(), "still flushed");
+            assert_eq!(st.daemon.as_ref().unwrap().changes_while_flushed, 1);
+            assert_eq!(st.summary.applies, 1, "the start only");
+            assert_eq!(st.summary.drift_repairs, 0);
+            assert!(st.summary.problems()[0].starts_with("not enforcing (flushed)"));
+        });
+        sim.at(ms(2000), move || Event::Reload(rtx));
+        sim.at(ms(3000), || Event::Signal(signal_hook::consts::SIGTERM));
+        assert_eq!(event_loop::run(&mut d, &mut sim, None), exit::OK);
+        let flushed = frx.try_recv().unwrap();
+        assert_eq!(
+            (flushed.result.as_str(), flushed.exit_code),
+            ("flushed", 0),
+            "{flushed:?}"
+        );
+        assert!(
+            flushed.message.contains("enforces nothing until"),
+            "{flushed:?}"
+        );
+        let reloaded = rrx.try_recv().unwrap();
+        assert_eq!(reloaded.result, "applied", "{reloaded:?}");
+        let s = status.lock().unwrap().clone();
+        assert_eq!(s.summary.flushed_at, None);
+        assert_eq!(s.summary.kernel, "ours");
+        assert_eq!(s.daemon.unwrap().changes_while_flushed, 0);
+        let calls = kernel.0.lock().unwrap().calls.clone();
+        assert_eq!(calls.len(), 4, "apply, flush, (foreign), apply: {calls:?}");
+        assert_eq!(calls[1], "flush");
+        assert!(
+            kernel.has_table(),
+            "enforcing again: the new file's ruleset"
+        );
     }
 }

@@ -217,6 +217,33 @@ pub enum Kernel {
     Unknown(String),
 }
 
+impl Kernel {
+    /// What the kernel holds as table `inet TABLE`.
+    pub fn of(dp: &mut impl Dataplane, table: &str) -> Kernel {
+        match dp.table_comment(table) {
+            Ok(None) => Kernel::None,
+            Ok(Some(c)) => match crate::nft::pending_target(&c) {
+                Some(t) => Kernel::Pending(hash_from_comment(&t).unwrap_or("").to_string()),
+                None => Kernel::Table(hash_from_comment(&c).unwrap_or("").to_string()),
+            },
+            Err(e) => Kernel::Unknown(e.to_string()),
+        }
+    }
+
+    /// The summary's `kernel`: `ours` (the table holds `our_hash`), `none`, `foreign ...`,
+    /// `half-finished swap to ...`, `unknown (...)`.
+    pub fn describe(&self, our_hash: Option<&str>) -> String {
+        match self {
+            Kernel::None => "none".into(),
+            Kernel::Table(h) if Some(h.as_str()) == our_hash => "ours".into(),
+            Kernel::Table(h) if h.is_empty() => "foreign (not written by hostpolicyd)".into(),
+            Kernel::Table(h) => format!("foreign sha256:{}", short(h)),
+            Kernel::Pending(h) => pending_text(h),
+            Kernel::Unknown(e) => format!("unknown ({e})"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Rejected {
     hash: String,
@@ -266,6 +293,8 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                 rollbacks: 0,
                 drift_repairs: 0,
                 degraded: None,
+                // A flush lasts until the next reload or restart: this is a start.
+                flushed_at: None,
                 ..s
             };
         }
@@ -320,22 +349,8 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
     /// Asks the kernel what it holds and records it in the summary (`kernel`).
     pub fn inspect_kernel(&mut self) -> Kernel {
         let table = self.summary.table.clone();
-        let k = match self.dp.table_comment(&table) {
-            Ok(None) => Kernel::None,
-            Ok(Some(c)) => match crate::nft::pending_target(&c) {
-                Some(t) => Kernel::Pending(hash_from_comment(&t).unwrap_or("").to_string()),
-                None => Kernel::Table(hash_from_comment(&c).unwrap_or("").to_string()),
-            },
-            Err(e) => Kernel::Unknown(e.to_string()),
-        };
-        self.summary.kernel = match &k {
-            Kernel::None => "none".into(),
-            Kernel::Table(h) if Some(h) == self.summary.hash.as_ref() => "ours".into(),
-            Kernel::Table(h) if h.is_empty() => "foreign (not written by hostpolicyd)".into(),
-            Kernel::Table(h) => format!("foreign sha256:{}", short(h)),
-            Kernel::Pending(h) => pending_text(h),
-            Kernel::Unknown(e) => format!("unknown ({e})"),
-        };
+        let k = Kernel::of(&mut self.dp, &table);
+        self.summary.kernel = k.describe(self.summary.hash.as_deref());
         k
     }
 
@@ -349,6 +364,19 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             .ok_or_else(|| DataplaneError::invalid("there is no last good ruleset to apply"))?;
         let result = self.dp.apply(&ruleset);
         self.inspect_kernel();
+        result
+    }
+
+    /// `hostpolicyd flush` asked the daemon to stop enforcing: deletes our table (and nothing else) and
+    /// records when (`Summary::flushed_at`); the next reload of the configuration enforces again. The
+    /// last good ruleset is kept, for `status` and the state directory.
+    pub fn flush(&mut self, now: SystemTime) -> Result<(), DataplaneError> {
+        let table = self.summary.table.clone();
+        let result = self.dp.flush(&table);
+        self.inspect_kernel();
+        if result.is_ok() {
+            self.summary.flushed_at = Some(rfc3339(now));
+        }
         result
     }
 
@@ -583,6 +611,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             Outcome::Applied { .. } | Outcome::Unchanged { .. } => {
                 self.summary.degraded = None;
                 self.summary.last_error = None;
+                self.summary.flushed_at = None;
             }
             Outcome::NotRetried { .. } => {}
         }
@@ -1088,7 +1117,7 @@ pub(crate) mod tests {
     #[test]
     fn a_failed_first_apply_says_that_nothing_is_in_force() {
         let mut e = engine();
-        e.dp.fail_next_apply = true;
+        e.dp.fail_next(DataplaneError::os("kernel said no", 22));
         let out = e.reconcile(Ok(&compiled("eth0", vec![])), T0);
         assert_eq!(out.kind(), "failed");
         assert!(
@@ -1172,7 +1201,7 @@ pub(crate) mod tests {
         assert_eq!(s.last_error, before.last_error);
 
         // A failure is recorded as the last error, and the reload's result stays.
-        e.dp.fail_next_apply = true;
+        e.dp.fail_next(DataplaneError::os("kernel said no", 22));
         let out = e.reconcile_interfaces(&a, T0 + Duration::from_secs(4));
         assert_eq!(out.kind(), "failed");
         assert_eq!(

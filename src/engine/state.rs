@@ -147,6 +147,64 @@ pub struct Summary {
     /// or unreadable when the daemon started: why, and what is in force instead.
     #[serde(default)]
     pub degraded: Option<String>,
+    /// Set while the daemon enforces nothing because `hostpolicyd flush` asked it to delete its table:
+    /// when (RFC 3339). The next reload of the configuration (or a restart) enforces again.
+    #[serde(default)]
+    pub flushed_at: Option<String>,
+}
+
+impl Summary {
+    /// Why the node is not enforcing its configuration as it stands, for `status` (exit status 4,
+    /// `exit::DEGRADED`) and people: empty when all is well. Judged from the summary as it is, whose
+    /// `kernel` the caller has just asked the kernel for.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let table = &self.table;
+        if let Some(at) = &self.flushed_at {
+            out.push(format!(
+                "not enforcing (flushed): `hostpolicyd flush` deleted table inet {table} at {at}; \
+                 `systemctl reload hostpolicyd` (or a restart) enforces the configuration again"
+            ));
+        } else {
+            match self.kernel.as_str() {
+                "ours" | "" => {}
+                "none" => out.push(format!(
+                    "not enforcing: there is no table inet {table} in the kernel"
+                )),
+                k if k.starts_with("foreign") => out.push(format!(
+                    "not enforcing: table inet {table} in the kernel is {k}, not the ruleset hostpolicyd applied"
+                )),
+                k => out.push(format!("the kernel's table inet {table} is {k}")),
+            }
+        }
+        if let Some(reason) = &self.degraded {
+            // Invalid at start: the reason says what is in force instead.
+            out.push(reason.clone());
+        }
+        match self.last_result.as_deref() {
+            Some(r @ ("invalid" | "failed" | "rolled_back" | "not_retried"))
+                if self.degraded.is_none() =>
+            {
+                let what = match (&self.last_error, &self.last_rollback) {
+                    (Some(e), _) if r != "rolled_back" && r != "not_retried" => e.message.clone(),
+                    (_, Some(rb)) if r == "rolled_back" || r == "not_retried" => format!(
+                        "sha256:{} was rolled back, in force: {}",
+                        &rb.rejected_hash[..rb.rejected_hash.len().min(12)],
+                        rb.restored
+                    ),
+                    _ => String::new(),
+                };
+                let at = self.last_result_at.as_deref().unwrap_or("?");
+                out.push(if what.is_empty() {
+                    format!("the configuration is not in force: last reload {r} at {at}")
+                } else {
+                    format!("the configuration is not in force: last reload {r} at {at}: {what}")
+                });
+            }
+            _ => {}
+        }
+        out
+    }
 }
 
 /// Our table found deleted or changed by someone else (drift), and the repair.

@@ -145,9 +145,12 @@ impl Guard {
         self.expectation.as_ref().is_some_and(|e| e.hash == hash)
     }
 
-    /// Stops guarding: our table is gone on purpose, or holds something we cannot put back.
+    /// Stops guarding: our table is gone on purpose, or holds something we cannot put back. A repair
+    /// or a look that was waiting is dropped with it.
     pub fn disarm(&mut self) {
         self.expectation = None;
+        self.pending = None;
+        self.recheck_at = None;
     }
 
     /// The next time [`Guard::due`] has work: a waiting repair, or a look again.
