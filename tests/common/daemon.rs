@@ -120,10 +120,11 @@ impl Daemon {
         })
     }
 
-    /// `hostpolicyd status --json`, parsed (None while the daemon does not answer yet).
+    /// `hostpolicyd status --json`, parsed (None while the daemon does not answer yet). Exit 0, or 4 when
+    /// the daemon answers but is degraded (invalid configuration, rollback, flushed: `problems`).
     pub fn status(&self, ns: &NetNs, hpd: &Hpd) -> Option<serde_json::Value> {
         let out = hpd.run(ns, &["status", "--json"]);
-        if out.status.code() != Some(0) {
+        if !matches!(out.status.code(), Some(0 | 4)) {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
