@@ -30,18 +30,33 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
+// `unsafe` lives only where the process talks to the kernel without a safe wrapper: `nft` (netlink),
+// `host` (rtnetlink, the allocator), and until they move onto `rustix`, the daemon's nftables monitor
+// and control socket and the configuration loader's owner check. Everything else refuses it.
+#[deny(unsafe_code)]
 pub mod analysis;
+#[deny(unsafe_code)]
 pub mod cli;
+#[deny(unsafe_code)]
 pub mod compile;
 pub mod config;
 pub mod daemon;
+#[deny(unsafe_code)]
 pub mod engine;
+#[deny(unsafe_code)]
 pub mod exit;
 pub mod host;
 pub mod netlink;
 pub mod nft;
+#[deny(unsafe_code)]
 pub mod pipeline;
+#[deny(unsafe_code)]
 pub mod resolve;
+#[deny(unsafe_code)]
 pub mod ruleset;
+#[deny(unsafe_code)]
 pub mod selector;
+#[deny(unsafe_code)]
 pub mod settings;

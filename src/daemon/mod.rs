@@ -29,15 +29,23 @@
 //! reboot), reports itself degraded (`status`, STATUS=, a warning in the journal) until a valid
 //! configuration is applied, and becomes ready in any case so that boot goes on.
 
+#[deny(unsafe_code)]
 pub mod clock;
 pub mod control;
+#[deny(unsafe_code)]
 pub mod drift;
+#[deny(unsafe_code)]
 pub mod event_loop;
+#[deny(unsafe_code)]
 pub mod log;
 pub mod nftmon;
+#[deny(unsafe_code)]
 pub mod service;
+#[deny(unsafe_code)]
 pub mod signals;
+#[deny(unsafe_code)]
 pub mod systemd;
+#[deny(unsafe_code)]
 pub mod watch;
 
 use std::sync::mpsc::{self, Sender};

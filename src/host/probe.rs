@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -136,8 +135,7 @@ fn echo(host: IpAddr, deadline: Instant) -> Result<bool, String> {
     let v4 = host.is_ipv4();
     let (request_type, reply_type) = if v4 { (8u8, 0u8) } else { (128u8, 129u8) };
     let (fd, raw) = sys::icmp_socket(v4).map_err(|e| format!("icmp socket: {e}"))?;
-    sys::connect(fd.as_raw_fd(), SocketAddr::new(host, 0))
-        .map_err(|e| format!("connect {host}: {e}"))?;
+    sys::connect(&fd, SocketAddr::new(host, 0)).map_err(|e| format!("connect {host}: {e}"))?;
 
     let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     // Raw sockets see every echo reply of the host: the identifier and the payload make ours recognisable.
@@ -153,14 +151,14 @@ fn echo(host: IpAddr, deadline: Instant) -> Result<bool, String> {
         let sum = checksum(&packet);
         packet[2..4].copy_from_slice(&sum.to_be_bytes());
     }
-    sys::send(fd.as_raw_fd(), &packet).map_err(|e| format!("send echo request to {host}: {e}"))?;
+    sys::send(&fd, &packet).map_err(|e| format!("send echo request to {host}: {e}"))?;
 
     let mut buf = [0u8; 1500];
     loop {
-        if !sys::wait_readable(fd.as_raw_fd(), deadline).map_err(|e| format!("poll: {e}"))? {
+        if !sys::wait_readable(&fd, deadline).map_err(|e| format!("poll: {e}"))? {
             return Ok(false);
         }
-        let n = match sys::recv(fd.as_raw_fd(), &mut buf) {
+        let n = match sys::recv(&fd, &mut buf) {
             Ok(n) => n,
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
@@ -207,36 +205,34 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// The few socket calls std has no safe wrapper for.
+/// The socket calls std has no wrapper for (ICMP sockets), through rustix.
 mod sys {
-    use super::*;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::time::Instant;
 
-    fn last_err() -> io::Error {
-        io::Error::last_os_error()
-    }
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::net::{ipproto, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
     /// A non-blocking ICMP socket: datagram ("ping socket") when allowed, raw otherwise. The bool is "raw".
     pub fn icmp_socket(v4: bool) -> io::Result<(OwnedFd, bool)> {
         let (domain, proto) = if v4 {
-            (libc::AF_INET, libc::IPPROTO_ICMP)
+            (AddressFamily::INET, ipproto::ICMP)
         } else {
-            (libc::AF_INET6, libc::IPPROTO_ICMPV6)
+            (AddressFamily::INET6, ipproto::ICMPV6)
         };
-        let open = |ty: libc::c_int| -> io::Result<OwnedFd> {
-            // SAFETY: plain socket(2); the descriptor is owned by the returned OwnedFd.
-            let fd = unsafe {
-                libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto)
-            };
-            if fd < 0 {
-                Err(last_err())
-            } else {
-                // SAFETY: fd is a fresh descriptor nobody else owns.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
+        let open = |ty: SocketType| -> io::Result<OwnedFd> {
+            Ok(rustix::net::socket_with(
+                domain,
+                ty,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                Some(proto),
+            )?)
         };
-        match open(libc::SOCK_DGRAM) {
+        match open(SocketType::DGRAM) {
             Ok(fd) => Ok((fd, false)),
-            Err(dgram) => open(libc::SOCK_RAW).map(|fd| (fd, true)).map_err(|raw| {
+            Err(dgram) => open(SocketType::RAW).map(|fd| (fd, true)).map_err(|raw| {
                 io::Error::new(
                     raw.kind(),
                     format!("datagram: {dgram}; raw: {raw} (needs root or ping_group_range)"),
@@ -245,100 +241,35 @@ mod sys {
         }
     }
 
-    fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
-                let sin = unsafe {
-                    &mut *(&mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr_in)
-                };
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: as above, for sockaddr_in6.
-                let sin6 = unsafe {
-                    &mut *(&mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr_in6)
-                };
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr = libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                };
-                sin6.sin6_scope_id = a.scope_id();
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        (ss, len as libc::socklen_t)
+    pub fn connect(fd: impl AsFd, addr: SocketAddr) -> io::Result<()> {
+        Ok(rustix::net::connect(fd, &addr)?)
     }
 
-    pub fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-        let (ss, len) = sockaddr(addr);
-        // SAFETY: ss/len describe a valid socket address.
-        let rc = unsafe {
-            libc::connect(
-                fd,
-                &ss as *const libc::sockaddr_storage as *const libc::sockaddr,
-                len,
-            )
-        };
-        if rc < 0 {
-            Err(last_err())
-        } else {
-            Ok(())
-        }
+    pub fn send(fd: impl AsFd, data: &[u8]) -> io::Result<()> {
+        rustix::net::send(fd, data, SendFlags::empty())?;
+        Ok(())
     }
 
-    pub fn send(fd: RawFd, data: &[u8]) -> io::Result<()> {
-        // SAFETY: data is valid for reading data.len() bytes.
-        let rc = unsafe { libc::send(fd, data.as_ptr() as *const libc::c_void, data.len(), 0) };
-        if rc < 0 {
-            Err(last_err())
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writing buf.len() bytes.
-        let rc = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-        if rc < 0 {
-            Err(last_err())
-        } else {
-            Ok(rc as usize)
-        }
+    pub fn recv(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(rustix::net::recv(fd, buf, RecvFlags::empty())?.0)
     }
 
     /// Ok(false) when the deadline passes first.
-    pub fn wait_readable(fd: RawFd, deadline: Instant) -> io::Result<bool> {
+    pub fn wait_readable(fd: impl AsFd, deadline: Instant) -> io::Result<bool> {
         loop {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(false);
             }
-            let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc < 0 {
-                let e = last_err();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if rc > 0 {
-                return Ok(true);
+            let left = Timespec::try_from(deadline - now).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+            match poll(&mut [PollFd::new(&fd, PollFlags::IN)], Some(&left)) {
+                Ok(0) => {}
+                Ok(_) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
