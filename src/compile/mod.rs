@@ -100,12 +100,12 @@ struct Compiler<'a> {
     chains: Vec<Chain>,
     /// The origin of each rule of `chains`, chain by chain.
     chain_origins: Vec<Vec<OriginId>>,
-    /// Every distinct origin once (`OriginId` indexes it), and the index.
+    /// The origins of the rules (`OriginId` indexes it): one per policy rule, per HostEndpoint chain
+    /// and what it does, per dispatch chain.
     origins: Vec<Origin>,
-    origin_ids: HashMap<Origin, OriginId>,
     /// Shared names: one allocation per policy, HostEndpoint and tier however many origins name them.
-    policy_names: HashMap<usize, Arc<str>>,
-    hep_names: HashMap<usize, Arc<str>>,
+    policy_names: Vec<Option<Arc<str>>>,
+    hep_names: Vec<Option<Arc<str>>>,
     tier_names: HashMap<String, Arc<str>>,
     policy_chains: BTreeSet<String>,
     /// Selector set name by (selector hash, family): its type (and so its name) depends on the members,
@@ -300,9 +300,8 @@ impl<'a> Compiler<'a> {
             chains: Vec::new(),
             chain_origins: Vec::new(),
             origins: Vec::new(),
-            origin_ids: HashMap::new(),
-            policy_names: HashMap::new(),
-            hep_names: HashMap::new(),
+            policy_names: vec![None; config.policies.len()],
+            hep_names: vec![None; config.host_endpoints.len()],
             tier_names: HashMap::new(),
             policy_chains: BTreeSet::new(),
             selector_set_names: BTreeMap::new(),
@@ -331,14 +330,12 @@ impl<'a> Compiler<'a> {
 
     // ---- origins -----------------------------------------------------------------------------------
 
-    /// The id of `origin`, the same for equal origins.
+    /// Records `origin` for rules about to be pushed. Each call site makes one origin for all the rules
+    /// it stands for (a policy rule's nftables rules, say), so the list holds no two equal origins
+    /// that matter; no index of them is kept (compile time at 10,000 policies).
     fn origin(&mut self, origin: Origin) -> OriginId {
-        if let Some(id) = self.origin_ids.get(&origin) {
-            return *id;
-        }
         let id = OriginId(u32::try_from(self.origins.len()).expect("fewer than 2^32 origins"));
-        self.origins.push(origin.clone());
-        self.origin_ids.insert(origin, id);
+        self.origins.push(origin);
         id
     }
 
@@ -348,9 +345,8 @@ impl<'a> Compiler<'a> {
 
     fn policy_name(&mut self, p: usize) -> Arc<str> {
         let config = self.config;
-        self.policy_names
-            .entry(p)
-            .or_insert_with(|| Arc::from(config.policies[p].name.as_str()))
+        self.policy_names[p]
+            .get_or_insert_with(|| Arc::from(config.policies[p].name.as_str()))
             .clone()
     }
 
@@ -366,10 +362,12 @@ impl<'a> Compiler<'a> {
     }
 
     fn hep_name(&mut self, ep: &ActiveEndpoint) -> Arc<str> {
-        self.hep_names
-            .entry(ep.hep)
-            .or_insert_with(|| Arc::from(ep.name.as_str()))
-            .clone()
+        match self.hep_names.get_mut(ep.hep) {
+            Some(name) => name
+                .get_or_insert_with(|| Arc::from(ep.name.as_str()))
+                .clone(),
+            None => Arc::from(ep.name.as_str()),
+        }
     }
 
     /// A rule of an endpoint chain: `kind` at `stage` and `dir` of `ep`, written where the
