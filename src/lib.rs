@@ -3,20 +3,24 @@
 //! # Module map: the folders are the pipeline (DESIGN.md)
 //!
 //! ```text
-//! cli/        the commands: flags → Settings, one file per command            (top)
-//! daemon/     the event loop, drift repair, the watcher, control socket, systemd, signals, log
+//! cli/        the commands: flags → Settings, one file per command (explain, counters)      (top)
+//! daemon/     `run` wires the threads; event_loop (events + an injected clock decide when),
+//!             service (the Daemon: reload, interfaces, replies), drift/ (the drift state machine
+//!             and its nftables listener), watch, control, systemd (sd_notify), signals, log, clock
 //! engine/     decide / apply / probe / roll back one configuration; the state directory
 //! pipeline    load → validate → resolve → lint/lockout → compile, in one pure call
-//! host/       the node itself: interfaces (rtnetlink), connectivity probes
+//! host/       the node itself: interfaces (rtnetlink), connectivity probes, the allocator
 //! nft/        the kernel layer: the Dataplane trait, render to nft text, netlink, the fake kernel
 //! netlink/    the kernel transport below nft/ and host/: sockets, batches, dumps, subscriptions,
 //!             message and attribute iterators, the kernel's answers; every netlink constant
 //! analysis/   explain (the offline evaluator), lint, the lockout guard
-//! compile/    NodeView → Ruleset IR; every chain and set name; the content hash
+//! compile/    NodeView → Ruleset IR; names (every chain, set and map name, comments, log
+//!             prefixes); hash (the content hash and the table comment)
 //! resolve     this node's view: HostEndpoints per interface, ordered policies, address sets
 //! config/     files → YAML nodes with positions → validated model; diagnostics
-//! selector    the selector language: parse, evaluate, print canonically
-//! ruleset     the IR: one table, chains, rules with a typed origin, sets, verdict maps
+//! selector/   the selector language: parse, eval, canonical print
+//! ruleset     the IR: one table, chains, rules, sets, verdict maps; origin (the typed Origin of every
+//!             rule: what it stands for, tier, policy, rule, stage, HostEndpoint, FILE:LINE:COL)
 //! settings, exit   resolved settings and the exit statuses: read by everything above
 //! ```
 //!
