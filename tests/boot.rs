@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
@@ -21,37 +20,10 @@ use std::time::Duration;
 use common::daemon::{
     allow_egress, allow_port, hep_eth0, table, wait_for, write_ansible, Daemon, DEADLINE,
 };
+use common::daemon::{open, wait_port};
 use common::netns::require_root;
-use common::probe::{tcp_connect, Outcome, Servers};
+use common::probe::Servers;
 use common::topology::{fresh_ns, nft_json, output_text, Hpd, Topology};
-
-const NODE: &str = "192.0.2.1";
-const CLIENT: &str = "192.0.2.2";
-
-fn open(t: &Topology, port: u16) -> bool {
-    let dst = SocketAddr::new(NODE.parse().unwrap(), port);
-    match tcp_connect(
-        &t.lan0,
-        SocketAddr::new(CLIENT.parse().unwrap(), 0),
-        dst,
-        Duration::from_millis(500),
-    ) {
-        Outcome::Ok => true,
-        Outcome::Timeout => false,
-        other => panic!("probe to {dst}: {other:?} (a harness problem, not a verdict)"),
-    }
-}
-
-fn wait_port(t: &Topology, d: &Daemon, port: u16, want: bool) {
-    if wait_for(DEADLINE, || (open(t, port) == want).then_some(())).is_none() {
-        panic!(
-            "port {port} never became {} within {DEADLINE:?}\ntable:\n{}\nlog:\n{}",
-            if want { "open" } else { "blocked" },
-            table(&t.node).unwrap_or_default(),
-            d.log()
-        );
-    }
-}
 
 /// systemd's side of NOTIFY_SOCKET: collects every datagram.
 struct Listener {

@@ -7,39 +7,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use common::daemon::{allow_egress, allow_port, table, wait_for, Daemon, DEADLINE};
+use common::daemon::{allow_egress, allow_port, Daemon};
+use common::daemon::{open, wait_port};
 use common::netns::require_root;
-use common::probe::{tcp_connect, Outcome, Servers};
+use common::probe::Servers;
 use common::topology::Topology;
 use common::yaml::hep;
-
-fn open(t: &Topology, port: u16) -> bool {
-    let dst = SocketAddr::new("192.0.2.1".parse().unwrap(), port);
-    match tcp_connect(
-        &t.lan0,
-        "192.0.2.2:0".parse().unwrap(),
-        dst,
-        Duration::from_millis(500),
-    ) {
-        Outcome::Ok => true,
-        Outcome::Timeout => false,
-        other => panic!("probe to {dst}: {other:?}"),
-    }
-}
-
-fn wait_port(t: &Topology, d: &Daemon, port: u16, want: bool) {
-    if wait_for(DEADLINE, || (open(t, port) == want).then_some(())).is_none() {
-        panic!(
-            "port {port} never became {} within {DEADLINE:?}\ntable:\n{}\nlog:\n{}",
-            if want { "open" } else { "blocked" },
-            table(&t.node).unwrap_or_default(),
-            d.log()
-        );
-    }
-}
 
 #[test]
 fn ip_matched_hep_follows_its_address() {

@@ -7,49 +7,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::daemon::{
-    allow_egress, allow_port, hep_eth0, table, wait_for, write_ansible, Daemon, DEADLINE,
-};
+use common::daemon::{allow_egress, allow_port, hep_eth0, table, write_ansible, Daemon};
+use common::daemon::{assert_port, open, wait_port};
 use common::netns::require_root;
-use common::probe::{tcp_connect, Outcome, Servers};
+use common::probe::Servers;
 use common::topology::Topology;
-
-const NODE: &str = "192.0.2.1";
-const CLIENT: &str = "192.0.2.2";
-
-/// One TCP handshake from the client to the node's `port`: true when it completes.
-fn open(t: &Topology, port: u16) -> bool {
-    let dst = SocketAddr::new(NODE.parse().unwrap(), port);
-    match tcp_connect(
-        &t.lan0,
-        SocketAddr::new(CLIENT.parse().unwrap(), 0),
-        dst,
-        Duration::from_millis(500),
-    ) {
-        Outcome::Ok => true,
-        Outcome::Timeout => false,
-        other => panic!("probe to {dst}: {other:?} (a harness problem, not a verdict)"),
-    }
-}
-
-/// Waits until port `port` is open (`want`) or blocked; panics with the daemon log otherwise.
-fn wait_port(t: &Topology, d: &Daemon, port: u16, want: bool) {
-    if wait_for(DEADLINE, || (open(t, port) == want).then_some(())).is_none() {
-        panic!(
-            "port {port} never became {} within {DEADLINE:?}\ntable:\n{}\nlog:\n{}",
-            if want { "open" } else { "blocked" },
-            table(&t.node).unwrap_or_default(),
-            d.log()
-        );
-    }
-}
-
-fn assert_port(t: &Topology, d: &Daemon, port: u16, want: bool, why: &str) {
-    assert_eq!(open(t, port), want, "port {port}: {why}\nlog:\n{}", d.log());
-}
 
 fn base(t: &Topology) {
     let dir = t.hpd.config_dir();

@@ -10,33 +10,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::daemon::open;
 use common::daemon::{allow_egress, allow_port, hep_eth0, wait_for, Daemon};
 use common::netns::require_root;
-use common::probe::{tcp_connect, Outcome, Servers};
+use common::probe::Servers;
 use common::topology::{nft_json, nft_list, nft_tables, Topology};
 
-const NODE: &str = "192.0.2.1";
-const CLIENT: &str = "192.0.2.2";
 /// The promise: the ruleset is back within this long.
 const BACK_WITHIN: Duration = Duration::from_secs(2);
-
-/// One TCP handshake from the client to the node's `port`: true when it completes.
-fn open(t: &Topology, port: u16) -> bool {
-    let dst = SocketAddr::new(NODE.parse().unwrap(), port);
-    match tcp_connect(
-        &t.lan0,
-        SocketAddr::new(CLIENT.parse().unwrap(), 0),
-        dst,
-        Duration::from_millis(500),
-    ) {
-        Outcome::Ok => true,
-        Outcome::Timeout => false,
-        other => panic!("probe to {dst}: {other:?} (a harness problem, not a verdict)"),
-    }
-}
 
 fn repairs(s: &serde_json::Value) -> u64 {
     s["drift_repairs"]

@@ -295,3 +295,40 @@ spec:
 "
     )
 }
+
+/// The standard topology's node (eth0) and client (lan0) addresses.
+pub const NODE: &str = "192.0.2.1";
+pub const CLIENT: &str = "192.0.2.2";
+
+/// One TCP handshake from the client (lan0, 192.0.2.2) to the node's `port`: true when it completes.
+pub fn open(t: &super::topology::Topology, port: u16) -> bool {
+    use super::probe::{tcp_connect, Outcome};
+    let dst = std::net::SocketAddr::new(NODE.parse().unwrap(), port);
+    match tcp_connect(
+        &t.lan0,
+        std::net::SocketAddr::new(CLIENT.parse().unwrap(), 0),
+        dst,
+        Duration::from_millis(500),
+    ) {
+        Outcome::Ok => true,
+        Outcome::Timeout => false,
+        other => panic!("probe to {dst}: {other:?} (a harness problem, not a verdict)"),
+    }
+}
+
+/// Waits until `port` is open (`want`) or blocked; panics with the table and the daemon log otherwise.
+pub fn wait_port(t: &super::topology::Topology, d: &Daemon, port: u16, want: bool) {
+    if wait_for(DEADLINE, || (open(t, port) == want).then_some(())).is_none() {
+        panic!(
+            "port {port} never became {} within {DEADLINE:?}\ntable:\n{}\nlog:\n{}",
+            if want { "open" } else { "blocked" },
+            table(&t.node).unwrap_or_default(),
+            d.log()
+        );
+    }
+}
+
+/// Asserts that `port` is open (`want`) or blocked now.
+pub fn assert_port(t: &super::topology::Topology, d: &Daemon, port: u16, want: bool, why: &str) {
+    assert_eq!(open(t, port), want, "port {port}: {why}\nlog:\n{}", d.log());
+}

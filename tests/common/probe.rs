@@ -19,11 +19,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{
+    ipproto, AddressFamily, Protocol, RecvFlags, SendFlags, SocketFlags, SocketType,
+};
 
 use super::netns::NetNs;
 
@@ -73,161 +79,64 @@ impl Verdict {
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// Low-level socket helpers (libc)
+// Low-level socket helpers (rustix)
 // ------------------------------------------------------------------------------------------------------------
 
-fn last_err() -> io::Error {
-    io::Error::last_os_error()
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.ip().octets()),
-            };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr = libc::in6_addr {
-                s6_addr: a.ip().octets(),
-            };
-            sin6.sin6_scope_id = a.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (ss, len as libc::socklen_t)
-}
-
-fn domain(ip: IpAddr) -> libc::c_int {
+fn domain(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
-        libc::AF_INET
+        AddressFamily::INET
     } else {
-        libc::AF_INET6
+        AddressFamily::INET6
     }
 }
 
 /// Creates a non-blocking socket that belongs to `ns`.
 pub fn socket_in(
     ns: &NetNs,
-    domain: libc::c_int,
-    ty: libc::c_int,
-    proto: libc::c_int,
+    domain: AddressFamily,
+    ty: SocketType,
+    proto: Option<Protocol>,
 ) -> io::Result<OwnedFd> {
     ns.run(move || {
-        // SAFETY: plain socket(2) call; the fd is owned by the returned OwnedFd.
-        let fd =
-            unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
-        if fd < 0 {
-            Err(last_err())
-        } else {
-            // SAFETY: fd is a fresh descriptor we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
+        Ok(rustix::net::socket_with(
+            domain,
+            ty,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            proto,
+        )?)
     })
 }
 
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: value is a valid c_int for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(last_err())
-    } else {
-        Ok(())
-    }
-}
-
-fn bind_fd(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let (ss, len) = sockaddr(addr);
-    // SAFETY: ss/len describe a valid sockaddr.
-    let rc = unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) };
-    if rc < 0 {
-        Err(last_err())
-    } else {
-        Ok(())
-    }
-}
-
 /// Starts a connect; Ok(()) when it completed or is in progress.
-fn connect_fd(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let (ss, len) = sockaddr(addr);
-    // SAFETY: ss/len describe a valid sockaddr.
-    let rc = unsafe { libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len) };
-    if rc < 0 {
-        let e = last_err();
-        if e.raw_os_error() == Some(libc::EINPROGRESS) {
-            return Ok(());
-        }
-        return Err(e);
+fn connect_fd(fd: impl AsFd, addr: SocketAddr) -> io::Result<()> {
+    match rustix::net::connect(fd, &addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Waits until `fd` has one of `events`, or the deadline. Ok(false) on timeout.
-fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+fn wait_fd(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Ok(false);
         }
-        let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = last_err();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if rc > 0 {
-            return Ok(true);
+        let left = Timespec::try_from(deadline - now).expect("a test deadline fits");
+        match poll(&mut [PollFd::new(&fd, events)], Some(&left)) {
+            Ok(0) | Err(Errno::INTR) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-fn so_error(fd: RawFd) -> i32 {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: err/len are valid for writing.
-    unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut err as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    err
+/// The pending error of a socket (SO_ERROR), as an errno (0: none).
+fn so_error(fd: impl AsFd) -> i32 {
+    match rustix::net::sockopt::socket_error(fd) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) | Err(e) => e.raw_os_error(),
+    }
 }
 
 fn outcome_of_errno(errno: i32, what: &str) -> Outcome {
@@ -249,21 +158,8 @@ fn outcome_of_io(e: &io::Error, what: &str) -> Outcome {
 }
 
 /// Sets SO_LINGER {on, 0}: close() sends a RST and leaves no TIME_WAIT behind.
-fn linger_zero(fd: RawFd) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: l is valid for the call.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
+fn linger_zero(fd: impl AsFd) {
+    let _ = rustix::net::sockopt::set_socket_linger(fd, Some(Duration::ZERO));
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -281,6 +177,7 @@ impl TcpConn {
     /// Segments the kernel had to retransmit on this connection so far (a SYN retransmit means the first
     /// SYN or its SYN-ACK was lost).
     pub fn total_retrans(&self) -> u32 {
+        // TCP_INFO has no wrapper in rustix: the one raw call left here.
         // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes.
         let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -322,7 +219,7 @@ impl TcpConn {
 
     /// Closes with a RST (no TIME_WAIT).
     pub fn abort(self) {
-        linger_zero(self.stream.as_raw_fd());
+        linger_zero(&self.stream);
     }
 }
 
@@ -334,23 +231,22 @@ pub fn tcp_open(
     timeout: Duration,
 ) -> Result<TcpConn, Outcome> {
     let start = Instant::now();
-    let fd = socket_in(ns, domain(dst.ip()), libc::SOCK_STREAM, 0)
+    let fd = socket_in(ns, domain(dst.ip()), SocketType::STREAM, None)
         .map_err(|e| Outcome::Failed(format!("socket: {e}")))?;
-    let raw = fd.as_raw_fd();
     if src.port() != 0 {
-        let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let _ = rustix::net::sockopt::set_socket_reuseaddr(&fd, true);
     }
-    bind_fd(raw, src).map_err(|e| Outcome::Failed(format!("bind {src}: {e}")))?;
-    connect_fd(raw, dst).map_err(|e| outcome_of_io(&e, "connect"))?;
-    match wait_fd(raw, libc::POLLOUT, start + timeout) {
+    rustix::net::bind(&fd, &src).map_err(|e| Outcome::Failed(format!("bind {src}: {e}")))?;
+    connect_fd(&fd, dst).map_err(|e| outcome_of_io(&e, "connect"))?;
+    match wait_fd(&fd, PollFlags::OUT, start + timeout) {
         Ok(true) => {}
         Ok(false) => {
-            linger_zero(raw);
+            linger_zero(&fd);
             return Err(Outcome::Timeout);
         }
         Err(e) => return Err(Outcome::Failed(format!("poll: {e}"))),
     }
-    match so_error(raw) {
+    match so_error(&fd) {
         0 => {}
         e => return Err(outcome_of_errno(e, "connect")),
     }
@@ -412,15 +308,14 @@ pub fn tcp_echo(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration)
 /// UDP request from `src` to `dst`; Ok when the echo comes back from `dst` (connected socket).
 pub fn udp_echo(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let fd = match socket_in(ns, domain(dst.ip()), libc::SOCK_DGRAM, 0) {
+    let fd = match socket_in(ns, domain(dst.ip()), SocketType::DGRAM, None) {
         Ok(fd) => fd,
         Err(e) => return Outcome::Failed(format!("socket: {e}")),
     };
-    let raw = fd.as_raw_fd();
-    if let Err(e) = bind_fd(raw, src) {
+    if let Err(e) = rustix::net::bind(&fd, &src) {
         return Outcome::Failed(format!("bind {src}: {e}"));
     }
-    if let Err(e) = connect_fd(raw, dst) {
+    if let Err(e) = connect_fd(&fd, dst) {
         return outcome_of_io(&e, "connect");
     }
     let sock = UdpSocket::from(fd);
@@ -428,7 +323,7 @@ pub fn udp_echo(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration)
     if let Err(e) = sock.send(payload) {
         return outcome_of_io(&e, "send");
     }
-    match wait_fd(sock.as_raw_fd(), libc::POLLIN, start + timeout) {
+    match wait_fd(&sock, PollFlags::IN, start + timeout) {
         Ok(true) => {}
         Ok(false) => return Outcome::Timeout,
         Err(e) => return Outcome::Failed(format!("poll: {e}")),
@@ -447,46 +342,38 @@ pub fn udp_echo(ns: &NetNs, src: SocketAddr, dst: SocketAddr, timeout: Duration)
 pub fn ping(ns: &NetNs, src: IpAddr, dst: IpAddr, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let (proto, echo_type, reply_type) = if dst.is_ipv4() {
-        (libc::IPPROTO_ICMP, 8u8, 0u8)
+        (ipproto::ICMP, 8u8, 0u8)
     } else {
-        (libc::IPPROTO_ICMPV6, 128u8, 129u8)
+        (ipproto::ICMPV6, 128u8, 129u8)
     };
-    let fd = match socket_in(ns, domain(dst), libc::SOCK_DGRAM, proto) {
+    let fd = match socket_in(ns, domain(dst), SocketType::DGRAM, Some(proto)) {
         Ok(fd) => fd,
         Err(e) => return Outcome::Failed(format!("ping socket (is ping_group_range set?): {e}")),
     };
-    let raw = fd.as_raw_fd();
-    if let Err(e) = bind_fd(raw, SocketAddr::new(src, 0)) {
+    if let Err(e) = rustix::net::bind(&fd, &SocketAddr::new(src, 0)) {
         return Outcome::Failed(format!("bind {src}: {e}"));
     }
-    if let Err(e) = connect_fd(raw, SocketAddr::new(dst, 0)) {
+    if let Err(e) = connect_fd(&fd, SocketAddr::new(dst, 0)) {
         return outcome_of_io(&e, "connect");
     }
     // type, code, checksum (kernel), identifier (kernel), sequence, payload
     let mut pkt = vec![echo_type, 0, 0, 0, 0, 0, 0, 1];
     pkt.extend_from_slice(b"hostpolicyd-ping");
-    // SAFETY: pkt is valid for reading pkt.len() bytes.
-    let rc = unsafe { libc::send(raw, pkt.as_ptr() as *const libc::c_void, pkt.len(), 0) };
-    if rc < 0 {
-        return outcome_of_io(&last_err(), "send");
+    if let Err(e) = rustix::net::send(&fd, &pkt, SendFlags::empty()) {
+        return outcome_of_io(&e.into(), "send");
     }
     loop {
-        match wait_fd(raw, libc::POLLIN, start + timeout) {
+        match wait_fd(&fd, PollFlags::IN, start + timeout) {
             Ok(true) => {}
             Ok(false) => return Outcome::Timeout,
             Err(e) => return Outcome::Failed(format!("poll: {e}")),
         }
         let mut buf = [0u8; 512];
-        // SAFETY: buf is valid for writing buf.len() bytes.
-        let n = unsafe { libc::recv(raw, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-        if n < 0 {
-            let e = last_err();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                continue;
-            }
-            return outcome_of_io(&e, "recv");
-        }
-        let n = n as usize;
+        let n = match rustix::net::recv(&fd, &mut buf, RecvFlags::empty()) {
+            Ok((n, _)) => n,
+            Err(Errno::AGAIN) => continue,
+            Err(e) => return outcome_of_io(&e.into(), "recv"),
+        };
         if n >= 8 && buf[0] == reply_type && buf[8..n] == pkt[8..] {
             return Outcome::Ok;
         }
@@ -567,37 +454,30 @@ fn serve(listeners: Vec<TcpListener>, udps: Vec<UdpSocket>, stop: Arc<AtomicBool
     let mut conns: Vec<TcpStream> = Vec::new();
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) && started.elapsed() < Servers::MAX_LIFETIME {
-        let mut pfds: Vec<libc::pollfd> = Vec::new();
-        for l in &listeners {
-            pfds.push(libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        for u in &udps {
-            pfds.push(libc::pollfd {
-                fd: u.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        for c in &conns {
-            pfds.push(libc::pollfd {
-                fd: c.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        // SAFETY: pfds is a valid array of pollfd.
-        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 50) };
-        if rc <= 0 {
+        let fds: Vec<BorrowedFd<'_>> = listeners
+            .iter()
+            .map(|l| l.as_fd())
+            .chain(udps.iter().map(|u| u.as_fd()))
+            .chain(conns.iter().map(|c| c.as_fd()))
+            .collect();
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        if !matches!(poll(&mut pfds, Some(&tick)), Ok(n) if n > 0) {
             continue;
         }
+        let ready: Vec<bool> = pfds.iter().map(|p| !p.revents().is_empty()).collect();
+        drop(pfds);
+        drop(fds);
         let nl = listeners.len();
         let nu = udps.len();
         for (i, l) in listeners.iter().enumerate() {
-            if pfds[i].revents == 0 {
+            if !ready[i] {
                 continue;
             }
             while let Ok((s, _)) = l.accept() {
@@ -606,7 +486,7 @@ fn serve(listeners: Vec<TcpListener>, udps: Vec<UdpSocket>, stop: Arc<AtomicBool
             }
         }
         for (i, u) in udps.iter().enumerate() {
-            if pfds[nl + i].revents == 0 {
+            if !ready[nl + i] {
                 continue;
             }
             while let Ok((n, from)) = u.recv_from(&mut buf) {
@@ -616,7 +496,7 @@ fn serve(listeners: Vec<TcpListener>, udps: Vec<UdpSocket>, stop: Arc<AtomicBool
         // connections: echo what they send, drop them on EOF or error
         let mut keep = vec![true; conns.len()];
         for (i, c) in conns.iter_mut().enumerate() {
-            if i + nl + nu >= pfds.len() || pfds[nl + nu + i].revents == 0 {
+            if i + nl + nu >= ready.len() || !ready[nl + nu + i] {
                 continue;
             }
             match c.read(&mut buf) {
