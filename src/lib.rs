@@ -34,11 +34,10 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-#![deny(unsafe_op_in_unsafe_fn)]
-
-// `unsafe` lives only where the process talks to the kernel without a safe wrapper: `nft` (netlink),
-// `host` (rtnetlink, the allocator), and until they move onto `rustix`, the daemon's nftables monitor
-// and control socket and the configuration loader's owner check. Everything else refuses it.
+// `unsafe` lives only where the process talks to the kernel without a safe wrapper: `netlink` (the
+// transport's socket) and `host::mem` (the allocator); until they move onto `rustix` (issue 19), the
+// control socket's peer credentials and the configuration loader's owner check. Everything else
+// refuses it.
 #[deny(unsafe_code)]
 pub mod analysis;
 #[deny(unsafe_code)]
@@ -53,6 +52,7 @@ pub mod engine;
 pub mod exit;
 pub mod host;
 pub mod netlink;
+#[deny(unsafe_code)]
 pub mod nft;
 #[deny(unsafe_code)]
 pub mod pipeline;

@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use common::netns::{require_root, NetNs};
 use common::probe::socket_in;
 use common::topology::{fresh_ns, nft_list, nft_load, output_text, Hpd, Plan, Topology};
 use common::yaml::{docs, hep};
+use rustix::net::{ipproto, AddressFamily, SendFlags, SocketType};
 
 const NODE: &str = "198.51.100.45";
 const LISTED_OLD: &str = "198.51.100.21";
@@ -121,25 +121,16 @@ fn checksum(b: &[u8]) -> u16 {
 /// Sends ICMP echo requests from `src` to `dst` (in `ns`), each with a new identifier, so each is a new
 /// conntrack flow, about one per millisecond, until `stop` or `max`; counts them in `sent`.
 fn flood(ns: &NetNs, src: &str, dst: &str, stop: &AtomicBool, sent: &AtomicUsize, max: usize) {
-    let fd = socket_in(ns, libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).expect("raw socket");
-    let bind = |addr: &str| {
-        let ip: std::net::Ipv4Addr = addr.parse().unwrap();
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_addr.s_addr = u32::from(ip).to_be();
-        sa
-    };
-    let from = bind(src);
-    // SAFETY: `from` is a valid sockaddr_in and its size is passed.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &from as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "bind {src}");
-    let to = bind(dst);
+    let fd = socket_in(
+        ns,
+        AddressFamily::INET,
+        SocketType::RAW,
+        Some(ipproto::ICMP),
+    )
+    .expect("raw socket");
+    let addr = |a: &str| std::net::SocketAddrV4::new(a.parse().unwrap(), 0);
+    rustix::net::bind(&fd, &addr(src)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    let to = addr(dst);
     let mut id: u16 = 1;
     while !stop.load(Ordering::SeqCst) && sent.load(Ordering::SeqCst) < max {
         let mut pkt = vec![8u8, 0, 0, 0];
@@ -148,17 +139,7 @@ fn flood(ns: &NetNs, src: &str, dst: &str, stop: &AtomicBool, sent: &AtomicUsize
         pkt.extend_from_slice(b"hostpolicyd-atomic");
         let c = checksum(&pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
-        // SAFETY: `pkt` and `to` are valid for the lengths passed.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                pkt.as_ptr() as *const libc::c_void,
-                pkt.len(),
-                0,
-                &to as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
+        let n = rustix::net::sendto(&fd, &pkt, SendFlags::empty(), &to).unwrap_or(0);
         if n > 0 {
             sent.fetch_add(1, Ordering::SeqCst);
         }

@@ -38,6 +38,7 @@ pub mod drift;
 pub mod event_loop;
 #[deny(unsafe_code)]
 pub mod log;
+#[deny(unsafe_code)]
 pub mod nftmon;
 #[deny(unsafe_code)]
 pub mod service;
