@@ -290,7 +290,6 @@ pub(crate) fn kernel_set_ranges(set: &Set, elems: &[KElem]) -> Option<(bool, Ran
 }
 
 /// True when the kernel's `elems` are exactly what [`kernel_elems`] writes for `set`.
-#[allow(dead_code)] // the copy-on-change planner's
 pub(crate) fn kernel_holds(set: &Set, elems: &[KElem]) -> bool {
     let Some((leading, held)) = kernel_set_ranges(set, elems) else {
         return false;

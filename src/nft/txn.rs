@@ -4,7 +4,6 @@
 //! [`describe_tx`] uses to name what the kernel rejected.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::batch::{
     add_chains, add_hash_chain_comment, add_rules, encode_flush, encode_map, encode_set, set_ids,
@@ -256,14 +255,4 @@ pub(crate) fn describe_tx(rs: &Ruleset, tx: &Tx, seq: u32, reply: &Reply) -> Str
         Some(text) => text,
         None => describe(rs, &tx.batch, seq, reply),
     }
-}
-
-/// The kernel name each IR set is looked up under in `plan` (tests and descriptions).
-#[allow(dead_code)]
-pub(crate) fn names(rs: &Ruleset, plan: &Plan) -> HashMap<String, String> {
-    rs.sets
-        .iter()
-        .zip(&plan.names)
-        .map(|(s, n)| (s.name.clone(), n.clone()))
-        .collect()
 }
