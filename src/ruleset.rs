@@ -12,7 +12,7 @@ use std::fmt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-pub use origin::{Dir, Kind, Origin, OriginId, Origins, RuleAction, SourcePos, Stage};
+pub use origin::{rule_name, Dir, Kind, Origin, OriginId, Origins, RuleAction, SourcePos, Stage};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ruleset {

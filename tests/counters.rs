@@ -27,7 +27,7 @@ const POLICIES: &str = "- apiVersion: projectcalico.org/v3
   spec: {order: 20, selector: \"role == 'web'\", ingress: [{action: Allow, protocol: TCP, destination: {ports: [8080]}}]}
 ";
 
-/// `status --counters --json` in the node: policy rule ("policy dir[i]") → (packets, at).
+/// `status --counters --json` in the node: policy rule ("policy ingress rule N") → (packets, at).
 fn policy_counters(t: &Topology) -> BTreeMap<String, (u64, String)> {
     let out = t.hpd.run(&t.node, &["status", "--counters", "--json"]);
     assert_eq!(
@@ -41,11 +41,12 @@ fn policy_counters(t: &Topology) -> BTreeMap<String, (u64, String)> {
     let mut m = BTreeMap::new();
     for p in v["policies"].as_array().unwrap() {
         for r in p["rules"].as_array().unwrap() {
+            // JSON's `index` counts from 0; people's names of rules from 1 (`ingress rule 1`).
             let key = format!(
-                "{} {}[{}]",
+                "{} {} rule {}",
                 p["name"].as_str().unwrap(),
                 r["direction"].as_str().unwrap(),
-                r["index"]
+                r["index"].as_u64().unwrap() + 1
             );
             m.insert(
                 key,
@@ -86,9 +87,9 @@ fn counters_follow_the_policy_that_allowed() {
     assert_eq!(
         keys,
         [
-            "allow-alt ingress[0]",
-            "allow-http ingress[0]",
-            "deny-bad ingress[0]"
+            "allow-alt ingress rule 1",
+            "allow-http ingress rule 1",
+            "deny-bad ingress rule 1"
         ]
     );
     assert!(
@@ -96,7 +97,7 @@ fn counters_follow_the_policy_that_allowed() {
         "fresh table, no packets yet: {before:?}"
     );
     assert!(
-        before["allow-http ingress[0]"]
+        before["allow-http ingress rule 1"]
             .1
             .ends_with("policies.yaml:8:58"),
         "{before:?}"
@@ -119,11 +120,11 @@ fn counters_follow_the_policy_that_allowed() {
         .map(|(k, (p, _))| (k.as_str(), p - before[k].0))
         .collect();
     assert!(
-        delta["allow-http ingress[0]"] >= 1,
+        delta["allow-http ingress rule 1"] >= 1,
         "the allowing rule counted the connection: {delta:?}"
     );
     for (rule, d) in &delta {
-        if *rule != "allow-http ingress[0]" {
+        if *rule != "allow-http ingress rule 1" {
             assert_eq!(*d, 0, "{rule} counted packets it did not decide: {delta:?}");
         }
     }
@@ -140,10 +141,10 @@ fn counters_follow_the_policy_that_allowed() {
     );
     r.finish();
     let last = policy_counters(&t);
-    assert!(last["deny-bad ingress[0]"].0 >= 1, "{last:?}");
-    assert_eq!(last["allow-alt ingress[0]"].0, 0, "{last:?}");
+    assert!(last["deny-bad ingress rule 1"].0 >= 1, "{last:?}");
+    assert_eq!(last["allow-alt ingress rule 1"].0, 0, "{last:?}");
     assert_eq!(
-        last["allow-http ingress[0]"].0, after["allow-http ingress[0]"].0,
+        last["allow-http ingress rule 1"].0, after["allow-http ingress rule 1"].0,
         "{last:?}"
     );
 
@@ -155,14 +156,14 @@ fn counters_follow_the_policy_that_allowed() {
         .expect("counters::read");
     let http: u64 = counters
         .iter()
-        .filter(|c| c.comment.as_deref() == Some("allow-http ingress[0] Allow"))
+        .filter(|c| c.comment.as_deref() == Some("allow-http ingress rule 1 Allow"))
         .map(|c| c.packets)
         .sum();
-    assert_eq!(http, last["allow-http ingress[0]"].0);
+    assert_eq!(http, last["allow-http ingress rule 1"].0);
     let out = t.hpd.run(&t.node, &["status", "--counters"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("GlobalNetworkPolicy allow-http (") && text.contains("ingress[0] Allow"),
+        text.contains("GlobalNetworkPolicy allow-http (") && text.contains("ingress rule 1 Allow"),
         "{text}"
     );
     assert!(text.contains("HostEndpoint hep-eth0 ("), "{text}");

@@ -379,9 +379,9 @@ fn t5_text_output() {
     let expected = "node: node1
 packet: TCP 203.0.113.7:40000 -> 198.51.100.4:31852, in eth0, forwarded out eth2, DNAT to 198.51.100.200:8080
 verdict: ALLOW
-decided by: [preDNAT] policy allow-nodeport ingress rule 0: Allow (./policies.yaml:33:9)
+decided by: [preDNAT] policy allow-nodeport ingress rule 1: Allow (./policies.yaml:33:9)
 path:
-  [preDNAT] HostEndpoint node1-eth0: policy allow-nodeport ingress rule 0: Allow (./policies.yaml:33:9)
+  [preDNAT] HostEndpoint node1-eth0: policy allow-nodeport ingress rule 1: Allow (./policies.yaml:33:9)
   [preDNAT] HostEndpoint node1-eth0: allowed: normal and forward-ingress policy skipped
   [forward] forward ingress policy skipped: already accepted
   [forward] interface eth2 has no HostEndpoint: forward egress not policed

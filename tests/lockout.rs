@@ -117,7 +117,7 @@ fn check_refuses_a_blocked_management_flow_and_names_the_rule() {
             .unwrap_or_else(|| panic!("{err}"));
         // The error sits at the ManagementAccess and names the HEP and the rule that blocks the flow.
         assert!(line.starts_with("./base.yaml:9:3: error: ManagementAccess 'admin-ssh': TCP port 22 from 198.51.100.0/24 is not allowed in on HostEndpoint 'hep-eth0' (interface eth0)"), "{line}");
-        assert!(line.contains("by GlobalNetworkPolicy 'web-only', policy web-only ingress rule 1: Deny at ./web.yaml:6:75"), "{line}");
+        assert!(line.contains("by GlobalNetworkPolicy 'web-only', policy web-only ingress rule 2: Deny at ./web.yaml:6:75"), "{line}");
     }
     let c = Conf::new(&[
         ("base.yaml", BASE),
@@ -164,7 +164,7 @@ fn an_earlier_tier_that_blocks_is_found() {
     for (rules, why) in [
         (
             "{action: Deny, source: {nets: [198.51.100.0/25]}}, {action: Pass}",
-            "by GlobalNetworkPolicy 'guard' in tier platform, policy guard (tier platform) ingress rule 0: Deny at ./tier.yaml:2:",
+            "by GlobalNetworkPolicy 'guard' in tier platform, policy guard (tier platform) ingress rule 1: Deny at ./tier.yaml:2:",
         ),
         (
             "{action: Pass, protocol: TCP, destination: {ports: [80]}}",

@@ -178,3 +178,73 @@ fn each_commands_help_shows_the_global_options_apart_from_its_own() {
         "{check}"
     );
 }
+
+/// Item 16: `explain` said "rule 1" for the second rule, while the kernel's comments said `ingress[0]`
+/// for the first. Every output counts from 1 now (hostpolicyd(8) RULE NAMES); JSON keeps the 0-based
+/// index. The second rule of 30-nodeport.yaml's `allow-cluster-internal-ingress-only` is its Deny
+/// (line 25).
+#[test]
+fn every_output_counts_the_rules_of_a_policy_from_1() {
+    let dir = src("etc/hostpolicy.d");
+    let dir = dir.to_str().unwrap();
+    let packet = [
+        "--config-dir",
+        dir,
+        "--node-name",
+        "node1",
+        "explain",
+        "--in",
+        "eth0",
+        "--src",
+        "192.0.2.7",
+        "--dst",
+        "198.51.100.4",
+        "--dport",
+        "8080",
+    ];
+    let text = stdout(&hostpolicyd(&packet));
+    let decided = format!(
+        "decided by: [preDNAT] policy allow-cluster-internal-ingress-only (tier default) ingress rule 2: Deny ({dir}/30-nodeport.yaml:25:9)"
+    );
+    assert!(text.contains(&decided), "{text}");
+    let mut json_args = packet.to_vec();
+    json_args.push("--json");
+    let json: serde_json::Value = serde_json::from_slice(&hostpolicyd(&json_args).stdout).unwrap();
+    assert_eq!(json["decided_by"]["rule"], 1, "JSON: the index, from 0");
+    assert_eq!(
+        json["decided_by"]["text"],
+        "policy allow-cluster-internal-ingress-only (tier default) ingress rule 2: Deny"
+    );
+    let yaml = std::fs::read_to_string(src("etc/hostpolicy.d/30-nodeport.yaml")).unwrap();
+    assert_eq!(
+        yaml.lines().nth(24).map(str::trim),
+        Some("- action: Deny"),
+        "line 25 is the second rule"
+    );
+
+    let rendered = stdout(&hostpolicyd(&[
+        "--config-dir",
+        dir,
+        "--node-name",
+        "node1",
+        "render",
+    ]));
+    for comment in [
+        "comment \"allow-cluster-internal-ingress-only ingress rule 1 Allow\"",
+        "comment \"allow-cluster-internal-ingress-only ingress rule 2 Deny\"",
+    ] {
+        assert!(rendered.contains(comment), "{comment} in:\n{rendered}");
+    }
+    assert!(
+        !rendered.contains("ingress[") && !rendered.contains("egress["),
+        "no 0-based names left:\n{rendered}"
+    );
+
+    let man = std::fs::read_to_string(src("man/hostpolicyd.8")).unwrap();
+    let names = man
+        .split(".SH RULE NAMES")
+        .nth(1)
+        .and_then(|s| s.split(".SH ").next())
+        .expect("a RULE NAMES section in hostpolicyd(8)");
+    assert!(names.contains("lists from 1:") && names.contains("counted from 0"));
+}

@@ -724,7 +724,7 @@ impl<'a> Eval<'a> {
                 s.direction = Some(dname);
                 s.rule = Some(i);
                 s.at = Some(rule.pos.to_string());
-                let what = format!("{named} {dname} rule {i}");
+                let what = format!("{named} {}", crate::ruleset::rule_name(dname, i));
                 match rule.action {
                     Action::Log => {
                         s.text = format!("{what}: Log, continue");
@@ -1242,11 +1242,11 @@ mod tests {
         check(&e, Verdict::Drop, "no profile allows");
         let texts: Vec<&str> = e.steps.iter().map(|s| s.text.as_str()).collect();
         assert!(
-            texts.contains(&"policy p1 ingress rule 0: Log, continue"),
+            texts.contains(&"policy p1 ingress rule 1: Log, continue"),
             "{e}"
         );
         assert!(
-            texts.contains(&"policy p1 ingress rule 1: Pass, the rest of the tier is skipped"),
+            texts.contains(&"policy p1 ingress rule 2: Pass, the rest of the tier is skipped"),
             "{e}"
         );
         assert!(
@@ -1260,7 +1260,7 @@ mod tests {
             &tcp(inb("eth0"), "203.0.113.5", "192.0.2.1", 80),
         );
         check(&e, Verdict::Allow, "p2");
-        assert_eq!(e.steps[0].text, "policy p1 ingress rule 0: Log, continue");
+        assert_eq!(e.steps[0].text, "policy p1 ingress rule 1: Log, continue");
         let c = t4(PROFILE);
         check(
             &eval(
@@ -1776,9 +1776,9 @@ mod tests {
             texts,
             [
                 "tier platform (order 100, defaultAction Deny)",
-                "policy platform.deny-list (tier platform) ingress rule 1: Pass, the rest of tier platform is skipped: next tier default",
+                "policy platform.deny-list (tier platform) ingress rule 2: Pass, the rest of tier platform is skipped: next tier default",
                 "tier default (order 1000000, defaultAction Deny)",
-                "policy allow-http (tier default) ingress rule 0: Allow",
+                "policy allow-http (tier default) ingress rule 1: Allow",
             ],
             "{e}"
         );

@@ -40,6 +40,7 @@ use crate::config::model::{
     Rule, Tier, DEFAULT_TIER, DEFAULT_TIER_ORDER,
 };
 use crate::resolve::{policy_scope_ok, NodeView};
+use crate::ruleset::rule_name;
 use crate::selector::Selector;
 
 /// All lints of this module, in no particular order (`pipeline::build` sorts them).
@@ -76,8 +77,8 @@ fn shadowed_rules(policy: &GlobalNetworkPolicy, out: &mut Vec<Diagnostic>) {
                 out.push(Diagnostic::warning(
                     later.pos.clone(),
                     format!(
-                        "GlobalNetworkPolicy '{}' {dir} rule {j} ({:?}) is never reached: rule {i} ({:?}, {}) matches every packet it matches and ends the policy",
-                        policy.name, later.action, r.action, r.pos
+                        "GlobalNetworkPolicy '{}' {} ({:?}) is never reached: {} ({:?}, {}) matches every packet it matches and ends the policy",
+                        policy.name, rule_name(dir, j), later.action, rule_name(dir, i), r.action, r.pos
                     ),
                 ));
             }
@@ -479,8 +480,8 @@ fn passes_that_reach_no_tier(config: &Config, out: &mut Vec<Diagnostic>) {
             out.push(Diagnostic::warning(
                 rule.pos.clone(),
                 format!(
-                    "GlobalNetworkPolicy '{}' (tier {}) {dir} rule {i} (Pass) never reaches another tier: no policy of a later tier applies to {dir} in the {stage} stage of the HostEndpoints it selects, so {instead}",
-                    p.name, p.tier.value
+                    "GlobalNetworkPolicy '{}' (tier {}) {} (Pass) never reaches another tier: no policy of a later tier applies to {dir} in the {stage} stage of the HostEndpoints it selects, so {instead}",
+                    p.name, p.tier.value, rule_name(dir, i)
                 ),
             ));
         }
@@ -616,8 +617,8 @@ mod tests {
             let l = lints(&policy(rules));
             assert_eq!(l.len(), 1, "{rules}: {l:?}");
             assert!(
-                l[0].contains("warning: GlobalNetworkPolicy 'p' ingress rule 1")
-                    && l[0].contains("is never reached: rule 0"),
+                l[0].contains("warning: GlobalNetworkPolicy 'p' ingress rule 2")
+                    && l[0].contains("is never reached: ingress rule 1"),
                 "{l:?}"
             );
         }
@@ -775,7 +776,7 @@ mod tests {
             guard("preDNAT: true, applyOnForward: true, ")
         ));
         assert_eq!(l.len(), 1, "{l:?}");
-        assert!(l[0].contains("GlobalNetworkPolicy 'guard' (tier platform) ingress rule 1 (Pass) never reaches another tier: no policy of a later tier applies to ingress in the preDNAT stage"), "{l:?}");
+        assert!(l[0].contains("GlobalNetworkPolicy 'guard' (tier platform) ingress rule 2 (Pass) never reaches another tier: no policy of a later tier applies to ingress in the preDNAT stage"), "{l:?}");
         // The later tier's policy selects other HostEndpoints only.
         let db = gnp(
             "app",

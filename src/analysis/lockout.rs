@@ -467,7 +467,7 @@ mod tests {
 ";
         let d = run(&format!("{BASE}{policies}"));
         assert_eq!(d.len(), 1, "{d:?}");
-        assert!(d[0].message.contains("e.g. 198.51.100.77:32768 -> 192.0.2.1:22 is dropped in the normal stage by GlobalNetworkPolicy 'a-block', policy a-block ingress rule 0: Deny at t.yaml:4:"), "{}", d[0]);
+        assert!(d[0].message.contains("e.g. 198.51.100.77:32768 -> 192.0.2.1:22 is dropped in the normal stage by GlobalNetworkPolicy 'a-block', policy a-block ingress rule 1: Deny at t.yaml:4:"), "{}", d[0]);
     }
 
     #[test]
@@ -532,7 +532,7 @@ mod tests {
             guard("{action: Deny, source: {nets: [198.51.100.128/25]}}, {action: Pass}")
         ));
         assert_eq!(d.len(), 1, "{d:?}");
-        assert!(d[0].message.contains("e.g. 198.51.100.128:32768 -> 192.0.2.1:22 is dropped in the normal stage by GlobalNetworkPolicy 'guard' in tier platform, policy guard (tier platform) ingress rule 0: Deny"), "{}", d[0]);
+        assert!(d[0].message.contains("e.g. 198.51.100.128:32768 -> 192.0.2.1:22 is dropped in the normal stage by GlobalNetworkPolicy 'guard' in tier platform, policy guard (tier platform) ingress rule 1: Deny"), "{}", d[0]);
         // The guard rail passes only TCP 80: the end of tier platform drops SSH.
         let d = run(&format!(
             "{BASE}{allow}{tier}{}",

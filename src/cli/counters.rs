@@ -22,7 +22,7 @@ use crate::compile::names;
 use crate::config::model::{Config, DEFAULT_TIER};
 use crate::exit;
 use crate::nft::{clean_comment, netlink::Netlink, Dataplane, DataplaneError};
-use crate::ruleset::{Dir, Kind, Origin, Ruleset, Stage};
+use crate::ruleset::{rule_name, Dir, Kind, Origin, Ruleset, Stage};
 use crate::settings::Settings;
 
 /// One kernel rule with a counter.
@@ -340,7 +340,7 @@ impl fmt::Display for Report {
             };
             writeln!(f, "GlobalNetworkPolicy {}{tier}{at}", p.name)?;
             for r in &p.rules {
-                let rule = format!("{}[{}] {}", r.direction, r.index, r.action);
+                let rule = format!("{} {}", rule_name(&r.direction, r.index), r.action);
                 writeln!(
                     f,
                     "  {rule:<22} {:>12} {:>14}  {}",
@@ -518,7 +518,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  ingress[0] Allow                  7            420  t.yaml:2:136"),
+            text.contains("  ingress rule 1 Allow              7            420  t.yaml:2:136"),
             "{text}"
         );
     }
@@ -578,7 +578,7 @@ mod tests {
     fn a_rule_with_another_comment_is_not_misnamed() {
         let (config, now) = compiled(&format!("{HEP}{Z_FIRST}"));
         let mut changed = c(&now, "pi-z-first", 0, 3);
-        changed.comment = Some("z-first ingress[0] Deny".into());
+        changed.comment = Some("z-first ingress rule 1 Deny".into());
         let r = report("hostpolicy", &config, &[&now], &[changed]);
         assert!(r.policies.is_empty(), "{r:?}");
         assert_eq!(r.other.len(), 1);

@@ -165,7 +165,8 @@ pub fn log_prefix(template: &str, tier: &str, policy: &str) -> String {
 }
 
 /// The comment of a rule, for people reading `nft list`: made from its origin for the rules that can
-/// decide (`POLICY ingress[N] Action`, `HEP: end of tier default deny`, `HEP: no profile matched`,
+/// decide (`POLICY ingress rule N Action`, rules counted from 1: `ruleset::rule_name`; `HEP: end of
+/// tier default deny`, `HEP: no profile matched`,
 /// `HEP: profile NAME`...); `None` for the others, which carry a fixed text ([`WILDCARD`], ...) or none.
 ///
 /// A policy of another tier than `default` is named `TIER/POLICY` (`platform/guard ingress[0] Deny`),
@@ -174,11 +175,10 @@ pub fn log_prefix(template: &str, tier: &str, policy: &str) -> String {
 pub fn comment(origin: &Origin) -> Option<String> {
     let text = match origin.kind {
         Kind::Policy => format!(
-            "{}{} {}[{}] {}",
+            "{}{} {} {}",
             tier_prefix(origin),
             origin.policy.as_deref()?,
-            origin.direction?,
-            origin.rule?,
+            crate::ruleset::rule_name(origin.direction?, origin.rule? as usize),
             origin.action?
         ),
         Kind::Tier if origin.policy.is_none() => format!(
@@ -286,7 +286,10 @@ mod tests {
         o.direction = Some(Dir::Ingress);
         o.rule = Some(3);
         o.action = Some(RuleAction::Allow);
-        assert_eq!(comment(&o).as_deref(), Some("allow-http ingress[3] Allow"));
+        assert_eq!(
+            comment(&o).as_deref(),
+            Some("allow-http ingress rule 4 Allow")
+        );
         let mut d = Origin::new(Kind::NoPolicy);
         d.host_endpoint = Some("h".into());
         d.stage = Some(Stage::Normal);
@@ -301,10 +304,13 @@ mod tests {
         o.tier = Some("platform".into());
         assert_eq!(
             comment(&o).as_deref(),
-            Some("platform/allow-http ingress[3] Allow")
+            Some("platform/allow-http ingress rule 4 Allow")
         );
         o.tier = Some("default".into());
-        assert_eq!(comment(&o).as_deref(), Some("allow-http ingress[3] Allow"));
+        assert_eq!(
+            comment(&o).as_deref(),
+            Some("allow-http ingress rule 4 Allow")
+        );
         let mut e = Origin::new(Kind::EndOfTier);
         e.host_endpoint = Some("h".into());
         e.tier = Some("default".into());

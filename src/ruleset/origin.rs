@@ -15,6 +15,15 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// How every output names a rule of a policy: `ingress rule 1` is the first rule of the policy's
+/// `ingress` list, counted from 1 as people count, in `explain`, `status --counters`, the logs, the
+/// lints and the comments of the rules in the kernel (issue 17 item 16: "rule 1" named the second rule
+/// in one place and the first in another). The IR ([`Origin::rule`]) and the JSON outputs keep the
+/// 0-based index into the list.
+pub fn rule_name(direction: impl fmt::Display, index: usize) -> String {
+    format!("{direction} rule {}", index + 1)
+}
+
 use serde::{Deserialize, Serialize};
 
 /// The stage a policy runs in on a host endpoint (spec §3.2): untracked (raw, doNotTrack), preDNAT
@@ -234,7 +243,7 @@ impl fmt::Display for Origin {
             }
         }
         match (self.direction, self.rule) {
-            (Some(d), Some(i)) => write!(f, " {d}[{i}]")?,
+            (Some(d), Some(i)) => write!(f, " {}", rule_name(d, i as usize))?,
             (Some(d), None) if self.stage.is_none() => write!(f, " {d}")?,
             _ => {}
         }
@@ -317,13 +326,13 @@ mod tests {
         });
         assert_eq!(
             rule.to_string(),
-            "policy allow-http ingress[0] Allow (/etc/hostpolicy.d/a.yaml:12:7)"
+            "policy allow-http ingress rule 1 Allow (/etc/hostpolicy.d/a.yaml:12:7)"
         );
         rule.tier = Some("platform".into());
         rule.staged = true;
         assert!(rule
             .to_string()
-            .starts_with("policy platform.allow-http (staged) ingress[0]"));
+            .starts_with("policy platform.allow-http (staged) ingress rule 1"));
         let mut eot = Origin::new(Kind::EndOfTier);
         eot.tier = Some("default".into());
         eot.host_endpoint = Some("h".into());
