@@ -165,6 +165,16 @@ impl Summary {
                 "not enforcing (flushed): `hostpolicyd flush` deleted table inet {table} at {at}; \
                  `systemctl reload hostpolicyd` (or a restart) enforces the configuration again"
             ));
+        } else if self.hash.is_none() {
+            // Starting (the first reload runs), or nothing valid was ever applied.
+            out.push(match self.kernel.as_str() {
+                "" | "none" => {
+                    "not enforcing: hostpolicyd has applied no ruleset (yet)".to_string()
+                }
+                k => format!(
+                    "not enforcing: hostpolicyd has applied no ruleset; table inet {table} is {k}"
+                ),
+            });
         } else {
             match self.kernel.as_str() {
                 "ours" | "" => {}
