@@ -14,21 +14,20 @@ use std::time::{Duration, Instant};
 
 use common::netns::require_root;
 use common::probe::{sa, tcp_open, Report, Servers, ALLOW, DROP};
+use common::scenarios as sc;
 use common::topology::{
     fresh_ns, nft_json, nft_json_exact, nft_list, nft_load, nft_tables, nft_try_load, output_text,
     Topology,
 };
-use common::yaml::{docs, hep};
+use common::yaml::hep;
 
+/// Spec §7 T1's HostEndpoint (hep-eth0 on eth0, 192.0.2.1, role: web), as tests/golden/t1/ has it.
 fn hep_web() -> String {
-    hep(
-        "hep-eth0",
-        "node1",
-        Some("eth0"),
-        &["192.0.2.1"],
-        &[("role", "web")],
-        &[],
-    )
+    let t1 = sc::t1();
+    let [(_, hep)] = &t1.files[..] else {
+        panic!("T1 is one file: {:?}", t1.files)
+    };
+    hep.clone()
 }
 
 /// A configuration: (file name, YAML) pairs.
@@ -405,95 +404,11 @@ fn foreign_tables_survive_apply_reapply_and_flush() {
 // =============================================================================================================
 
 /// Configurations that exercise most of the compiler: plain HEP, Log/Pass/profile, preDNAT with selector
-/// sets, applyOnForward, doNotTrack, IPv6, a GlobalNetworkSet.
-fn render_configs() -> Vec<(&'static str, Vec<(&'static str, String)>)> {
-    let t4 = "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: p1}
-  spec: {order: 1, selector: \"role == 'web'\", ingress: [{action: Log}, {action: Pass, source: {nets: [192.0.2.0/24]}}]}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: p2}
-  spec: {order: 2, selector: \"role == 'web'\", ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]}
-";
-    let t5 = "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: allow-cluster-internal-ingress-only}
-  spec:
-    order: 20
-    preDNAT: true
-    applyOnForward: true
-    selector: has(kubernetes-host)
-    ingress:
-      - {action: Allow, source: {nets: [198.51.100.0/25, 198.51.100.128/25]}}
-      - {action: Deny}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: allow-outbound-external}
-  spec: {order: 10, selector: has(kubernetes-host), egress: [{action: Allow}]}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: allow-nodeport}
-  spec:
-    order: 10
-    preDNAT: true
-    applyOnForward: true
-    selector: has(kubernetes-host)
-    ingress:
-      - {action: Allow, protocol: TCP, destination: {selector: has(kubernetes-host), ports: [31852]}}
-";
-    let t5_heps = docs(&[
-        hep(
-            "node1-eth0",
-            "node1",
-            Some("eth0"),
-            &["198.51.100.4"],
-            &[("kubernetes-host", "ingress")],
-            &[],
-        ),
-        hep(
-            "node2-eth0",
-            "node2",
-            Some("eth0"),
-            &["198.51.100.5"],
-            &[("kubernetes-host", "ingress")],
-            &[],
-        ),
-    ]);
-    let t7 = "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: allow-ssh-maintenance}
-spec: {selector: \"network == 'maintenance'\", applyOnForward: true, types: [Egress],
-       egress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}]}
-";
-    let t8 = "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: memcached-server}
-spec:
-  selector: \"memcached == 'server'\"
-  applyOnForward: true
-  doNotTrack: true
-  ingress: [{action: Allow, protocol: TCP, source: {selector: \"memcached == 'client'\"}, destination: {ports: [12211]}}]
-  egress:  [{action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: \"memcached == 'client'\"}}]
-";
-    let t8_heps = docs(&[
-        hep(
-            "memcached-node-1-eth0",
-            "node1",
-            Some("eth0"),
-            &["192.0.2.1"],
-            &[("memcached", "server")],
-            &[],
-        ),
-        hep(
-            "client1-eth0",
-            "client1",
-            Some("eth0"),
-            &["192.0.2.200"],
-            &[("memcached", "client")],
-            &[],
-        ),
-    ]);
+/// sets, applyOnForward, doNotTrack (spec §7's scenarios, from tests/golden/), IPv6, a GlobalNetworkSet.
+fn render_configs() -> Vec<(&'static str, Vec<(String, String)>)> {
+    let named = |files: Vec<(&'static str, String)>| -> Vec<(String, String)> {
+        files.into_iter().map(|(n, c)| (n.to_string(), c)).collect()
+    };
     let v6 = "apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: allow-v6}
@@ -517,52 +432,14 @@ spec:
         ),
     ));
     vec![
-        ("T1 (HEP, no policy)", vec![("hep.yaml", hep_web())]),
-        (
-            "T4 (Log, Pass, profile)",
-            vec![
-                (
-                    "hep.yaml",
-                    hep(
-                        "hep-eth0",
-                        "node1",
-                        Some("eth0"),
-                        &["192.0.2.1"],
-                        &[("role", "web")],
-                        &["projectcalico-default-allow"],
-                    ),
-                ),
-                ("p.yaml", t4.to_string()),
-            ],
-        ),
-        (
-            "T5 (preDNAT, selector sets)",
-            vec![("heps.yaml", t5_heps), ("p.yaml", t5.to_string())],
-        ),
-        (
-            "T7 (applyOnForward)",
-            vec![
-                (
-                    "hep.yaml",
-                    hep(
-                        "myhost.eth1",
-                        "node1",
-                        Some("eth1"),
-                        &["198.51.100.45"],
-                        &[("network", "maintenance")],
-                        &[],
-                    ),
-                ),
-                ("p.yaml", t7.to_string()),
-            ],
-        ),
-        (
-            "T8 (doNotTrack)",
-            vec![("heps.yaml", t8_heps), ("p.yaml", t8.to_string())],
-        ),
+        ("T1 (HEP, no policy)", sc::t1().files),
+        ("T4 (Log, Pass, profile)", sc::t4_default_allow().files),
+        ("T5 (preDNAT, selector sets)", sc::t5().files),
+        ("T7 (applyOnForward)", sc::t7().files),
+        ("T8 (doNotTrack)", sc::t8().files),
         (
             "IPv6",
-            vec![
+            named(vec![
                 (
                     "hep.yaml",
                     hep(
@@ -575,9 +452,9 @@ spec:
                     ),
                 ),
                 ("p.yaml", v6.to_string()),
-            ],
+            ]),
         ),
-        ("GlobalNetworkSet, two HEPs", b),
+        ("GlobalNetworkSet, two HEPs", named(b)),
     ]
 }
 
@@ -605,7 +482,11 @@ fn render_loaded_with_nft_equals_what_apply_loaded() {
     let t = Topology::standard();
     let mut r = Report::new("render = apply", &[]);
     for (name, files) in render_configs() {
-        t.hpd.set_config(&owned(&files));
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .collect();
+        t.hpd.set_config(&files);
         let out = t.hpd.apply(&t.node);
         if out.status.code() != Some(0) {
             r.assert(

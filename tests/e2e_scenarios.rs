@@ -23,11 +23,12 @@ use common::probe::{
     conntrack_list, retrans_failure, sa, tcp_connect, tcp_open, Outcome, Report, Servers, ALLOW,
     ALLOW_TIMEOUT, DROP, DROP_TIMEOUT,
 };
-use common::t5::{t5_heps, t5_plan, t5_policies};
+use common::scenarios as sc;
+use common::t5::t5_plan;
 use common::topology::{
     kube_proxy_nodeport, nft_json_exact, nft_list, output_text, Plan, Topology,
 };
-use common::yaml::{docs, hep};
+use common::yaml::hep;
 
 /// Listeners for the standard topology: every port any row probes.
 fn standard_servers(t: &Topology) -> Vec<Servers> {
@@ -36,18 +37,6 @@ fn standard_servers(t: &Topology) -> Vec<Servers> {
         Servers::start(&t.lan0, &[22, 80, 443], &["192.0.2.53:53"]),
         Servers::start(&t.lan1, &[22, 80, 8080], &[]),
     ]
-}
-
-/// `hep(hep-eth0; node1; eth0; [10.0.0.1]; {role: web})` (T1, also used by T2–T4 and T6).
-fn hep_web(profiles: &[&str]) -> String {
-    hep(
-        "hep-eth0",
-        "node1",
-        Some("eth0"),
-        &["192.0.2.1"],
-        &[("role", "web")],
-        profiles,
-    )
 }
 
 // =============================================================================================================
@@ -61,7 +50,7 @@ fn t1_hep_without_policy() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[]))]);
+    t.apply(&sc::t1().files());
 
     let mut r = Report::new("T1", &[&t.node]);
     r.tcp(
@@ -122,7 +111,7 @@ fn t1_variant_default_allow_profile() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&["projectcalico-default-allow"]))]);
+    t.apply(&sc::t1_default_allow().files());
 
     let why =
         "T1 variant: profiles [projectcalico-default-allow] ⇒ packets 1, 3 and 5 become ALLOW";
@@ -168,18 +157,6 @@ fn t1_variant_default_allow_profile() {
 // T2 Types inference and per-direction defaults
 // =============================================================================================================
 
-fn t2_policy(extra: &str) -> String {
-    format!(
-        "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: allow-http}}
-spec:
-  selector: \"role == 'web'\"
-  ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}]
-{extra}"
-    )
-}
-
 #[test]
 fn t2_types_inferred_ingress() {
     if !require_root("t2_types_inferred_ingress") {
@@ -187,7 +164,7 @@ fn t2_types_inferred_ingress() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policy.yaml", &t2_policy(""))]);
+    t.apply(&sc::t2().files());
 
     let mut r = Report::new("T2", &[&t.node]);
     r.tcp_echo(
@@ -224,10 +201,7 @@ fn t2_variant_a_types_ingress_egress_without_egress_rules() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&[])),
-        ("policy.yaml", &t2_policy("  types: [Ingress, Egress]\n")),
-    ]);
+    t.apply(&sc::t2_types_ingress_egress().files());
 
     let mut r = Report::new("T2 variant a", &[&t.node]);
     r.tcp_echo(
@@ -264,10 +238,7 @@ fn t2_variant_b_egress_rules_infer_both_types() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&[])),
-        ("policy.yaml", &t2_policy("  egress: [{action: Allow}]\n")),
-    ]);
+    t.apply(&sc::t2_egress_rule().files());
 
     let mut r = Report::new("T2 variant b", &[&t.node]);
     r.tcp_echo(
@@ -301,28 +272,6 @@ fn t2_variant_b_egress_rules_infer_both_types() {
 // T3 Order, ties and missing order
 // =============================================================================================================
 
-/// T3's three policies; `allow_name` / `allow_order` for rows 3 and 4.
-fn t3_policies(allow_name: &str, allow_order: Option<u32>) -> String {
-    let order = allow_order
-        .map(|o| format!("order: {o}, "))
-        .unwrap_or_default();
-    format!(
-        "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: a-deny}}
-  spec: {{order: 10, selector: \"role == 'web'\", ingress: [{{action: Deny, source: {{nets: [192.0.2.0/28]}}}}]}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: {allow_name}}}
-  spec: {{{order}selector: \"role == 'web'\", ingress: [{{action: Allow}}]}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: m-deny}}
-  spec: {{selector: \"role == 'web'\", ingress: [{{action: Deny}}]}}
-"
-    )
-}
-
 #[test]
 fn t3_order() {
     if !require_root("t3_order") {
@@ -330,10 +279,7 @@ fn t3_order() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&[])),
-        ("policies.yaml", &t3_policies("b-allow", Some(20))),
-    ]);
+    t.apply(&sc::t3().files());
 
     let mut r = Report::new("T3 rows 1-2", &[&t.node]);
     r.tcp(
@@ -362,10 +308,7 @@ fn t3_missing_order_tie_broken_by_name() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&[])),
-        ("policies.yaml", &t3_policies("b-allow", None)),
-    ]);
+    t.apply(&sc::t3_without_order().files());
 
     let mut r = Report::new("T3 row 3", &[&t.node]);
     r.tcp(
@@ -394,10 +337,7 @@ fn t3_missing_order_sorts_last_then_name() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&[])),
-        ("policies.yaml", &t3_policies("z-allow", None)),
-    ]);
+    t.apply(&sc::t3_z_allow().files());
 
     let mut r = Report::new("T3 row 4", &[&t.node]);
     r.tcp(
@@ -414,22 +354,6 @@ fn t3_missing_order_sorts_last_then_name() {
 // =============================================================================================================
 // T4 Pass, Log, profiles
 // =============================================================================================================
-
-const T4_POLICIES: &str = "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: p1}
-  spec:
-    order: 1
-    selector: \"role == 'web'\"
-    ingress: [{action: Log}, {action: Pass, source: {nets: [192.0.2.0/24]}}]
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: p2}
-  spec:
-    order: 2
-    selector: \"role == 'web'\"
-    ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]
-";
 
 /// The kernel log of a non-initial namespace is only written when the host's `nf_log_all_netns` is 1, which
 /// a test must not change: so the Log rows check that the loaded ruleset logs with the spec's prefix
@@ -450,7 +374,7 @@ fn t4_pass_log_no_profile() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[("hep.yaml", &hep_web(&[])), ("policies.yaml", T4_POLICIES)]);
+    t.apply(&sc::t4().files());
 
     let mut r = Report::new("T4", &[&t.node]);
     r.tcp(
@@ -480,10 +404,7 @@ fn t4_pass_to_default_allow_profile() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&["projectcalico-default-allow"])),
-        ("policies.yaml", T4_POLICIES),
-    ]);
+    t.apply(&sc::t4_default_allow().files());
 
     let mut r = Report::new("T4 row 3", &[&t.node]);
     r.tcp(
@@ -540,13 +461,7 @@ fn t5_nodeport_howto() {
         return;
     }
     let (t, _s) = t5_setup();
-    t.apply(&[
-        (
-            "heps.yaml",
-            &t5_heps(&["198.51.100.4"], &[("kubernetes-host", "ingress")]),
-        ),
-        ("policies.yaml", &t5_policies("has(kubernetes-host)")),
-    ]);
+    t.apply(&sc::t5().files());
 
     let mut r = Report::new("T5", &[&t.node]);
     let mut conn = None;
@@ -632,13 +547,7 @@ fn t5_row9_hep_without_expected_ips() {
         return;
     }
     let (t, _s) = t5_setup();
-    t.apply(&[
-        (
-            "heps.yaml",
-            &t5_heps(&[], &[("kubernetes-host", "ingress")]),
-        ),
-        ("policies.yaml", &t5_policies("has(kubernetes-host)")),
-    ]);
+    t.apply(&sc::t5_without_expected_ips().files());
 
     let mut r = Report::new("T5 row 9", &[&t.node]);
     r.tcp(
@@ -666,10 +575,7 @@ fn t5_row10_hep_without_kubernetes_host_label() {
         return;
     }
     let (t, _s) = t5_setup();
-    t.apply(&[
-        ("heps.yaml", &t5_heps(&["198.51.100.4"], &[])),
-        ("policies.yaml", &t5_policies("has(kubernetes-host)")),
-    ]);
+    t.apply(&sc::t5_without_label().files());
 
     let mut r = Report::new("T5 row 10", &[&t.node]);
     r.tcp_echo("T5 #10", ALLOW, "no policy selects the HEP ⇒ no preDNAT; after DNAT the packet is forwarded and the forward default allows", &t.lan0, "203.0.113.7", "198.51.100.4:31852");
@@ -706,23 +612,8 @@ fn t5_node_selective_variant() {
         return;
     }
     let (t, _s) = t5_setup();
-    let files = [
-        (
-            "heps.yaml",
-            t5_heps(
-                &["198.51.100.4"],
-                &[
-                    ("kubernetes-host", "ingress"),
-                    ("nodeport-external-ingress", "true"),
-                ],
-            ),
-        ),
-        (
-            "policies.yaml",
-            t5_policies("nodeport-external-ingress == 'true'"),
-        ),
-    ];
-    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let selective = sc::t5_node_selective("nodeport-external-ingress == 'true'");
+    let files = selective.files();
     t.apply(&files);
     // the same files on node2 (the peer), as the design intends
     t.hpd_peer.set_config(&files);
@@ -770,30 +661,12 @@ fn t5_invalid_node_selector_rejected_and_previous_table_kept() {
         return;
     }
     let (t, _s) = t5_setup();
-    let heps = t5_heps(
-        &["198.51.100.4"],
-        &[
-            ("kubernetes-host", "ingress"),
-            ("nodeport-external-ingress", "true"),
-        ],
-    );
-    t.apply(&[
-        ("heps.yaml", &heps),
-        (
-            "policies.yaml",
-            &t5_policies("nodeport-external-ingress == 'true'"),
-        ),
-    ]);
+    t.apply(&sc::t5_node_selective("nodeport-external-ingress == 'true'").files());
     let before = nft_json_exact(&t.node, "inet", "hostpolicy");
 
     // spec §6.1: the how-to's `nodeport-external-ingress: true` is not a valid selector
-    t.hpd.set_config(&[
-        ("heps.yaml", &heps),
-        (
-            "policies.yaml",
-            &t5_policies("nodeport-external-ingress: true"),
-        ),
-    ]);
+    t.hpd
+        .set_config(&sc::t5_node_selective("nodeport-external-ingress: true").files());
     let out = t.hpd.apply(&t.node);
     let after = nft_json_exact(&t.node, "inet", "hostpolicy");
 
@@ -837,24 +710,6 @@ fn t5_invalid_node_selector_rejected_and_previous_table_kept() {
 // T6 preDNAT has no default drop; preDNAT validation
 // =============================================================================================================
 
-fn t6_policy(extra: &str, apply_on_forward: bool) -> String {
-    let aof = if apply_on_forward {
-        "  applyOnForward: true\n"
-    } else {
-        ""
-    };
-    format!(
-        "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: pd-31852}}
-spec:
-  preDNAT: true
-{aof}  selector: \"role == 'web'\"
-  ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [31852]}}}}]
-{extra}"
-    )
-}
-
 #[test]
 fn t6_prednat_has_no_default_drop() {
     if !require_root("t6_prednat_has_no_default_drop") {
@@ -862,10 +717,7 @@ fn t6_prednat_has_no_default_drop() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    t.apply(&[
-        ("hep.yaml", &hep_web(&[])),
-        ("policy.yaml", &t6_policy("", true)),
-    ]);
+    t.apply(&sc::t6().files());
 
     let mut r = Report::new("T6", &[&t.node]);
     r.tcp(
@@ -894,37 +746,35 @@ fn t6_load_time_rejects() {
         return;
     }
     let t = Topology::standard();
-    let hep = hep_web(&[]);
-    t.apply(&[("hep.yaml", &hep), ("policy.yaml", &t6_policy("", true))]);
+    t.apply(&sc::t6().files());
     let before = nft_json_exact(&t.node, "inet", "hostpolicy");
     assert!(before.is_some(), "apply left no table inet hostpolicy");
 
     let cases = [
         (
             "without applyOnForward",
-            t6_policy("", false),
+            sc::t6_apply_on_forward(""),
             "preDNAT needs applyOnForward (spec §1.3 rule 3)",
         ),
         (
             "with egress rules",
-            t6_policy("  egress: [{action: Allow}]\n", true),
+            sc::t6_with("egress: [{action: Allow}]"),
             "preDNAT: egress must be empty (rule 2)",
         ),
         (
             "with types [Ingress, Egress]",
-            t6_policy("  types: [Ingress, Egress]\n", true),
+            sc::t6_with("types: [Ingress, Egress]"),
             "preDNAT: types must not contain Egress (rule 2)",
         ),
         (
             "with doNotTrack as well",
-            t6_policy("  doNotTrack: true\n", true),
+            sc::t6_with("doNotTrack: true"),
             "preDNAT and doNotTrack cannot both be true (rule 1)",
         ),
     ];
     let mut r = Report::new("T6 load-time rejects", &[&t.node]);
-    for (what, policy, why) in &cases {
-        t.hpd
-            .set_config(&[("hep.yaml", &hep), ("policy.yaml", policy)]);
+    for (what, scenario, why) in &cases {
+        t.hpd.set_config(&scenario.files());
         let out = t.hpd.apply(&t.node);
         r.assert(
             &format!("T6 reject {what}"),
@@ -948,43 +798,6 @@ fn t6_load_time_rejects() {
 // T7 applyOnForward on a router
 // =============================================================================================================
 
-fn t7_config(apply_on_forward: bool) -> Vec<(&'static str, String)> {
-    let aof = if apply_on_forward {
-        " applyOnForward: true,"
-    } else {
-        ""
-    };
-    vec![
-        (
-            "hep.yaml",
-            hep(
-                "myhost.eth1",
-                "node1",
-                Some("eth1"),
-                &["198.51.100.45"],
-                &[("network", "maintenance")],
-                &[],
-            ),
-        ),
-        (
-            "policy.yaml",
-            format!(
-                "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: allow-ssh-maintenance}}
-spec: {{selector: \"network == 'maintenance'\",{aof} types: [Egress],
-       egress: [{{action: Allow, protocol: TCP, destination: {{ports: [22]}}}}]}}
-"
-            ),
-        ),
-    ]
-}
-
-fn apply_owned(t: &Topology, files: &[(&'static str, String)]) {
-    let f: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
-    t.apply(&f);
-}
-
 #[test]
 fn t7_apply_on_forward_router() {
     if !require_root("t7_apply_on_forward_router") {
@@ -992,7 +805,7 @@ fn t7_apply_on_forward_router() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    apply_owned(&t, &t7_config(true));
+    t.apply(&sc::t7().files());
 
     let mut r = Report::new("T7", &[&t.node]);
     r.tcp(
@@ -1053,7 +866,7 @@ fn t7_variant_without_apply_on_forward() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    apply_owned(&t, &t7_config(false));
+    t.apply(&sc::t7_without_apply_on_forward().files());
 
     let why = "no AoF policy ⇒ the forward default allows";
     let mut r = Report::new("T7 variant", &[&t.node]);
@@ -1112,37 +925,6 @@ fn t7_variant_without_apply_on_forward() {
 // T8 doNotTrack must be symmetric
 // =============================================================================================================
 
-fn t8_config(server_iface: &str, with_egress: bool) -> Vec<(&'static str, String)> {
-    let egress = if with_egress {
-        "  egress:  [{action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: \"memcached == 'client'\"}}]\n"
-    } else {
-        ""
-    };
-    vec![
-        (
-            "heps.yaml",
-            docs(&[
-                hep("memcached-node-1-eth0", "node1", Some(server_iface), &["192.0.2.1"], &[("memcached", "server")], &[]),
-                hep("client1-eth0", "client1", Some("eth0"), &["192.0.2.200"], &[("memcached", "client")], &[]),
-            ]),
-        ),
-        (
-            "policy.yaml",
-            format!(
-                "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: memcached-server}}
-spec:
-  selector: \"memcached == 'server'\"
-  applyOnForward: true
-  doNotTrack: true
-  ingress: [{{action: Allow, protocol: TCP, source: {{selector: \"memcached == 'client'\"}}, destination: {{ports: [12211]}}}}]
-{egress}"
-            ),
-        ),
-    ]
-}
-
 #[test]
 fn t8_do_not_track_symmetric() {
     if !require_root("t8_do_not_track_symmetric") {
@@ -1150,7 +932,7 @@ fn t8_do_not_track_symmetric() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    apply_owned(&t, &t8_config("eth0", true));
+    t.apply(&sc::t8().files());
 
     let mut r = Report::new("T8", &[&t.node]);
     let mut conn = None;
@@ -1242,7 +1024,7 @@ fn t8_row4_without_egress_rule_reply_dropped() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    apply_owned(&t, &t8_config("eth0", false));
+    t.apply(&sc::t8_without_egress().files());
 
     let mut r = Report::new("T8 row 4", &[&t.node]);
     r.tcp("T8 #4", DROP, "the SYN-ACK reaches tracked egress with no policy (projectcalico/calico#10704 expects this)", &t.lan0, "192.0.2.200:40000", "192.0.2.1:12211");
@@ -1264,9 +1046,7 @@ fn t8_row6_wildcard_hep_ignores_untracked_policy() {
     }
     let t = Topology::standard();
     let _s = standard_servers(&t);
-    let files = t8_config("*", true);
-    let f: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
-    t.hpd.set_config(&f);
+    t.hpd.set_config(&sc::t8_wildcard().files());
     let out = t.hpd.apply(&t.node);
     assert!(
         out.status.code() == Some(0),
@@ -1478,10 +1258,11 @@ fn single_net_and_port_range_match_like_lists() {
     let t = Topology::standard();
     let _s = standard_servers(&t);
     for lists in [false, true] {
-        t.apply(&[
-            ("hep.yaml", &hep_web(&[])),
-            ("policy.yaml", &single_or_list_policy(lists)),
-        ]);
+        // T1's HostEndpoint, with the policy.
+        let (t1, policy) = (sc::t1(), single_or_list_policy(lists));
+        let mut files = t1.files();
+        files.push(("policy.yaml", &policy));
+        t.apply(&files);
         let table = nft_list(&t.node, "inet", "hostpolicy").expect("table listed");
         let direct = [
             "ip saddr 192.0.2.0/26",
@@ -1590,9 +1371,11 @@ fn filter_deny_action_reject_refuses_instead_of_dropping() {
     let policy = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: web}\n\
                   spec:\n  selector: role == 'web'\n  ingress:\n  - action: Deny\n    protocol: TCP\n    \
                   destination: {ports: [81]}\n  - action: Allow\n    protocol: TCP\n    destination: {ports: [80]}\n";
-    let hep = hep_web(&[]);
+    let t1 = sc::t1();
     for reject in [true, false] {
-        let mut files = vec![("hep.yaml", hep.as_str()), ("policy.yaml", policy)];
+        // T1's HostEndpoint, with the policy.
+        let mut files = t1.files();
+        files.push(("policy.yaml", policy));
         if reject {
             files.push(("felix.yaml", felix));
         }

@@ -23,7 +23,8 @@ use common::probe::{
     conntrack_flush, ping, sa, tcp_connect, tcp_echo, udp_echo, Outcome, Servers, Verdict, ALLOW,
     DROP,
 };
-use common::t5::{t5_heps, t5_plan, t5_policies};
+use common::scenarios as sc;
+use common::t5::t5_plan;
 use common::topology::{kube_proxy_nodeport, output_text, Hpd, Plan, Topology};
 use common::yaml::{docs, hep};
 use serde_json::Value;
@@ -180,17 +181,6 @@ fn standard_servers(t: &Topology) -> Vec<Servers> {
     ]
 }
 
-fn web_hep(profiles: &[&str]) -> String {
-    hep(
-        "hep-eth0",
-        "node1",
-        Some("eth0"),
-        &["192.0.2.1"],
-        &[("role", "web")],
-        profiles,
-    )
-}
-
 fn apply(t: &Topology, files: &[(&str, String)]) {
     let f: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
     t.apply(&f);
@@ -206,12 +196,12 @@ fn t1_agreement() {
     let t = Topology::standard();
     let _s = standard_servers(&t);
     let (h, n) = (&t.hpd, &t.node);
-    for (variant, profiles) in [
-        ("T1", &[][..]),
-        ("T1 variant", &["projectcalico-default-allow"][..]),
+    for (variant, scenario, profile) in [
+        ("T1", sc::t1(), false),
+        ("T1 variant", sc::t1_default_allow(), true),
     ] {
-        apply(&t, &[("hep.yaml", web_hep(profiles))]);
-        let v = |deny| if profiles.is_empty() { deny } else { ALLOW };
+        t.apply(&scenario.files());
+        let v = |deny| if profile { ALLOW } else { deny };
         let mut a = Agreement::new(variant, &[n]);
         a.row(
             "#1",
@@ -268,18 +258,6 @@ fn t1_agreement() {
 
 // ---- T2 -----------------------------------------------------------------------------------------------
 
-fn t2_policy(extra: &str) -> String {
-    format!(
-        "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: allow-http}}
-spec:
-  selector: \"role == 'web'\"
-  ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}]
-{extra}"
-    )
-}
-
 #[test]
 fn t2_agreement() {
     if !require_root("t2_agreement") {
@@ -288,18 +266,12 @@ fn t2_agreement() {
     let t = Topology::standard();
     let _s = standard_servers(&t);
     let (h, n) = (&t.hpd, &t.node);
-    for (variant, extra, egress) in [
-        ("T2", "", DROP),
-        ("T2 variant a", "  types: [Ingress, Egress]\n", DROP),
-        ("T2 variant b", "  egress: [{action: Allow}]\n", ALLOW),
+    for (variant, scenario, egress) in [
+        ("T2", sc::t2(), DROP),
+        ("T2 variant a", sc::t2_types_ingress_egress(), DROP),
+        ("T2 variant b", sc::t2_egress_rule(), ALLOW),
     ] {
-        apply(
-            &t,
-            &[
-                ("hep.yaml", web_hep(&[])),
-                ("policy.yaml", t2_policy(extra)),
-            ],
-        );
+        t.apply(&scenario.files());
         let mut a = Agreement::new(variant, &[n]);
         a.row(
             "#1",
@@ -337,27 +309,6 @@ fn t2_agreement() {
 
 // ---- T3 -----------------------------------------------------------------------------------------------
 
-fn t3_policies(allow_name: &str, allow_order: Option<u32>) -> String {
-    let order = allow_order
-        .map(|o| format!("order: {o}, "))
-        .unwrap_or_default();
-    format!(
-        "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: a-deny}}
-  spec: {{order: 10, selector: \"role == 'web'\", ingress: [{{action: Deny, source: {{nets: [192.0.2.0/28]}}}}]}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: {allow_name}}}
-  spec: {{{order}selector: \"role == 'web'\", ingress: [{{action: Allow}}]}}
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {{name: m-deny}}
-  spec: {{selector: \"role == 'web'\", ingress: [{{action: Deny}}]}}
-"
-    )
-}
-
 #[test]
 fn t3_agreement() {
     if !require_root("t3_agreement") {
@@ -369,13 +320,7 @@ fn t3_agreement() {
     let row1 = ["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 80"];
     let row2 = ["--in eth0 --src 192.0.2.100 --sport 40000 --dst 192.0.2.1 --dport 80"];
     let mut a = Agreement::new("T3", &[n]);
-    apply(
-        &t,
-        &[
-            ("hep.yaml", web_hep(&[])),
-            ("policies.yaml", t3_policies("b-allow", Some(20))),
-        ],
-    );
+    t.apply(&sc::t3().files());
     a.row(
         "#1",
         DROP,
@@ -394,13 +339,7 @@ fn t3_agreement() {
         &row2,
         tcp(&t.lan0, "192.0.2.100", "192.0.2.1:80"),
     );
-    apply(
-        &t,
-        &[
-            ("hep.yaml", web_hep(&[])),
-            ("policies.yaml", t3_policies("b-allow", None)),
-        ],
-    );
+    t.apply(&sc::t3_without_order().files());
     a.row(
         "#3",
         ALLOW,
@@ -410,13 +349,7 @@ fn t3_agreement() {
         &row2,
         tcp(&t.lan0, "192.0.2.100", "192.0.2.1:80"),
     );
-    apply(
-        &t,
-        &[
-            ("hep.yaml", web_hep(&[])),
-            ("policies.yaml", t3_policies("z-allow", None)),
-        ],
-    );
+    t.apply(&sc::t3_z_allow().files());
     a.row(
         "#4",
         DROP,
@@ -431,22 +364,6 @@ fn t3_agreement() {
 
 // ---- T4 -----------------------------------------------------------------------------------------------
 
-const T4_POLICIES: &str = "- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: p1}
-  spec:
-    order: 1
-    selector: \"role == 'web'\"
-    ingress: [{action: Log}, {action: Pass, source: {nets: [192.0.2.0/24]}}]
-- apiVersion: projectcalico.org/v3
-  kind: GlobalNetworkPolicy
-  metadata: {name: p2}
-  spec:
-    order: 2
-    selector: \"role == 'web'\"
-    ingress: [{action: Allow, protocol: TCP, destination: {ports: [80]}}]
-";
-
 #[test]
 fn t4_agreement() {
     if !require_root("t4_agreement") {
@@ -458,13 +375,7 @@ fn t4_agreement() {
     let row1 = ["--in eth0 --src 192.0.2.2 --sport 40000 --dst 192.0.2.1 --dport 80"];
     let row2 = ["--in eth0 --src 203.0.113.5 --sport 40000 --dst 192.0.2.1 --dport 80"];
     let mut a = Agreement::new("T4", &[n]);
-    apply(
-        &t,
-        &[
-            ("hep.yaml", web_hep(&[])),
-            ("policies.yaml", T4_POLICIES.into()),
-        ],
-    );
+    t.apply(&sc::t4().files());
     a.row(
         "#1",
         DROP,
@@ -483,13 +394,7 @@ fn t4_agreement() {
         &row2,
         tcp(&t.lan0, "203.0.113.5", "192.0.2.1:80"),
     );
-    apply(
-        &t,
-        &[
-            ("hep.yaml", web_hep(&["projectcalico-default-allow"])),
-            ("policies.yaml", T4_POLICIES.into()),
-        ],
-    );
+    t.apply(&sc::t4_default_allow().files());
     a.row(
         "#3",
         ALLOW,
@@ -527,16 +432,7 @@ fn t5_agreement() {
     ];
     kube_proxy_nodeport(&t.node, "198.51.100.4", 31852, "198.51.100.200", 8080);
     let (h, n) = (&t.hpd, &t.node);
-    let howto = t5_policies("has(kubernetes-host)");
-    let labels = [("kubernetes-host", "ingress")];
-
-    apply(
-        &t,
-        &[
-            ("heps.yaml", t5_heps(&["198.51.100.4"], &labels)),
-            ("policies.yaml", howto.clone()),
-        ],
-    );
+    t.apply(&sc::t5().files());
     let mut a = Agreement::new("T5", &[n]);
     a.row("#1+#2", ALLOW, "preDNAT allow-nodeport; forward to the pod allowed by default; the rest of the flow by ct established", h, n,
         &[T5_ROW1, &format!("{T5_ROW1} --established")],
@@ -597,13 +493,7 @@ fn t5_agreement() {
     );
     a.finish();
 
-    apply(
-        &t,
-        &[
-            ("heps.yaml", t5_heps(&[], &labels)),
-            ("policies.yaml", howto.clone()),
-        ],
-    );
+    t.apply(&sc::t5_without_expected_ips().files());
     let mut a = Agreement::new("T5 row 9", &[n]);
     a.row(
         "#9",
@@ -616,13 +506,7 @@ fn t5_agreement() {
     );
     a.finish();
 
-    apply(
-        &t,
-        &[
-            ("heps.yaml", t5_heps(&["198.51.100.4"], &[])),
-            ("policies.yaml", howto.clone()),
-        ],
-    );
+    t.apply(&sc::t5_without_label().files());
     let mut a = Agreement::new("T5 row 10", &[n]);
     a.row(
         "#10",
@@ -663,25 +547,9 @@ fn t5_agreement() {
     a.finish();
 
     // Node-selective variant: the same files on node1 and node2 (the peer runs its own hostpolicyd).
-    let files = [
-        (
-            "heps.yaml",
-            t5_heps(
-                &["198.51.100.4"],
-                &[
-                    ("kubernetes-host", "ingress"),
-                    ("nodeport-external-ingress", "true"),
-                ],
-            ),
-        ),
-        (
-            "policies.yaml",
-            t5_policies("nodeport-external-ingress == 'true'"),
-        ),
-    ];
-    apply(&t, &files);
-    let f: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
-    t.hpd_peer.set_config(&f);
+    let selective = sc::t5_node_selective("nodeport-external-ingress == 'true'");
+    t.apply(&selective.files());
+    t.hpd_peer.set_config(&selective.files());
     t.hpd_peer.must_apply(t.peer());
     let mut a = Agreement::new("T5 node-selective", &[n, t.peer()]);
     a.row(
@@ -703,13 +571,7 @@ fn t5_agreement() {
         tcp(&t.lan0, "203.0.113.7", "198.51.100.5:31852"),
     );
     // The how-to's selector as written: both apply and explain refuse the configuration (exit 1).
-    h.set_config(&[
-        ("heps.yaml", &files[0].1),
-        (
-            "policies.yaml",
-            &t5_policies("nodeport-external-ingress: true"),
-        ),
-    ]);
+    h.set_config(&sc::t5_node_selective("nodeport-external-ingress: true").files());
     let applied = h.apply(n);
     let explained = h.run(
         n,
@@ -740,24 +602,6 @@ fn t5_agreement() {
 
 // ---- T6 -----------------------------------------------------------------------------------------------
 
-fn t6_policy(extra: &str, apply_on_forward: bool) -> String {
-    let aof = if apply_on_forward {
-        "  applyOnForward: true\n"
-    } else {
-        ""
-    };
-    format!(
-        "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: pd-31852}}
-spec:
-  preDNAT: true
-{aof}  selector: \"role == 'web'\"
-  ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [31852]}}}}]
-{extra}"
-    )
-}
-
 #[test]
 fn t6_agreement() {
     if !require_root("t6_agreement") {
@@ -766,13 +610,7 @@ fn t6_agreement() {
     let t = Topology::standard();
     let _s = standard_servers(&t);
     let (h, n) = (&t.hpd, &t.node);
-    apply(
-        &t,
-        &[
-            ("hep.yaml", web_hep(&[])),
-            ("policy.yaml", t6_policy("", true)),
-        ],
-    );
+    t.apply(&sc::t6().files());
     let mut a = Agreement::new("T6", &[n]);
     a.row(
         "#1",
@@ -801,22 +639,19 @@ fn t6_agreement() {
         &["--in eth0 --out eth1 --src 203.0.113.7 --sport 40000 --dst 198.51.100.99 --dport 8080"],
         tcp(&t.lan0, "203.0.113.7", "198.51.100.99:8080"),
     );
-    for (what, policy) in [
-        ("without applyOnForward", t6_policy("", false)),
+    for (what, scenario) in [
+        ("without applyOnForward", sc::t6_apply_on_forward("")),
         (
             "with egress rules",
-            t6_policy("  egress: [{action: Allow}]\n", true),
+            sc::t6_with("egress: [{action: Allow}]"),
         ),
         (
             "with types [Ingress, Egress]",
-            t6_policy("  types: [Ingress, Egress]\n", true),
+            sc::t6_with("types: [Ingress, Egress]"),
         ),
-        (
-            "with doNotTrack as well",
-            t6_policy("  doNotTrack: true\n", true),
-        ),
+        ("with doNotTrack as well", sc::t6_with("doNotTrack: true")),
     ] {
-        h.set_config(&[("hep.yaml", &web_hep(&[])), ("policy.yaml", &policy)]);
+        h.set_config(&scenario.files());
         let applied = h.apply(n);
         let explained = h.run(
             n,
@@ -847,38 +682,6 @@ fn t6_agreement() {
 
 // ---- T7 -----------------------------------------------------------------------------------------------
 
-fn t7_config(apply_on_forward: bool) -> Vec<(&'static str, String)> {
-    let aof = if apply_on_forward {
-        " applyOnForward: true,"
-    } else {
-        ""
-    };
-    vec![
-        (
-            "hep.yaml",
-            hep(
-                "myhost.eth1",
-                "node1",
-                Some("eth1"),
-                &["198.51.100.45"],
-                &[("network", "maintenance")],
-                &[],
-            ),
-        ),
-        (
-            "policy.yaml",
-            format!(
-                "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: allow-ssh-maintenance}}
-spec: {{selector: \"network == 'maintenance'\",{aof} types: [Egress],
-       egress: [{{action: Allow, protocol: TCP, destination: {{ports: [22]}}}}]}}
-"
-            ),
-        ),
-    ]
-}
-
 #[test]
 fn t7_agreement() {
     if !require_root("t7_agreement") {
@@ -887,8 +690,11 @@ fn t7_agreement() {
     let t = Topology::standard();
     let _s = standard_servers(&t);
     let (h, n) = (&t.hpd, &t.node);
-    for (variant, aof) in [("T7", true), ("T7 variant", false)] {
-        apply(&t, &t7_config(aof));
+    for (variant, scenario, aof) in [
+        ("T7", sc::t7(), true),
+        ("T7 variant", sc::t7_without_apply_on_forward(), false),
+    ] {
+        t.apply(&scenario.files());
         let fwd = |deny| if aof { deny } else { ALLOW };
         let mut a = Agreement::new(variant, &[n]);
         a.row("#1", ALLOW, "eth1 forward-egress allows 22 (variant: forward default)", h, n,
@@ -933,37 +739,6 @@ fn t7_agreement() {
 
 // ---- T8 -----------------------------------------------------------------------------------------------
 
-fn t8_config(server_iface: &str, with_egress: bool) -> Vec<(&'static str, String)> {
-    let egress = if with_egress {
-        "  egress:  [{action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: \"memcached == 'client'\"}}]\n"
-    } else {
-        ""
-    };
-    vec![
-        (
-            "heps.yaml",
-            docs(&[
-                hep("memcached-node-1-eth0", "node1", Some(server_iface), &["192.0.2.1"], &[("memcached", "server")], &[]),
-                hep("client1-eth0", "client1", Some("eth0"), &["192.0.2.200"], &[("memcached", "client")], &[]),
-            ]),
-        ),
-        (
-            "policy.yaml",
-            format!(
-                "apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: memcached-server}}
-spec:
-  selector: \"memcached == 'server'\"
-  applyOnForward: true
-  doNotTrack: true
-  ingress: [{{action: Allow, protocol: TCP, source: {{selector: \"memcached == 'client'\"}}, destination: {{ports: [12211]}}}}]
-{egress}"
-            ),
-        ),
-    ]
-}
-
 const T8_SYN: &str = "--in eth0 --src 192.0.2.200 --sport 40000 --dst 192.0.2.1 --dport 12211";
 const T8_SYNACK: &str = "--out eth0 --src 192.0.2.1 --sport 12211 --dst 192.0.2.200 --dport 40000";
 
@@ -975,7 +750,7 @@ fn t8_agreement() {
     let t = Topology::standard();
     let _s = standard_servers(&t);
     let (h, n) = (&t.hpd, &t.node);
-    apply(&t, &t8_config("eth0", true));
+    t.apply(&sc::t8().files());
     let mut a = Agreement::new("T8", &[n]);
     a.row(
         "#1+#2",
@@ -1006,7 +781,7 @@ fn t8_agreement() {
     );
     a.finish();
 
-    apply(&t, &t8_config("eth0", false));
+    t.apply(&sc::t8_without_egress().files());
     let mut a = Agreement::new("T8 row 4", &[n]);
     a.row(
         "#4",
@@ -1019,7 +794,7 @@ fn t8_agreement() {
     );
     a.finish();
 
-    apply(&t, &t8_config("*", true));
+    t.apply(&sc::t8_wildcard().files());
     let mut a = Agreement::new("T8 row 6", &[n]);
     a.row(
         "#6",
@@ -1297,7 +1072,7 @@ fn beyond_the_spec_agreement() {
 
     // doNotTrack and the raw failsafe: a source port in the outbound failsafe list (2379) makes the raw
     // failsafe accept the SYN without the untracked verdict (spec §4.3), so the tracked stages decide.
-    apply(&t, &t8_config("eth0", true));
+    t.apply(&sc::t8().files());
     let mut a = Agreement::new("doNotTrack and the raw failsafe", &[n]);
     a.row(
         "sport 2379",
@@ -1578,10 +1353,11 @@ fn tiers_pass_out_of_the_last_tier_agreement() {
             DROP,
         ),
     ] {
-        apply(
-            &t,
-            &[("hep.yaml", web_hep(profiles)), ("policy.yaml", policy)],
-        );
+        // T1's HostEndpoint with the profiles, and the policy.
+        let hep = sc::t1_with_profiles(profiles);
+        let mut files = hep.files();
+        files.push(("policy.yaml", &policy));
+        t.apply(&files);
         let mut a = Agreement::new(variant, &[n]);
         a.row(
             "§3.3",

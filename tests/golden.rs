@@ -94,3 +94,61 @@ fn tiers_order_pass_and_end_of_tier() {
 fn tiers_in_every_stage() {
     golden("tiers-stages");
 }
+
+#[allow(dead_code)]
+#[path = "common/scenarios.rs"]
+mod scenarios;
+
+/// Every variant of spec §7's scenarios that the kernel, agreement and explain tests run is still a valid
+/// configuration for node1 (and the one that must not be, is not): a golden file that changes breaks
+/// here, without root, rather than in a kernel test.
+#[test]
+fn scenario_variants_are_valid_configurations() {
+    use scenarios as sc;
+    let valid = [
+        sc::t1(),
+        sc::t1_default_allow(),
+        sc::t2(),
+        sc::t2_types_ingress_egress(),
+        sc::t2_egress_rule(),
+        sc::t3(),
+        sc::t3_without_order(),
+        sc::t3_z_allow(),
+        sc::t4(),
+        sc::t4_default_allow(),
+        sc::t5(),
+        sc::t5_without_expected_ips(),
+        sc::t5_without_label(),
+        sc::t5_node_selective("nodeport-external-ingress == 'true'"),
+        sc::t6(),
+        sc::t7(),
+        sc::t7_without_apply_on_forward(),
+        sc::t8(),
+        sc::t8_without_egress(),
+        sc::t8_wildcard(),
+    ];
+    let build = |s: &sc::Scenario| {
+        let loaded = hostpolicyd::config::load::load_sources(&s.files);
+        hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+    };
+    for s in &valid {
+        if let Err(inv) = build(s) {
+            panic!("{}: {:?}\n{:#?}", s.case, inv.diagnostics, s.files);
+        }
+    }
+    let invalid = [
+        sc::t5_node_selective("nodeport-external-ingress: true"),
+        sc::t6_apply_on_forward(""),
+        sc::t6_with("egress: [{action: Allow}]"),
+        sc::t6_with("types: [Ingress, Egress]"),
+        sc::t6_with("doNotTrack: true"),
+    ];
+    for s in &invalid {
+        assert!(
+            build(s).is_err(),
+            "{} should be refused:\n{:#?}",
+            s.case,
+            s.files
+        );
+    }
+}

@@ -936,8 +936,31 @@ mod tests {
     use crate::config::load::load_sources;
     use crate::resolve::{resolve, Interface};
 
-    fn eval(yaml: &str, node: &str, ifaces: &[(&str, &str)], packet: &Packet) -> Explanation {
-        let loaded = load_sources(&[("t.yaml".to_string(), yaml.to_string())]);
+    /// Spec §7 T1–T8 as tests/golden/tN/ holds them, with their variants: the same configurations the
+    /// golden, end-to-end and agreement tests use.
+    #[allow(dead_code)]
+    mod scenarios {
+        include!("../../tests/common/scenarios.rs");
+    }
+    use scenarios as sc;
+
+    /// What a test evaluates: one YAML text (`t.yaml`) or a scenario's files.
+    trait Sources {
+        fn sources(&self) -> Vec<(String, String)>;
+    }
+    impl Sources for String {
+        fn sources(&self) -> Vec<(String, String)> {
+            vec![("t.yaml".to_string(), self.clone())]
+        }
+    }
+    impl Sources for sc::Scenario {
+        fn sources(&self) -> Vec<(String, String)> {
+            self.files.clone()
+        }
+    }
+
+    fn eval(c: &impl Sources, node: &str, ifaces: &[(&str, &str)], packet: &Packet) -> Explanation {
+        let loaded = load_sources(&c.sources());
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
         let interfaces: Vec<Interface> = ifaces
             .iter()
@@ -1017,7 +1040,7 @@ mod tests {
 
     #[test]
     fn t1_hep_without_policy() {
-        let c = web("");
+        let c = sc::t1();
         check(
             &eval(
                 &c,
@@ -1085,7 +1108,7 @@ mod tests {
             "eth1 has no HostEndpoint",
         );
         // Variant: the default-allow profile turns rows 1, 3 and 5 into ALLOW.
-        let c = web(PROFILE);
+        let c = sc::t1_default_allow();
         for p in [
             tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 8080),
             tcp(out("eth0"), "192.0.2.1", "192.0.2.2", 443),
@@ -1099,16 +1122,9 @@ mod tests {
         }
     }
 
-    fn t2(extra: &str) -> String {
-        format!(
-            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: allow-http}}, spec: {{selector: \"role == 'web'\", ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}]{extra}}}}}\n",
-            web("")
-        )
-    }
-
     #[test]
     fn t2_types_inference() {
-        let c = t2("");
+        let c = sc::t2();
         let e = eval(
             &c,
             "node1",
@@ -1118,7 +1134,7 @@ mod tests {
         check(&e, Verdict::Allow, "allow-http");
         assert_eq!(
             (e.decided_by.rule, e.decided_by.at.as_deref()),
-            (Some(0), Some("t.yaml:5:139"))
+            (Some(0), Some("config.yaml:9:47"))
         );
         check(
             &eval(
@@ -1140,7 +1156,7 @@ mod tests {
             Verdict::Drop,
             "no policy applies to egress",
         );
-        let c = t2(", types: [Ingress, Egress]");
+        let c = sc::t2_types_ingress_egress();
         check(
             &eval(
                 &c,
@@ -1151,7 +1167,7 @@ mod tests {
             Verdict::Drop,
             "end of tier",
         );
-        let c = t2(", egress: [{action: Allow}]");
+        let c = sc::t2_egress_rule();
         check(
             &eval(
                 &c,
@@ -1164,19 +1180,9 @@ mod tests {
         );
     }
 
-    fn t3(allow: &str, order: &str) -> String {
-        format!(
-            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: a-deny}}, spec: {{order: 10, selector: \"role == 'web'\", ingress: [{{action: Deny, source: {{nets: [192.0.2.0/28]}}}}]}}}}
-- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: {allow}}}, spec: {{{order}selector: \"role == 'web'\", ingress: [{{action: Allow}}]}}}}
-- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: m-deny}}, spec: {{selector: \"role == 'web'\", ingress: [{{action: Deny}}]}}}}
-",
-            web("")
-        )
-    }
-
     #[test]
     fn t3_order() {
-        let c = t3("b-allow", "order: 20, ");
+        let c = sc::t3();
         check(
             &eval(
                 &c,
@@ -1197,7 +1203,7 @@ mod tests {
             Verdict::Allow,
             "b-allow",
         );
-        let c = t3("b-allow", "");
+        let c = sc::t3_without_order();
         check(
             &eval(
                 &c,
@@ -1208,7 +1214,7 @@ mod tests {
             Verdict::Allow,
             "b-allow",
         );
-        let c = t3("z-allow", "");
+        let c = sc::t3_z_allow();
         check(
             &eval(
                 &c,
@@ -1221,18 +1227,9 @@ mod tests {
         );
     }
 
-    fn t4(profiles: &str) -> String {
-        format!(
-            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p1}}, spec: {{order: 1, selector: \"role == 'web'\", ingress: [{{action: Log}}, {{action: Pass, source: {{nets: [192.0.2.0/24]}}}}]}}}}
-- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p2}}, spec: {{order: 2, selector: \"role == 'web'\", ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}]}}}}
-",
-            web(profiles)
-        )
-    }
-
     #[test]
     fn t4_pass_log_profiles() {
-        let c = t4("");
+        let c = sc::t4();
         let e = eval(
             &c,
             "node1",
@@ -1261,7 +1258,7 @@ mod tests {
         );
         check(&e, Verdict::Allow, "p2");
         assert_eq!(e.steps[0].text, "policy p1 ingress rule 1: Log, continue");
-        let c = t4(PROFILE);
+        let c = sc::t4_default_allow();
         check(
             &eval(
                 &c,
@@ -1274,24 +1271,10 @@ mod tests {
         );
     }
 
-    /// tests/golden/t5/nodeport.yaml with allow-nodeport's selector, node1-eth0's expectedIPs and labels.
-    fn t5(selector: &str, node1_ips: &str, node1_labels: &str) -> String {
-        let text = include_str!("../../tests/golden/t5/nodeport.yaml");
-        let text = text
-            .replace("labels: {kubernetes-host: ingress}}\n  spec: {interfaceName: eth0, node: node1, expectedIPs: [198.51.100.4]}",
-                     &format!("labels: {{{node1_labels}}}}}\n  spec: {{interfaceName: eth0, node: node1, expectedIPs: [{node1_ips}]}}"));
-        let (head, tail) = text.rsplit_once("selector: has(kubernetes-host)\n    ingress:\n      - {action: Allow, protocol: TCP").unwrap();
-        format!("{head}selector: \"{selector}\"\n    ingress:\n      - {{action: Allow, protocol: TCP{tail}")
-    }
-
     #[test]
     fn t5_nodeport_howto() {
         let ifaces = &[("eth0", "198.51.100.4"), ("eth2", "198.51.100.129")];
-        let c = t5(
-            "has(kubernetes-host)",
-            "198.51.100.4",
-            "kubernetes-host: ingress",
-        );
+        let c = sc::t5();
         let mut row1 = tcp(fwd("eth0", "eth2"), "203.0.113.7", "198.51.100.4", 31852);
         row1.dnat = Some(("198.51.100.200".parse().unwrap(), Some(8080)));
         let e = eval(&c, "node1", ifaces, &row1);
@@ -1347,12 +1330,12 @@ mod tests {
             "allow-outbound-external",
         );
         // Row 9: node1-eth0 without expectedIPs.
-        let c9 = t5("has(kubernetes-host)", "", "kubernetes-host: ingress");
+        let c9 = sc::t5_without_expected_ips();
         let e = eval(&c9, "node1", ifaces, &row1);
         check(&e, Verdict::Drop, "allow-cluster-internal-ingress-only");
         assert_eq!(e.decided_by.rule, Some(1));
         // Row 10: no kubernetes-host label: forwarded by default, local traffic denied.
-        let c10 = t5("has(kubernetes-host)", "198.51.100.4", "");
+        let c10 = sc::t5_without_label();
         check(
             &eval(&c10, "node1", ifaces, &row1),
             Verdict::Allow,
@@ -1379,11 +1362,7 @@ mod tests {
             "default deny",
         );
         // Node-selective variant: node1 allows, node2 denies.
-        let cs = t5(
-            "nodeport-external-ingress == 'true'",
-            "198.51.100.4",
-            "kubernetes-host: ingress, nodeport-external-ingress: \"true\"",
-        );
+        let cs = sc::t5_node_selective("nodeport-external-ingress == 'true'");
         check(
             &eval(&cs, "node1", ifaces, &row1),
             Verdict::Allow,
@@ -1397,16 +1376,9 @@ mod tests {
         );
     }
 
-    fn t6() -> String {
-        format!(
-            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: pd-31852}}, spec: {{preDNAT: true, applyOnForward: true, selector: \"role == 'web'\", ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [31852]}}}}]}}}}\n",
-            web("")
-        )
-    }
-
     #[test]
     fn t6_prednat_has_no_default_drop() {
-        let c = t6();
+        let c = sc::t6();
         let e = eval(
             &c,
             "node1",
@@ -1442,16 +1414,9 @@ mod tests {
         );
     }
 
-    fn t7(aof: &str) -> String {
-        format!(
-            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: allow-ssh-maintenance}}, spec: {{selector: \"network == 'maintenance'\",{aof} types: [Egress], egress: [{{action: Allow, protocol: TCP, destination: {{ports: [22]}}}}]}}}}\n",
-            hep("myhost.eth1", "node1", "eth1", "198.51.100.45", "network: maintenance", "")
-        )
-    }
-
     #[test]
     fn t7_apply_on_forward() {
-        let c = t7(" applyOnForward: true,");
+        let c = sc::t7();
         let e = eval(
             &c,
             "node1",
@@ -1511,7 +1476,7 @@ mod tests {
             "no policy applies to ingress",
         );
         // Variant without applyOnForward: forwarding is allowed by default, local rows unchanged.
-        let c = t7("");
+        let c = sc::t7_without_apply_on_forward();
         check(
             &eval(
                 &c,
@@ -1554,30 +1519,17 @@ mod tests {
         );
     }
 
-    fn t8(iface: &str, egress: bool) -> String {
-        let egress = if egress {
-            ", egress: [{action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: \"memcached == 'client'\"}}]"
-        } else {
-            ""
-        };
-        format!(
-            "{}{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: memcached-server}}, spec: {{selector: \"memcached == 'server'\", applyOnForward: true, doNotTrack: true, ingress: [{{action: Allow, protocol: TCP, source: {{selector: \"memcached == 'client'\"}}, destination: {{ports: [12211]}}}}]{egress}}}}}\n",
-            hep("memcached-node-1-eth0", "node1", iface, "192.0.2.162", "memcached: server", ""),
-            hep("client1-eth0", "client1", "eth0", "192.0.2.200", "memcached: client", "")
-        )
-    }
-
     #[test]
     fn t8_do_not_track() {
-        let ifaces = &[("eth0", "192.0.2.162")];
-        let c = t8("eth0", true);
-        let syn = tcp(inb("eth0"), "192.0.2.200", "192.0.2.162", 12211);
+        let ifaces = &[("eth0", "192.0.2.1")];
+        let c = sc::t8();
+        let syn = tcp(inb("eth0"), "192.0.2.200", "192.0.2.1", 12211);
         let e = eval(&c, "node1", ifaces, &syn);
         check(&e, Verdict::Allow, "memcached-server");
         assert_eq!(e.decided_by.stage, "untracked");
         let synack = pkt(
             out("eth0"),
-            "192.0.2.162",
+            "192.0.2.1",
             "192.0.2.200",
             proto::TCP,
             Some(12211),
@@ -1594,13 +1546,13 @@ mod tests {
                 &c,
                 "node1",
                 ifaces,
-                &tcp(inb("eth0"), "192.0.2.201", "192.0.2.162", 12211),
+                &tcp(inb("eth0"), "192.0.2.201", "192.0.2.1", 12211),
             ),
             Verdict::Drop,
             "no policy applies to ingress",
         );
         check(
-            &eval(&t8("eth0", false), "node1", ifaces, &synack),
+            &eval(&sc::t8_without_egress(), "node1", ifaces, &synack),
             Verdict::Drop,
             "no policy applies to egress",
         );
@@ -1608,7 +1560,7 @@ mod tests {
             &c,
             "node1",
             ifaces,
-            &tcp(inb("eth0"), "192.0.2.201", "192.0.2.162", 22),
+            &tcp(inb("eth0"), "192.0.2.201", "192.0.2.1", 22),
         );
         check(&e, Verdict::Allow, "failsafe-in");
         assert!(
@@ -1616,7 +1568,7 @@ mod tests {
             "{e}"
         );
         check(
-            &eval(&t8("*", true), "node1", ifaces, &syn),
+            &eval(&sc::t8_wildcard(), "node1", ifaces, &syn),
             Verdict::Drop,
             "no policy applies to ingress",
         );
