@@ -11,6 +11,8 @@ use crate::ruleset::Ruleset;
 
 /// What the table comment starts with; the hash follows.
 const COMMENT_PREFIX: &str = "hostpolicyd sha256:";
+/// What every comment of ours starts with.
+const OURS: &str = "hostpolicyd ";
 
 /// SHA-256 (hex) of the ruleset's kernel contents.
 ///
@@ -63,6 +65,26 @@ pub fn table_comment(hash: &str) -> String {
 pub fn hash_from_comment(comment: &str) -> Option<&str> {
     comment.strip_prefix(COMMENT_PREFIX)
 }
+
+/// The comment of the `HASH_CHAIN` (`names::HASH_CHAIN`) while a swap of two transactions is under way (from the first until
+/// the second commits): `hostpolicyd pending sha256:NEW`, for a swap to the ruleset whose comment is
+/// `hostpolicyd sha256:NEW`. A table marked so holds neither ruleset for sure; see `nft/exec.rs`.
+pub fn pending_comment(target: &str) -> String {
+    format!(
+        "{PENDING_PREFIX}{}",
+        target.strip_prefix(OURS).unwrap_or(target)
+    )
+}
+
+/// The comment of the ruleset a pending swap was going to (`hostpolicyd sha256:NEW`), when `comment`
+/// (as `Dataplane::table_comment` returns it) is a pending mark ([`pending_comment`]).
+pub fn pending_target(comment: &str) -> Option<String> {
+    comment
+        .strip_prefix(PENDING_PREFIX)
+        .map(|t| format!("{OURS}{t}"))
+}
+
+const PENDING_PREFIX: &str = "hostpolicyd pending ";
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,9 @@
 //! - the failsafe chains ([`failsafe_chain`]).
 //!
 //! Sets: `lit-<hash of the contents>-<kind>` for lists written in the configuration ([`literal_set`]),
-//! `sel-<hash of the selector>-<kind>` for rule selectors ([`selector_set`]).
+//! `sel-<hash of the selector>-<kind>` for rule selectors ([`selector_set`]); in the kernel, a set may
+//! be a version `NAME.N` of one of them ([`set_version`]). The nftables layer's own: the
+//! [`HASH_CHAIN`] and the [`TABLE_COMMENT`].
 
 use sha2::{Digest, Sha256};
 
@@ -239,6 +241,29 @@ pub fn failsafe_comment(
     truncate(&text, MAX_COMMENT)
 }
 
+/// The regular chain, without rules and referenced by nothing, whose comment carries the content hash:
+/// the nftables layer creates it (see `nft::HASH_CHAIN`'s documentation); no compiled chain has this
+/// name.
+pub const HASH_CHAIN: &str = "hostpolicyd-hash";
+
+/// The comment our table is created with (it cannot change afterwards): see `nft::TABLE_COMMENT`.
+pub const TABLE_COMMENT: &str = "hostpolicyd";
+
+/// `name.N`: the `n`th version of set `name` in the kernel (the nftables layer never edits a set in
+/// place while rules may use it; see `nft::plan`). The compiler's set names never end in `.N`.
+pub fn set_version(name: &str, n: usize) -> String {
+    format!("{name}.{n}")
+}
+
+/// True when kernel set `kernel` is a version of compiled set `ir`: `ir` itself or `ir.N`.
+pub fn is_set_version(kernel: &str, ir: &str) -> bool {
+    kernel == ir
+        || kernel
+            .strip_prefix(ir)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Comment of the dispatch rule that sends everything unclaimed to the wildcard HostEndpoint's chain.
 pub const WILDCARD: &str = "wildcard HostEndpoint";
 /// Comment of the rules that leave workload interfaces (`cali*`...) alone.
@@ -277,6 +302,18 @@ mod tests {
             endpoint_chain(Stage::PreDnat, Dir::Ingress, "h"),
             "pre-fh-h"
         );
+    }
+
+    #[test]
+    fn set_versions() {
+        assert!(is_set_version("sel-ab-v4", "sel-ab-v4"));
+        assert!(is_set_version("sel-ab-v4.1", "sel-ab-v4"));
+        assert!(is_set_version("sel-ab-v4.12", "sel-ab-v4"));
+        assert!(!is_set_version("sel-ab-v4.", "sel-ab-v4"));
+        assert!(!is_set_version("sel-ab-v4.x", "sel-ab-v4"));
+        assert!(!is_set_version("sel-ab-v4h", "sel-ab-v4"));
+        assert!(!is_set_version("sel-ab", "sel-ab-v4"));
+        assert_eq!(set_version("s", 2), "s.2");
     }
 
     #[test]

@@ -811,7 +811,7 @@ pub fn orphans(k: &FakeKernel, rs: &Ruleset) -> Vec<String> {
                 && !rs
                     .sets
                     .iter()
-                    .any(|s| super::plan::is_version_of(n, &s.name))
+                    .any(|s| crate::compile::names::is_set_version(n, &s.name))
         })
         .collect()
 }

@@ -63,33 +63,18 @@ pub trait Dataplane {
 /// ignores NFTA_TABLE_USERDATA for an existing table) and the table is kept across applies, but an
 /// unreferenced chain can be deleted and created again in the transaction that switches to the new
 /// ruleset (or changes set elements). Every apply creates it, as the table's last chain; [`render()`]
-/// prints it there. No compiled chain has this name ([`netlink::validate`] refuses it).
-pub const HASH_CHAIN: &str = "hostpolicyd-hash";
+/// prints it there. No compiled chain has this name ([`netlink::validate`] refuses it). Named in
+/// `compile::names`, with every other name.
+pub use crate::compile::names::HASH_CHAIN;
 
-/// The comment of the [`HASH_CHAIN`] while a swap of two transactions is under way (from the first until
-/// the second commits): `hostpolicyd pending sha256:NEW`, for a swap to the ruleset whose comment is
-/// `hostpolicyd sha256:NEW`. A table marked so holds neither ruleset for sure; see `exec.rs`.
-pub fn pending_comment(target: &str) -> String {
-    format!(
-        "{PENDING_PREFIX}{}",
-        target.strip_prefix("hostpolicyd ").unwrap_or(target)
-    )
-}
-
-/// The comment of the ruleset a pending swap was going to (`hostpolicyd sha256:NEW`), when `comment`
-/// (as [`Dataplane::table_comment`] returns it) is a pending mark ([`pending_comment`]).
-pub fn pending_target(comment: &str) -> Option<String> {
-    comment
-        .strip_prefix(PENDING_PREFIX)
-        .map(|t| format!("hostpolicyd {t}"))
-}
-
-const PENDING_PREFIX: &str = "hostpolicyd pending ";
+/// The comment of the [`HASH_CHAIN`] while a swap of two transactions is under way, and back: made
+/// in `compile::hash` with the table comment they stand for.
+pub use crate::compile::hash::{pending_comment, pending_target};
 
 /// The comment our table is created with (it cannot change afterwards). A table that has it, or has
 /// the [`HASH_CHAIN`] chain, is ours: applied to in stages; any other table of that name is replaced
 /// whole (see `plan.rs`).
-pub const TABLE_COMMENT: &str = "hostpolicyd";
+pub use crate::compile::names::TABLE_COMMENT;
 
 /// How [`Dataplane::update`] brought the kernel to the new ruleset.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -406,7 +406,7 @@ fn send_delta(
         let ir = &next.sets[c.set].name;
         let versions: Vec<&str> = kernel
             .iter()
-            .filter(|k| super::plan::is_version_of(&k.name, ir))
+            .filter(|k| crate::compile::names::is_set_version(&k.name, ir))
             .map(|k| k.name.as_str())
             .collect();
         match versions[..] {

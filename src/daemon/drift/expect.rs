@@ -85,7 +85,9 @@ impl Expectation {
                 let fits = ir.chains.iter().all(|(c, n)| k.chains.get(c) == Some(n))
                     && ir.sets.iter().all(|s| {
                         // a set may live under a version of its name (copy on change)
-                        k.sets.iter().any(|n| crate::nft::plan::is_version_of(n, s))
+                        k.sets
+                            .iter()
+                            .any(|n| crate::compile::names::is_set_version(n, s))
                     });
                 if fits {
                     let mut layout = k;
@@ -120,7 +122,7 @@ impl Expectation {
             .flat_map(|(name, _)| {
                 base.sets
                     .iter()
-                    .filter(|(k, _)| crate::nft::plan::is_version_of(k, name))
+                    .filter(|(k, _)| crate::compile::names::is_set_version(k, name))
                     .map(|(k, p)| (k.clone(), p.clone()))
             })
             .collect()
