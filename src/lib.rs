@@ -10,12 +10,13 @@
 //! engine/     decide / apply / probe / roll back one configuration; the state directory
 //! pipeline    load → validate → resolve → lint/lockout → compile, in one pure call
 //! host/       the node itself: interfaces (rtnetlink), connectivity probes, the allocator
-//! nft/        the kernel layer: the Dataplane trait, render to nft text, netlink, the fake kernel
+//! nft/        the kernel layer: the Dataplane trait, render to nft text, the swap (plan, txn, exec)
+//!             over a Kernel seam, the fake kernel
 //! netlink/    the kernel transport below nft/ and host/: sockets, batches, dumps, subscriptions,
 //!             message and attribute iterators, the kernel's answers; every netlink constant
 //! analysis/   explain (the offline evaluator), lint, the lockout guard
-//! compile/    NodeView → Ruleset IR; names (every chain, set and map name, comments, log
-//!             prefixes); hash (the content hash and the table comment)
+//! compile/    NodeView → Ruleset IR; names (every chain, set and map name, the kernel layer's
+//!             too, comments, log prefixes); hash (the content hash and the table comments)
 //! resolve     this node's view: HostEndpoints per interface, ordered policies, address sets
 //! config/     files → YAML nodes with positions → validated model; diagnostics
 //! selector/   the selector language: parse, eval, canonical print
