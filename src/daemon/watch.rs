@@ -578,18 +578,31 @@ mod tests {
         std::fs::write(&a, "old\n").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let _watch = Watch::start(&dir, tx).unwrap();
-        // The changes one sequence of file operations brings, once the events stop.
+        // The changes one sequence of file operations brought. No quiet window decides that they are
+        // all there: a barrier does. inotify reports events in order, so once a new file written after
+        // the operations is seen complete, every event of the operations has been seen too.
+        let barriers = std::cell::Cell::new(0);
         let seen = |rx: &std::sync::mpsc::Receiver<Event>| {
+            barriers.set(barriers.get() + 1);
+            let barrier = format!("zz-barrier-{}.yaml", barriers.get());
+            std::fs::write(dir.join(&barrier), "").unwrap();
             let mut changes = Vec::new();
-            while let Ok(ev) = rx.recv_timeout(ms(200)) {
-                if let Event::Files(files) = ev {
-                    changes.extend(files.into_iter().map(|(p, c)| {
-                        assert_eq!(p.parent(), Some(dir.as_path()));
-                        (p.file_name().unwrap().to_str().unwrap().to_string(), c)
-                    }));
+            loop {
+                let ev = rx
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("the barrier's events arrive");
+                let Event::Files(files) = ev else { continue };
+                for (p, c) in files {
+                    assert_eq!(p.parent(), Some(dir.as_path()));
+                    let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                    if name == barrier && c == Change::Written {
+                        return changes;
+                    }
+                    if !name.starts_with("zz-barrier-") {
+                        changes.push((name, c));
+                    }
                 }
             }
-            changes
         };
         let quiet = |changes: &[(String, Change)]| {
             let mut s = Settle::default();
