@@ -18,7 +18,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::diag::Diagnostic;
+use crate::config::diag::{self, Diagnostic, MAX_KEPT};
 use crate::engine::{short, Outcome};
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -67,9 +67,14 @@ fn pos_fields(d: &Diagnostic) -> (String, u32, u32) {
 
 /// Validation warnings of an applied configuration.
 pub fn warnings(diags: &[Diagnostic]) {
-    for d in diags.iter().filter(|d| !d.is_error()) {
+    let warnings = || diags.iter().filter(|d| !d.is_error());
+    for d in warnings().take(MAX_KEPT) {
         let (file, line, column) = pos_fields(d);
         warn!(event = "warning", file, line, column, "{d}");
+    }
+    let more = warnings().count().saturating_sub(MAX_KEPT);
+    if more > 0 {
+        warn!(event = "warning", more, "{}", diag::more_line(more));
     }
 }
 
@@ -104,13 +109,24 @@ pub fn outcome(o: &Outcome, trigger: &str, table: &str) {
             info!(event = "unchanged", generation, hash, trigger, "{message}")
         }
         Outcome::Invalid { diagnostics } => {
-            for d in diagnostics {
+            // The first few and a count: a file can hold a million errors (`check` prints them all).
+            let more = diagnostics.len().saturating_sub(MAX_KEPT);
+            for d in diagnostics.iter().take(MAX_KEPT) {
                 let (file, line, column) = pos_fields(d);
                 if d.is_error() {
                     error!(event = "rejected", file, line, column, trigger, "{d}");
                 } else {
                     warn!(event = "warning", file, line, column, trigger, "{d}");
                 }
+            }
+            if more > 0 {
+                error!(
+                    event = "rejected",
+                    more,
+                    trigger,
+                    "{}",
+                    diag::more_line(more)
+                );
             }
             let errors = diagnostics.iter().filter(|d| d.is_error()).count();
             error!(event = "rejected", errors, trigger, "{message}");

@@ -510,7 +510,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     pub(super) fn reply(&self, outcome: &Outcome) -> Reply {
         let diagnostics = match outcome {
-            Outcome::Invalid { diagnostics } => diagnostics.iter().map(|d| d.to_string()).collect(),
+            Outcome::Invalid { diagnostics } => crate::config::diag::kept(diagnostics),
             _ => Vec::new(),
         };
         let s = self.engine.summary();

@@ -576,11 +576,10 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                     at,
                     kind: "invalid".into(),
                     message: outcome.message(&table),
-                    diagnostics: diagnostics
-                        .iter()
-                        .filter(|d| d.is_error())
-                        .map(|d| d.to_string())
-                        .collect(),
+                    // The first few and a count (a file can hold a million errors).
+                    diagnostics: crate::config::diag::kept(
+                        diagnostics.iter().filter(|d| d.is_error()),
+                    ),
                 })
             }
             Outcome::Failed { .. } => {
