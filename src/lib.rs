@@ -35,6 +35,9 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Commands write through `cli::output` (a closed pipe or a full disk is an exit status, never a panic).
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 // `unsafe` lives only where the process talks to the kernel without a safe wrapper: `netlink` (the
 // transport's socket) and `host::mem` (the allocator); until they move onto `rustix` (issue 19), the
 // control socket's peer credentials and the configuration loader's owner check. Everything else

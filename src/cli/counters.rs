@@ -381,7 +381,7 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
     let counters = match read(&settings.table) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("hostpolicyd: error: cannot read the counters: {e}");
+            errln!("hostpolicyd: error: cannot read the counters: {e}");
             return if e.errno == Some(libc::ENOENT) {
                 exit::NOT_RUNNING
             } else {
@@ -392,7 +392,7 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
     // The configuration only names things: an invalid file still leaves its valid resources usable.
     let loaded = crate::pipeline::load(&crate::pipeline::Input::Dir(settings.config_dir.clone()));
     if loaded.has_errors() {
-        eprintln!(
+        errln!(
             "hostpolicyd: warning: {} has errors: rules of resources that do not load are named as last applied, or listed apart",
             settings.config_dir.display()
         );
@@ -411,14 +411,14 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
     let r = report(&settings.table, &loaded.config, &rulesets, &counters);
     if json {
         match serde_json::to_string_pretty(&r) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => {
-                eprintln!("hostpolicyd: error: {e}");
+                errln!("hostpolicyd: error: {e}");
                 return exit::INTERNAL;
             }
         }
     } else {
-        print!("{r}");
+        out!("{r}");
     }
     exit::OK
 }

@@ -4,7 +4,6 @@
 //! interfaces, and prints the verdict of one packet and the path it took. No kernel, no root.
 //! Exit status: 0 whatever the verdict; 1 invalid configuration; 64 bad flags.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::analysis::explain::{explain, Packet, Path};
@@ -162,51 +161,43 @@ pub fn run(settings: &Settings, args: ExplainArgs) -> u8 {
     let packet = match packet(&args) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("hostpolicyd explain: {e}");
+            errln!("hostpolicyd explain: {e}");
             return exit::USAGE;
         }
     };
     let loaded = pipeline::load(&Input::Dir(settings.config_dir.clone()));
     if loaded.has_errors() {
-        let mut err = std::io::stderr().lock();
         for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
-            let _ = writeln!(err, "{d}");
+            errln!("{d}");
         }
-        let _ = writeln!(
-            err,
-            "hostpolicyd: configuration is invalid: nothing to explain"
-        );
+        errln!("hostpolicyd: configuration is invalid: nothing to explain");
         return exit::INVALID;
     }
     let interfaces = crate::host::iface::current().unwrap_or_else(|e| {
-        eprintln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
+        errln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
         Vec::new()
     });
     for name in [&args.in_iface, &args.out_iface].into_iter().flatten() {
         if !interfaces.iter().any(|i| &i.name == name) {
-            eprintln!(
+            errln!(
                 "hostpolicyd: note: there is no interface {name} here; only HostEndpoints naming it (and a \"*\" one) can govern it"
             );
         }
     }
     let view = resolve(&loaded.config, &settings.node, &interfaces);
     let explanation = explain(&loaded.config, &view, &packet);
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
+    if args.json {
         match serde_json::to_string_pretty(&explanation) {
-            Ok(text) => writeln!(out, "{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => {
-                eprintln!("hostpolicyd: error: {e}");
+                errln!("hostpolicyd: error: {e}");
                 return exit::INTERNAL;
             }
         }
     } else {
-        write!(out, "node: {}\n{explanation}", settings.node)
-    };
-    match written {
-        Ok(()) => exit::OK,
-        Err(_) => exit::INTERNAL,
+        out!("node: {}\n{explanation}", settings.node);
     }
+    exit::OK
 }
 
 #[cfg(test)]

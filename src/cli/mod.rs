@@ -4,10 +4,12 @@
 //! (previous ruleset in force); 3 `status`/`reload` found no running daemon; 4 `status`: degraded; 64
 //! usage; 70 internal error.
 
+#[macro_use]
+pub mod output;
+
 pub mod counters;
 pub mod explain;
 
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -142,7 +144,7 @@ pub fn settings(cli: &Cli) -> Settings {
 pub fn run(cli: Cli) -> u8 {
     let settings = settings(&cli);
     crate::config::load::set_strict_modes(cli.strict_modes);
-    match cli.command {
+    let code = match cli.command {
         Command::Check { strict, files } => check(&settings, strict, files),
         Command::Render => render_cmd(&settings),
         Command::Apply => apply(&settings),
@@ -155,19 +157,20 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status { json, .. } => status(&settings, json),
         Command::Reload => reload(&settings),
         Command::Explain(args) => crate::cli::explain::run(&settings, args),
-    }
+    };
+    // A closed pipe or a full disk under any of it: the status says so, never a panic.
+    output::finish(code)
 }
 
 fn print_diagnostics(diags: &[Diagnostic]) {
-    let mut err = std::io::stderr().lock();
     for d in diags {
-        let _ = writeln!(err, "{d}");
+        errln!("{d}");
     }
 }
 
 fn interfaces_or_empty() -> Vec<crate::resolve::Interface> {
     crate::host::iface::current().unwrap_or_else(|e| {
-        eprintln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
+        errln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
         Vec::new()
     })
 }
@@ -206,13 +209,13 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
     let errors = diags.iter().filter(|d| d.is_error() || strict).count();
     let warnings = diags.len() - diags.iter().filter(|d| d.is_error()).count();
     if ok {
-        println!(
+        outln!(
             "valid{checked} ({warnings} warning{})",
             if warnings == 1 { "" } else { "s" }
         );
         exit::OK
     } else {
-        eprintln!(
+        errln!(
             "hostpolicyd: {errors} error{}: configuration is invalid",
             if errors == 1 { "" } else { "s" }
         );
@@ -245,7 +248,7 @@ fn render_cmd(settings: &Settings) -> u8 {
     ) {
         Ok(c) => {
             print_diagnostics(&c.warnings);
-            print!("{}", render(&c.ruleset));
+            out!("{}", render(&c.ruleset));
             exit::OK
         }
         Err(inv) => {
@@ -265,7 +268,7 @@ fn apply(settings: &Settings) -> u8 {
         Ok(c) => c,
         Err(inv) => {
             print_diagnostics(&inv.diagnostics);
-            eprintln!("hostpolicyd: configuration is invalid: nothing applied");
+            errln!("hostpolicyd: configuration is invalid: nothing applied");
             return exit::INVALID;
         }
     };
@@ -273,12 +276,12 @@ fn apply(settings: &Settings) -> u8 {
     let dp = match Netlink::new() {
         Ok(dp) => dp,
         Err(e) => {
-            eprintln!("hostpolicyd: error: cannot open nftables netlink socket: {e}");
+            errln!("hostpolicyd: error: cannot open nftables netlink socket: {e}");
             return exit::APPLY_FAILED;
         }
     };
     if control::status(&settings.runtime_dir).is_ok() {
-        eprintln!(
+        errln!(
             "hostpolicyd: warning: a daemon is running (it answers on {}); `hostpolicyd reload` asks it to apply instead",
             control::socket_path(&settings.runtime_dir).display()
         );
@@ -293,7 +296,7 @@ fn apply(settings: &Settings) -> u8 {
     let now = SystemTime::now();
     let outcome = engine.reconcile(Ok(&compiled), now);
     if let Err(e) = engine.save_state(&store, now) {
-        eprintln!(
+        errln!(
             "hostpolicyd: warning: cannot write the state directory {}: {e}",
             settings.state_dir.display()
         );
@@ -302,12 +305,12 @@ fn apply(settings: &Settings) -> u8 {
     match &outcome {
         Outcome::Applied { checks, .. } => {
             for c in checks.failing_before() {
-                eprintln!(
+                errln!(
                     "hostpolicyd: warning: check {} ({}) failed before the swap too, so it could not judge it: {}",
                     c.name, c.target, c.detail
                 );
             }
-            println!(
+            outln!(
                 "applied: table inet {table} ({} chains, {} rules, {} sets)",
                 compiled.ruleset.chains.len(),
                 compiled.ruleset.rule_count(),
@@ -315,24 +318,24 @@ fn apply(settings: &Settings) -> u8 {
             );
         }
         Outcome::Unchanged { .. } => {
-            println!("unchanged: table inet {table} already holds this ruleset")
+            outln!("unchanged: table inet {table} already holds this ruleset")
         }
         Outcome::RolledBack {
             failed, policies, ..
         } => {
             for c in failed {
-                eprintln!("hostpolicyd: error: check {} ({}) passed before the swap and failed after it: {}", c.name, c.target, c.detail);
+                errln!("hostpolicyd: error: check {} ({}) passed before the swap and failed after it: {}", c.name, c.target, c.detail);
             }
             if !policies.is_empty() {
-                eprintln!(
+                errln!(
                     "hostpolicyd: new or changed policies: {}",
                     policies.join(", ")
                 );
             }
-            eprintln!("hostpolicyd: error: {}", outcome.message(table));
+            errln!("hostpolicyd: error: {}", outcome.message(table));
         }
         Outcome::Failed { .. } | Outcome::NotRetried { .. } | Outcome::Invalid { .. } => {
-            eprintln!("hostpolicyd: error: {}", outcome.message(table));
+            errln!("hostpolicyd: error: {}", outcome.message(table));
         }
     }
     outcome.exit_code()
@@ -342,7 +345,7 @@ fn status(settings: &Settings, json: bool) -> u8 {
     let (mut status, code) = match control::status(&settings.runtime_dir) {
         Ok(s) => (s, exit::OK),
         Err(e @ ClientError::NotRunning { .. }) => {
-            eprintln!("hostpolicyd: {e}");
+            errln!("hostpolicyd: {e}");
             match Store::new(&settings.state_dir).load_summary() {
                 Ok(Some(mut summary)) => {
                     // The record may be of another boot or another namespace: what the kernel holds
@@ -358,20 +361,20 @@ fn status(settings: &Settings, json: bool) -> u8 {
                     )
                 }
                 Ok(None) => {
-                    eprintln!(
+                    errln!(
                         "hostpolicyd: nothing recorded in {} either",
                         settings.state_dir.display()
                     );
                     return exit::NOT_RUNNING;
                 }
                 Err(e) => {
-                    eprintln!("hostpolicyd: error: {e}");
+                    errln!("hostpolicyd: error: {e}");
                     return exit::NOT_RUNNING;
                 }
             }
         }
         Err(e) => {
-            eprintln!("hostpolicyd: error: {e}");
+            errln!("hostpolicyd: error: {e}");
             return exit::INTERNAL;
         }
     };
@@ -384,14 +387,14 @@ fn status(settings: &Settings, json: bool) -> u8 {
     };
     if json {
         match serde_json::to_string_pretty(&status) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => {
-                eprintln!("hostpolicyd: error: {e}");
+                errln!("hostpolicyd: error: {e}");
                 return exit::INTERNAL;
             }
         }
     } else {
-        print!("{}", control::format_status(&status));
+        out!("{}", control::format_status(&status));
     }
     code
 }
@@ -412,32 +415,34 @@ fn reload(settings: &Settings) -> u8 {
         .is_some_and(|stream| is_journal_stream(std::io::stderr().as_fd(), &stream));
     match control::reload(&settings.runtime_dir) {
         Ok(reply) => {
-            let mut err = std::io::stderr().lock();
             if reply.exit_code == exit::OK {
-                println!("{}", reply.message);
+                outln!("{}", reply.message);
             } else if journal {
                 // `<3>`: journald takes it as the line's priority (err), as sd-daemon(3) describes.
-                let _ = writeln!(
-                    err,
+                errln!(
                     "<3>hostpolicyd reload: {}: {} (the daemon logged the details)",
-                    reply.result, reply.message
+                    reply.result,
+                    crate::config::diag::escape(&reply.message)
                 );
             } else {
                 for d in &reply.diagnostics {
-                    let _ = writeln!(err, "{d}");
+                    errln!("{}", crate::config::diag::escape(d));
                 }
-                let _ = writeln!(err, "hostpolicyd: error: {}", reply.message);
+                errln!(
+                    "hostpolicyd: error: {}",
+                    crate::config::diag::escape(&reply.message)
+                );
             }
             reply.exit_code
         }
         Err(e @ ClientError::NotRunning { .. }) => {
-            eprintln!(
+            errln!(
                 "hostpolicyd: {e}; nothing reloaded (start it with `systemctl start hostpolicyd`)"
             );
             exit::NOT_RUNNING
         }
         Err(e) => {
-            eprintln!("hostpolicyd: error: {e}");
+            errln!("hostpolicyd: error: {e}");
             exit::INTERNAL
         }
     }
@@ -484,14 +489,14 @@ fn flush(settings: &Settings) -> u8 {
     let result = Netlink::new().and_then(|mut dp| dp.flush(&settings.table));
     match result {
         Ok(()) => {
-            println!(
+            outln!(
                 "flushed: table inet {} deleted (other tables untouched)",
                 settings.table
             );
             exit::OK
         }
         Err(e) => {
-            eprintln!("hostpolicyd: error: flush failed: {e}");
+            errln!("hostpolicyd: error: flush failed: {e}");
             exit::APPLY_FAILED
         }
     }
