@@ -60,6 +60,7 @@ pub fn build(
     diagnostics.extend(crate::analysis::lint::lint(&config, &view));
     // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
     diagnostics.extend(crate::analysis::lockout::check(&config, &view, interfaces));
+    diagnostics.extend(too_many_rules(&config, &view, MAX_RULES));
     crate::config::diag::sort(&mut diagnostics);
     diagnostics.dedup();
     if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {
@@ -74,6 +75,60 @@ pub fn build(
     })
 }
 
+/// The most rules a configuration may compile to for one node, estimated before compiling
+/// (hostpolicy.d(5), "Limits"): every policy rule, plus one jump per policy in each host endpoint's
+/// lists. The benchmark's largest workload (10,000 policies) comes to ~31,000.
+pub const MAX_RULES: usize = 2_000_000;
+
+/// An error when the configuration would compile to more than [`MAX_RULES`] rules for this node,
+/// naming the files with the most policy rules.
+fn too_many_rules(config: &Config, view: &NodeView, limit: usize) -> Option<Diagnostic> {
+    let mut by_file: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut rules = 0usize;
+    for p in &config.policies {
+        let n = p.ingress.len() + p.egress.len();
+        rules += n;
+        *by_file.entry(&p.pos.file).or_default() += n;
+    }
+    let jumps: usize = view
+        .endpoints
+        .iter()
+        .chain(view.wildcard.iter())
+        .map(|e| {
+            let p = &e.policies;
+            p.untracked_ingress.len()
+                + p.untracked_egress.len()
+                + p.pre_dnat_ingress.len()
+                + p.normal_ingress.len()
+                + p.normal_egress.len()
+                + p.forward_ingress.len()
+                + p.forward_egress.len()
+        })
+        .sum();
+    if rules.saturating_add(jumps) <= limit {
+        return None;
+    }
+    let mut files: Vec<(&str, usize)> = by_file.into_iter().collect();
+    files.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let biggest: Vec<String> = files
+        .iter()
+        .take(5)
+        .map(|(f, n)| format!("{f} ({n} rules)"))
+        .collect();
+    Some(Diagnostic::new(
+        crate::config::diag::Severity::Error,
+        None,
+        format!(
+            "the configuration would compile to more than {limit} rules for node {}, the most \
+             hostpolicyd applies (hostpolicy.d(5), \"Limits\"): {rules} policy rules and {jumps} jumps from \
+             {} host endpoints to their policies; the most rules: {}",
+            view.node,
+            view.endpoints.len() + usize::from(view.wildcard.is_some()),
+            biggest.join(", ")
+        ),
+    ))
+}
+
 /// Reads the directory and compiles it for `node`.
 pub fn build_dir(
     dir: &Path,
@@ -82,4 +137,37 @@ pub fn build_dir(
     table: &str,
 ) -> Result<Compiled, Invalid> {
     build(load::load_dir(dir), node, interfaces, table, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19 item 6: the model's size is bounded before compiling, with an error naming the files.
+    #[test]
+    fn the_rules_a_configuration_compiles_to_are_bounded() {
+        let mut text = String::from(
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\nspec: {node: n1, interfaceName: eth0}\n",
+        );
+        for i in 0..10 {
+            text.push_str(&format!(
+                "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p{i}}}\nspec:\n  ingress:\n  - action: Allow\n  - action: Deny\n"
+            ));
+        }
+        let loaded = load::load_sources(&[("a.yaml".into(), text)]);
+        let iface = Interface {
+            name: "eth0".into(),
+            addrs: vec![],
+        };
+        let view = resolve(&loaded.config, "n1", std::slice::from_ref(&iface));
+        // 20 policy rules, 10 jumps from eth0's HostEndpoint.
+        assert!(too_many_rules(&loaded.config, &view, 30).is_none());
+        let d = too_many_rules(&loaded.config, &view, 29).expect("over");
+        assert_eq!(
+            d.to_string(),
+            "hostpolicyd: error: the configuration would compile to more than 29 rules for node n1, the \
+             most hostpolicyd applies (hostpolicy.d(5), \"Limits\"): 20 policy rules and 10 jumps from 1 \
+             host endpoints to their policies; the most rules: a.yaml (20 rules)"
+        );
+    }
 }

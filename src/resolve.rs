@@ -202,7 +202,7 @@ pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeVie
         .map(|hep| active_endpoint(config, &order, hep, Vec::new(), true, &mut warnings));
 
     lint_policies_selecting_nothing(config, &mut warnings);
-    let selector_sets = resolve_rule_selectors(config, &mut warnings);
+    let selector_sets = resolve_rule_selectors(config, &mut warnings, MAX_SELECTOR_ADDRESSES);
     NodeView {
         node: node.to_string(),
         settings,
@@ -532,14 +532,25 @@ fn lint_policies_selecting_nothing(config: &Config, warnings: &mut Vec<Diagnosti
     }
 }
 
+/// The most addresses the rule selectors of one configuration may resolve to, over every distinct
+/// selector (hostpolicy.d(5), "Limits"): each distinct selector is a set of its own, so a thousand
+/// selectors that all match a 100,000-net GlobalNetworkSet would otherwise be 100 million elements.
+/// The benchmark's largest workload resolves to ~100,000.
+pub const MAX_SELECTOR_ADDRESSES: usize = 5_000_000;
+
 /// Every rule selector and notSelector, resolved to the addresses of the HEPs (any node, their
-/// expectedIPs) and GlobalNetworkSets (their nets) it matches (spec §3.8).
+/// expectedIPs) and GlobalNetworkSets (their nets) it matches (spec §3.8). Stops with an error when
+/// they come to more than [`MAX_SELECTOR_ADDRESSES`].
 fn resolve_rule_selectors(
     config: &Config,
     warnings: &mut Vec<Diagnostic>,
+    limit: usize,
 ) -> BTreeMap<SelectorKey, AddressSet> {
     let mut sets = BTreeMap::new();
     let mut warned: BTreeSet<String> = BTreeSet::new();
+    // Addresses so far, and per selector (its position and count) for the message.
+    let mut total = 0usize;
+    let mut sizes: Vec<(usize, String, crate::config::model::Pos)> = Vec::new();
     for policy in &config.policies {
         for rule in policy.ingress.iter().chain(policy.egress.iter()) {
             for entity in [&rule.source, &rule.destination] {
@@ -566,7 +577,29 @@ fn resolve_rule_selectors(
                             ),
                         ));
                     }
+                    let size = set.v4.len() + set.v6.len();
+                    total += size;
+                    sizes.push((size, sel.value.source().to_string(), sel.pos.clone()));
                     sets.insert(key, set);
+                    if total > limit {
+                        sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
+                        let biggest: Vec<String> = sizes
+                            .iter()
+                            .take(5)
+                            .map(|(n, text, pos)| format!("`{text}` at {pos} ({n})"))
+                            .collect();
+                        warnings.push(Diagnostic::error(
+                            sel.pos.clone(),
+                            format!(
+                                "the rule selectors resolve to more than {limit} addresses in \
+                                 all (each distinct selector is a set of its own), the most hostpolicyd \
+                                 applies (hostpolicy.d(5), \"Limits\"); the biggest: {}; give the rules \
+                                 that match the same addresses the same selector",
+                                biggest.join(", ")
+                            ),
+                        ));
+                        return sets;
+                    }
                 }
             }
         }
@@ -956,5 +989,41 @@ mod tests {
         assert_eq!(other.failsafe_outbound, default_failsafe_outbound());
         assert_eq!(allocate_marks(0xffff0000), (0x10000, 0x20000));
         assert_eq!(allocate_marks(0x0000c300), (0x100, 0x200));
+    }
+
+    /// Issue 19 item 6: distinct selectors matching the same big set each make a set of their own;
+    /// their total is bounded, with an error naming the biggest.
+    #[test]
+    fn selector_addresses_are_bounded_over_every_selector() {
+        let mut text = String::from(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: big, labels: {role: big}}\nspec:\n  nets:\n",
+        );
+        for i in 0..100 {
+            text.push_str(&format!("  - 198.51.100.{i}/32\n"));
+        }
+        for i in 0..5 {
+            text.push_str(&format!(
+                "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p{i}}}\nspec:\n  ingress:\n  - action: Deny\n    source: {{selector: \"role == 'big' || x == '{i}'\"}}\n"
+            ));
+        }
+        let loaded = load_sources(&[("a.yaml".into(), text)]);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let mut warnings = Vec::new();
+        let sets = resolve_rule_selectors(&loaded.config, &mut warnings, 1_000);
+        assert_eq!(sets.len(), 5);
+        assert!(warnings.is_empty());
+        let sets = resolve_rule_selectors(&loaded.config, &mut warnings, 250);
+        assert_eq!(sets.len(), 3, "stopped at the selector that went over");
+        assert_eq!(warnings.len(), 1);
+        let text = warnings[0].to_string();
+        assert!(text.starts_with("a.yaml:"), "{text}");
+        assert!(
+            text.contains("error: the rule selectors resolve to more than 250 addresses in all"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the biggest: `role == 'big' || x == '0'` at a.yaml:"),
+            "{text}"
+        );
     }
 }
