@@ -23,18 +23,19 @@
 //! ruleset     the IR: one table, chains, rules, sets, verdict maps; origin (the typed Origin of every
 //!             rule: what it stands for, tier, policy, rule, stage, HostEndpoint, FILE:LINE:COL)
 //! settings, exit   resolved settings and the exit statuses: read by everything above
+//! trust       files from the outside world: opened once, checked on the descriptor, read with a bound
 //! ```
 //!
 //! **The import rule**: a module imports only from modules listed below it, never from one above it or
 //! one beside it that imports it back, so the arrows point one way and there is no import cycle
 //! (`../shared/tools/layout_check.py` checks it). Everything up to and including `analysis` and
-//! `compile` is pure: no files (except `config::load`), no kernel, no clock. `nft` is the only code that
-//! talks to nftables, `host` the only code that probes the network; both sit behind traits (`Dataplane`,
-//! `Prober`) so that `engine` and `daemon` are tested without root. Every netlink socket is opened by
-//! `netlink` (the only kernel-transport code with `unsafe`), used by `nft`, `host` and `daemon::nftmon`.
+//! `compile` is pure: no files (except `config::load`, which reads them through `trust`), no kernel, no
+//! clock. `nft` is the only code that talks to nftables, `host` the only code that probes the network;
+//! both sit behind traits (`Dataplane`, `Prober`) so that `engine` and `daemon` are tested without root.
+//! Every netlink socket is opened by `netlink` (the only kernel-transport code with `unsafe`), used by
+//! `nft`, `host` and `daemon::nftmon`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
-
 // Commands write through `cli::output` (a closed pipe or a full disk is an exit status, never a panic).
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
@@ -68,3 +69,4 @@ pub mod ruleset;
 pub mod selector;
 #[deny(unsafe_code)]
 pub mod settings;
+pub mod trust;

@@ -886,7 +886,8 @@ fn the_file_filter() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    let mut expected = vec!["10-a.yaml", "20-b.yml", "rpm-hosts.yaml"];
+    // Every entry with a configuration name, whatever it is: the loader opens it and judges.
+    let mut expected = vec!["10-a.yaml", "20-b.yml", "rpm-hosts.yaml", "sub.yaml"];
     if cfg!(unix) {
         expected.insert(2, "30-link.yaml");
         expected.insert(3, "40-dangling.yaml");
@@ -894,13 +895,19 @@ fn the_file_filter() {
     assert_eq!(names, expected);
 
     // The link repeats policy `a`: the duplicate is reported at the link, naming the first file.
-    // The dangling link is reported, not skipped: a policy must not vanish silently.
+    // The dangling link is reported, not skipped: a policy must not vanish silently. A directory
+    // named *.yaml is skipped with a warning naming it (issue 19: it was skipped silently).
     let loaded = load_dir(dir.path());
     let msgs = messages(&loaded);
     if cfg!(unix) {
-        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert_eq!(msgs.len(), 3, "{msgs:#?}");
         assert!(
             msgs[1].contains("40-dangling.yaml cannot be read"),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs[2].contains("sub.yaml:1:1: warning: ")
+                && msgs[2].ends_with("sub.yaml is a directory, not a regular file: skipped"),
             "{msgs:#?}"
         );
         assert!(

@@ -67,6 +67,8 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     pub(super) guard: Guard,
     pub(super) clock: Box<dyn Clock>,
     interfaces: InterfaceLister,
+    /// The symbolic links on the way to the configuration directory at start ([`load::DirPins`]).
+    pins: load::DirPins,
 }
 
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
@@ -117,6 +119,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             guard: Guard::new(&settings.table),
             clock,
             interfaces: Box::new(crate::host::iface::current),
+            pins: load::DirPins::at_start(&settings.config_dir),
         }
     }
 
@@ -262,6 +265,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.info.changes_while_flushed = 0;
         self.set_busy(true);
         let (built, sources) = prepared.unwrap_or_else(|| self.build());
+        let built = self.no_endpoints_left(built);
         if let Ok(c) = &built {
             log::warnings(&c.warnings);
         }
@@ -275,9 +279,45 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         outcome
     }
 
+    /// A directory that suddenly holds no HostEndpoint for this node where the last good configuration
+    /// had some is suspicious (someone may have swapped the directory for an empty one, and a node
+    /// with no HostEndpoint is not filtered at all): it is applied only when the directory passes the
+    /// trust checks, even with `--strict-modes=no`, and with a warning in any case.
+    fn no_endpoints_left(&self, built: Built) -> Built {
+        let Ok(c) = &built else { return built };
+        let before = self.engine.summary().endpoints.len();
+        let node = &self.settings.node;
+        if before == 0 || c.config.host_endpoints.iter().any(|h| &h.node == node) {
+            return built;
+        }
+        let dir = self.settings.config_dir.display();
+        let problems = load::trust_problems(&self.settings.config_dir);
+        if problems.is_empty() {
+            warn!(
+                event = "host_endpoints_gone",
+                node,
+                before,
+                "the configuration directory {dir} no longer holds any HostEndpoint for node {node}, where \
+                 the last good configuration had {before}: applying it (the directory passes the trust \
+                 checks), so hostpolicyd no longer filters this node's interfaces"
+            );
+            return built;
+        }
+        let mut diagnostics = vec![crate::config::diag::Diagnostic::new(
+            crate::config::diag::Severity::Error,
+            None,
+            format!(
+                "refusing the configuration directory {dir}: it no longer holds any HostEndpoint for node \
+                 {node} (the last good configuration had {before}) and it is not trusted"
+            ),
+        )];
+        diagnostics.extend(problems);
+        Err(pipeline::Invalid { diagnostics })
+    }
+
     /// Reads and validates the whole directory and compiles it for the current interfaces.
     pub(super) fn build(&mut self) -> (Built, Sources) {
-        let (sources, problems) = load::read_dir(&self.settings.config_dir);
+        let (sources, problems) = load::read_dir_pinned(&self.settings.config_dir, &self.pins);
         let built = self.compile(load::parse_sources(&sources, problems));
         (built, sources)
     }
