@@ -31,6 +31,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags, CWD};
 
@@ -42,6 +43,23 @@ const MAX_LINKS: usize = 40;
 pub enum Strict {
     Yes,
     No,
+}
+
+static STRICT_MODES: AtomicBool = AtomicBool::new(true);
+
+/// Turns the ownership and mode checks on (the default) or off for the whole process
+/// (`--strict-modes`): the configuration directory's and the state directory's.
+pub fn set_strict_modes(on: bool) {
+    STRICT_MODES.store(on, Ordering::Relaxed);
+}
+
+/// What `--strict-modes` says.
+pub fn strict_modes() -> Strict {
+    if STRICT_MODES.load(Ordering::Relaxed) {
+        Strict::Yes
+    } else {
+        Strict::No
+    }
 }
 
 /// Why a file or directory was not read.
@@ -395,6 +413,25 @@ pub fn open_in(dir: &OpenDir, name: &OsStr, strict: Strict) -> Result<OpenFile, 
                 }
                 p => p,
             })
+        }
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+            Err(Problem::NotRegular("a socket"))
+        }
+        Err(e) => Err(Problem::Io(e)),
+    }
+}
+
+/// Opens the entry `name` of `dir` as [`open_in`] does, except that a symbolic link is not followed:
+/// it is [`Problem::NotRegular`] (`a symbolic link`). For the state directory, where nothing but our
+/// own regular files belongs.
+pub fn open_in_nofollow(dir: &OpenDir, name: &OsStr, strict: Strict) -> Result<OpenFile, Problem> {
+    match open_read(&dir.fd, name) {
+        Ok(fd) => {
+            let (file, meta) = metadata(fd)?;
+            checked_file(file, meta, &dir.real.join(name), strict)
+        }
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            Err(Problem::NotRegular("a symbolic link"))
         }
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
             Err(Problem::NotRegular("a socket"))

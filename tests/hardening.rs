@@ -574,3 +574,51 @@ fn the_input_is_bounded_in_bytes_and_files() {
         "{text}"
     );
 }
+
+// ── Item 8: state files ──────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn a_fifo_last_good_does_not_block_the_daemon_before_it_starts() {
+    if !require_root("a_fifo_last_good_does_not_block_the_daemon_before_it_starts") {
+        return;
+    }
+    let ns = fresh_ns("node");
+    let hpd = Hpd::new("node1");
+    valid_config(&hpd.config_dir());
+    let state = hpd.config_dir().with_file_name("state");
+    mkfifo(&state.join("last-good.json"));
+    // It used to block in open(): the control socket bound but not served, SIGTERM ignored.
+    let mut d = Daemon::start(&ns, &hpd, &[]);
+    let s = d.wait_ready(&ns, &hpd);
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+    d.wait_log(&[
+        "event=\"state_unreadable\"",
+        "last-good.json is a FIFO, not a regular file",
+    ]);
+    d.signal("TERM");
+    assert!(d.wait_exit().success());
+}
+
+#[test]
+fn status_without_a_daemon_does_not_hang_on_a_fifo_status_json() {
+    let hpd = Hpd::new("node1");
+    let state = hpd.config_dir().with_file_name("state");
+    mkfifo(&state.join("status.json"));
+    let out = run_ok(&hpd, &["status"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("status.json is a FIFO, not a regular file"),
+        "{text}"
+    );
+    // A symlink to /dev/zero is not followed (it read 2.1 GB).
+    fs::remove_file(state.join("status.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", state.join("status.json")).unwrap();
+    let out = run_ok(&hpd, &["status", "--json"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("status.json is a symbolic link, not a regular file"),
+        "{text}"
+    );
+}

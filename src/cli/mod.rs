@@ -289,8 +289,8 @@ fn apply(settings: &Settings) -> u8 {
     // The same protocol as the daemon: the state directory gives the rollback target and keeps the result.
     let store = Store::new(&settings.state_dir);
     let mut engine = Engine::new(dp, NetProber, &settings.node, &settings.table);
-    engine.restore(
-        store.load_last_good().ok().flatten().map(|l| l.ruleset),
+    engine.restore_from(
+        store.load_last_good().ok().flatten(),
         store.load_summary().ok().flatten(),
     );
     let now = SystemTime::now();

@@ -29,7 +29,6 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::diag::{self, Diagnostic, Severity};
@@ -99,20 +98,14 @@ fn is_config_name(name: &str) -> bool {
     !leftover && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-static STRICT_MODES: AtomicBool = AtomicBool::new(true);
-
-/// Turns the ownership and mode check of [`load_dir`] on (the default) or off, for the whole process
-/// (`--strict-modes`).
+/// Turns the ownership and mode check of [`load_dir`] (and of the state directory) on (the default)
+/// or off, for the whole process (`--strict-modes`).
 pub fn set_strict_modes(on: bool) {
-    STRICT_MODES.store(on, Ordering::Relaxed);
+    trust::set_strict_modes(on);
 }
 
 fn strict_modes() -> Strict {
-    if STRICT_MODES.load(Ordering::Relaxed) {
-        Strict::Yes
-    } else {
-        Strict::No
-    }
+    trust::strict_modes()
 }
 
 /// The symbolic links on the way to the configuration directory when the daemon started. A link the
@@ -138,7 +131,7 @@ impl DirPins {
 /// Load every configuration file of `dir`. An unreadable directory or file is a diagnostic, and so is
 /// an untrusted one (see the module documentation) unless the check is off.
 pub fn load_dir(dir: &Path) -> Loaded {
-    load_dir_with(dir, STRICT_MODES.load(Ordering::Relaxed))
+    load_dir_with(dir, strict_modes() == Strict::Yes)
 }
 
 /// [`load_dir`] with the ownership and mode check on or off.

@@ -78,7 +78,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         let store = Store::new(&settings.state_dir);
         let mut engine = Engine::new(dp, prober, &settings.node, &settings.table);
         let last_good = match store.load_last_good() {
-            Ok(l) => l.map(|l| l.ruleset),
+            Ok(l) => l,
             Err(e) => {
                 warn!(
                     event = "state_unreadable",
@@ -94,7 +94,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             );
             None
         });
-        engine.restore(last_good, summary);
+        engine.restore_from(last_good, summary);
         let info = DaemonInfo {
             pid: std::process::id(),
             started_at: rfc3339(clock.wall()),

@@ -304,6 +304,21 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         }
     }
 
+    /// [`Engine::restore`] from what the state directory holds: the generation is the larger of the
+    /// two files' (a damaged `status.json` must not count generations again from 0 while
+    /// `last-good.json` says 3).
+    pub fn restore_from(
+        &mut self,
+        last_good: Option<crate::engine::state::LastGood>,
+        summary: Option<Summary>,
+    ) {
+        let generation = last_good.as_ref().map_or(0, |l| l.generation);
+        self.restore(last_good.map(|l| l.ruleset), summary);
+        if self.last_good.is_some() {
+            self.summary.generation = self.summary.generation.max(generation);
+        }
+    }
+
     pub fn summary(&self) -> &Summary {
         &self.summary
     }

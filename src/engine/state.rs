@@ -7,23 +7,42 @@
 //!   time, the host endpoints with their policies per stage and direction, the last error and the last
 //!   rollback.
 //!
-//! Both are written atomically: a temporary file in the same directory, fsync, rename over the old one,
-//! fsync of the directory. A reader sees the old file or the new one, never half of one.
+//! Both are written atomically: a temporary file in the same directory (created `O_EXCL | O_NOFOLLOW`,
+//! so that no link planted there is followed), fsync, rename over the old one, fsync of the directory.
+//! A reader sees the old file or the new one, never half of one.
+//!
+//! Both are read as configuration files are ([`crate::trust`]): the state directory is opened by
+//! walking its real path, each file opened once without following a link and without blocking on a
+//! FIFO, judged by `fstat` (a regular file owned by root or our user, not group- or world-writable,
+//! in a directory of the same kind unless `--strict-modes=no`) and read with a bound
+//! ([`MAX_LAST_GOOD_BYTES`], [`MAX_SUMMARY_BYTES`]). Anything else is unreadable state: an error the
+//! daemon logs as `state_unreadable` and goes on without.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use serde::{Deserialize, Serialize};
 
 use crate::compile::content_hash;
 use crate::host::probe::CheckResult;
 use crate::ruleset::Ruleset;
+use crate::trust;
 
 pub const LAST_GOOD_FILE: &str = "last-good.json";
 pub const SUMMARY_FILE: &str = "status.json";
+
+/// The largest `last-good.json` read back (512 MiB): the ruleset of the benchmark's largest workload
+/// (10,000 policies and a 100,000-net set) is 19 MiB of JSON, and the input limits of
+/// hostpolicy.d(5) keep any valid configuration's well below this.
+pub const MAX_LAST_GOOD_BYTES: u64 = 512 << 20;
+/// The largest `status.json` read back (16 MiB): diagnostics are capped ([`crate::config::diag::kept`]).
+pub const MAX_SUMMARY_BYTES: u64 = 16 << 20;
 
 /// The last good ruleset as stored: re-appliable as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,11 +277,39 @@ impl Store {
         &self.dir
     }
 
-    fn ensure_dir(&self) -> io::Result<()> {
+    /// Creates the directory (0700) when it is missing, and opens it for writing into.
+    fn ensure_dir(&self) -> io::Result<trust::OpenDir> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.dir)
+            .create(&self.dir)?;
+        self.open_dir()
+    }
+
+    /// The state directory, opened by walking its real path and judged as `--strict-modes` says.
+    fn open_dir(&self) -> io::Result<trust::OpenDir> {
+        trust::open_dir(&self.dir, trust::strict_modes())
+            .map_err(|p| state_error(&self.dir, "the state directory", p))
+    }
+
+    /// The bytes of state file `name`, read as the module documentation says; None when it (or the
+    /// directory) does not exist.
+    fn read(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        let path = self.dir.join(name);
+        let dir = match trust::open_dir(&self.dir, trust::strict_modes()) {
+            Ok(d) => d,
+            Err(trust::Problem::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(p) => return Err(state_error(&self.dir, "the state directory", p)),
+        };
+        let mut file = match trust::open_in_nofollow(&dir, OsStr::new(name), trust::strict_modes())
+        {
+            Ok(f) => f,
+            Err(trust::Problem::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(p) => return Err(state_error(&path, "", p)),
+        };
+        trust::read_bounded(&mut file, limit)
+            .map(Some)
+            .map_err(|p| state_error(&path, "", p))
     }
 
     /// Writes the last good ruleset; returns its content hash.
@@ -272,7 +319,7 @@ impl Store {
         ruleset: &Ruleset,
         now: SystemTime,
     ) -> io::Result<String> {
-        self.ensure_dir()?;
+        let dir = self.ensure_dir()?;
         let hash = content_hash(ruleset);
         // [`LastGood`]'s fields, borrowed (no copy of the ruleset just to write it).
         #[derive(Serialize)]
@@ -291,7 +338,7 @@ impl Store {
             ruleset,
         };
         // Streamed: the JSON text of 10,000 policies' ruleset is tens of MiB.
-        write_atomic_with(&self.dir.join(LAST_GOOD_FILE), |w| {
+        write_in(&dir, LAST_GOOD_FILE, |w| {
             serde_json::to_writer_pretty(w, &doc).map_err(io::Error::other)
         })?;
         Ok(hash)
@@ -299,7 +346,7 @@ impl Store {
 
     /// What tells whether the last good ruleset file changed (None: it cannot be examined).
     pub fn last_good_stamp(&self) -> Option<Stamp> {
-        let m = fs::metadata(self.dir.join(LAST_GOOD_FILE)).ok()?;
+        let m = fs::symlink_metadata(self.dir.join(LAST_GOOD_FILE)).ok()?;
         Some(Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -312,10 +359,8 @@ impl Store {
     /// is an error (it was damaged or edited), not a ruleset to apply.
     pub fn load_last_good(&self) -> io::Result<Option<LastGood>> {
         let path = self.dir.join(LAST_GOOD_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(bytes) = self.read(LAST_GOOD_FILE, MAX_LAST_GOOD_BYTES)? else {
+            return Ok(None);
         };
         let doc: LastGood = serde_json::from_slice(&bytes).map_err(|e| {
             io::Error::new(
@@ -323,6 +368,7 @@ impl Store {
                 format!("{}: {e}", path.display()),
             )
         })?;
+        drop(bytes);
         let actual = content_hash(&doc.ruleset);
         if actual != doc.hash {
             return Err(io::Error::new(
@@ -338,67 +384,107 @@ impl Store {
     }
 
     pub fn save_summary(&self, summary: &Summary) -> io::Result<()> {
-        self.ensure_dir()?;
+        let dir = self.ensure_dir()?;
         let json = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join(SUMMARY_FILE), &json)
+        write_in(&dir, SUMMARY_FILE, |w| w.write_all(&json))
     }
 
     pub fn load_summary(&self) -> io::Result<Option<Summary>> {
         let path = self.dir.join(SUMMARY_FILE);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some(bytes) = self.read(SUMMARY_FILE, MAX_SUMMARY_BYTES)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })
     }
 }
 
-/// Writes `data` to `path` atomically (temp file in the same directory, fsync, rename, fsync the directory).
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    write_atomic_with(path, |w| w.write_all(data))
+/// An I/O error for a state file or directory that could not be read or is not trusted.
+fn state_error(path: &Path, what: &str, p: trust::Problem) -> io::Error {
+    let kind = match &p {
+        trust::Problem::Io(e) => e.kind(),
+        _ => io::ErrorKind::InvalidData,
+    };
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what} ")
+    };
+    let text = match p {
+        trust::Problem::Untrusted { path: p2, why } if p2 == path => {
+            format!("{what}{} is not trusted: {}", path.display(), why.why)
+        }
+        trust::Problem::Untrusted { path: p2, why } => format!(
+            "{what}{} is not trusted: {} on its way is {}",
+            path.display(),
+            p2.display(),
+            why.why
+        ),
+        trust::Problem::NotRegular(kind) => {
+            format!("{what}{} is {kind}, not a regular file", path.display())
+        }
+        trust::Problem::TooBig { limit } => {
+            format!("{what}{} holds more than {limit} bytes", path.display())
+        }
+        trust::Problem::Io(e) => format!("{what}{}: {e}", path.display()),
+    };
+    io::Error::new(kind, text)
 }
 
-/// [`write_atomic`] for content produced by `fill` into a buffered writer (no copy of it in memory).
-pub fn write_atomic_with(
-    path: &Path,
+/// Writes file `name` of the directory `dir` atomically: a temporary file created there
+/// `O_EXCL | O_NOFOLLOW` (a stale one of ours is removed first, never followed), filled by `fill`
+/// through a buffer, fsync, `renameat` over `name`, fsync of the directory.
+fn write_in(
+    dir: &trust::OpenDir,
+    name: &str,
     fill: impl FnOnce(&mut io::BufWriter<&mut File>) -> io::Result<()>,
 ) -> io::Result<()> {
+    let tmp = format!(".{name}.tmp.{}", std::process::id());
+    match rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rustix::fs::openat(
+        &dir.fd,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut f = File::from(fd);
+    let result = (|| {
+        let mut w = io::BufWriter::with_capacity(1 << 16, &mut f);
+        fill(&mut w)?;
+        w.flush()?;
+        drop(w);
+        f.sync_all()?;
+        rustix::fs::renameat(&dir.fd, tmp.as_str(), &dir.fd, name)?;
+        rustix::fs::fsync(&dir.fd)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::empty());
+    }
+    result
+}
+
+/// Writes `data` to `path` atomically (see [`write_in`]): its directory is opened by walking its real
+/// path, without judging ownership (callers that need that use a [`Store`]).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path
         .file_name()
+        .and_then(OsStr::to_str)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let mut w = io::BufWriter::with_capacity(1 << 16, &mut f);
-        fill(&mut w)?;
-        w.flush()?;
-        drop(w);
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let dir = trust::open_dir(dir, trust::Strict::No)
+        .map_err(|p| state_error(dir, "the directory", p))?;
+    write_in(&dir, name, |w| w.write_all(data))
 }
 
 /// RFC 3339 in UTC with seconds: `2024-05-01T12:34:56Z`.
@@ -547,5 +633,164 @@ pub(crate) mod tests {
         }
         let s: Summary = serde_json::from_value(v).unwrap();
         assert_eq!((s.generation, s.drift_repairs, s.degraded), (2, 0, None));
+    }
+
+    /// Runs `f` on a thread and waits at most 20 s for it: a read that blocks fails the test instead
+    /// of hanging it.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("blocked: the state file was not opened O_NONBLOCK")
+    }
+
+    fn mkfifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    /// Issue 19 item 8: last-good.json as a FIFO blocked the daemon before it started; status.json as
+    /// a FIFO hung `status` without a daemon. Both are unreadable state now, at once.
+    #[test]
+    fn a_fifo_state_file_is_unreadable_state_not_a_hang() {
+        let dir = temp_dir("fifo");
+        fs::create_dir_all(&dir).unwrap();
+        mkfifo(&dir.join(LAST_GOOD_FILE));
+        mkfifo(&dir.join(SUMMARY_FILE));
+        let d = dir.clone();
+        let err = bounded(move || Store::new(&d).load_last_good().unwrap_err());
+        assert!(
+            err.to_string()
+                .ends_with("last-good.json is a FIFO, not a regular file"),
+            "{err}"
+        );
+        let d = dir.clone();
+        let err = bounded(move || Store::new(&d).load_summary().unwrap_err());
+        assert!(
+            err.to_string()
+                .ends_with("status.json is a FIFO, not a regular file"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 19 item 8: last-good.json as a symlink to /dev/zero read 2.1 GB.
+    #[test]
+    fn a_symlinked_state_file_is_not_followed() {
+        let dir = temp_dir("link");
+        fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join(LAST_GOOD_FILE)).unwrap();
+        let d = dir.clone();
+        let err = bounded(move || Store::new(&d).load_last_good().unwrap_err());
+        assert!(
+            err.to_string()
+                .ends_with("last-good.json is a symbolic link, not a regular file"),
+            "{err}"
+        );
+        // A symlink to a good last-good.json is refused too: nothing but our own files belongs here.
+        let elsewhere = temp_dir("elsewhere");
+        Store::new(&elsewhere)
+            .save_last_good(1, &ruleset(), UNIX_EPOCH)
+            .unwrap();
+        fs::remove_file(dir.join(LAST_GOOD_FILE)).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join(LAST_GOOD_FILE), dir.join(LAST_GOOD_FILE))
+            .unwrap();
+        assert!(Store::new(&dir).load_last_good().is_err());
+        // Writing replaces the link, and never writes through one planted as the temporary file.
+        let victim = elsewhere.join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let tmp = dir.join(format!(".{LAST_GOOD_FILE}.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        Store::new(&dir)
+            .save_last_good(2, &ruleset(), UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(
+            Store::new(&dir)
+                .load_last_good()
+                .unwrap()
+                .unwrap()
+                .generation,
+            2
+        );
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&elsewhere).unwrap();
+    }
+
+    #[test]
+    fn state_files_are_read_with_a_bound() {
+        let dir = temp_dir("big");
+        fs::create_dir_all(&dir).unwrap();
+        let f = File::create(dir.join(SUMMARY_FILE)).unwrap();
+        f.set_len(MAX_SUMMARY_BYTES + 1).unwrap();
+        let err = Store::new(&dir).load_summary().unwrap_err();
+        assert!(
+            err.to_string().contains("holds more than 16777216 bytes"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_untrusted_state_directory_is_not_read_or_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("modes");
+        let store = Store::new(&dir);
+        store.save_last_good(1, &ruleset(), UNIX_EPOCH).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = store.load_last_good().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("mode 0777 is group- and world-writable"),
+            "{err}"
+        );
+        assert!(store.save_summary(&Summary::default()).is_err());
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(store.load_last_good().unwrap().is_some());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 19 item 8: status.json garbage reset the generation to 0 although last-good said 3.
+    #[test]
+    fn garbage_status_json_keeps_the_last_good_generation() {
+        let dir = temp_dir("garbage");
+        let store = Store::new(&dir);
+        let r = ruleset();
+        store.save_last_good(3, &r, UNIX_EPOCH).unwrap();
+        fs::write(dir.join(SUMMARY_FILE), "\u{0}garbage").unwrap();
+        assert!(store.load_summary().is_err());
+        let mut engine = crate::engine::Engine::new(
+            crate::nft::Fake::new(),
+            crate::engine::tests::Script::default(),
+            "n1",
+            &r.table,
+        );
+        engine.restore_from(
+            store.load_last_good().unwrap(),
+            store.load_summary().ok().flatten(),
+        );
+        assert_eq!(engine.summary().generation, 3);
+        // And the larger of the two when both read.
+        store
+            .save_summary(&Summary {
+                table: r.table.clone(),
+                generation: 2,
+                ..Summary::default()
+            })
+            .unwrap();
+        engine.restore_from(
+            store.load_last_good().unwrap(),
+            store.load_summary().unwrap(),
+        );
+        assert_eq!(engine.summary().generation, 3);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
