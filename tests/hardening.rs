@@ -622,3 +622,61 @@ fn status_without_a_daemon_does_not_hang_on_a_fifo_status_json() {
         "{text}"
     );
 }
+
+// ── Item 7: the accept busy loop ─────────────────────────────────────────────────────────────────
+
+#[test]
+fn a_reload_still_opens_its_netlink_socket_while_clients_hold_every_descriptor() {
+    if !require_root("a_reload_still_opens_its_netlink_socket_while_clients_hold_every_descriptor")
+    {
+        return;
+    }
+    let ns = fresh_ns("node");
+    let hpd = Hpd::new("node1");
+    valid_config(&hpd.config_dir());
+    let d = Daemon::start(&ns, &hpd, &[]);
+    let s = d.wait_ready(&ns, &hpd);
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+    // The campaign: 400 root clients against LimitNOFILE 256. Here: 120 clients against 80.
+    let st = Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), "--nofile=80:80"])
+        .status()
+        .expect("prlimit");
+    assert!(st.success());
+    let sock = hpd.config_dir().with_file_name("run").join("control.sock");
+    let clients: Vec<std::os::unix::net::UnixStream> = (0..120)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    // A reload while they hold on: it needs descriptors for the kernel (netlink sockets).
+    fs::write(
+        hpd.config_dir().join("30-allow-8081.yaml"),
+        allow_port("allow-8081", 8081),
+    )
+    .unwrap();
+    let applied = common::daemon::wait_for(DEADLINE, || {
+        table(&ns).filter(|t| t.contains("8081")).map(|_| ())
+    });
+    assert!(
+        applied.is_some(),
+        "the reload was not applied while clients held the descriptors\n{}",
+        d.log()
+    );
+    assert!(!d.log().contains("event=\"apply_failed\""), "{}", d.log());
+    // Those beyond the cap or the reserve were told to come back; every client gets an answer.
+    let mut busy = 0;
+    for mut c in clients {
+        use std::io::Read;
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        let _ = std::io::Write::write_all(&mut c, b"status\n");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        if answer.starts_with("{\"error\":\"busy") {
+            busy += 1;
+        }
+    }
+    assert!(busy > 0, "some clients were answered busy");
+    let s = d
+        .status(&ns, &hpd)
+        .expect("status answered once they are gone");
+    assert_eq!(s["last_result"], "applied", "{s:#}");
+}

@@ -1,19 +1,32 @@
 //! The control socket: `control.sock` in `--runtime-dir` (default `/run/hostpolicyd`), mode 0600, and a
 //! peer-credential check on every connection (root or the daemon's own user only).
 //!
-//! Protocol: the client sends one line, `status`, `reload` or `flush`; the daemon answers with one JSON
-//! document and closes. `status` is answered from the published summary at once (also during a reload);
-//! `reload` is handed to the writer loop and answered when that reload is done, with its result, so that
-//! `ExecReload=hostpolicyd reload` reports failures instead of racing a signal. `flush` too: the writer
-//! deletes the table and stops enforcing until the next reload (`hostpolicyd flush` with a daemon).
+//! Protocol: the client sends one line naming a [`Request`] (`status`, `reload`, `flush`); the daemon
+//! answers with one JSON document and closes. `status` is answered from the published summary at once
+//! (also during a reload); `reload` is handed to the writer loop and answered when that reload is done,
+//! with its result, so that `ExecReload=hostpolicyd reload` reports failures instead of racing a signal.
+//! `flush` too: the writer deletes the table and stops enforcing until the next reload (`hostpolicyd
+//! flush` with a daemon). A new request is one variant of [`Request`], its word in [`Request::parse`]
+//! and its arm in [`answer`].
 //!
 //! The socket doubles as the single-instance lock: a daemon refuses to start while another one answers on it.
+//!
+//! Staying up when clients misbehave or descriptors run out (issue 19):
+//! - at most [`MAX_CLIENTS`] connections are served at once (a thread each, reads and writes bounded
+//!   by [`IO_TIMEOUT`]); one more is answered `busy` and closed, and the client tries again;
+//! - [`FD_RESERVE`] descriptors are kept free for the daemon's own work (the netlink sockets of a
+//!   reload, the drift guard's reads, state files): a connection accepted on a descriptor that close
+//!   to `RLIMIT_NOFILE` is answered `busy` and closed;
+//! - when `accept` fails because the process or the system is out of descriptors (`EMFILE`,
+//!   `ENFILE`), the waiting client is answered `busy` through a spare descriptor held for that, and
+//!   the loop backs off (10 ms, doubling to 1 s) instead of spinning on a socket that stays readable.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,34 +130,211 @@ pub fn bind(runtime_dir: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The most control clients served at once.
+pub const MAX_CLIENTS: usize = 64;
+/// Descriptors kept free for the daemon's own work below `RLIMIT_NOFILE`.
+pub const FD_RESERVE: u64 = 32;
+/// How long a client may take to send its request or to read a reply.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first and the longest wait after `accept` found no descriptor left.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The requests the socket answers, one line each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The published [`Status`], at once.
+    Status,
+    /// Reload now; answered with the reload's [`Reply`].
+    Reload,
+    /// Delete the table and enforce nothing until the next reload; answered when done.
+    Flush,
+}
+
+impl Request {
+    /// The request a line names.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        match line.trim() {
+            "status" => Ok(Request::Status),
+            "reload" => Ok(Request::Reload),
+            "flush" => Ok(Request::Flush),
+            other => Err(format!("unknown request {other:?}")),
+        }
+    }
+}
+
+/// What a connection's handler may use.
+#[derive(Clone)]
+struct Ctx {
+    status: Arc<Mutex<Status>>,
+    tx: Sender<Event>,
+}
+
 /// Serves the socket on its own thread, one short-lived thread per connection.
 pub fn spawn(
     listener: UnixListener,
     status: Arc<Mutex<Status>>,
     tx: Sender<Event>,
 ) -> io::Result<()> {
+    spawn_with(listener, status, tx, MAX_CLIENTS)
+}
+
+/// [`spawn`] with another cap on clients (tests).
+fn spawn_with(
+    listener: UnixListener,
+    status: Arc<Mutex<Status>>,
+    tx: Sender<Event>,
+    max_clients: usize,
+) -> io::Result<()> {
+    let ctx = Ctx { status, tx };
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(stream) = conn else { continue };
-                let (status, tx) = (status.clone(), tx.clone());
-                let _ = std::thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || {
-                        if let Err(e) = handle(stream, &status, &tx) {
-                            tracing::debug!(event = "control_error", "control connection: {e}");
-                        }
-                    });
-            }
+            let active = Arc::new(AtomicUsize::new(0));
+            serve(
+                || Some(listener.accept().map(|(s, _)| s)),
+                std::thread::sleep,
+                spare_descriptor,
+                |stream| dispatch(stream, &ctx, &active, max_clients),
+            )
         })?;
     Ok(())
 }
 
-fn handle(mut stream: UnixStream, status: &Mutex<Status>, tx: &Sender<Event>) -> io::Result<()> {
-    let uid = peer_uid(&stream)?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+/// A descriptor held so that one client can still be answered when none is left.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Whether an `accept` error means the process or the system ran out of descriptors (or memory for
+/// a socket): retrying at once fails the same way.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The accept loop. `accept` gives the next connection (None: stop, for tests); `sleep` waits;
+/// `spare` opens the spare descriptor; `handle` takes each connection. Never spins: an error that
+/// repeats at once is followed by a wait that doubles up to [`BACKOFF_MAX`].
+fn serve<A, S, F>(
+    mut accept: A,
+    mut sleep: impl FnMut(Duration),
+    mut spare: impl FnMut() -> Option<F>,
+    mut handle: S,
+) where
+    A: FnMut() -> Option<io::Result<UnixStream>>,
+    S: FnMut(UnixStream),
+{
+    let mut held = spare();
+    let mut backoff: Option<Duration> = None;
+    let mut warned = false;
+    while let Some(result) = accept() {
+        match result {
+            Ok(stream) => {
+                backoff = None;
+                warned = false;
+                handle(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+            Err(e) => {
+                if out_of_descriptors(&e) {
+                    if !warned {
+                        tracing::warn!(
+                            event = "control_busy",
+                            "control socket: cannot accept a client ({e}); answering busy and backing off"
+                        );
+                        warned = true;
+                    }
+                    // Free the spare, take the waiting client with it and tell it to come back.
+                    if held.take().is_some() {
+                        if let Some(Ok(stream)) = accept() {
+                            busy(stream, "the daemon is out of file descriptors");
+                        }
+                        held = spare();
+                    }
+                } else {
+                    tracing::debug!(event = "control_error", "control socket accept: {e}");
+                }
+                let wait = backoff.map_or(BACKOFF_FIRST, |b| (b * 2).min(BACKOFF_MAX));
+                backoff = Some(wait);
+                sleep(wait);
+            }
+        }
+    }
+}
+
+/// Answers `busy` and closes (the client retries).
+fn busy(mut stream: UnixStream, why: &str) {
+    // What the client already sent is read first, if anything: closing a socket with unread data
+    // resets it, and the client could lose the answer.
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = (&stream).take(1024).read(&mut [0u8; 1024]);
+        let _ = stream.set_nonblocking(false);
+    }
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = write_json(
+        &mut stream,
+        &ErrorReply {
+            error: format!("{BUSY}: {why}; try again"),
+        },
+    );
+}
+
+/// The first word of a `busy` answer.
+const BUSY: &str = "busy";
+
+/// The soft `RLIMIT_NOFILE` (None: unlimited).
+fn descriptor_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Hands a connection to a thread of its own, unless that would take a descriptor of the reserve or
+/// one client too many.
+fn dispatch(stream: UnixStream, ctx: &Ctx, active: &Arc<AtomicUsize>, max_clients: usize) {
+    let fd = stream.as_raw_fd() as u64;
+    if descriptor_limit().is_some_and(|limit| fd.saturating_add(FD_RESERVE) >= limit) {
+        return busy(
+            stream,
+            "the daemon keeps its last file descriptors for the kernel",
+        );
+    }
+    if active.fetch_add(1, Ordering::SeqCst) >= max_clients {
+        active.fetch_sub(1, Ordering::SeqCst);
+        return busy(stream, &format!("{max_clients} clients are being served"));
+    }
+    /// Gives the client's slot back however its thread ends.
+    struct Slot(Arc<AtomicUsize>);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let slot = Slot(active.clone());
+    let ctx = ctx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("control-conn".into())
+        .spawn(move || {
+            let _slot = slot;
+            if let Err(e) = handle(stream, &ctx) {
+                tracing::debug!(event = "control_error", "control connection: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        // The closure (and with it the slot and the stream) is dropped: the client sees EOF.
+        tracing::debug!(
+            event = "control_error",
+            "cannot start a control thread: {e}"
+        );
+    }
+}
+
+fn handle(mut stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
+    let uid = rustix::net::sockopt::socket_peercred(&stream)?.uid.as_raw();
+    let me = rustix::process::geteuid().as_raw();
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
     if uid != 0 && uid != me {
         return write_json(
             &mut stream,
@@ -153,45 +343,47 @@ fn handle(mut stream: UnixStream, status: &Mutex<Status>, tx: &Sender<Event>) ->
             },
         );
     }
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take(1024)).read_line(&mut line)?;
-    match line.trim() {
-        "status" => {
-            let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            write_json(&mut stream, &s)
+    match Request::parse(&line) {
+        Ok(request) => answer(request, &mut stream, ctx),
+        Err(error) => write_json(&mut stream, &ErrorReply { error }),
+    }
+}
+
+/// Answers one request.
+fn answer(request: Request, stream: &mut UnixStream, ctx: &Ctx) -> io::Result<()> {
+    match request {
+        Request::Status => {
+            let s = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            write_json(stream, &s)
         }
-        request @ ("reload" | "flush") => {
+        Request::Reload | Request::Flush => {
             let (rtx, rrx) = mpsc::channel();
-            let event = if request == "reload" {
+            let event = if request == Request::Reload {
                 Event::Reload(rtx)
             } else {
                 Event::Flush(rtx)
             };
-            if tx.send(event).is_err() {
+            if ctx.tx.send(event).is_err() {
                 return write_json(
-                    &mut stream,
+                    stream,
                     &ErrorReply {
                         error: "the daemon is stopping".into(),
                     },
                 );
             }
             match rrx.recv() {
-                Ok(reply) => write_json(&mut stream, &reply),
+                Ok(reply) => write_json(stream, &reply),
                 Err(_) => write_json(
-                    &mut stream,
+                    stream,
                     &ErrorReply {
                         error: "the daemon stopped before replying".into(),
                     },
                 ),
             }
         }
-        other => write_json(
-            &mut stream,
-            &ErrorReply {
-                error: format!("unknown request {other:?}"),
-            },
-        ),
     }
 }
 
@@ -199,26 +391,6 @@ fn write_json<T: Serialize>(stream: &mut UnixStream, value: &T) -> io::Result<()
     let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
     bytes.push(b'\n');
     stream.write_all(&bytes)
-}
-
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    // SAFETY: ucred is plain data; all-zero is valid.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred/len are valid for writing; the fd is a connected Unix socket.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.uid)
 }
 
 /// Why a client request failed.
@@ -234,8 +406,29 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// Sends one request and returns the daemon's JSON answer.
+/// The longest answer a client reads (a status of 10,000 policies is a few MiB).
+const MAX_ANSWER: usize = 256 << 20;
+
+/// How often, and how far apart, a client asks again after a `busy` answer (5 s in all).
+const BUSY_RETRIES: u32 = 50;
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Sends one request and returns the daemon's JSON answer; asks again while the daemon answers
+/// `busy` (see the module documentation), [`BUSY_RETRIES`] times at most.
 fn request(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, ClientError> {
+    let mut tries = 0;
+    loop {
+        match request_once(runtime_dir, what, timeout) {
+            Err(ClientError::Refused(e)) if e.starts_with(BUSY) && tries < BUSY_RETRIES => {
+                tries += 1;
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn request_once(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, ClientError> {
     let path = socket_path(runtime_dir);
     let mut stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
@@ -252,11 +445,34 @@ fn request(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, 
         source,
     };
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream
-        .write_all(format!("{what}\n").as_bytes())
-        .map_err(io)?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    match stream.write_all(format!("{what}\n").as_bytes()) {
+        // A busy daemon answers and closes without reading: its answer is still there to read.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) => {}
+        other => other.map_err(io)?,
+    }
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if bytes.len() + n > MAX_ANSWER => {
+                return Err(ClientError::Protocol(format!(
+                    "an answer of more than {MAX_ANSWER} bytes"
+                )))
+            }
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A daemon that answered without reading our line resets the connection after its answer.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !bytes.is_empty() => break,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let answer = String::from_utf8(bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
     if let Ok(e) = serde_json::from_str::<ErrorReply>(&answer) {
         return Err(ClientError::Refused(e.error));
     }
@@ -283,6 +499,9 @@ pub fn flush(runtime_dir: &Path) -> Result<Reply, ClientError> {
 pub fn format_status(s: &Status) -> String {
     use std::fmt::Write as _;
     let m = &s.summary;
+    // What others may have written (a diagnostic, a kernel's error, a process name) is escaped: no
+    // control character reaches the terminal.
+    let e = |text: &str| crate::config::diag::escape(text).into_owned();
     let mut out = String::new();
     match &s.daemon {
         Some(d) => {
@@ -326,7 +545,7 @@ pub fn format_status(s: &Status) -> String {
         let _ = writeln!(out, "state: enforcing the configuration");
     }
     for problem in &s.problems {
-        let _ = writeln!(out, "DEGRADED: {problem}");
+        let _ = writeln!(out, "DEGRADED: {}", e(problem));
     }
     if !m.kernel.is_empty() {
         let _ = writeln!(out, "kernel table: {}", m.kernel);
@@ -369,10 +588,16 @@ pub fn format_status(s: &Status) -> String {
         let _ = writeln!(out, "connectivity checks: {}", m.checks.join(", "));
     }
     match &m.last_error {
-        Some(e) => {
-            let _ = writeln!(out, "last error ({}): {} [{}]", e.kind, e.message, e.at);
-            for d in &e.diagnostics {
-                let _ = writeln!(out, "  {d}");
+        Some(err) => {
+            let _ = writeln!(
+                out,
+                "last error ({}): {} [{}]",
+                e(&err.kind),
+                e(&err.message),
+                e(&err.at)
+            );
+            for d in &err.diagnostics {
+                let _ = writeln!(out, "  {}", e(d));
             }
         }
         None => {
@@ -390,7 +615,9 @@ pub fn format_status(s: &Status) -> String {
                 let _ = writeln!(
                     out,
                     "  check {} ({}) failed: {}",
-                    c.name, c.target, c.detail
+                    e(&c.name),
+                    e(&c.target),
+                    e(&c.detail)
                 );
             }
             if !r.policies.is_empty() {
@@ -409,14 +636,15 @@ pub fn format_status(s: &Status) -> String {
         };
         let result = match (&d.error, d.repaired) {
             (_, true) => format!("repaired in {} ms", d.latency_ms),
-            (Some(e), false) => format!("not repaired: {e}"),
+            (Some(x), false) => format!("not repaired: {}", e(x)),
             (None, false) => "not repaired".to_string(),
         };
         let _ = writeln!(
             out,
-            "last drift: {} {}{by}; {result}",
+            "last drift: {} {}{}; {result}",
             d.at,
-            d.changes.join("; ")
+            e(&d.changes.join("; ")),
+            e(&by)
         );
     }
     if let Some(d) = &s.daemon {
@@ -492,6 +720,99 @@ mod tests {
             Err(ClientError::NotRunning { .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 19 item 7: with the descriptor limit reached, `accept4` returned EMFILE in a tight loop
+    /// (100% of a core). Every such error is followed by a wait that doubles, the waiting client is
+    /// answered `busy` through the spare descriptor, and a success starts over.
+    #[test]
+    fn accept_backs_off_when_descriptors_run_out_instead_of_spinning() {
+        let emfile = || Some(Err(io::Error::from_raw_os_error(libc::EMFILE)));
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, _b_peer) = UnixStream::pair().unwrap();
+        let mut script: std::collections::VecDeque<Option<io::Result<UnixStream>>> = [
+            emfile(),
+            Some(Ok(a)), // taken with the spare descriptor: answered busy
+            emfile(),
+            emfile(), // the spare's accept fails too
+            Some(Ok(b)),
+            Some(Err(io::Error::from_raw_os_error(libc::ECONNABORTED))),
+            emfile(),
+            Some(Err(io::Error::from_raw_os_error(libc::ENFILE))),
+            None,
+        ]
+        .into_iter()
+        .collect();
+        let mut sleeps = Vec::new();
+        let mut handled = 0;
+        let mut spares = 0;
+        serve(
+            || script.pop_front().flatten().map(Some).unwrap_or(None),
+            |d| sleeps.push(d.as_millis()),
+            || {
+                spares += 1;
+                Some(())
+            },
+            |_| handled += 1,
+        );
+        // ECONNABORTED is retried at once; the last ENFILE was the spare's accept.
+        assert_eq!(sleeps, [10, 20, 10]);
+        assert_eq!(handled, 1);
+        assert_eq!(spares, 4, "the spare is opened again after each use");
+        let mut answer = String::new();
+        a_peer.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with(
+                "{\"error\":\"busy: the daemon is out of file descriptors; try again\"}"
+            ),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn clients_beyond_the_cap_are_answered_busy_and_the_client_asks_again() {
+        let dir = std::env::temp_dir().join(format!("hostpolicyd-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listener = bind(&dir).unwrap();
+        let status = Arc::new(Mutex::new(Status::default()));
+        status.lock().unwrap().summary.generation = 7;
+        let (tx, _rx) = mpsc::channel();
+        spawn_with(listener, status, tx, 2).unwrap();
+        // Two clients that say nothing hold both places.
+        let idle: Vec<UnixStream> = (0..2)
+            .map(|_| UnixStream::connect(socket_path(&dir)).unwrap())
+            .collect();
+        // Accepted in order, each counted before the next accept.
+        let mut third = UnixStream::connect(socket_path(&dir)).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut answer = String::new();
+        third.read_to_string(&mut answer).unwrap();
+        assert_eq!(
+            answer,
+            "{\"error\":\"busy: 2 clients are being served; try again\"}\n"
+        );
+        // The client library asks again; once the idle clients leave, it is served.
+        let asker = {
+            let dir = dir.clone();
+            std::thread::spawn(move || self::status(&dir).map(|s| s.summary.generation))
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        drop(idle);
+        assert_eq!(asker.join().unwrap().unwrap(), 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn requests_parse_from_one_line() {
+        assert_eq!(Request::parse("status\n"), Ok(Request::Status));
+        assert_eq!(Request::parse(" reload "), Ok(Request::Reload));
+        assert_eq!(Request::parse("flush\n"), Ok(Request::Flush));
+        assert_eq!(
+            Request::parse("flows\n"),
+            Err("unknown request \"flows\"".to_string())
+        );
     }
 
     #[test]
