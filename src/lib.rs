@@ -40,16 +40,17 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 // `unsafe` lives only where the process talks to the kernel without a safe wrapper: `netlink` (the
-// transport's socket) and `host::mem` (the allocator); until they move onto `rustix` (issue 19), the
-// control socket's peer credentials and the configuration loader's owner check. Everything else
-// refuses it.
+// transport's socket) and `host::mem` (the allocator). Everything else refuses it (file walks, peer
+// credentials and resource limits go through `rustix`).
 #[deny(unsafe_code)]
 pub mod analysis;
 #[deny(unsafe_code)]
 pub mod cli;
 #[deny(unsafe_code)]
 pub mod compile;
+#[deny(unsafe_code)]
 pub mod config;
+#[deny(unsafe_code)]
 pub mod daemon;
 #[deny(unsafe_code)]
 pub mod engine;
@@ -69,4 +70,5 @@ pub mod ruleset;
 pub mod selector;
 #[deny(unsafe_code)]
 pub mod settings;
+#[deny(unsafe_code)]
 pub mod trust;

@@ -471,15 +471,15 @@ fn flush(settings: &Settings) -> u8 {
     match control::flush(&settings.runtime_dir) {
         Ok(reply) => {
             if reply.exit_code == exit::OK {
-                println!("{}", reply.message);
+                outln!("{}", reply.message);
             } else {
-                eprintln!("hostpolicyd: error: {}", reply.message);
+                errln!("hostpolicyd: error: {}", reply.message);
             }
             return reply.exit_code;
         }
         Err(ClientError::NotRunning { .. }) => {}
         Err(e) => {
-            eprintln!(
+            errln!(
                 "hostpolicyd: error: the running daemon did not flush ({e}); stop it first \
                  (`systemctl stop hostpolicyd`), then run `hostpolicyd flush` again"
             );

@@ -31,6 +31,7 @@
 
 #[deny(unsafe_code)]
 pub mod clock;
+#[deny(unsafe_code)]
 pub mod control;
 #[deny(unsafe_code)]
 pub mod drift;
