@@ -201,10 +201,13 @@ fn a_group_writable_file_is_refused_and_the_previous_ruleset_stays() {
     assert_eq!(s["last_result"], "applied", "{s:#}");
     let before = nft_json(&ns, "inet", "hostpolicy").expect("our table");
 
-    // A new policy file, group-writable.
+    // A new policy file, group-writable. Made under a hidden name and renamed into place with its mode
+    // set: written in place and then chmodded, the watcher could apply it in between while 0644.
     let file = dir.join("allow-8081.yaml");
-    std::fs::write(&file, allow_port("allow-8081", 8081)).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let tmp = dir.join(".allow-8081.yaml.tmp");
+    std::fs::write(&tmp, allow_port("allow-8081", 8081)).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
     let (code, text, _) = Daemon::reload(&ns, &hpd);
     assert_eq!(code, Some(1), "{text}");
     let expected = format!(
