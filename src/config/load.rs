@@ -311,6 +311,8 @@ fn read_dir_with(
             Read::Skipped(d) => problems.push(d),
             Read::Failed(d) => problems.push(d),
             Read::Spent(d) => {
+                // Refused whatever the files say: parsing the 64 MiB read so far would only cost time.
+                sources.clear();
                 problems.push(d);
                 break;
             }
@@ -379,7 +381,13 @@ fn read_file(
         Err(Problem::TooBig { .. }) => {
             let size = f.meta.len().max(left + 1);
             budget.files.push((name.to_owned(), size));
-            Read::Spent(file_error(name, &spent_message(budget, after)))
+            Read::Spent(Diagnostic::error(
+                file_pos(name),
+                format!(
+                    "{name} goes past the input limit: {}",
+                    spent_message(budget, after)
+                ),
+            ))
         }
         Err(p) => Read::Failed(file_problem(name, p)),
     }
@@ -406,6 +414,7 @@ fn spent_message(budget: &InputBudget, after: usize) -> String {
             if n == 1 { "" } else { "s" }
         ),
     };
+    let skipped = format!("{skipped}; none was parsed");
     format!(
         "the configuration files hold more than {} in all, the most hostpolicyd reads (hostpolicy.d(5), \
          \"Limits\"): spent by {}{others}{skipped}",
@@ -462,6 +471,7 @@ pub fn load_files(paths: &[PathBuf]) -> Loaded {
             }
             Read::Failed(d) => problems.push(d),
             Read::Spent(d) => {
+                sources.clear();
                 problems.push(d);
                 break;
             }
