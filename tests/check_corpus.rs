@@ -357,7 +357,16 @@ const CASES: &[Case] = &[
     // ── §4.2 FelixConfiguration ──────────────────────────────────────────────────────────────────
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22}, {protocol: UDP, port: 68, net: 10.0.0.0/8}, {protocol: SCTP, port: 0}]\nfailsafeOutboundHostPorts: []", &[]),
     case("4.2 §6.7", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: tcp, port: 22}]", &[E(5, 41, "write `protocol: TCP`, not `tcp`")]),
+    // Issue 20 item 1: what is true about the lowercase form (Calico's validator, validateProtoPort).
+    case("4.2 issue 20.1", Wrap::Felix, "failsafeOutboundHostPorts: [{protocol: udp, port: 53}]", &[E(5, 42, "write `protocol: UDP`, not `udp` (Calico's API validator accepts only `TCP`, `UDP` and `SCTP` in a FelixConfiguration, although its FelixConfiguration reference lists them in lowercase)")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: ICMP, port: 22}]", &[E(5, 41, "failsafe protocol `ICMP` is not valid")]),
+    // Issue 20 item 10: a /0 net is one family, as in Felix (felix/rules/static.go failsafeInChain:
+    // `if int(ipVersion) == ip.Version()`); no net, or both /0 nets, is both families.
+    case("4.2 issue 20.10", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 0.0.0.0/0}]",
+        &[W(5, 61, "`net: 0.0.0.0/0` opens TCP port 22 for IPv4 only, as in Felix"), ]),
+    case("4.2 issue 20.10", Wrap::Felix, "failsafeOutboundHostPorts: [{protocol: UDP, port: 53, net: \"::/0\"}]",
+        &[W(5, 62, "to open it for IPv4 too, leave `net` out or add `{protocol: UDP, port: 53, net: \"0.0.0.0/0\"}`")]),
+    case("4.2 issue 20.10", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 0.0.0.0/0}, {protocol: TCP, port: 22, net: \"::/0\"}, {protocol: UDP, port: 68, net: \"\"}]", &[]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 65536}]", &[E(5, 52, "between 0 and 65535")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{port: 22}]", &[E(5, 30, "a failsafe entry needs a `protocol`")]),
     case("4.2", Wrap::Felix, "failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: 10.0.0.0/40}]", &[E(5, 61, "is not a network")]),
@@ -381,6 +390,14 @@ const CASES: &[Case] = &[
     case("1.9", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node-one}\n",
         &[W(3, 18, "FelixConfiguration `node-one` has no effect")]),
     case("1.9", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node.node1}\nspec: {failsafeOutboundHostPorts: [{protocol: UDP, port: 53}]}\n", &[]),
+    // Issue 20 item 9: Calico 3.32's selector-scoped configuration, and the other fields of its
+    // FelixConfigurationSpec: accepted, without effect.
+    case("1.9 issue 20.9", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: edge}\nspec:\n  nodeSelector: \"role == 'edge'\"\n  failsafeInboundHostPorts: []\n",
+        &[W(5, 3, "FelixConfiguration `edge` has no effect: selector-scoped configuration (`nodeSelector`, Calico 3.32) is not supported")]),
+    case("1.9 issue 20.9", Wrap::Felix, "nodeSelector: \"role == 'edge'\"",
+        &[E(5, 3, "`nodeSelector` must not be set on FelixConfiguration `default` (Calico refuses it on `default` and `node.*`)")]),
+    case("1.9 issue 20.9", Wrap::Felix, "goMaxProcs: 2\nwireguardMTU: 1400\nbpfConntrackMode: Auto\nrouteSource: CalicoIPAM",
+        &[W(5, 3, "`goMaxProcs` has no effect in hostpolicyd"), W(6, 3, "`wireguardMTU` has no effect"), W(7, 3, "`bpfConntrackMode` has no effect"), W(8, 3, "`routeSource` has no effect")]),
 
     // ── DESIGN.md: ConnectivityCheck ─────────────────────────────────────────────────────────────
     case("design", Wrap::Check, "node: node1\ntcp: {host: 192.0.2.10, port: 22}\ntimeoutSeconds: 2", &[]),

@@ -152,3 +152,37 @@ fn scenario_variants_are_valid_configurations() {
         );
     }
 }
+
+/// Issue 20 item 10: failsafe `net` families as Felix renders them (the citation is in the case's
+/// config.yaml): no `net` or `net: ""` opens both families, `0.0.0.0/0` IPv4 only, `::/0` IPv6 only.
+#[test]
+fn failsafe_net_families_follow_felix() {
+    golden("failsafe-nets");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/failsafe-nets/expected.nft"),
+    )
+    .unwrap();
+    let chain: Vec<&str> = text
+        .split("chain failsafe-in {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let with = |port: &str| -> Vec<&str> {
+        chain
+            .iter()
+            .copied()
+            .filter(|l| l.contains(&format!("dport {port} ")))
+            .collect()
+    };
+    // No family match at all: one rule for both families.
+    assert!(with("22").iter().all(|l| !l.contains("saddr")), "{chain:?}");
+    assert!(with("68").iter().all(|l| !l.contains("saddr")), "{chain:?}");
+    assert_eq!(with("2222").len(), 1, "{chain:?}");
+    assert!(with("2222")[0].starts_with("ip saddr 0.0.0.0/0 "), "{chain:?}");
+    assert_eq!(with("2223").len(), 1, "{chain:?}");
+    assert!(with("2223")[0].starts_with("ip6 saddr ::/0 "), "{chain:?}");
+}

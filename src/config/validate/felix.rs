@@ -94,6 +94,121 @@ const NO_EFFECT: &[&str] = &[
     "floatingIPs",
     "allowIPIPPacketsFromWorkloads",
     "allowVXLANPacketsFromWorkloads",
+    // The other fields of Calico's FelixConfigurationSpec (api/pkg/apis/projectcalico/v3/felixconfig.go,
+    // 3.32 and later): valid in Calico, about what hostpolicyd does not do (issue 20 item 9).
+    "useInternalDataplaneDriver",
+    "dataplaneDriver",
+    "dataplaneWatchdogTimeout",
+    "iptablesLockProbeInterval",
+    "maxIpsetSize",
+    "metadataAddr",
+    "metadataPort",
+    "openstackRegion",
+    "interfaceExclude",
+    "endpointReportingDelay",
+    "endpointStatusPathPrefix",
+    "healthTimeoutOverrides",
+    "prometheusWireGuardMetricsEnabled",
+    "prometheusMetricsCAFile",
+    "prometheusMetricsCertFile",
+    "prometheusMetricsKeyFile",
+    "prometheusMetricsClientAuth",
+    "kubeNodePortRanges",
+    "policySyncPathPrefix",
+    "usageReportingInitialDelay",
+    "usageReportingInterval",
+    "natOutgoingExclusions",
+    "deviceRouteSourceAddress",
+    "deviceRouteSourceAddressIPv6",
+    "deviceRouteProtocol",
+    "programClusterRoutes",
+    "ipForwarding",
+    "externalNodesList",
+    "debugMemoryProfilePath",
+    "debugDisableLogDropping",
+    "debugSimulateCalcGraphHangAfter",
+    "debugSimulateDataplaneHangAfter",
+    "debugSimulateDataplaneApplyDelay",
+    "debugHost",
+    "debugPort",
+    "iptablesNATOutgoingInterfaceFilter",
+    "sidecarAccelerationEnabled",
+    "nftablesFlowTableOffload",
+    "nftablesFlowTableDataIfacePattern",
+    "bpfOverlayHostSourceIP",
+    "bpfDisableUnprivileged",
+    "bpfJITHardening",
+    "bpfConntrackLogLevel",
+    "bpfConntrackMode",
+    "bpfConntrackTimeouts",
+    "bpfIPFragTimeout",
+    "bpfLogFilters",
+    "bpfCTLBLogFilter",
+    "bpfL3IfacePattern",
+    "bpfConnectTimeLoadBalancingEnabled",
+    "bpfConnectTimeLoadBalancing",
+    "bpfHostNetworkedNATWithoutCTLB",
+    "bpfDSROptoutCIDRs",
+    "bpfExtToServiceConnmark",
+    "bpfKubeProxyMinSyncPeriod",
+    "bpfKubeProxyHealthzPort",
+    "bpfPSNATPorts",
+    "bpfMapSizeNATFrontend",
+    "bpfMapSizeNATBackend",
+    "bpfMapSizeNATAffinity",
+    "bpfMapSizeRoute",
+    "bpfMapSizeConntrack",
+    "bpfMapSizePerCpuConntrack",
+    "bpfMapSizeConntrackScaling",
+    "bpfMapSizeConntrackCleanupQueue",
+    "bpfMapSizeIPSets",
+    "bpfMapSizeIfState",
+    "bpfHostConntrackBypass",
+    "bpfIPFragmentReassemblyEnabled",
+    "bpfEnforceRPF",
+    "bpfPolicyDebugEnabled",
+    "bpfForceTrackPacketsFromIfaces",
+    "bpfDisableGROForIfaces",
+    "bpfExcludeCIDRsFromNAT",
+    "bpfExportBufferSizeMB",
+    "istioAmbientMode",
+    "istioDSCPMark",
+    "cgroupV2Path",
+    "flowLogsPolicyEvaluationMode",
+    "bpfRedirectToPeer",
+    "bpfAttachType",
+    "flowLogsFlushInterval",
+    "flowLogsCollectorDebugTrace",
+    "flowLogsGoldmaneServer",
+    "flowLogsLocalReporter",
+    "bpfProfiling",
+    "routeSource",
+    "routeTableRanges",
+    "routeSyncDisabled",
+    "ipv4NormalRoutePriority",
+    "ipv4ElevatedRoutePriority",
+    "ipv6NormalRoutePriority",
+    "ipv6ElevatedRoutePriority",
+    "liveMigrationRouteConvergenceTime",
+    "wireguardThreadingEnabled",
+    "wireguardListeningPortV6",
+    "wireguardRoutingRulePriority",
+    "wireguardInterfaceNameV6",
+    "wireguardMTU",
+    "wireguardMTUV6",
+    "wireguardHostEncryptionEnabled",
+    "wireguardKeepAlive",
+    "workloadSourceSpoofing",
+    "mtuIfacePattern",
+    "localSubnetL2Reachability",
+    "localSubnetL2ReachabilityRefreshInterval",
+    "windowsManageFirewallRules",
+    "goGCThreshold",
+    "goMemoryLimitMB",
+    "goMaxProcs",
+    "requireMTUFile",
+    "bpfMaglevMaxEndpointsPerService",
+    "bpfMaglevMaxServices",
 ];
 
 pub(crate) fn felix_configuration(
@@ -103,12 +218,37 @@ pub(crate) fn felix_configuration(
     spec: Option<&Node>,
 ) -> FelixConfiguration {
     let name = meta.name.value;
-    if name != "default" && !name.starts_with("node.") {
-        let pos = meta.name.pos.clone();
-        cx.warn_at(
-            pos,
-            format!("FelixConfiguration `{name}` has no effect: only `default` and `node.<nodename>` are read"),
-        );
+    let read = name == "default" || name.starts_with("node.");
+    // Calico 3.32's selector-scoped configuration: `nodeSelector` on a resource of another name. Calico
+    // refuses it on `default` and `node.*` (a CEL rule of the CRD); elsewhere hostpolicyd accepts it
+    // with one warning, at the field, as it does for a resource of another name (issue 20 item 9).
+    let node_selector = match &spec.map(|s| &s.value) {
+        Some(Value::Map(entries)) => entries.iter().find(|(k, _)| k.text == "nodeSelector"),
+        _ => None,
+    };
+    match node_selector {
+        Some((key, _)) if read => {
+            let pos = cx.key_pos(key);
+            cx.error_at(
+                pos,
+                format!("`nodeSelector` must not be set on FelixConfiguration `{name}` (Calico refuses it on `default` and `node.*`): remove it, or give the resource another name (selector-scoped configuration, which hostpolicyd does not support)"),
+            );
+        }
+        Some((key, _)) => {
+            let pos = cx.key_pos(key);
+            cx.warn_at(
+                pos,
+                format!("FelixConfiguration `{name}` has no effect: selector-scoped configuration (`nodeSelector`, Calico 3.32) is not supported; only `default` and `node.<nodename>` are read"),
+            );
+        }
+        None if !read => {
+            let pos = meta.name.pos.clone();
+            cx.warn_at(
+                pos,
+                format!("FelixConfiguration `{name}` has no effect: only `default` and `node.<nodename>` are read"),
+            );
+        }
+        None => {}
     }
     let mut out = FelixConfiguration {
         name,
@@ -150,6 +290,10 @@ pub(crate) fn felix_configuration(
                 out.disable_conntrack_invalid_check = boolean(cx, value, field)
             }
             "interfacePrefix" => out.interface_prefixes = interface_prefixes(cx, value),
+            // Reported above; only its type is checked here.
+            "nodeSelector" => {
+                string(cx, value, field);
+            }
             _ if ALLOW_ACTIONS.contains(&field) => {
                 action(cx, value, field, "Accept", "Return", "accepts")
             }
@@ -200,11 +344,54 @@ fn failsafe_list(cx: &mut Cx, key: &Key, node: &Node) -> Option<Vec<ProtoPort>> 
         _ => {}
     }
     let items = list(cx, node, field)?;
-    let entries: Vec<ProtoPort> = items
+    let entries: Vec<(&Node, ProtoPort)> = items
         .iter()
-        .filter_map(|item| failsafe_entry(cx, item))
+        .filter_map(|item| Some((item, failsafe_entry(cx, item)?)))
         .collect();
-    Some(entries)
+    one_family_catch_alls(cx, &entries);
+    Some(entries.into_iter().map(|(_, e)| e).collect())
+}
+
+/// `net: 0.0.0.0/0` (or `::/0`): Calico's docs say it is processed like an entry without `net`, but
+/// Felix renders a failsafe entry with a `net` only in the family of that net
+/// (felix/rules/static.go, `failsafeInChain`/`failsafeOutChain`: `if protoPort.Net != ""` ... `if
+/// int(ipVersion) == ip.Version()`, else the rule is skipped), and hostpolicyd does the same. A warning
+/// unless the list also opens the port to the other family (issue 20 item 10).
+fn one_family_catch_alls(cx: &mut Cx, entries: &[(&Node, ProtoPort)]) {
+    for (item, e) in entries {
+        let Some(net) = e.net.filter(|n| n.prefix_len() == 0) else {
+            continue;
+        };
+        let other_covered = entries.iter().any(|(_, o)| {
+            o.protocol == e.protocol
+                && o.port == e.port
+                && o.net.is_none_or(|n| n.prefix_len() == 0 && n.addr().is_ipv4() != net.addr().is_ipv4())
+        });
+        if other_covered {
+            continue;
+        }
+        let (this, other, other_net) = if net.addr().is_ipv4() {
+            ("IPv4", "IPv6", "::/0")
+        } else {
+            ("IPv6", "IPv4", "0.0.0.0/0")
+        };
+        let proto = match e.protocol {
+            proto::UDP => "UDP",
+            proto::SCTP => "SCTP",
+            _ => "TCP",
+        };
+        let at = match &item.value {
+            Value::Map(fields) => fields
+                .iter()
+                .find(|(k, _)| k.text == "net")
+                .map_or(*item, |(_, v)| v),
+            _ => *item,
+        };
+        cx.warn(
+            at,
+            format!("`net: {net}` opens {proto} port {} for {this} only, as in Felix, which applies a failsafe entry with a `net` to that net's family alone (Calico's docs say it equals no `net`): to open it for {other} too, leave `net` out or add `{{protocol: {proto}, port: {}, net: \"{other_net}\"}}`", e.port, e.port),
+        );
+    }
 }
 
 fn failsafe_entry(cx: &mut Cx, node: &Node) -> Option<ProtoPort> {
@@ -249,7 +436,9 @@ fn failsafe_net(cx: &mut Cx, node: &Node) -> Option<ipnet::IpNet> {
     rule_net(cx, node, "net")
 }
 
-/// Uppercase `TCP`, `UDP` or `SCTP`: Calico's validator wants them so, although its docs show `tcp`.
+/// Uppercase `TCP`, `UDP` or `SCTP`: Calico's API validator accepts nothing else
+/// (libcalico-go/lib/validator/v3/validator.go, `validateProtoPort`), although its FelixConfiguration
+/// reference lists `tcp, udp, sctp`; lowercase is the form of Felix's environment variables.
 fn failsafe_protocol(cx: &mut Cx, node: &Node) -> Option<u8> {
     let text = string(cx, node, "protocol")?;
     let found = [
@@ -264,7 +453,7 @@ fn failsafe_protocol(cx: &mut Cx, node: &Node) -> Option<u8> {
         Some((name, _)) => {
             cx.error(
                 node,
-                format!("failsafe protocols are uppercase: write `protocol: {name}`, not `{text}` (the lowercase form in Calico's docs is for Felix's environment variables)"),
+                format!("failsafe protocols are uppercase: write `protocol: {name}`, not `{text}` (Calico's API validator accepts only `TCP`, `UDP` and `SCTP` in a FelixConfiguration, although its FelixConfiguration reference lists them in lowercase)"),
             );
             None
         }
