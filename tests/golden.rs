@@ -182,7 +182,10 @@ fn failsafe_net_families_follow_felix() {
     assert!(with("22").iter().all(|l| !l.contains("saddr")), "{chain:?}");
     assert!(with("68").iter().all(|l| !l.contains("saddr")), "{chain:?}");
     assert_eq!(with("2222").len(), 1, "{chain:?}");
-    assert!(with("2222")[0].starts_with("ip saddr 0.0.0.0/0 "), "{chain:?}");
+    assert!(
+        with("2222")[0].starts_with("ip saddr 0.0.0.0/0 "),
+        "{chain:?}"
+    );
     assert_eq!(with("2223").len(), 1, "{chain:?}");
     assert!(with("2223")[0].starts_with("ip6 saddr ::/0 "), "{chain:?}");
 }

@@ -205,9 +205,15 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
             Err(inv) => (inv.diagnostics, false, String::new()),
         }
     };
-    print_diagnostics(&diags);
-    let errors = diags.iter().filter(|d| d.is_error() || strict).count();
     let warnings = diags.len() - diags.iter().filter(|d| d.is_error()).count();
+    if strict {
+        // Issue 20 item 2: what --strict refuses is printed as an error, marked as gcc marks the
+        // warnings -Werror turns into errors, and the summary counts it as one.
+        print_diagnostics(&diags.iter().map(strict_error).collect::<Vec<_>>());
+    } else {
+        print_diagnostics(&diags);
+    }
+    let errors = diags.iter().filter(|d| d.is_error() || strict).count();
     if ok {
         outln!(
             "valid{checked} ({warnings} warning{})",
@@ -215,11 +221,39 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
         );
         exit::OK
     } else {
+        let of_them = match warnings {
+            0 => String::new(),
+            1 if errors == 1 => " (a warning, which --strict counts as an error)".to_owned(),
+            w if w == errors => " (all warnings, which --strict counts as errors)".to_owned(),
+            1 => " (1 of them a warning, which --strict counts as an error)".to_owned(),
+            w => format!(" ({w} of them warnings, which --strict counts as errors)"),
+        };
+        let of_them = if strict { of_them } else { String::new() };
         errln!(
-            "hostpolicyd: {errors} error{}: configuration is invalid",
-            if errors == 1 { "" } else { "s" }
+            "hostpolicyd: {errors} error{}{of_them}: configuration is invalid",
+            plural_s(errors)
         );
         exit::INVALID
+    }
+}
+
+fn plural_s(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A warning as `check --strict` prints it: an error, marked `[--strict]`.
+fn strict_error(d: &Diagnostic) -> Diagnostic {
+    if d.is_error() {
+        return d.clone();
+    }
+    Diagnostic {
+        severity: crate::config::diag::Severity::Error,
+        pos: d.pos.clone(),
+        message: format!("{} [--strict]", d.message),
     }
 }
 

@@ -365,7 +365,9 @@ fn one_family_catch_alls(cx: &mut Cx, entries: &[(&Node, ProtoPort)]) {
         let other_covered = entries.iter().any(|(_, o)| {
             o.protocol == e.protocol
                 && o.port == e.port
-                && o.net.is_none_or(|n| n.prefix_len() == 0 && n.addr().is_ipv4() != net.addr().is_ipv4())
+                && o.net.is_none_or(|n| {
+                    n.prefix_len() == 0 && n.addr().is_ipv4() != net.addr().is_ipv4()
+                })
         });
         if other_covered {
             continue;
