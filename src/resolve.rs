@@ -570,7 +570,7 @@ fn resolve_rule_selectors(
                         warnings.push(Diagnostic::warning(
                             sel.pos.clone(),
                             format!(
-                                "rule selector `{}` matches HostEndpoint {} without expectedIPs: a rule selector matches a host only through its expectedIPs (spec §3.8), so {} nothing to it",
+                                "rule selector `{}` matches HostEndpoint {} without expectedIPs: a rule selector matches a host only through its expectedIPs (see Entity rules in hostpolicy.d(5)), so {} nothing to it",
                                 sel.value.source(),
                                 without_ips.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
                                 if without_ips.len() == 1 { "it adds" } else { "they add" }

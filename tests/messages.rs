@@ -133,3 +133,242 @@ spec:
     );
     assert!(!err.contains("warning:"), "{err}");
 }
+
+/// hostpolicy.d(5) as plain text, section by section: `(title, text)`, titles of `.SH` and `.SS`.
+fn man_sections() -> Vec<(String, String)> {
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/hostpolicy.d.5"))
+            .unwrap();
+    let unescape = |s: &str| {
+        s.replace("\\-", "-")
+            .replace("\\(dq", "\"")
+            .replace("\\(aq", "'")
+            .replace("\\(en", "-")
+            .replace("\\e", "\\")
+            .replace("\\fB", "")
+            .replace("\\fI", "")
+            .replace("\\fP", "")
+            .replace("\\fR", "")
+    };
+    // The arguments of a macro line, quotes respected.
+    let args = |s: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        for c in s.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                }
+                c => cur.push(c),
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    };
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in page.lines() {
+        let line = unescape(line);
+        let text = if let Some(rest) = line.strip_prefix('.') {
+            let (mac, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+            match mac {
+                "SH" | "SS" => {
+                    sections.push((rest.trim_matches('"').to_owned(), String::new()));
+                    continue;
+                }
+                "B" | "I" => args(rest).join(" "),
+                "BR" | "RB" | "BI" | "IB" | "IR" | "RI" => args(rest).concat(),
+                _ => continue,
+            }
+        } else if line.starts_with('\'') {
+            continue;
+        } else {
+            line
+        };
+        if let Some((_, body)) = sections.last_mut() {
+            body.push(' ');
+            body.push_str(&text);
+        }
+    }
+    sections
+        .into_iter()
+        .map(|(t, b)| (t, b.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect()
+}
+
+/// The sections of hostpolicy.d(5) a text cites as `see SECTION in hostpolicy.d(5)`.
+fn cited_sections(text: &str) -> Vec<String> {
+    text.split("see ")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split_once(" in hostpolicy.d(5)")
+                .map(|(s, _)| s.to_owned())
+        })
+        .filter(|s| s.len() < 60)
+        .collect()
+}
+
+/// The text of the section of hostpolicy.d(5) whose title starts with `title`.
+fn man_section(title: &str) -> String {
+    man_sections()
+        .into_iter()
+        .find(|(t, _)| t.starts_with(title))
+        .unwrap_or_else(|| panic!("hostpolicy.d(5) has no section {title}"))
+        .1
+}
+
+/// Item 3: no message cites a document users do not have ("(spec §3.8)"): they cite the section of
+/// hostpolicy.d(5) that says the thing, and that section exists and says it.
+#[test]
+fn messages_cite_the_man_page_and_it_says_what_they_cite() {
+    // Every message source (validation, resolve, lints, the lockout guard, explain): no section sign
+    // outside comments.
+    fn scan(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                scan(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, line) in text.lines().enumerate() {
+                    let code = line.trim_start();
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    if code.contains('§')
+                        || code.contains("calico-semantics")
+                        || code.contains("DESIGN.md")
+                    {
+                        found.push(format!("{}:{}: {}", path.display(), i + 1, code));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    scan(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    assert!(
+        found.is_empty(),
+        "messages citing documents users do not have:\n{}",
+        found.join("\n")
+    );
+
+    // The messages that cite a section, triggered: a one-way doNotTrack policy on a node whose
+    // failsafe list is empty and whose management SSH it lets in (the lockout guard and a lint), a
+    // rule selector that matches a HostEndpoint without expectedIPs, and explain of an established
+    // connection.
+    let felix = "apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  failsafeInboundHostPorts: []
+  failsafeOutboundHostPorts: []
+";
+    let untracked = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: ssh-untracked}
+spec:
+  doNotTrack: true
+  applyOnForward: true
+  selector: role == 'edge'
+  ingress:
+    - {action: Allow, protocol: TCP, destination: {ports: [22]}}
+";
+    let to_bare = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: to-bare}
+spec:
+  selector: role == 'edge'
+  types: [Ingress, Egress]
+  egress:
+    - {action: Allow, destination: {selector: role == 'bare'}}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: node2-eth0
+  labels: {role: bare}
+spec: {node: node2, interfaceName: eth0}
+";
+    let admin = "apiVersion: hostpolicy/v1
+kind: ManagementAccess
+metadata: {name: admin-ssh}
+spec:
+  sources: [192.0.2.0/24]
+  ports: [{protocol: TCP, port: 22}]
+";
+    let dir = Dir::new(&[
+        ("00-felix.yaml", felix),
+        ("10-hep.yaml", HEP),
+        ("20-untracked.yaml", untracked),
+        ("30-to-bare.yaml", to_bare),
+        ("60-admin.yaml", admin),
+    ]);
+    let check = stderr(&dir.run(&["check"]));
+    let explain = stdout(&dir.run(&[
+        "explain",
+        "--in",
+        "eth0",
+        "--src",
+        "192.0.2.7",
+        "--dst",
+        "198.51.100.4",
+        "--dport",
+        "80",
+        "--established",
+    ]));
+    let mut cited = Vec::new();
+    for (what, text, needle) in [
+        (
+            "lockout",
+            &check,
+            "which conntrack then sees as an invalid packet",
+        ),
+        (
+            "doNotTrack lint",
+            &check,
+            "but no doNotTrack policy allows egress there",
+        ),
+        ("selector lint", &check, "without expectedIPs"),
+        ("explain", &explain, "ct state established,related"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{what}: no line with {needle:?} in:\n{text}"));
+        assert!(!line.contains('§'), "{line}");
+        let sections = cited_sections(line);
+        assert_eq!(
+            sections.len(),
+            1,
+            "{what} cites one section of hostpolicy.d(5): {line}"
+        );
+        cited.push((what, sections[0].clone()));
+    }
+    // Each cited section exists and says what the message refers to it for.
+    for (what, section) in cited {
+        let body = man_section(&section);
+        let says: &[&str] = match what {
+            "lockout" | "doNotTrack lint" => &[
+                "A packet they allow is not tracked, so its reply is not part of an established connection either",
+                "write them symmetrically",
+            ],
+            "explain" => &["Established and related connections are accepted before any tracked policy"],
+            _ => &["A HostEndpoint without expectedIPs contributes nothing"],
+        };
+        for s in says {
+            assert!(
+                body.contains(s),
+                "{what}: section {section} of hostpolicy.d(5) does not say {s:?}:\n{body}"
+            );
+        }
+    }
+}

@@ -249,7 +249,7 @@ fn established_step() -> Step {
     step(
         "conntrack",
         None,
-        "ct state established,related: accepted before any tracked policy (spec §3.7)",
+        "ct state established,related: accepted before any tracked policy (see HOW POLICY APPLIES in hostpolicy.d(5))",
     )
 }
 

@@ -528,7 +528,7 @@ fn one_way_untracked(config: &Config, out: &mut Vec<Diagnostic>) {
                 out.push(Diagnostic::warning(
                     p.pos.clone(),
                     format!(
-                        "doNotTrack GlobalNetworkPolicy '{}' allows {dir} on HostEndpoint '{}', but no doNotTrack policy allows {rev} there: replies of the flows it allows are not tracked, reach the tracked stages as new or invalid packets and are normally dropped (spec §3.7); add {rev} rules for the replies (e.g. from the same ports)",
+                        "doNotTrack GlobalNetworkPolicy '{}' allows {dir} on HostEndpoint '{}', but no doNotTrack policy allows {rev} there: replies of the flows it allows are not tracked, reach the tracked stages as new or invalid packets and are normally dropped (see HOW POLICY APPLIES in hostpolicy.d(5)); add {rev} rules for the replies (e.g. from the same ports)",
                         p.name, hep.name
                     ),
                 ));

@@ -326,7 +326,7 @@ fn first_blocked(
                     let r = explain(config, view, &reply);
                     if r.verdict == Verdict::Drop || r.decided_by.stage != "untracked" {
                         return Some(format!(
-                            "e.g. {} is allowed by the untracked (doNotTrack) {}, but no untracked egress policy allows its reply ({}), which conntrack then sees as an invalid packet and drops (spec §3.7)",
+                            "e.g. {} is allowed by the untracked (doNotTrack) {}, but no untracked egress policy allows its reply ({}), which conntrack then sees as an invalid packet and drops (see HOW POLICY APPLIES in hostpolicy.d(5))",
                             p_text(&p),
                             rule_text(&e.decided_by),
                             p_text(&reply)
