@@ -202,6 +202,17 @@ const CASES: &[Case] = &[
     case("tiers 2", Wrap::Gnp, "tier: 5", &[E(5, 9, "`tier` must be a string")]),
     case("tiers 2.1", Wrap::Raw, "- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: platform.deny}, spec: {tier: platform, ingress: [{action: Deny}]}}\n- {apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {name: allow}, spec: {tier: platform}}\n- {apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: platform}, spec: {order: 100}}\n", &[]),
     case("1.3", Wrap::Gnp, "order: \"10\"", &[E(5, 10, "write order: 10 (without quotes)")]),
+    // Issue 20 item 6: rules that lost their `ingress:` line land in the key above them.
+    case("1.3 issue 20.6", Wrap::Gnp, "selector: all()\ntypes:\n- Ingress\n- action: Allow\n  protocol: TCP\n  destination: {ports: [80]}",
+        &[E(8, 5, "`types` must be a string, not a mapping (it looks like a rule: an `ingress:` or `egress:` key is probably missing above it)")]),
+    case("1.3 issue 20.6", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n- action: Allow\n  protocol: TCP\n",
+        &[E(5, 3, "a GlobalNetworkPolicy spec must be a mapping, not a list (it looks like a list of rules: an `ingress:` or `egress:` key is probably missing above it)")]),
+    case("1.3 issue 20.6", Wrap::Gnp, "selector: all()\naction: Allow",
+        &[E(6, 3, "tier (`action` belongs to a rule: an `ingress:` or `egress:` list is probably missing)")]),
+    case("1.3 issue 20.6", Wrap::Gnp, "doNotTrack:\n- action: Deny\n  source: {nets: [203.0.113.0/24]}",
+        &[E(6, 5, "`doNotTrack` must be true or false, not a list (it looks like a list of rules")]),
+    case("1.3 issue 20.6", Wrap::Gnp, "order:\n  action: Allow",
+        &[E(6, 5, "`order` must be a number, not a mapping (it looks like a rule")]),
     case("1.3 §6.7", Wrap::Gnp, "order: -1.5", &[]),
     case("1.3", Wrap::Gnp, "types: [Ingress, Ingress]", &[E(5, 20, "`Ingress` is listed twice")]),
     case("1.3", Wrap::Gnp, "types: [ingress]", &[E(5, 11, "write `Ingress`")]),
@@ -473,6 +484,44 @@ fn corpus() {
         rejects >= 60,
         "the corpus should keep at least 60 reject cases, has {rejects}"
     );
+}
+
+/// Issue 20 item 6: the hint about a lost `ingress:`/`egress:` key is given for rule-shaped values only,
+/// never for a mapping or list of something else, nor for a rule where a rule belongs.
+#[test]
+fn structural_slip_hints_only_for_rules() {
+    for (body, text) in [
+        (
+            "types: {Ingress: true}",
+            "`types` must be a list, not a mapping",
+        ),
+        (
+            "selector: [all()]",
+            "`selector` must be a string, not a list",
+        ),
+        (
+            "doNotTrack: {x: y}",
+            "`doNotTrack` must be true or false, not a mapping",
+        ),
+        (
+            "ingress: {action: Allow}",
+            "`ingress` must be a list, not a mapping",
+        ),
+        (
+            "ingress: [[{action: Allow}]]",
+            "a rule must be a mapping, not a list",
+        ),
+    ] {
+        let loaded = load_sources(&[("case.yaml".to_owned(), wrap(Wrap::Gnp, body))]);
+        let m: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
+        assert_eq!(m.len(), 1, "{body}: {m:?}");
+        assert!(m[0].starts_with(text), "{body}: {m:?}");
+        assert!(!m[0].contains("probably missing"), "{body}: {m:?}");
+    }
 }
 
 /// Accepted cases also decode into the config (nothing dropped silently).

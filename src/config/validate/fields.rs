@@ -75,6 +75,25 @@ pub(crate) fn display(node: &Node) -> String {
     }
 }
 
+/// The hint for a structural slip (issue 20 item 6): a rule (a mapping with `action`), or a list of
+/// them, where another key's value was expected, as when the line `ingress:` is lost and the rules
+/// below it land in the key above (`types`, say). Empty when the value does not look like rules.
+pub(crate) fn rules_hint(node: &Node) -> &'static str {
+    let is_rule = |n: &Node| match &n.value {
+        Value::Map(entries) => entries.iter().any(|(k, _)| k.text == "action"),
+        _ => false,
+    };
+    match &node.value {
+        _ if is_rule(node) => {
+            " (it looks like a rule: an `ingress:` or `egress:` key is probably missing above it)"
+        }
+        Value::Seq(items) if !items.is_empty() && items.iter().any(is_rule) => {
+            " (it looks like a list of rules: an `ingress:` or `egress:` key is probably missing above it)"
+        }
+        _ => "",
+    }
+}
+
 /// The fields of a YAML mapping that decodes into a struct: unknown fields were reported.
 pub(crate) struct Obj<'n> {
     pub node: &'n Node,
@@ -122,9 +141,15 @@ pub(crate) fn object<'n>(
             return None;
         }
         _ => {
+            // A list of rules where a rule was expected is not a lost `ingress:` key.
+            let hint = if what == "a rule" {
+                ""
+            } else {
+                rules_hint(node)
+            };
             cx.error(
                 node,
-                format!("{what} must be a mapping, not {}", node.kind()),
+                format!("{what} must be a mapping, not {}{hint}", node.kind()),
             );
             return None;
         }
@@ -154,6 +179,11 @@ pub(crate) fn unknown_field(name: &str, what: &str, fields: &[&str]) -> String {
     }
     message.push_str("; valid fields: ");
     message.push_str(&fields.join(", "));
+    if name == "action" && !fields.contains(&"action") {
+        message.push_str(
+            " (`action` belongs to a rule: an `ingress:` or `egress:` list is probably missing)",
+        );
+    }
     message
 }
 
@@ -208,7 +238,11 @@ pub(crate) fn string<'n>(cx: &mut Cx, node: &'n Node, field: &str) -> Option<&'n
         _ => {
             cx.error(
                 node,
-                format!("`{field}` must be a string, not {}", node.kind()),
+                format!(
+                    "`{field}` must be a string, not {}{}",
+                    node.kind(),
+                    rules_hint(node)
+                ),
             );
             None
         }
@@ -235,7 +269,11 @@ pub(crate) fn boolean(cx: &mut Cx, node: &Node, field: &str) -> Option<bool> {
         _ => {
             cx.error(
                 node,
-                format!("`{field}` must be true or false, not {}", node.kind()),
+                format!(
+                    "`{field}` must be true or false, not {}{}",
+                    node.kind(),
+                    rules_hint(node)
+                ),
             );
             None
         }
@@ -275,8 +313,9 @@ pub(crate) fn integer(cx: &mut Cx, node: &Node, field: &str, min: i128, max: i12
             cx.error(
                 node,
                 format!(
-                    "`{field}` must be an integer ({min}-{max}), not {}",
-                    node.kind()
+                    "`{field}` must be an integer ({min}-{max}), not {}{}",
+                    node.kind(),
+                    rules_hint(node)
                 ),
             );
             return None;
@@ -316,7 +355,11 @@ pub(crate) fn number(cx: &mut Cx, node: &Node, field: &str) -> Option<f64> {
         _ => {
             cx.error(
                 node,
-                format!("`{field}` must be a number, not {}", node.kind()),
+                format!(
+                    "`{field}` must be a number, not {}{}",
+                    node.kind(),
+                    rules_hint(node)
+                ),
             );
             None
         }
@@ -333,7 +376,16 @@ pub(crate) fn list<'n>(cx: &mut Cx, node: &'n Node, field: &str) -> Option<&'n [
             None
         }
         Value::Map(_) => {
-            cx.error(node, format!("`{field}` must be a list, not a mapping"));
+            // A rule written without its `- ` under `ingress:` is not a lost key.
+            let hint = if matches!(field, "ingress" | "egress") {
+                ""
+            } else {
+                rules_hint(node)
+            };
+            cx.error(
+                node,
+                format!("`{field}` must be a list, not a mapping{hint}"),
+            );
             None
         }
         _ => {
@@ -387,8 +439,9 @@ pub(crate) fn string_map<'n>(
             cx.error(
                 node,
                 format!(
-                    "`{field}` must be a mapping of strings to strings, not {}",
-                    node.kind()
+                    "`{field}` must be a mapping of strings to strings, not {}{}",
+                    node.kind(),
+                    rules_hint(node)
                 ),
             );
             return Vec::new();
