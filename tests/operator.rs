@@ -1,12 +1,13 @@
 //! What an operator tripped over in a real install (issue 17), on the command line: each test runs the
-//! binary (or `scripts/demo`) as an operator would and asserts what they read. Only the demo needs root.
+//! binary (or `scripts/demo`) as an operator would and asserts what they read. Only the demo and the
+//! test of how a test that needs root is skipped need root.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::netns::require_root;
+use common::netns::{require_root, SKIPPED_FILE_ENV};
 use common::topology::output_text;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hostpolicyd");
@@ -311,4 +312,67 @@ fn the_demo_has_a_gateway_that_answers_and_shows_an_allowed_and_a_dropped_packet
             "`{line}` in the demo's output:\n{text}"
         );
     }
+}
+
+/// Item 3: the README said that root-only tests print "skipped, needs root" for a normal user, but cargo
+/// hides a passing test's output: they showed `ok` and did nothing, unseen. This runs one of them (the
+/// demo's, from this very test binary) without root, in a user namespace of its own (where geteuid() is
+/// not 0 and the build's files stay readable): it passes, says on the terminal that it was skipped, and
+/// is listed for the count `scripts/test` prints at the end; with `CI` set it fails instead.
+#[test]
+fn a_test_that_needs_root_says_it_was_skipped_and_fails_in_ci() {
+    if !require_root("a_test_that_needs_root_says_it_was_skipped_and_fails_in_ci") {
+        return;
+    }
+    let root_test = "the_demo_has_a_gateway_that_answers_and_shows_an_allowed_and_a_dropped_packet";
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("skipped.txt");
+    let without_root = |ci: bool| {
+        let mut cmd = Command::new("unshare");
+        cmd.arg("--user")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", root_test, "--test-threads=1"])
+            .env(SKIPPED_FILE_ENV, &list)
+            .env_remove("CI")
+            .env_remove("RUST_TEST_NOCAPTURE")
+            .stdin(Stdio::null());
+        if ci {
+            cmd.env("CI", "1");
+        }
+        cmd.output().expect("unshare --user (util-linux)")
+    };
+
+    let skipped = without_root(false);
+    assert_eq!(skipped.status.code(), Some(0), "{}", output_text(&skipped));
+    assert!(
+        stdout(&skipped).contains("test result: ok. 1 passed"),
+        "{}",
+        output_text(&skipped)
+    );
+    assert!(
+        stderr(&skipped).contains(&format!(
+            "{root_test}: skipped, needs root (`sudo -E scripts/test` runs it)"
+        )),
+        "the skip shows on the terminal although the test passed:\n{}",
+        output_text(&skipped)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap_or_default(),
+        format!("{root_test}\n"),
+        "listed for scripts/test's count"
+    );
+
+    std::fs::remove_file(&list).unwrap();
+    let in_ci = without_root(true);
+    assert_eq!(in_ci.status.code(), Some(101), "{}", output_text(&in_ci));
+    assert!(
+        output_text(&in_ci).contains(&format!(
+            "{root_test}: needs root, and CI must run privileged tests"
+        )),
+        "{}",
+        output_text(&in_ci)
+    );
+    assert!(!list.exists(), "a failure in CI is not counted as a skip");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
