@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compile::compile;
+use crate::compile::compile_with;
 use crate::config::diag::Diagnostic;
 use crate::config::load::{self, Loaded};
 use crate::config::model::Config;
 use crate::resolve::{resolve, Interface, NodeView};
 use crate::ruleset::Ruleset;
+use crate::settings::Flows;
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -39,13 +40,26 @@ pub fn load(input: &Input) -> Loaded {
     }
 }
 
-/// Validates and compiles; `strict` turns warnings into errors.
+/// Validates and compiles (with flow records as they are by default); `strict` turns warnings into
+/// errors.
 pub fn build(
     loaded: Loaded,
     node: &str,
     interfaces: &[Interface],
     table: &str,
     strict: bool,
+) -> Result<Compiled, Invalid> {
+    build_with(loaded, node, interfaces, table, strict, &Flows::default())
+}
+
+/// [`build`] with the flow records of `flows` (`--flow-records`, `--flows-*`).
+pub fn build_with(
+    loaded: Loaded,
+    node: &str,
+    interfaces: &[Interface],
+    table: &str,
+    strict: bool,
+    flows: &Flows,
 ) -> Result<Compiled, Invalid> {
     let Loaded {
         config,
@@ -61,12 +75,14 @@ pub fn build(
     // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
     diagnostics.extend(crate::analysis::lockout::check(&config, &view, interfaces));
     diagnostics.extend(too_many_rules(&config, &view, MAX_RULES));
+    // Staged policies: their lockouts are warnings (they never enforce), the marks they need errors.
+    diagnostics.extend(crate::analysis::staged::lint(&config, &view, interfaces));
     crate::config::diag::sort(&mut diagnostics);
     diagnostics.dedup();
     if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {
         return Err(Invalid { diagnostics });
     }
-    let ruleset = compile(&config, &view, table);
+    let ruleset = compile_with(&config, &view, table, flows);
     Ok(Compiled {
         config,
         view,
@@ -85,7 +101,8 @@ pub const MAX_RULES: usize = 2_000_000;
 fn too_many_rules(config: &Config, view: &NodeView, limit: usize) -> Option<Diagnostic> {
     let mut by_file: std::collections::BTreeMap<&str, usize> = Default::default();
     let mut rules = 0usize;
-    for p in &config.policies {
+    // Staged policies compile to shadow rules too.
+    for p in config.policies.iter().chain(&config.staged) {
         let n = p.ingress.len() + p.egress.len();
         rules += n;
         *by_file.entry(&p.pos.file).or_default() += n;
@@ -137,6 +154,17 @@ pub fn build_dir(
     table: &str,
 ) -> Result<Compiled, Invalid> {
     build(load::load_dir(dir), node, interfaces, table, false)
+}
+
+/// [`build_dir`] with the flow records of `flows`.
+pub fn build_dir_with(
+    dir: &Path,
+    node: &str,
+    interfaces: &[Interface],
+    table: &str,
+    flows: &Flows,
+) -> Result<Compiled, Invalid> {
+    build_with(load::load_dir(dir), node, interfaces, table, false, flows)
 }
 
 #[cfg(test)]

@@ -76,6 +76,10 @@ pub struct Settings {
     pub failsafe_outbound: Vec<ProtoPort>,
     pub mark_accept: u32,
     pub mark_pass: u32,
+    /// The staged evaluation's marks (issue 14): "a would-be verdict was reached" and "a would-be
+    /// Pass"; the third and fourth usable bits of the mask, 0 when it has fewer than four.
+    pub mark_done: u32,
+    pub mark_passed: u32,
     pub log_prefix: String,
     pub conntrack_invalid_check: bool,
     pub workload_prefixes: Vec<String>,
@@ -177,6 +181,33 @@ pub struct NodeView {
     /// Lints found while resolving (policy selecting nothing, selectors that miss HEPs without
     /// expectedIPs, HEP conflicts, untracked policy on a wildcard HEP).
     pub warnings: Vec<Diagnostic>,
+    /// With staged policies: the would-be configuration ([`Config::would_be`]) resolved the same way.
+    pub staged: Option<Box<Staged>>,
+}
+
+/// The would-be set of policies (every staged policy enforced) and this node's view of it: what the
+/// shadow chains evaluate (`compile`), what `explain` calls the staged verdict, what `check` guards
+/// the management sources against.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub config: Config,
+    pub view: NodeView,
+}
+
+/// Two would-be sets are the same when they resolve the same (the configuration is where it came from).
+impl PartialEq for Staged {
+    fn eq(&self, other: &Self) -> bool {
+        self.view == other.view
+    }
+}
+
+impl Eq for Staged {}
+
+impl NodeView {
+    /// The view of the would-be set, when there are staged policies.
+    pub fn staged(&self) -> Option<(&Config, &NodeView)> {
+        self.staged.as_deref().map(|s| (&s.config, &s.view))
+    }
 }
 
 /// Resolves `config` for node `node` with the given live interfaces.
@@ -203,6 +234,10 @@ pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeVie
 
     lint_policies_selecting_nothing(config, &mut warnings);
     let selector_sets = resolve_rule_selectors(config, &mut warnings, MAX_SELECTOR_ADDRESSES);
+    let staged = config.would_be().map(|c| {
+        let view = resolve(&c, node, interfaces);
+        Box::new(Staged { config: c, view })
+    });
     NodeView {
         node: node.to_string(),
         settings,
@@ -210,6 +245,7 @@ pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeVie
         wildcard,
         selector_sets,
         warnings,
+        staged,
     }
 }
 
@@ -227,6 +263,7 @@ fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
     }
     let mask = pick(local, global, |f| f.mark_mask).unwrap_or(DEFAULT_MARK_MASK);
     let (mark_accept, mark_pass) = allocate_marks(mask);
+    let (mark_done, mark_passed) = allocate_staged_marks(mask);
     Settings {
         failsafe_inbound: pick(local, global, |f| f.failsafe_inbound_host_ports.clone())
             .unwrap_or_else(default_failsafe_inbound),
@@ -234,6 +271,8 @@ fn effective_settings(felix: &[FelixConfiguration], node: &str) -> Settings {
             .unwrap_or_else(default_failsafe_outbound),
         mark_accept,
         mark_pass,
+        mark_done,
+        mark_passed,
         log_prefix: pick(local, global, |f| f.log_prefix.clone())
             .unwrap_or_else(|| DEFAULT_LOG_PREFIX.into()),
         conntrack_invalid_check: !pick(local, global, |f| f.disable_conntrack_invalid_check)
@@ -256,6 +295,23 @@ pub fn allocate_marks(mask: u32) -> (u32, u32) {
     match bits[..] {
         [accept, pass] => (accept, pass),
         _ => (0x10000, 0x20000),
+    }
+}
+
+/// The third and fourth lowest bits of `mask` outside kube-proxy's marks: the staged evaluation's
+/// "decided" and "passed" marks; (0, 0) when the mask has fewer than four usable bits (staged
+/// policies are then refused, see `analysis::lint`).
+pub fn allocate_staged_marks(mask: u32) -> (u32, u32) {
+    let usable = mask & !KUBE_PROXY_MARKS;
+    let bits: Vec<u32> = (0..32)
+        .map(|i| 1u32 << i)
+        .filter(|b| usable & b != 0)
+        .skip(2)
+        .take(2)
+        .collect();
+    match bits[..] {
+        [done, passed] => (done, passed),
+        _ => (0, 0),
     }
 }
 

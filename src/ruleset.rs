@@ -249,6 +249,10 @@ pub enum Match {
     CtStatusDnat { negate: bool },
     /// `meta mark & mask == value`.
     Mark { mask: u32, value: u32 },
+    /// `limit rate RATE/second burst BURST packets`: true while the rule's token bucket has a token
+    /// (one bucket per rule, shared by every CPU). Flow records (issue 14) put it before a `log group` so
+    /// that a flood cannot swamp the daemon.
+    Limit { rate: u32, burst: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -261,6 +265,8 @@ pub enum Action {
     Log { prefix: String },
     /// `notrack`
     Notrack,
+    /// `log prefix "..." group N`: the packet to NFLOG group N (flow records; no syslog).
+    NfLog { group: u16, prefix: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -28,6 +28,8 @@ use hostpolicyd::config::model::{proto, Action, NamespaceScope, Port};
 #[derive(Clone, Copy, Debug)]
 enum Wrap {
     Gnp,
+    /// A StagedGlobalNetworkPolicy named `p` (issue 14).
+    Staged,
     Tier,
     Hep,
     Gns,
@@ -71,6 +73,7 @@ const fn case(
 fn wrap(w: Wrap, body: &str) -> String {
     let header = match w {
         Wrap::Gnp => "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n",
+        Wrap::Staged => "apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: p}\nspec:\n",
         Wrap::Tier => "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: platform}\nspec:\n",
         Wrap::Hep => "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\nspec:\n",
         Wrap::Gns => "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: s}\nspec:\n",
@@ -89,6 +92,20 @@ fn wrap(w: Wrap, body: &str) -> String {
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
+    // ── issue 14: StagedGlobalNetworkPolicy (Calico's validation: stagedAction Set | Delete) ──────
+    case("staged", Wrap::Staged, "selector: all()\ningress: [{action: Deny}]", &[]),
+    case("staged", Wrap::Staged, "stagedAction: Set\nselector: all()\ningress: [{action: Allow}]", &[]),
+    case("staged", Wrap::Staged, "stagedAction: Delete", &[]),
+    case("staged", Wrap::Staged, "stagedAction: Delete\ntier: default", &[]),
+    case("staged", Wrap::Staged, "stagedAction: Delete\nselector: all()\ningress: [{action: Allow}]",
+        &[E(6, 3, "with `stagedAction: Delete` stages the removal of the GlobalNetworkPolicy of its name and takes no `selector`"),
+          E(7, 3, "takes no `ingress`")]),
+    case("staged", Wrap::Staged, "stagedAction: Delete\ningress: []\ndoNotTrack: false", &[]),
+    case("staged", Wrap::Staged, "stagedAction: delete", &[E(5, 17, "`stagedAction` is `Set` or `Delete`, not `delete`: write `Delete`")]),
+    case("staged", Wrap::Staged, "selector: all()\ningress: [{action: Jump}]", &[E(6, 22, "")]),
+    case("staged", Wrap::Staged, "selector: all()\npreDNAT: true\ndoNotTrack: true\napplyOnForward: true", &[E(6, 3, "`preDNAT` and `doNotTrack` cannot both be true")]),
+    case("staged", Wrap::Staged, "tier: nope\nselector: all()", &[E(5, 9, "StagedGlobalNetworkPolicy 'p' (at ")]),
+    case("staged", Wrap::Gnp, "stagedAction: Set", &[E(5, 3, "unknown field `stagedAction` in a GlobalNetworkPolicy spec")]),
     // ── §1.1 envelope and file loading ──────────────────────────────────────────────────────────
     case("1.1", Wrap::Gnp, "selector: all()", &[]),
     case("1.1", Wrap::Raw, "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nstatus: {}\n",
@@ -538,7 +555,8 @@ fn accepted_cases_reach_the_config() {
             + c.host_endpoints.len()
             + c.network_sets.len()
             + c.felix.len()
-            + c.checks.len();
+            + c.checks.len()
+            + c.staged.len();
         let expected = match case.wrap {
             Wrap::Raw => total, // NetworkPolicy, comment-only files: nothing to count
             _ => 1,

@@ -238,6 +238,47 @@ fn full_ruleset(table: &str) -> Ruleset {
             }],
         ),
         base("raw-output", Hook::Output, -300, vec![clear_marks.clone()]),
+        // Flow records (issue 14): a rate-limited NFLOG tail, a marked and logged allow.
+        regular(
+            "dl-00000000000000ff",
+            vec![
+                Rule {
+                    matches: vec![Match::Limit {
+                        rate: 20,
+                        burst: 50,
+                    }],
+                    actions: vec![Action::NfLog {
+                        group: 1024,
+                        prefix: "hpd1 00000000000000ff".into(),
+                    }],
+                    ..Rule::default()
+                },
+                rule(vec![], Some(Verdict::Drop)),
+            ],
+        ),
+        regular(
+            "pi-flows",
+            vec![
+                Rule {
+                    matches: vec![port(Dst, 6, 22, false)],
+                    counter: true,
+                    actions: vec![
+                        Action::NfLog {
+                            group: 65535,
+                            prefix: "hpd1 0123456789abcdef".into(),
+                        },
+                        Action::MarkOr(ACCEPT),
+                    ],
+                    verdict: Some(Verdict::Return),
+                    comment: Some("flows ingress[0] Allow".into()),
+                },
+                Rule {
+                    counter: true,
+                    verdict: Some(Verdict::Goto("dl-00000000000000ff".into())),
+                    ..Rule::default()
+                },
+            ],
+        ),
         base(
             "mangle-prerouting",
             Hook::Prerouting,

@@ -164,6 +164,20 @@ pub struct Explanation {
     pub decided_by: Step,
     /// Every step, in evaluation order.
     pub steps: Vec<Step>,
+    /// With staged policies (issue 14): the verdict if every staged policy were enforced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Box<StagedVerdict>>,
+}
+
+/// The would-be evaluation of a packet: the configuration with every StagedGlobalNetworkPolicy
+/// enforced (`Config::would_be`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StagedVerdict {
+    pub verdict: Verdict,
+    pub decided_by: Step,
+    /// Whether the deciding rule is a staged policy's.
+    pub by_staged_policy: bool,
+    pub steps: Vec<Step>,
 }
 
 impl fmt::Display for Explanation {
@@ -191,6 +205,20 @@ impl fmt::Display for Explanation {
             }
             writeln!(f)?;
         }
+        if let Some(s) = &self.staged {
+            write!(
+                f,
+                "staged: {} if the staged policies were enforced, decided by: [{}] {}{}",
+                s.verdict,
+                s.decided_by.stage,
+                if s.by_staged_policy { "staged " } else { "" },
+                s.decided_by.text
+            )?;
+            if let Some(at) = &s.decided_by.at {
+                write!(f, " ({at})")?;
+            }
+            writeln!(f)?;
+        }
         Ok(())
     }
 }
@@ -211,6 +239,27 @@ struct Eval<'a> {
 
 /// Evaluates `packet` on this node's view of `config`.
 pub fn explain(config: &Config, view: &NodeView, packet: &Packet) -> Explanation {
+    let mut explanation = explain_set(config, view, packet);
+    if let Some((would, would_view)) = view.staged() {
+        let s = explain_set(would, would_view, packet);
+        let by_staged_policy = s.decided_by.policy.as_deref().is_some_and(|p| {
+            would
+                .policies
+                .iter()
+                .any(|q| q.name == p && q.staged.is_some())
+        });
+        explanation.staged = Some(Box::new(StagedVerdict {
+            verdict: s.verdict,
+            decided_by: s.decided_by,
+            by_staged_policy,
+            steps: s.steps,
+        }));
+    }
+    explanation
+}
+
+/// The evaluation of one set of policies (the enforced one, or the would-be one).
+fn explain_set(config: &Config, view: &NodeView, packet: &Packet) -> Explanation {
     let mut e = Eval {
         config,
         view,
@@ -229,6 +278,7 @@ pub fn explain(config: &Config, view: &NodeView, packet: &Packet) -> Explanation
         verdict,
         decided_by,
         steps: e.steps,
+        staged: None,
     }
 }
 

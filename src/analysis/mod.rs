@@ -5,3 +5,4 @@
 pub mod explain;
 pub mod lint;
 pub mod lockout;
+pub mod staged;

@@ -107,6 +107,9 @@ pub struct Report {
     /// In evaluation order (order, then name); policies of the configuration that the table does not
     /// hold (they select no HostEndpoint of this node) are left out.
     pub policies: Vec<PolicyCounters>,
+    /// StagedGlobalNetworkPolicies (issue 14): what their rules would have matched, apart (they
+    /// decide nothing). Same order as `policies`.
+    pub staged_policies: Vec<PolicyCounters>,
     pub host_endpoints: Vec<EndpointCounters>,
     /// Counted rules whose comment is not ours (or cut short).
     pub other: Vec<RuleCounter>,
@@ -206,6 +209,7 @@ pub fn report(
     let origins = Origins::new(rulesets);
     let ranks = tier_ranks(config);
     let mut rules = RuleSums::new();
+    let mut staged = RuleSums::new();
     let mut defaults: BTreeMap<DefaultKey, (u64, u64)> = BTreeMap::new();
     let mut other = Vec::new();
     for c in counters {
@@ -219,13 +223,19 @@ pub fn report(
                 };
                 let action = o.action.map(|a| a.to_string()).unwrap_or_default();
                 let tier = o.tier.as_deref().unwrap_or(DEFAULT_TIER).to_string();
-                let e = rules
+                let sums = match (o.shadow, o.staged) {
+                    (false, _) => &mut rules,
+                    (true, true) => &mut staged,
+                    // The would-be copies of enforced policies are not counted.
+                    (true, false) => continue,
+                };
+                let e = sums
                     .entry((policy.to_string(), dir.to_string(), index as usize))
                     .or_insert((tier, action, 0, 0, o.at.as_ref().map(|a| a.to_string())));
                 e.2 += c.packets;
                 e.3 += c.bytes;
             }
-            Some((o, Kind::EndOfTier | Kind::NoPolicy | Kind::Profile)) => {
+            Some((o, Kind::EndOfTier | Kind::NoPolicy | Kind::Profile)) if !o.shadow => {
                 let (Some(hep), Some(stage), Some(dir), Some(what)) = (
                     &o.host_endpoint,
                     o.stage,
@@ -251,45 +261,8 @@ pub fn report(
             _ => other.push(c.clone()),
         }
     }
-    let mut policies: Vec<PolicyCounters> = Vec::new();
-    for ((name, direction, index), (tier, action, packets, bytes, at)) in rules {
-        let policy = config.policies.iter().find(|p| p.name == name);
-        if policies.last().is_none_or(|p| p.name != name) {
-            policies.push(PolicyCounters {
-                name: name.clone(),
-                tier: policy.map_or(tier, |p| p.tier.value.clone()),
-                at: policy.map(|p| p.pos.to_string()),
-                rules: Vec::new(),
-            });
-        }
-        let entry = policies.last_mut().expect("pushed above");
-        entry.rules.push(RuleCount {
-            direction,
-            index,
-            action,
-            at,
-            packets,
-            bytes,
-        });
-    }
-    // Evaluation order (tiers spec §1.1, §2): by tier, then order ascending (unset last), then name as
-    // Felix compares it; policies the configuration no longer has last.
-    let key = |p: &PolicyCounters| {
-        let found = config.policies.iter().find(|q| q.name == p.name);
-        (
-            found.is_none(),
-            ranks.get(&p.tier).copied().unwrap_or(ranks.len()),
-            found.map_or(f64::INFINITY, |q| q.order.unwrap_or(f64::INFINITY)),
-            format!("{}/", p.name),
-        )
-    };
-    policies.sort_by(|a, b| {
-        let (ka, kb) = (key(a), key(b));
-        ka.0.cmp(&kb.0)
-            .then(ka.1.cmp(&kb.1))
-            .then(ka.2.total_cmp(&kb.2))
-            .then(ka.3.cmp(&kb.3))
-    });
+    let policies = policy_counters(&config.policies, &ranks, rules);
+    let staged_policies = policy_counters(&config.staged, &ranks, staged);
     let mut host_endpoints: Vec<EndpointCounters> = Vec::new();
     for ((name, (_, stage), (_, what), tier), (packets, bytes)) in defaults {
         if host_endpoints.last().is_none_or(|h| h.name != name) {
@@ -316,9 +289,58 @@ pub fn report(
     Report {
         table: table.to_string(),
         policies,
+        staged_policies,
         host_endpoints,
         other,
     }
+}
+
+/// The rule sums of the policies of `list` (the enforced or the staged ones), in evaluation order.
+fn policy_counters(
+    list: &[crate::config::model::GlobalNetworkPolicy],
+    ranks: &HashMap<String, usize>,
+    rules: RuleSums,
+) -> Vec<PolicyCounters> {
+    let mut policies: Vec<PolicyCounters> = Vec::new();
+    for ((name, direction, index), (tier, action, packets, bytes, at)) in rules {
+        let policy = list.iter().find(|p| p.name == name);
+        if policies.last().is_none_or(|p| p.name != name) {
+            policies.push(PolicyCounters {
+                name: name.clone(),
+                tier: policy.map_or(tier, |p| p.tier.value.clone()),
+                at: policy.map(|p| p.pos.to_string()),
+                rules: Vec::new(),
+            });
+        }
+        let entry = policies.last_mut().expect("pushed above");
+        entry.rules.push(RuleCount {
+            direction,
+            index,
+            action,
+            at,
+            packets,
+            bytes,
+        });
+    }
+    // Evaluation order (tiers spec §1.1, §2): by tier, then order ascending (unset last), then name as
+    // Felix compares it; policies the configuration no longer has last.
+    let key = |p: &PolicyCounters| {
+        let found = list.iter().find(|q| q.name == p.name);
+        (
+            found.is_none(),
+            ranks.get(&p.tier).copied().unwrap_or(ranks.len()),
+            found.map_or(f64::INFINITY, |q| q.order.unwrap_or(f64::INFINITY)),
+            format!("{}/", p.name),
+        )
+    };
+    policies.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.cmp(&kb.1))
+            .then(ka.2.total_cmp(&kb.2))
+            .then(ka.3.cmp(&kb.3))
+    });
+    policies
 }
 
 impl fmt::Display for Report {
@@ -341,6 +363,32 @@ impl fmt::Display for Report {
             writeln!(f, "GlobalNetworkPolicy {}{tier}{at}", p.name)?;
             for r in &p.rules {
                 let rule = format!("{} {}", rule_name(&r.direction, r.index), r.action);
+                writeln!(
+                    f,
+                    "  {rule:<22} {:>12} {:>14}  {}",
+                    r.packets,
+                    r.bytes,
+                    r.at.as_deref().unwrap_or("?")
+                )?;
+            }
+        }
+        for p in &self.staged_policies {
+            let at =
+                p.at.as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_else(|| " (not in the configuration)".into());
+            let tier = if p.tier == DEFAULT_TIER {
+                String::new()
+            } else {
+                format!(" in tier {}", p.tier)
+            };
+            writeln!(
+                f,
+                "StagedGlobalNetworkPolicy {}{tier}{at}: would have matched, never enforced",
+                p.name
+            )?;
+            for r in &p.rules {
+                let rule = format!("{}[{}] {}", r.direction, r.index, r.action);
                 writeln!(
                     f,
                     "  {rule:<22} {:>12} {:>14}  {}",
@@ -401,7 +449,7 @@ pub fn status(settings: &Settings, json: bool) -> u8 {
     // last good ruleset the daemon (or `apply`) stored, which is what it applied.
     let interfaces = crate::host::iface::current().unwrap_or_default();
     let view = crate::resolve::resolve(&loaded.config, &settings.node, &interfaces);
-    let now = crate::compile::compile(&loaded.config, &view, &settings.table);
+    let now = crate::compile::compile_with(&loaded.config, &view, &settings.table, &settings.flows);
     let last_good = crate::engine::state::Store::new(&settings.state_dir)
         .load_last_good()
         .ok()

@@ -9,6 +9,7 @@ pub mod output;
 
 pub mod counters;
 pub mod explain;
+pub mod flows;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -82,8 +83,65 @@ pub struct Cli {
         action = clap::ArgAction::Set
     )]
     pub strict_modes: bool,
+    /// Flow records: the table reports denied packets and allowed connections to the daemon
+    /// (`hostpolicyd flows`, journal, metrics).
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTPOLICYD_FLOW_RECORDS",
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        hide_possible_values = true,
+        action = clap::ArgAction::Set
+    )]
+    pub flow_records: bool,
+    /// The NFLOG group the table reports to (one listener per network namespace; 0-65535).
+    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_NFLOG_GROUP", value_name = "GROUP",
+          default_value_t = crate::settings::Flows::DEFAULT_GROUP)]
+    pub flows_nflog_group: u16,
+    /// Packets per second each deny rule reports at most (and untracked allows, sampled).
+    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_LOG_RATE", value_name = "PER_SECOND",
+          default_value_t = crate::settings::Flows::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub flows_log_rate: u32,
+    /// The most flow records the daemon keeps (the least recently updated go first).
+    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_MAX_RECORDS", value_name = "N",
+          default_value_t = crate::settings::Flows::DEFAULT_MAX_RECORDS,
+          value_parser = parse_max_records)]
+    pub flows_max_records: usize,
+    /// How often each denied flow aggregate is logged to the journal (once per interval).
+    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_INTERVAL", value_name = "SECONDS",
+          default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub flows_interval: u64,
+    /// Log allowed flow aggregates to the journal too (`EVENT=flow_allowed`).
+    #[arg(long, global = true, env = "HOSTPOLICYD_LOG_ALLOWED_FLOWS",
+          value_parser = clap::builder::BoolishValueParser::new(),
+          default_missing_value = "true", num_args = 0..=1, default_value = "false")]
+    pub log_allowed_flows: bool,
+    /// Write Prometheus metrics to this file (node_exporter's textfile collector), atomically, after
+    /// every reload and every interval; off by default.
+    #[arg(
+        long,
+        global = true,
+        env = "HOSTPOLICYD_METRICS_FILE",
+        value_name = "PATH"
+    )]
+    pub metrics_file: Option<PathBuf>,
+    /// Seconds between two writes of the metrics file.
+    #[arg(long, global = true, env = "HOSTPOLICYD_METRICS_INTERVAL", value_name = "SECONDS",
+          default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub metrics_interval: u64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn parse_max_records(s: &str) -> Result<usize, String> {
+    let v: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(1..=10_000_000).contains(&v) {
+        return Err("between 1 and 10000000".into());
+    }
+    Ok(v)
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +182,9 @@ pub enum Command {
     /// Why a packet is allowed or dropped: the verdict and the path it takes through the configuration
     /// (no kernel, no root). Exit 0 whatever the verdict, 1 invalid configuration.
     Explain(crate::cli::explain::ExplainArgs),
+    /// Recent flows and the rule that decided each, from the running daemon: one line per flow, newest
+    /// last (exit 3 when no daemon runs).
+    Flows(crate::cli::flows::FlowsArgs),
 }
 
 /// The settings the flags resolve to (ripgrep's flags → settings): what every command and the daemon use.
@@ -138,6 +199,21 @@ pub fn settings(cli: &Cli) -> Settings {
         table: cli.table.clone(),
         state_dir: cli.state_dir.clone(),
         runtime_dir: cli.runtime_dir.clone(),
+        flows: crate::settings::Flows {
+            enabled: cli.flow_records,
+            nflog_group: cli.flows_nflog_group,
+            log_rate: cli.flows_log_rate,
+            max_records: cli.flows_max_records,
+            interval: std::time::Duration::from_secs(cli.flows_interval),
+            log_allowed: cli.log_allowed_flows,
+        },
+        metrics: crate::settings::Metrics {
+            file: cli
+                .metrics_file
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            interval: std::time::Duration::from_secs(cli.metrics_interval),
+        },
     }
 }
 
@@ -157,6 +233,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status { json, .. } => status(&settings, json),
         Command::Reload => reload(&settings),
         Command::Explain(args) => crate::cli::explain::run(&settings, args),
+        Command::Flows(args) => crate::cli::flows::run(&settings, &args),
     };
     // A closed pipe or a full disk under any of it: the status says so, never a panic.
     output::finish(code)
@@ -191,12 +268,13 @@ fn check(settings: &Settings, strict: bool, files: Vec<PathBuf>) -> u8 {
         let ok = !d.iter().any(|x| x.is_error() || strict);
         (d, ok, String::new())
     } else {
-        match pipeline::build(
+        match pipeline::build_with(
             loaded,
             &settings.node,
             &interfaces_or_empty(),
             &settings.table,
             strict,
+            &settings.flows,
         ) {
             Ok(c) => {
                 let checked = node_summary(&c.config, &settings.node);
@@ -274,11 +352,12 @@ fn node_summary(config: &crate::config::model::Config, node: &str) -> String {
 }
 
 fn render_cmd(settings: &Settings) -> u8 {
-    match pipeline::build_dir(
+    match pipeline::build_dir_with(
         &settings.config_dir,
         &settings.node,
         &interfaces_or_empty(),
         &settings.table,
+        &settings.flows,
     ) {
         Ok(c) => {
             print_diagnostics(&c.warnings);
@@ -293,11 +372,12 @@ fn render_cmd(settings: &Settings) -> u8 {
 }
 
 fn apply(settings: &Settings) -> u8 {
-    let compiled = match pipeline::build_dir(
+    let compiled = match pipeline::build_dir_with(
         &settings.config_dir,
         &settings.node,
         &interfaces_or_empty(),
         &settings.table,
+        &settings.flows,
     ) {
         Ok(c) => c,
         Err(inv) => {

@@ -90,6 +90,11 @@ pub fn write_out(args: fmt::Arguments<'_>, newline: bool) {
     write_to(Stream::Out, args, newline);
 }
 
+/// Whether a write to standard output failed (a command that streams, `flows --follow`, stops then).
+pub fn out_failed() -> bool {
+    failures().out.is_some()
+}
+
 /// Writes to standard error (use [`errln!`]).
 pub fn write_err(args: fmt::Arguments<'_>, newline: bool) {
     write_to(Stream::Err, args, newline);

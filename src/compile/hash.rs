@@ -128,6 +128,7 @@ mod tests {
         other.origins = Origins {
             list: vec![Origin::new(Kind::Structure)],
             rules: vec![vec![OriginId(0)]],
+            flow_ids: vec![(7, OriginId(0))],
         };
         assert_eq!(content_hash(&other), expected);
         assert_eq!(hash_from_comment(&other.comment), Some("0000"));

@@ -18,8 +18,10 @@
 //!   Each set costs the kernel a name lookup in a linked list per set, element and rule message that
 //!   refers to one, so 10,000 policies with a set each took a minute to load (issue 7).
 
+mod flows;
 pub mod hash;
 pub mod names;
+mod staged;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use crate::ruleset::{
     OriginId, Origins, PortMatch, Rule, Ruleset, Set, SetElement, SetType, SourcePos, Verdict,
     VerdictMap,
 };
+use crate::settings::Flows;
 
 pub use hash::{content_hash, hash_from_comment};
 pub use names::DEFAULT_TABLE;
@@ -48,9 +51,16 @@ pub const PRIO_RAW: i32 = -300;
 pub const PRIO_MANGLE: i32 = -150;
 pub const PRIO_FILTER: i32 = 0;
 
-/// Compiles the node view into one table named `table`.
+/// Compiles the node view into one table named `table`, with flow records as they are by default.
 pub fn compile(config: &Config, view: &NodeView, table: &str) -> Ruleset {
+    compile_with(config, view, table, &Flows::default())
+}
+
+/// Compiles the node view into one table named `table`; `flows` says whether and how the table
+/// reports to the daemon's flow records (`flows::FlowRules`).
+pub fn compile_with(config: &Config, view: &NodeView, table: &str, flows: &Flows) -> Ruleset {
     let mut c = Compiler::new(config, view);
+    c.flows = flows::FlowRules::of(flows);
     c.failsafe_chains();
     let endpoints: Vec<&ActiveEndpoint> = view.endpoints.iter().collect();
     for ep in endpoints.iter().copied().chain(view.wildcard.iter()) {
@@ -66,6 +76,7 @@ pub fn compile(config: &Config, view: &NodeView, table: &str) -> Ruleset {
         origins: Origins {
             list: c.origins,
             rules: c.chain_origins,
+            flow_ids: c.flow_ids.into_iter().collect(),
         },
     };
     compact(&mut ruleset);
@@ -111,6 +122,16 @@ struct Compiler<'a> {
     /// Selector set name by (selector hash, family): its type (and so its name) depends on the members,
     /// which are looked up once.
     selector_set_names: BTreeMap<(String, Family), String>,
+    /// Flow records: how the rules report to the daemon (`None`: they do not).
+    flows: Option<flows::FlowRules>,
+    /// Flow id → origin, and back; the tail chains made so far.
+    flow_ids: BTreeMap<u64, OriginId>,
+    flow_id_of: HashMap<OriginId, u64>,
+    tails: BTreeSet<String>,
+    /// Compiling the would-be set's shadow chains (see [`staged`]): rules mark, never decide.
+    shadow: bool,
+    /// The would-be configuration and view (staged policies), if any.
+    staged_view: Option<(&'a Config, &'a NodeView)>,
 }
 
 /// Rules of a chain being built, each with its origin.
@@ -305,6 +326,12 @@ impl<'a> Compiler<'a> {
             tier_names: HashMap::new(),
             policy_chains: BTreeSet::new(),
             selector_set_names: BTreeMap::new(),
+            flows: None,
+            flow_ids: BTreeMap::new(),
+            flow_id_of: HashMap::new(),
+            tails: BTreeSet::new(),
+            shadow: false,
+            staged_view: view.staged(),
         }
     }
 
@@ -410,6 +437,8 @@ impl<'a> Compiler<'a> {
             RuleAction::Log => crate::ruleset::RuleAction::Log,
         });
         o.at = Some(source_pos(&r.pos));
+        o.staged = policy.staged.is_some();
+        o.shadow = self.shadow;
         o
     }
 
@@ -473,6 +502,10 @@ impl<'a> Compiler<'a> {
             Dir::Ingress,
             "reply to inbound",
         ));
+        // The filter-stage (and preDNAT) failsafe accepts report the connections they let through; the
+        // raw ones only let them skip untracked policy (conntrack still follows them).
+        let fin = self.report_accepts(fin);
+        let fout = self.report_accepts(fout);
         for (name, rules) in [
             (names::failsafe_chain(false, Dir::Ingress), fin),
             (names::failsafe_chain(false, Dir::Egress), fout),
@@ -568,7 +601,12 @@ impl<'a> Compiler<'a> {
 
     fn needs_endpoint_chain(&self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) -> bool {
         match stage {
-            Stage::Untracked | Stage::PreDnat => !ep.policies.get(stage, dir).is_empty(),
+            Stage::Untracked | Stage::PreDnat => {
+                !ep.policies.get(stage, dir).is_empty()
+                    || self
+                        .would_be_endpoint(ep)
+                        .is_some_and(|(_, _, w)| !w.policies.get(stage, dir).is_empty())
+            }
             Stage::Normal | Stage::Forward => true,
         }
     }
@@ -621,6 +659,8 @@ impl<'a> Compiler<'a> {
             },
             structure,
         );
+        // Staged policies: the would-be set, evaluated first (an enforced deny drops the packet).
+        self.shadow_section(ep, stage, dir, &mut rules);
         // Tiers spec §3.2: the kept tiers in order; each starts with the PASS mark cleared (the first
         // by the rule above), runs its policies while PASS is clear, and in the normal and forward
         // stages ends with a drop unless a policy passed. A tier costs at most these two rules more.
@@ -671,22 +711,25 @@ impl<'a> Compiler<'a> {
             if group.ends_with_drop(stage) {
                 let mut origin = self.endpoint_origin(Kind::EndOfTier, ep, stage, dir);
                 origin.tier = Some(tier);
-                let mut r = rule(vec![self.mark_is(pass, false)], Some(self.deny(dir, true)));
-                r.comment = names::comment(&origin);
-                r.counter = true;
+                let comment = names::comment(&origin);
                 let origin = self.origin(origin);
+                let end = self.deny_end(origin, self.deny(dir, true));
+                let mut r = rule(vec![self.mark_is(pass, false)], Some(end));
+                r.comment = comment;
+                r.counter = true;
                 rules.push(r, origin);
             }
         }
         if stage == Stage::Forward && !ep.policies.has_forward_policy() {
             let origin = self.endpoint_origin(Kind::NoPolicy, ep, stage, dir);
+            let comment = names::comment(&origin);
+            let origin = self.origin(origin);
             let r = Rule {
-                actions: vec![Action::MarkOr(accept)],
+                actions: self.allow_actions(origin, accept),
                 verdict: Some(Verdict::Return),
-                comment: names::comment(&origin),
+                comment,
                 ..Rule::default()
             };
-            let origin = self.origin(origin);
             rules.push(r, origin);
         }
         if stage == Stage::Normal {
@@ -703,22 +746,25 @@ impl<'a> Compiler<'a> {
                     if let Some(p) = profiles.iter().find(|p| &p.value == profile) {
                         origin.at = Some(source_pos(&p.pos));
                     }
+                    let comment = names::comment(&origin);
+                    let origin = self.origin(origin);
                     let r = Rule {
                         counter: true,
-                        actions: vec![Action::MarkOr(accept)],
+                        actions: self.allow_actions(origin, accept),
                         verdict: Some(Verdict::Return),
-                        comment: names::comment(&origin),
+                        comment,
                         ..Rule::default()
                     };
-                    let origin = self.origin(origin);
                     rules.push(r, origin);
                 }
             }
             let origin = self.endpoint_origin(Kind::NoPolicy, ep, stage, dir);
-            let mut r = rule(Vec::new(), Some(self.deny(dir, true)));
-            r.comment = names::comment(&origin);
-            r.counter = true;
+            let comment = names::comment(&origin);
             let origin = self.origin(origin);
+            let end = self.deny_end(origin, self.deny(dir, true));
+            let mut r = rule(Vec::new(), Some(end));
+            r.comment = comment;
+            r.counter = true;
             rules.push(r, origin);
         }
         self.push_chain(name.clone(), None, rules);
@@ -756,19 +802,32 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// What a rule of `policy` with `action` does once it matches (`origin`: the rule's): its actions
+    /// and verdict, with flow records' reporting where it decides (see [`flows`]).
     fn verdict_parts(
-        &self,
+        &mut self,
         policy: &GlobalNetworkPolicy,
         dir: Dir,
         action: RuleAction,
+        origin: OriginId,
     ) -> (Vec<Action>, Option<Verdict>) {
         match action {
-            RuleAction::Allow => (vec![Action::MarkOr(self.accept)], Some(Verdict::Return)),
-            RuleAction::Pass => (vec![Action::MarkOr(self.pass)], Some(Verdict::Return)),
-            RuleAction::Deny => (
-                Vec::new(),
-                Some(self.deny(dir, !policy.pre_dnat && !policy.do_not_track)),
+            RuleAction::Allow if policy.do_not_track => {
+                let accept = self.accept;
+                match self.untracked_allow(origin, accept) {
+                    Some(goto) => (Vec::new(), Some(goto)),
+                    None => (vec![Action::MarkOr(accept)], Some(Verdict::Return)),
+                }
+            }
+            RuleAction::Allow => (
+                self.allow_actions(origin, self.accept),
+                Some(Verdict::Return),
             ),
+            RuleAction::Pass => (vec![Action::MarkOr(self.pass)], Some(Verdict::Return)),
+            RuleAction::Deny => {
+                let verdict = self.deny(dir, !policy.pre_dnat && !policy.do_not_track);
+                (Vec::new(), Some(self.deny_end(origin, verdict)))
+            }
             RuleAction::Log => (
                 vec![Action::Log {
                     prefix: names::log_prefix(
@@ -795,11 +854,23 @@ impl<'a> Compiler<'a> {
             // Workload-only criterion: it matches no host address, so the rule can never match.
             return;
         }
-        let policy = &self.config.policies[p];
+        if self.shadow && r.action == RuleAction::Log {
+            // The would-be evaluation logs nothing to syslog: the enforced Log rule does.
+            return;
+        }
+        let config = self.config;
+        let policy = &config.policies[p];
         let origin = self.rule_origin(p, dir, index);
+        // Shadow rules count only for staged policies (`status --counters` shows them apart); the
+        // enforced policies' copies would count the same packets twice.
+        let counted = !self.shadow || policy.staged.is_some();
         let comment = names::comment(&origin);
         let origin = self.origin(origin);
-        let (actions, verdict) = self.verdict_parts(policy, dir, r.action);
+        let (actions, verdict) = if self.shadow {
+            self.shadow_verdict_parts(r.action, origin)
+        } else {
+            self.verdict_parts(policy, dir, r.action, origin)
+        };
         // A rule with nothing family-specific is one nftables rule for both families; otherwise one per
         // family, each restricted to its family (spec §1.10).
         let per_family = is_family_specific(r);
@@ -932,7 +1003,7 @@ impl<'a> Compiler<'a> {
                 }
                 let action = Rule {
                     matches,
-                    counter: true,
+                    counter: counted,
                     actions: actions.clone(),
                     verdict: verdict.clone(),
                     comment: comment.clone(),

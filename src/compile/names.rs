@@ -87,6 +87,16 @@ pub fn policy_chain(dir: Dir, policy: &str) -> String {
     object_name(prefix, policy)
 }
 
+/// The shadow chain of one direction of policy `policy` in the would-be set (staged policies):
+/// `spi-NAME`, `spo-NAME`.
+pub fn shadow_policy_chain(dir: Dir, policy: &str) -> String {
+    let prefix = match dir {
+        Dir::Ingress => "spi-",
+        Dir::Egress => "spo-",
+    };
+    object_name(prefix, policy)
+}
+
 /// The helper chain of rule `index` of policy chain `chain` with named `notPorts`, for family `family`
 /// and the `n`th nftables rule of the policy chain.
 pub fn exclusion_chain(chain: &str, index: usize, family: Family, n: usize) -> String {
@@ -155,6 +165,66 @@ fn object_name(prefix: &str, id: &str) -> String {
     format!("{}-{hash}", &name[..cut])
 }
 
+/// The id of a rule that can decide a packet's fate, for flow records: the first 8 bytes of SHA-256 of
+/// what the origin stands for, its place in the files left out, so that a policy moved to another
+/// line (or file) keeps its kernel rules, their counters and their id. Carried by the NFLOG prefix
+/// ([`flow_prefix`]) and named in the tail chains' names. `salt` is 0 unless two origins of one ruleset
+/// meet on one id (the compiler then tries 1, 2, ...).
+pub fn flow_id(origin: &Origin, salt: u32) -> u64 {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(96);
+    let opt = |v: Option<&str>| v.unwrap_or("-").to_string();
+    let _ = write!(
+        text,
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{salt}",
+        origin.kind.as_str(),
+        opt(origin.tier.as_deref()),
+        opt(origin.policy.as_deref()),
+        origin.staged,
+        origin.shadow,
+        origin.direction.map_or("-", |d| d.as_str()),
+        origin.rule.map_or("-".to_string(), |r| r.to_string()),
+        origin.action.map_or("-".to_string(), |a| a.to_string()),
+        origin.stage.map_or("-", |s| s.as_str()),
+        opt(origin.host_endpoint.as_deref()),
+        opt(origin.profile.as_deref()),
+    );
+    let digest = Sha256::digest(text.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// What the NFLOG prefix of flow id `id` says: `hpd1 ` (the format's version) and 16 hex digits.
+pub fn flow_prefix(id: u64) -> String {
+    format!("{FLOW_PREFIX}{id:016x}")
+}
+
+/// The id in an NFLOG prefix written by [`flow_prefix`]; `None` for anybody else's prefix.
+pub fn flow_id_of_prefix(prefix: &[u8]) -> Option<u64> {
+    let rest = prefix.strip_prefix(FLOW_PREFIX.as_bytes())?;
+    let rest = rest.strip_suffix(b"\0").unwrap_or(rest);
+    if rest.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(rest).ok()?, 16).ok()
+}
+
+const FLOW_PREFIX: &str = "hpd1 ";
+
+/// The tail chain of a deny (flow id `id`): log (rate-limited) to NFLOG, then drop or reject.
+pub fn deny_log_chain(id: u64) -> String {
+    format!("dl-{id:016x}")
+}
+
+/// The tail chain of an untracked allow: a rate-limited sample to NFLOG, then the allow.
+pub fn untracked_log_chain(id: u64) -> String {
+    format!("ul-{id:016x}")
+}
+
+/// The tail chain of a would-be verdict of the staged evaluation: a rate-limited NFLOG message, return.
+pub fn shadow_log_chain(id: u64) -> String {
+    format!("sl-{id:016x}")
+}
+
 /// Felix's `logPrefix` (`template`) with its `%t` (tier), `%k` (kind), `%n` (name), `%p` (policy)
 /// expanded, followed by `": "`.
 pub fn log_prefix(template: &str, tier: &str, policy: &str) -> String {
@@ -175,9 +245,16 @@ pub fn log_prefix(template: &str, tier: &str, policy: &str) -> String {
 /// and the start of every tier but the first of a chain says so (`HEP: start of tier platform`): the
 /// comments of a configuration without tiers are what they were before tiers existed.
 pub fn comment(origin: &Origin) -> Option<String> {
+    // The would-be evaluation of staged policies: `staged NAME ...` for a staged policy's rule,
+    // `would-be NAME ...` for the copy of an enforced one.
+    let role = match (origin.staged, origin.shadow) {
+        (true, _) => "staged ",
+        (false, true) => "would-be ",
+        (false, false) => "",
+    };
     let text = match origin.kind {
         Kind::Policy => format!(
-            "{}{} {} {}",
+            "{role}{}{} {} {}",
             tier_prefix(origin),
             origin.policy.as_deref()?,
             crate::ruleset::rule_name(origin.direction?, origin.rule? as usize),

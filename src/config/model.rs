@@ -60,9 +60,54 @@ pub struct Config {
     pub checks: Vec<ConnectivityCheck>,
     /// `hostpolicy/v1` ManagementAccess resources: flows the lockout guard proves open (`lockout`).
     pub management: Vec<ManagementAccess>,
+    /// StagedGlobalNetworkPolicy resources (issue 14), each with `staged` set: never enforced; the
+    /// would-be set they make is [`Config::would_be`].
+    pub staged: Vec<GlobalNetworkPolicy>,
 }
 
 impl Config {
+    /// The configuration as it would be if every staged policy were enforced, or `None` when there is
+    /// no staged policy. hostpolicyd's own rule (Calico's StagedAsEnforced evaluation keeps both): a
+    /// staged policy with `stagedAction: Set` takes the place of the GlobalNetworkPolicy of its name,
+    /// or joins the others when there is none; one with `Delete` takes the GlobalNetworkPolicy of its
+    /// name out. The staged policies keep `staged` set, so that what decides can say so.
+    pub fn would_be(&self) -> Option<Config> {
+        if self.staged.is_empty() {
+            return None;
+        }
+        Some(self.with_staged(&self.staged))
+    }
+
+    /// The configuration with the staged policies of `staged` (and no others) enforced.
+    pub fn with_staged(&self, staged: &[GlobalNetworkPolicy]) -> Config {
+        let find = |name: &str| staged.iter().find(|s| s.name == name);
+        let mut policies = Vec::with_capacity(self.policies.len() + staged.len());
+        for p in &self.policies {
+            match find(&p.name) {
+                None => policies.push(p.clone()),
+                Some(s) if s.staged == Some(StagedAction::Set) => policies.push(s.clone()),
+                Some(_) => {}
+            }
+        }
+        for s in staged {
+            if s.staged == Some(StagedAction::Set)
+                && !self.policies.iter().any(|p| p.name == s.name)
+            {
+                policies.push(s.clone());
+            }
+        }
+        Config {
+            tiers: self.tiers.clone(),
+            policies,
+            host_endpoints: self.host_endpoints.clone(),
+            network_sets: self.network_sets.clone(),
+            felix: self.felix.clone(),
+            checks: self.checks.clone(),
+            management: self.management.clone(),
+            staged: Vec::new(),
+        }
+    }
+
     /// The tier named `name`: declared in the files, or built in (tiers spec §1.2). `None` for a tier
     /// that does not exist (validation refuses a policy that names one).
     pub fn tier(&self, name: &str) -> Option<&Tier> {
@@ -170,6 +215,18 @@ pub struct GlobalNetworkPolicy {
     pub do_not_track: bool,
     pub pre_dnat: bool,
     pub apply_on_forward: bool,
+    /// `Some` for a StagedGlobalNetworkPolicy (issue 14): evaluated on live traffic, never enforced;
+    /// what it does to the GlobalNetworkPolicy of its name in the would-be set.
+    pub staged: Option<StagedAction>,
+}
+
+/// A StagedGlobalNetworkPolicy's `stagedAction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagedAction {
+    /// In the would-be set, in place of the GlobalNetworkPolicy of its name (or beside the others).
+    Set,
+    /// The GlobalNetworkPolicy of its name is not in the would-be set.
+    Delete,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

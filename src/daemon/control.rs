@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::flows::{FlowRecord, Flows};
 use super::Event;
 use crate::engine::state::Summary;
 
@@ -74,6 +75,49 @@ pub struct DaemonInfo {
     /// flush`) since the flush; the next reload applies them.
     #[serde(default)]
     pub changes_while_flushed: u64,
+    /// Reloads since start by result (`applied`, `unchanged`, `invalid`, `rolled_back`,
+    /// `not_retried`, `failed`): the metrics' `hostpolicyd_reloads_total`.
+    #[serde(default)]
+    pub reload_results: std::collections::BTreeMap<String, u64>,
+    /// Flow records: whether they are collected and what the table holds (read when asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<FlowsInfo>,
+}
+
+/// `status`'s view of the flow records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsInfo {
+    /// `active`, `off`, or why they are not collected.
+    pub state: String,
+    /// About how many bytes the table takes.
+    pub table_bytes: u64,
+    /// Records that may have been lost (`evicted + nflog_lost + conntrack_lost`).
+    pub dropped: u64,
+    #[serde(flatten)]
+    pub counts: crate::daemon::flows::Counts,
+}
+
+impl FlowsInfo {
+    pub fn of(flows: &Flows) -> FlowsInfo {
+        let counts = flows.counts();
+        FlowsInfo {
+            state: flows.state(),
+            table_bytes: flows.table_bytes() as u64,
+            dropped: counts.dropped(),
+            counts,
+        }
+    }
+}
+
+/// What `flows` asks for (after the word `flows` on the request line, as JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsRequest {
+    #[serde(default)]
+    pub denied: bool,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub follow: bool,
 }
 
 /// What `hostpolicyd status` shows.
@@ -149,6 +193,9 @@ pub enum Request {
     Reload,
     /// Delete the table and enforce nothing until the next reload; answered when done.
     Flush,
+    /// The flow records as JSON Lines (and with `follow`, every update until the client goes away):
+    /// `flows` alone, or followed by a [`FlowsRequest`] in JSON on the same line.
+    Flows(FlowsRequest),
 }
 
 impl Request {
@@ -158,6 +205,10 @@ impl Request {
             "status" => Ok(Request::Status),
             "reload" => Ok(Request::Reload),
             "flush" => Ok(Request::Flush),
+            "flows" => Ok(Request::Flows(FlowsRequest::default())),
+            line if line.starts_with("flows ") => serde_json::from_str(line["flows ".len()..].trim())
+                .map(Request::Flows)
+                .map_err(|e| format!("bad flows request: {e}")),
             other => Err(format!("unknown request {other:?}")),
         }
     }
@@ -168,6 +219,7 @@ impl Request {
 struct Ctx {
     status: Arc<Mutex<Status>>,
     tx: Sender<Event>,
+    flows: Flows,
 }
 
 /// Serves the socket on its own thread, one short-lived thread per connection.
@@ -175,8 +227,9 @@ pub fn spawn(
     listener: UnixListener,
     status: Arc<Mutex<Status>>,
     tx: Sender<Event>,
+    flows: Flows,
 ) -> io::Result<()> {
-    spawn_with(listener, status, tx, MAX_CLIENTS)
+    spawn_with(listener, status, tx, flows, MAX_CLIENTS)
 }
 
 /// [`spawn`] with another cap on clients (tests).
@@ -184,9 +237,10 @@ fn spawn_with(
     listener: UnixListener,
     status: Arc<Mutex<Status>>,
     tx: Sender<Event>,
+    flows: Flows,
     max_clients: usize,
 ) -> io::Result<()> {
-    let ctx = Ctx { status, tx };
+    let ctx = Ctx { status, tx, flows };
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -356,9 +410,13 @@ fn handle(mut stream: UnixStream, ctx: &Ctx) -> io::Result<()> {
 fn answer(request: Request, stream: &mut UnixStream, ctx: &Ctx) -> io::Result<()> {
     match request {
         Request::Status => {
-            let s = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut s = ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(d) = s.daemon.as_mut() {
+                d.flows = Some(FlowsInfo::of(&ctx.flows));
+            }
             write_json(stream, &s)
         }
+        Request::Flows(r) => serve_flows(stream, &ctx.flows, &r),
         Request::Reload | Request::Flush => {
             let (rtx, rrx) = mpsc::channel();
             let event = if request == Request::Reload {
@@ -385,6 +443,80 @@ fn answer(request: Request, stream: &mut UnixStream, ctx: &Ctx) -> io::Result<()
             }
         }
     }
+}
+
+/// How long a `flows --follow` client may take to read one line before it is dropped.
+pub const FOLLOW_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers `flows`: the records as JSON Lines, newest last; with `follow`, then every update until the
+/// client goes away or falls behind (the flows thread never waits for it: a follower whose queue is full
+/// is dropped, and told so in a last line).
+fn serve_flows(stream: &mut UnixStream, flows: &Flows, r: &FlowsRequest) -> io::Result<()> {
+    if !flows.enabled() {
+        return write_json(
+            stream,
+            &ErrorReply {
+                error: "flow records are off (--flow-records off)".into(),
+            },
+        );
+    }
+    stream.set_write_timeout(Some(FOLLOW_WRITE_TIMEOUT))?;
+    // Subscribed before the snapshot is taken, so that nothing falls between the two.
+    let following = r.follow.then(|| flows.follow());
+    let stream = &*stream;
+    let mut out = io::BufWriter::new(stream);
+    for record in flows.records(r.denied, r.limit) {
+        write_line(&mut out, &record)?;
+    }
+    out.flush()?;
+    let Some(following) = following else {
+        return Ok(());
+    };
+    loop {
+        match following.rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(record) => {
+                if !r.denied || record.action == "deny" {
+                    write_line(&mut out, &record)?;
+                }
+                while let Ok(record) = following.rx.try_recv() {
+                    if !r.denied || record.action == "deny" {
+                        write_line(&mut out, &record)?;
+                    }
+                }
+                out.flush()?;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Nothing new: find out whether the client is still there.
+                out.flush()?;
+                let mut probe = [0u8; 1];
+                stream.set_nonblocking(true)?;
+                let gone = matches!({ stream }.read(&mut probe), Ok(0));
+                stream.set_nonblocking(false)?;
+                if gone {
+                    return Ok(());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let error = if following.lagged.load(std::sync::atomic::Ordering::Relaxed) {
+                    "this follower fell behind the flow records and was dropped; run `hostpolicyd flows --follow` again"
+                } else {
+                    "the daemon stopped following the flow records"
+                };
+                write_line(
+                    &mut out,
+                    &ErrorReply {
+                        error: error.into(),
+                    },
+                )?;
+                return out.flush();
+            }
+        }
+    }
+}
+
+fn write_line<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
+    out.write_all(b"\n")
 }
 
 fn write_json<T: Serialize>(stream: &mut UnixStream, value: &T) -> io::Result<()> {
@@ -482,6 +614,68 @@ fn request_once(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<Str
 pub fn status(runtime_dir: &Path) -> Result<Status, ClientError> {
     let answer = request(runtime_dir, "status", STATUS_TIMEOUT)?;
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer}")))
+}
+
+/// `flows`: the daemon's records (and with `follow`, its updates) handed to `each` as they come;
+/// `each` returns false to stop. A daemon answering `busy` (all its client slots taken) is asked again,
+/// as [`request`] does.
+pub fn flows(
+    runtime_dir: &Path,
+    request: &FlowsRequest,
+    mut each: impl FnMut(FlowRecord) -> bool,
+) -> Result<(), ClientError> {
+    let mut tries = 0;
+    loop {
+        match flows_once(runtime_dir, request, &mut each) {
+            Err(ClientError::Refused(e)) if e.starts_with(BUSY) && tries < BUSY_RETRIES => {
+                tries += 1;
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+fn flows_once(
+    runtime_dir: &Path,
+    request: &FlowsRequest,
+    each: &mut impl FnMut(FlowRecord) -> bool,
+) -> Result<(), ClientError> {
+    let path = socket_path(runtime_dir);
+    let stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+            path: path.clone(),
+            source,
+        },
+        _ => ClientError::Io {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
+    if !request.follow {
+        stream.set_read_timeout(Some(STATUS_TIMEOUT)).map_err(io)?;
+    }
+    let line = format!(
+        "flows {}\n",
+        serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?
+    );
+    (&stream).write_all(line.as_bytes()).map_err(io)?;
+    for line in BufReader::new(&stream).lines() {
+        let line = line.map_err(io)?;
+        if let Ok(e) = serde_json::from_str::<ErrorReply>(&line) {
+            return Err(ClientError::Refused(e.error));
+        }
+        let record: FlowRecord = serde_json::from_str(&line)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
+        if !each(record) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 pub fn reload(runtime_dir: &Path) -> Result<Reply, ClientError> {
@@ -694,7 +888,13 @@ mod tests {
         let status = Arc::new(Mutex::new(Status::default()));
         status.lock().unwrap().summary.generation = 42;
         let (tx, rx) = mpsc::channel();
-        spawn(listener, status, tx).unwrap();
+        spawn(
+            listener,
+            status,
+            tx,
+            Flows::new(&crate::settings::Flows::default()),
+        )
+        .unwrap();
         // The writer loop: answers one reload.
         let writer = std::thread::spawn(move || match rx.recv().unwrap() {
             Event::Reload(reply) => reply
@@ -777,7 +977,13 @@ mod tests {
         let status = Arc::new(Mutex::new(Status::default()));
         status.lock().unwrap().summary.generation = 7;
         let (tx, _rx) = mpsc::channel();
-        spawn_with(listener, status, tx, 2).unwrap();
+        spawn_with(
+            listener,
+            status,
+            tx,
+            Flows::new(&crate::settings::Flows::default()),
+            2,
+        ).unwrap();
         // Two clients that say nothing hold both places.
         let idle: Vec<UnixStream> = (0..2)
             .map(|_| UnixStream::connect(socket_path(&dir)).unwrap())
@@ -811,7 +1017,22 @@ mod tests {
         assert_eq!(Request::parse("flush\n"), Ok(Request::Flush));
         assert_eq!(
             Request::parse("flows\n"),
-            Err("unknown request \"flows\"".to_string())
+            Ok(Request::Flows(FlowsRequest::default()))
+        );
+        assert_eq!(
+            Request::parse("flows {\"denied\":true,\"limit\":5}\n"),
+            Ok(Request::Flows(FlowsRequest {
+                denied: true,
+                limit: Some(5),
+                follow: false
+            }))
+        );
+        assert!(Request::parse("flows {\"limit\":-1}")
+            .unwrap_err()
+            .starts_with("bad flows request: "));
+        assert_eq!(
+            Request::parse("flowers\n"),
+            Err("unknown request \"flowers\"".to_string())
         );
     }
 

@@ -490,6 +490,8 @@ pub(crate) mod tests {
             table: "hostpolicy".into(),
             state_dir: root.join("state"),
             runtime_dir: root.join("run"),
+            flows: Default::default(),
+            metrics: Default::default(),
         };
         (s, TempRoot(root))
     }

@@ -38,7 +38,11 @@ pub mod drift;
 #[deny(unsafe_code)]
 pub mod event_loop;
 #[deny(unsafe_code)]
+pub mod flows;
+#[deny(unsafe_code)]
 pub mod log;
+#[deny(unsafe_code)]
+pub mod metrics;
 #[deny(unsafe_code)]
 pub mod nftmon;
 #[deny(unsafe_code)]
@@ -133,7 +137,33 @@ pub fn run(settings: &Settings) -> u8 {
             None
         }
     };
-    let code = match control::spawn(listener, d.status(), tx.clone()) {
+    if let Some(path) = &settings.metrics.file {
+        let interval = if settings.metrics.interval.is_zero() {
+            crate::settings::Metrics::DEFAULT_INTERVAL
+        } else {
+            settings.metrics.interval
+        };
+        match metrics::Metrics::spawn(
+            path.clone(),
+            interval,
+            settings.table.clone(),
+            d.status(),
+            d.flows(),
+        ) {
+            Ok(m) => d.set_metrics(m),
+            Err(e) => warn!(
+                event = "metrics_unwritable",
+                "cannot start the metrics thread: {e}; no metrics file"
+            ),
+        }
+    }
+    if let Err(e) = d.flows().spawn() {
+        warn!(
+            event = "flows_unavailable",
+            "cannot start the flows thread: {e}; flow records are off"
+        );
+    }
+    let code = match control::spawn(listener, d.status(), tx.clone(), d.flows()) {
         Err(e) => {
             error!(event = "startup_failed", "control socket: {e}");
             exit::INTERNAL

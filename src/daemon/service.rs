@@ -9,7 +9,9 @@ use tracing::{error, info, warn};
 use super::clock::Clock;
 use super::control::{DaemonInfo, Reply, Status};
 use super::drift::{self, Burst, Done, Guard};
+use super::flows::Flows;
 use super::log;
+use super::metrics::Metrics;
 use super::nftmon::TablePrint;
 use super::systemd::Notifier;
 use crate::config::load::{self, Loaded};
@@ -69,6 +71,10 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     interfaces: InterfaceLister,
     /// The symbolic links on the way to the configuration directory at start ([`load::DirPins`]).
     pins: load::DirPins,
+    /// Flow records: told of every generation that comes in force.
+    pub(super) flows: Flows,
+    /// The metrics file: told of every reload.
+    metrics: Metrics,
 }
 
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
@@ -108,6 +114,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             summary: engine.summary().clone(),
             problems: Vec::new(),
         }));
+        let flows = Flows::new(&settings.flows);
+        if let Some(rs) = engine.last_good() {
+            // What the kernel most likely holds until the first reload says otherwise.
+            flows.publish(rs, engine.summary().generation, std::time::UNIX_EPOCH);
+        }
         Daemon {
             settings: settings.clone(),
             engine,
@@ -120,7 +131,20 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             clock,
             interfaces: Box::new(crate::host::iface::current),
             pins: load::DirPins::at_start(&settings.config_dir),
+            flows,
+            metrics: Metrics::off(),
         }
+    }
+
+    /// Writes the metrics file through `m` from now on.
+    pub fn set_metrics(&mut self, m: Metrics) {
+        m.reloaded(self.engine.last_good());
+        self.metrics = m;
+    }
+
+    /// The flow records, shared with the flows thread and the control socket.
+    pub fn flows(&self) -> Flows {
+        self.flows.clone()
     }
 
     /// What `status` shows, shared with the control socket's thread.
@@ -270,6 +294,13 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             log::warnings(&c.warnings);
         }
         let outcome = self.reconcile(built.as_ref(), trigger.name());
+        *self
+            .info
+            .reload_results
+            .entry(outcome.kind().to_string())
+            .or_default() += 1;
+        self.publish();
+        self.metrics.reloaded(self.engine.last_good());
         if built.is_ok() {
             // A valid configuration replaces the last one whatever the apply's outcome.
             self.sources = Some(sources);
@@ -324,12 +355,13 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     fn compile(&mut self, loaded: Loaded) -> Built {
         let interfaces = self.interfaces();
-        pipeline::build(
+        pipeline::build_with(
             loaded,
             &self.settings.node,
             &interfaces,
             &self.settings.table,
             false,
+            &self.settings.flows,
         )
     }
 
@@ -361,6 +393,20 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             _ => self.engine.reconcile(built, now),
         };
         log::outcome(&outcome, trigger, &self.settings.table);
+        if matches!(
+            outcome,
+            Outcome::Applied { .. }
+                | Outcome::Unchanged { .. }
+                | Outcome::RolledBack {
+                    restored: Restored::Previous { .. },
+                    ..
+                }
+        ) {
+            if let Some(rs) = self.engine.last_good() {
+                self.flows
+                    .publish(rs, self.engine.summary().generation, self.clock.wall());
+            }
+        }
         if matches!(outcome, Outcome::Invalid { .. }) {
             // Nothing applied: say what the kernel holds (a read, never a write).
             self.engine.inspect_kernel();

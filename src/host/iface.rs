@@ -49,6 +49,19 @@ pub fn current() -> io::Result<Vec<Interface>> {
     Ok(out)
 }
 
+/// The index and name of every link of the current network namespace (flow records name the
+/// interfaces NFLOG gives by index).
+pub fn links() -> io::Result<BTreeMap<u32, String>> {
+    let mut conn = Conn::open(Protocol::Route, Port::Kernel)?;
+    let mut names = BTreeMap::new();
+    dump(&mut conn, RTM_GETLINK, IFINFOMSG_LEN, "the links", |m| {
+        if let Some((index, name)) = parse_link(&m) {
+            names.insert(index, name);
+        }
+    })?;
+    Ok(names)
+}
+
 /// One rtnetlink dump of `ty` (all families: a zeroed family header of `header` bytes).
 fn dump(
     conn: &mut Conn,

@@ -114,11 +114,20 @@ pub const NFTA_LOOKUP_SET_ID: u16 = 4;
 pub const NFTA_LOOKUP_FLAGS: u16 = 5;
 pub const NFT_LOOKUP_F_INV: u32 = 1;
 pub const NFTA_IMMEDIATE_DATA: u16 = 2;
+/// `NFTA_LOG_GROUP` is a be16 (the uapi comment says u32; the kernel's policy is NLA_U16).
+pub const NFTA_LOG_GROUP: u16 = 1;
 pub const NFTA_LOG_PREFIX: u16 = 2;
 pub const NFTA_LOG_LEVEL: u16 = 5;
 pub const NFTA_CT_DREG: u16 = 1;
 pub const NFTA_CT_KEY: u16 = 2;
 pub const NFT_CT_STATUS: u32 = 2;
+/// `limit`: rate and unit (seconds) are be64, burst, type and flags be32.
+pub const NFTA_LIMIT_RATE: u16 = 1;
+pub const NFTA_LIMIT_UNIT: u16 = 2;
+pub const NFTA_LIMIT_BURST: u16 = 3;
+pub const NFTA_LIMIT_TYPE: u16 = 4;
+pub const NFTA_LIMIT_FLAGS: u16 = 5;
+pub const NFT_LIMIT_PKTS: u32 = 0;
 pub const NFTA_RANGE_SREG: u16 = 1;
 pub const NFTA_RANGE_OP: u16 = 2;
 pub const NFTA_RANGE_FROM_DATA: u16 = 3;
@@ -187,6 +196,72 @@ pub const NFTNL_UDATA_SET_ELEM_FLAGS: u8 = 1;
 pub const NFTNL_SET_ELEM_F_INTERVAL_OPEN: u32 = 1;
 pub const BYTEORDER_HOST_ENDIAN: u32 = 1;
 pub const BYTEORDER_BIG_ENDIAN: u32 = 2;
+
+// --- linux/netfilter/nfnetlink_log.h: NFLOG (NFNL_SUBSYS_ULOG)
+pub const NFULNL_MSG_PACKET: u16 = 0;
+pub const NFULNL_MSG_CONFIG: u16 = 1;
+pub const NFULA_CFG_CMD: u16 = 1;
+/// `struct nfulnl_msg_config_mode { __be32 copy_range; __u8 copy_mode; __u8 _pad; }` (6 bytes).
+pub const NFULA_CFG_MODE: u16 = 2;
+pub const NFULA_CFG_NLBUFSIZ: u16 = 3;
+/// In 1/100 s.
+pub const NFULA_CFG_TIMEOUT: u16 = 4;
+pub const NFULA_CFG_QTHRESH: u16 = 5;
+/// A be16.
+pub const NFULA_CFG_FLAGS: u16 = 6;
+pub const NFULNL_CFG_CMD_BIND: u8 = 1;
+pub const NFULNL_CFG_CMD_UNBIND: u8 = 2;
+pub const NFULNL_COPY_PACKET: u8 = 2;
+/// A sequence number per instance in every message: gaps count what the kernel dropped.
+pub const NFULNL_CFG_F_SEQ: u16 = 0x0001;
+/// `struct nfulnl_msg_packet_hdr { __be16 hw_protocol; __u8 hook; __u8 _pad; }`.
+pub const NFULA_PACKET_HDR: u16 = 1;
+pub const NFULA_MARK: u16 = 2;
+/// `struct nfulnl_msg_packet_timestamp { __be64 sec; __be64 usec; }` (hooks up to forward only).
+pub const NFULA_TIMESTAMP: u16 = 3;
+pub const NFULA_IFINDEX_INDEV: u16 = 4;
+pub const NFULA_IFINDEX_OUTDEV: u16 = 5;
+/// The packet from its network header, cut to the instance's copy range.
+pub const NFULA_PAYLOAD: u16 = 9;
+pub const NFULA_PREFIX: u16 = 10;
+pub const NFULA_SEQ: u16 = 12;
+/// Netfilter hooks (`enum nf_inet_hooks`), as NFULA_PACKET_HDR says where the packet was logged.
+pub const NF_INET_PRE_ROUTING: u8 = 0;
+pub const NF_INET_LOCAL_IN: u8 = 1;
+pub const NF_INET_FORWARD: u8 = 2;
+pub const NF_INET_LOCAL_OUT: u8 = 3;
+pub const NF_INET_POST_ROUTING: u8 = 4;
+
+// --- linux/netfilter/nfnetlink_conntrack.h: ctnetlink (NFNL_SUBSYS_CTNETLINK)
+pub const IPCTNL_MSG_CT_NEW: u16 = 0;
+pub const IPCTNL_MSG_CT_GET: u16 = 1;
+pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
+pub const CTA_TUPLE_ORIG: u16 = 1;
+pub const CTA_TUPLE_REPLY: u16 = 2;
+pub const CTA_STATUS: u16 = 3;
+pub const CTA_MARK: u16 = 8;
+pub const CTA_COUNTERS_ORIG: u16 = 9;
+pub const CTA_COUNTERS_REPLY: u16 = 10;
+pub const CTA_ID: u16 = 12;
+pub const CTA_ZONE: u16 = 18;
+pub const CTA_TIMESTAMP: u16 = 20;
+pub const CTA_TUPLE_IP: u16 = 1;
+pub const CTA_TUPLE_PROTO: u16 = 2;
+pub const CTA_IP_V4_SRC: u16 = 1;
+pub const CTA_IP_V4_DST: u16 = 2;
+pub const CTA_IP_V6_SRC: u16 = 3;
+pub const CTA_IP_V6_DST: u16 = 4;
+pub const CTA_PROTO_NUM: u16 = 1;
+pub const CTA_PROTO_SRC_PORT: u16 = 2;
+pub const CTA_PROTO_DST_PORT: u16 = 3;
+pub const CTA_PROTO_ICMP_TYPE: u16 = 5;
+pub const CTA_PROTO_ICMP_CODE: u16 = 6;
+pub const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+pub const CTA_PROTO_ICMPV6_CODE: u16 = 9;
+pub const CTA_COUNTERS_PACKETS: u16 = 1;
+pub const CTA_COUNTERS_BYTES: u16 = 2;
+pub const CTA_TIMESTAMP_START: u16 = 1;
+pub const CTA_TIMESTAMP_STOP: u16 = 2;
 
 // --- linux/rtnetlink.h
 pub const RTM_NEWLINK: u16 = 16;

@@ -208,6 +208,12 @@ impl Conn {
     }
 }
 
+impl std::os::fd::AsFd for Subscription {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 /// What one wait on a [`Subscription`] gave.
 #[derive(Debug)]
 pub enum Delivery<'a> {
@@ -249,6 +255,32 @@ impl Subscription {
     /// Sends one message on the subscription's socket (configuration of NFLOG and the like).
     pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
         self.sock.send(msg)
+    }
+
+    /// Sends `msg` (of sequence number `seq`, asking for an ACK) and waits for the kernel's answer to
+    /// it; other messages that arrive meanwhile are dropped (nothing is bound or joined yet when this
+    /// configures a subscription). The kernel's error as an `io::Error` of its errno.
+    pub fn ack(&mut self, msg: &[u8], seq: u32) -> std::io::Result<()> {
+        self.sock.send(msg)?;
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = match self.sock.recv(&mut self.buf, Some(left))? {
+                Recv::Data(n) => n,
+                Recv::Nothing if left.is_zero() => {
+                    return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT))
+                }
+                Recv::Nothing | Recv::Lost | Recv::Truncated(_) => continue,
+            };
+            let mut replies = Vec::new();
+            parse_replies(&self.buf[..n], &mut replies, |_| {});
+            if let Some(r) = replies.into_iter().find(|r| r.seq == seq) {
+                return match r.errno {
+                    0 => Ok(()),
+                    e => Err(std::io::Error::from_raw_os_error(e)),
+                };
+            }
+        }
     }
 
     /// Waits up to `timeout` (None: until something arrives) for one datagram.

@@ -24,10 +24,12 @@
 //! `NFNLGRP_CONNTRACK_NEW` and `_DESTROY` ([`group_mask`]); each message's nested attributes (tuples,
 //! mark, counters) are read with [`Attr::nested`]. Constants go into [`consts`], nowhere else.
 
+pub mod conntrack;
 pub mod consts;
 pub mod error;
 pub mod exchange;
 pub mod msg;
+pub mod nflog;
 pub mod socket;
 
 pub use consts::*;

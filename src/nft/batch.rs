@@ -224,6 +224,23 @@ impl RawExprs {
                 w.u32_be(nl::NFTA_CT_DREG, nl::NFT_REG_1);
                 w.end_nest(d);
             }
+            Op::NfLog { group, prefix } => {
+                w.strz(nl::NFTA_EXPR_NAME, "log");
+                let d = w.begin_nest(nl::NFTA_EXPR_DATA);
+                w.strz(nl::NFTA_LOG_PREFIX, prefix);
+                w.attr(nl::NFTA_LOG_GROUP, &group.to_be_bytes());
+                w.end_nest(d);
+            }
+            Op::Limit { rate, burst } => {
+                w.strz(nl::NFTA_EXPR_NAME, "limit");
+                let d = w.begin_nest(nl::NFTA_EXPR_DATA);
+                w.attr(nl::NFTA_LIMIT_RATE, &u64::from(*rate).to_be_bytes());
+                w.attr(nl::NFTA_LIMIT_UNIT, &1u64.to_be_bytes());
+                w.u32_be(nl::NFTA_LIMIT_BURST, *burst);
+                w.u32_be(nl::NFTA_LIMIT_TYPE, nl::NFT_LIMIT_PKTS);
+                w.u32_be(nl::NFTA_LIMIT_FLAGS, 0);
+                w.end_nest(d);
+            }
             Op::Log { prefix } => {
                 w.strz(nl::NFTA_EXPR_NAME, "log");
                 let d = w.begin_nest(nl::NFTA_EXPR_DATA);
@@ -270,7 +287,12 @@ impl RawExprs {
 fn is_raw(op: &Op<'_>) -> bool {
     matches!(
         op,
-        Op::Lookup { inv: true, .. } | Op::Ct(CtKey::Status) | Op::Log { .. } | Op::Range { .. }
+        Op::Lookup { inv: true, .. }
+            | Op::Ct(CtKey::Status)
+            | Op::Log { .. }
+            | Op::NfLog { .. }
+            | Op::Limit { .. }
+            | Op::Range { .. }
     )
 }
 

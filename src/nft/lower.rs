@@ -155,6 +155,16 @@ pub(crate) enum Op<'a> {
     Log {
         prefix: Cow<'a, str>,
     },
+    /// `log prefix ... group N` (NFLOG).
+    NfLog {
+        group: u16,
+        prefix: Cow<'a, str>,
+    },
+    /// `limit rate R/second burst B packets`.
+    Limit {
+        rate: u32,
+        burst: u32,
+    },
     Imm(Imm<'a>),
 }
 
@@ -576,6 +586,10 @@ pub(crate) fn lower_rule<'a>(rule: &'a Rule, out: &mut Vec<Op<'a>>) {
                     data: Data::u32_host(0),
                 });
             }
+            Match::Limit { rate, burst } => out.push(Op::Limit {
+                rate: *rate,
+                burst: *burst,
+            }),
             Match::Mark { mask, value } => {
                 out.push(Op::Meta(MetaKey::Mark));
                 if *mask != u32::MAX {
@@ -617,6 +631,10 @@ pub(crate) fn lower_rule<'a>(rule: &'a Rule, out: &mut Vec<Op<'a>>) {
                 prefix: clean_log_prefix(prefix),
             }),
             Action::Notrack => out.push(Op::Notrack),
+            Action::NfLog { group, prefix } => out.push(Op::NfLog {
+                group: *group,
+                prefix: clean_log_prefix(prefix),
+            }),
         }
     }
     match &rule.verdict {
@@ -721,6 +739,18 @@ pub(crate) fn debug_ops(ops: &[Op<'_>], out: &mut String) {
             }
             Op::Counter => out.push_str("counter pkts 0 bytes 0 "),
             Op::Notrack => out.push_str("notrack "),
+            Op::Limit { rate, burst } => {
+                let _ = write!(
+                    out,
+                    "limit rate {rate}/second burst {burst} type packets flags 0x0 "
+                );
+            }
+            Op::NfLog { group, prefix } => {
+                let _ = write!(
+                    out,
+                    "log prefix {prefix} group {group} snaplen 0 qthreshold 0 "
+                );
+            }
             Op::Reject => out.push_str("reject type 2 code 1 "),
             Op::Log { prefix } => {
                 if prefix.is_empty() {

@@ -290,6 +290,9 @@ pub(crate) fn render_rule(out: &mut String, rule: &Rule) {
                 value,
             } => format!("meta mark 0x{value:08x}"),
             Match::Mark { mask, value } => format!("meta mark & 0x{mask:08x} == 0x{value:08x}"),
+            Match::Limit { rate, burst } => {
+                format!("limit rate {rate}/second burst {burst} packets")
+            }
         });
     }
     if rule.counter {
@@ -308,6 +311,9 @@ pub(crate) fn render_rule(out: &mut String, rule: &Rule) {
                 }
             }
             Action::Notrack => "notrack".into(),
+            Action::NfLog { group, prefix } => {
+                format!("log prefix \"{}\" group {group}", clean_log_prefix(prefix))
+            }
         });
     }
     if let Some(v) = &rule.verdict {

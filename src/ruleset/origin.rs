@@ -183,6 +183,10 @@ pub struct Origin {
     /// A staged policy's rule (evaluated, never enforced: StagedGlobalNetworkPolicy, issue 14).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub staged: bool,
+    /// A rule of the would-be evaluation (the enforced policies with the staged ones in place, issue
+    /// 14): it only marks the packet and reports its would-be verdict, it never decides.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Dir>,
     /// 0-based index of the rule in the policy's `ingress` or `egress` list.
@@ -212,6 +216,7 @@ impl Origin {
             tier: None,
             policy: None,
             staged: false,
+            shadow: false,
             direction: None,
             rule: None,
             action: None,
@@ -240,6 +245,9 @@ impl fmt::Display for Origin {
             }
             if self.staged {
                 f.write_str(" (staged)")?;
+            }
+            if self.shadow {
+                f.write_str(" (would-be)")?;
             }
         }
         match (self.direction, self.rule) {
@@ -285,6 +293,10 @@ pub struct OriginId(pub u32);
 pub struct Origins {
     pub list: Vec<Origin>,
     pub rules: Vec<Vec<OriginId>>,
+    /// The flow id (`compile::names::flow_id`) of every origin whose rules report to NFLOG: how the
+    /// daemon maps an NFLOG prefix back to the configuration (flow records, issue 14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow_ids: Vec<(u64, OriginId)>,
 }
 
 impl Origins {

@@ -34,6 +34,7 @@ const OURS: &str = "hostpolicy/v1";
 const KINDS: &[(&str, &str)] = &[
     ("GlobalNetworkPolicy", CALICO),
     ("Tier", CALICO),
+    ("StagedGlobalNetworkPolicy", CALICO),
     ("HostEndpoint", CALICO),
     ("GlobalNetworkSet", CALICO),
     ("FelixConfiguration", CALICO),
@@ -56,7 +57,6 @@ const OTHER_CALICO_KINDS: &[&str] = &[
     "BlockAffinity",
     "Node",
     "WorkloadEndpoint",
-    "StagedGlobalNetworkPolicy",
     "StagedNetworkPolicy",
     "StagedKubernetesNetworkPolicy",
 ];
@@ -124,6 +124,7 @@ impl Validator {
 enum Decoded {
     Tier(crate::config::model::Tier),
     Policy(Box<crate::config::model::GlobalNetworkPolicy>),
+    Staged(Box<crate::config::model::GlobalNetworkPolicy>),
     HostEndpoint(crate::config::model::HostEndpoint),
     NetworkSet(crate::config::model::GlobalNetworkSet),
     Felix(crate::config::model::FelixConfiguration),
@@ -148,6 +149,7 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
             match decoded {
                 Decoded::Tier(r) => config.tiers.push(r),
                 Decoded::Policy(r) => config.policies.push(*r),
+                Decoded::Staged(r) => config.staged.push(*r),
                 Decoded::HostEndpoint(r) => config.host_endpoints.push(r),
                 Decoded::NetworkSet(r) => config.network_sets.push(r),
                 Decoded::Felix(r) => config.felix.push(r),
@@ -184,7 +186,7 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
         }
     }
     let rule = match kind {
-        "GlobalNetworkPolicy" => NameRule::Policy,
+        "GlobalNetworkPolicy" | "StagedGlobalNetworkPolicy" => NameRule::Policy,
         "Tier" => NameRule::Tier,
         _ => NameRule::Subdomain,
     };
@@ -216,6 +218,9 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
     Some(match kind {
         "Tier" => Decoded::Tier(tier::tier(cx, node, meta, spec)?),
         "GlobalNetworkPolicy" => Decoded::Policy(Box::new(policy::policy(cx, node, meta, spec))),
+        "StagedGlobalNetworkPolicy" => {
+            Decoded::Staged(Box::new(policy::staged_policy(cx, node, meta, spec)))
+        }
         "HostEndpoint" => Decoded::HostEndpoint(hep::host_endpoint(cx, node, meta, spec)?),
         "GlobalNetworkSet" => {
             let labels = obj.get("metadata").and_then(|m| match &m.value {

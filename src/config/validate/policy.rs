@@ -4,7 +4,7 @@ use ipnet::IpNet;
 
 use crate::config::model::{
     proto, Action, At, EntityRule, GlobalNetworkPolicy, IcmpMatch, Labels, NamespaceScope, Port,
-    Pos, Rule, DEFAULT_TIER,
+    Pos, Rule, StagedAction, DEFAULT_TIER,
 };
 use crate::config::yaml::{Node, Value};
 use crate::selector::Selector;
@@ -56,6 +56,103 @@ pub(crate) fn policy(
     let Some(spec) = spec else {
         return empty_policy(meta, pos);
     };
+    policy_spec(cx, meta, pos, &spec)
+}
+
+/// A StagedGlobalNetworkPolicy (Calico 3.30+, `libcalico-go` validator): the GlobalNetworkPolicy spec
+/// and `stagedAction`, `Set` (the default) or `Delete`. With `Set` the spec is validated as a
+/// GlobalNetworkPolicy's; with `Delete` every field but `tier` must be empty.
+pub(crate) fn staged_policy(
+    cx: &mut Cx,
+    resource: &Node,
+    meta: Meta,
+    spec: Option<&Node>,
+) -> GlobalNetworkPolicy {
+    let pos = cx.pos(resource);
+    let empty = Node {
+        value: Value::Null,
+        line: resource.line,
+        column: resource.column,
+        span: None,
+    };
+    let mut fields = SPEC_FIELDS.to_vec();
+    fields.push("stagedAction");
+    let Some(spec) = object(
+        cx,
+        spec.unwrap_or(&empty),
+        "a StagedGlobalNetworkPolicy spec",
+        &fields,
+    ) else {
+        let mut p = empty_policy(meta, pos);
+        p.staged = Some(StagedAction::Set);
+        return p;
+    };
+    let action = match spec.get("stagedAction") {
+        None => StagedAction::Set,
+        Some(node) => match string(cx, node, "stagedAction") {
+            Some("Set") | Some("") | None => StagedAction::Set,
+            Some("Delete") => StagedAction::Delete,
+            Some(other) => {
+                let hint = match other.to_ascii_lowercase().as_str() {
+                    "set" => ": write `Set`",
+                    "delete" => ": write `Delete`",
+                    _ => "",
+                };
+                cx.error(
+                    node,
+                    format!("`stagedAction` is `Set` or `Delete`, not `{other}`{hint}"),
+                );
+                StagedAction::Set
+            }
+        },
+    };
+    if action == StagedAction::Delete {
+        for (key, value) in spec.entries() {
+            let name = key.text.as_str();
+            if name == "tier" || name == "stagedAction" || is_zero(value) {
+                continue;
+            }
+            let at = cx.key_pos(key);
+            cx.error_at(
+                at,
+                format!("a StagedGlobalNetworkPolicy with `stagedAction: Delete` stages the removal of the GlobalNetworkPolicy of its name and takes no `{name}`: remove it (every field but `tier` must be empty, as Calico requires)"),
+            );
+        }
+        let tier = spec.get("tier").map(|node| At {
+            value: super::tier::policy_tier(cx, node).unwrap_or_else(|| DEFAULT_TIER.to_owned()),
+            pos: cx.pos(node),
+        });
+        let mut p = empty_policy(meta, pos);
+        if let Some(t) = tier {
+            p.tier = t;
+        }
+        p.staged = Some(StagedAction::Delete);
+        return p;
+    }
+    let mut p = policy_spec(cx, meta, pos, &spec);
+    p.staged = Some(StagedAction::Set);
+    p
+}
+
+/// Calico's zero value: absent, null, `false`, `""`, `[]`, `{}`.
+fn is_zero(node: &Node) -> bool {
+    match &node.value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Str(s) => s.is_empty(),
+        Value::Seq(s) => s.is_empty(),
+        Value::Map(m) => m.is_empty(),
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Invalid => false,
+    }
+}
+
+/// The spec of a GlobalNetworkPolicy (or of a staged one), its fields already checked.
+fn policy_spec(
+    cx: &mut Cx,
+    meta: Meta,
+    pos: Pos,
+    spec: &super::fields::Obj,
+) -> GlobalNetworkPolicy {
     // Tiers spec §2: omitted or empty is `default`; whether the tier exists is checked once every
     // file is read (`tier::check_policy_tiers`).
     let tier = match spec.get("tier") {
@@ -80,8 +177,8 @@ pub(crate) fn policy(
         value: Selector::all(),
         pos: pos.clone(),
     });
-    let namespace_selector = workload_selector(cx, &spec, "namespaceSelector");
-    let service_account_selector = workload_selector(cx, &spec, "serviceAccountSelector");
+    let namespace_selector = workload_selector(cx, spec, "namespaceSelector");
+    let service_account_selector = workload_selector(cx, spec, "serviceAccountSelector");
     let ingress = spec
         .get("ingress")
         .map(|n| rules(cx, n, "ingress"))
@@ -120,8 +217,9 @@ pub(crate) fn policy(
         do_not_track,
         pre_dnat,
         apply_on_forward,
+        staged: None,
     };
-    cross_checks(cx, &spec, &policy);
+    cross_checks(cx, spec, &policy);
     policy
 }
 
@@ -147,6 +245,7 @@ fn empty_policy(meta: Meta, pos: Pos) -> GlobalNetworkPolicy {
         do_not_track: false,
         pre_dnat: false,
         apply_on_forward: false,
+        staged: None,
     }
 }
 

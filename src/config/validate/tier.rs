@@ -127,11 +127,38 @@ pub(crate) fn check_policy_tiers(
     declared: &[&str],
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let missing = |config: &Config, p: &GlobalNetworkPolicy| {
+    let policies = std::mem::take(&mut config.policies);
+    config.policies = keep_known_tiers(config, declared, policies, "GlobalNetworkPolicy", diagnostics);
+    // A staged policy stages a policy of its tier: the tier must exist (a staged deletion's tier is
+    // only a label, as in Calico).
+    let staged = std::mem::take(&mut config.staged);
+    let (set, delete): (Vec<_>, Vec<_>) = staged
+        .into_iter()
+        .partition(|p| p.staged != Some(crate::config::model::StagedAction::Delete));
+    let mut staged = keep_known_tiers(
+        config,
+        declared,
+        set,
+        "StagedGlobalNetworkPolicy",
+        diagnostics,
+    );
+    staged.extend(delete);
+    config.staged = staged;
+}
+
+/// `policies` without those of a tier that does not exist, each of which is an error.
+fn keep_known_tiers(
+    config: &Config,
+    declared: &[&str],
+    policies: Vec<GlobalNetworkPolicy>,
+    kind: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<GlobalNetworkPolicy> {
+    let missing = |p: &GlobalNetworkPolicy| {
         config.tier(&p.tier.value).is_none() && !declared.contains(&p.tier.value.as_str())
     };
-    if !config.policies.iter().any(|p| missing(config, p)) {
-        return;
+    if !policies.iter().any(missing) {
+        return policies;
     }
     let mut known: Vec<String> = declared.iter().map(|t| t.to_string()).collect();
     known.sort();
@@ -140,9 +167,9 @@ pub(crate) fn check_policy_tiers(
             known.push(b.name.clone());
         }
     }
-    let mut kept = Vec::with_capacity(config.policies.len());
-    for p in std::mem::take(&mut config.policies) {
-        if !missing(config, &p) {
+    let mut kept = Vec::with_capacity(policies.len());
+    for p in policies {
+        if !missing(&p) {
             kept.push(p);
             continue;
         }
@@ -154,12 +181,12 @@ pub(crate) fn check_policy_tiers(
         diagnostics.push(Diagnostic::error(
             p.tier.pos.clone(),
             format!(
-                "GlobalNetworkPolicy '{}' (at {}) is in tier `{tier}`, which does not exist{hint}: declare it (apiVersion: projectcalico.org/v3, kind: Tier, metadata: {{name: {tier}}}) or name an existing tier; the tiers are: {}",
+                "{kind} '{}' (at {}) is in tier `{tier}`, which does not exist{hint}: declare it (apiVersion: projectcalico.org/v3, kind: Tier, metadata: {{name: {tier}}}) or name an existing tier; the tiers are: {}",
                 p.name,
                 p.pos,
                 known.join(", ")
             ),
         ));
     }
-    config.policies = kept;
+    kept
 }
