@@ -51,11 +51,16 @@ impl Compiler<'_> {
             return *id;
         }
         let origin = &self.origins[o.0 as usize];
-        let id = (0..)
+        // The same origin pushed twice (origins are not interned) shares its id; another origin that
+        // meets it on one id (a 64-bit hash: practically never) takes the next salt.
+        let (id, taken) = (0..)
             .map(|salt| names::flow_id(origin, salt))
-            .find(|id| !self.flow_ids.contains_key(id))
+            .map(|id| (id, self.flow_ids.get(&id).copied()))
+            .find(|(_, by)| by.is_none_or(|b| self.origins[b.0 as usize] == *origin))
             .expect("a free id");
-        self.flow_ids.insert(id, o);
+        if taken.is_none() {
+            self.flow_ids.insert(id, o);
+        }
         self.flow_id_of.insert(o, id);
         id
     }

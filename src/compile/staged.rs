@@ -236,7 +236,7 @@ impl<'a> Compiler<'a> {
             Dir::Egress => &policy.egress,
         };
         let saved = (self.config, self.view, self.accept, self.pass);
-        let saved_names = std::mem::take(&mut self.policy_names);
+        let saved_names = std::mem::replace(&mut self.policy_names, vec![None; wc.policies.len()]);
         self.config = wc;
         self.view = wv;
         self.accept = saved.1.settings.mark_done;

@@ -222,8 +222,11 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
 /// comment (a rule is taken for the series only if the kernel's comment is the same).
 #[derive(Debug, Clone, Default)]
 pub struct CounterMap {
-    chains: HashMap<String, Vec<Option<(Arc<PolicyKey>, Option<String>)>>>,
+    chains: HashMap<String, Vec<Option<Counted>>>,
 }
+
+/// A counted rule's series and comment.
+type Counted = (Arc<PolicyKey>, Option<String>);
 
 impl CounterMap {
     pub fn of(rs: &Ruleset) -> CounterMap {

@@ -128,7 +128,13 @@ pub(crate) fn check_policy_tiers(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let policies = std::mem::take(&mut config.policies);
-    config.policies = keep_known_tiers(config, declared, policies, "GlobalNetworkPolicy", diagnostics);
+    config.policies = keep_known_tiers(
+        config,
+        declared,
+        policies,
+        "GlobalNetworkPolicy",
+        diagnostics,
+    );
     // A staged policy stages a policy of its tier: the tier must exist (a staged deletion's tier is
     // only a label, as in Calico).
     let staged = std::mem::take(&mut config.staged);
