@@ -200,16 +200,19 @@ pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
         .unwrap_or_else(|| "metrics".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        // The umask may have taken bits off.
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.sync_all()?;
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            // The umask may have taken bits off.
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            f.sync_all()?;
+            // Closed before the rename: nothing about the file happens under its final name.
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
