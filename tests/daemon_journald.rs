@@ -198,3 +198,139 @@ fn rollback_and_rejection_are_structured_journal_events() {
         "{diag}"
     );
 }
+
+/// Issue 14: each denied flow aggregate is logged once per interval with `EVENT=flow_denied` and the
+/// fields SRC, DST, PROTO, DPORT, IFACE, HOST_ENDPOINT, STAGE, POLICY, TIER, RULE, FILE, LINE, PACKETS;
+/// allowed flows are not logged unless asked.
+#[test]
+fn denied_flows_are_journal_events_with_their_fields() {
+    if !require_root("denied_flows_are_journal_events_with_their_fields") {
+        return;
+    }
+    assert!(
+        std::path::Path::new(JOURNALD).exists(),
+        "{JOURNALD} is needed (package systemd)"
+    );
+    let t = Topology::standard();
+    let _service = Servers::start(&t.node, &[8080], &[]);
+    let dir = t.hpd.config_dir();
+    std::fs::write(dir.join("hep.yaml"), hep_eth0()).unwrap();
+    let policy = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: deny-metrics
+spec:
+  selector: \"role == 'web'\"
+  ingress:
+  - action: Allow
+    protocol: TCP
+    destination:
+      ports: [8080]
+  - action: Deny
+    protocol: TCP
+    destination:
+      ports: [9100]
+";
+    std::fs::write(dir.join("metrics.yaml"), policy).unwrap();
+    let out = dir.with_file_name("journal-flows.json");
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            t.node.name(),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            SCRIPT,
+            "sh",
+        ])
+        .args(t.hpd.global_args())
+        .env("JOURNALD", JOURNALD)
+        .env("HPD", env!("CARGO_BIN_EXE_hostpolicyd"))
+        .env("OUT", &out)
+        .env("HOSTPOLICYD_FLOWS_INTERVAL", "1")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn the journald script");
+    let side = |ext: &str| {
+        std::fs::read_to_string(out.with_extension(format!("json.{ext}"))).unwrap_or_default()
+    };
+    let status = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        wait_for(DEADLINE, || {
+            let o = t.hpd.run(&t.node, &["status", "--json"]);
+            let s: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            pred(&s).then_some(s)
+        })
+        .unwrap_or_else(|| panic!("status never showed {what}\n{}", side("stderr")))
+    };
+    status("flow records on", &|s| {
+        s["daemon"]["flows"]["state"] == "active"
+    });
+    let connect = |port| {
+        common::probe::tcp_connect(
+            &t.lan0,
+            common::probe::sa("192.0.2.200:0"),
+            common::probe::sa(&format!("192.0.2.1:{port}")),
+            std::time::Duration::from_millis(if port == 8080 { 3000 } else { 300 }),
+        )
+    };
+    assert_eq!(connect(8080), common::probe::Outcome::Ok);
+    assert_eq!(connect(9100), common::probe::Outcome::Timeout);
+    status("the denied aggregate logged", &|s| {
+        s["daemon"]["flows"]["logged"].as_u64().unwrap_or(0) >= 1
+    });
+    let pid: i32 = side("pid").trim().parse().expect("daemon pid");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = wait_for(DEADLINE, || child.try_wait().ok().flatten()).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the journald script did not finish\n{}", side("stderr"))
+    });
+    assert!(st.success(), "script: {st:?}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["SYSLOG_IDENTIFIER"] == "hostpolicyd")
+        .collect();
+    let denied: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["EVENT"] == "flow_denied")
+        .collect();
+    let e = denied
+        .iter()
+        .find(|e| e["DPORT"] == "9100")
+        .unwrap_or_else(|| panic!("no flow_denied for 9100: {entries:#?}"));
+    eprintln!("flow_denied entry: {e}");
+    let file = dir.join("metrics.yaml");
+    for (field, value) in [
+        ("SRC", "192.0.2.200"),
+        ("DST", "192.0.2.1"),
+        ("PROTO", "tcp"),
+        ("IFACE", "eth0"),
+        ("HOST_ENDPOINT", "hep-eth0"),
+        ("STAGE", "normal"),
+        ("POLICY", "deny-metrics"),
+        ("TIER", "default"),
+        ("RULE", "1"),
+        ("FILE", file.to_str().unwrap()),
+        ("LINE", "12"),
+    ] {
+        assert_eq!(e[field], value, "{field}: {e}");
+    }
+    assert!(
+        e["PACKETS"].as_str().unwrap().parse::<u64>().unwrap() >= 1,
+        "{e}"
+    );
+    assert!(
+        !entries.iter().any(|e| e["EVENT"] == "flow_allowed"),
+        "allowed flows are not logged by default"
+    );
+}

@@ -721,3 +721,82 @@ fn a_staged_deny_on_an_allowed_flow_is_pending_and_drops_nothing() {
         "{text}"
     );
 }
+
+/// `flows --follow` streams new and updated records as they come, until interrupted.
+#[test]
+fn follow_streams_new_records() {
+    if !require_root("follow_streams_new_records") {
+        return;
+    }
+    use std::io::BufRead;
+    let t = Topology::standard();
+    let d = start(
+        &t,
+        &[
+            ("10-hep.yaml", &hep_eth0()),
+            ("30-metrics.yaml", &policy("deny-metrics", 10, DENY_METRICS)),
+        ],
+        &[],
+    );
+    let mut args = t.hpd.global_args();
+    args.extend(["flows", "--follow", "--json", "--denied"].map(String::from));
+    let mut child = t
+        .node
+        .command(env!("CARGO_BIN_EXE_hostpolicyd"), &args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |want: u16| {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).ok()?;
+            let r: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(r["action"], "deny", "--denied: {r}");
+            if r["dport"] == want {
+                return Some(r);
+            }
+        }
+    };
+    // A first flow: in the snapshot or streamed, whichever came first.
+    assert_eq!(
+        tcp_connect(
+            &t.lan0,
+            sa("192.0.2.200:0"),
+            sa("192.0.2.1:9100"),
+            Duration::from_millis(300)
+        ),
+        Outcome::Timeout
+    );
+    let first = next(9100);
+    // Once a line came, the snapshot is behind: this one can only come streamed.
+    assert_eq!(
+        tcp_connect(
+            &t.lan0,
+            sa("192.0.2.200:0"),
+            sa("192.0.2.1:9101"),
+            Duration::from_millis(300)
+        ),
+        Outcome::Timeout
+    );
+    let second = next(9101);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    let first = first.unwrap_or_else(|| panic!("no record for 9100\nlog:\n{}", d.log()));
+    assert_eq!(first["decided_by"]["policy"], "deny-metrics");
+    let r = second.unwrap_or_else(|| panic!("no streamed record for 9101\nlog:\n{}", d.log()));
+    assert_eq!(r["decided_by"]["kind"], "end-of-tier");
+}

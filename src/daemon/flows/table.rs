@@ -183,6 +183,8 @@ pub struct Counts {
     pub conntrack_lost: u64,
     /// NFLOG messages whose prefix is not ours or whose id no generation knows.
     pub unknown: u64,
+    /// Flow aggregates logged to the journal (`EVENT=flow_denied`, `flow_allowed`).
+    pub logged: u64,
 }
 
 impl Counts {
@@ -478,6 +480,7 @@ impl Table {
             let r = r.clone();
             out.push((self.record(&k, &r), n));
         }
+        self.counts.logged += out.len() as u64;
         out
     }
 
