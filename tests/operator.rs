@@ -51,7 +51,7 @@ fn check_names_the_node_it_checked_and_warns_when_no_host_endpoint_is_for_it() {
     assert_eq!(node1.status.code(), Some(0), "{}", output_text(&node1));
     assert_eq!(
         stdout(&node1),
-        "valid for node node1: 1 host endpoint, 5 policies (0 warnings)\n"
+        "valid for node node1: 1 host endpoint, 5 policies and 1 staged (0 warnings)\n"
     );
     assert_eq!(stderr(&node1), "");
 
@@ -64,7 +64,7 @@ fn check_names_the_node_it_checked_and_warns_when_no_host_endpoint_is_for_it() {
     );
     assert_eq!(
         stdout(&elsewhere),
-        "valid for node web-7: 0 host endpoints, 5 policies (1 warning)\n"
+        "valid for node web-7: 0 host endpoints, 5 policies and 1 staged (1 warning)\n"
     );
     let warning = stderr(&elsewhere);
     assert!(

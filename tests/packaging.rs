@@ -1180,6 +1180,7 @@ fn hostpolicy_d_5_documents_every_field_the_validator_accepts() {
         "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n";
     let probes = [
         format!("{GNP}spec: {{zzz: 1}}\n"),
+        "apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: p}\nspec: {zzz: 1}\n".to_string(),
         format!("{GNP}spec: {{ingress: [{{action: Allow, zzz: 1}}]}}\n"),
         format!("{GNP}spec: {{ingress: [{{action: Allow, source: {{zzz: 1}}}}]}}\n"),
         format!("{GNP}spec: {{ingress: [{{action: Allow, protocol: ICMP, icmp: {{zzz: 1}}}}]}}\n"),

@@ -30,6 +30,9 @@ pub use crate::settings::{hostname, Settings};
 
 /// The heading of the options every command takes, in `--help` and `COMMAND --help`.
 pub const GLOBAL_OPTIONS: &str = "Global options (any command)";
+/// The heading of the flow records' and metrics' options (any command too: flow records shape the table
+/// that `render`, `check` and `apply` compile).
+pub const FLOW_OPTIONS: &str = "Flow records and metrics (any command)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,7 +88,7 @@ pub struct Cli {
     pub strict_modes: bool,
     /// Flow records: the table reports denied packets and allowed connections to the daemon
     /// (`hostpolicyd flows`, journal, metrics).
-    #[arg(
+    #[arg(help_heading = FLOW_OPTIONS,
         long,
         global = true,
         env = "HOSTPOLICYD_FLOW_RECORDS",
@@ -97,31 +100,31 @@ pub struct Cli {
     )]
     pub flow_records: bool,
     /// The NFLOG group the table reports to (one listener per network namespace; 0-65535).
-    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_NFLOG_GROUP", value_name = "GROUP",
+    #[arg(help_heading = FLOW_OPTIONS,long, global = true, env = "HOSTPOLICYD_FLOWS_NFLOG_GROUP", value_name = "GROUP",
           default_value_t = crate::settings::Flows::DEFAULT_GROUP)]
     pub flows_nflog_group: u16,
     /// Packets per second each deny rule reports at most (and untracked allows, sampled).
-    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_LOG_RATE", value_name = "PER_SECOND",
+    #[arg(help_heading = FLOW_OPTIONS,long, global = true, env = "HOSTPOLICYD_FLOWS_LOG_RATE", value_name = "PER_SECOND",
           default_value_t = crate::settings::Flows::DEFAULT_RATE,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub flows_log_rate: u32,
     /// The most flow records the daemon keeps (the least recently updated go first).
-    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_MAX_RECORDS", value_name = "N",
+    #[arg(help_heading = FLOW_OPTIONS,long, global = true, env = "HOSTPOLICYD_FLOWS_MAX_RECORDS", value_name = "N",
           default_value_t = crate::settings::Flows::DEFAULT_MAX_RECORDS,
           value_parser = parse_max_records)]
     pub flows_max_records: usize,
     /// How often each denied flow aggregate is logged to the journal (once per interval).
-    #[arg(long, global = true, env = "HOSTPOLICYD_FLOWS_INTERVAL", value_name = "SECONDS",
+    #[arg(help_heading = FLOW_OPTIONS,long, global = true, env = "HOSTPOLICYD_FLOWS_INTERVAL", value_name = "SECONDS",
           default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub flows_interval: u64,
     /// Log allowed flow aggregates to the journal too (`EVENT=flow_allowed`).
-    #[arg(long, global = true, env = "HOSTPOLICYD_LOG_ALLOWED_FLOWS",
+    #[arg(help_heading = FLOW_OPTIONS,long, global = true, env = "HOSTPOLICYD_LOG_ALLOWED_FLOWS", value_name = "yes|no", hide_possible_values = true,
           value_parser = clap::builder::BoolishValueParser::new(),
           default_missing_value = "true", num_args = 0..=1, default_value = "false")]
     pub log_allowed_flows: bool,
     /// Write Prometheus metrics to this file (node_exporter's textfile collector), atomically, after
     /// every reload and every interval; off by default.
-    #[arg(
+    #[arg(help_heading = FLOW_OPTIONS,
         long,
         global = true,
         env = "HOSTPOLICYD_METRICS_FILE",
@@ -129,7 +132,7 @@ pub struct Cli {
     )]
     pub metrics_file: Option<PathBuf>,
     /// Seconds between two writes of the metrics file.
-    #[arg(long, global = true, env = "HOSTPOLICYD_METRICS_INTERVAL", value_name = "SECONDS",
+    #[arg(help_heading = FLOW_OPTIONS,long, global = true, env = "HOSTPOLICYD_METRICS_INTERVAL", value_name = "SECONDS",
           default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub metrics_interval: u64,
     #[command(subcommand)]
@@ -344,8 +347,12 @@ fn node_summary(config: &crate::config::model::Config, node: &str) -> String {
         .filter(|h| h.node == node)
         .count();
     let policies = config.policies.len();
+    let staged = match config.staged.len() {
+        0 => String::new(),
+        n => format!(" and {n} staged"),
+    };
     format!(
-        " for node {node}: {heps} host endpoint{}, {policies} polic{}",
+        " for node {node}: {heps} host endpoint{}, {policies} polic{}{staged}",
         if heps == 1 { "" } else { "s" },
         if policies == 1 { "y" } else { "ies" }
     )
