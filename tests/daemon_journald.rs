@@ -319,7 +319,7 @@ spec:
         ("STAGE", "normal"),
         ("POLICY", "deny-metrics"),
         ("TIER", "default"),
-        ("RULE", "1"),
+        ("RULE", "2"),
         ("FILE", file.to_str().unwrap()),
         ("LINE", "12"),
     ] {

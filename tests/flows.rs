@@ -154,7 +154,7 @@ fn a_denied_tcp_connection_names_the_policy_rule_file_and_line() {
     assert!(
         line.contains("deny  tcp 192.0.2.200 -> 192.0.2.1:9100 eth0 normal ingress")
             && line.ends_with(&format!(
-                "policy deny-metrics ingress rule 0 ({}:{})",
+                "policy deny-metrics ingress rule 1 ({}:{})",
                 file.display(),
                 line_of(&text, "action: Deny")
             )),

@@ -190,7 +190,7 @@ mod tests {
         assert!(s.by_staged_policy);
         assert_eq!(s.decided_by.policy.as_deref(), Some("block-web"));
         assert!(
-            e.to_string().contains("staged: DROP if the staged policies were enforced, decided by: [normal] staged policy block-web ingress rule 0: Deny (a.yaml:4:144)"),
+            e.to_string().contains("staged: DROP if the staged policies were enforced, decided by: [normal] staged policy block-web ingress rule 1: Deny (a.yaml:4:144)"),
             "{e}"
         );
         // Without staged policies: no staged verdict.

@@ -388,7 +388,7 @@ impl fmt::Display for Report {
                 p.name
             )?;
             for r in &p.rules {
-                let rule = format!("{}[{}] {}", r.direction, r.index, r.action);
+                let rule = format!("{} {}", rule_name(&r.direction, r.index), r.action);
                 writeln!(
                     f,
                     "  {rule:<22} {:>12} {:>14}  {}",

@@ -229,7 +229,8 @@ impl Flows {
 fn journal_line(r: &FlowRecord, packets: u64) {
     let d = &r.decided_by;
     let dport = r.dport.map(|p| p.to_string()).unwrap_or_default();
-    let rule = d.rule.map(|p| p.to_string()).unwrap_or_default();
+    // Counted from 1, as every output for people names rules (`ruleset::rule_name`).
+    let rule = d.rule.map(|p| (p + 1).to_string()).unwrap_or_default();
     let line = d.line.map(|p| p.to_string()).unwrap_or_default();
     let text = r.to_string();
     let (proto, iface) = (r.proto.to_string(), r.interface.as_deref().unwrap_or(""));

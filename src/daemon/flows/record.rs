@@ -95,7 +95,7 @@ pub struct Pending {
     pub line: Option<u32>,
 }
 
-/// `policy web ingress rule 0`, `end of tier default`, `no policy`, ... and ` (FILE:LINE)`.
+/// `policy web ingress rule 1`, `end of tier default`, `no policy`, ... and ` (FILE:LINE)`.
 fn who(f: &mut fmt::Formatter<'_>, p: &Pending, direction: &str) -> fmt::Result {
     let tier_prefix = match p.tier.as_deref() {
         Some(t) if t != "default" => format!("{t}/"),
@@ -106,7 +106,8 @@ fn who(f: &mut fmt::Formatter<'_>, p: &Pending, direction: &str) -> fmt::Result 
             let what = if p.staged { "staged policy" } else { "policy" };
             write!(f, "{what} {tier_prefix}{name}")?;
             if let Some(r) = p.rule {
-                write!(f, " {direction} rule {r}")?;
+                // Rules are named counted from 1 (`ruleset::rule_name`); the JSON keeps the index.
+                write!(f, " {}", crate::ruleset::rule_name(direction, r as usize))?;
             }
         }
         ("end-of-tier", _) => write!(f, "end of tier {}", p.tier.as_deref().unwrap_or("default"))?,
@@ -121,7 +122,7 @@ fn who(f: &mut fmt::Formatter<'_>, p: &Pending, direction: &str) -> fmt::Result 
 
 impl fmt::Display for FlowRecord {
     /// `2026-12-07T16:00:01Z deny tcp 192.0.2.200 -> 192.0.2.1:9100 eth0 normal ingress 3 packets
-    /// 180 bytes: policy deny-metrics ingress rule 0 (/etc/hostpolicy.d/30-metrics.yaml:12)`.
+    /// 180 bytes: policy deny-metrics ingress rule 1 (/etc/hostpolicy.d/30-metrics.yaml:12)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -194,7 +195,7 @@ mod tests {
         };
         assert_eq!(
             r.to_string(),
-            "2026-12-07T16:00:03Z deny  tcp 192.0.2.200 -> 192.0.2.1:9100 eth0 normal ingress 3 packets 180 bytes: policy deny-metrics ingress rule 0 (/etc/hostpolicy.d/30-metrics.yaml:12)"
+            "2026-12-07T16:00:03Z deny  tcp 192.0.2.200 -> 192.0.2.1:9100 eth0 normal ingress 3 packets 180 bytes: policy deny-metrics ingress rule 1 (/etc/hostpolicy.d/30-metrics.yaml:12)"
         );
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains(r#""proto":"tcp""#), "{json}");
