@@ -30,7 +30,15 @@
 //!   TIME_WAIT piles up) from a client namespace through a forwarding node namespace to a server
 //!   namespace, for a bounded time per run, with no table, our table for 10 policies, and our table for
 //!   10,000 policies plus a 100,000-net deny list (a GlobalNetworkSet referenced by a preDNAT deny rule,
-//!   looked up for the first packet of every connection in mangle prerouting).
+//!   looked up for the first packet of every connection in mangle prerouting). Each of our tables twice:
+//!   flow records off (`--flow-records off`) and on (the default: the table reports every forwarded
+//!   connection, twice since both host endpoints' forward chains decide it, and a flows thread of this
+//!   process listens in the node's namespace, as the daemon's does, with conntrack accounting on).
+//! - `flows` (issue 14): a denied-packet flood, from several sender threads as fast as they can, against a
+//!   real daemon (`hostpolicyd run` in the node namespace): the daemon's CPU over the flood (its
+//!   `/proc/PID/stat`) with the default rate limit and with every packet reported; and the flows table
+//!   at 100,000 distinct flows (this process's resident memory before and after, and the table's own
+//!   estimate).
 //!
 //! Addresses: documentation ranges only (192.0.2.0/24 client side, 198.51.100.0/24 server side,
 //! 203.0.113.0/24 and 2001:db8::/32 for other HostEndpoints and rule nets). The 100,000 deny-list nets
@@ -68,7 +76,14 @@ const TABLE: &str = "hostpolicy";
 const NODE: &str = "node1";
 /// The TCP port of the packet test's server (not a failsafe port).
 const SERVER_PORT: u16 = 8080;
-const SECTIONS: [&str; 5] = ["compile", "apply", "incremental", "reload", "packet"];
+const SECTIONS: [&str; 6] = [
+    "compile",
+    "apply",
+    "incremental",
+    "reload",
+    "packet",
+    "flows",
+];
 /// A measurement slower than this (ms) is repeated at most [`SLOW_RUNS`] times.
 const SLOW_MS: f64 = 20_000.0;
 const SLOW_RUNS: usize = 2;
@@ -174,6 +189,9 @@ fn run(o: &Options) -> Result<()> {
     }
     if on("packet") {
         section("packet", || bench_packet(o, &cases, &mut summary))?;
+    }
+    if on("flows") {
+        section("flows", || bench_flows(o, &cases, &mut summary))?;
     }
     println!("\n===== Markdown summary =====\n");
     print!("{}", summary.markdown(o));
@@ -692,8 +710,15 @@ fn deny_policy() -> String {
 }
 
 fn compile_dir(dir: &Path) -> Result<pipeline::Compiled> {
+    compile_dir_with(dir, &hostpolicyd::settings::Flows::default())
+}
+
+fn compile_dir_with(
+    dir: &Path,
+    flows: &hostpolicyd::settings::Flows,
+) -> Result<pipeline::Compiled> {
     let loaded = load::load_dir(dir);
-    pipeline::build(loaded, NODE, &[], TABLE, false).map_err(|e| {
+    pipeline::build_with(loaded, NODE, &[], TABLE, false, flows).map_err(|e| {
         let first: Vec<String> = e
             .diagnostics
             .iter()
@@ -723,6 +748,10 @@ struct Summary {
     reload: Vec<ReloadRow>,
     packet: Vec<(String, f64, f64)>,
     daemon_rss: Vec<(String, u64)>,
+    /// (label, packets sent per second, daemon CPU % of one core, messages read, records dropped).
+    flood: Vec<(String, f64, f64, u64, u64)>,
+    /// (records, RSS growth KiB, the table's estimate KiB, µs per record).
+    table: Option<(usize, u64, u64, f64)>,
 }
 
 struct ApplyRow {
@@ -1511,22 +1540,35 @@ fn start_server(ns: &NetNs, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHa
 }
 
 fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    let off = hostpolicyd::settings::Flows {
+        enabled: false,
+        ..Default::default()
+    };
+    let small_off = compile_dir_with(&cases.p10.dir, &off)?.ruleset;
+    let big_off = compile_dir_with(&cases.big.dir, &off)?.ruleset;
     let small = compile_dir(&cases.p10.dir)?.ruleset;
     let big = compile_dir(&cases.big.dir)?.ruleset;
     // What conntrack alone costs: a table whose only rule makes the kernel track connections (as every
     // stateful firewall does), loaded with nft.
     let ct_only = "table inet ctonly {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ct state established,related accept\n }\n}\n";
-    let variants: [(&str, Option<&Ruleset>); 4] = [
+    let variants: [(&str, Option<&Ruleset>); 6] = [
         ("no table", None),
         ("conntrack only (one `ct state` rule, nft)", None),
-        ("10 policies", Some(&small)),
-        ("10,000 policies + 100,000-net deny list", Some(&big)),
+        ("10 policies, flow records off", Some(&small_off)),
+        ("10 policies, flow records on", Some(&small)),
+        (
+            "10,000 policies + deny list, flow records off",
+            Some(&big_off),
+        ),
+        ("10,000 policies + deny list, flow records on", Some(&big)),
     ];
+    // The flows threads (one per topology with flow records on), as the daemon runs them.
+    let mut listeners = Vec::new();
     // One client/node/server topology per variant, its table applied once; the runs are interleaved.
     let stop = Arc::new(AtomicBool::new(false));
     let mut topos = Vec::new();
     let mut servers = Vec::new();
-    for (label, rs) in &variants {
+    for (k, (label, rs)) in variants.iter().enumerate() {
         let t = Topology::new()?;
         if label.starts_with("conntrack only") {
             let f = cases.workdir.join("ct-only.nft");
@@ -1542,6 +1584,14 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                 "  ({label}: table applied in {:.1} s)",
                 t0.elapsed().as_secs_f64()
             );
+            if label.ends_with("flow records on") {
+                let flows = hostpolicyd::daemon::flows::Flows::new(&Default::default());
+                flows.publish(rs, 1, std::time::SystemTime::now());
+                t.node
+                    .run(|| flows.spawn())?
+                    .map_err(|e| format!("flows thread: {e}"))?;
+                listeners.push((k, flows));
+            }
         }
         servers.push(start_server(&t.server, stop.clone())?);
         topos.push(t);
@@ -1575,9 +1625,21 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         let _ = s.join();
     }
     result?;
+    let rates_by_run = rates.clone();
 
+    for (k, flows) in &listeners {
+        let c = flows.counts();
+        println!(
+            "  ({}: the flows thread read {} messages, {} records, {} dropped; state {})",
+            variants[*k].0,
+            c.messages,
+            c.records,
+            c.dropped(),
+            flows.state()
+        );
+    }
     println!(
-        "{:<44} {:>12} {:>10} {:>9}",
+        "{:<50} {:>12} {:>10} {:>9}",
         "node namespace holds", "conn/s", "vs none", "failed"
     );
     let base = median(&mut rates[0].clone());
@@ -1586,17 +1648,253 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         let hi = rates[k].iter().cloned().fold(0.0, f64::max);
         let r = median(&mut rates[k]);
         println!(
-            "{label:<44} {r:>12.0} {:>9.1}% {:>9}   (runs {lo:.0}-{hi:.0})",
+            "{label:<50} {r:>12.0} {:>9.1}% {:>9}   (runs {lo:.0}-{hi:.0})",
             100.0 * r / base,
             failures[k]
         );
         sum.packet.push((label.to_string(), r, r / base));
+    }
+    // Flow records on against off, paired by round (the runs of one round are close in time).
+    for (off_k, on_k) in [(2, 3), (4, 5)] {
+        let mut ratios: Vec<f64> = rates_by_run[on_k]
+            .iter()
+            .zip(&rates_by_run[off_k])
+            .map(|(on, off)| on / off)
+            .collect();
+        let lo = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().cloned().fold(0.0, f64::max);
+        let m = median(&mut ratios);
+        println!(
+            "flow records on / off, {}: {:.1}% (median of the rounds' ratios; {:.0}-{:.0}%)",
+            if off_k == 2 {
+                "10 policies"
+            } else {
+                "10,000 policies"
+            },
+            100.0 * m,
+            100.0 * lo,
+            100.0 * hi
+        );
+        sum.packet.push((
+            format!(
+                "flow records on / off ({}), per round",
+                if off_k == 2 {
+                    "10 policies"
+                } else {
+                    "10,000 policies"
+                }
+            ),
+            f64::NAN,
+            m,
+        ));
     }
     println!(
         "  {} s per run, runs interleaved across the variants (one topology each: client, forwarding\n  \
          node, server namespaces; one TCP connection at a time from a thread of this process)",
         o.packet_secs
     );
+    Ok(())
+}
+
+// =====================================================================================================
+// flows: a denied flood against the daemon, the table at 100,000 flows
+
+/// User + system CPU seconds of process `pid` (`/proc/PID/stat`).
+fn process_cpu(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Resident memory of this process, KiB.
+fn self_rss() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn bench_flows(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let secs = o.packet_secs.max(2.0);
+    for (label, rate) in [
+        ("default rate limit (20/s per deny rule)", None),
+        (
+            "every packet reported (--flows-log-rate 1000000)",
+            Some("1000000"),
+        ),
+    ] {
+        let t = Topology::new()?;
+        let dir = cases.workdir.join(format!("flood-{}", sum.flood.len()));
+        for d in ["config", "state", "run"] {
+            fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
+        }
+        fs::write(dir.join("config/10-heps.yaml"), heps()).map_err(|e| e.to_string())?;
+        fs::write(
+            dir.join("config/20-deny.yaml"),
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: deny-udp}\nspec:\n  selector: role == 'node'\n  ingress:\n  - action: Deny\n    protocol: UDP\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let p = |d: &str| dir.join(d).to_string_lossy().into_owned();
+        let mut args = vec![
+            "daemon".to_string(),
+            "--config-dir".into(),
+            p("config"),
+            "--node-name".into(),
+            NODE.into(),
+            "--state-dir".into(),
+            p("state"),
+            "--runtime-dir".into(),
+            p("run"),
+            "--strict-modes".into(),
+            "no".into(),
+        ];
+        if let Some(r) = rate {
+            args.extend(["--flows-log-rate".into(), r.into()]);
+        }
+        args.push("run".into());
+        let (mut cmd, _ns) = t.node.command(&exe)?;
+        let mut child = cmd
+            .args(&args)
+            .env("HOSTPOLICYD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn the daemon: {e}"))?;
+        let pid = child.id();
+        let run_dir = dir.join("run");
+        let status = || hostpolicyd::daemon::control::status(&run_dir).ok();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let active = || {
+            status()
+                .and_then(|s| s.daemon)
+                .and_then(|d| d.flows)
+                .is_some_and(|f| f.state == "active")
+        };
+        while !active() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("{label}: the daemon did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The flood: as many UDP datagrams as four threads can send, each to another port.
+        let sent = AtomicUsize::new(0);
+        let cpu0 = process_cpu(pid);
+        let t0 = Instant::now();
+        std::thread::scope(|scope| {
+            for i in 0..4u16 {
+                let (sent, client) = (&sent, &t.client);
+                scope.spawn(move || {
+                    let _ = client.run(|| {
+                        let sock = std::net::UdpSocket::bind(("192.0.2.2", 20_000 + i)).ok()?;
+                        let end = Instant::now() + Duration::from_secs_f64(secs);
+                        let mut n = 0usize;
+                        let mut port = 1u16;
+                        while Instant::now() < end {
+                            for _ in 0..256 {
+                                if sock.send_to(b"flood", ("192.0.2.1", port)).is_ok() {
+                                    n += 1;
+                                }
+                                port = port.wrapping_add(1).max(1);
+                            }
+                        }
+                        sent.fetch_add(n, Ordering::Relaxed);
+                        Some(())
+                    });
+                });
+            }
+        });
+        let wall = t0.elapsed().as_secs_f64();
+        // What the daemon still had queued is part of the flood's cost.
+        std::thread::sleep(Duration::from_millis(500));
+        let cpu = process_cpu(pid) - cpu0;
+        let flows = status().and_then(|s| s.daemon).and_then(|d| d.flows);
+        let _ = child.kill();
+        let _ = child.wait();
+        let (messages, dropped) = flows.map_or((0, 0), |f| (f.counts.messages, f.dropped));
+        let rate_sent = sent.load(Ordering::Relaxed) as f64 / wall;
+        let pct = 100.0 * cpu / (wall + 0.5);
+        println!(
+            "{label}: {rate_sent:.0} packets/s for {wall:.1} s; daemon CPU {pct:.1}% of one core; {messages} messages read, {dropped} records dropped"
+        );
+        sum.flood
+            .push((label.to_string(), rate_sent, pct, messages, dropped));
+    }
+
+    // The flows table at 100,000 distinct flows, in this process.
+    use hostpolicyd::daemon::flows::gen::{FlowOrigin, Generation, Generations};
+    use hostpolicyd::daemon::flows::table::{Logged, Table};
+    let n = 100_000usize;
+    let mut g = Generation {
+        number: 1,
+        since: Some(std::time::UNIX_EPOCH),
+        ..Generation::default()
+    };
+    g.ids.insert(
+        1,
+        Arc::new(FlowOrigin {
+            kind: hostpolicyd::ruleset::Kind::Policy,
+            tier: Some("default".into()),
+            policy: Some("deny-udp".into()),
+            staged: false,
+            shadow: false,
+            direction: Some(hostpolicyd::ruleset::Dir::Ingress),
+            rule: Some(0),
+            allows: false,
+            stage: None,
+            host_endpoint: None,
+            file: Some("/etc/hostpolicy.d/20-deny.yaml".into()),
+            line: Some(7),
+        }),
+    );
+    let mut gens = Generations::default();
+    gens.push(g);
+    let eth: Arc<str> = Arc::from("eth0");
+    let rss0 = self_rss();
+    let mut table = Table::new(n);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let src = Ipv4Addr::from(0xc000_0200 + (i as u32 % 250));
+        let p = Logged {
+            id: 1,
+            hook: hostpolicyd::netlink::NF_INET_LOCAL_IN,
+            time: std::time::SystemTime::now(),
+            indev: Some(eth.clone()),
+            outdev: None,
+            tuple: hostpolicyd::netlink::nflog::Tuple {
+                proto: 17,
+                src: src.into(),
+                dst: Ipv4Addr::new(192, 0, 2, 1).into(),
+                sport: 40_000,
+                dport: (i / 250) as u16 + 1,
+            },
+            len: 33,
+            seq: Some(i as u32),
+        };
+        table.logged(&gens, &p);
+    }
+    let per = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let rss = self_rss().saturating_sub(rss0);
+    let est = table.approx_bytes() as u64 / 1024;
+    assert_eq!(table.counts().records as usize, n);
+    println!(
+        "flows table: {n} distinct flows: resident memory +{:.1} MiB (the table's estimate {:.1} MiB), {per:.2} µs per record",
+        rss as f64 / 1024.0,
+        est as f64 / 1024.0
+    );
+    sum.table = Some((n, rss, est, per));
+    drop(table);
     Ok(())
 }
 
@@ -1675,9 +1973,31 @@ impl Summary {
         if !self.packet.is_empty() {
             let _ = writeln!(s, "| packet path: TCP connections/s through a forwarding node ({} s runs) | conn/s | vs no table |\n|---|---|---|", o.packet_secs);
             for (label, r, ratio) in &self.packet {
-                let _ = writeln!(s, "| {label} | {r:.0} | **{:.0}%** |", ratio * 100.0);
+                if r.is_nan() {
+                    let _ = writeln!(s, "| {label} | | **{:.0}%** |", ratio * 100.0);
+                } else {
+                    let _ = writeln!(s, "| {label} | {r:.0} | **{:.0}%** |", ratio * 100.0);
+                }
             }
             s.push('\n');
+        }
+        if !self.flood.is_empty() {
+            s += "| denied-packet flood against `hostpolicyd run` | packets sent/s | daemon CPU (one core) | messages the daemon read | flow records dropped |\n|---|---|---|---|---|\n";
+            for (label, rate, cpu, messages, dropped) in &self.flood {
+                let _ = writeln!(
+                    s,
+                    "| {label} | {rate:.0} | **{cpu:.1}%** | {messages} | {dropped} |"
+                );
+            }
+            s.push('\n');
+        }
+        if let Some((n, rss, est, us)) = self.table {
+            let _ = writeln!(
+                s,
+                "| flows table | records | resident memory | table's estimate | per record |\n|---|---|---|---|---|\n| {n} distinct denied flows | {n} | **{:.1} MiB** | {:.1} MiB | {us:.2} µs |\n",
+                rss as f64 / 1024.0,
+                est as f64 / 1024.0
+            );
         }
         s
     }
