@@ -752,6 +752,8 @@ struct Summary {
     flood: Vec<(String, f64, f64, u64, u64)>,
     /// (records, RSS growth KiB, the table's estimate KiB, µs per record).
     table: Option<(usize, u64, u64, f64)>,
+    /// µs of the reader per allowed connection (report + end).
+    reader_per_connection: Option<f64>,
 }
 
 struct ApplyRow {
@@ -1895,6 +1897,72 @@ fn bench_flows(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     );
     sum.table = Some((n, rss, est, per));
     drop(table);
+
+    // What the reader does per allowed connection: its first packet's report, then its end.
+    let mut g = Generation {
+        number: 1,
+        since: Some(std::time::UNIX_EPOCH),
+        ..Generation::default()
+    };
+    g.ids.insert(
+        2,
+        Arc::new(FlowOrigin {
+            kind: hostpolicyd::ruleset::Kind::NoPolicy,
+            tier: None,
+            policy: None,
+            staged: false,
+            shadow: false,
+            direction: Some(hostpolicyd::ruleset::Dir::Ingress),
+            rule: None,
+            allows: true,
+            stage: Some(hostpolicyd::ruleset::Stage::Forward),
+            host_endpoint: Some("node1-c".into()),
+            file: None,
+            line: None,
+        }),
+    );
+    let mut gens = Generations::default();
+    gens.push(g);
+    let mut table = Table::new(n);
+    let m = 200_000u32;
+    let t0 = Instant::now();
+    for i in 0..m {
+        let tuple = hostpolicyd::netlink::nflog::Tuple {
+            proto: 6,
+            src: Ipv4Addr::new(192, 0, 2, 2).into(),
+            dst: Ipv4Addr::new(198, 51, 100, 2).into(),
+            sport: 10_000 + (i % 50_000) as u16,
+            dport: SERVER_PORT,
+        };
+        table.logged(
+            &gens,
+            &Logged {
+                id: 2,
+                hook: hostpolicyd::netlink::NF_INET_FORWARD,
+                time: std::time::SystemTime::now(),
+                indev: Some(eth.clone()),
+                outdev: None,
+                tuple,
+                len: 60,
+                seq: Some(i),
+            },
+        );
+        table.connection(
+            &hostpolicyd::netlink::conntrack::Connection {
+                event: hostpolicyd::netlink::conntrack::Event::Destroy,
+                id: Some(i),
+                orig: tuple,
+                reply: None,
+                mark: 0,
+                packets: 6,
+                bytes: 400,
+            },
+            std::time::SystemTime::now(),
+        );
+    }
+    let per_conn = t0.elapsed().as_secs_f64() * 1e6 / f64::from(m);
+    println!("reader, per allowed connection (its report and its end): {per_conn:.2} µs");
+    sum.reader_per_connection = Some(per_conn);
     Ok(())
 }
 
@@ -1990,6 +2058,12 @@ impl Summary {
                 );
             }
             s.push('\n');
+        }
+        if let Some(us) = self.reader_per_connection {
+            let _ = writeln!(
+                s,
+                "Flows reader: {us:.2} µs of CPU per allowed connection (its first packet's report and its end).\n"
+            );
         }
         if let Some((n, rss, est, us)) = self.table {
             let _ = writeln!(

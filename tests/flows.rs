@@ -800,3 +800,56 @@ fn follow_streams_new_records() {
     let r = second.unwrap_or_else(|| panic!("no streamed record for 9101\nlog:\n{}", d.log()));
     assert_eq!(r["decided_by"]["kind"], "end-of-tier");
 }
+
+/// An untracked (doNotTrack) allow has no conntrack entry: its packets are sampled through the same
+/// rate-limited reports, and the record says stage untracked.
+#[test]
+fn untracked_allows_are_sampled() {
+    if !require_root("untracked_allows_are_sampled") {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[], &["192.0.2.1:5353"]);
+    let dnt = |name: &str, dir: &str, side: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: {name}
+spec:
+  selector: \"role == 'web'\"
+  doNotTrack: true
+  applyOnForward: true
+  {dir}:
+  - action: Allow
+    protocol: UDP
+    {side}:
+      ports: [5353]
+"
+        )
+    };
+    let d = start(
+        &t,
+        &[
+            ("10-hep.yaml", &hep_eth0()),
+            ("20-in.yaml", &dnt("dns-in", "ingress", "destination")),
+            ("20-out.yaml", &dnt("dns-out", "egress", "source")),
+        ],
+        &[],
+    );
+    assert_eq!(
+        common::probe::udp_echo(
+            &t.lan0,
+            sa("192.0.2.200:0"),
+            sa("192.0.2.1:5353"),
+            Duration::from_secs(3)
+        ),
+        Outcome::Ok
+    );
+    let r = wait_record(&t, &d, FLOW_DEADLINE, "the sampled untracked flow", |r| {
+        r["action"] == "allow" && r["dport"] == 5353 && r["direction"] == "ingress"
+    });
+    assert_eq!(r["stage"], "untracked");
+    assert_eq!(r["decided_by"]["policy"], "dns-in");
+    assert_eq!(r["proto"], "udp");
+}

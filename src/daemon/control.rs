@@ -845,6 +845,13 @@ pub fn format_status(s: &Status) -> String {
         if !d.drift_watch.is_empty() {
             let _ = writeln!(out, "drift watch: {}", d.drift_watch);
         }
+        if let Some(f) = &d.flows {
+            let _ = writeln!(
+                out,
+                "flow records: {}; {} kept ({} allowed, {} denied flows since start), {} dropped (`hostpolicyd flows`)",
+                f.state, f.counts.records, f.counts.allowed, f.counts.denied, f.dropped
+            );
+        }
         let _ = writeln!(
             out,
             "since start: {} reloads, {} interface updates, {} applies, {} rollbacks, {} drift repairs",

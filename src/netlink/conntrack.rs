@@ -33,6 +33,9 @@ pub struct Connection {
     pub id: Option<u32>,
     /// The original direction's tuple (ICMP: type and code in place of the ports).
     pub orig: Tuple,
+    /// The reply direction's tuple (after NAT: its reverse is what the filter stages saw of a DNATed
+    /// connection).
+    pub reply: Option<Tuple>,
     pub mark: u32,
     /// Both directions' counters (zero without conntrack accounting).
     pub packets: u64,
@@ -69,6 +72,7 @@ pub fn connection(m: &Msg<'_>) -> Option<Connection> {
             sport: 0,
             dport: 0,
         },
+        reply: None,
         mark: 0,
         packets: 0,
         bytes: 0,
@@ -80,6 +84,7 @@ pub fn connection(m: &Msg<'_>) -> Option<Connection> {
                 c.orig = tuple(&a)?;
                 have_tuple = true;
             }
+            CTA_TUPLE_REPLY => c.reply = tuple(&a),
             CTA_MARK => c.mark = super::be32(a.payload)?,
             CTA_ID => c.id = super::be32(a.payload),
             CTA_COUNTERS_ORIG | CTA_COUNTERS_REPLY => {

@@ -411,10 +411,7 @@ fn serve(flows: &Flows, mut nflog: Nflog, mut ct: Option<&mut Subscription>, nam
             // A budget per wake-up, so that the conntrack events and the ticks get their turn.
             for _ in 0..64 {
                 match nflog.recv(Some(Duration::ZERO)) {
-                    Ok(Delivery::Data(buf)) => {
-                        let buf = buf.to_vec();
-                        flows.datagram(&buf, names, wall);
-                    }
+                    Ok(Delivery::Data(buf)) => flows.datagram(buf, names, wall),
                     Ok(Delivery::Lost) => lock(&flows.shared.table).nflog_overrun(),
                     Ok(Delivery::Nothing) => break,
                     Err(e) => {

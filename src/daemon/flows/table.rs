@@ -13,7 +13,7 @@
 //!   enforced rule's for the same packet) is kept per flow without the action and shows as `pending`
 //!   in the records of that flow.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -98,11 +98,14 @@ struct Open {
     bytes: u64,
 }
 
-/// A map that keeps at most `cap` entries, dropping the least recently touched.
+/// A map that keeps at most `cap` entries, dropping the least recently touched. The order is an
+/// append-only queue of (tick, key): a touch appends, and an entry whose tick is no longer its key's is
+/// stale, skipped when evicting and swept out when the queue grows past twice the map (amortised O(1)
+/// per touch, no tree to rebalance on the hot path).
 #[derive(Debug)]
 struct Lru<K, V> {
     map: HashMap<K, (V, u64)>,
-    order: BTreeMap<u64, K>,
+    order: VecDeque<(u64, K)>,
     next: u64,
     cap: usize,
 }
@@ -111,7 +114,7 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     fn new(cap: usize) -> Self {
         Lru {
             map: HashMap::new(),
-            order: BTreeMap::new(),
+            order: VecDeque::new(),
             next: 0,
             cap: cap.max(1),
         }
@@ -125,42 +128,53 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.map.get(k).map(|(v, _)| v)
     }
 
+    fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|(v, _)| v)
+    }
+
+    fn current(&self, tick: u64, k: &K) -> bool {
+        self.map.get(k).is_some_and(|(_, t)| *t == tick)
+    }
+
     /// The entry of `k`, made with `make` if missing, touched; and how many entries that dropped.
     fn touch(&mut self, k: &K, make: impl FnOnce() -> V) -> (&mut V, u64) {
         self.next += 1;
         let tick = self.next;
         let mut dropped = 0;
         match self.map.get_mut(k) {
-            Some((_, t)) => {
-                self.order.remove(t);
-                *t = tick;
-            }
+            Some((_, t)) => *t = tick,
             None => {
                 while self.map.len() >= self.cap {
-                    let Some((_, oldest)) = self.order.pop_first() else {
+                    let Some((t, oldest)) = self.order.pop_front() else {
                         break;
                     };
-                    self.map.remove(&oldest);
-                    dropped += 1;
+                    if self.current(t, &oldest) {
+                        self.map.remove(&oldest);
+                        dropped += 1;
+                    }
                 }
                 self.map.insert(k.clone(), (make(), tick));
             }
         }
-        self.order.insert(tick, k.clone());
+        self.order.push_back((tick, k.clone()));
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(t, k)| map.get(k).is_some_and(|(_, tt)| tt == t));
+        }
         (&mut self.map.get_mut(k).expect("just touched").0, dropped)
     }
 
     fn remove(&mut self, k: &K) -> Option<V> {
-        let (v, t) = self.map.remove(k)?;
-        self.order.remove(&t);
-        Some(v)
+        self.map.remove(k).map(|(v, _)| v)
     }
 
     /// Entries from the least to the most recently touched.
     fn in_order(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> {
         self.order
-            .values()
-            .map(move |k| (k, &self.map.get(k).expect("ordered").0))
+            .iter()
+            .filter(move |(t, k)| self.current(*t, k))
+            .map(move |(_, k)| (k, &self.map.get(k).expect("current").0))
     }
 }
 
@@ -381,9 +395,26 @@ impl Table {
         }
     }
 
-    /// A connection's end (DESTROY), or its counts so far (a dump). `now` for last seen.
+    /// A connection's end (DESTROY), or its counts so far (a dump). `now` for last seen. The connection
+    /// is found by its original tuple (what was logged of its first packet), or by the reverse of its
+    /// reply tuple (a DNATed connection as the stages after the DNAT saw it).
     pub fn connection(&mut self, c: &Connection, now: SystemTime) {
-        let Some(open) = self.open.get(&c.orig) else {
+        let reversed = c.reply.map(|r| Tuple {
+            proto: r.proto,
+            src: r.dst,
+            dst: r.src,
+            sport: r.dport,
+            dport: r.sport,
+        });
+        let key = if self.open.get(&c.orig).is_some() {
+            c.orig
+        } else {
+            match reversed.filter(|r| self.open.get(r).is_some()) {
+                Some(r) => r,
+                None => return,
+            }
+        };
+        let Some(open) = self.open.get(&key) else {
             return;
         };
         let (dp, db) = (
@@ -392,7 +423,7 @@ impl Table {
         );
         let keys = open.keys.clone();
         for k in &keys {
-            if let Some(r) = self.records.map.get_mut(k).map(|(r, _)| r) {
+            if let Some(r) = self.records.get_mut(k) {
                 r.packets += dp;
                 r.bytes += db;
                 r.last_seen = r.last_seen.max(now);
@@ -402,8 +433,8 @@ impl Table {
             }
         }
         if c.event == Event::Destroy {
-            self.open.remove(&c.orig);
-        } else if let Some(open) = self.open.map.get_mut(&c.orig).map(|(o, _)| o) {
+            self.open.remove(&key);
+        } else if let Some(open) = self.open.get_mut(&key) {
             open.packets = open.packets.max(c.packets);
             open.bytes = open.bytes.max(c.bytes);
         }
@@ -475,7 +506,7 @@ impl Table {
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
-            let r = &mut self.records.map.get_mut(&k).expect("listed").0;
+            let r = self.records.get_mut(&k).expect("listed");
             let n = std::mem::take(&mut r.unlogged);
             let r = r.clone();
             out.push((self.record(&k, &r), n));
@@ -588,6 +619,40 @@ mod tests {
         }
     }
 
+    /// The queue-based LRU against a plain model: same entries, same order, same evictions, across
+    /// many touches (its stale entries swept now and then).
+    #[test]
+    fn the_lru_keeps_the_most_recently_touched() {
+        let mut lru: Lru<u32, u32> = Lru::new(7);
+        let mut model: Vec<u32> = Vec::new(); // least recently touched first
+        let mut dropped_model = 0u64;
+        let mut dropped = 0u64;
+        let mut x = 12345u32;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let k = (x >> 16) % 13;
+            if x % 11 == 0 {
+                assert_eq!(lru.remove(&k).is_some(), model.contains(&k));
+                model.retain(|m| *m != k);
+                continue;
+            }
+            let (v, d) = lru.touch(&k, || k * 10);
+            assert_eq!(*v, k * 10);
+            dropped += d;
+            if let Some(i) = model.iter().position(|m| *m == k) {
+                model.remove(i);
+            } else if model.len() == 7 {
+                model.remove(0);
+                dropped_model += 1;
+            }
+            model.push(k);
+            let order: Vec<u32> = lru.in_order().map(|(k, _)| *k).collect();
+            assert_eq!(order, model);
+            assert!(lru.order.len() <= 2 * lru.len() + 65);
+        }
+        assert_eq!(dropped, dropped_model);
+    }
+
     #[test]
     fn denied_packets_aggregate_per_flow_and_name_their_rule() {
         let gens = gens();
@@ -657,6 +722,7 @@ mod tests {
             event: Event::New,
             id: Some(1),
             orig: p.tuple,
+            reply: None,
             mark: 0x8000_0000,
             packets: 5,
             bytes: 300,
@@ -674,6 +740,44 @@ mod tests {
         assert_eq!(t.open_connections(), 0);
         // Denied only.
         assert!(t.records(true, None).is_empty());
+        // A DNATed connection: the normal stage saw it after the DNAT (to 192.0.2.1:22 here); conntrack's
+        // original tuple is before it (to 198.51.100.4:30022), its reply tuple from the real destination.
+        let seen = pkt(2, "192.0.2.201", 47000, 22, 1, 10);
+        t.logged(&gens, &seen);
+        let before_dnat = Tuple {
+            dst: "198.51.100.4".parse().unwrap(),
+            dport: 30022,
+            ..seen.tuple
+        };
+        let reply = Tuple {
+            proto: 6,
+            src: seen.tuple.dst,
+            dst: seen.tuple.src,
+            sport: 22,
+            dport: 47000,
+        };
+        t.connection(
+            &Connection {
+                event: Event::Destroy,
+                id: Some(2),
+                orig: before_dnat,
+                reply: Some(reply),
+                mark: 0,
+                packets: 9,
+                bytes: 900,
+            },
+            at(20),
+        );
+        let r = t
+            .records(false, None)
+            .into_iter()
+            .find(|r| r.src == "192.0.2.201")
+            .unwrap();
+        assert_eq!(
+            (r.packets, r.bytes),
+            (9, 900),
+            "found by the reverse of its reply tuple"
+        );
     }
 
     #[test]
