@@ -470,7 +470,7 @@ fn a_flood_of_denied_packets_is_counted_not_a_danger() {
             sender.join().unwrap()
         });
     }
-    let counted = rule_packets(&t, "flood ingress[0] Deny");
+    let counted = rule_packets(&t, "flood ingress rule 1 Deny");
     assert!(
         counted > 50_000,
         "the flood reached the deny rule: {counted}"
@@ -533,7 +533,7 @@ fn a_flood_of_denied_packets_is_counted_not_a_danger() {
         &[],
     );
     udp_flood(&t, "192.0.2.201", "192.0.2.1", 100_000);
-    let counted = rule_packets(&t, "flood ingress[0] Deny");
+    let counted = rule_packets(&t, "flood ingress rule 1 Deny");
     assert!(counted > 50_000, "{counted}");
     let s = d.wait_status(&t.node, &t.hpd, "some messages", |s| {
         s["daemon"]["flows"]["messages"].as_u64().unwrap_or(0) > 0
