@@ -206,9 +206,11 @@ impl Request {
             "reload" => Ok(Request::Reload),
             "flush" => Ok(Request::Flush),
             "flows" => Ok(Request::Flows(FlowsRequest::default())),
-            line if line.starts_with("flows ") => serde_json::from_str(line["flows ".len()..].trim())
-                .map(Request::Flows)
-                .map_err(|e| format!("bad flows request: {e}")),
+            line if line.starts_with("flows ") => {
+                serde_json::from_str(line["flows ".len()..].trim())
+                    .map(Request::Flows)
+                    .map_err(|e| format!("bad flows request: {e}"))
+            }
             other => Err(format!("unknown request {other:?}")),
         }
     }
@@ -990,7 +992,8 @@ mod tests {
             tx,
             Flows::new(&crate::settings::Flows::default()),
             2,
-        ).unwrap();
+        )
+        .unwrap();
         // Two clients that say nothing hold both places.
         let idle: Vec<UnixStream> = (0..2)
             .map(|_| UnixStream::connect(socket_path(&dir)).unwrap())
