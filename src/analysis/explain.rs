@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::compile::{names, proto_name, DEFAULT_ALLOW_PROFILE};
+use crate::config::model::Pos;
 use crate::config::model::{
     fmt_order, proto, Action, Config, EntityRule, NamespaceScope, Port, ProtoPort, Rule,
     DEFAULT_TIER,
@@ -22,6 +23,7 @@ use crate::config::model::{
 use crate::resolve::{
     tier_groups, ActiveEndpoint, AddressSet, Dir, NodeView, SelectorKey, Stage, TierGroup,
 };
+use crate::ruleset::{Kind, Origin, RuleAction, SourcePos};
 
 /// Which way a packet crosses the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -154,6 +156,11 @@ pub struct Step {
     /// `FILE:LINE:COL` of the deciding rule, policy or HostEndpoint.
     pub at: Option<String>,
     pub text: String,
+    /// What a deciding step is, typed: the same [`Origin`] as the compiled rule's (the rule, or the
+    /// default: end of tier, no policy, failsafe, profile, dispatch), with the stage and HostEndpoint
+    /// where it decided. None for the steps that decide nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -235,6 +242,8 @@ struct Eval<'a> {
     config: &'a Config,
     view: &'a NodeView,
     steps: Vec<Step>,
+    /// Keep every step (`explain`); off, only the deciding one is made (`verdict`, for `plan`).
+    trace: bool,
 }
 
 /// Evaluates `packet` on this node's view of `config`.
@@ -264,15 +273,9 @@ fn explain_set(config: &Config, view: &NodeView, packet: &Packet) -> Explanation
         config,
         view,
         steps: Vec::new(),
+        trace: true,
     };
-    let (verdict, decided_by) = match &packet.path {
-        Path::Inbound { iface } => e.inbound(packet, iface, None),
-        Path::Forwarded {
-            in_iface,
-            out_iface,
-        } => e.inbound(packet, in_iface, Some(out_iface)),
-        Path::Outbound { iface } => e.outbound(packet, iface),
-    };
+    let (verdict, decided_by) = e.run(packet);
     Explanation {
         packet: packet.clone(),
         verdict,
@@ -280,6 +283,18 @@ fn explain_set(config: &Config, view: &NodeView, packet: &Packet) -> Explanation
         steps: e.steps,
         staged: None,
     }
+}
+
+/// [`explain`] without the path: the verdict and the step that decided it, for callers that evaluate
+/// many packets (`plan`). The same evaluation; only the steps that decide nothing are not made.
+pub fn verdict(config: &Config, view: &NodeView, packet: &Packet) -> (Verdict, Step) {
+    Eval {
+        config,
+        view,
+        steps: Vec::new(),
+        trace: false,
+    }
+    .run(packet)
 }
 
 fn step(stage: &'static str, hep: Option<&ActiveEndpoint>, text: impl Into<String>) -> Step {
@@ -292,11 +307,33 @@ fn step(stage: &'static str, hep: Option<&ActiveEndpoint>, text: impl Into<Strin
         rule: None,
         at: None,
         text: text.into(),
+        origin: None,
+    }
+}
+
+fn decision(
+    origin: Origin,
+    stage: &'static str,
+    hep: Option<&ActiveEndpoint>,
+    text: impl Into<String>,
+) -> Step {
+    Step {
+        origin: Some(origin),
+        ..step(stage, hep, text)
+    }
+}
+
+fn source_pos(pos: &Pos) -> SourcePos {
+    SourcePos {
+        file: pos.file.clone(),
+        line: pos.line,
+        column: pos.column,
     }
 }
 
 fn established_step() -> Step {
-    step(
+    decision(
+        Origin::new(Kind::Conntrack),
         "conntrack",
         None,
         "ct state established,related: accepted before any tracked policy (see HOW POLICY APPLIES in hostpolicy.d(5))",
@@ -304,6 +341,17 @@ fn established_step() -> Step {
 }
 
 impl<'a> Eval<'a> {
+    fn run(&mut self, packet: &Packet) -> (Verdict, Step) {
+        match &packet.path {
+            Path::Inbound { iface } => self.inbound(packet, iface, None),
+            Path::Forwarded {
+                in_iface,
+                out_iface,
+            } => self.inbound(packet, in_iface, Some(out_iface)),
+            Path::Outbound { iface } => self.outbound(packet, iface),
+        }
+    }
+
     fn is_workload(&self, iface: &str) -> bool {
         self.view
             .settings
@@ -331,7 +379,37 @@ impl<'a> Eval<'a> {
     }
 
     fn record(&mut self, s: Step) -> Step {
-        self.steps.push(s.clone());
+        if self.trace {
+            self.steps.push(s.clone());
+        }
+        s
+    }
+
+    /// Records a step that decides nothing; `make` runs only when the path is kept.
+    fn note(&mut self, make: impl FnOnce() -> Step) {
+        if self.trace {
+            self.steps.push(make());
+        }
+    }
+
+    /// The step of a default of `hep`'s chain (`kind` at `stage` and `dir`), written where the
+    /// HostEndpoint is, with its origin (as the compiler makes it).
+    fn endpoint_default(
+        &self,
+        kind: Kind,
+        hep: &ActiveEndpoint,
+        stage: Stage,
+        dir: Dir,
+        text: impl Into<String>,
+    ) -> Step {
+        let pos = &self.config.host_endpoints[hep.hep].pos;
+        let mut o = Origin::new(kind);
+        o.host_endpoint = Some(hep.name.as_str().into());
+        o.stage = Some(stage);
+        o.direction = Some(dir);
+        o.at = Some(source_pos(pos));
+        let mut s = decision(o, stage.as_str(), Some(hep), text);
+        s.at = Some(pos.to_string());
         s
     }
 
@@ -367,25 +445,29 @@ impl<'a> Eval<'a> {
             failsafe_match(p, other, remote, p.sport).map(|t| format!("reply to {other_name} {t}"))
         });
         if let Some(text) = failsafe {
-            self.record(step(
-                "untracked",
-                Some(hep),
-                format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
-            ));
+            self.note(|| {
+                step(
+                    "untracked",
+                    Some(hep),
+                    format!("raw failsafe: {text}; accepted in raw only, untracked policy skipped"),
+                )
+            });
             return Outcome::Continue;
         }
         let outcome = self.tiers(p, hep, Stage::Untracked, dir);
         match &outcome {
             Outcome::Allow(_) => {
-                self.record(step(
-                    "untracked",
-                    Some(hep),
-                    format!("allowed without conntrack: {skipped}"),
-                ));
+                self.note(|| {
+                    step(
+                        "untracked",
+                        Some(hep),
+                        format!("allowed without conntrack: {skipped}"),
+                    )
+                });
             }
             Outcome::Deny(_) => {}
             Outcome::Continue => {
-                self.record(step("untracked", Some(hep), "no untracked policy decided"));
+                self.note(|| step("untracked", Some(hep), "no untracked policy decided"));
             }
         }
         outcome
@@ -414,30 +496,36 @@ impl<'a> Eval<'a> {
                 if let Some(text) =
                     failsafe_match(p, &self.view.settings.failsafe_inbound, p.src, p.dport)
                 {
-                    self.record(step(
-                        "preDNAT",
-                        Some(hep),
-                        format!(
-                            "failsafe: {text}; accepted at this stage only, preDNAT policy skipped"
-                        ),
-                    ));
+                    self.note(|| {
+                        step(
+                            "preDNAT",
+                            Some(hep),
+                            format!(
+                                "failsafe: {text}; accepted at this stage only, preDNAT policy skipped"
+                            ),
+                        )
+                    });
                 } else {
                     match self.tiers(p, hep, Stage::PreDnat, Dir::Ingress) {
                         Outcome::Allow(s) => {
-                            self.record(step(
-                                "preDNAT",
-                                Some(hep),
-                                "allowed: normal and forward-ingress policy skipped",
-                            ));
+                            self.note(|| {
+                                step(
+                                    "preDNAT",
+                                    Some(hep),
+                                    "allowed: normal and forward-ingress policy skipped",
+                                )
+                            });
                             early = Some(s);
                         }
                         Outcome::Deny(s) => return (Verdict::Drop, s),
                         Outcome::Continue => {
-                            self.record(step(
-                                "preDNAT",
-                                Some(hep),
-                                "no preDNAT policy decided (preDNAT has no default drop)",
-                            ));
+                            self.note(|| {
+                                step(
+                                    "preDNAT",
+                                    Some(hep),
+                                    "no preDNAT policy decided (preDNAT has no default drop)",
+                                )
+                            });
                         }
                     }
                 }
@@ -453,7 +541,8 @@ impl<'a> Eval<'a> {
     /// filter input (spec §3.3 step 5).
     fn local_ingress(&mut self, p: &Packet, iif: &str, early: Option<Step>) -> (Verdict, Step) {
         if self.is_workload(iif) {
-            let s = self.record(step(
+            let s = self.record(decision(
+                Origin::new(Kind::Dispatch),
                 "normal",
                 None,
                 format!("{iif} is a workload interface: not a host endpoint"),
@@ -461,15 +550,18 @@ impl<'a> Eval<'a> {
             return (Verdict::Allow, s);
         }
         if let Some(s) = early {
-            self.record(step(
-                "normal",
-                None,
-                "normal ingress policy skipped: already accepted",
-            ));
+            self.note(|| {
+                step(
+                    "normal",
+                    None,
+                    "normal ingress policy skipped: already accepted",
+                )
+            });
             return (Verdict::Allow, s);
         }
         let Some(hep) = self.hep_for(iif, true) else {
-            let s = self.record(step(
+            let s = self.record(decision(
+                Origin::new(Kind::Dispatch),
                 "normal",
                 None,
                 format!("interface {iif} has no HostEndpoint: not policed"),
@@ -487,7 +579,12 @@ impl<'a> Eval<'a> {
             Dir::Egress => failsafe_match(p, &self.view.settings.failsafe_outbound, p.dst, p.dport),
         };
         if let Some(text) = failsafe {
-            let s = self.record(step(
+            let mut o = Origin::new(Kind::Failsafe);
+            o.direction = Some(dir);
+            o.stage = Some(Stage::Normal);
+            o.host_endpoint = Some(hep.name.as_str().into());
+            let s = self.record(decision(
+                o,
                 "normal",
                 Some(hep),
                 format!("{}: {text}", names::failsafe_chain(false, dir)),
@@ -500,12 +597,16 @@ impl<'a> Eval<'a> {
             Outcome::Continue => {}
         }
         if hep.profiles.iter().any(|p| p == DEFAULT_ALLOW_PROFILE) {
-            let mut s = step(
-                "normal",
-                Some(hep),
+            let mut s = self.endpoint_default(
+                Kind::Profile,
+                hep,
+                Stage::Normal,
+                dir,
                 format!("profile {DEFAULT_ALLOW_PROFILE} allows"),
             );
-            s.at = Some(self.hep_pos(hep));
+            if let Some(o) = &mut s.origin {
+                o.profile = Some(DEFAULT_ALLOW_PROFILE.into());
+            }
             return (Verdict::Allow, self.record(s));
         }
         let none = if hep.policies.get(Stage::Normal, dir).is_empty() {
@@ -513,12 +614,13 @@ impl<'a> Eval<'a> {
         } else {
             String::new()
         };
-        let mut s = step(
-            "normal",
-            Some(hep),
+        let s = self.endpoint_default(
+            Kind::NoPolicy,
+            hep,
+            Stage::Normal,
+            dir,
             format!("{none}no profile allows: default deny"),
         );
-        s.at = Some(self.hep_pos(hep));
         (Verdict::Drop, self.record(s))
     }
 
@@ -532,12 +634,15 @@ impl<'a> Eval<'a> {
         early: Option<Step>,
     ) -> (Verdict, Step) {
         let mut decided = early.clone();
+        let policed = self.hep_for(iif, true).is_some() || self.hep_for(oif, true).is_some();
         if early.is_some() {
-            self.record(step(
-                "forward",
-                None,
-                "forward ingress policy skipped: already accepted",
-            ));
+            self.note(|| {
+                step(
+                    "forward",
+                    None,
+                    "forward ingress policy skipped: already accepted",
+                )
+            });
         } else if let Some(hep) = self.hep_for(iif, true) {
             match self.forward_chain(p, hep, Dir::Ingress) {
                 Some((Verdict::Drop, s)) => return (Verdict::Drop, s),
@@ -545,11 +650,13 @@ impl<'a> Eval<'a> {
                 None => {}
             }
         } else {
-            self.record(step(
-                "forward",
-                None,
-                format!("interface {iif} has no HostEndpoint: forward ingress not policed"),
-            ));
+            self.note(|| {
+                step(
+                    "forward",
+                    None,
+                    format!("interface {iif} has no HostEndpoint: forward ingress not policed"),
+                )
+            });
         }
         if let Some(hep) = self.hep_for(oif, true) {
             match self.forward_chain(p, hep, Dir::Egress) {
@@ -559,15 +666,24 @@ impl<'a> Eval<'a> {
                 _ => {}
             }
         } else {
-            self.record(step(
-                "forward",
-                None,
-                format!("interface {oif} has no HostEndpoint: forward egress not policed"),
-            ));
+            self.note(|| {
+                step(
+                    "forward",
+                    None,
+                    format!("interface {oif} has no HostEndpoint: forward egress not policed"),
+                )
+            });
         }
         let s = match decided {
             Some(s) => s,
-            None => self.record(step(
+            None => self.record(decision(
+                if policed {
+                    let mut o = Origin::new(Kind::NoPolicy);
+                    o.stage = Some(Stage::Forward);
+                    o
+                } else {
+                    Origin::new(Kind::Dispatch)
+                },
                 "forward",
                 None,
                 "no forward policy decided: allowed at the end of FORWARD",
@@ -585,23 +701,26 @@ impl<'a> Eval<'a> {
         dir: Dir,
     ) -> Option<(Verdict, Step)> {
         if !hep.policies.has_forward_policy() {
-            let mut s = step(
-                "forward",
-                Some(hep),
+            let s = self.endpoint_default(
+                Kind::NoPolicy,
+                hep,
+                Stage::Forward,
+                dir,
                 "no applyOnForward policy selects this HostEndpoint: forwarding allowed",
             );
-            s.at = Some(self.hep_pos(hep));
             return Some((Verdict::Allow, self.record(s)));
         }
         match self.tiers(p, hep, Stage::Forward, dir) {
             Outcome::Allow(s) => Some((Verdict::Allow, s)),
             Outcome::Deny(s) => Some((Verdict::Drop, s)),
             Outcome::Continue => {
-                self.record(step(
-                    "forward",
-                    Some(hep),
-                    format!("no applyOnForward policy decided for {}", dir.as_str()),
-                ));
+                self.note(|| {
+                    step(
+                        "forward",
+                        Some(hep),
+                        format!("no applyOnForward policy decided for {}", dir.as_str()),
+                    )
+                });
                 None
             }
         }
@@ -619,7 +738,8 @@ impl<'a> Eval<'a> {
             return (Verdict::Allow, self.record(established_step()));
         }
         if self.is_workload(oif) {
-            let s = self.record(step(
+            let s = self.record(decision(
+                Origin::new(Kind::Dispatch),
                 "normal",
                 None,
                 format!("{oif} is a workload interface: host to workload is always allowed"),
@@ -627,7 +747,8 @@ impl<'a> Eval<'a> {
             return (Verdict::Allow, s);
         }
         let Some(hep) = self.hep_for(oif, true) else {
-            let s = self.record(step(
+            let s = self.record(decision(
+                Origin::new(Kind::Dispatch),
                 "normal",
                 None,
                 format!("interface {oif} has no HostEndpoint: not policed"),
@@ -668,28 +789,30 @@ impl<'a> Eval<'a> {
                 }
             };
             if show {
-                let mut s = step(
-                    sname,
-                    Some(hep),
-                    match group.tier {
-                        Some(t) => format!(
-                            "tier {} (order {}, defaultAction {})",
-                            group.name,
-                            fmt_order(t.order),
-                            t.default_action
-                        ),
-                        None => format!(
-                            "tier {} (not defined: last, defaultAction Deny)",
-                            group.name
-                        ),
-                    },
-                );
-                s.tier = Some(group.name.to_owned());
-                s.at = group
-                    .tier
-                    .and_then(|t| t.pos.as_ref())
-                    .map(|p| p.to_string());
-                self.record(s);
+                self.note(|| {
+                    let mut s = step(
+                        sname,
+                        Some(hep),
+                        match group.tier {
+                            Some(t) => format!(
+                                "tier {} (order {}, defaultAction {})",
+                                group.name,
+                                fmt_order(t.order),
+                                t.default_action
+                            ),
+                            None => format!(
+                                "tier {} (not defined: last, defaultAction Deny)",
+                                group.name
+                            ),
+                        },
+                    );
+                    s.tier = Some(group.name.to_owned());
+                    s.at = group
+                        .tier
+                        .and_then(|t| t.pos.as_ref())
+                        .map(|p| p.to_string());
+                    s
+                });
             }
             match self.tier_policies(p, hep, stage, dir, group, show, &onwards) {
                 Some(Outcome::Continue) => continue,
@@ -697,7 +820,19 @@ impl<'a> Eval<'a> {
                 None => {}
             }
             let ends_with_drop = group.ends_with_drop(stage);
-            let mut s = step(sname, Some(hep), String::new());
+            let noted = show && self.trace;
+            if !ends_with_drop && !noted {
+                continue;
+            }
+            let mut s = if ends_with_drop {
+                let mut s = self.endpoint_default(Kind::EndOfTier, hep, stage, dir, String::new());
+                if let Some(o) = &mut s.origin {
+                    o.tier = Some(group.name.into());
+                }
+                s
+            } else {
+                step(sname, Some(hep), String::new())
+            };
             s.tier = Some(group.name.to_owned());
             s.at = Some(self.hep_pos(hep));
             if ends_with_drop && !show {
@@ -768,6 +903,9 @@ impl<'a> Eval<'a> {
                 if !self.rule_matches(p, rule) {
                     continue;
                 }
+                if rule.action == Action::Log && !self.trace {
+                    continue;
+                }
                 let mut s = step(sname, Some(hep), String::new());
                 s.tier = Some(group.name.to_owned());
                 s.policy = Some(policy.name.clone());
@@ -775,6 +913,23 @@ impl<'a> Eval<'a> {
                 s.rule = Some(i);
                 s.at = Some(rule.pos.to_string());
                 let what = format!("{named} {}", crate::ruleset::rule_name(dname, i));
+                let origin = || {
+                    let mut o = Origin::new(Kind::Policy);
+                    o.tier = Some(group.name.into());
+                    o.policy = Some(policy.name.as_str().into());
+                    o.direction = Some(dir);
+                    o.rule = u32::try_from(i).ok();
+                    o.action = Some(match rule.action {
+                        Action::Allow => RuleAction::Allow,
+                        Action::Deny => RuleAction::Deny,
+                        Action::Pass => RuleAction::Pass,
+                        Action::Log => RuleAction::Log,
+                    });
+                    o.stage = Some(stage);
+                    o.host_endpoint = Some(hep.name.as_str().into());
+                    o.at = Some(source_pos(&rule.pos));
+                    o
+                };
                 match rule.action {
                     Action::Log => {
                         s.text = format!("{what}: Log, continue");
@@ -782,10 +937,12 @@ impl<'a> Eval<'a> {
                     }
                     Action::Allow => {
                         s.text = format!("{what}: Allow");
+                        s.origin = Some(origin());
                         return Some(Outcome::Allow(self.record(s)));
                     }
                     Action::Deny => {
                         s.text = format!("{what}: Deny");
+                        s.origin = Some(origin());
                         return Some(Outcome::Deny(self.record(s)));
                     }
                     Action::Pass if show => {
@@ -803,16 +960,18 @@ impl<'a> Eval<'a> {
                     }
                 }
             }
-            let mut s = step(
-                sname,
-                Some(hep),
-                format!("{named}: no {dname} rule matched"),
-            );
-            s.tier = Some(group.name.to_owned());
-            s.policy = Some(policy.name.clone());
-            s.direction = Some(dname);
-            s.at = Some(policy.pos.to_string());
-            self.record(s);
+            self.note(|| {
+                let mut s = step(
+                    sname,
+                    Some(hep),
+                    format!("{named}: no {dname} rule matched"),
+                );
+                s.tier = Some(group.name.to_owned());
+                s.policy = Some(policy.name.clone());
+                s.direction = Some(dname);
+                s.at = Some(policy.pos.to_string());
+                s
+            });
         }
         None
     }
@@ -2006,6 +2165,60 @@ mod tests {
             Verdict::Allow,
             "fw-allow",
         );
+    }
+
+    /// The deciding step's origin is the compiled rule's (one typed origin for both): the same kind,
+    /// tier, policy, direction, rule, action and place; explain adds where it decided.
+    #[test]
+    fn deciding_steps_carry_the_compiled_rules_origin() {
+        let c = format!(
+            "{}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: p}}, spec: {{selector: \"role == 'web'\", ingress: [{{action: Log}}, {{action: Deny, protocol: TCP, destination: {{ports: [81]}}}}]}}}}\n",
+            web("")
+        );
+        let loaded = load_sources(&[("t.yaml".to_string(), c.clone())]);
+        let view = resolve(&loaded.config, "node1", &[]);
+        let rs = crate::compile::compile(&loaded.config, &view, "t");
+        let compiled = rs
+            .rules_with_origins()
+            .filter_map(|(_, _, o)| o)
+            .find(|o| o.kind == Kind::Policy && o.rule == Some(1))
+            .expect("the compiled Deny rule")
+            .clone();
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 81),
+        );
+        let mut o = e
+            .decided_by
+            .origin
+            .clone()
+            .expect("a deciding step has an origin");
+        assert_eq!(
+            (o.stage, o.host_endpoint.as_deref()),
+            (Some(Stage::Normal), Some("hep-eth0"))
+        );
+        o.stage = compiled.stage;
+        o.host_endpoint = compiled.host_endpoint.clone();
+        assert_eq!(o, compiled);
+        let e = eval(
+            &c,
+            "node1",
+            IFACES,
+            &tcp(inb("eth0"), "192.0.2.2", "192.0.2.1", 82),
+        );
+        let o = e.decided_by.origin.unwrap();
+        assert_eq!(
+            (o.kind, o.tier.as_deref(), o.stage, o.direction),
+            (
+                Kind::EndOfTier,
+                Some("default"),
+                Some(Stage::Normal),
+                Some(Dir::Ingress)
+            )
+        );
+        assert!(e.steps.iter().filter(|s| s.origin.is_some()).count() == 1);
     }
 
     #[test]
