@@ -76,13 +76,14 @@ const TABLE: &str = "hostpolicy";
 const NODE: &str = "node1";
 /// The TCP port of the packet test's server (not a failsafe port).
 const SERVER_PORT: u16 = 8080;
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "compile",
     "apply",
     "incremental",
     "reload",
     "packet",
     "flows",
+    "plan",
 ];
 /// A measurement slower than this (ms) is repeated at most [`SLOW_RUNS`] times.
 const SLOW_MS: f64 = 20_000.0;
@@ -192,6 +193,9 @@ fn run(o: &Options) -> Result<()> {
     }
     if on("flows") {
         section("flows", || bench_flows(o, &cases, &mut summary))?;
+    }
+    if on("plan") {
+        section("plan", || bench_plan(o, &cases, &mut summary))?;
     }
     println!("\n===== Markdown summary =====\n");
     print!("{}", summary.markdown(o));
@@ -709,6 +713,107 @@ fn deny_policy() -> String {
         .to_string()
 }
 
+// =====================================================================================================
+// plan
+
+/// `plan` between two configurations that differ in one place: the 10,000 policies with one port
+/// range of policy 1 widened by one port (`1026:1028` → `1026:1029`: one more port open from one
+/// network, on both HostEndpoints of the node), and the 100,000-net deny list with one net replaced (the
+/// reload benchmark's change). Load is the reading and validation of both directories; plan is what
+/// `hostpolicyd plan` does then: resolve and compile both for the node, the ruleset and resource
+/// changes, the lockout guard, and the verdict changes.
+fn bench_plan(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
+    let write = |name: &str, files: Vec<(&str, String)>| -> Result<PathBuf> {
+        let dir = cases.workdir.join(name);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (f, text) in files {
+            fs::write(dir.join(f), text).map_err(|e| format!("{f}: {e}"))?;
+        }
+        Ok(dir)
+    };
+    let widened = policies(10_000, 0).replace(
+        "ports: [1025, \"1026:1028\"]",
+        "ports: [1025, \"1026:1029\"]",
+    );
+    let p_after = write(
+        "p10000-widened",
+        vec![("10-heps.yaml", heps()), ("20-policies.yaml", widened)],
+    )?;
+    let n_after = write(
+        "nets-swapped",
+        vec![
+            ("10-heps.yaml", heps()),
+            ("30-deny-list.yaml", deny_list(100_000, Some((5, 1)))),
+            ("31-deny.yaml", deny_policy()),
+        ],
+    )?;
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>8}",
+        "change", "load ms", "plan ms", "total ms", "regions"
+    );
+    for (label, before, after, want) in [
+        (
+            "10,000 policies, one port range widened",
+            &cases.p10000.dir,
+            &p_after,
+            2,
+        ),
+        (
+            "100,000 nets, one net replaced",
+            &cases.nets.dir,
+            &n_after,
+            0,
+        ),
+    ] {
+        let (mut load_t, mut plan_t, mut total) = (vec![], vec![], vec![]);
+        let mut regions = 0;
+        for _ in 0..o.runs {
+            let t0 = Instant::now();
+            let (b, a) = hostpolicyd::cli::plan::load_pair(before, after);
+            if b.has_errors() || a.has_errors() {
+                return Err(format!("{label}: invalid configuration"));
+            }
+            let t1 = Instant::now();
+            let plan = hostpolicyd::cli::plan::make_plan(
+                &b.config,
+                &a.config,
+                &[NODE.to_string()],
+                TABLE,
+                "bench".into(),
+                &|_| hostpolicyd::cli::plan::NodeInterfaces {
+                    before: Vec::new(),
+                    after: Vec::new(),
+                    live: Vec::new(),
+                },
+            );
+            let t2 = Instant::now();
+            load_t.push(ms(t1 - t0));
+            plan_t.push(ms(t2 - t1));
+            total.push(ms(t2 - t0));
+            regions = plan.verdict_changes.len();
+            if want > 0 && regions != want {
+                return Err(format!(
+                    "{label}: {regions} regions, expected {want}: {:#?}",
+                    plan.verdict_changes
+                ));
+            }
+        }
+        let row = PlanRow {
+            label: label.to_string(),
+            load: median(&mut load_t),
+            plan: median(&mut plan_t),
+            total: median(&mut total),
+            regions,
+        };
+        println!(
+            "{:<40} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            row.label, row.load, row.plan, row.total, row.regions
+        );
+        sum.plan.push(row);
+    }
+    Ok(())
+}
+
 fn compile_dir(dir: &Path) -> Result<pipeline::Compiled> {
     compile_dir_with(dir, &hostpolicyd::settings::Flows::default())
 }
@@ -754,6 +859,15 @@ struct Summary {
     table: Option<(usize, u64, u64, f64)>,
     /// µs of the reader per allowed connection (report + end).
     reader_per_connection: Option<f64>,
+    plan: Vec<PlanRow>,
+}
+
+struct PlanRow {
+    label: String,
+    load: f64,
+    plan: f64,
+    total: f64,
+    regions: usize,
 }
 
 struct ApplyRow {
@@ -2034,6 +2148,17 @@ impl Summary {
                     r.max,
                     hostpolicyd::daemon::watch::SETTLE.as_millis(),
                     rss / 1024
+                );
+            }
+            s.push('\n');
+        }
+        if !self.plan.is_empty() {
+            s += "| `plan --against` (in this process) | load both (two threads) | plan (resolve, compile, align, evaluate) | total | regions (one per HostEndpoint of the node) |\n|---|---|---|---|---|\n";
+            for r in &self.plan {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0} ms | {:.0} ms | **{:.0} ms** | {} |",
+                    r.label, r.load, r.plan, r.total, r.regions
                 );
             }
             s.push('\n');

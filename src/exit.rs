@@ -15,6 +15,8 @@ pub const NOT_RUNNING: u8 = 3;
 /// configuration is invalid or its last apply failed or was rolled back (the last good ruleset is in
 /// force), the table was flushed, or the kernel holds no table of ours (`Summary::problems`).
 pub const DEGRADED: u8 = 4;
+/// `plan --exit-code`: some verdict changes (the same number as [`DEGRADED`], for another command).
+pub const PLAN_CHANGES: u8 = 4;
 /// Usage error (bad flags).
 pub const USAGE: u8 = 64;
 /// Internal error (an I/O error we did not expect, the kernel refused to talk).

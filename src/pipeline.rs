@@ -23,6 +23,8 @@ pub struct Compiled {
     pub config: Config,
     pub view: NodeView,
     pub ruleset: Ruleset,
+    /// The interfaces (and their addresses) it was resolved for.
+    pub interfaces: Vec<Interface>,
     /// Validation and resolution warnings, in file order.
     pub warnings: Vec<Diagnostic>,
 }
@@ -87,6 +89,7 @@ pub fn build_with(
         config,
         view,
         ruleset,
+        interfaces: interfaces.to_vec(),
         warnings: diagnostics,
     })
 }

@@ -1,7 +1,8 @@
 //! `hostpolicyd explain`: the command line around [`crate::analysis::explain`].
 //!
 //! Reads the configuration directory (`--config-dir`), resolves it for `--node-name` with the live
-//! interfaces, and prints the verdict of one packet and the path it took. No kernel, no root.
+//! interfaces, and prints the verdict of one packet and the path it took; with `--against OLD_DIR`,
+//! under both configurations (the old one first). No kernel, no root.
 //! Exit status: 0 whatever the verdict; 1 invalid configuration; 64 bad flags.
 
 use std::net::{IpAddr, SocketAddr};
@@ -54,6 +55,10 @@ pub struct ExplainArgs {
     /// only untracked (doNotTrack) policy still applies to it.
     #[arg(long)]
     pub established: bool,
+    /// Also evaluate the packet under the configuration in this directory (the old one), and say
+    /// whether its verdict changes.
+    #[arg(long, value_name = "OLD_DIR")]
+    pub against: Option<std::path::PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -89,6 +94,22 @@ fn parse_dnat(s: &str) -> Result<(IpAddr, Option<u16>), String> {
             "`{s}` is not ADDR or ADDR:PORT (an IPv6 address with a port is written [ADDR]:PORT)"
         )),
     }
+}
+
+/// The directory's configuration, or None (its errors printed) when it is invalid.
+fn valid(dir: &std::path::Path) -> Option<crate::config::load::Loaded> {
+    let loaded = pipeline::load(&Input::Dir(dir.to_path_buf()));
+    if loaded.has_errors() {
+        for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+            errln!("{d}");
+        }
+        errln!(
+            "hostpolicyd: the configuration in {} is invalid: nothing to explain",
+            dir.display()
+        );
+        return None;
+    }
+    Some(loaded)
 }
 
 fn has_ports(p: u8) -> bool {
@@ -165,14 +186,16 @@ pub fn run(settings: &Settings, args: ExplainArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let loaded = pipeline::load(&Input::Dir(settings.config_dir.clone()));
-    if loaded.has_errors() {
-        for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
-            errln!("{d}");
-        }
-        errln!("hostpolicyd: configuration is invalid: nothing to explain");
+    let Some(loaded) = valid(&settings.config_dir) else {
         return exit::INVALID;
-    }
+    };
+    let old = match &args.against {
+        Some(dir) => match valid(dir) {
+            Some(l) => Some(l),
+            None => return exit::INVALID,
+        },
+        None => None,
+    };
     let interfaces = crate::host::iface::current().unwrap_or_else(|e| {
         errln!("hostpolicyd: warning: cannot list interfaces ({e}); IP-matched HostEndpoints match nothing");
         Vec::new()
@@ -186,6 +209,43 @@ pub fn run(settings: &Settings, args: ExplainArgs) -> u8 {
     }
     let view = resolve(&loaded.config, &settings.node, &interfaces);
     let explanation = explain(&loaded.config, &view, &packet);
+    if let (Some(old), Some(dir)) = (&old, &args.against) {
+        let old_view = resolve(&old.config, &settings.node, &interfaces);
+        let before = explain(&old.config, &old_view, &packet);
+        let changed = before.verdict != explanation.verdict;
+        if args.json {
+            #[derive(serde::Serialize)]
+            struct Both<'a> {
+                before: &'a crate::analysis::explain::Explanation,
+                after: &'a crate::analysis::explain::Explanation,
+                changed: bool,
+            }
+            match serde_json::to_string_pretty(&Both {
+                before: &before,
+                after: &explanation,
+                changed,
+            }) {
+                Ok(text) => outln!("{text}"),
+                Err(e) => {
+                    errln!("hostpolicyd: error: {e}");
+                    return exit::INTERNAL;
+                }
+            }
+        } else {
+            out!(
+                "node: {}\nbefore ({}):\n{before}after ({}):\n{explanation}verdict: {}\n",
+                settings.node,
+                dir.display(),
+                settings.config_dir.display(),
+                if changed {
+                    format!("{} -> {} (changed)", before.verdict, explanation.verdict)
+                } else {
+                    format!("{} (unchanged)", explanation.verdict)
+                }
+            );
+        }
+        return exit::OK;
+    }
     if args.json {
         match serde_json::to_string_pretty(&explanation) {
             Ok(text) => outln!("{text}"),

@@ -1,8 +1,8 @@
 //! Command-line flags (parsed) and the commands they run (DESIGN.md "Command line").
 //!
-//! Exit status: 0 success; 1 invalid configuration (nothing changed); 2 apply failed or rolled back
-//! (previous ruleset in force); 3 `status`/`reload` found no running daemon; 4 `status`: degraded; 64
-//! usage; 70 internal error.
+//! Exit status: 0 success; 1 invalid configuration or a lockout (nothing changed); 2 apply failed or
+//! rolled back (previous ruleset in force); 3 `status`/`reload` found no running daemon; 4 `status`:
+//! degraded, `plan --exit-code`: some verdict changes; 64 usage; 70 internal error.
 
 #[macro_use]
 pub mod output;
@@ -10,6 +10,7 @@ pub mod output;
 pub mod counters;
 pub mod explain;
 pub mod flows;
+pub mod plan;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -188,6 +189,10 @@ pub enum Command {
     /// Recent flows and the rule that decided each, from the running daemon: one line per flow, newest
     /// last (exit 3 when no daemon runs).
     Flows(crate::cli::flows::FlowsArgs),
+    /// The exact packets whose verdict the configuration directory changes, compared with what this
+    /// node enforces now (or --against OLD_DIR): exit 0 planned, 1 invalid or a lockout, 4 with
+    /// --exit-code when a verdict changes.
+    Plan(crate::cli::plan::PlanArgs),
 }
 
 /// The settings the flags resolve to (ripgrep's flags → settings): what every command and the daemon use.
@@ -237,6 +242,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Reload => reload(&settings),
         Command::Explain(args) => crate::cli::explain::run(&settings, args),
         Command::Flows(args) => crate::cli::flows::run(&settings, &args),
+        Command::Plan(args) => crate::cli::plan::run(&settings, args),
     };
     // A closed pipe or a full disk under any of it: the status says so, never a panic.
     output::finish(code)
@@ -379,11 +385,13 @@ fn render_cmd(settings: &Settings) -> u8 {
 }
 
 fn apply(settings: &Settings) -> u8 {
-    let compiled = match pipeline::build_dir_with(
-        &settings.config_dir,
+    let (sources, problems) = crate::config::load::read_dir(&settings.config_dir);
+    let compiled = match pipeline::build_with(
+        crate::config::load::parse_sources(&sources, problems),
         &settings.node,
         &interfaces_or_empty(),
         &settings.table,
+        false,
         &settings.flows,
     ) {
         Ok(c) => c,
@@ -416,7 +424,16 @@ fn apply(settings: &Settings) -> u8 {
     );
     let now = SystemTime::now();
     let outcome = engine.reconcile(Ok(&compiled), now);
-    if let Err(e) = engine.save_state(&store, now) {
+    let saved = engine
+        .save_state(&store, now)
+        .and_then(|()| match &outcome {
+            // What is in force now: recorded for `hostpolicyd plan`.
+            Outcome::Applied { hash, .. } | Outcome::Unchanged { hash, .. } => {
+                store.save_applied_config(hash, &settings.node, &compiled.interfaces, &sources, now)
+            }
+            _ => Ok(()),
+        });
+    if let Err(e) = saved {
         errln!(
             "hostpolicyd: warning: cannot write the state directory {}: {e}",
             settings.state_dir.display()

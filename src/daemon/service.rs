@@ -64,6 +64,8 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     /// change. The texts rather than the model: a tenth of the memory (10,000 policies: 3 MiB of YAML,
     /// ~30 MiB of model), and the daemon's peak is a reload, when the old and the new one coexist.
     sources: Option<Sources>,
+    /// The content hash whose configuration the state directory records (`applied-config.json`).
+    applied_saved: Option<String>,
     pub(super) info: DaemonInfo,
     /// Our table, guarded against changes by others.
     pub(super) guard: Guard,
@@ -126,6 +128,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             status,
             notifier: Notifier::from_env(),
             sources: None,
+            applied_saved: None,
             info,
             guard: Guard::new(&settings.table),
             clock,
@@ -305,6 +308,9 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             // A valid configuration replaces the last one whatever the apply's outcome.
             self.sources = Some(sources);
         }
+        if let Ok(c) = &built {
+            self.save_applied_config(&outcome, c);
+        }
         drop(built);
         give_back_free_memory();
         outcome
@@ -374,6 +380,9 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.set_busy(true);
         let built = self.compile(loaded);
         let outcome = self.reconcile(built.as_ref(), "interfaces");
+        if let Ok(c) = &built {
+            self.save_applied_config(&outcome, c);
+        }
         drop(built);
         give_back_free_memory();
         Some(outcome)
@@ -436,6 +445,33 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.save_state();
         self.set_busy(false);
         outcome
+    }
+
+    /// When `compiled` is now in force (applied, or found in the kernel), records its files, node and
+    /// interfaces in the state directory: what `hostpolicyd plan` compares with.
+    fn save_applied_config(&mut self, outcome: &Outcome, compiled: &pipeline::Compiled) {
+        let hash = match outcome {
+            Outcome::Applied { hash, .. } | Outcome::Unchanged { hash, .. } => hash,
+            _ => return,
+        };
+        if self.applied_saved.as_ref() == Some(hash) {
+            return;
+        }
+        let Some(sources) = &self.sources else { return };
+        match self.store.save_applied_config(
+            hash,
+            &self.settings.node,
+            &compiled.interfaces,
+            sources,
+            self.clock.wall(),
+        ) {
+            Ok(()) => self.applied_saved = Some(hash.clone()),
+            Err(e) => warn!(
+                event = "state_unwritable",
+                "cannot record the applied configuration in {}: {e}",
+                self.store.dir().display()
+            ),
+        }
     }
 
     fn save_state(&mut self) {

@@ -7,16 +7,20 @@
 //!   time, the host endpoints with their policies per stage and direction, the last error and the last
 //!   rollback.
 //!
-//! Both are written atomically: a temporary file in the same directory (created `O_EXCL | O_NOFOLLOW`,
+//! - `applied-config.json`: the configuration behind the last good ruleset ([`AppliedConfig`]): the texts
+//!   of its files, the node and the interfaces it was compiled for, and the content hash it compiled to.
+//!   `hostpolicyd plan` compares the configuration directory with it when the kernel holds that hash.
+//!
+//! All are written atomically: a temporary file in the same directory (created `O_EXCL | O_NOFOLLOW`,
 //! so that no link planted there is followed), fsync, rename over the old one, fsync of the directory.
 //! A reader sees the old file or the new one, never half of one.
 //!
-//! Both are read as configuration files are ([`crate::trust`]): the state directory is opened by
+//! All are read as configuration files are ([`crate::trust`]): the state directory is opened by
 //! walking its real path, each file opened once without following a link and without blocking on a
 //! FIFO, judged by `fstat` (a regular file owned by root or our user, not group- or world-writable,
 //! in a directory of the same kind unless `--strict-modes=no`) and read with a bound
-//! ([`MAX_LAST_GOOD_BYTES`], [`MAX_SUMMARY_BYTES`]). Anything else is unreadable state: an error the
-//! daemon logs as `state_unreadable` and goes on without.
+//! ([`MAX_LAST_GOOD_BYTES`], [`MAX_SUMMARY_BYTES`], [`MAX_APPLIED_CONFIG_BYTES`]). Anything else is
+//! unreadable state: an error the daemon logs as `state_unreadable` and goes on without.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -36,11 +40,63 @@ use crate::trust;
 
 pub const LAST_GOOD_FILE: &str = "last-good.json";
 pub const SUMMARY_FILE: &str = "status.json";
+pub const APPLIED_CONFIG_FILE: &str = "applied-config.json";
+
+/// The configuration whose ruleset was applied and kept: what this node enforces while the kernel holds
+/// `hash` (`hostpolicyd plan` compares with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedConfig {
+    /// Format version of this file.
+    pub version: u32,
+    /// Content hash of the ruleset these files compiled to (the one the kernel's table carries).
+    pub hash: String,
+    pub node: String,
+    pub saved_at: String,
+    /// The interfaces and addresses it was compiled for (IP-matched HostEndpoints depend on them).
+    pub interfaces: Vec<SavedInterface>,
+    /// The files as they were read: display name and text.
+    pub files: Vec<SavedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedInterface {
+    pub name: String,
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFile {
+    pub name: String,
+    pub text: String,
+}
+
+impl AppliedConfig {
+    pub fn interfaces(&self) -> Vec<crate::resolve::Interface> {
+        self.interfaces
+            .iter()
+            .map(|i| crate::resolve::Interface {
+                name: i.name.clone(),
+                addrs: i.addrs.clone(),
+            })
+            .collect()
+    }
+
+    /// `(display name, text)` pairs, as `config::load::load_sources` takes them.
+    pub fn sources(&self) -> Vec<(String, String)> {
+        self.files
+            .iter()
+            .map(|f| (f.name.clone(), f.text.clone()))
+            .collect()
+    }
+}
 
 /// The largest `last-good.json` read back (512 MiB): the ruleset of the benchmark's largest workload
 /// (10,000 policies and a 100,000-net set) is 19 MiB of JSON, and the input limits of
 /// hostpolicy.d(5) keep any valid configuration's well below this.
 pub const MAX_LAST_GOOD_BYTES: u64 = 512 << 20;
+/// The largest `applied-config.json` read back (512 MiB): the texts of a configuration directory
+/// (at most [`crate::config::load::MAX_INPUT_BYTES`]) escaped as JSON strings, and its interfaces.
+pub const MAX_APPLIED_CONFIG_BYTES: u64 = 512 << 20;
 /// The largest `status.json` read back (16 MiB): diagnostics are capped ([`crate::config::diag::kept`]).
 pub const MAX_SUMMARY_BYTES: u64 = 16 << 20;
 
@@ -383,6 +439,77 @@ impl Store {
         Ok(Some(doc))
     }
 
+    /// Records the configuration behind the ruleset with content hash `hash` (see [`AppliedConfig`]).
+    pub fn save_applied_config(
+        &self,
+        hash: &str,
+        node: &str,
+        interfaces: &[crate::resolve::Interface],
+        sources: &[(String, String)],
+        now: SystemTime,
+    ) -> io::Result<()> {
+        let dir = self.ensure_dir()?;
+        #[derive(Serialize)]
+        struct File<'a> {
+            name: &'a str,
+            text: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            hash: &'a str,
+            node: &'a str,
+            saved_at: String,
+            interfaces: Vec<SavedInterface>,
+            files: Vec<File<'a>>,
+        }
+        let doc = Doc {
+            version: 1,
+            hash,
+            node,
+            saved_at: rfc3339(now),
+            interfaces: interfaces
+                .iter()
+                .map(|i| SavedInterface {
+                    name: i.name.clone(),
+                    addrs: i.addrs.clone(),
+                })
+                .collect(),
+            files: sources
+                .iter()
+                .map(|(name, text)| File { name, text })
+                .collect(),
+        };
+        write_in(&dir, APPLIED_CONFIG_FILE, |w| {
+            serde_json::to_writer(w, &doc).map_err(io::Error::other)
+        })
+    }
+
+    /// The configuration recorded by [`Store::save_applied_config`], or None when there is none.
+    pub fn load_applied_config(&self) -> io::Result<Option<AppliedConfig>> {
+        let path = self.dir.join(APPLIED_CONFIG_FILE);
+        let Some(bytes) = self.read(APPLIED_CONFIG_FILE, MAX_APPLIED_CONFIG_BYTES)? else {
+            return Ok(None);
+        };
+        let doc: AppliedConfig = serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        if doc.version != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: format version {} is not one this hostpolicyd reads (1)",
+                    path.display(),
+                    doc.version
+                ),
+            ));
+        }
+        Ok(Some(doc))
+    }
+
     pub fn save_summary(&self, summary: &Summary) -> io::Result<()> {
         let dir = self.ensure_dir()?;
         let json = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
@@ -602,6 +729,29 @@ pub(crate) mod tests {
         fs::write(&path, text).unwrap();
         let err = store.load_last_good().unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn applied_config_round_trips() {
+        let dir = temp_dir("applied");
+        let store = Store::new(&dir);
+        assert_eq!(store.load_applied_config().unwrap(), None);
+        let ifaces = vec![crate::resolve::Interface {
+            name: "eth0".into(),
+            addrs: vec!["192.0.2.1".parse().unwrap()],
+        }];
+        let sources = vec![(
+            "/etc/hostpolicy.d/a.yaml".to_string(),
+            "x: \"y\"\n".to_string(),
+        )];
+        store
+            .save_applied_config("abc", "node1", &ifaces, &sources, UNIX_EPOCH)
+            .unwrap();
+        let back = store.load_applied_config().unwrap().unwrap();
+        assert_eq!((back.hash.as_str(), back.node.as_str()), ("abc", "node1"));
+        assert_eq!(back.interfaces(), ifaces);
+        assert_eq!(back.sources(), sources);
         fs::remove_dir_all(&dir).unwrap();
     }
 
