@@ -350,9 +350,17 @@ fn ansible_check_mode_plans_and_the_run_applies() {
     };
     let plan_task = "Plan the packets whose verdict the change alters";
 
-    // 1. A fresh node, check mode.
+    // 1. A fresh node, check mode. (The machine's /etc and /var are overlays of this host's: whatever
+    // of hostpolicyd the host has is removed in the overlay only.)
+    machine.exec(&[
+        "rm",
+        "-rf",
+        "/etc/hostpolicy.d",
+        "/etc/default/hostpolicyd",
+        "/var/lib/hostpolicyd",
+    ]);
     assert!(
-        !machine.exists("/usr/sbin/hostpolicyd"),
+        !machine.exists("/usr/sbin/hostpolicyd") && !machine.exists("/etc/hostpolicy.d"),
         "the machine is not fresh"
     );
     let (ok1, text) = play.run(&["--check", "--diff"]);

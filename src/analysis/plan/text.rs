@@ -100,11 +100,14 @@ pub fn decided(d: &DecidedBy) -> String {
     };
     match d.kind {
         Kind::Policy => {
+            // Rules are named counting from 1 for people (the JSON keeps the 0-based index).
+            let rule = match (d.direction, d.rule) {
+                (Some(dir), Some(i)) => crate::ruleset::rule_name(dir, i as usize),
+                _ => "rule ?".to_string(),
+            };
             let mut s = format!(
-                "{stage}policy {} {} rule {}",
-                d.policy.as_deref().unwrap_or("?"),
-                d.direction.unwrap_or("?"),
-                d.rule.map(|r| r.to_string()).unwrap_or_default()
+                "{stage}policy {} {rule}",
+                d.policy.as_deref().unwrap_or("?")
             );
             if let (Some(f), Some(l)) = (&d.file, d.line) {
                 let _ = write!(s, " ({f}:{l})");
