@@ -161,6 +161,17 @@ pub fn changes(before: &Config, after: &Config) -> ResourceChanges {
         same_policy,
         &mut out,
     );
+    // Staged policies never enforce (no verdict of `plan` depends on them), but they are resources
+    // of the change all the same.
+    diff_kind(
+        "StagedGlobalNetworkPolicy",
+        &before.staged,
+        &after.staged,
+        |r| &r.name,
+        |r| r.pos.clone(),
+        |a, b| a.staged == b.staged && same_policy(a, b),
+        &mut out,
+    );
     diff_kind(
         "Tier",
         &before.tiers,

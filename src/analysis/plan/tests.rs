@@ -737,6 +737,39 @@ fn reorder_rename_and_move_change_no_verdict() {
     assert!(regions.is_empty(), "{regions:#?}");
 }
 
+/// A staged policy never enforces: adding, changing or removing one is a resource change and no
+/// verdict change.
+#[test]
+fn a_staged_policy_is_a_resource_change_not_a_verdict_change() {
+    let staged = |port: u16| {
+        format!("- {{apiVersion: projectcalico.org/v3, kind: StagedGlobalNetworkPolicy, metadata: {{name: tighter}}, spec: {{order: 5, selector: \"role == 'node'\", ingress: [{{action: Deny, protocol: TCP, destination: {{ports: [{port}]}}}}]}}}}\n")
+    };
+    let base = format!("{HEP}{BASE}{METRICS}");
+    let with = |port| format!("{base}{}", staged(port));
+    for (before, after, added, changed, removed) in [
+        (base.clone(), with(9100), 1, 0, 0),
+        (with(9100), with(22), 0, 1, 0),
+        (with(22), base.clone(), 0, 0, 1),
+    ] {
+        let (cb, ca, regions) = plan(&before, &after);
+        assert!(regions.is_empty(), "{regions:#?}");
+        let r = resources::changes(&cb, &ca);
+        assert_eq!(
+            (r.added.len(), r.changed.len(), r.removed.len()),
+            (added, changed, removed),
+            "{r:#?}"
+        );
+        let all: Vec<&resources::ResourceRef> =
+            r.added.iter().chain(&r.changed).chain(&r.removed).collect();
+        assert_eq!(
+            all.iter()
+                .map(|x| (x.kind, x.name.as_str()))
+                .collect::<Vec<_>>(),
+            [("StagedGlobalNetworkPolicy", "tighter")]
+        );
+    }
+}
+
 /// One net of a large set changed: only that net's packets are looked at, and only the packets
 /// whose verdict changes are reported.
 #[test]
