@@ -779,6 +779,7 @@ fn bench_plan(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                 &a.config,
                 &[NODE.to_string()],
                 TABLE,
+                &hostpolicyd::settings::Flows::default(),
                 "bench".into(),
                 &|_| hostpolicyd::cli::plan::NodeInterfaces {
                     before: Vec::new(),

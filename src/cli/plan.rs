@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::analysis::plan::{self, Config2, Plan};
-use crate::compile::{compile, hash_from_comment};
+use crate::compile::{compile_with, hash_from_comment};
 use crate::config::diag::Diagnostic;
 use crate::config::load::{self, Loaded};
 use crate::config::model::Config;
@@ -24,7 +24,7 @@ use crate::engine::state::Store;
 use crate::exit;
 use crate::nft::{netlink::Netlink, Dataplane};
 use crate::resolve::{resolve, Interface};
-use crate::settings::Settings;
+use crate::settings::{Flows, Settings};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {
@@ -207,12 +207,14 @@ pub struct NodeInterfaces {
     pub live: Vec<IpAddr>,
 }
 
-/// The plan of `after` against `before` for `nodes`. Pure but for `interfaces`' answers.
+/// The plan of `after` against `before` for `nodes`, their rulesets compiled with the flow records of
+/// `flows` (as `apply` would compile them). Pure but for `interfaces`' answers.
 pub fn make_plan(
     before: &Config,
     after: &Config,
     nodes: &[String],
     table: &str,
+    flows: &Flows,
     compared_with: String,
     interfaces: &dyn Fn(&str) -> NodeInterfaces,
 ) -> Plan {
@@ -224,7 +226,7 @@ pub fn make_plan(
         // The two sides are independent: one thread each.
         let side = |config: &Config, ifaces: &[Interface]| {
             let view = resolve(config, node, ifaces);
-            let ruleset = compile(config, &view, table);
+            let ruleset = compile_with(config, &view, table, flows);
             (view, ruleset)
         };
         let ((vb, rb), (va, ra)) = std::thread::scope(|s| {
@@ -344,6 +346,7 @@ pub fn run(settings: &Settings, args: PlanArgs) -> u8 {
         &after,
         &nodes,
         &settings.table,
+        &settings.flows,
         baseline.description.clone(),
         &interfaces,
     );
