@@ -156,7 +156,12 @@ fn counters_follow_the_policy_that_allowed() {
         .expect("counters::read");
     let http: u64 = counters
         .iter()
-        .filter(|c| c.comment.as_deref() == Some("allow-http ingress rule 1 Allow"))
+        .filter(|c| {
+            // The comment ends with the rule's short file name and line (issue 20 item 7).
+            c.comment.as_deref().is_some_and(|t| {
+                t.starts_with("allow-http ingress rule 1 Allow (") && t.ends_with(')')
+            })
+        })
         .map(|c| c.packets)
         .sum();
     assert_eq!(http, last["allow-http ingress rule 1"].0);

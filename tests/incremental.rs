@@ -440,7 +440,8 @@ fn yaml(nets: &str, peer_ips: &str) -> String {
 
 /// The compiled ruleset of [`yaml`] for node1.
 fn compile_yaml(text: String) -> Ruleset {
-    let loaded = hostpolicyd::config::load::load_sources(&[("t.yaml".to_string(), text)]);
+    // Named as the daemon's test writes it: the rule comments carry the short file name.
+    let loaded = hostpolicyd::config::load::load_sources(&[("all.yaml".to_string(), text)]);
     hostpolicyd::pipeline::build(loaded, "node1", &[], TABLE, false)
         .unwrap_or_else(|e| panic!("{:?}", e.diagnostics))
         .ruleset

@@ -231,9 +231,10 @@ fn every_output_counts_the_rules_of_a_policy_from_1() {
         "node1",
         "render",
     ]));
+    // With the short file name and the line (issue 20 item 7).
     for comment in [
-        "comment \"allow-cluster-internal-ingress-only ingress rule 1 Allow\"",
-        "comment \"allow-cluster-internal-ingress-only ingress rule 2 Deny\"",
+        "comment \"allow-cluster-internal-ingress-only ingress rule 1 Allow (30-nodeport.yaml:22)\"",
+        "comment \"allow-cluster-internal-ingress-only ingress rule 2 Deny (30-nodeport.yaml:25)\"",
     ] {
         assert!(rendered.contains(comment), "{comment} in:\n{rendered}");
     }

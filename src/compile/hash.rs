@@ -1,9 +1,10 @@
 //! The content hash: what "the same ruleset" means for the daemon, and how it is written into the kernel.
 //!
-//! The hash covers what the kernel holds (table name, sets, maps, chains and their rules) and nothing
-//! else: not the table comment that carries it, and not the rules' origins (a policy that moved to
-//! another line of its file compiles to the same kernel table, and a `last-good.json` written before
-//! origins existed still has the hash it was stored with).
+//! The hash covers what the kernel holds (table name, sets, maps, chains and their rules, with their
+//! comments) and nothing else: not the table comment that carries it, and not the rules' origins (a
+//! `last-good.json` written before origins existed still has the hash it was stored with). A rule's
+//! comment ends with its file and line (`names::comment`), so a policy that moved to another line of
+//! its file changes the hash and the comments of its chain, nothing else.
 
 use sha2::{Digest, Sha256};
 

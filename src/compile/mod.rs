@@ -1607,9 +1607,38 @@ mod tests {
         assert_eq!(deny.tier.as_deref(), Some("default"));
         assert_eq!(deny.at.as_ref().unwrap().to_string(), "t.yaml:2:187");
         let moved = compiled(&format!("# a comment\n\n{HEP_AND_POLICY}"));
-        assert_eq!(moved.comment, rs.comment);
-        assert_eq!(moved.chains, rs.chains);
         assert_eq!(rule(&moved, 1).at.unwrap().line, 4);
+        // Issue 20 item 7: the comments carry the line, so they (and the content hash) change with
+        // it; the rules match and decide as before.
+        let without_comments = |r: &Ruleset| -> Vec<Vec<(Vec<Match>, Option<Verdict>)>> {
+            r.chains
+                .iter()
+                .map(|c| {
+                    c.rules
+                        .iter()
+                        .map(|r| (r.matches.clone(), r.verdict.clone()))
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(without_comments(&moved), without_comments(&rs));
+        let comments = |r: &Ruleset| -> Vec<String> {
+            r.chains
+                .iter()
+                .flat_map(|c| c.rules.iter().filter_map(|r| r.comment.clone()))
+                .collect()
+        };
+        assert!(
+            comments(&rs).contains(&"p ingress rule 2 Deny (t.yaml:2)".to_owned()),
+            "{:?}",
+            comments(&rs)
+        );
+        assert!(
+            comments(&moved).contains(&"p ingress rule 2 Deny (t.yaml:4)".to_owned()),
+            "{:?}",
+            comments(&moved)
+        );
+        assert_ne!(moved.comment, rs.comment);
         // The defaults of the HostEndpoint's chains name it, their stage and direction.
         let fh = names::endpoint_chain(Stage::Normal, Dir::Ingress, "h");
         let kinds: Vec<Kind> = (0..rs.chain(&fh).unwrap().rules.len())

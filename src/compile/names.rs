@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::hash::debug_digest;
 use crate::config::model::DEFAULT_TIER;
-use crate::ruleset::{Dir, Family, Kind, Origin, SetElement, SetType, Stage};
+use crate::ruleset::{Dir, Family, Kind, Origin, SetElement, SetType, SourcePos, Stage};
 
 pub const DEFAULT_TABLE: &str = "hostpolicy";
 
@@ -239,7 +239,9 @@ pub fn log_prefix(template: &str, tier: &str, policy: &str) -> String {
 /// The comment of a rule, for people reading `nft list`: made from its origin for the rules that can
 /// decide (`POLICY ingress rule N Action`, rules counted from 1: `ruleset::rule_name`; `HEP: end of
 /// tier default deny`, `HEP: no profile matched`,
-/// `HEP: profile NAME`...); `None` for the others, which carry a fixed text ([`WILDCARD`], ...) or none.
+/// `HEP: profile NAME`...), followed by the file and line it comes from (` (30-nodeport.yaml:41)`:
+/// the rule's, or the HostEndpoint's for its defaults); `None` for the others, which carry a fixed
+/// text ([`WILDCARD`], ...) or none.
 ///
 /// A policy of another tier than `default` is named `TIER/POLICY` (`platform/guard ingress[0] Deny`),
 /// and the start of every tier but the first of a chain says so (`HEP: start of tier platform`): the
@@ -274,7 +276,26 @@ pub fn comment(origin: &Origin) -> Option<String> {
         }
         _ => return None,
     };
-    Some(truncate(&text, MAX_COMMENT))
+    Some(with_position(&text, origin.at.as_ref()))
+}
+
+/// Most bytes of a comment the position may take: a file name longer than this keeps its start.
+const MAX_POSITION: usize = 64;
+
+/// `TEXT (FILE:LINE)`: the short file name (the path's last component: where the directory is, the
+/// reader knows) and the line, cut to the 128 bytes nftables keeps. The position is what an operator
+/// greps for, so the text before it is cut first; the line number is never cut, and a file name so
+/// long that the position would take more than [`MAX_POSITION`] bytes keeps its start.
+fn with_position(text: &str, at: Option<&SourcePos>) -> String {
+    let Some(at) = at else {
+        return truncate(text, MAX_COMMENT);
+    };
+    let file = at.file.rsplit('/').next().unwrap_or(&at.file);
+    let line = format!(":{}", at.line);
+    let file = truncate(file, MAX_POSITION.saturating_sub(line.len()));
+    let position = format!(" ({file}{line})");
+    let head = truncate(text, MAX_COMMENT.saturating_sub(position.len()));
+    format!("{head}{position}")
 }
 
 /// What a host endpoint's default rule does, as its comment says after `HEP: ` (and as `status
@@ -440,6 +461,57 @@ mod tests {
         assert_eq!(comment(&e), None, "the jumps to policies have no comment");
         o.policy = Some("x".repeat(200).into());
         assert_eq!(comment(&o).unwrap().len(), MAX_COMMENT);
+    }
+
+    /// Issue 20 item 7: a comment names the short file name and line; what does not fit in nftables'
+    /// 128 bytes is cut from the text before the position, and a very long file name keeps its start.
+    #[test]
+    fn comments_carry_file_and_line() {
+        let at = |file: &str, line: u32| SourcePos {
+            file: file.into(),
+            line,
+            column: 7,
+        };
+        let mut o = Origin::new(Kind::Policy);
+        o.policy = Some("allow-nodeport".into());
+        o.direction = Some(Dir::Ingress);
+        o.rule = Some(0);
+        o.action = Some(RuleAction::Allow);
+        o.at = Some(at("/etc/hostpolicy.d/30-nodeport.yaml", 41));
+        assert_eq!(
+            comment(&o).as_deref(),
+            Some("allow-nodeport ingress rule 1 Allow (30-nodeport.yaml:41)")
+        );
+        let mut d = Origin::new(Kind::NoPolicy);
+        d.host_endpoint = Some("h".into());
+        d.stage = Some(Stage::Normal);
+        d.at = Some(at("hosts.yaml", 3));
+        assert_eq!(
+            comment(&d).as_deref(),
+            Some("h: no profile matched (hosts.yaml:3)")
+        );
+        // A long policy name is cut; the position stays whole.
+        o.policy = Some("p".repeat(200).into());
+        let c = comment(&o).unwrap();
+        assert_eq!(c.len(), MAX_COMMENT);
+        assert!(c.starts_with("ppp"), "{c}");
+        assert!(c.ends_with("ppp (30-nodeport.yaml:41)"), "{c}");
+        // A long file name keeps its start and the line.
+        o.policy = Some("p".into());
+        o.at = Some(at(&format!("/d/{}.yaml", "f".repeat(200)), 123456));
+        let c = comment(&o).unwrap();
+        assert_eq!(
+            c,
+            format!(
+                "p ingress rule 1 Allow ({}:123456)",
+                "f".repeat(MAX_POSITION - 7)
+            )
+        );
+        // Multi-byte characters are never split.
+        o.policy = Some("é".repeat(100).into());
+        o.at = Some(at("t.yaml", 1));
+        let c = comment(&o).unwrap();
+        assert!(c.len() <= MAX_COMMENT && c.ends_with(" (t.yaml:1)"), "{c}");
     }
 
     #[test]

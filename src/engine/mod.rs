@@ -751,6 +751,12 @@ fn policy_fingerprints(r: &Ruleset) -> BTreeMap<String, String> {
         let text = out.entry(name).or_default();
         match o.kind {
             Kind::Policy => {
+                // Without the comment, which carries the rule's line: a policy that only moved is
+                // unchanged.
+                let rule = &crate::ruleset::Rule {
+                    comment: None,
+                    ..rule.clone()
+                };
                 let _ = write!(text, "{:?} {rule:?}", o.direction);
                 for m in &rule.matches {
                     if let Match::Addr { set, .. }
