@@ -178,11 +178,24 @@ pub struct NodeView {
     /// The active `interfaceName: "*"` HEP, if any.
     pub wildcard: Option<ActiveEndpoint>,
     pub selector_sets: BTreeMap<SelectorKey, AddressSet>,
-    /// Lints found while resolving (policy selecting nothing, selectors that miss HEPs without
-    /// expectedIPs, HEP conflicts, untracked policy on a wildcard HEP).
+    /// Lints found while resolving (policy selecting nothing, HEP conflicts, inactive HEPs, untracked
+    /// policy on a wildcard HEP).
     pub warnings: Vec<Diagnostic>,
     /// With staged policies: the would-be configuration ([`Config::would_be`]) resolved the same way.
     pub staged: Option<Box<Staged>>,
+    /// The HostEndpoints of this node that govern no interface, and why, in name order.
+    pub inactive: Vec<InactiveEndpoint>,
+}
+
+/// A HostEndpoint of this node left out of the ruleset: it governs no interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InactiveEndpoint {
+    /// Index into `Config::host_endpoints`.
+    pub hep: usize,
+    pub name: String,
+    /// Why, for people: `none of its expectedIPs (192.0.2.9) is an address of an interface of this
+    /// node`.
+    pub reason: String,
 }
 
 /// The would-be set of policies (every staged policy enforced) and this node's view of it: what the
@@ -216,7 +229,7 @@ pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeVie
     let settings = effective_settings(&config.felix, node);
     let order = policy_order(config);
 
-    let (claims, wildcard_hep) =
+    let (claims, wildcard_hep, inactive) =
         claim_interfaces(config, node, interfaces, &settings, &mut warnings);
     let mut endpoints = Vec::new();
     for (hep, ifaces) in claims {
@@ -246,6 +259,7 @@ pub fn resolve(config: &Config, node: &str, interfaces: &[Interface]) -> NodeVie
         selector_sets,
         warnings,
         staged,
+        inactive,
     }
 }
 
@@ -404,7 +418,12 @@ fn claim_interfaces(
     interfaces: &[Interface],
     settings: &Settings,
     warnings: &mut Vec<Diagnostic>,
-) -> (BTreeMap<usize, Vec<String>>, Option<usize>) {
+) -> (
+    BTreeMap<usize, Vec<String>>,
+    Option<usize>,
+    Vec<InactiveEndpoint>,
+) {
+    let mut why: BTreeMap<usize, String> = BTreeMap::new();
     let local: Vec<usize> = {
         let mut v: Vec<usize> = (0..config.host_endpoints.len())
             .filter(|&i| config.host_endpoints[i].node == node)
@@ -425,6 +444,13 @@ fn claim_interfaces(
             Some("*") => {
                 if let Some(winner) = wildcard {
                     let w: &HostEndpoint = &config.host_endpoints[winner];
+                    why.insert(
+                        i,
+                        format!(
+                            "only one interfaceName \"*\" HostEndpoint is used per node, and '{}' sorts first",
+                            w.name
+                        ),
+                    );
                     warnings.push(Diagnostic::warning(
                         hep.pos.clone(),
                         format!(
@@ -438,6 +464,10 @@ fn claim_interfaces(
             }
             Some(name) if !name.is_empty() => {
                 if is_workload(name, settings) {
+                    why.insert(
+                        i,
+                        format!("interface '{name}' is a workload interface (interfacePrefix)"),
+                    );
                     warnings.push(Diagnostic::warning(
                         hep.pos.clone(),
                         format!("HostEndpoint '{}' names workload interface '{name}', which is never governed by a HostEndpoint (interfacePrefix)", hep.name),
@@ -447,13 +477,35 @@ fn claim_interfaces(
                 candidates.entry(name.to_string()).or_default().push(i);
             }
             _ => {
+                let mut found = false;
                 for iface in interfaces {
                     if is_workload(&iface.name, settings) {
                         continue;
                     }
                     if iface.addrs.iter().any(|a| hep.expected_ips.contains(a)) {
                         candidates.entry(iface.name.clone()).or_default().push(i);
+                        found = true;
                     }
+                }
+                if !found {
+                    // Issue 20 item 8: left out of the ruleset; say so.
+                    let ips = hep
+                        .expected_ips
+                        .iter()
+                        .map(|ip| ip.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let reason = format!(
+                        "none of its expectedIPs ({ips}) is an address of an interface of this node"
+                    );
+                    warnings.push(Diagnostic::warning(
+                        hep.pos.clone(),
+                        format!(
+                            "HostEndpoint '{}' (node {}) is inactive: {reason}, so it governs no interface and its policies apply nowhere here (give it an interfaceName, or correct expectedIPs)",
+                            hep.name, hep.node
+                        ),
+                    ));
+                    why.insert(i, reason);
                 }
             }
         }
@@ -479,7 +531,57 @@ fn claim_interfaces(
         }
         claims.entry(winner).or_default().push(iface);
     }
-    (claims, wildcard)
+    // A HostEndpoint every interface of which another one took.
+    for &i in &local {
+        if claims.contains_key(&i) || wildcard == Some(i) || why.contains_key(&i) {
+            continue;
+        }
+        let hep = &config.host_endpoints[i];
+        if hep.interface_name.as_deref().is_some_and(|n| !n.is_empty()) {
+            let name = hep.interface_name.as_deref().unwrap_or_default();
+            if let Some((winner, _)) = claims
+                .iter()
+                .find(|(_, ifaces)| ifaces.iter().any(|f| f == name))
+            {
+                why.insert(
+                    i,
+                    format!(
+                        "HostEndpoint '{}' also matches interface '{name}' and sorts first",
+                        config.host_endpoints[*winner].name
+                    ),
+                );
+            }
+        } else {
+            let mine: Vec<&str> = interfaces
+                .iter()
+                .filter(|f| f.addrs.iter().any(|a| hep.expected_ips.contains(a)))
+                .map(|f| f.name.as_str())
+                .collect();
+            let winners: BTreeSet<String> = claims
+                .iter()
+                .filter(|(_, ifaces)| ifaces.iter().any(|f| mine.contains(&f.as_str())))
+                .map(|(&w, _)| format!("'{}'", config.host_endpoints[w].name))
+                .collect();
+            let winners: Vec<String> = winners.into_iter().collect();
+            why.insert(
+                i,
+                format!(
+                    "the interfaces that carry its expectedIPs are governed by HostEndpoint {}, which sorts first",
+                    winners.join(", ")
+                ),
+            );
+        }
+    }
+    let mut inactive: Vec<InactiveEndpoint> = why
+        .into_iter()
+        .map(|(hep, reason)| InactiveEndpoint {
+            hep,
+            name: config.host_endpoints[hep].name.clone(),
+            reason,
+        })
+        .collect();
+    inactive.sort_by(|a, b| a.name.cmp(&b.name));
+    (claims, wildcard, inactive)
 }
 
 /// Whether a policy's top-level selectors select a HEP with these labels (spec §1.3, §2.4): the
@@ -596,14 +698,14 @@ pub const MAX_SELECTOR_ADDRESSES: usize = 5_000_000;
 
 /// Every rule selector and notSelector, resolved to the addresses of the HEPs (any node, their
 /// expectedIPs) and GlobalNetworkSets (their nets) it matches (spec §3.8). Stops with an error when
-/// they come to more than [`MAX_SELECTOR_ADDRESSES`].
+/// they come to more than [`MAX_SELECTOR_ADDRESSES`]. A selector that matches HostEndpoints without
+/// expectedIPs is a lint (`analysis::lint`), which names its consequence.
 fn resolve_rule_selectors(
     config: &Config,
     warnings: &mut Vec<Diagnostic>,
     limit: usize,
 ) -> BTreeMap<SelectorKey, AddressSet> {
     let mut sets = BTreeMap::new();
-    let mut warned: BTreeSet<String> = BTreeSet::new();
     // Addresses so far, and per selector (its position and count) for the message.
     let mut total = 0usize;
     let mut sizes: Vec<(usize, String, crate::config::model::Pos)> = Vec::new();
@@ -618,21 +720,7 @@ fn resolve_rule_selectors(
                     if sets.contains_key(&key) {
                         continue;
                     }
-                    let (set, without_ips) =
-                        selector_addresses(config, &sel.value, &entity.namespace_scope);
-                    if !without_ips.is_empty()
-                        && warned.insert(format!("{}@{}", key.canonical, sel.pos))
-                    {
-                        warnings.push(Diagnostic::warning(
-                            sel.pos.clone(),
-                            format!(
-                                "rule selector `{}` matches HostEndpoint {} without expectedIPs: a rule selector matches a host only through its expectedIPs (see Entity rules in hostpolicy.d(5)), so {} nothing to it",
-                                sel.value.source(),
-                                without_ips.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
-                                if without_ips.len() == 1 { "it adds" } else { "they add" }
-                            ),
-                        ));
-                    }
+                    let (set, _) = selector_addresses(config, &sel.value, &entity.namespace_scope);
                     let size = set.v4.len() + set.v6.len();
                     total += size;
                     sizes.push((size, sel.value.source().to_string(), sel.pos.clone()));
@@ -768,6 +856,52 @@ mod tests {
         let loaded = load_sources(&[("test.yaml".to_string(), yaml.to_string())]);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
         loaded.config
+    }
+
+    /// Issue 20 item 8: every HostEndpoint of this node that governs no interface is listed with why;
+    /// one whose expectedIPs are on no interface is also a warning (it was left out silently).
+    #[test]
+    fn inactive_host_endpoints_and_why() {
+        let c = config(
+            r#"
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: a-ip}, spec: {node: node1, expectedIPs: [192.0.2.1]}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: b-ip}, spec: {node: node1, expectedIPs: [192.0.2.1]}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: c-away}, spec: {node: node1, expectedIPs: [203.0.113.9, "2001:db8::9"]}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: d-eth1}, spec: {node: node1, interfaceName: eth1}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: e-eth1}, spec: {node: node1, interfaceName: eth1}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: f-all}, spec: {node: node1, interfaceName: "*"}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: g-all}, spec: {node: node1, interfaceName: "*"}}
+- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: h-other}, spec: {node: node2, expectedIPs: [203.0.113.10]}}
+"#,
+        );
+        let view = resolve(
+            &c,
+            "node1",
+            &[iface("eth0", &["192.0.2.1"]), iface("eth1", &[])],
+        );
+        let inactive: Vec<(&str, &str)> = view
+            .inactive
+            .iter()
+            .map(|i| (i.name.as_str(), i.reason.as_str()))
+            .collect();
+        assert_eq!(
+            inactive,
+            [
+                ("b-ip", "the interfaces that carry its expectedIPs are governed by HostEndpoint 'a-ip', which sorts first"),
+                ("c-away", "none of its expectedIPs (203.0.113.9, 2001:db8::9) is an address of an interface of this node"),
+                ("e-eth1", "HostEndpoint 'd-eth1' also matches interface 'eth1' and sorts first"),
+                ("g-all", "only one interfaceName \"*\" HostEndpoint is used per node, and 'f-all' sorts first"),
+            ]
+        );
+        let warned: Vec<&str> = view
+            .warnings
+            .iter()
+            .map(|w| w.message.as_str())
+            .filter(|m| m.contains("c-away"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{:?}", view.warnings);
+        assert!(warned[0].starts_with("HostEndpoint 'c-away' (node node1) is inactive: none of its expectedIPs (203.0.113.9, 2001:db8::9) is an address of an interface of this node, so it governs no interface"), "{warned:?}");
+        assert!(!view.warnings.iter().any(|w| w.message.contains("h-other")));
     }
 
     fn iface(name: &str, addrs: &[&str]) -> Interface {
@@ -969,7 +1103,7 @@ mod tests {
     }
 
     /// Spec §3.8: rule selectors resolve to expectedIPs of HEPs on any node and GNS nets; a HEP without
-    /// expectedIPs contributes nothing and is warned about (calico#4171).
+    /// expectedIPs contributes nothing (calico#4171; the lint that says so is in `analysis::lint`).
     #[test]
     fn rule_selector_sets_spec_3_8() {
         let c = config(
@@ -1001,16 +1135,17 @@ mod tests {
             set.v6,
             vec!["2001:db8::5/128".parse::<ipnet::Ipv6Net>().unwrap()]
         );
-        let w = view.warnings.iter().find(|w| {
-            w.message
-                .contains("matches HostEndpoint 'n1' without expectedIPs")
-        });
-        assert_eq!(
-            w.and_then(|w| w.pos.as_ref()).map(|p| p.line),
-            Some(19),
-            "{:?}",
-            view.warnings
+        let (_, without_ips) = selector_addresses(
+            &c,
+            &c.policies[0].ingress[0]
+                .destination
+                .selector
+                .as_ref()
+                .unwrap()
+                .value,
+            &NamespaceScope::Any,
         );
+        assert_eq!(without_ips, ["n1"]);
     }
 
     /// Spec §4.1, §5.3: Felix defaults; `node.<name>` overrides `default` field by field; marks avoid

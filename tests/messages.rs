@@ -372,3 +372,171 @@ spec:
         }
     }
 }
+
+/// Item 5 ("Done when"): a HostEndpoint whose only policies are doNotTrack ones has no normal-stage
+/// policy, so everything they do not allow is denied by the default: `check --strict` fails with a
+/// warning naming each direction.
+#[test]
+fn only_do_not_track_policy_is_a_warning_per_direction() {
+    let untracked = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: memcached-untracked}
+spec:
+  doNotTrack: true
+  applyOnForward: true
+  selector: role == 'edge'
+  order: 10
+  ingress:
+    - {action: Allow, protocol: UDP, source: {nets: [192.0.2.0/24]}, destination: {ports: [11211]}}
+  egress:
+    - {action: Allow, protocol: UDP, destination: {nets: [192.0.2.0/24]}, source: {ports: [11211]}}
+";
+    let dir = Dir::new(&[("10-hep.yaml", HEP), ("20-untracked.yaml", untracked)]);
+    let strict = dir.run(&["check", "--strict"]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
+    let err = stderr(&strict);
+    for dir_name in ["ingress", "egress"] {
+        let line = format!(
+            "10-hep.yaml:1:1: error: HostEndpoint 'node1-eth0' (node node1) has only doNotTrack policy for {dir_name} ('memcached-untracked') and no normal policy: the {dir_name} traffic of local processes through it that it does not allow is denied by the default of the normal stage"
+        );
+        assert!(err.contains(&line), "{line}\nnot in:\n{err}");
+    }
+    assert!(
+        err.ends_with("hostpolicyd: 2 errors (all warnings, which --strict counts as errors): configuration is invalid\n"),
+        "{err}"
+    );
+    // A normal policy for each direction: valid under --strict.
+    let normal = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: ssh-and-out}
+spec:
+  selector: role == 'edge'
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}]
+  egress: [{action: Allow}]
+";
+    std::fs::write(dir.path().join("30-normal.yaml"), normal).unwrap();
+    let strict = dir.run(&["check", "--strict"]);
+    assert_eq!(strict.status.code(), Some(0), "{}", stderr(&strict));
+}
+
+/// Item 4: the node-port shape with a HostEndpoint without expectedIPs. The warning names what
+/// happens to the node-port traffic instead, as `explain` says: the catch-all Deny of the other
+/// preDNAT policy drops it.
+#[test]
+fn selector_without_expected_ips_names_the_traffic_dropped() {
+    let hep = "apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: node1-eth0
+  labels: {kubernetes-host: \"\", exposed: \"true\"}
+spec: {node: node1, interfaceName: eth0}
+";
+    let policies = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: internal-only}
+spec:
+  order: 20
+  preDNAT: true
+  applyOnForward: true
+  selector: has(kubernetes-host)
+  ingress:
+    - {action: Allow, source: {nets: [198.51.100.0/24]}}
+    - action: Deny
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: open-node-port}
+spec:
+  order: 10
+  preDNAT: true
+  applyOnForward: true
+  selector: exposed == 'true'
+  ingress:
+    - action: Allow
+      protocol: TCP
+      destination:
+        selector: has(kubernetes-host)
+        ports: [30080]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: out}
+spec:
+  selector: all()
+  egress: [{action: Allow}]
+";
+    let dir = Dir::new(&[("10-hep.yaml", hep), ("30-nodeport.yaml", policies)]);
+    let out = dir.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let expected = format!(
+        "30-nodeport.yaml:25:19: warning: rule selector `has(kubernetes-host)` matches HostEndpoint 'node1-eth0' without expectedIPs: a rule selector matches a host only through its expectedIPs (see Entity rules in hostpolicy.d(5)), so GlobalNetworkPolicy 'open-node-port' ingress rule 1 (Allow) does not allow traffic to it: e.g. TCP from 203.0.113.1 to port 30080 in eth0 (node node1) is dropped by [preDNAT] policy internal-only ingress rule 2: Deny ({}:11:7), as `hostpolicyd explain` shows\n",
+        dir.path().join("30-nodeport.yaml").display()
+    );
+    assert!(err.contains(&expected), "{expected}\nnot in:\n{err}");
+    // What explain itself says of that packet, on an interface with some address.
+    let explained = stdout(&dir.run(&[
+        "explain",
+        "--in",
+        "eth0",
+        "--src",
+        "203.0.113.1",
+        "--dst",
+        "192.0.2.1",
+        "--proto",
+        "tcp",
+        "--dport",
+        "30080",
+    ]));
+    assert!(
+        explained.contains("decided by: [preDNAT] policy internal-only ingress rule 2: Deny"),
+        "{explained}"
+    );
+}
+
+/// Item 8: a HostEndpoint with only expectedIPs that are on no interface of this node is left out:
+/// `check` warns, `render` says so in a comment line; a named port no HostEndpoint declares is a
+/// warning.
+#[test]
+fn inactive_host_endpoint_and_unknown_named_port_are_said() {
+    let hep = "apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: node1-uplink
+  labels: {role: edge}
+spec:
+  node: node1
+  expectedIPs: [203.0.113.254]
+  ports: [{name: metrics, protocol: TCP, port: 9100}]
+";
+    let policy = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: web}
+spec:
+  selector: role == 'edge'
+  types: [Ingress, Egress]
+  ingress:
+    - {action: Allow, protocol: TCP, destination: {ports: [https, metrics]}}
+  egress: [{action: Allow}]
+";
+    let dir = Dir::new(&[("10-hep.yaml", hep), ("20-web.yaml", policy)]);
+    let check = dir.run(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let err = stderr(&check);
+    assert!(
+        err.contains("10-hep.yaml:1:1: warning: HostEndpoint 'node1-uplink' (node node1) is inactive: none of its expectedIPs (203.0.113.254) is an address of an interface of this node, so it governs no interface and its policies apply nowhere here"),
+        "{err}"
+    );
+    assert!(
+        err.contains("20-web.yaml:8:7: warning: GlobalNetworkPolicy 'web' ingress rule 1: destination ports `https` matches nothing: no HostEndpoint declares a port named `https` with protocol TCP in its `ports`"),
+        "{err}"
+    );
+    assert!(!err.contains("`metrics`"), "declared: {err}");
+    let render = dir.run(&["render"]);
+    assert_eq!(render.status.code(), Some(0), "{}", stderr(&render));
+    assert!(
+        stdout(&render).starts_with("# HostEndpoint node1-uplink is inactive on node node1, so no rule here is for it: none of its expectedIPs (203.0.113.254) is an address of an interface of this node\n"),
+        "{}",
+        stdout(&render)
+    );
+}

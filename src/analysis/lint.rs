@@ -1,8 +1,7 @@
 //! Lints: warnings about configurations that are valid but almost certainly not what was meant. They
 //! reach `check` (and the daemon's log) through `pipeline::build`; `check --strict` makes them errors.
 //!
-//! Two more lints live in `resolve`, where the facts are computed: a policy that selects no HostEndpoint,
-//! and a rule selector that matches HostEndpoints without expectedIPs.
+//! One more lives in `resolve`, where the facts are computed: a policy that selects no HostEndpoint.
 //!
 //! Every lint here only fires on what it can prove, so that `--strict` stays usable:
 //! - **Shadowed rule**: an earlier rule of the same policy and direction with a final action (Allow,
@@ -12,6 +11,10 @@
 //!   normal) selects it for that direction and it has no `projectcalico-default-allow` profile, so local
 //!   traffic that way is denied except failsafe ports and replies. A preDNAT or untracked policy counts:
 //!   it can allow traffic (the shipped example allows SSH in with a preDNAT policy).
+//! - **HostEndpoint with only doNotTrack or preDNAT policy in one direction**: no normal policy selects
+//!   it for that direction, so what those policies do not allow is denied by the normal stage's default
+//!   (Calico's semantics), one warning per direction; not when one of them ends with a Deny of every
+//!   packet (the shipped example's node-port policy): then the author wrote that denial.
 //! - **Tier without policy** (tiers spec §3.1): a declared tier none of whose policies selects a
 //!   HostEndpoint of any node never takes part in any evaluation.
 //! - **Tier placed after `default` by its name** (tiers spec §1.1): a declared tier whose order is
@@ -26,6 +29,15 @@
 //! - **No HostEndpoint for this node**: no HostEndpoint names the node (`--node-name`, default the host
 //!   name), so the daemon would enforce nothing here: the examples copied unedited, a host name that is
 //!   not the one the HostEndpoints use.
+//! - **Rule selector that matches HostEndpoints without expectedIPs** (hostpolicy.d(5) "Entity rules"):
+//!   a rule selector matches a host only through its expectedIPs, so the rule does nothing for such a
+//!   HostEndpoint. The warning names the consequence: for an Allow rule about the HostEndpoint's own
+//!   traffic (ingress to it, egress from it, in a policy that selects it), what `explain` does to the
+//!   packet the rule was written for, evaluated on the HostEndpoint's node.
+//! - **Named port that matches nothing**: a rule's port name that no HostEndpoint (picked by the same
+//!   side's selector, when there is one) declares in `spec.ports` with the rule's protocol, or only
+//!   HostEndpoints without expectedIPs do: the port criterion matches nothing (in `notPorts`, it
+//!   excludes nothing).
 //! - **doNotTrack policy without its reverse direction** (spec §3.7): a doNotTrack policy allows traffic
 //!   in one direction of a HostEndpoint, and no doNotTrack policy allows anything in the other direction
 //!   of that HostEndpoint, so the replies meet conntrack as new or invalid packets. Deny-only doNotTrack
@@ -35,12 +47,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use ipnet::IpNet;
 
+use crate::analysis::explain::{explain, Packet, Path, Verdict};
 use crate::config::diag::Diagnostic;
 use crate::config::model::{
     proto, Action, Config, EntityRule, GlobalNetworkPolicy, HostEndpoint, NamespaceScope, Port,
     Rule, Tier, DEFAULT_TIER, DEFAULT_TIER_ORDER,
 };
-use crate::resolve::{policy_scope_ok, NodeView};
+use crate::resolve::{policy_scope_ok, policy_selects, resolve, Dir, Interface, NodeView};
 use crate::ruleset::rule_name;
 use crate::selector::Selector;
 
@@ -56,6 +69,8 @@ pub fn lint(config: &Config, view: &NodeView) -> Vec<Diagnostic> {
     tier_order_ties_with_default(config, &mut out);
     passes_that_reach_no_tier(config, &mut out);
     no_host_endpoint_for_node(config, &view.node, &mut out);
+    rule_selectors_missing_hosts(config, &mut out);
+    named_ports_nobody_declares(config, &mut out);
     out
 }
 
@@ -279,24 +294,24 @@ fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
             continue;
         }
         let groups = if hep.is_wildcard() { &tracked } else { &all };
-        let (mut ingress, mut egress) = (false, false);
-        for p in groups
-            .selecting(hep)
-            .flatten()
-            .map(|&i| &config.policies[i])
-        {
-            ingress |= p.ingress_type;
-            // preDNAT policies have no egress (validation).
-            egress |= p.egress_type && !p.pre_dnat;
-            if ingress && egress {
-                break;
-            }
-        }
-        for (dir, has, types) in [
-            ("ingress", ingress, "Ingress"),
-            ("egress", egress, "Egress"),
-        ] {
-            if !has {
+        let mut selecting: Vec<usize> = groups.selecting(hep).flatten().copied().collect();
+        selecting.sort_unstable();
+        for (dir, types) in [("ingress", "Ingress"), ("egress", "Egress")] {
+            let ingress = dir == "ingress";
+            // The policies of this direction, of any stage (preDNAT policies have no egress:
+            // validation).
+            let policies: Vec<&GlobalNetworkPolicy> = selecting
+                .iter()
+                .map(|&i| &config.policies[i])
+                .filter(|p| {
+                    if ingress {
+                        p.ingress_type
+                    } else {
+                        p.egress_type && !p.pre_dnat
+                    }
+                })
+                .collect();
+            if policies.is_empty() {
                 out.push(Diagnostic::warning(
                     hep.pos.clone(),
                     format!(
@@ -306,6 +321,379 @@ fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
                         crate::compile::DEFAULT_ALLOW_PROFILE
                     ),
                 ));
+                continue;
+            }
+            if policies.iter().any(|p| !p.do_not_track && !p.pre_dnat) {
+                continue;
+            }
+            // Only doNotTrack and preDNAT policies (issue 20 item 5): what they do not allow meets the
+            // normal stage, where no policy applies and the default denies it (HOW POLICY APPLIES in
+            // hostpolicy.d(5)). Unless one of them already ends with a Deny of everything: then the
+            // author said so.
+            let rules = |p: &&GlobalNetworkPolicy| -> bool {
+                let list = if ingress { &p.ingress } else { &p.egress };
+                list.iter()
+                    .any(|r| r.action == Action::Deny && matches_every_packet(r))
+            };
+            if policies.iter().any(rules) {
+                continue;
+            }
+            let kinds = match (
+                policies.iter().any(|p| p.do_not_track),
+                policies.iter().any(|p| p.pre_dnat),
+            ) {
+                (true, true) => "doNotTrack and preDNAT policies",
+                (true, false) => "doNotTrack policy",
+                _ => "preDNAT policy",
+            };
+            let names = policies
+                .iter()
+                .map(|p| format!("'{}'", p.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(Diagnostic::warning(
+                hep.pos.clone(),
+                format!(
+                    "HostEndpoint '{}' (node {}) has only {kinds} for {dir} ({names}) and no normal policy: the {dir} traffic of local processes through it that {} not allow is denied by the default of the normal stage, except failsafe ports and replies of allowed connections (add a normal policy that selects it with types [{types}], end {} with a rule `action: Deny`, or add the profile {})",
+                    hep.name,
+                    hep.node,
+                    if policies.len() == 1 { "it does" } else { "they do" },
+                    if policies.len() == 1 { "it" } else { "one of them" },
+                    crate::compile::DEFAULT_ALLOW_PROFILE
+                ),
+            ));
+        }
+    }
+}
+
+/// A rule without any match criterion: it matches every packet.
+fn matches_every_packet(r: &Rule) -> bool {
+    r.protocol.is_none()
+        && r.not_protocol.is_none()
+        && r.icmp.is_none()
+        && r.not_icmp.is_none()
+        && r.ip_version.is_none()
+        && r.source == EntityRule::default()
+        && r.destination == EntityRule::default()
+}
+
+// ---- rule selectors and HostEndpoints without expectedIPs ---------------------------------------------
+
+/// How many warnings of this lint get an evaluated example (each HostEndpoint's node is resolved once
+/// per address family for it); the others say what the rule does not do, without an example.
+const MAX_EXPLAINED: usize = 16;
+
+/// Where the example packets come from or go to: documentation addresses, the node's own first.
+const NODE_V4: &str = "192.0.2.1";
+const NODE_V6: &str = "2001:db8::1";
+const PEER_V4: &str = "203.0.113.1";
+const PEER_V6: &str = "2001:db8:ffff::1";
+
+fn rule_selectors_missing_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
+    // The HostEndpoints without expectedIPs a selector matches, once per selector text and scope.
+    let mut missing: HashMap<(String, bool), Vec<usize>> = HashMap::new();
+    let mut views: HashMap<(usize, bool), NodeView> = HashMap::new();
+    let mut explained = 0;
+    for policy in &config.policies {
+        for (dir, on, rules) in [
+            (Dir::Ingress, policy.ingress_type, &policy.ingress),
+            (Dir::Egress, policy.egress_type, &policy.egress),
+        ] {
+            for (index, rule) in rules.iter().enumerate() {
+                for (destination, entity) in [(false, &rule.source), (true, &rule.destination)] {
+                    for (negated, sel) in [(false, &entity.selector), (true, &entity.not_selector)]
+                    {
+                        let Some(sel) = sel else { continue };
+                        let namespaced = entity.namespace_scope == NamespaceScope::Namespaced;
+                        let heps = missing
+                            .entry((sel.value.source().to_owned(), namespaced))
+                            .or_insert_with(|| {
+                                if namespaced {
+                                    return Vec::new();
+                                }
+                                config
+                                    .host_endpoints
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(_, h)| {
+                                        h.expected_ips.is_empty() && sel.value.matches(&h.labels)
+                                    })
+                                    .map(|(i, _)| i)
+                                    .collect()
+                            });
+                        if heps.is_empty() {
+                            continue;
+                        }
+                        let names: Vec<String> = heps
+                            .iter()
+                            .map(|&i| format!("'{}'", config.host_endpoints[i].name))
+                            .collect();
+                        let what = format!(
+                            "GlobalNetworkPolicy '{}' {} ({:?})",
+                            policy.name,
+                            rule_name(dir.as_str(), index),
+                            rule.action
+                        );
+                        let (them, to) = (
+                            if heps.len() == 1 { "it" } else { "them" },
+                            if destination { "to" } else { "from" },
+                        );
+                        let mut consequence = if negated {
+                            format!(
+                                "so the notSelector of {what} does not exclude traffic {to} {them}"
+                            )
+                        } else {
+                            match rule.action {
+                                Action::Allow => {
+                                    format!("so {what} does not allow traffic {to} {them}")
+                                }
+                                Action::Deny => {
+                                    format!("so {what} does not deny traffic {to} {them}")
+                                }
+                                _ => format!("so {what} never matches traffic {to} {them}"),
+                            }
+                        };
+                        // The HostEndpoint's own traffic, which this rule was written to allow: what
+                        // happens to it instead, as explain says.
+                        let own = on
+                            && !negated
+                            && rule.action == Action::Allow
+                            && destination == (dir == Dir::Ingress);
+                        if own && explained < MAX_EXPLAINED {
+                            if let Some(example) = heps.iter().find_map(|&h| {
+                                example_instead(config, policy, dir, rule, h, &mut views)
+                            }) {
+                                explained += 1;
+                                consequence.push_str(&example);
+                            }
+                        }
+                        out.push(Diagnostic::warning(
+                            sel.pos.clone(),
+                            format!(
+                                "rule selector `{}` matches HostEndpoint {} without expectedIPs: a rule selector matches a host only through its expectedIPs (see Entity rules in hostpolicy.d(5)), {consequence}",
+                                sel.value.source(),
+                                names.join(", "),
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `: e.g. TCP from 203.0.113.1 to port 31852 in eth0 (node node1) is dropped by [preDNAT] policy deny
+/// ingress rule 2: Deny (FILE:LINE:COL), as `hostpolicyd explain` shows` — the packet `rule` was
+/// written for, on HostEndpoint `hep`'s interface and node; `None` when the policy does not apply to
+/// that HostEndpoint or it has no interface of its own.
+fn example_instead(
+    config: &Config,
+    policy: &GlobalNetworkPolicy,
+    dir: Dir,
+    rule: &Rule,
+    hep: usize,
+    views: &mut HashMap<(usize, bool), NodeView>,
+) -> Option<String> {
+    let h = &config.host_endpoints[hep];
+    let iface = h.interface_name.as_deref().filter(|i| *i != "*")?;
+    if !policy_selects(policy, &h.labels) {
+        return None;
+    }
+    let nets = rule.source.nets.iter().chain(rule.destination.nets.iter());
+    let v6 = match rule.ip_version {
+        Some(v) => v == 6,
+        None => match rule.protocol {
+            Some(proto::ICMPV6) => true,
+            Some(proto::ICMP) => false,
+            _ => nets
+                .clone()
+                .next()
+                .is_some_and(|n| matches!(n, IpNet::V6(_))),
+        },
+    };
+    let pick = |v4: &str, v6addr: &str| -> std::net::IpAddr {
+        (if v6 { v6addr } else { v4 })
+            .parse()
+            .expect("a literal address")
+    };
+    let node_addr = pick(NODE_V4, NODE_V6);
+    // The other end: the first net the rule names for it, else a documentation address.
+    let other_nets = if dir == Dir::Ingress {
+        &rule.source.nets
+    } else {
+        &rule.destination.nets
+    };
+    let peer = other_nets
+        .iter()
+        .find(|n| matches!(n, IpNet::V6(_)) == v6)
+        .map(|n| match n.hosts().next() {
+            Some(a) => a,
+            None => n.addr(),
+        })
+        .unwrap_or_else(|| pick(PEER_V4, PEER_V6));
+    let protocol = rule.protocol.unwrap_or(proto::TCP);
+    let first = |ports: &[Port]| {
+        ports.iter().find_map(|p| match p {
+            Port::Range(lo, _) => Some(*lo),
+            Port::Named(_) => None,
+        })
+    };
+    let (src, dst, path) = match dir {
+        Dir::Ingress => (
+            peer,
+            node_addr,
+            Path::Inbound {
+                iface: iface.to_owned(),
+            },
+        ),
+        Dir::Egress => (
+            node_addr,
+            peer,
+            Path::Outbound {
+                iface: iface.to_owned(),
+            },
+        ),
+    };
+    let mut packet = Packet::new(path, src, dst, protocol);
+    if matches!(
+        protocol,
+        proto::TCP | proto::UDP | proto::SCTP | proto::UDPLITE
+    ) {
+        packet.sport = first(&rule.source.ports);
+        packet.dport = first(&rule.destination.ports);
+    }
+    if let Some(icmp) = rule.icmp {
+        packet.icmp_type = Some(icmp.icmp_type);
+        packet.icmp_code = icmp.code;
+    }
+    let view = views.entry((hep, v6)).or_insert_with(|| {
+        resolve(
+            config,
+            &h.node,
+            &[Interface {
+                name: iface.to_owned(),
+                addrs: vec![node_addr],
+            }],
+        )
+    });
+    let e = explain(config, view, &packet);
+    let proto_text = crate::compile::proto_name(protocol).to_uppercase();
+    let port = packet
+        .dport
+        .map(|p| format!(" to port {p}"))
+        .unwrap_or_default();
+    let example = match dir {
+        Dir::Ingress => format!(
+            "{proto_text} from {peer}{port} in {iface} (node {})",
+            h.node
+        ),
+        Dir::Egress => format!(
+            "{proto_text} to {peer}{port} out of {iface} (node {})",
+            h.node
+        ),
+    };
+    let at = e
+        .decided_by
+        .at
+        .as_ref()
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    Some(match e.verdict {
+        Verdict::Drop => format!(
+            ": e.g. {example} is dropped by [{}] {}{at}, as `hostpolicyd explain` shows",
+            e.decided_by.stage, e.decided_by.text
+        ),
+        Verdict::Allow => format!(
+            " (e.g. {example} is allowed by [{}] {}{at} instead, as `hostpolicyd explain` shows)",
+            e.decided_by.stage, e.decided_by.text
+        ),
+    })
+}
+
+// ---- named ports -----------------------------------------------------------------------------------------
+
+fn named_ports_nobody_declares(config: &Config, out: &mut Vec<Diagnostic>) {
+    for policy in &config.policies {
+        for (dir, rules) in [
+            (Dir::Ingress, &policy.ingress),
+            (Dir::Egress, &policy.egress),
+        ] {
+            for (index, rule) in rules.iter().enumerate() {
+                for (side, entity) in [("source", &rule.source), ("destination", &rule.destination)]
+                {
+                    for (field, ports) in
+                        [("ports", &entity.ports), ("notPorts", &entity.not_ports)]
+                    {
+                        for name in ports.iter().filter_map(|p| match p {
+                            Port::Named(n) => Some(n.as_str()),
+                            Port::Range(..) => None,
+                        }) {
+                            let declaring: Vec<&HostEndpoint> =
+                                if entity.namespace_scope == NamespaceScope::Namespaced {
+                                    Vec::new()
+                                } else {
+                                    config
+                                        .host_endpoints
+                                        .iter()
+                                        .filter(|h| {
+                                            entity
+                                                .selector
+                                                .as_ref()
+                                                .is_none_or(|s| s.value.matches(&h.labels))
+                                        })
+                                        .filter(|h| {
+                                            h.ports.iter().any(|p| {
+                                                p.name == name
+                                                    && rule.protocol.is_none_or(|r| r == p.protocol)
+                                            })
+                                        })
+                                        .collect()
+                                };
+                            if declaring.iter().any(|h| !h.expected_ips.is_empty()) {
+                                continue;
+                            }
+                            let whose = if entity.selector.is_some() {
+                                " that its selector matches"
+                            } else {
+                                ""
+                            };
+                            let protocol = rule
+                                .protocol
+                                .map(|p| {
+                                    format!(
+                                        " with protocol {}",
+                                        crate::compile::proto_name(p).to_uppercase()
+                                    )
+                                })
+                                .unwrap_or_default();
+                            let fact = if declaring.is_empty() {
+                                format!("no HostEndpoint{whose} declares a port named `{name}`{protocol} in its `ports`")
+                            } else {
+                                format!(
+                                    "the HostEndpoints that declare port `{name}` ({}) have no expectedIPs, and a named port matches a host only through them",
+                                    declaring
+                                        .iter()
+                                        .map(|h| format!("'{}'", h.name))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            };
+                            let effect = if field == "ports" {
+                                "matches nothing"
+                            } else {
+                                "excludes nothing"
+                            };
+                            out.push(Diagnostic::warning(
+                                rule.pos.clone(),
+                                format!(
+                                    "GlobalNetworkPolicy '{}' {}: {side} {field} `{name}` {effect}: {fact}",
+                                    policy.name,
+                                    rule_name(dir.as_str(), index),
+                                ),
+                            ));
+                        }
+                    }
+                }
             }
         }
     }
@@ -649,13 +1037,64 @@ mod tests {
         assert!(l[1].contains("has no policy for egress"), "{l:?}");
         let prednat_in = format!("{HEP}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: pd}}, spec: {{preDNAT: true, applyOnForward: true, selector: all(), ingress: [{{action: Allow}}]}}}}\n");
         let l = lints(&prednat_in);
-        assert_eq!(l.len(), 1, "{l:?}");
-        assert!(l[0].contains("no policy for egress"), "{l:?}");
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(
+            l[0].contains("has only preDNAT policy for ingress ('pd') and no normal policy"),
+            "{l:?}"
+        );
+        assert!(l[1].contains("no policy for egress"), "{l:?}");
         let profile = HEP.replace(
             "expectedIPs: [192.0.2.1]",
             "expectedIPs: [192.0.2.1], profiles: [projectcalico-default-allow]",
         );
         assert!(lints(&profile).is_empty());
+    }
+
+    /// Issue 20 item 5: only doNotTrack (or preDNAT) policy in a direction leaves the rest of that
+    /// direction to the normal stage's default deny: one warning per direction, unless a Deny of every
+    /// packet already ends them, or a normal policy or the default-allow profile is there.
+    #[test]
+    fn only_untracked_or_prednat_policy_in_a_direction() {
+        let untracked = gnp(
+            "mc",
+            "doNotTrack: true, applyOnForward: true, selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [11211]}}], egress: [{action: Allow, protocol: TCP, source: {ports: [11211]}}]",
+        );
+        let l = lints(&format!("{HEP}{untracked}"));
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(l[0].starts_with("t.yaml:1:3: warning: HostEndpoint 'h' (node node1) has only doNotTrack policy for ingress ('mc') and no normal policy: the ingress traffic of local processes through it that it does not allow is denied"), "{l:?}");
+        assert!(
+            l[1].contains("has only doNotTrack policy for egress ('mc')"),
+            "{l:?}"
+        );
+        // A normal policy for both directions: nothing to say.
+        assert!(lints(&format!("{HEP}{BOTH}{untracked}")).is_empty());
+        // A normal policy for egress only: ingress is still left to the default.
+        let egress = gnp("out", "selector: all(), egress: [{action: Allow}]");
+        let l = lints(&format!("{HEP}{egress}{untracked}"));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("only doNotTrack policy for ingress"), "{l:?}");
+        // Both kinds, and a closing Deny that says it.
+        let pd = gnp(
+            "pd",
+            "preDNAT: true, applyOnForward: true, selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}]",
+        );
+        let l = lints(&format!("{HEP}{egress}{untracked}{pd}"));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].contains("only doNotTrack and preDNAT policies for ingress ('mc', 'pd')"),
+            "{l:?}"
+        );
+        let closed = gnp(
+            "pd",
+            "preDNAT: true, applyOnForward: true, selector: all(), ingress: [{action: Allow, protocol: TCP, destination: {ports: [22]}}, {action: Deny}]",
+        );
+        assert!(lints(&format!("{HEP}{egress}{untracked}{closed}")).is_empty());
+        // A Deny with a criterion does not close the direction.
+        let partly = gnp(
+            "pd",
+            "preDNAT: true, applyOnForward: true, selector: all(), ingress: [{action: Deny, protocol: UDP}]",
+        );
+        assert_eq!(lints(&format!("{HEP}{egress}{partly}")).len(), 1);
     }
 
     #[test]

@@ -374,6 +374,15 @@ fn render_cmd(settings: &Settings) -> u8 {
     ) {
         Ok(c) => {
             print_diagnostics(&c.warnings);
+            // What is left out, where the reader of the ruleset looks for it (issue 20 item 8).
+            for i in &c.view.inactive {
+                outln!(
+                    "# HostEndpoint {} is inactive on node {}, so no rule here is for it: {}",
+                    i.name,
+                    c.view.node,
+                    i.reason
+                );
+            }
             out!("{}", render(&c.ruleset));
             exit::OK
         }

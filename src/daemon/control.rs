@@ -780,6 +780,12 @@ pub fn format_status(s: &Status) -> String {
             }
         }
     }
+    if !m.inactive_endpoints.is_empty() {
+        let _ = writeln!(out, "inactive host endpoints (they govern no interface):");
+        for i in &m.inactive_endpoints {
+            let _ = writeln!(out, "  {}: {}", i.name, i.reason);
+        }
+    }
     if !m.checks.is_empty() {
         let _ = writeln!(out, "connectivity checks: {}", m.checks.join(", "));
     }
@@ -1101,5 +1107,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("new or changed policies: block"), "{text}");
+    }
+
+    /// Issue 20 item 8: the inactive HostEndpoints of this node and why, in the text and in the JSON
+    /// (`inactive_endpoints`, always present).
+    #[test]
+    fn status_names_inactive_host_endpoints_and_why() {
+        let mut s = Status::default();
+        s.summary.node = "node1".into();
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["inactive_endpoints"], serde_json::json!([]));
+        assert!(!format_status(&s).contains("inactive"));
+        s.summary.inactive_endpoints = vec![crate::engine::state::InactiveEndpointSummary {
+            name: "node1-uplink".into(),
+            reason:
+                "none of its expectedIPs (203.0.113.254) is an address of an interface of this node"
+                    .into(),
+        }];
+        let text = format_status(&s);
+        assert!(
+            text.contains("inactive host endpoints (they govern no interface):\n  node1-uplink: none of its expectedIPs (203.0.113.254) is an address of an interface of this node\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["inactive_endpoints"],
+            serde_json::json!([{"name": "node1-uplink", "reason": "none of its expectedIPs (203.0.113.254) is an address of an interface of this node"}])
+        );
+        // A record written before the field existed still reads.
+        let mut old = serde_json::to_value(&s).unwrap();
+        old.as_object_mut().unwrap().remove("inactive_endpoints");
+        let back: Status = serde_json::from_value(old).unwrap();
+        assert!(back.summary.inactive_endpoints.is_empty());
     }
 }

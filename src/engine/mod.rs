@@ -23,7 +23,8 @@ use crate::compile::{content_hash, hash_from_comment};
 use crate::config::diag::Diagnostic;
 use crate::config::model::{Config, ConnectivityCheck};
 use crate::engine::state::{
-    rfc3339, DriftSummary, EndpointSummary, ErrorSummary, RollbackSummary, StagePolicies, Summary,
+    rfc3339, DriftSummary, EndpointSummary, ErrorSummary, InactiveEndpointSummary, RollbackSummary,
+    StagePolicies, Summary,
 };
 use crate::exit;
 use crate::host::probe::{CheckResult, Prober};
@@ -574,6 +575,15 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         self.last_good = Some(compiled.ruleset.clone());
         self.summary.hash = Some(hash.to_string());
         self.summary.endpoints = endpoint_summaries(&compiled.config, &compiled.view);
+        self.summary.inactive_endpoints = compiled
+            .view
+            .inactive
+            .iter()
+            .map(|i| InactiveEndpointSummary {
+                name: i.name.clone(),
+                reason: i.reason.clone(),
+            })
+            .collect();
         self.summary.checks = node_checks(&compiled.config, &self.summary.node)
             .into_iter()
             .map(|c| c.name)
@@ -885,6 +895,34 @@ pub(crate) mod tests {
     }
 
     const T0: SystemTime = UNIX_EPOCH;
+
+    /// Issue 20 item 8: the summary (what `status` shows, with or without a daemon) names the
+    /// HostEndpoints of this node that govern no interface, and why.
+    #[test]
+    fn the_summary_names_inactive_host_endpoints() {
+        let mut a = compiled("eth0", vec![]);
+        a.config.host_endpoints.push(HostEndpoint {
+            name: "uplink".into(),
+            pos: Pos::default(),
+            labels: Default::default(),
+            node: "node1".into(),
+            interface_name: None,
+            expected_ips: vec!["203.0.113.254".parse().unwrap()],
+            profiles: vec![],
+            ports: vec![],
+        });
+        a.view = crate::resolve::resolve(&a.config, "node1", &[]);
+        let mut e = engine();
+        e.reconcile(Ok(&a), T0);
+        assert_eq!(e.summary().endpoints.len(), 1);
+        assert_eq!(
+            e.summary().inactive_endpoints,
+            [InactiveEndpointSummary {
+                name: "uplink".into(),
+                reason: "none of its expectedIPs (203.0.113.254) is an address of an interface of this node".into(),
+            }]
+        );
+    }
 
     #[test]
     fn first_apply_then_unchanged_writes_nothing() {

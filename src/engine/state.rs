@@ -124,6 +124,14 @@ pub struct EndpointSummary {
     pub policies: Vec<StagePolicies>,
 }
 
+/// A host endpoint of this node left out of the ruleset: it governs no interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InactiveEndpointSummary {
+    pub name: String,
+    /// Why: `none of its expectedIPs (192.0.2.9) is an address of an interface of this node`, ...
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagePolicies {
     /// `untracked`, `preDNAT`, `normal` or `forward`.
@@ -197,6 +205,10 @@ pub struct Summary {
     /// When the last good ruleset was applied (RFC 3339, UTC).
     pub applied_at: Option<String>,
     pub endpoints: Vec<EndpointSummary>,
+    /// HostEndpoints of this node that govern no interface, and why (`inactive_endpoints` in
+    /// `status --json`).
+    #[serde(default)]
+    pub inactive_endpoints: Vec<InactiveEndpointSummary>,
     /// This node's connectivity checks in the last good configuration.
     pub checks: Vec<String>,
     /// What the kernel held at the last look: `ours`, `none` (no table), `foreign sha256:...`
