@@ -32,8 +32,8 @@
 //! - **Rule selector that matches HostEndpoints without expectedIPs** (hostpolicy.d(5) "Entity rules"):
 //!   a rule selector matches a host only through its expectedIPs, so the rule does nothing for such a
 //!   HostEndpoint. The warning names the consequence: for an Allow rule about the HostEndpoint's own
-//!   traffic (ingress to it, egress from it, in a policy that selects it), what `explain` does to the
-//!   packet the rule was written for, evaluated on the HostEndpoint's node.
+//!   traffic (ingress to it, egress from it, in a policy that selects it) on this node, what `explain`
+//!   does to the packet the rule was written for (the view at hand: no node is resolved again).
 //! - **Named port that matches nothing**: a rule's port name that no HostEndpoint (picked by the same
 //!   side's selector, when there is one) declares in `spec.ports` with the rule's protocol, or only
 //!   HostEndpoints without expectedIPs do: the port criterion matches nothing (in `notPorts`, it
@@ -53,7 +53,7 @@ use crate::config::model::{
     proto, Action, Config, EntityRule, GlobalNetworkPolicy, HostEndpoint, NamespaceScope, Port,
     Rule, Tier, DEFAULT_TIER, DEFAULT_TIER_ORDER,
 };
-use crate::resolve::{policy_scope_ok, policy_selects, resolve, Dir, Interface, NodeView};
+use crate::resolve::{policy_scope_ok, policy_selects, Dir, NodeView};
 use crate::ruleset::rule_name;
 use crate::selector::Selector;
 
@@ -69,7 +69,7 @@ pub fn lint(config: &Config, view: &NodeView) -> Vec<Diagnostic> {
     tier_order_ties_with_default(config, &mut out);
     passes_that_reach_no_tier(config, &mut out);
     no_host_endpoint_for_node(config, &view.node, &mut out);
-    rule_selectors_missing_hosts(config, &mut out);
+    rule_selectors_missing_hosts(config, view, &mut out);
     named_ports_nobody_declares(config, &mut out);
     out
 }
@@ -379,8 +379,8 @@ fn matches_every_packet(r: &Rule) -> bool {
 
 // ---- rule selectors and HostEndpoints without expectedIPs ---------------------------------------------
 
-/// How many warnings of this lint get an evaluated example (each HostEndpoint's node is resolved once
-/// per address family for it); the others say what the rule does not do, without an example.
+/// How many warnings of this lint get an evaluated example; the others say what the rule does not do,
+/// without one.
 const MAX_EXPLAINED: usize = 16;
 
 /// Where the example packets come from or go to: documentation addresses, the node's own first.
@@ -389,10 +389,9 @@ const NODE_V6: &str = "2001:db8::1";
 const PEER_V4: &str = "203.0.113.1";
 const PEER_V6: &str = "2001:db8:ffff::1";
 
-fn rule_selectors_missing_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
+fn rule_selectors_missing_hosts(config: &Config, view: &NodeView, out: &mut Vec<Diagnostic>) {
     // The HostEndpoints without expectedIPs a selector matches, once per selector text and scope.
     let mut missing: HashMap<(String, bool), Vec<usize>> = HashMap::new();
-    let mut views: HashMap<(usize, bool), NodeView> = HashMap::new();
     let mut explained = 0;
     for policy in &config.policies {
         for (dir, on, rules) in [
@@ -460,9 +459,10 @@ fn rule_selectors_missing_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
                             && rule.action == Action::Allow
                             && destination == (dir == Dir::Ingress);
                         if own && explained < MAX_EXPLAINED {
-                            if let Some(example) = heps.iter().find_map(|&h| {
-                                example_instead(config, policy, dir, rule, h, &mut views)
-                            }) {
+                            if let Some(example) = heps
+                                .iter()
+                                .find_map(|&h| example_instead(config, view, policy, dir, rule, h))
+                            {
                                 explained += 1;
                                 consequence.push_str(&example);
                             }
@@ -484,19 +484,26 @@ fn rule_selectors_missing_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
 
 /// `: e.g. TCP from 203.0.113.1 to port 31852 in eth0 (node node1) is dropped by [preDNAT] policy deny
 /// ingress rule 2: Deny (FILE:LINE:COL), as `hostpolicyd explain` shows` — the packet `rule` was
-/// written for, on HostEndpoint `hep`'s interface and node; `None` when the policy does not apply to
-/// that HostEndpoint or it has no interface of its own.
+/// written for, on HostEndpoint `hep`'s interface, evaluated on `view`; `None` when the HostEndpoint
+/// is not one of `view`'s (another node's, or inactive), has no interface of its own, or the policy
+/// does not apply to it.
 fn example_instead(
     config: &Config,
+    view: &NodeView,
     policy: &GlobalNetworkPolicy,
     dir: Dir,
     rule: &Rule,
     hep: usize,
-    views: &mut HashMap<(usize, bool), NodeView>,
 ) -> Option<String> {
     let h = &config.host_endpoints[hep];
     let iface = h.interface_name.as_deref().filter(|i| *i != "*")?;
-    if !policy_selects(policy, &h.labels) {
+    if h.node != view.node
+        || !view
+            .endpoints
+            .iter()
+            .any(|ep| ep.hep == hep && ep.interfaces.iter().any(|i| i == iface))
+        || !policy_selects(policy, &h.labels)
+    {
         return None;
     }
     let nets = rule.source.nets.iter().chain(rule.destination.nets.iter());
@@ -566,16 +573,6 @@ fn example_instead(
         packet.icmp_type = Some(icmp.icmp_type);
         packet.icmp_code = icmp.code;
     }
-    let view = views.entry((hep, v6)).or_insert_with(|| {
-        resolve(
-            config,
-            &h.node,
-            &[Interface {
-                name: iface.to_owned(),
-                addrs: vec![node_addr],
-            }],
-        )
-    });
     let e = explain(config, view, &packet);
     let proto_text = crate::compile::proto_name(protocol).to_uppercase();
     let port = packet
@@ -1095,6 +1092,40 @@ mod tests {
             "preDNAT: true, applyOnForward: true, selector: all(), ingress: [{action: Deny, protocol: UDP}]",
         );
         assert_eq!(lints(&format!("{HEP}{egress}{partly}")).len(), 1);
+    }
+
+    /// Issue 20 item 4: a rule selector that matches a HostEndpoint without expectedIPs: for this
+    /// node's endpoint, what explain does to the packet the rule was written for; for another node's,
+    /// which traffic the rule does not allow.
+    #[test]
+    fn selector_without_expected_ips_names_the_consequence() {
+        let heps = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: n1, labels: {host: a}}, spec: {node: node1, interfaceName: eth0}}\n- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: n2, labels: {host: b}}, spec: {node: node2, interfaceName: eth0}}\n";
+        let to = |sel: &str| {
+            gnp(
+                "to-hosts",
+                &format!("selector: all(), types: [Ingress, Egress], ingress: [{{action: Allow, protocol: TCP, destination: {{selector: \"{sel}\", ports: [8443]}}}}], egress: [{{action: Allow}}]"),
+            )
+        };
+        let l = lints(&format!("{heps}{}", to("has(host)")));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].contains(
+                "rule selector `has(host)` matches HostEndpoint 'n1', 'n2' without expectedIPs"
+            ),
+            "{l:?}"
+        );
+        assert!(
+            l[0].contains("so GlobalNetworkPolicy 'to-hosts' ingress rule 1 (Allow) does not allow traffic to them: e.g. TCP from 203.0.113.1 to port 8443 in eth0 (node node1) is dropped by [normal] "),
+            "{l:?}"
+        );
+        assert!(l[0].ends_with(", as `hostpolicyd explain` shows"), "{l:?}");
+        // Another node's endpoint: no evaluation here, the plain consequence.
+        let l = lints(&format!("{heps}{}", to("host == 'b'")));
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(
+            l[0].ends_with("so GlobalNetworkPolicy 'to-hosts' ingress rule 1 (Allow) does not allow traffic to it"),
+            "{l:?}"
+        );
     }
 
     #[test]
