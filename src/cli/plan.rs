@@ -223,40 +223,44 @@ pub fn make_plan(
     let mut lockout = Vec::new();
     for node in nodes {
         let ifs = interfaces(node);
-        // The two sides are independent: one thread each.
-        let side = |config: &Config, ifaces: &[Interface]| {
-            let view = resolve(config, node, ifaces);
-            let ruleset = compile_with(config, &view, table, flows);
-            (view, ruleset)
-        };
-        let ((vb, rb), (va, ra)) = std::thread::scope(|s| {
-            let b = s.spawn(|| side(before, &ifs.before));
-            let a = side(after, &ifs.after);
+        // The two sides are independent: resolved one thread each; then both compiled (for the ruleset
+        // changes) in two threads while this one evaluates the verdicts and the lockout guard.
+        let (vb, va) = std::thread::scope(|s| {
+            let b = s.spawn(|| resolve(before, node, &ifs.before));
+            let a = resolve(after, node, &ifs.after);
             (b.join().expect("the planning thread panicked"), a)
+        });
+        let (rb, ra) = std::thread::scope(|s| {
+            let b = s.spawn(|| compile_with(before, &vb, table, flows));
+            let a = s.spawn(|| compile_with(after, &va, table, flows));
+            lockout.extend(
+                crate::analysis::lockout::check(after, &va, &ifs.after)
+                    .into_iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| d.to_string()),
+            );
+            verdict_changes.extend(plan::node_changes(
+                node,
+                Config2 {
+                    config: before,
+                    view: &vb,
+                },
+                Config2 {
+                    config: after,
+                    view: &va,
+                },
+                &ifs.live,
+            ));
+            (
+                b.join().expect("the planning thread panicked"),
+                a.join().expect("the planning thread panicked"),
+            )
         });
         ruleset_changes.push(plan::rulesets::changes(node, &rb, &ra, &|r| {
             let mut s = String::new();
             crate::nft::render::render_rule(&mut s, r);
             s.trim().to_string()
         }));
-        lockout.extend(
-            crate::analysis::lockout::check(after, &va, &ifs.after)
-                .into_iter()
-                .filter(|d| d.is_error())
-                .map(|d| d.to_string()),
-        );
-        verdict_changes.extend(plan::node_changes(
-            node,
-            Config2 {
-                config: before,
-                view: &vb,
-            },
-            Config2 {
-                config: after,
-                view: &va,
-            },
-            &ifs.live,
-        ));
     }
     lockout.sort();
     lockout.dedup();
