@@ -81,6 +81,34 @@ fn line_of(text: &str, needle: &str) -> u64 {
         + 1
 }
 
+/// `flows` asks the running daemon; when none runs it exits 3 and says so in one line (no root: the
+/// runtime directory is an empty one of the test's own).
+#[test]
+fn flows_without_a_daemon_exits_3() {
+    let dir = std::env::temp_dir().join(format!("hpd-flows-none-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for args in [
+        &["flows"][..],
+        &["flows", "--json", "--denied", "--limit", "3"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hostpolicyd"))
+            .args(args)
+            .arg("--runtime-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("hostpolicyd: no hostpolicyd daemon is running"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 const DENY_METRICS: &str = "  - action: Deny
     protocol: TCP
     destination:
@@ -138,6 +166,24 @@ fn a_denied_tcp_connection_names_the_policy_rule_file_and_line() {
     let file = t.hpd.config_dir().join("30-metrics.yaml");
     assert_eq!(by["file"], file.to_string_lossy().as_ref());
     assert_eq!(by["line"], line_of(&text, "action: Deny"));
+    // Without a journal (this test's daemon logs to stderr) the same fields, as key=value.
+    let logged = d.wait_log(&["event=\"flow_denied\"", "dport=\"9100\""]);
+    for field in [
+        "src=\"192.0.2.200\"",
+        "dst=\"192.0.2.1\"",
+        "proto=\"tcp\"",
+        "iface=\"eth0\"",
+        "host_endpoint=\"hep-eth0\"",
+        "stage=\"normal\"",
+        "policy=\"deny-metrics\"",
+        "tier=\"default\"",
+        "rule=\"1\"",
+        "file=",
+        "line=",
+        "packets=",
+    ] {
+        assert!(logged.contains(field), "{field} in {logged}");
+    }
     assert_eq!(r["pending_action"], "deny");
     assert_eq!(r["pending"], serde_json::json!([]));
     // --denied keeps it; the text form names the rule and its place.
