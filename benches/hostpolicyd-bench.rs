@@ -871,6 +871,8 @@ struct Summary {
     incremental: Option<IncrementalRow>,
     reload: Vec<ReloadRow>,
     packet: Vec<(String, f64, f64)>,
+    /// (label, CPU µs per connection, no table's CPU per connection / this one's).
+    packet_cpu: Vec<(String, f64, f64)>,
     daemon_rss: Vec<(String, u64)>,
     /// (label, packets sent per second, daemon CPU % of one core, messages read, records dropped).
     flood: Vec<(String, f64, f64, u64, u64)>,
@@ -1735,6 +1737,12 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     }
     let to: SocketAddr = ([198, 51, 100, 2], SERVER_PORT).into();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // CPU of this process (client, server and flows threads, and the kernel's forwarding path, which
+    // runs in the sending thread's softirq) per connection, µs: what a run costs whatever else the
+    // machine is doing, where the rate depends on the CPU time other processes leave.
+    let mut cpu_per_conn: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // Of it, the flows threads' (the daemon's reader), µs per connection.
+    let mut reader_per_conn: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut failures = vec![0usize; variants.len()];
     let result = (|| -> Result<()> {
         for run in 0..=o.runs {
@@ -1744,7 +1752,10 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                 let t = &topos[k];
                 // Run 0 is a short warm-up (neighbours, routes) and checks that connections go through.
                 let secs = if run == 0 { 0.3 } else { o.packet_secs };
+                let (cpu0, reader0) = (process_cpu(std::process::id()), threads_cpu("flows"));
                 let (ok, failed) = t.client.run(|| connect_loop(to, secs))?;
+                let cpu = process_cpu(std::process::id()) - cpu0;
+                let reader = threads_cpu("flows") - reader0;
                 if run == 0 {
                     if ok == 0 {
                         return Err(format!("{}: no connection went through", variants[k].0));
@@ -1752,6 +1763,8 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                     continue;
                 }
                 rates[k].push(ok as f64 / secs);
+                cpu_per_conn[k].push(cpu * 1e6 / ok.max(1) as f64);
+                reader_per_conn[k].push(reader * 1e6 / ok.max(1) as f64);
                 failures[k] += failed;
             }
         }
@@ -1763,6 +1776,7 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     }
     result?;
     let rates_by_run = rates.clone();
+    let cpu_by_run = cpu_per_conn.clone();
 
     for (k, flows) in &listeners {
         let c = flows.counts();
@@ -1779,17 +1793,22 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         "{:<50} {:>12} {:>10} {:>9}",
         "node namespace holds", "conn/s", "vs none", "failed"
     );
+    let cpu_base = median(&mut cpu_per_conn[0].clone());
     let base = median(&mut rates[0].clone());
     for (k, (label, _)) in variants.iter().enumerate() {
         let lo = rates[k].iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = rates[k].iter().cloned().fold(0.0, f64::max);
         let r = median(&mut rates[k]);
+        let c = median(&mut cpu_per_conn[k]);
+        let reader = median(&mut reader_per_conn[k]);
         println!(
-            "{label:<50} {r:>12.0} {:>9.1}% {:>9}   (runs {lo:.0}-{hi:.0})",
+            "{label:<50} {r:>12.0} {:>9.1}% {:>9}   (runs {lo:.0}-{hi:.0}); CPU {c:.1} µs/conn, of which the flows reader {reader:.1} ({:.0}% of no table's rate at equal CPU)",
             100.0 * r / base,
-            failures[k]
+            failures[k],
+            100.0 * cpu_base / c
         );
         sum.packet.push((label.to_string(), r, r / base));
+        sum.packet_cpu.push((label.to_string(), c, cpu_base / c));
     }
     // Flow records on against off, paired by round (the runs of one round are close in time).
     for (off_k, on_k) in [(2, 3), (4, 5)] {
@@ -1801,6 +1820,34 @@ fn bench_packet(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         let lo = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = ratios.iter().cloned().fold(0.0, f64::max);
         let m = median(&mut ratios);
+        // The same by CPU per connection: the rate each variant would reach on a CPU of its own.
+        let mut cpu_ratios: Vec<f64> = cpu_by_run[off_k]
+            .iter()
+            .zip(&cpu_by_run[on_k])
+            .map(|(off, on)| off / on)
+            .collect();
+        let clo = cpu_ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+        let chi = cpu_ratios.iter().cloned().fold(0.0, f64::max);
+        let cm = median(&mut cpu_ratios);
+        println!(
+            "flow records on / off by CPU per connection, {}: {:.1}% (median of the rounds' ratios; {:.0}-{:.0}%)",
+            if off_k == 2 { "10 policies" } else { "10,000 policies" },
+            100.0 * cm,
+            100.0 * clo,
+            100.0 * chi
+        );
+        sum.packet_cpu.push((
+            format!(
+                "flow records on / off ({}), per round",
+                if off_k == 2 {
+                    "10 policies"
+                } else {
+                    "10,000 policies"
+                }
+            ),
+            f64::NAN,
+            cm,
+        ));
         println!(
             "flow records on / off, {}: {:.1}% (median of the rounds' ratios; {:.0}-{:.0}%)",
             if off_k == 2 {
@@ -1846,6 +1893,29 @@ fn process_cpu(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
+}
+
+/// User + system CPU seconds of this process's threads named `name` (`/proc/self/task/*/stat`).
+fn threads_cpu(name: &str) -> f64 {
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.split_once(" (")
+                .is_some_and(|(_, r)| r.starts_with(&format!("{name})")))
+        })
+        .map(|stat| {
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(11) + ticks(12)) / hz
+        })
+        .sum()
 }
 
 /// Resident memory of this process, KiB.
@@ -2191,6 +2261,17 @@ impl Summary {
                     let _ = writeln!(s, "| {label} | | **{:.0}%** |", ratio * 100.0);
                 } else {
                     let _ = writeln!(s, "| {label} | {r:.0} | **{:.0}%** |", ratio * 100.0);
+                }
+            }
+            s.push('\n');
+        }
+        if !self.packet_cpu.is_empty() {
+            s += "| packet path by CPU: this process's CPU per connection (client, server, flows reader, the kernel's forwarding in the sender's softirq) | µs/conn | rate at equal CPU vs no table |\n|---|---|---|\n";
+            for (label, c, ratio) in &self.packet_cpu {
+                if c.is_nan() {
+                    let _ = writeln!(s, "| {label} | | **{:.0}%** |", ratio * 100.0);
+                } else {
+                    let _ = writeln!(s, "| {label} | {c:.1} | **{:.0}%** |", ratio * 100.0);
                 }
             }
             s.push('\n');

@@ -161,7 +161,9 @@ impl Socket {
     /// Receives one datagram into `buf`. `wait`: None never blocks; `Some(t)` waits up to `t`
     /// (`Duration::MAX`: without limit).
     pub fn recv(&self, buf: &mut [u8], wait: Option<Duration>) -> io::Result<Recv> {
-        if let Some(t) = wait {
+        // No wait at all: the non-blocking receive below says whether there is anything (one system
+        // call per datagram, not two).
+        if let Some(t) = wait.filter(|t| !t.is_zero()) {
             if !self.readable(t)? {
                 return Ok(Recv::Nothing);
             }

@@ -374,6 +374,18 @@ fn run(shared: &Arc<Shared>) {
     }
 }
 
+/// The shortest time between two reads of the sockets while reports keep coming: a busy node's reports
+/// are read in batches, one wake-up per batch rather than one per connection (conntrack sends each
+/// event on its own), and the kernel queues them meanwhile (the 4 MiB NFLOG and 8 MiB conntrack
+/// receive buffers hold far more than this many milliseconds of a flood). A quiet node's first report
+/// is read at once.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// Datagrams read per wake-up at most, from each socket, so that the other one and the ticks get their
+/// turn: NFLOG's carry up to 32 reports each; conntrack's one event each (at one wake-up per
+/// [`BATCH_WAIT`], 200,000 events per second).
+const NFLOG_BUDGET: usize = 512;
+const CONNTRACK_BUDGET: usize = 4096;
+
 /// Reads until the NFLOG socket fails.
 fn serve(flows: &Flows, mut nflog: Nflog, mut ct: Option<&mut Subscription>, names: &mut Names) {
     let s = &flows.shared.settings;
@@ -409,7 +421,7 @@ fn serve(flows: &Flows, mut nflog: Nflog, mut ct: Option<&mut Subscription>, nam
         let wall = SystemTime::now();
         if nl_ready {
             // A budget per wake-up, so that the conntrack events and the ticks get their turn.
-            for _ in 0..64 {
+            for _ in 0..NFLOG_BUDGET {
                 match nflog.recv(Some(Duration::ZERO)) {
                     Ok(Delivery::Data(buf)) => flows.datagram(buf, names, wall),
                     Ok(Delivery::Lost) => lock(&flows.shared.table).nflog_overrun(),
@@ -427,7 +439,7 @@ fn serve(flows: &Flows, mut nflog: Nflog, mut ct: Option<&mut Subscription>, nam
         }
         if ct_ready {
             if let Some(sub) = ct.as_deref_mut() {
-                for _ in 0..64 {
+                for _ in 0..CONNTRACK_BUDGET {
                     match sub.recv(Some(Duration::ZERO)) {
                         Ok(Delivery::Data(buf)) => {
                             for m in messages(buf) {
@@ -447,6 +459,10 @@ fn serve(flows: &Flows, mut nflog: Nflog, mut ct: Option<&mut Subscription>, nam
         if now >= next_log {
             flows.journal();
             next_log = now + s.interval;
+        }
+        if nl_ready || ct_ready {
+            // Let the next reports gather (see BATCH_WAIT).
+            std::thread::sleep(BATCH_WAIT);
         }
     }
 }
