@@ -33,7 +33,10 @@
 //!   looked up for the first packet of every connection in mangle prerouting). Each of our tables twice:
 //!   flow records off (`--flow-records off`) and on (the default: the table reports every forwarded
 //!   connection, twice since both host endpoints' forward chains decide it, and a flows thread of this
-//!   process listens in the node's namespace, as the daemon's does, with conntrack accounting on).
+//!   process listens in the node's namespace, as the daemon's does, with conntrack accounting on). Beside
+//!   the rate, this process's CPU per connection (client, server, flows reader, and the kernel's
+//!   forwarding path in the sender's softirq) and the flows reader's share: less sensitive than the rate
+//!   to what else a shared machine runs. Flow records on against off are paired by round.
 //! - `flows` (issue 14): a denied-packet flood, from several sender threads as fast as they can, against a
 //!   real daemon (`hostpolicyd run` in the node namespace): the daemon's CPU over the flood (its
 //!   `/proc/PID/stat`) with the default rate limit and with every packet reported; and the flows table
