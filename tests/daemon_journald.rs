@@ -267,8 +267,12 @@ spec:
         })
         .unwrap_or_else(|| panic!("status never showed {what}\n{}", side("stderr")))
     };
-    status("flow records on", &|s| {
-        s["daemon"]["flows"]["state"] == "active"
+    // The table applied (a first decision), not only the flows thread started: before the first apply
+    // nothing is dropped (this test once saw port 9100 refused instead of dropped).
+    status("the table applied and flow records on", &|s| {
+        s["last_result"] == "applied"
+            && s["daemon"]["busy"] == false
+            && s["daemon"]["flows"]["state"] == "active"
     });
     let connect = |port| {
         common::probe::tcp_connect(
