@@ -543,8 +543,12 @@ fn a_flood_of_denied_packets_is_counted_not_a_danger() {
         f["messages"].as_u64().unwrap(),
         f["nflog_lost"].as_u64().unwrap(),
     );
+    // The group's sequence numbers count every packet logged to it: the namespace's own few packets
+    // (IPv6 neighbour discovery, MLD) logged by other rules during the flood are read or lost too. They
+    // are the messages that are not the flood's denied ones; as many again may be among the lost.
+    let others = read - f["denied"].as_u64().unwrap();
     assert!(
-        read + lost <= counted + 2,
+        read + lost <= counted + 2 * others + 2,
         "no more than the kernel counted: {f} vs {counted}"
     );
     if read < counted {
