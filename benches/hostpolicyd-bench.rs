@@ -536,6 +536,10 @@ struct Cases {
     /// 10,000 policies with selector rules only (few sets).
     p10000sel: Case,
     nets: Case,
+    /// Issue 18: 10,000 one-rule policies for one HostEndpoint, in one file.
+    one_file: Case,
+    /// The same as 10,000 files of one policy each.
+    files: Case,
     /// 10,000 policies and the 100,000-net deny list (packet path).
     big: Case,
     workdir: PathBuf,
@@ -546,12 +550,11 @@ impl Cases {
         let _ = fs::remove_dir_all(workdir);
         let mk = |label: &'static str, name: &str, files: Vec<(&str, String)>| -> Result<Case> {
             let dir = workdir.join(name);
-            fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for (f, text) in files {
-                fs::write(dir.join(f), text).map_err(|e| format!("{f}: {e}"))?;
-            }
+            write_files(&dir, files.iter().map(|(f, t)| (f.to_string(), t.clone())))?;
             Ok(Case { label, dir })
         };
+        let files_dir = workdir.join("p10000files");
+        write_files(&files_dir, one_rule_files(10_000))?;
         Ok(Cases {
             p10: mk(
                 "10 policies",
@@ -594,6 +597,18 @@ impl Cases {
                     ("31-deny.yaml", deny_policy()),
                 ],
             )?,
+            one_file: mk(
+                "10,000 one-rule policies, one file",
+                "p10000one",
+                vec![
+                    ("10-hep.yaml", one_hep()),
+                    ("20-policies.yaml", one_rule_policies(10_000)),
+                ],
+            )?,
+            files: Case {
+                label: "10,000 one-rule policies, 10,000 files",
+                dir: files_dir,
+            },
             big: mk(
                 "10,000 policies + 100,000 nets",
                 "big",
@@ -607,6 +622,52 @@ impl Cases {
             workdir: workdir.to_path_buf(),
         })
     }
+}
+
+/// Writes `files` (name, text) into `dir`, creating it.
+fn write_files(dir: &Path, files: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (f, text) in files {
+        fs::write(dir.join(&f), text).map_err(|e| format!("{f}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The node's one HostEndpoint of issue 18's workloads (label `one: "yes"`).
+fn one_hep() -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: node1-c\n  labels:\n    one: \"yes\"\nspec:\n  node: {NODE}\n  interfaceName: eth-c\n  expectedIPs: [192.0.2.1]\n"
+    )
+}
+
+/// Issue 18's policy `i`: a GlobalNetworkPolicy of one rule for the one HostEndpoint, allowing TCP from
+/// one /24 (one of the three IPv4 documentation ranges) to port 1024 + i (+ `variant`).
+fn one_rule_policy(i: usize, variant: u16) -> String {
+    let net = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"][i % 3];
+    let port = 1024 + (i % 60_000) as u16 + variant;
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: one-{i:05}\nspec:\n  order: {i}\n  selector: one == 'yes'\n  types: [Ingress]\n  ingress:\n  - action: Allow\n    protocol: TCP\n    source:\n      nets: [{net}]\n    destination:\n      ports: [{port}]\n"
+    )
+}
+
+/// `n` of [`one_rule_policy`] in one stream.
+fn one_rule_policies(n: usize) -> String {
+    (0..n)
+        .map(|i| one_rule_policy(i, 0))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The name of the file of policy `i` in the one-policy-per-file workload.
+fn one_rule_file(i: usize) -> String {
+    format!("20-policy-{i:05}.yaml")
+}
+
+/// [`one_hep`] and `n` files of one [`one_rule_policy`] each (what configuration management drops).
+fn one_rule_files(n: usize) -> Vec<(String, String)> {
+    std::iter::once(("10-hep.yaml".to_string(), one_hep()))
+        .chain((0..n).map(|i| (one_rule_file(i), one_rule_policy(i, 0))))
+        .collect()
 }
 
 /// The node's two HostEndpoints (the packet test's interfaces, label role=node) and 100 HostEndpoints
@@ -900,6 +961,12 @@ struct ApplyRow {
     label: String,
     ours_apply: f64,
     ours_process: f64,
+    /// The kernel's time for our transactions (each batch's `sendmsg` until its answer).
+    kernel: f64,
+    /// Our whole process less the kernel's time, medians of the differences.
+    userspace: f64,
+    /// `hostpolicyd apply` (the command, state directory included), exec to exit.
+    command: f64,
     nft: f64,
     ours_rss: u64,
     /// Peak RSS of our child before its apply call (YAML, Config, IR).
@@ -941,6 +1008,8 @@ fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         &cases.p10000,
         &cases.p10000sel,
         &cases.nets,
+        &cases.one_file,
+        &cases.files,
     ] {
         let (mut load_t, mut comp_t, mut total, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut counts = (0, 0, 0);
@@ -1039,7 +1108,8 @@ fn bench_compile(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
 // apply
 
 /// Child mode: load, compile and apply `dir` here (the parent put us in a fresh namespace); prints
-/// `compile_ms apply_ms`.
+/// `compile_ms apply_ms peak_rss_before_apply_KiB kernel_ms batches` (kernel: the kernel's time for the
+/// transactions, [`hostpolicyd::netlink::batch_time`]).
 fn child_apply(args: &[String]) -> ExitCode {
     let Some(dir) = args.first() else {
         return ExitCode::from(64);
@@ -1060,20 +1130,31 @@ fn child_apply(args: &[String]) -> ExitCode {
         eprintln!("apply: {e}");
         return ExitCode::from(2);
     }
-    println!("{:.3} {:.3} {compiled_hwm}", ms(t1 - t0), ms(t2 - t1));
+    let (batches, kernel) = hostpolicyd::netlink::batch_time();
+    println!(
+        "{:.3} {:.3} {compiled_hwm} {:.3} {batches}",
+        ms(t1 - t0),
+        ms(t2 - t1),
+        ms(kernel)
+    );
     ExitCode::SUCCESS
 }
 
 fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     println!(
-        "{:<32} {:>10} {:>11} {:>9} {:>12} {:>12} {:>9} {:>9}",
+        "{:<40} {:>10} {:>9} {:>10} {:>9} {:>7} {:>10} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9}",
         "configuration",
         "ours apply",
+        "kernel",
         "ours whole",
+        "userspace",
+        "us/kern",
+        "`apply`",
         "nft -f",
         "nft/ours",
         "nft/whole",
+        "nft/cmd",
         "RSS ours/compiled",
         "RSS nft"
     );
@@ -1088,6 +1169,8 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         &cases.p10000,
         &cases.p10000sel,
         &cases.nets,
+        &cases.one_file,
+        &cases.files,
     ] {
         let name = case.dir.file_name().unwrap_or_default().to_string_lossy();
         if only
@@ -1104,7 +1187,7 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         fs::write(&text_file, render(&rs)).map_err(|e| format!("{}: {e}", text_file.display()))?;
         let (mut apply, mut whole, mut nft, mut rss_o, mut rss_n) =
             (vec![], vec![], vec![], vec![], vec![]);
-        let mut rss_c = vec![];
+        let (mut rss_c, mut kernel, mut user, mut command) = (vec![], vec![], vec![], vec![]);
         let mut runs = 0;
         while runs < o.runs {
             runs += 1;
@@ -1124,15 +1207,51 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| format!("child output: {:?}", r.stdout))?;
             apply.push(apply_ms);
-            let hwm: f64 = r
-                .stdout
-                .split_whitespace()
-                .nth(2)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            rss_c.push(hwm);
+            let field = |k: usize| -> f64 {
+                r.stdout
+                    .split_whitespace()
+                    .nth(k)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            rss_c.push(field(2));
+            kernel.push(field(3));
+            user.push(r.wall_ms - field(3));
             whole.push(r.wall_ms);
             rss_o.push(r.rss_kib as f64);
+            drop(ns);
+
+            // The command itself: `hostpolicyd apply` with a fresh state directory.
+            let ns = NetNs::new("cmd")?;
+            let state = cases.workdir.join("apply-state");
+            let _ = fs::remove_dir_all(&state);
+            let (state_arg, runtime_arg) = (
+                state.join("state").into_os_string(),
+                state.join("run").into_os_string(),
+            );
+            let r = spawn_measured(
+                &ns,
+                &exe,
+                &[
+                    "daemon".as_ref(),
+                    "--config-dir".as_ref(),
+                    case.dir.as_os_str(),
+                    "--state-dir".as_ref(),
+                    &state_arg,
+                    "--runtime-dir".as_ref(),
+                    &runtime_arg,
+                    "--node-name".as_ref(),
+                    NODE.as_ref(),
+                    "apply".as_ref(),
+                ],
+            )?;
+            if r.code != 0 {
+                return Err(format!(
+                    "{}: hostpolicyd apply failed ({}): {}",
+                    case.label, r.code, r.stderr
+                ));
+            }
+            command.push(r.wall_ms);
             drop(ns);
 
             // nft -f of the rendered text, in another fresh namespace.
@@ -1166,19 +1285,27 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             ),
             ours_apply: median(&mut apply),
             ours_process: median(&mut whole),
+            kernel: median(&mut kernel),
+            userspace: median(&mut user),
+            command: median(&mut command),
             nft: median(&mut nft),
             ours_rss: median(&mut rss_o) as u64,
             ours_rss_compiled: median(&mut rss_c) as u64,
             nft_rss: median(&mut rss_n) as u64,
         };
         println!(
-            "{:<32} {:>8.1}ms {:>9.1}ms {:>7.1}ms {:>11.2}x {:>11.2}x {:>4}/{:>3}MiB {:>6}MiB",
+            "{:<40} {:>8.1}ms {:>7.1}ms {:>8.1}ms {:>7.1}ms {:>6.0}% {:>8.1}ms {:>7.1}ms {:>7.2}x {:>8.2}x {:>7.2}x {:>8}/{:>3}MiB {:>6}MiB",
             row.label,
             row.ours_apply,
+            row.kernel,
             row.ours_process,
+            row.userspace,
+            100.0 * row.userspace / row.kernel,
+            row.command,
             row.nft,
             row.nft / row.ours_apply,
             row.nft / row.ours_process,
+            row.nft / row.command,
             row.ours_rss / 1024,
             row.ours_rss_compiled / 1024,
             row.nft_rss / 1024
@@ -1187,7 +1314,11 @@ fn bench_apply(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     }
     println!(
         "  ours apply = the Dataplane::apply call (reads, encoding, transactions, answers), fresh namespace;\n  \
+         kernel = the kernel's time for our transactions: each batch's sendmsg (in which the kernel checks\n  \
+         and commits it) until its answer was read;\n  \
          ours whole = the child process from exec to exit: read YAML, validate, compile, apply;\n  \
+         userspace = ours whole less kernel; us/kern = userspace / kernel;\n  \
+         `apply` = the command `hostpolicyd apply` from exec to exit (interfaces, state directory too);\n  \
          nft -f = the process from exec to exit on the rendered text; RSS = peak resident set size\n  \
          (measured from a small spawner process; /bin/true shows {} KiB that way)",
         baseline
@@ -1352,63 +1483,110 @@ fn wait_for_commit(
     None
 }
 
-/// One reload configuration: the directory's base files, the file that changes and its two versions.
+/// One reload configuration: the directory's base files, the file that changes and its two versions
+/// (None: the file is not there; it is removed).
 struct ReloadCase {
     label: String,
     change: &'static str,
-    base: Vec<(&'static str, String)>,
-    file: &'static str,
-    versions: [String; 2],
+    base: Vec<(String, String)>,
+    file: String,
+    versions: [Option<String>; 2],
+    /// The changes to version 1 and back to version 0 are different changes (a file added, a file
+    /// removed): twice the runs, and a row for each (`change` is the one to version 1).
+    both_ways: Option<&'static str>,
+}
+
+impl ReloadCase {
+    fn new(label: &str, change: &'static str, base: Vec<(&str, String)>, file: &str) -> Self {
+        ReloadCase {
+            label: label.into(),
+            change,
+            base: base.into_iter().map(|(f, t)| (f.to_string(), t)).collect(),
+            file: file.into(),
+            versions: [None, None],
+            both_ways: None,
+        }
+    }
+
+    fn versions(mut self, a: String, b: String) -> Self {
+        self.versions = [Some(a), Some(b)];
+        self
+    }
 }
 
 fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // Issue 18: 10,000 files of one policy each; one of them changed, one added and removed.
+    let files_base = |skip: usize| -> Vec<(String, String)> {
+        let mut v = one_rule_files(10_000);
+        v.remove(skip + 1);
+        v
+    };
     let reload_cases = [
-        ReloadCase {
-            label: "10 policies".into(),
-            change: "a port of one policy",
-            base: vec![("10-heps.yaml", heps())],
-            file: "20-policies.yaml",
-            versions: [policies(10, 0), policies(10, 7)],
-        },
-        ReloadCase {
-            label: "10,000 policies".into(),
-            change: "a port of one policy",
-            base: vec![("10-heps.yaml", heps())],
-            file: "20-policies.yaml",
-            versions: [policies(10_000, 0), policies(10_000, 7)],
-        },
-        ReloadCase {
-            label: "100,000 nets".into(),
-            change: "one net of the GlobalNetworkSet",
-            base: vec![("10-heps.yaml", heps()), ("31-deny.yaml", deny_policy())],
-            file: "30-deny-list.yaml",
-            versions: [deny_list(100_000, None), deny_list(100_000, Some((5, 1)))],
-        },
+        ReloadCase::new(
+            "10 policies",
+            "a port of one policy",
+            vec![("10-heps.yaml", heps())],
+            "20-policies.yaml",
+        )
+        .versions(policies(10, 0), policies(10, 7)),
+        ReloadCase::new(
+            "10,000 policies",
+            "a port of one policy",
+            vec![("10-heps.yaml", heps())],
+            "20-policies.yaml",
+        )
+        .versions(policies(10_000, 0), policies(10_000, 7)),
+        ReloadCase::new(
+            "100,000 nets",
+            "one net of the GlobalNetworkSet",
+            vec![("10-heps.yaml", heps()), ("31-deny.yaml", deny_policy())],
+            "30-deny-list.yaml",
+        )
+        .versions(deny_list(100_000, None), deny_list(100_000, Some((5, 1)))),
         // Issue 12: the changed set is copied (never edited under the old rules) and the rule
         // switched in the next transaction.
-        ReloadCase {
-            label: "100,000 nets".into(),
-            change: "one net AND one policy rule (one file)",
-            base: vec![("10-heps.yaml", heps())],
-            file: "30-deny.yaml",
-            versions: [
-                format!("{}---\n{}", deny_list(100_000, None), deny_policy()),
-                format!(
-                    "{}---\n{}",
-                    deny_list(100_000, Some((5, 1))),
-                    deny_policy().replace(
-                        "  - action: Deny\n",
-                        "  - action: Deny\n    protocol: TCP\n"
-                    )
+        ReloadCase::new(
+            "100,000 nets",
+            "one net AND one policy rule (one file)",
+            vec![("10-heps.yaml", heps())],
+            "30-deny.yaml",
+        )
+        .versions(
+            format!("{}---\n{}", deny_list(100_000, None), deny_policy()),
+            format!(
+                "{}---\n{}",
+                deny_list(100_000, Some((5, 1))),
+                deny_policy().replace(
+                    "  - action: Deny\n",
+                    "  - action: Deny\n    protocol: TCP\n"
                 ),
+            ),
+        ),
+        ReloadCase {
+            label: "10,000 policy files".into(),
+            change: "a port of one policy (one file)",
+            base: files_base(5_000),
+            file: one_rule_file(5_000),
+            versions: [
+                Some(one_rule_policy(5_000, 0)),
+                Some(one_rule_policy(5_000, 7)),
             ],
+            both_ways: None,
+        },
+        ReloadCase {
+            label: "10,000 policy files".into(),
+            change: "one policy file added",
+            base: files_base(5_000),
+            file: one_rule_file(5_000),
+            versions: [None, Some(one_rule_policy(5_000, 0))],
+            both_ways: Some("one policy file removed"),
         },
     ];
     // A rename into the directory after a quiet second: the daemon's short quiet period.
     let quiet = hostpolicyd::daemon::watch::SETTLE;
     println!(
-        "{:<18} {:<52} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<20} {:<52} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "configuration", "change", "median", "min", "max", "quiet", "RSS"
     );
     let skip: Vec<String> = std::env::var("HPBENCH_SKIP_RELOAD")
@@ -1423,18 +1601,12 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         for d in [&conf, &state, &runtime] {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        for (f, text) in &rc.base {
-            fs::write(conf.join(f), text).map_err(|e| e.to_string())?;
-        }
-        fs::write(conf.join(rc.file), &rc.versions[0]).map_err(|e| e.to_string())?;
+        let version = |v: usize| rc.versions[v].iter().map(|t| (rc.file.clone(), t.clone()));
+        write_files(&conf, rc.base.iter().cloned().chain(version(0)))?;
         let hashes: Vec<String> = (0..2)
             .map(|v| {
                 let d = dir.join(format!("v{v}"));
-                fs::create_dir_all(&d).map_err(|e| e.to_string())?;
-                for (f, text) in &rc.base {
-                    fs::write(d.join(f), text).map_err(|e| e.to_string())?;
-                }
-                fs::write(d.join(rc.file), &rc.versions[v]).map_err(|e| e.to_string())?;
+                write_files(&d, rc.base.iter().cloned().chain(version(v)))?;
                 let rs = compile_dir(&d)?.ruleset;
                 Ok(hostpolicyd::compile::hash_from_comment(&rs.comment)
                     .unwrap_or_default()
@@ -1464,11 +1636,15 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             .stderr(log_file);
         let child = cmd.spawn().map_err(|e| format!("spawn the daemon: {e}"))?;
         let pid = child.id() as libc::pid_t;
-        let runs = o.runs;
+        let runs = if rc.both_ways.is_some() {
+            2 * o.runs
+        } else {
+            o.runs
+        };
         let conf2 = conf.clone();
-        let file = rc.file;
+        let file = rc.file.clone();
         let versions = rc.versions.clone();
-        let result = ns.run(move || -> Result<Vec<f64>> {
+        let result = ns.run(move || -> Result<Vec<(usize, f64)>> {
             let mut nl = Netlink::new().map_err(|e| e.to_string())?;
             wait_for_hash(&mut nl, &comment(&hashes[0]), Duration::from_secs(900))
                 .ok_or("the daemon did not apply the first configuration in 900 s")?;
@@ -1478,12 +1654,18 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
             for i in 0..runs {
                 let v = (i + 1) % 2;
                 let tmp = conf2.join(".bench-change.tmp");
-                fs::write(&tmp, &versions[v]).map_err(|e| e.to_string())?;
+                if let Some(text) = &versions[v] {
+                    fs::write(&tmp, text).map_err(|e| e.to_string())?;
+                }
                 // Whatever the daemon did before this change is not its commit.
                 while let Ok(Received::Notes(_) | Received::Lost) = mon.recv(Some(Duration::ZERO)) {
                 }
                 let t0 = Instant::now();
-                fs::rename(&tmp, conf2.join(file)).map_err(|e| e.to_string())?;
+                match &versions[v] {
+                    Some(_) => fs::rename(&tmp, conf2.join(&file)),
+                    None => fs::remove_file(conf2.join(&file)),
+                }
+                .map_err(|e| e.to_string())?;
                 let t1 = wait_for_commit(
                     &mut mon,
                     &mut nl,
@@ -1492,8 +1674,8 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                     Duration::from_secs(900),
                 )
                 .ok_or("the daemon did not apply the change in 900 s")?;
-                lat.push(ms(t1 - t0));
-                if *lat.last().unwrap() > SLOW_MS && lat.len() >= SLOW_RUNS {
+                lat.push((v, ms(t1 - t0)));
+                if lat.last().unwrap().1 > SLOW_MS && lat.len() >= SLOW_RUNS {
                     break;
                 }
                 // Let it finish (state file, drift check) before the next change.
@@ -1505,7 +1687,7 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let _ = wait_child(&child)?;
-        let mut lat = match result {
+        let all = match result {
             Ok(Ok(l)) => l,
             Ok(Err(e)) | Err(e) => {
                 let tail = fs::read_to_string(&log).unwrap_or_default();
@@ -1517,34 +1699,51 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
                 ));
             }
         };
-        let (min, max) = (
-            lat.iter().cloned().fold(f64::INFINITY, f64::min),
-            lat.iter().cloned().fold(0.0, f64::max),
-        );
-        let med = median(&mut lat);
-        println!(
-            "{:<18} {:<52} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>6}MiB",
-            rc.label,
-            rc.change,
-            med,
-            min,
-            max,
-            ms(quiet),
-            rss / 1024
-        );
-        let n = lat.len();
-        sum.reload.push(ReloadRow {
-            label: if n < runs {
-                format!("{} ({n} runs)", rc.label)
+        let rows: Vec<(&str, Vec<f64>)> = match rc.both_ways {
+            None => vec![(rc.change, all.iter().map(|l| l.1).collect())],
+            Some(back) => vec![
+                (
+                    rc.change,
+                    all.iter().filter(|l| l.0 == 1).map(|l| l.1).collect(),
+                ),
+                (back, all.iter().filter(|l| l.0 == 0).map(|l| l.1).collect()),
+            ],
+        };
+        for (change, mut lat) in rows {
+            let (min, max) = (
+                lat.iter().cloned().fold(f64::INFINITY, f64::min),
+                lat.iter().cloned().fold(0.0, f64::max),
+            );
+            let med = median(&mut lat);
+            println!(
+                "{:<20} {:<52} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>6}MiB",
+                rc.label,
+                change,
+                med,
+                min,
+                max,
+                ms(quiet),
+                rss / 1024
+            );
+            let n = lat.len();
+            let want = if rc.both_ways.is_some() {
+                runs / 2
             } else {
-                rc.label.clone()
-            },
-            change: rc.change.to_string(),
-            total: med,
-            min,
-            max,
-        });
-        sum.daemon_rss.push((rc.label.clone(), rss));
+                runs
+            };
+            sum.reload.push(ReloadRow {
+                label: if n < want {
+                    format!("{} ({n} runs)", rc.label)
+                } else {
+                    rc.label.clone()
+                },
+                change: change.to_string(),
+                total: med,
+                min,
+                max,
+            });
+            sum.daemon_rss.push((rc.label.clone(), rss));
+        }
     }
     println!(
         "  from the rename into the watched directory to the new content hash in the kernel;\n  \
@@ -2198,17 +2397,22 @@ impl Summary {
             s.push('\n');
         }
         if !self.apply.is_empty() {
-            s += "| apply (fresh namespace) | ours: apply call | ours: whole process (YAML → kernel) | `nft -f` (text → kernel) | nft / ours apply | nft / ours whole | peak RSS ours (before the apply call) / nft |\n|---|---|---|---|---|---|---|\n";
+            s += "| apply (fresh namespace) | ours: apply call | kernel: our transactions | ours: whole process (YAML → kernel) | userspace (whole − kernel) | userspace / kernel | `hostpolicyd apply` | `nft -f` (text → kernel) | nft / ours apply | nft / ours whole | nft / `hostpolicyd apply` | peak RSS ours (before the apply call) / nft |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
             for r in &self.apply {
                 let _ = writeln!(
                     s,
-                    "| {} | {:.1} ms | {:.0} ms | {:.0} ms | **{:.1}x** | {:.1}x | {} ({}) / {} MiB |",
+                    "| {} | {:.1} ms | {:.0} ms | {:.0} ms | {:.0} ms | **{:.0}%** | {:.0} ms | {:.0} ms | {:.1}x | {:.2}x | **{:.2}x** | {} ({}) / {} MiB |",
                     r.label,
                     r.ours_apply,
+                    r.kernel,
                     r.ours_process,
+                    r.userspace,
+                    100.0 * r.userspace / r.kernel,
+                    r.command,
                     r.nft,
                     r.nft / r.ours_apply,
                     r.nft / r.ours_process,
+                    r.nft / r.command,
                     r.ours_rss / 1024,
                     r.ours_rss_compiled / 1024,
                     r.nft_rss / 1024

@@ -180,6 +180,25 @@ fn rollback_and_rejection_are_structured_journal_events() {
         "{}",
         dump()
     );
+    // Issue 18: how long each apply took, readable from the journal: the reload (DURATION_MS), since
+    // what asked for it (LATENCY_MS) and the kernel's share (KERNEL_MS, a real commit: more than 0).
+    for e in &applied {
+        let field = |name: &str| -> f64 {
+            e[name]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} is not a number: {e}"))
+        };
+        let (duration, latency, kernel) = (
+            field("DURATION_MS"),
+            field("LATENCY_MS"),
+            field("KERNEL_MS"),
+        );
+        assert!(
+            kernel > 0.0 && kernel <= duration + 0.1 && duration <= latency + 0.1,
+            "kernel {kernel} <= duration {duration} <= latency {latency}: {e}"
+        );
+    }
 
     let rejected = find("rejected");
     let diag = rejected

@@ -94,6 +94,8 @@ struct Loop<'w> {
     /// ([`watch::SETTLE`]): used by the reload when no file or interface event came since it started,
     /// so that the quiet period costs no time of its own. Any such event throws it away.
     early: Option<(Built, Sources)>,
+    /// The first file event since the last reload (the time an operator waits from).
+    files_since: Option<Instant>,
     watchdog: Option<Duration>,
     next_ping: Option<Instant>,
     /// The configuration directory's watch, re-established when the directory is replaced.
@@ -129,6 +131,7 @@ pub fn run<D: Dataplane, P: Prober>(
         files: Settle::default(),
         ifaces: Debouncer::new(IFACE_QUIET, IFACE_CAP),
         early: None,
+        files_since: None,
         watchdog,
         next_ping: watchdog.map(|w| d.clock.now() + w),
         watch,
@@ -184,6 +187,7 @@ impl Loop<'_> {
         }
         match ev {
             Event::Files(changes) => {
+                self.files_since.get_or_insert(at);
                 for (path, change) in changes {
                     self.files.touch(at, &path, change);
                 }
@@ -199,10 +203,12 @@ impl Loop<'_> {
                     }
                 }
                 self.files.touch_unsure(at);
+                self.files_since.get_or_insert(at);
             }
             Event::WatchError(e) => {
                 warn!(event = "watch_failed", "file watch: {e}; rescanning");
                 self.files.touch_unsure(at);
+                self.files_since.get_or_insert(at);
             }
             Event::Interfaces => self.ifaces.touch(at),
             Event::Signal(sig) if sig == signal_hook::consts::SIGHUP => {
@@ -248,6 +254,7 @@ impl Loop<'_> {
             // Not enforcing until a reload is asked for: file and interface changes wait for it.
             if round.trigger.is_none() && self.files.due(now) {
                 self.files.clear();
+                self.files_since = None;
                 self.early = None;
                 d.changed_while_flushed();
             }
@@ -265,7 +272,12 @@ impl Loop<'_> {
             d.notifier
                 .reloading(&format!("reloading ({})", trigger.name()));
             let prepared = self.early.take().filter(|_| trigger == Trigger::Files);
-            let outcome = d.reload_with(trigger, prepared);
+            let since = match trigger {
+                Trigger::Files => self.files_since.unwrap_or(now),
+                _ => now,
+            };
+            self.files_since = None;
+            let outcome = d.reload_with(trigger, prepared, since);
             let reply = d.reply(&outcome);
             for w in round.waiters {
                 let _ = w.send(reply.clone());

@@ -12,6 +12,7 @@
 //! The filter is `HOSTPOLICYD_LOG` (tracing's env-filter syntax), default [`DEFAULT_FILTER`].
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -78,10 +79,52 @@ pub fn warnings(diags: &[Diagnostic]) {
     }
 }
 
+/// When a reload began, for the timing fields of its `applied` and `unchanged` events.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The reading of the directory began (during the quiet period when the daemon reads early).
+    pub started: Instant,
+    /// What asked for the reload happened: the first file event of the burst, the signal, the request.
+    pub since: Instant,
+    /// [`crate::netlink::batch_time`] before the reload.
+    pub kernel_before: Duration,
+}
+
+/// The timing fields of an `applied` or `unchanged` event, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timed {
+    /// `duration_ms`: reading, validating, compiling and applying (the kernel's answer to the commit,
+    /// and the connectivity checks after it when the configuration has any).
+    pub duration_ms: f64,
+    /// `latency_ms`: from the first file event (or the signal or request) to the same point: what an
+    /// operator waits for after saving a file.
+    pub latency_ms: f64,
+    /// `kernel_ms`: the kernel's own time for the transactions (each batch's `sendmsg` until its answer).
+    pub kernel_ms: f64,
+}
+
+impl Timing {
+    /// The fields, the reload having ended at `now`.
+    pub fn done(&self, now: Instant) -> Timed {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        Timed {
+            duration_ms: ms(now.saturating_duration_since(self.started)),
+            latency_ms: ms(now.saturating_duration_since(self.since)),
+            kernel_ms: ms(crate::netlink::batch_time()
+                .1
+                .saturating_sub(self.kernel_before)),
+        }
+    }
+}
+
 /// Logs one reconcile outcome. `trigger` says why it ran (start, file change, SIGHUP, control socket,
-/// interfaces). Unchanged results of interface updates are logged at debug level only.
-pub fn outcome(o: &Outcome, trigger: &str, table: &str) {
+/// interfaces); `timed`: how long a reload took (not for interface updates). Unchanged results of
+/// interface updates are logged at debug level only.
+pub fn outcome(o: &Outcome, trigger: &str, table: &str, timed: Option<&Timed>) {
     let message = o.message(table);
+    let (duration_ms, latency_ms, kernel_ms) = timed
+        .map(|t| (t.duration_ms, t.latency_ms, t.kernel_ms))
+        .unwrap_or_default();
     match o {
         Outcome::Applied {
             generation,
@@ -100,10 +143,23 @@ pub fn outcome(o: &Outcome, trigger: &str, table: &str) {
                     c.detail
                 );
             }
-            info!(event = "applied", generation, hash, trigger, "{message}");
+            if timed.is_some() {
+                info!(
+                    event = "applied",
+                    generation, hash, trigger, duration_ms, latency_ms, kernel_ms, "{message}"
+                );
+            } else {
+                info!(event = "applied", generation, hash, trigger, "{message}");
+            }
         }
         Outcome::Unchanged { generation, hash } if trigger == "interfaces" => {
             debug!(event = "unchanged", generation, hash, trigger, "{message}");
+        }
+        Outcome::Unchanged { generation, hash } if timed.is_some() => {
+            info!(
+                event = "unchanged",
+                generation, hash, trigger, duration_ms, latency_ms, "{message}"
+            )
         }
         Outcome::Unchanged { generation, hash } => {
             info!(event = "unchanged", generation, hash, trigger, "{message}")

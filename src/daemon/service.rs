@@ -3,6 +3,7 @@
 //! ([`super::event_loop`]) decides when; this decides what. It reads the time only from its [`Clock`].
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tracing::{error, info, warn};
 
@@ -77,6 +78,8 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     pub(super) flows: Flows,
     /// The metrics file: told of every reload.
     metrics: Metrics,
+    /// When the last [`Daemon::build`] started (the reading of the directory).
+    build_started: Option<Instant>,
 }
 
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
@@ -136,6 +139,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             pins: load::DirPins::at_start(&settings.config_dir),
             flows,
             metrics: Metrics::off(),
+            build_started: None,
         }
     }
 
@@ -278,25 +282,35 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     /// Loads and validates the whole directory, compiles for the current interfaces, reconciles.
     pub(super) fn reload(&mut self, trigger: Trigger) -> Outcome {
-        self.reload_with(trigger, None)
+        let now = self.clock.now();
+        self.reload_with(trigger, None, now)
     }
 
     /// [`Daemon::reload`], with the directory already read and compiled ([`Daemon::build`]) when nothing
-    /// happened since.
+    /// happened since. `since`: when what asked for it happened (the burst's first file event, the
+    /// signal or request), for the `applied` event's `latency_ms`.
     pub(super) fn reload_with(
         &mut self,
         trigger: Trigger,
         prepared: Option<(Built, Sources)>,
+        since: Instant,
     ) -> Outcome {
         self.info.reloads += 1;
         self.info.changes_while_flushed = 0;
         self.set_busy(true);
+        let kernel_before = crate::netlink::batch_time().1;
         let (built, sources) = prepared.unwrap_or_else(|| self.build());
         let built = self.no_endpoints_left(built);
+        let started = self.build_started.unwrap_or(since);
         if let Ok(c) = &built {
             log::warnings(&c.warnings);
         }
-        let outcome = self.reconcile(built.as_ref(), trigger.name());
+        let timing = log::Timing {
+            started,
+            since: since.min(started),
+            kernel_before,
+        };
+        let outcome = self.reconcile_timed(built.as_ref(), trigger.name(), Some(timing));
         *self
             .info
             .reload_results
@@ -354,6 +368,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     /// Reads and validates the whole directory and compiles it for the current interfaces.
     pub(super) fn build(&mut self) -> (Built, Sources) {
+        self.build_started = Some(self.clock.now());
         let (sources, problems) = load::read_dir_pinned(&self.settings.config_dir, &self.pins);
         let built = self.compile(load::parse_sources(&sources, problems));
         (built, sources)
@@ -393,6 +408,15 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         built: Result<&pipeline::Compiled, &pipeline::Invalid>,
         trigger: &str,
     ) -> Outcome {
+        self.reconcile_timed(built, trigger, None)
+    }
+
+    fn reconcile_timed(
+        &mut self,
+        built: Result<&pipeline::Compiled, &pipeline::Invalid>,
+        trigger: &str,
+        timing: Option<log::Timing>,
+    ) -> Outcome {
         let now = self.clock.wall();
         let outcome = match built {
             // Not a reload of the files: the summary keeps the last reload's result (issue 17 item 2).
@@ -401,7 +425,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             }
             _ => self.engine.reconcile(built, now),
         };
-        log::outcome(&outcome, trigger, &self.settings.table);
+        let timed = timing.map(|t| t.done(self.clock.now()));
+        log::outcome(&outcome, trigger, &self.settings.table, timed.as_ref());
         if matches!(
             outcome,
             Outcome::Applied { .. }

@@ -2,6 +2,7 @@
 //! ([`send_batch`]), a request or dump and its answer ([`Conn::exchange`]), and a multicast
 //! subscription with a receive that can time out ([`Subscription`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::consts::*;
@@ -31,6 +32,22 @@ pub enum BatchError {
     Unknown(Error),
 }
 
+/// The kernel's time for the batches of this process: nanoseconds from each batch's `sendmsg` until its
+/// answer was read, and how many batches (see [`batch_time`]).
+static BATCH_NANOS: AtomicU64 = AtomicU64::new(0);
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// How many batches this process has sent with [`send_batch`] and the kernel's time for them: from the
+/// `sendmsg` (in which the kernel checks and commits the whole transaction) until its answer was read.
+/// Socket set-up and close are not counted. The benchmark's floor and the daemon's `applied` event read
+/// it (the difference of two readings is the time of the batches in between).
+pub fn batch_time() -> (u64, Duration) {
+    (
+        BATCHES.load(Ordering::Relaxed),
+        Duration::from_nanos(BATCH_NANOS.load(Ordering::Relaxed)),
+    )
+}
+
 /// Sends one nfnetlink batch (BATCH_BEGIN, messages numbered from 0, BATCH_END) in ONE `sendmsg` on
 /// its own socket, and waits for the answer to message `last_seq` (the only one that asks for an ACK;
 /// errors are always answered). `messages`: how many messages the batch holds (to size the receive
@@ -44,6 +61,12 @@ pub fn send_batch(bytes: &[u8], messages: usize, last_seq: u32) -> Result<(), Ba
     let recv = (messages * 1024).clamp(1 << 20, 64 << 20);
     sock.set_buffers(bytes.len() + (64 << 10), recv)
         .map_err(|e| BatchError::Socket(Error::io("sizing the netlink socket buffers", &e)))?;
+    let started = Instant::now();
+    let answered = || {
+        BATCHES.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        BATCH_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    };
     sock.send(bytes).map_err(|e| {
         BatchError::Socket(Error::io(
             format!(
@@ -82,6 +105,7 @@ pub fn send_batch(bytes: &[u8], messages: usize, last_seq: u32) -> Result<(), Ba
             wait = None; // drain what is already queued, without waiting
         }
     }
+    answered();
     let mut errors: Vec<Reply> = replies.iter().filter(|r| r.errno != 0).cloned().collect();
     errors.sort_by_key(|r| r.seq);
     if !errors.is_empty() {

@@ -34,7 +34,9 @@ pub mod socket;
 
 pub use consts::*;
 pub use error::{describe_errno, parse_replies, Error, ErrorKind, Reply};
-pub use exchange::{send_batch, Answer, BatchError, Conn, Delivery, Subscription, ANSWER_TIMEOUT};
+pub use exchange::{
+    batch_time, send_batch, Answer, BatchError, Conn, Delivery, Subscription, ANSWER_TIMEOUT,
+};
 pub use msg::{
     align4, attr_str, attrs, be32, be64, messages, msg_attrs, nft_type, request, udata_comment,
     udata_comment_of, udata_tlv, Attr, Msg, Writer,
