@@ -33,8 +33,6 @@ use std::sync::Arc;
 
 use crate::config::diag::{self, Diagnostic, Severity};
 use crate::config::model::{Config, Pos};
-use crate::config::validate::Validator;
-use crate::config::yaml;
 use crate::trust::{self, OpenFile, Problem, Strict};
 
 /// The most configuration files read from one directory (or given to `check`).
@@ -504,24 +502,10 @@ fn file_warning(name: &str, what: &str) -> Diagnostic {
     Diagnostic::warning(file_pos(name), format!("{name} {what}"))
 }
 
-/// Load configuration texts: `(display name, text)` pairs. Pure: no file system.
+/// Load configuration texts: `(display name, text)` pairs, parsed and validated in parallel
+/// ([`crate::config::cache`]). Pure: no file system.
 pub fn load_sources(sources: &[(String, String)]) -> Loaded {
-    let mut validator = Validator::new();
-    // One budget for every file: the whole configuration is bounded, not each file.
-    let mut budget = yaml::Budget::new();
-    for (name, text) in sources {
-        let file: Arc<str> = Arc::from(name.as_str());
-        let parsed = yaml::parse_budgeted(&file, text, &mut budget);
-        validator.extend_diagnostics(parsed.diagnostics);
-        for doc in &parsed.documents {
-            validator.document(&file, text, doc);
-        }
-    }
-    let (config, diagnostics) = validator.finish();
-    Loaded {
-        config,
-        diagnostics,
-    }
+    crate::config::cache::load_sources(sources)
 }
 
 #[cfg(test)]

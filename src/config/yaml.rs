@@ -193,6 +193,21 @@ impl Budget {
         self.exhausted
     }
 
+    /// What was spent so far: (nodes, nodes added by aliases). Parsing files apart, each with a budget of
+    /// its own, spends what parsing them one after the other with one budget would, as long as the sum
+    /// stays within the limits ([`Budget::within`]).
+    pub fn spent_total(&self) -> (usize, usize) {
+        (
+            self.limits.nodes - self.left.nodes,
+            self.limits.alias - self.left.alias,
+        )
+    }
+
+    /// Whether a load that spent `(nodes, alias)` in all stays within the budgets of hostpolicy.d(5).
+    pub fn within(spent: (usize, usize)) -> bool {
+        spent.0 <= MAX_NODES && spent.1 <= MAX_ALIAS_NODES
+    }
+
     /// The error of a spent budget, at the position where it ran out: the limit and the files that
     /// spent it, the biggest first.
     fn spent_message(&self, over: Over) -> String {
@@ -261,13 +276,65 @@ pub fn parse_budgeted(file: &Arc<str>, text: &str, budget: &mut Budget) -> Parse
 
 /// [`parse_budgeted`], with or without the fast path for long lists of scalars ([`parse_with_runs`]).
 fn parse_with(file: &Arc<str>, text: &str, fast: bool, budget: &mut Budget) -> Parsed {
+    parse_chunks(file, text, split_documents(text), fast, budget)
+}
+
+/// Some consecutive documents of a file, to be parsed apart from the others ([`parse_piece`]).
+#[derive(Debug, Clone)]
+pub struct Piece {
+    chunks: Vec<Chunk>,
+    bytes: usize,
+}
+
+impl Piece {
+    /// How many bytes of the file it covers.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// The documents of `text` in groups of consecutive documents of about `target` bytes each (a document
+/// bigger than that is a group of its own), to be parsed in parallel: parsing the groups in order is
+/// parsing the file, since each document is parsed on its own ([`split_documents`]); only the budget
+/// is shared between documents (see [`Budget::spent_total`]).
+pub fn pieces(text: &str, target: usize) -> Vec<Piece> {
+    let mut pieces: Vec<Piece> = Vec::new();
+    for chunk in split_documents(text) {
+        let len = chunk.end - chunk.start;
+        match pieces.last_mut() {
+            Some(p) if p.bytes + len <= target.max(1) => {
+                p.bytes += len;
+                p.chunks.push(chunk);
+            }
+            _ => pieces.push(Piece {
+                chunks: vec![chunk],
+                bytes: len,
+            }),
+        }
+    }
+    pieces
+}
+
+/// [`parse_budgeted`] of one [`Piece`] of `text`.
+pub fn parse_piece(file: &Arc<str>, text: &str, piece: &Piece, budget: &mut Budget) -> Parsed {
+    parse_chunks(file, text, piece.chunks.iter().cloned(), true, budget)
+}
+
+/// Parses the documents `chunks` of `text`, spending `budget`.
+fn parse_chunks(
+    file: &Arc<str>,
+    text: &str,
+    chunks: impl IntoIterator<Item = Chunk>,
+    fast: bool,
+    budget: &mut Budget,
+) -> Parsed {
     let mut out = Parsed::default();
     if budget.exhausted {
         return out;
     }
     let before = budget.left;
     let mut over = None;
-    for chunk in split_documents(text) {
+    for chunk in chunks {
         if fast && parse_with_runs(file, text, &chunk, &mut out, &mut budget.left) {
             continue;
         }
@@ -442,6 +509,7 @@ fn simple_item(line: &str) -> Option<(usize, usize, usize)> {
 }
 
 /// A part of the file holding at most one document marker at its start.
+#[derive(Debug, Clone)]
 struct Chunk {
     start: usize,
     end: usize,

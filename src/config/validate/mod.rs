@@ -61,13 +61,41 @@ const OTHER_CALICO_KINDS: &[&str] = &[
     "StagedKubernetesNetworkPolicy",
 ];
 
-/// Accumulates resources and diagnostics over all files of one load.
+/// Accumulates resources and diagnostics over all files of one load, or over one part of it
+/// ([`Validator::into_part`]; the parts of a load, validated apart and in parallel, are put together by
+/// [`merge`]).
 #[derive(Default)]
 pub struct Validator {
     config: Config,
     diagnostics: Vec<Diagnostic>,
-    /// (kind, name) → where it was first defined.
+    names: Registry,
+}
+
+/// The names defined so far: (kind, name) → where it was first defined, and each definition in order.
+#[derive(Default)]
+struct Registry {
     names: Names,
+    defined: Vec<Defined>,
+}
+
+/// A resource's name, registered by the first resource of its kind to have it.
+#[derive(Debug, Clone)]
+struct Defined {
+    kind: &'static str,
+    name: String,
+    pos: Pos,
+    /// Whether the resource is in the part's [`Config`] (no error): the kept resources of a kind are its
+    /// `Config` list, in the same order.
+    kept: bool,
+}
+
+/// The validated resources of some documents of one load, with their diagnostics, before the checks
+/// across them (duplicate names, tiers): what [`merge`] puts together.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    config: Config,
+    diagnostics: Vec<Diagnostic>,
+    defined: Vec<Defined>,
 }
 
 impl Validator {
@@ -105,18 +133,116 @@ impl Validator {
 
     /// The configuration (only resources without errors) and every diagnostic, in file order.
     pub fn finish(self) -> (Config, Vec<Diagnostic>) {
-        let mut diagnostics = self.diagnostics;
-        let mut config = self.config;
-        // A Tier with errors is still declared: its policies are not refused a second time for it.
-        let declared: Vec<&str> = self
-            .names
-            .keys()
-            .filter(|(kind, _)| *kind == "Tier")
-            .map(|(_, name)| name.as_str())
-            .collect();
-        tier::check_policy_tiers(&mut config, &declared, &mut diagnostics);
-        crate::config::diag::sort(&mut diagnostics);
-        (config, diagnostics)
+        finish(self.config, self.diagnostics, &self.names.names)
+    }
+
+    /// What was validated, for [`merge`] with the other parts of the load.
+    pub fn into_part(self) -> Part {
+        Part {
+            config: self.config,
+            diagnostics: self.diagnostics,
+            defined: self.names.defined,
+        }
+    }
+}
+
+/// The checks across all resources of the load, then the diagnostics in file order.
+fn finish(
+    mut config: Config,
+    mut diagnostics: Vec<Diagnostic>,
+    names: &Names,
+) -> (Config, Vec<Diagnostic>) {
+    // A Tier with errors is still declared: its policies are not refused a second time for it.
+    let declared: Vec<&str> = names
+        .keys()
+        .filter(|(kind, _)| *kind == "Tier")
+        .map(|(_, name)| name.as_str())
+        .collect();
+    tier::check_policy_tiers(&mut config, &declared, &mut diagnostics);
+    crate::config::diag::sort(&mut diagnostics);
+    (config, diagnostics)
+}
+
+/// The parts of one load, in file order, as one [`Validator`] fed every document in that order would
+/// have finished: a name defined in an earlier part makes a later resource of the same kind and name a
+/// duplicate (an error, and the resource is left out), then the checks across resources run
+/// ([`Validator::finish`]). The parts are only read: cached parts are merged again on the next load.
+pub fn merge<'p>(parts: impl IntoIterator<Item = &'p Part>) -> (Config, Vec<Diagnostic>) {
+    let mut config = Config::default();
+    let mut diagnostics = Vec::new();
+    let mut names = Names::new();
+    for part in parts {
+        diagnostics.extend(part.diagnostics.iter().cloned());
+        let mut taken = Taken::default();
+        for d in &part.defined {
+            let duplicate = match names.get(&(d.kind, d.name.clone())) {
+                Some(first) => {
+                    diagnostics.push(Diagnostic::error(
+                        d.pos.clone(),
+                        format!("{} '{}' is already defined at {first}", d.kind, d.name),
+                    ));
+                    true
+                }
+                None => {
+                    names.insert((d.kind, d.name.clone()), d.pos.clone());
+                    false
+                }
+            };
+            if d.kept {
+                taken.next(d.kind, &part.config, &mut config, !duplicate);
+            }
+        }
+    }
+    finish(config, diagnostics, &names)
+}
+
+/// How many resources of each kind of a part were gone through by [`merge`].
+#[derive(Default)]
+struct Taken {
+    tiers: usize,
+    policies: usize,
+    host_endpoints: usize,
+    network_sets: usize,
+    felix: usize,
+    checks: usize,
+    management: usize,
+}
+
+impl Taken {
+    /// Goes past the next resource of `kind` in `from`, copying it into `to` when `keep`.
+    fn next(&mut self, kind: &str, from: &Config, to: &mut Config, keep: bool) {
+        fn take<T: Clone>(i: &mut usize, from: &[T], to: &mut Vec<T>, keep: bool) {
+            if let (true, Some(r)) = (keep, from.get(*i)) {
+                to.push(r.clone());
+            }
+            *i += 1;
+        }
+        match kind {
+            "Tier" => take(&mut self.tiers, &from.tiers, &mut to.tiers, keep),
+            "GlobalNetworkPolicy" => {
+                take(&mut self.policies, &from.policies, &mut to.policies, keep)
+            }
+            "HostEndpoint" => take(
+                &mut self.host_endpoints,
+                &from.host_endpoints,
+                &mut to.host_endpoints,
+                keep,
+            ),
+            "GlobalNetworkSet" => take(
+                &mut self.network_sets,
+                &from.network_sets,
+                &mut to.network_sets,
+                keep,
+            ),
+            "FelixConfiguration" => take(&mut self.felix, &from.felix, &mut to.felix, keep),
+            "ConnectivityCheck" => take(&mut self.checks, &from.checks, &mut to.checks, keep),
+            _ => take(
+                &mut self.management,
+                &from.management,
+                &mut to.management,
+                keep,
+            ),
+        }
     }
 }
 
@@ -134,7 +260,7 @@ enum Decoded {
 
 type Names = HashMap<(&'static str, String), Pos>;
 
-fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
+fn resource(cx: &mut Cx, config: &mut Config, names: &mut Registry, node: &Node) {
     let errors_before = cx.errors;
     let Some((obj, api_version, kind)) = envelope(cx, node) else {
         return;
@@ -144,8 +270,13 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
         .find(|(k, v)| *k == kind && *v == api_version)
         .map(|(k, _)| *k);
     if let Some(kind) = known {
+        let registered = names.defined.len();
         let decoded = decode(cx, names, &obj, kind);
         if let Some(decoded) = decoded.filter(|_| cx.errors == errors_before) {
+            // Without errors its name was registered (valid, and not a duplicate).
+            if let Some(d) = names.defined.get_mut(registered) {
+                d.kept = true;
+            }
             match decoded {
                 Decoded::Tier(r) => config.tiers.push(r),
                 Decoded::Policy(r) => config.policies.push(*r),
@@ -174,7 +305,7 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Names, node: &Node) {
 }
 
 /// Check the top-level fields, decode metadata (registering the name), then the kind's spec.
-fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Option<Decoded> {
+fn decode(cx: &mut Cx, names: &mut Registry, obj: &Obj, kind: &'static str) -> Option<Decoded> {
     let allowed = ["apiVersion", "kind", "metadata", "spec"];
     for (key, _) in obj.entries() {
         if !allowed.contains(&key.text.as_str()) {
@@ -195,13 +326,21 @@ fn decode(cx: &mut Cx, names: &mut Names, obj: &Obj, kind: &'static str) -> Opti
     // two copies has other errors.
     let pos = cx.pos(obj.node);
     if let Some(meta) = &meta {
-        match names.get(&(kind, meta.name.value.clone())) {
+        match names.names.get(&(kind, meta.name.value.clone())) {
             Some(first) => {
                 let message = format!("{kind} '{}' is already defined at {first}", meta.name.value);
                 cx.error_at(pos, message);
             }
             None => {
-                names.insert((kind, meta.name.value.clone()), pos);
+                names
+                    .names
+                    .insert((kind, meta.name.value.clone()), pos.clone());
+                names.defined.push(Defined {
+                    kind,
+                    name: meta.name.value.clone(),
+                    pos,
+                    kept: false,
+                });
             }
         }
     }
@@ -281,7 +420,7 @@ fn is_list_kind(kind: &str) -> bool {
             .is_some_and(|k| KINDS.iter().any(|(known, _)| *known == k))
 }
 
-fn list_kind(cx: &mut Cx, config: &mut Config, names: &mut Names, obj: &Obj, kind: &str) {
+fn list_kind(cx: &mut Cx, config: &mut Config, names: &mut Registry, obj: &Obj, kind: &str) {
     let allowed = ["apiVersion", "kind", "metadata", "items"];
     for (key, _) in obj.entries() {
         if !allowed.contains(&key.text.as_str()) {

@@ -1,0 +1,573 @@
+//! Loading many configuration texts fast (issue 18): files parsed and validated in parallel, and a
+//! per-file cache that lets a reload parse and validate only the files that changed.
+//!
+//! The unit of work is a file, or a [`yaml::Piece`] of a big one (consecutive documents, about
+//! [`PIECE_BYTES`]): each is parsed and validated on its own ([`Part`]) by up to
+//! [`std::thread::available_parallelism`] threads (`std::thread::scope`), and the parts are put together
+//! in file order by [`merge`], which runs the checks across resources (a name defined twice, a policy's
+//! tier) exactly as one validator fed every document in order would. [`load_sources`] is therefore
+//! [`load_sources_sequential`]'s result, computed faster; the tests hold them equal.
+//!
+//! The YAML budgets of hostpolicy.d(5) ([`yaml::Budget`]) bound the whole load, not each file: each unit
+//! is parsed with a budget of its own and what they spent is added up in file order. While the sum stays
+//! within the limits, that is what one shared budget would have seen; when it does not (a
+//! configuration the load refuses anyway), the units stop being parsed as soon as the sum of those done
+//! passes the limits (so the memory stays bounded), and the whole load is done again the sequential way,
+//! for its exact error.
+//!
+//! [`Cache`] keeps each file's parts under its name, with the text's size and a hash of it (SipHash
+//! with a key drawn per process, so that no one can make two texts collide on purpose). A reload hands
+//! it every text it read: the texts whose size and hash are those of the cached entry reuse its parts,
+//! the others are parsed and validated (in parallel), and [`merge`] runs over all of them again, so what
+//! depends on other files (duplicates, tiers) is always judged on the whole directory. The cache saves
+//! the parsing only: reading the files, with every check of the loader (trust, limits), still happens
+//! on every reload, and the hash is of what was read. The file's mtime is not part of the key: the
+//! text is read anyway, and two writes within one tick of the file system's clock keep the mtime.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::load::Loaded;
+use crate::config::validate::{merge, Part, Validator};
+use crate::config::yaml;
+
+/// A file bigger than this is parsed in pieces of about this size, in parallel.
+pub const PIECE_BYTES: usize = 256 * 1024;
+
+/// Below this many bytes in all, everything is parsed on the calling thread (threads cost more).
+const PARALLEL_BYTES: usize = 64 * 1024;
+
+/// The most threads a load uses.
+const MAX_THREADS: usize = 8;
+
+/// How many threads a load uses: the CPUs this process may run on, at most [`MAX_THREADS`].
+pub fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+}
+
+/// One file's validated parts, in document order, and the YAML budget they spent.
+#[derive(Debug)]
+struct FileParts {
+    parts: Vec<Part>,
+    /// (nodes, alias nodes), as [`yaml::Budget::spent_total`].
+    spent: (usize, usize),
+    /// Its own budget ran out (the load is refused).
+    over: bool,
+}
+
+/// Parses and validates one unit (a file, or a piece of one) with a budget of its own.
+fn unit(name: &str, text: &str, piece: Option<&yaml::Piece>) -> FileParts {
+    let file: Arc<str> = Arc::from(name);
+    let mut budget = yaml::Budget::new();
+    let parsed = match piece {
+        Some(p) => yaml::parse_piece(&file, text, p, &mut budget),
+        None => yaml::parse_budgeted(&file, text, &mut budget),
+    };
+    FileParts {
+        parts: vec![validate(&file, text, parsed)],
+        spent: budget.spent_total(),
+        over: budget.exhausted(),
+    }
+}
+
+fn validate(file: &Arc<str>, text: &str, parsed: yaml::Parsed) -> Part {
+    let mut validator = Validator::new();
+    validator.extend_diagnostics(parsed.diagnostics);
+    for doc in &parsed.documents {
+        validator.document(file, text, doc);
+    }
+    validator.into_part()
+}
+
+/// Load configuration texts, `(display name, text)` pairs, one document after the other on this
+/// thread with one budget: the reference that [`load_sources`] equals.
+pub fn load_sources_sequential(sources: &[(String, String)]) -> Loaded {
+    let mut validator = Validator::new();
+    // One budget for every file: the whole configuration is bounded, not each file.
+    let mut budget = yaml::Budget::new();
+    for (name, text) in sources {
+        let file: Arc<str> = Arc::from(name.as_str());
+        let parsed = yaml::parse_budgeted(&file, text, &mut budget);
+        validator.extend_diagnostics(parsed.diagnostics);
+        for doc in &parsed.documents {
+            validator.document(&file, text, doc);
+        }
+    }
+    let (config, diagnostics) = validator.finish();
+    Loaded {
+        config,
+        diagnostics,
+    }
+}
+
+/// Load configuration texts: `(display name, text)` pairs, parsed and validated in parallel. Pure: no
+/// file system.
+pub fn load_sources(sources: &[(String, String)]) -> Loaded {
+    let texts: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    match parse_all(&texts, threads()) {
+        Some(files) => loaded(files.iter().map(|f| f.as_ref()))
+            .unwrap_or_else(|| load_sources_sequential(sources)),
+        None => load_sources_sequential(sources),
+    }
+}
+
+/// The merged result of files' parts, in file order; None when the YAML budgets of the whole load are
+/// spent (the load must then be done sequentially, for its exact error).
+fn loaded<'f>(files: impl Iterator<Item = &'f FileParts> + Clone) -> Option<Loaded> {
+    let mut total = (0usize, 0usize);
+    for f in files.clone() {
+        total = (total.0 + f.spent.0, total.1 + f.spent.1);
+        if f.over || !yaml::Budget::within(total) {
+            return None;
+        }
+    }
+    let (config, diagnostics) = merge(files.flat_map(|f| f.parts.iter()));
+    Some(Loaded {
+        config,
+        diagnostics,
+    })
+}
+
+/// One unit of work: a file, or one piece of a big file.
+struct Job<'s> {
+    file: usize,
+    name: &'s str,
+    text: &'s str,
+    piece: Option<yaml::Piece>,
+}
+
+/// Parses and validates `files` (name, text) with up to `threads` threads; the results in file order.
+/// None when the YAML budgets were spent before all were parsed (see the module documentation).
+fn parse_all(files: &[(&str, &str)], threads: usize) -> Option<Vec<Arc<FileParts>>> {
+    let total: usize = files.iter().map(|(_, t)| t.len()).sum();
+    if threads <= 1 || total < PARALLEL_BYTES {
+        let mut spent = (0usize, 0usize);
+        let mut out = Vec::with_capacity(files.len());
+        for (n, t) in files {
+            let f = unit(n, t, None);
+            spent = (spent.0 + f.spent.0, spent.1 + f.spent.1);
+            if f.over || !yaml::Budget::within(spent) {
+                return None;
+            }
+            out.push(Arc::new(f));
+        }
+        return Some(out);
+    }
+    let mut jobs: Vec<Job> = Vec::new();
+    for (i, (name, text)) in files.iter().enumerate() {
+        if text.len() > PIECE_BYTES {
+            // Pieces of about an equal share of the threads, at most PIECE_BYTES each.
+            let target = (text.len() / threads).clamp(PIECE_BYTES / 4, PIECE_BYTES);
+            for piece in yaml::pieces(text, target) {
+                jobs.push(Job {
+                    file: i,
+                    name,
+                    text,
+                    piece: Some(piece),
+                });
+            }
+        } else {
+            jobs.push(Job {
+                file: i,
+                name,
+                text,
+                piece: None,
+            });
+        }
+    }
+    // The biggest first, so that no thread is left with a big one at the end.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&j| {
+        std::cmp::Reverse(
+            jobs[j]
+                .piece
+                .as_ref()
+                .map_or(jobs[j].text.len(), |p| p.bytes()),
+        )
+    });
+    let next = AtomicUsize::new(0);
+    // What the units done so far spent; past the limits, no more are parsed.
+    let (nodes, alias) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let spent_all = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<FileParts>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| {
+                let mut done = Vec::new();
+                while !spent_all.load(Ordering::Relaxed) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&j) = order.get(k) else { break };
+                    let job = &jobs[j];
+                    let f = unit(job.name, job.text, job.piece.as_ref());
+                    let total = (
+                        nodes.fetch_add(f.spent.0, Ordering::Relaxed) + f.spent.0,
+                        alias.fetch_add(f.spent.1, Ordering::Relaxed) + f.spent.1,
+                    );
+                    if f.over || !yaml::Budget::within(total) {
+                        spent_all.store(true, Ordering::Relaxed);
+                    }
+                    done.push((j, f));
+                }
+                let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
+                for (j, r) in done {
+                    results[j] = Some(r);
+                }
+            });
+        }
+    });
+    if spent_all.load(Ordering::Relaxed) {
+        return None;
+    }
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut out: Vec<FileParts> = files
+        .iter()
+        .map(|_| FileParts {
+            parts: Vec::new(),
+            spent: (0, 0),
+            over: false,
+        })
+        .collect();
+    for (job, r) in jobs.iter().zip(results) {
+        let r = r?;
+        let f = &mut out[job.file];
+        f.parts.extend(r.parts);
+        f.spent = (f.spent.0 + r.spent.0, f.spent.1 + r.spent.1);
+        f.over |= r.over;
+    }
+    Some(out.into_iter().map(Arc::new).collect())
+}
+
+/// What the cache holds of one file.
+#[derive(Debug)]
+struct Entry {
+    size: usize,
+    hash: u64,
+    parts: Arc<FileParts>,
+}
+
+/// The parsed and validated parts of each file of the last load, by file name (see the module
+/// documentation).
+#[derive(Debug, Default)]
+pub struct Cache {
+    hasher: RandomState,
+    files: HashMap<String, Entry>,
+    last: CacheUse,
+}
+
+/// How the last [`Cache::load`] went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    /// Files whose cached parts were used.
+    pub reused: usize,
+    /// Files parsed and validated.
+    pub parsed: usize,
+}
+
+impl Cache {
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    /// Loads `sources` like [`load_sources`], parsing only the texts that are not in the cache as they
+    /// are; afterwards the cache holds exactly these files.
+    pub fn load(&mut self, sources: &[(String, String)]) -> Loaded {
+        let keys: Vec<(usize, u64)> = sources
+            .iter()
+            .map(|(_, t)| (t.len(), self.hasher.hash_one(t.as_bytes())))
+            .collect();
+        let stale: Vec<usize> = sources
+            .iter()
+            .zip(&keys)
+            .enumerate()
+            .filter(|(_, ((name, _), key))| {
+                self.files
+                    .get(name)
+                    .is_none_or(|e| (e.size, e.hash) != **key)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let texts: Vec<(&str, &str)> = stale
+            .iter()
+            .map(|&i| (sources[i].0.as_str(), sources[i].1.as_str()))
+            .collect();
+        let Some(fresh) = parse_all(&texts, threads()) else {
+            // Over the YAML budgets: refused, with the sequential load's exact error; nothing kept.
+            self.files.clear();
+            self.last = CacheUse {
+                reused: 0,
+                parsed: sources.len(),
+            };
+            return load_sources_sequential(sources);
+        };
+        self.last = CacheUse {
+            reused: sources.len() - stale.len(),
+            parsed: stale.len(),
+        };
+        let mut files: HashMap<String, Entry> = HashMap::with_capacity(sources.len());
+        let mut fresh = stale.into_iter().zip(fresh).peekable();
+        for (i, ((name, _), (size, hash))) in sources.iter().zip(keys).enumerate() {
+            let parts = match fresh.peek() {
+                Some((j, _)) if *j == i => fresh.next().expect("peeked").1,
+                _ => {
+                    self.files
+                        .remove(name)
+                        .expect("a file not parsed again is cached")
+                        .parts
+                }
+            };
+            files.insert(name.clone(), Entry { size, hash, parts });
+        }
+        self.files = files;
+        let files = &self.files;
+        match loaded(sources.iter().map(|(name, _)| &*files[name].parts)) {
+            Some(l) => l,
+            None => {
+                self.files.clear();
+                load_sources_sequential(sources)
+            }
+        }
+    }
+
+    /// How the last [`Cache::load`] went.
+    pub fn last_use(&self) -> CacheUse {
+        self.last
+    }
+
+    /// Forgets every file.
+    pub fn clear(&mut self) {
+        self.files.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, port: u16) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: {name}\nspec:\n  \
+             selector: all()\n  ingress:\n  - action: Allow\n    protocol: TCP\n    destination:\n      \
+             ports: [{port}]\n"
+        )
+    }
+
+    fn render(l: &Loaded) -> String {
+        format!("{:?}\n{:?}", l.config, l.diagnostics)
+    }
+
+    /// Files that hold what crosses files: duplicates (within a file, across files, of a resource with
+    /// errors), a tier declared in one file and used in another, an undeclared tier, a syntax error, a
+    /// list kind, and many documents in one file (cut into pieces).
+    fn directory() -> Vec<(String, String)> {
+        let big: Vec<String> = (0..3000)
+            .map(|i| policy(&format!("big-{i}"), 1000))
+            .collect();
+        vec![
+            (
+                "10-tier.yaml".into(),
+                "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n"
+                    .into(),
+            ),
+            (
+                "20-a.yaml".into(),
+                format!("{}---\n{}", policy("dup", 22), policy("dup", 23)),
+            ),
+            ("21-b.yaml".into(), policy("dup", 24)),
+            (
+                "22-tiered.yaml".into(),
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: security.p}\nspec: {tier: security, selector: all()}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: nowhere.q}\nspec: {tier: nowhere, selector: all()}\n"
+                    .into(),
+            ),
+            (
+                "23-bad.yaml".into(),
+                format!("{}---\nkind: [\n---\n{}", policy("bad-a", 1), policy("big-7", 2)),
+            ),
+            (
+                "24-list.yaml".into(),
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicyList\nitems:\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata: {name: listed}\n  spec: {selector: all()}\n- apiVersion: projectcalico.org/v3\n  kind: GlobalNetworkPolicy\n  metadata: {name: dup}\n  spec: {selector: all(), order: x}\n"
+                    .into(),
+            ),
+            ("30-big.yaml".into(), big.join("---\n")),
+            ("31-big-dup.yaml".into(), policy("big-2999", 9)),
+        ]
+    }
+
+    /// Parallel parsing (pieces of a big file included) gives what one validator fed every document in
+    /// order gives: the same resources, the same diagnostics in the same order.
+    #[test]
+    fn parallel_load_equals_sequential_load() {
+        let dir = directory();
+        let sequential = load_sources_sequential(&dir);
+        assert!(
+            sequential.diagnostics.len() >= 5,
+            "the directory has problems across files: {:?}",
+            sequential.diagnostics
+        );
+        let texts: Vec<(&str, &str)> = dir.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        for threads in [1, 2, 3, 8] {
+            let files = parse_all(&texts, threads).expect("within the budgets");
+            if threads > 1 {
+                assert!(files[6].parts.len() > 1, "the big file was cut into pieces");
+            }
+            let parallel = loaded(files.iter().map(|f| f.as_ref())).expect("within the budgets");
+            assert_eq!(render(&parallel), render(&sequential), "{threads} threads");
+        }
+        assert_eq!(render(&load_sources(&dir)), render(&sequential));
+    }
+
+    /// The YAML budgets bound the whole load, not each unit: files that each stay within the alias
+    /// budget but pass it together are refused with the error a sequential load gives, in parallel and
+    /// through the cache alike.
+    #[test]
+    fn the_budgets_cover_the_whole_load_in_parallel_too() {
+        let list: Vec<String> = (0..1000).map(|i| format!("p{i}")).collect();
+        let aliases = |k: usize| {
+            format!(
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {{name: s{k}}}\nspec:\n  \
+                 nets: &a [{}]\n  copies: [{}]\n",
+                list.join(", "),
+                vec!["*a"; 400].join(", ")
+            )
+        };
+        let mut dir = directory();
+        for k in 0..3 {
+            dir.push((format!("40-aliases-{k}.yaml"), aliases(k)));
+        }
+        let sequential = load_sources_sequential(&dir);
+        assert!(
+            sequential
+                .diagnostics
+                .iter()
+                .any(|d| d.message.contains("aliases expand to too many nodes")),
+            "{:?}",
+            sequential.diagnostics
+        );
+        let texts: Vec<(&str, &str)> = dir.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        for threads in [1, 2, 4] {
+            let parallel =
+                parse_all(&texts, threads).and_then(|f| loaded(f.iter().map(|f| f.as_ref())));
+            assert!(parallel.is_none(), "{threads} threads: over the budgets");
+        }
+        assert_eq!(render(&load_sources(&dir)), render(&sequential));
+        let mut cache = Cache::new();
+        assert_eq!(render(&cache.load(&dir)), render(&sequential));
+        // Two of them are within the budgets: accepted by both, and cached.
+        dir.pop();
+        assert_eq!(
+            render(&cache.load(&dir)),
+            render(&load_sources_sequential(&dir))
+        );
+        assert_eq!(cache.last_use().parsed, dir.len());
+        dir.push(("40-aliases-2.yaml".into(), aliases(2)));
+        assert_eq!(render(&cache.load(&dir)), render(&sequential));
+    }
+
+    /// A reload re-reads only what changed: the changed file is parsed again alone, and the result
+    /// equals a cold load of the same files (the checks across files judged again, on cached files).
+    #[test]
+    fn a_changed_file_is_parsed_again_alone_and_the_result_equals_a_cold_load() {
+        let mut dir = directory();
+        let mut cache = Cache::new();
+        assert_eq!(
+            render(&cache.load(&dir)),
+            render(&load_sources_sequential(&dir))
+        );
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: 0,
+                parsed: dir.len()
+            }
+        );
+
+        // Nothing changed: nothing parsed.
+        assert_eq!(
+            render(&cache.load(&dir)),
+            render(&load_sources_sequential(&dir))
+        );
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: dir.len(),
+                parsed: 0
+            }
+        );
+
+        // One port changed in one file, same size: that file only.
+        dir[2].1 = policy("dup", 25);
+        let warm = cache.load(&dir);
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: dir.len() - 1,
+                parsed: 1
+            }
+        );
+        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
+        assert!(
+            format!("{:?}", warm.config).contains("25"),
+            "the new port is in"
+        );
+
+        // The first definition removed: the cached duplicate in another file is now the only one.
+        dir[1].1 = policy("other", 22);
+        let warm = cache.load(&dir);
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: dir.len() - 1,
+                parsed: 1
+            }
+        );
+        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
+
+        // The tier's file removed: the cached policy that uses it is refused now; added back: accepted.
+        let tier = dir.remove(0);
+        let warm = cache.load(&dir);
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: dir.len(),
+                parsed: 0
+            }
+        );
+        let cold = load_sources_sequential(&dir);
+        assert_eq!(render(&warm), render(&cold));
+        assert!(cold
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("security")));
+        dir.insert(0, tier);
+        let warm = cache.load(&dir);
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: dir.len() - 1,
+                parsed: 1
+            }
+        );
+        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
+
+        // A file renamed: parsed under its new name (positions name the file).
+        let (_, text) = dir.remove(2);
+        dir.push(("99-moved.yaml".into(), text));
+        let warm = cache.load(&dir);
+        assert_eq!(
+            cache.last_use(),
+            CacheUse {
+                reused: dir.len() - 1,
+                parsed: 1
+            }
+        );
+        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
+    }
+}
