@@ -302,7 +302,7 @@ fn directions_without_policy(config: &Config, out: &mut Vec<Diagnostic>) {
             // validation).
             let policies: Vec<&GlobalNetworkPolicy> = selecting
                 .iter()
-                .map(|&i| &config.policies[i])
+                .map(|&i| &*config.policies[i])
                 .filter(|p| {
                     if ingress {
                         p.ingress_type
@@ -780,7 +780,7 @@ fn passes_that_reach_no_tier(config: &Config, out: &mut Vec<Diagnostic>) {
         (p.ingress_type && p.ingress.iter().any(|r| r.action == Action::Pass))
             || (p.egress_type && p.egress.iter().any(|r| r.action == Action::Pass))
     };
-    if !config.policies.iter().any(has_pass) {
+    if !config.policies.iter().any(|p| has_pass(p)) {
         return;
     }
     // Tier ranks in evaluation order (tiers spec §1.1); a tier that does not exist sorts last.
@@ -892,7 +892,7 @@ fn one_way_untracked(config: &Config, out: &mut Vec<Diagnostic>) {
         let mut selected: Vec<usize> = by_selector.selecting(hep).flatten().copied().collect();
         selected.sort_unstable();
         let untracked: Vec<&GlobalNetworkPolicy> =
-            selected.iter().map(|&i| &config.policies[i]).collect();
+            selected.iter().map(|&i| &*config.policies[i]).collect();
         // Whether some untracked policy allows ingress, egress: once per HostEndpoint.
         let allowed = |ingress: bool| untracked.iter().any(|q| allows(q, ingress));
         let (allows_in, allows_out) = (allowed(true), allowed(false));
@@ -1274,6 +1274,7 @@ mod tests {
                     crate::resolve::policy_selects(p, &hep.labels)
                         && !(hep.is_wildcard() && p.do_not_track)
                 })
+                .map(|p| &**p)
                 .collect()
         };
         let mut out = Vec::new();

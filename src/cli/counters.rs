@@ -297,7 +297,7 @@ pub fn report(
 
 /// The rule sums of the policies of `list` (the enforced or the staged ones), in evaluation order.
 fn policy_counters(
-    list: &[crate::config::model::GlobalNetworkPolicy],
+    list: &[std::sync::Arc<crate::config::model::GlobalNetworkPolicy>],
     ranks: &HashMap<String, usize>,
     rules: RuleSums,
 ) -> Vec<PolicyCounters> {

@@ -399,6 +399,30 @@ mod tests {
             ("30-big.yaml".into(), big.join("---\n")),
             ("31-big-dup.yaml".into(), policy("big-2999", 9)),
         ]
+        .into_iter()
+        .chain(examples())
+        .collect()
+    }
+
+    /// The example configuration (every kind), twice: the second copy defines every name again.
+    fn examples() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/hostpolicy.d");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (format!("5{name}"), std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let again: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, t)| (format!("6{n}"), t.clone()))
+            .collect();
+        files.extend(again);
+        files
     }
 
     /// Parallel parsing (pieces of a big file included) gives what one validator fed every document in
@@ -407,6 +431,26 @@ mod tests {
     fn parallel_load_equals_sequential_load() {
         let dir = directory();
         let sequential = load_sources_sequential(&dir);
+        for kind in [
+            "Tier",
+            "GlobalNetworkPolicy",
+            "StagedGlobalNetworkPolicy",
+            "HostEndpoint",
+            "GlobalNetworkSet",
+            "FelixConfiguration",
+            "ConnectivityCheck",
+            "ManagementAccess",
+        ] {
+            assert!(
+                sequential
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.message.starts_with(&format!("{kind} '"))
+                        && d.message.contains("is already defined at")),
+                "a {kind} defined twice across files: {:?}",
+                sequential.diagnostics
+            );
+        }
         assert!(
             sequential.diagnostics.len() >= 5,
             "the directory has problems across files: {:?}",

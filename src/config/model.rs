@@ -53,16 +53,18 @@ pub struct Config {
     /// The tiers declared in the files (tiers spec §1), in file order. The built-in tiers are not
     /// listed unless declared: look tiers up with [`Config::tier`], which knows them.
     pub tiers: Vec<Tier>,
-    pub policies: Vec<GlobalNetworkPolicy>,
+    /// Policies and network sets are shared (`Arc`): the daemon's per-file cache ([`crate::config::cache`])
+    /// and each load's `Config` hold the same resources, not copies.
+    pub policies: Vec<Arc<GlobalNetworkPolicy>>,
     pub host_endpoints: Vec<HostEndpoint>,
-    pub network_sets: Vec<GlobalNetworkSet>,
+    pub network_sets: Vec<Arc<GlobalNetworkSet>>,
     pub felix: Vec<FelixConfiguration>,
     pub checks: Vec<ConnectivityCheck>,
     /// `hostpolicy/v1` ManagementAccess resources: flows the lockout guard proves open (`lockout`).
     pub management: Vec<ManagementAccess>,
     /// StagedGlobalNetworkPolicy resources (issue 14), each with `staged` set: never enforced; the
     /// would-be set they make is [`Config::would_be`].
-    pub staged: Vec<GlobalNetworkPolicy>,
+    pub staged: Vec<Arc<GlobalNetworkPolicy>>,
 }
 
 impl Config {
@@ -79,7 +81,7 @@ impl Config {
     }
 
     /// The configuration with the staged policies of `staged` (and no others) enforced.
-    pub fn with_staged(&self, staged: &[GlobalNetworkPolicy]) -> Config {
+    pub fn with_staged(&self, staged: &[Arc<GlobalNetworkPolicy>]) -> Config {
         let find = |name: &str| staged.iter().find(|s| s.name == name);
         let mut policies = Vec::with_capacity(self.policies.len() + staged.len());
         for p in &self.policies {

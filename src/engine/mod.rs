@@ -662,7 +662,7 @@ pub fn endpoint_summaries(config: &Config, view: &NodeView) -> Vec<EndpointSumma
                     .policies
                     .get(stage, dir)
                     .iter()
-                    .filter_map(|&i| config.policies.get(i))
+                    .filter_map(|&i| config.policies.get(i).map(|p| &**p))
                     .collect();
                 if !found.is_empty() {
                     let tiered = found

@@ -158,7 +158,7 @@ pub fn changes(before: &Config, after: &Config) -> ResourceChanges {
         &after.policies,
         |r| &r.name,
         |r| r.pos.clone(),
-        same_policy,
+        |a, b| same_policy(a, b),
         &mut out,
     );
     // Staged policies never enforce (no verdict of `plan` depends on them), but they are resources

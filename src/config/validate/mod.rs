@@ -201,6 +201,7 @@ pub fn merge<'p>(parts: impl IntoIterator<Item = &'p Part>) -> (Config, Vec<Diag
 struct Taken {
     tiers: usize,
     policies: usize,
+    staged: usize,
     host_endpoints: usize,
     network_sets: usize,
     felix: usize,
@@ -222,6 +223,9 @@ impl Taken {
             "GlobalNetworkPolicy" => {
                 take(&mut self.policies, &from.policies, &mut to.policies, keep)
             }
+            "StagedGlobalNetworkPolicy" => {
+                take(&mut self.staged, &from.staged, &mut to.staged, keep)
+            }
             "HostEndpoint" => take(
                 &mut self.host_endpoints,
                 &from.host_endpoints,
@@ -236,12 +240,13 @@ impl Taken {
             ),
             "FelixConfiguration" => take(&mut self.felix, &from.felix, &mut to.felix, keep),
             "ConnectivityCheck" => take(&mut self.checks, &from.checks, &mut to.checks, keep),
-            _ => take(
+            "ManagementAccess" => take(
                 &mut self.management,
                 &from.management,
                 &mut to.management,
                 keep,
             ),
+            other => debug_assert!(false, "merge does not know the kind {other}"),
         }
     }
 }
@@ -279,10 +284,10 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Registry, node: &Node)
             }
             match decoded {
                 Decoded::Tier(r) => config.tiers.push(r),
-                Decoded::Policy(r) => config.policies.push(*r),
-                Decoded::Staged(r) => config.staged.push(*r),
+                Decoded::Policy(r) => config.policies.push(Arc::from(r)),
+                Decoded::Staged(r) => config.staged.push(Arc::from(r)),
                 Decoded::HostEndpoint(r) => config.host_endpoints.push(r),
-                Decoded::NetworkSet(r) => config.network_sets.push(r),
+                Decoded::NetworkSet(r) => config.network_sets.push(Arc::new(r)),
                 Decoded::Felix(r) => config.felix.push(r),
                 Decoded::Check(r) => config.checks.push(r),
                 Decoded::Management(r) => config.management.push(r),

@@ -1,5 +1,7 @@
 //! Tier `spec` (tiers spec §1) and the check that every policy's tier exists (§2.2).
 
+use std::sync::Arc;
+
 use crate::config::model::{
     builtin_tiers, fmt_order, GlobalNetworkPolicy, Tier, TierAction, DEFAULT_TIER,
     DEFAULT_TIER_ORDER,
@@ -156,14 +158,14 @@ pub(crate) fn check_policy_tiers(
 fn keep_known_tiers(
     config: &Config,
     declared: &[&str],
-    policies: Vec<GlobalNetworkPolicy>,
+    policies: Vec<Arc<GlobalNetworkPolicy>>,
     kind: &str,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<GlobalNetworkPolicy> {
+) -> Vec<Arc<GlobalNetworkPolicy>> {
     let missing = |p: &GlobalNetworkPolicy| {
         config.tier(&p.tier.value).is_none() && !declared.contains(&p.tier.value.as_str())
     };
-    if !policies.iter().any(missing) {
+    if !policies.iter().any(|p| missing(p)) {
         return policies;
     }
     let mut known: Vec<String> = declared.iter().map(|t| t.to_string()).collect();
