@@ -663,10 +663,19 @@ fn one_rule_file(i: usize) -> String {
     format!("20-policy-{i:05}.yaml")
 }
 
-/// [`one_hep`] and `n` files of one [`one_rule_policy`] each (what configuration management drops).
+/// `n` files of one [`one_rule_policy`] each (what configuration management drops), the first with
+/// [`one_hep`] too (10,000 files are the most hostpolicyd reads: hostpolicy.d(5), "Limits").
 fn one_rule_files(n: usize) -> Vec<(String, String)> {
-    std::iter::once(("10-hep.yaml".to_string(), one_hep()))
-        .chain((0..n).map(|i| (one_rule_file(i), one_rule_policy(i, 0))))
+    (0..n)
+        .map(|i| {
+            let policy = one_rule_policy(i, 0);
+            let text = if i == 0 {
+                format!("{}---\n{policy}", one_hep())
+            } else {
+                policy
+            };
+            (one_rule_file(i), text)
+        })
         .collect()
 }
 
@@ -1519,7 +1528,7 @@ fn bench_reload(o: &Options, cases: &Cases, sum: &mut Summary) -> Result<()> {
     // Issue 18: 10,000 files of one policy each; one of them changed, one added and removed.
     let files_base = |skip: usize| -> Vec<(String, String)> {
         let mut v = one_rule_files(10_000);
-        v.remove(skip + 1);
+        v.remove(skip);
         v
     };
     let reload_cases = [
