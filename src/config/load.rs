@@ -83,7 +83,7 @@ pub fn config_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// `*.yaml` / `*.yml`, not hidden, not a backup, swap or package-manager file.
-fn is_config_name(name: &str) -> bool {
+pub fn is_config_name(name: &str) -> bool {
     if name.starts_with('.') || name.ends_with('~') {
         return false;
     }
