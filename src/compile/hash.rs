@@ -43,18 +43,36 @@ pub fn content_hash(ruleset: &Ruleset) -> String {
         .collect()
 }
 
-/// SHA-256 of `value`'s `Debug` text, written straight into the hasher.
+/// SHA-256 of `value`'s `Debug` text, written into the hasher through a small buffer: `Debug` writes
+/// a few bytes at a time (field names, punctuation), and each `update` of the hasher costs more than
+/// the copy (issue 18: a third less time for the hash of 10,000 policies).
 pub(crate) fn debug_digest(value: &impl std::fmt::Debug) -> sha2::digest::Output<Sha256> {
-    struct Hasher(Sha256);
+    const BUFFER: usize = 16 * 1024;
+    struct Hasher {
+        sha: Sha256,
+        buf: Vec<u8>,
+    }
     impl std::fmt::Write for Hasher {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.update(s.as_bytes());
+            if self.buf.len() + s.len() > BUFFER {
+                self.sha.update(&self.buf);
+                self.buf.clear();
+            }
+            if s.len() > BUFFER {
+                self.sha.update(s.as_bytes());
+            } else {
+                self.buf.extend_from_slice(s.as_bytes());
+            }
             Ok(())
         }
     }
-    let mut h = Hasher(Sha256::new());
+    let mut h = Hasher {
+        sha: Sha256::new(),
+        buf: Vec::with_capacity(BUFFER),
+    };
     std::fmt::write(&mut h, format_args!("{value:?}")).expect("hashing does not fail");
-    h.0.finalize()
+    h.sha.update(&h.buf);
+    h.sha.finalize()
 }
 
 /// The table comment (`Ruleset::comment`) that carries `hash`.
