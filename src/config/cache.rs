@@ -295,6 +295,11 @@ impl Cache {
             })
             .map(|(i, _)| i)
             .collect();
+        // What these files held before is dropped before they are parsed again: the old and the new
+        // model of a big file never coexist (the daemon's peak memory is a reload).
+        for &i in &stale {
+            self.files.remove(&sources[i].0);
+        }
         let texts: Vec<(&str, &str)> = stale
             .iter()
             .map(|&i| (sources[i].0.as_str(), sources[i].1.as_str()))
