@@ -30,9 +30,31 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::load::Loaded;
+use crate::config::diag::{Diagnostic, Severity};
+use crate::config::model::Config;
 use crate::config::validate::{merge, Part, Validator};
 use crate::config::yaml;
+
+/// The result of a load (re-exported as `load::Loaded`). `config` holds the resources that decoded cleanly; do not use it when
+/// [`Loaded::has_errors`].
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Whether the load must be refused: any error, or with `strict` any warning too (`check --strict`).
+    pub fn errors(&self, strict: bool) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.is_error() || (strict && d.severity == Severity::Warning))
+    }
+}
 
 /// A file bigger than this is parsed in pieces of about this size, in parallel.
 pub const PIECE_BYTES: usize = 256 * 1024;

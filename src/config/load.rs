@@ -1,4 +1,4 @@
-//! Reading the configuration: which files, their documents, and the validated [`Config`].
+//! Reading the configuration: which files, their documents, and the validated [`Config`](crate::config::model::Config).
 //!
 //! [`load_sources`] is the pure core (text in, config and diagnostics out); [`load_dir`] and
 //! [`load_files`] only read files around it. Problems never stop the load: every file and every
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::diag::{self, Diagnostic, Severity};
-use crate::config::model::{Config, Pos};
+use crate::config::model::Pos;
 use crate::trust::{self, OpenFile, Problem, Strict};
 
 /// The most configuration files read from one directory (or given to `check`).
@@ -42,26 +42,7 @@ pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 /// The most entries of any kind listed in the configuration directory.
 const MAX_ENTRIES: usize = 1_000_000;
 
-/// The result of a load. `config` holds the resources that decoded cleanly; do not use it when
-/// [`Loaded::has_errors`].
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub config: Config,
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-impl Loaded {
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
-    }
-
-    /// Whether the load must be refused: any error, or with `strict` any warning too (`check --strict`).
-    pub fn errors(&self, strict: bool) -> bool {
-        self.diagnostics
-            .iter()
-            .any(|d| d.is_error() || (strict && d.severity == Severity::Warning))
-    }
-}
+pub use crate::config::cache::Loaded;
 
 /// The configuration files of `dir`, sorted by name: every `*.yaml` and `*.yml` entry of any kind,
 /// skipping hidden files and editor / package-manager leftovers. The loader opens each and skips
