@@ -35,7 +35,8 @@ pub mod socket;
 pub use consts::*;
 pub use error::{describe_errno, parse_replies, Error, ErrorKind, Reply};
 pub use exchange::{
-    batch_time, send_batch, Answer, BatchError, Conn, Delivery, Subscription, ANSWER_TIMEOUT,
+    batch_socket, batch_time, send_batch, send_batch_on, Answer, BatchError, Conn, Delivery,
+    Subscription, ANSWER_TIMEOUT,
 };
 pub use msg::{
     align4, attr_str, attrs, be32, be64, messages, msg_attrs, nft_type, request, udata_comment,

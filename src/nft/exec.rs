@@ -64,6 +64,18 @@ pub(crate) fn apply(
     rs: &Ruleset,
     previous: Option<&Ruleset>,
 ) -> Result<(), DataplaneError> {
+    // The transactions of one swap on one socket (see `NetlinkKernel`).
+    kernel.hold();
+    let applied = swap(kernel, rs, previous);
+    kernel.release();
+    applied
+}
+
+fn swap(
+    kernel: &mut dyn Kernel,
+    rs: &Ruleset,
+    previous: Option<&Ruleset>,
+) -> Result<(), DataplaneError> {
     let inv = kernel.read_table(&rs.table)?;
     let plan = plan(rs, inv.as_ref(), previous, &mut |set| {
         kernel.read_elements(&rs.table, set)

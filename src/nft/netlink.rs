@@ -62,7 +62,7 @@ impl Nft<NetlinkKernel> {
         nl::Socket::open(Protocol::Netfilter, Port::Kernel, 0).map_err(|e| {
             DataplaneError::from(nl::Error::io("opening the netfilter netlink socket", &e))
         })?;
-        Ok(Nft::over(NetlinkKernel))
+        Ok(Nft::over(NetlinkKernel::default()))
     }
 }
 
@@ -421,9 +421,14 @@ fn send_delta(
         }
     }
     let batch = encode_delta(next, delta, &names);
-    send_batch(kernel_io, &batch, |seq, reply| {
+    // One transaction, but held so that its socket is closed off the reload's path (see
+    // `NetlinkKernel`).
+    kernel_io.hold();
+    let sent = send_batch(kernel_io, &batch, |seq, reply| {
         describe_delta(previous, next, delta, &batch, seq, reply)
-    })
+    });
+    kernel_io.release();
+    sent
 }
 
 /// Names the object of a rejected message of an incremental update.
