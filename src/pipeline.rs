@@ -75,10 +75,14 @@ pub fn build_with(
     diagnostics.extend(view.warnings.iter().cloned());
     diagnostics.extend(crate::analysis::lint::lint(&config, &view));
     // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
-    diagnostics.extend(crate::analysis::lockout::check(&config, &view, interfaces));
+    let lockouts = crate::analysis::lockout::check(&config, &view, interfaces);
     diagnostics.extend(too_many_rules(&config, &view, MAX_RULES));
-    // Staged policies: their lockouts are warnings (they never enforce), the marks they need errors.
-    diagnostics.extend(crate::analysis::staged::lint(&config, &view, interfaces));
+    // Staged policies: their lockouts are warnings (they never enforce), the marks they need errors;
+    // a lockout the enforced configuration already has is not theirs.
+    diagnostics.extend(crate::analysis::staged::lint(
+        &config, &view, interfaces, &lockouts,
+    ));
+    diagnostics.extend(lockouts);
     crate::config::diag::sort(&mut diagnostics);
     diagnostics.dedup();
     if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {

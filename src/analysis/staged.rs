@@ -13,7 +13,13 @@ use crate::config::diag::{Diagnostic, Severity};
 use crate::config::model::{Config, StagedAction};
 use crate::resolve::{Interface, NodeView};
 
-pub fn lint(config: &Config, view: &NodeView, interfaces: &[Interface]) -> Vec<Diagnostic> {
+/// `enforced`: what the lockout guard said of the enforced configuration (the pipeline's one run of it).
+pub fn lint(
+    config: &Config,
+    view: &NodeView,
+    interfaces: &[Interface],
+    enforced: &[Diagnostic],
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let Some(first) = config.staged.first() else {
         return out;
@@ -41,7 +47,6 @@ pub fn lint(config: &Config, view: &NodeView, interfaces: &[Interface]) -> Vec<D
         }
     }
     if let Some((would, would_view)) = view.staged() {
-        let enforced = crate::analysis::lockout::check(config, view, interfaces);
         for d in crate::analysis::lockout::check(would, would_view, interfaces) {
             if d.severity != Severity::Error || enforced.contains(&d) {
                 continue;

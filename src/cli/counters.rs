@@ -343,6 +343,36 @@ fn policy_counters(
     policies
 }
 
+/// One policy's heading (`kind`, name, tier, where; `note` after it) and a line per rule.
+fn write_policy(
+    f: &mut fmt::Formatter<'_>,
+    p: &PolicyCounters,
+    kind: &str,
+    note: &str,
+) -> fmt::Result {
+    let at =
+        p.at.as_deref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_else(|| " (not in the configuration)".into());
+    let tier = if p.tier == DEFAULT_TIER {
+        String::new()
+    } else {
+        format!(" in tier {}", p.tier)
+    };
+    writeln!(f, "{kind} {}{tier}{at}{note}", p.name)?;
+    for r in &p.rules {
+        let rule = format!("{} {}", rule_name(&r.direction, r.index), r.action);
+        writeln!(
+            f,
+            "  {rule:<22} {:>12} {:>14}  {}",
+            r.packets,
+            r.bytes,
+            r.at.as_deref().unwrap_or("?")
+        )?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -351,52 +381,15 @@ impl fmt::Display for Report {
             self.table
         )?;
         for p in &self.policies {
-            let at =
-                p.at.as_deref()
-                    .map(|a| format!(" ({a})"))
-                    .unwrap_or_else(|| " (not in the configuration)".into());
-            let tier = if p.tier == DEFAULT_TIER {
-                String::new()
-            } else {
-                format!(" in tier {}", p.tier)
-            };
-            writeln!(f, "GlobalNetworkPolicy {}{tier}{at}", p.name)?;
-            for r in &p.rules {
-                let rule = format!("{} {}", rule_name(&r.direction, r.index), r.action);
-                writeln!(
-                    f,
-                    "  {rule:<22} {:>12} {:>14}  {}",
-                    r.packets,
-                    r.bytes,
-                    r.at.as_deref().unwrap_or("?")
-                )?;
-            }
+            write_policy(f, p, "GlobalNetworkPolicy", "")?;
         }
         for p in &self.staged_policies {
-            let at =
-                p.at.as_deref()
-                    .map(|a| format!(" ({a})"))
-                    .unwrap_or_else(|| " (not in the configuration)".into());
-            let tier = if p.tier == DEFAULT_TIER {
-                String::new()
-            } else {
-                format!(" in tier {}", p.tier)
-            };
-            writeln!(
+            write_policy(
                 f,
-                "StagedGlobalNetworkPolicy {}{tier}{at}: would have matched, never enforced",
-                p.name
+                p,
+                "StagedGlobalNetworkPolicy",
+                ": would have matched, never enforced",
             )?;
-            for r in &p.rules {
-                let rule = format!("{} {}", rule_name(&r.direction, r.index), r.action);
-                writeln!(
-                    f,
-                    "  {rule:<22} {:>12} {:>14}  {}",
-                    r.packets,
-                    r.bytes,
-                    r.at.as_deref().unwrap_or("?")
-                )?;
-            }
         }
         for h in &self.host_endpoints {
             let at =

@@ -79,6 +79,28 @@ impl Compiler<'_> {
         }
     }
 
+    /// Chain `name` (made once per compile): origin `o`'s rate-limited NFLOG report, then `then` when
+    /// given (else back to whoever called). The tails of denies, untracked allows and shadow verdicts.
+    pub(super) fn log_tail(&mut self, f: FlowRules, name: &str, o: OriginId, then: Option<Rule>) {
+        if !self.tails.insert(name.to_owned()) {
+            return;
+        }
+        let mut rules = Rules::default();
+        let log = self.nflog(f, o);
+        rules.push(
+            Rule {
+                matches: vec![Self::limit(f)],
+                actions: vec![log],
+                ..Rule::default()
+            },
+            o,
+        );
+        if let Some(then) = then {
+            rules.push(then, o);
+        }
+        self.push_chain(name.to_owned(), None, rules);
+    }
+
     /// How a deny of origin `o` ends: `verdict`, or (flow records) a goto to its tail chain, which
     /// reports the packet (rate-limited) and then does `verdict`.
     pub(super) fn deny_end(&mut self, o: OriginId, verdict: Verdict) -> Verdict {
@@ -86,26 +108,11 @@ impl Compiler<'_> {
             return verdict;
         };
         let name = names::deny_log_chain(self.flow_id(o));
-        if self.tails.insert(name.clone()) {
-            let mut rules = Rules::default();
-            let log = self.nflog(f, o);
-            rules.push(
-                Rule {
-                    matches: vec![Self::limit(f)],
-                    actions: vec![log],
-                    ..Rule::default()
-                },
-                o,
-            );
-            rules.push(
-                Rule {
-                    verdict: Some(verdict),
-                    ..Rule::default()
-                },
-                o,
-            );
-            self.push_chain(name.clone(), None, rules);
-        }
+        let then = Rule {
+            verdict: Some(verdict),
+            ..Rule::default()
+        };
+        self.log_tail(f, &name, o, Some(then));
         Verdict::Goto(name)
     }
 
@@ -124,27 +131,12 @@ impl Compiler<'_> {
     pub(super) fn untracked_allow(&mut self, o: OriginId, accept: u32) -> Option<Verdict> {
         let f = self.flows?;
         let name = names::untracked_log_chain(self.flow_id(o));
-        if self.tails.insert(name.clone()) {
-            let mut rules = Rules::default();
-            let log = self.nflog(f, o);
-            rules.push(
-                Rule {
-                    matches: vec![Self::limit(f)],
-                    actions: vec![log],
-                    ..Rule::default()
-                },
-                o,
-            );
-            rules.push(
-                Rule {
-                    actions: vec![Action::MarkOr(accept)],
-                    verdict: Some(Verdict::Return),
-                    ..Rule::default()
-                },
-                o,
-            );
-            self.push_chain(name.clone(), None, rules);
-        }
+        let then = Rule {
+            actions: vec![Action::MarkOr(accept)],
+            verdict: Some(Verdict::Return),
+            ..Rule::default()
+        };
+        self.log_tail(f, &name, o, Some(then));
         Some(Verdict::Goto(name))
     }
 

@@ -116,6 +116,9 @@ struct Compiler<'a> {
     origins: Vec<Origin>,
     /// Shared names: one allocation per policy, HostEndpoint and tier however many origins name them.
     policy_names: Vec<Option<Arc<str>>>,
+    /// The same for the would-be configuration's policies, swapped with `policy_names` while a shadow
+    /// chain is compiled (made once, not per shadow chain).
+    staged_policy_names: Vec<Option<Arc<str>>>,
     hep_names: Vec<Option<Arc<str>>>,
     tier_names: HashMap<String, Arc<str>>,
     policy_chains: BTreeSet<String>,
@@ -322,6 +325,9 @@ impl<'a> Compiler<'a> {
             chain_origins: Vec::new(),
             origins: Vec::new(),
             policy_names: vec![None; config.policies.len()],
+            staged_policy_names: view
+                .staged()
+                .map_or_else(Vec::new, |(wc, _)| vec![None; wc.policies.len()]),
             hep_names: vec![None; config.host_endpoints.len()],
             tier_names: HashMap::new(),
             policy_chains: BTreeSet::new(),

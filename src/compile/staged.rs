@@ -180,19 +180,7 @@ impl<'a> Compiler<'a> {
     fn shadow_report(&mut self, o: OriginId) -> Option<String> {
         let f = self.flows?;
         let name = names::shadow_log_chain(self.flow_id(o));
-        if self.tails.insert(name.clone()) {
-            let mut rules = Rules::default();
-            let log = self.nflog(f, o);
-            rules.push(
-                Rule {
-                    matches: vec![Self::limit(f)],
-                    actions: vec![log],
-                    ..Rule::default()
-                },
-                o,
-            );
-            self.push_chain(name.clone(), None, rules);
-        }
+        self.log_tail(f, &name, o, None);
         Some(name)
     }
 
@@ -236,7 +224,7 @@ impl<'a> Compiler<'a> {
             Dir::Egress => &policy.egress,
         };
         let saved = (self.config, self.view, self.accept, self.pass);
-        let saved_names = std::mem::replace(&mut self.policy_names, vec![None; wc.policies.len()]);
+        std::mem::swap(&mut self.policy_names, &mut self.staged_policy_names);
         self.config = wc;
         self.view = wv;
         self.accept = saved.1.settings.mark_done;
@@ -247,7 +235,7 @@ impl<'a> Compiler<'a> {
             self.compile_rule(&name, p, dir, i, r, &mut out);
         }
         (self.config, self.view, self.accept, self.pass) = saved;
-        self.policy_names = saved_names;
+        std::mem::swap(&mut self.policy_names, &mut self.staged_policy_names);
         self.shadow = false;
         self.push_chain(name.clone(), None, out);
         name

@@ -331,7 +331,7 @@ impl Continuity {
 /// The handle the writer loop uses: a new generation's counter map, and "write now".
 #[derive(Clone)]
 pub struct Metrics {
-    map: Arc<Mutex<Option<CounterMap>>>,
+    map: Arc<Mutex<Option<Arc<CounterMap>>>>,
     wake: Option<Sender<()>>,
 }
 
@@ -350,7 +350,8 @@ impl Metrics {
             return;
         };
         if let Some(rs) = rs {
-            *self.map.lock().unwrap_or_else(|p| p.into_inner()) = Some(CounterMap::of(rs));
+            *self.map.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Arc::new(CounterMap::of(rs)));
         }
         let _ = wake.send(());
     }
@@ -364,7 +365,7 @@ impl Metrics {
         flows: Flows,
     ) -> io::Result<Metrics> {
         let (tx, rx) = mpsc::channel();
-        let map: Arc<Mutex<Option<CounterMap>>> = Arc::new(Mutex::new(None));
+        let map: Arc<Mutex<Option<Arc<CounterMap>>>> = Arc::new(Mutex::new(None));
         let m = map.clone();
         std::thread::Builder::new()
             .name("metrics".into())
@@ -400,7 +401,7 @@ fn snapshot(
     table: &str,
     status: &Mutex<Status>,
     flows: &Flows,
-    map: &Mutex<Option<CounterMap>>,
+    map: &Mutex<Option<Arc<CounterMap>>>,
     continuity: &mut Continuity,
 ) -> Snapshot {
     let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -410,6 +411,7 @@ fn snapshot(
             *reloads.entry(result_of(result).to_string()).or_default() += n;
         }
     }
+    // the Arc, not the map: the map is as big as the ruleset
     let map = map.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let policies = match (&map, crate::nft::dump::rules(table)) {
         (Some(map), Ok(dumped)) => continuity.apply(map.sums(&dumped)),
@@ -437,7 +439,7 @@ fn run(
     table: &str,
     status: &Mutex<Status>,
     flows: &Flows,
-    map: &Mutex<Option<CounterMap>>,
+    map: &Mutex<Option<Arc<CounterMap>>>,
     wake: &Receiver<()>,
 ) {
     let mut continuity = Continuity::default();

@@ -529,9 +529,6 @@ pub(crate) mod tests {
             .collect()
     }
 
-    #[test]
-    fn versions_of_a_set_are_its_name_or_name_dot_number() {}
-
     /// The mixed window: a set's elements AND a rule change in one save. The set is never edited
     /// in place: T1 creates its new contents under `s.1` (and touches nothing the old rules use); T2
     /// points the new rules at `s.1` and deletes `s`.
