@@ -550,9 +550,15 @@ const BUSY_PAUSE: Duration = Duration::from_millis(100);
 /// Sends one request and returns the daemon's JSON answer; asks again while the daemon answers
 /// `busy` (see the module documentation), [`BUSY_RETRIES`] times at most.
 fn request(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, ClientError> {
+    retry_busy(|| request_once(runtime_dir, what, timeout))
+}
+
+/// Runs `once` again while the daemon answers `busy` (all its client slots taken), [`BUSY_RETRIES`]
+/// times at most.
+fn retry_busy<T>(mut once: impl FnMut() -> Result<T, ClientError>) -> Result<T, ClientError> {
     let mut tries = 0;
     loop {
-        match request_once(runtime_dir, what, timeout) {
+        match once() {
             Err(ClientError::Refused(e)) if e.starts_with(BUSY) && tries < BUSY_RETRIES => {
                 tries += 1;
                 std::thread::sleep(BUSY_PAUSE);
@@ -562,7 +568,13 @@ fn request(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, 
     }
 }
 
-fn request_once(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, ClientError> {
+/// Connects to the daemon's socket and sends `line` (read and write timeouts: `timeout`, None for
+/// none); returns the stream and the socket's path for errors.
+fn connect_and_send(
+    runtime_dir: &Path,
+    line: &str,
+    timeout: Option<Duration>,
+) -> Result<(UnixStream, PathBuf), ClientError> {
     let path = socket_path(runtime_dir);
     let mut stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
@@ -578,9 +590,9 @@ fn request_once(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<Str
         path: path.clone(),
         source,
     };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    match stream.write_all(format!("{what}\n").as_bytes()) {
+    stream.set_read_timeout(timeout).map_err(io)?;
+    stream.set_write_timeout(timeout).map_err(io)?;
+    match stream.write_all(line.as_bytes()) {
         // A busy daemon answers and closes without reading: its answer is still there to read.
         Err(e)
             if matches!(
@@ -589,6 +601,15 @@ fn request_once(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<Str
             ) => {}
         other => other.map_err(io)?,
     }
+    Ok((stream, path))
+}
+
+fn request_once(runtime_dir: &Path, what: &str, timeout: Duration) -> Result<String, ClientError> {
+    let (mut stream, path) = connect_and_send(runtime_dir, &format!("{what}\n"), Some(timeout))?;
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
     let mut bytes = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
@@ -626,16 +647,7 @@ pub fn flows(
     request: &FlowsRequest,
     mut each: impl FnMut(FlowRecord) -> bool,
 ) -> Result<(), ClientError> {
-    let mut tries = 0;
-    loop {
-        match flows_once(runtime_dir, request, &mut each) {
-            Err(ClientError::Refused(e)) if e.starts_with(BUSY) && tries < BUSY_RETRIES => {
-                tries += 1;
-                std::thread::sleep(BUSY_PAUSE);
-            }
-            other => return other,
-        }
-    }
+    retry_busy(|| flows_once(runtime_dir, request, &mut each))
 }
 
 fn flows_once(
@@ -643,29 +655,17 @@ fn flows_once(
     request: &FlowsRequest,
     each: &mut impl FnMut(FlowRecord) -> bool,
 ) -> Result<(), ClientError> {
-    let path = socket_path(runtime_dir);
-    let stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
-            path: path.clone(),
-            source,
-        },
-        _ => ClientError::Io {
-            path: path.clone(),
-            source,
-        },
-    })?;
-    let io = |source| ClientError::Io {
-        path: path.clone(),
-        source,
-    };
-    if !request.follow {
-        stream.set_read_timeout(Some(STATUS_TIMEOUT)).map_err(io)?;
-    }
     let line = format!(
         "flows {}\n",
         serde_json::to_string(request).map_err(|e| ClientError::Protocol(e.to_string()))?
     );
-    (&stream).write_all(line.as_bytes()).map_err(io)?;
+    // Following has no end: no read timeout then.
+    let timeout = (!request.follow).then_some(STATUS_TIMEOUT);
+    let (stream, path) = connect_and_send(runtime_dir, &line, timeout)?;
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
     for line in BufReader::new(&stream).lines() {
         let line = line.map_err(io)?;
         if let Ok(e) = serde_json::from_str::<ErrorReply>(&line) {
