@@ -445,6 +445,8 @@ fn compile_yaml(text: String) -> Ruleset {
     hostpolicyd::pipeline::build(loaded, "node1", &[], TABLE, false)
         .unwrap_or_else(|e| panic!("{:?}", e.diagnostics))
         .ruleset
+        .as_ref()
+        .clone()
 }
 
 /// The compiler's own output: a GlobalNetworkSet and a HostEndpoint's expectedIPs feeding rule

@@ -91,6 +91,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     pub fn new(settings: &Settings, dp: D, prober: P, log: &str, clock: Box<dyn Clock>) -> Self {
         let store = Store::new(&settings.state_dir);
         let mut engine = Engine::new(dp, prober, &settings.node, &settings.table);
+        let stamp = store.last_good_stamp();
         let last_good = match store.load_last_good() {
             Ok(l) => l,
             Err(e) => {
@@ -108,7 +109,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             );
             None
         });
+        let restored = last_good.is_some();
         engine.restore_from(last_good, summary);
+        if restored {
+            engine.restored_from_file(stamp);
+        }
         let info = DaemonInfo {
             pid: std::process::id(),
             started_at: rfc3339(clock.wall()),

@@ -112,6 +112,30 @@ pub struct LastGood {
     pub ruleset: Ruleset,
 }
 
+/// A ruleset's JSON as `last-good.json` holds it, made before the file is written (on another thread,
+/// while the kernel commits the ruleset: see `Engine::encode_state_during_commit`).
+#[derive(Debug)]
+pub struct EncodedRuleset {
+    hash: String,
+    json: Vec<u8>,
+}
+
+impl EncodedRuleset {
+    /// The JSON of `ruleset`, whose content hash is `hash`.
+    pub fn new(ruleset: &Ruleset, hash: &str) -> io::Result<EncodedRuleset> {
+        let json = serde_json::to_vec(ruleset).map_err(io::Error::other)?;
+        Ok(EncodedRuleset {
+            hash: hash.to_string(),
+            json,
+        })
+    }
+
+    /// The content hash of the ruleset it is the text of.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
 /// A host endpoint of this node and the policies that apply to it, in evaluation order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointSummary {
@@ -387,29 +411,53 @@ impl Store {
         ruleset: &Ruleset,
         now: SystemTime,
     ) -> io::Result<String> {
-        let dir = self.ensure_dir()?;
         let hash = content_hash(ruleset);
-        // [`LastGood`]'s fields, borrowed (no copy of the ruleset just to write it).
+        self.save_last_good_as(generation, &hash, ruleset, None, now)?;
+        Ok(hash)
+    }
+
+    /// Writes the last good ruleset, whose content hash the caller knows (it is in the ruleset's
+    /// comment; computing it again costs ~25 ms at 10,000 policies). `encoded`: its JSON made earlier
+    /// ([`EncodedRuleset`], the same hash), written as it is.
+    ///
+    /// The text is [`LastGood`] as compact JSON (its readers are programs: the daemon's start, `status`,
+    /// `status --counters`, `plan`; pretty-printing 10,000 policies' ruleset took 80 ms and twice the
+    /// bytes). Written in one piece, so that the ruleset's text can be made apart.
+    pub fn save_last_good_as(
+        &self,
+        generation: u64,
+        hash: &str,
+        ruleset: &Ruleset,
+        encoded: Option<EncodedRuleset>,
+        now: SystemTime,
+    ) -> io::Result<()> {
+        let encoded = match encoded.filter(|e| e.hash == hash) {
+            Some(e) => e,
+            None => EncodedRuleset::new(ruleset, hash)?,
+        };
+        let dir = self.ensure_dir()?;
+        // [`LastGood`]'s fields in its order, the ruleset last.
         #[derive(Serialize)]
-        struct Doc<'a> {
+        struct Head<'a> {
             version: u32,
             generation: u64,
             hash: &'a str,
             saved_at: String,
-            ruleset: &'a Ruleset,
         }
-        let doc = Doc {
+        let head = serde_json::to_vec(&Head {
             version: 1,
             generation,
-            hash: &hash,
+            hash,
             saved_at: rfc3339(now),
-            ruleset,
-        };
-        // Streamed: the JSON text of 10,000 policies' ruleset is tens of MiB.
+        })
+        .map_err(io::Error::other)?;
         write_in(&dir, LAST_GOOD_FILE, |w| {
-            serde_json::to_writer_pretty(w, &doc).map_err(io::Error::other)
-        })?;
-        Ok(hash)
+            // `{...}` without its closing brace, then `,"ruleset":RULESET}`.
+            w.write_all(&head[..head.len() - 1])?;
+            w.write_all(b",\"ruleset\":")?;
+            w.write_all(&encoded.json)?;
+            w.write_all(b"}")
+        })
     }
 
     /// What tells whether the last good ruleset file changed (None: it cannot be examined).

@@ -15,3 +15,16 @@ pub fn give_back_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Drops `value` on a short-lived thread of its own, off the caller's path: freeing a large ruleset or
+/// configuration model (tens of thousands of small allocations, ~20 ms at 10,000 policies) need not
+/// delay what the caller does next (a daemon's reload: being ready for the next one). Dropped in place
+/// when no thread can be started. Small values are not worth a thread: `None` is dropped here.
+pub fn drop_later<T: Send + 'static>(value: Option<T>) {
+    let Some(value) = value else { return };
+    let spawned = std::thread::Builder::new()
+        .name("hostpolicyd-free".into())
+        .spawn(move || drop(value));
+    // On failure the closure (and the value with it) was dropped already, in place.
+    drop(spawned);
+}
