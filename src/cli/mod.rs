@@ -437,8 +437,8 @@ fn apply(settings: &Settings) -> u8 {
     if restored {
         engine.restored_from_file(stamp);
     }
-    // The state file's JSON is made on the second core while the kernel commits.
-    engine.encode_state_during_commit(true);
+    // The state file's text is written on the second core while the kernel commits.
+    engine.stage_state_during_commit(Some(store.clone()));
     let now = SystemTime::now();
     let outcome = engine.reconcile(Ok(&compiled), now);
     let saved = engine

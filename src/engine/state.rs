@@ -112,27 +112,68 @@ pub struct LastGood {
     pub ruleset: Ruleset,
 }
 
-/// A ruleset's JSON as `last-good.json` holds it, made before the file is written (on another thread,
-/// while the kernel commits the ruleset: see `Engine::encode_state_during_commit`).
+/// `last-good.json` begun ([`Store::stage_last_good`]): the ruleset's text in a temporary file, the
+/// rest (generation, hash, time) and the rename still to do ([`StagedLastGood::finish`]). Dropped
+/// unfinished, the temporary file is removed.
 #[derive(Debug)]
-pub struct EncodedRuleset {
+pub struct StagedLastGood {
+    dir: trust::OpenDir,
+    tmp: String,
+    /// None once finished.
+    file: Option<File>,
     hash: String,
-    json: Vec<u8>,
 }
 
-impl EncodedRuleset {
-    /// The JSON of `ruleset`, whose content hash is `hash`.
-    pub fn new(ruleset: &Ruleset, hash: &str) -> io::Result<EncodedRuleset> {
-        let json = serde_json::to_vec(ruleset).map_err(io::Error::other)?;
-        Ok(EncodedRuleset {
-            hash: hash.to_string(),
-            json,
-        })
-    }
-
-    /// The content hash of the ruleset it is the text of.
+impl StagedLastGood {
+    /// The content hash of the ruleset it holds.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// Completes the file ([`LastGood`]'s other fields, in its order after the ruleset), syncs it,
+    /// renames it over `last-good.json` and syncs the directory.
+    pub fn finish(mut self, generation: u64, now: SystemTime) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            version: u32,
+            generation: u64,
+            hash: &'a str,
+            saved_at: String,
+        }
+        let tail = serde_json::to_vec(&Tail {
+            version: 1,
+            generation,
+            hash: &self.hash,
+            saved_at: rfc3339(now),
+        })
+        .map_err(io::Error::other)?;
+        let mut f = self.file.take().expect("finished once");
+        let result = (|| {
+            // `,"version":...}`: the tail's object without its opening brace.
+            f.write_all(b",")?;
+            f.write_all(&tail[1..])?;
+            f.sync_all()?;
+            rustix::fs::renameat(
+                &self.dir.fd,
+                self.tmp.as_str(),
+                &self.dir.fd,
+                LAST_GOOD_FILE,
+            )?;
+            rustix::fs::fsync(&self.dir.fd)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
+        }
+        result
+    }
+}
+
+impl Drop for StagedLastGood {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
+        }
     }
 }
 
@@ -417,47 +458,51 @@ impl Store {
     }
 
     /// Writes the last good ruleset, whose content hash the caller knows (it is in the ruleset's
-    /// comment; computing it again costs ~25 ms at 10,000 policies). `encoded`: its JSON made earlier
-    /// ([`EncodedRuleset`], the same hash), written as it is.
+    /// comment; computing it again costs ~25 ms at 10,000 policies). `staged`: the file begun earlier
+    /// for the same ruleset ([`Store::stage_last_good`]), finished here.
     ///
-    /// The text is [`LastGood`] as compact JSON (its readers are programs: the daemon's start, `status`,
-    /// `status --counters`, `plan`; pretty-printing 10,000 policies' ruleset took 80 ms and twice the
-    /// bytes). Written in one piece, so that the ruleset's text can be made apart.
+    /// The text is [`LastGood`] as compact JSON, the ruleset first (its readers are programs: the
+    /// daemon's start, `status`, `status --counters`, `plan`; pretty-printing 10,000 policies' ruleset
+    /// took 80 ms and twice the bytes), so that the ruleset's text can be written before the rest is
+    /// known.
     pub fn save_last_good_as(
         &self,
         generation: u64,
         hash: &str,
         ruleset: &Ruleset,
-        encoded: Option<EncodedRuleset>,
+        staged: Option<StagedLastGood>,
         now: SystemTime,
     ) -> io::Result<()> {
-        let encoded = match encoded.filter(|e| e.hash == hash) {
-            Some(e) => e,
-            None => EncodedRuleset::new(ruleset, hash)?,
+        let staged = match staged.filter(|s| s.hash == hash) {
+            Some(s) => s,
+            None => self.stage_last_good(ruleset, hash)?,
         };
+        staged.finish(generation, now)
+    }
+
+    /// Begins writing the last good ruleset `ruleset` (content hash `hash`): its text in a temporary
+    /// file of the state directory, flushed to disk, that no reader looks at. Made while the kernel
+    /// commits that ruleset (see `Engine::stage_state_during_commit`); [`StagedLastGood::finish`]
+    /// completes and renames it once the kernel said yes, and dropping it unfinished removes it: the
+    /// state directory never names a ruleset the kernel refused.
+    pub fn stage_last_good(&self, ruleset: &Ruleset, hash: &str) -> io::Result<StagedLastGood> {
         let dir = self.ensure_dir()?;
-        // [`LastGood`]'s fields in its order, the ruleset last.
-        #[derive(Serialize)]
-        struct Head<'a> {
-            version: u32,
-            generation: u64,
-            hash: &'a str,
-            saved_at: String,
-        }
-        let head = serde_json::to_vec(&Head {
-            version: 1,
-            generation,
-            hash,
-            saved_at: rfc3339(now),
-        })
-        .map_err(io::Error::other)?;
-        write_in(&dir, LAST_GOOD_FILE, |w| {
-            // `{...}` without its closing brace, then `,"ruleset":RULESET}`.
-            w.write_all(&head[..head.len() - 1])?;
-            w.write_all(b",\"ruleset\":")?;
-            w.write_all(&encoded.json)?;
-            w.write_all(b"}")
-        })
+        let tmp = format!(".{LAST_GOOD_FILE}.tmp.{}", std::process::id());
+        let file = create_temp(&dir, &tmp)?;
+        let mut staged = StagedLastGood {
+            dir,
+            tmp,
+            file: Some(file),
+            hash: hash.to_string(),
+        };
+        let f = staged.file.as_mut().expect("just created");
+        let mut w = io::BufWriter::with_capacity(1 << 16, &mut *f);
+        w.write_all(b"{\"ruleset\":")?;
+        serde_json::to_writer(&mut w, ruleset).map_err(io::Error::other)?;
+        w.flush()?;
+        drop(w);
+        f.sync_data()?;
+        Ok(staged)
     }
 
     /// What tells whether the last good ruleset file changed (None: it cannot be examined).
@@ -631,17 +676,7 @@ fn write_in(
     fill: impl FnOnce(&mut io::BufWriter<&mut File>) -> io::Result<()>,
 ) -> io::Result<()> {
     let tmp = format!(".{name}.tmp.{}", std::process::id());
-    match rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::empty()) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let fd = rustix::fs::openat(
-        &dir.fd,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
-    let mut f = File::from(fd);
+    let mut f = create_temp(dir, &tmp)?;
     let result = (|| {
         let mut w = io::BufWriter::with_capacity(1 << 16, &mut f);
         fill(&mut w)?;
@@ -656,6 +691,22 @@ fn write_in(
         let _ = rustix::fs::unlinkat(&dir.fd, tmp.as_str(), AtFlags::empty());
     }
     result
+}
+
+/// Creates the temporary file `tmp` in `dir`, `O_EXCL | O_NOFOLLOW` (a stale one of ours is removed
+/// first, never followed).
+fn create_temp(dir: &trust::OpenDir, tmp: &str) -> io::Result<File> {
+    match rustix::fs::unlinkat(&dir.fd, tmp, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rustix::fs::openat(
+        &dir.fd,
+        tmp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(File::from(fd))
 }
 
 /// Writes `data` to `path` atomically (see [`write_in`]): its directory is opened by walking its real
