@@ -171,3 +171,122 @@ fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone
         Some(&before)
     );
 }
+
+/// Issue 18: right after our own write the drift guard reads back only the chains the write changed
+/// (and the content hash's) and takes the others from its previous baseline, instead of the whole
+/// table. A foreign rule put into a chain our reload left alone, just before the reload, is therefore
+/// not taken for ours: the next look finds it (and the guard repairs it). Without foreign changes the
+/// partial read is what a full read gives.
+#[test]
+fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
+    if !require_root("a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift") {
+        return;
+    }
+    use hostpolicyd::daemon::drift::{chain_digests, diff, set_digests, Expectation};
+    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_known, Known};
+    use hostpolicyd::nft::{Dataplane, Netlink};
+    use hostpolicyd::ruleset::Ruleset;
+
+    let compile = |port: u16| -> Ruleset {
+        let files = vec![
+            ("hep.yaml".to_string(), hep_eth0()),
+            ("a.yaml".to_string(), allow_port("allow-8080", 8080)),
+            ("b.yaml".to_string(), allow_port("allow-other", port)),
+        ];
+        let loaded = hostpolicyd::config::load::load_sources(&files);
+        let c = hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+            .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+        (*c.ruleset).clone()
+    };
+    let hash = |r: &Ruleset| {
+        hostpolicyd::compile::hash_from_comment(&r.comment)
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (compile(8081), compile(9090));
+    let changed: Vec<&str> = b
+        .chains
+        .iter()
+        .filter(|c| !a.chains.contains(c))
+        .map(|c| c.name.as_str())
+        .collect();
+    assert!(!changed.is_empty(), "the second ruleset changes a chain");
+    let left_alone = a
+        .chains
+        .iter()
+        .find(|c| c.base.is_none() && !c.rules.is_empty() && b.chains.contains(c))
+        .expect("a chain both rulesets have")
+        .name
+        .clone();
+
+    let ns = common::netns::NetNs::new("driftknown");
+    ns.run(|| Netlink::new().and_then(|mut nl| nl.apply(&a)))
+        .unwrap();
+    let print_a = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    let (exp_a, fits) = Expectation::with_digests(
+        &hash(&a),
+        &a,
+        Some(print_a),
+        set_digests(&a),
+        chain_digests(&a),
+    );
+    assert!(fits);
+
+    // Someone else adds a rule to a chain our next write leaves alone; then our write.
+    ns.exec_ok(
+        "nft",
+        [
+            "add",
+            "rule",
+            "inet",
+            "hostpolicy",
+            left_alone.as_str(),
+            "counter",
+        ],
+    );
+    ns.run(|| Netlink::new().and_then(|mut nl| nl.update(&a, &b)))
+        .unwrap();
+    let known = Known {
+        sets: exp_a.unchanged_sets(&set_digests(&b)),
+        chains: exp_a.unchanged_chains(&chain_digests(&b)),
+    };
+    assert!(known.chains.contains_key(&left_alone));
+    for c in &changed {
+        assert!(!known.chains.contains_key(*c), "{c} is read back");
+    }
+    let baseline = ns
+        .run(|| fingerprint_known("hostpolicy", &known))
+        .unwrap()
+        .unwrap();
+    let (exp_b, fits) = Expectation::with_digests(
+        &hash(&b),
+        &b,
+        Some(baseline.clone()),
+        set_digests(&b),
+        chain_digests(&b),
+    );
+    assert!(fits);
+    let now = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    assert_eq!(
+        diff(&exp_b, &now),
+        [format!("1 rule added to chain {left_alone}")],
+        "the foreign rule is drift, not part of the baseline"
+    );
+    for c in &changed {
+        assert_eq!(
+            baseline.chains[*c], now.chains[*c],
+            "{c} as the kernel holds it"
+        );
+    }
+
+    // The table as we wrote it (the foreign rule gone): the partial read is the full one.
+    ns.run(|| Netlink::new().and_then(|mut nl| nl.apply(&b)))
+        .unwrap();
+    let full = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    let partial = ns
+        .run(|| fingerprint_known("hostpolicy", &known))
+        .unwrap()
+        .unwrap();
+    assert_eq!(partial, full);
+    assert!(diff(&exp_b, &full).is_empty());
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::daemon::nftmon::{SetPrint, TablePrint};
+use crate::daemon::nftmon::{ChainPrint, SetPrint, TablePrint};
 use crate::ruleset::Ruleset;
 
 /// The names of the chains (with their rule counts) and of the named sets and maps of a table.
@@ -56,6 +56,10 @@ pub struct Expectation {
     pub baseline: Option<TablePrint>,
     /// A digest of each set of the ruleset, as compiled: which sets the next write leaves unchanged.
     pub sets: BTreeMap<String, u64>,
+    /// A digest of each chain of the ruleset, as compiled ([`chain_digests`]): which chains the next
+    /// write leaves unchanged. Empty when the kernel did not hold the compiled layout right after the
+    /// write (its baseline is then no reference for the chains' rules).
+    pub chains: BTreeMap<String, u64>,
 }
 
 impl Expectation {
@@ -68,6 +72,22 @@ impl Expectation {
     /// can say so.
     pub fn new(hash: &str, ruleset: &Ruleset, kernel: Option<TablePrint>) -> (Expectation, bool) {
         Expectation::with_sets(hash, ruleset, kernel, set_digests(ruleset))
+    }
+
+    /// [`Expectation::with_sets`], with the ruleset's [`chain_digests`] made too (what the next
+    /// write's [`Expectation::unchanged_chains`] compares).
+    pub fn with_digests(
+        hash: &str,
+        ruleset: &Ruleset,
+        kernel: Option<TablePrint>,
+        sets: BTreeMap<String, u64>,
+        chains: BTreeMap<String, u64>,
+    ) -> (Expectation, bool) {
+        let (mut e, fits) = Expectation::with_sets(hash, ruleset, kernel, sets);
+        if fits && e.baseline.is_some() {
+            e.chains = chains;
+        }
+        (e, fits)
     }
 
     /// [`Expectation::new`], with the ruleset's [`set_digests`] already made.
@@ -105,6 +125,7 @@ impl Expectation {
                 layout,
                 baseline: kernel,
                 sets,
+                chains: BTreeMap::new(),
             },
             fits,
         )
@@ -127,6 +148,35 @@ impl Expectation {
             })
             .collect()
     }
+
+    /// What this expectation's baseline says about the chains the next ruleset (its [`chain_digests`])
+    /// has unchanged (same name, hook and rules, comments included): a write from this ruleset to the
+    /// next leaves them as they were (the swap refills only the chains whose rules change), so their
+    /// rules need not be read again after it. A chain someone else changed in between is still a
+    /// difference from this baseline, found at the next look and repaired: the baseline is what we
+    /// wrote, never what someone else left.
+    pub fn unchanged_chains(&self, next: &BTreeMap<String, u64>) -> BTreeMap<String, ChainPrint> {
+        let Some(base) = &self.baseline else {
+            return BTreeMap::new();
+        };
+        next.iter()
+            .filter(|(name, d)| self.chains.get(*name) == Some(*d))
+            .filter_map(|(name, _)| base.chains.get(name).map(|p| (name.clone(), p.clone())))
+            .collect()
+    }
+}
+
+/// A digest of each chain of `r` (its name, hook and rules, comments included), by name.
+pub fn chain_digests(r: &Ruleset) -> BTreeMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    r.chains
+        .iter()
+        .map(|c| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            c.hash(&mut h);
+            (c.name.clone(), h.finish())
+        })
+        .collect()
 }
 
 /// A digest of each set of `r` (name, type and elements), by name.

@@ -39,20 +39,20 @@ pub mod expect;
 pub mod limiter;
 pub mod listen;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::clock::Clock;
-use crate::daemon::nftmon::{self, SetPrint, TablePrint};
+use crate::daemon::nftmon::{self, Known, TablePrint};
 use crate::engine::state::{rfc3339, DriftSummary};
 use crate::engine::{short, Engine, Kernel};
 use crate::host::probe::Prober;
 use crate::nft::Dataplane;
 
 pub use burst::{add_writers, Burst, Collector, CAP, MAX_WRITERS, QUIET};
-pub use expect::{diff, set_digests, summarize, Expectation, Layout};
+pub use expect::{chain_digests, diff, set_digests, summarize, Expectation, Layout};
 pub use limiter::Limiter;
 pub use listen::spawn;
 
@@ -61,10 +61,9 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 /// How many changes a drift log line names.
 const CHANGES_LOGGED: usize = 8;
 
-/// Reads table `inet NAME` back, taking the elements of the given sets as known (see
-/// [`nftmon::fingerprint_reusing`]).
-pub type Fingerprinter =
-    Box<dyn FnMut(&str, &BTreeMap<String, SetPrint>) -> std::io::Result<Option<TablePrint>> + Send>;
+/// Reads table `inet NAME` back, taking the elements of the given sets and the rules of the given
+/// chains as known (see [`nftmon::fingerprint_known`]).
+pub type Fingerprinter = Box<dyn FnMut(&str, &Known) -> std::io::Result<Option<TablePrint>> + Send>;
 
 /// A drift repair delayed by the rate limit.
 #[derive(Debug, Clone)]
@@ -100,7 +99,7 @@ pub struct Guard {
     pending: Option<PendingRepair>,
     /// The kernel could not be read after a drift: look again then.
     recheck_at: Option<Instant>,
-    /// Reads our table back from the kernel ([`nftmon::fingerprint_reusing`]; replaceable in tests).
+    /// Reads our table back from the kernel ([`nftmon::fingerprint_known`]; replaceable in tests).
     fingerprint: Fingerprinter,
 }
 
@@ -121,7 +120,7 @@ impl Guard {
             limiter: Limiter::default(),
             pending: None,
             recheck_at: None,
-            fingerprint: Box::new(nftmon::fingerprint_reusing),
+            fingerprint: Box::new(nftmon::fingerprint_known),
         }
     }
 
@@ -168,12 +167,17 @@ impl Guard {
             self.expectation = None;
             return;
         };
-        // The sets this write left as they were are not read back (see `fingerprint_reusing`).
+        // The sets and chains this write left as they were are not read back (see
+        // `fingerprint_known`): after a one-file reload, two chains' rules instead of the whole table.
         let sets = set_digests(ruleset);
+        let chains = chain_digests(ruleset);
         let known = self
             .expectation
             .as_ref()
-            .map(|g| g.unchanged_sets(&sets))
+            .map(|g| Known {
+                sets: g.unchanged_sets(&sets),
+                chains: g.unchanged_chains(&chains),
+            })
             .unwrap_or_default();
         let kernel = match (self.fingerprint)(&self.table, &known) {
             Ok(p) => p,
@@ -186,7 +190,7 @@ impl Guard {
                 None
             }
         };
-        let (expectation, fits) = Expectation::with_sets(hash, ruleset, kernel, sets);
+        let (expectation, fits) = Expectation::with_digests(hash, ruleset, kernel, sets, chains);
         if !fits {
             warn!(
                 event = "drift_layout",
@@ -325,7 +329,7 @@ impl Guard {
                 format!("table replaced (content sha256:{})", short(&h))
             }]),
             Kernel::Table(_) if burst.is_some_and(Burst::only_own) => Look::InSync,
-            Kernel::Table(_) => match (self.fingerprint)(&self.table, &BTreeMap::new()) {
+            Kernel::Table(_) => match (self.fingerprint)(&self.table, &Known::default()) {
                 Ok(None) => Look::Drifted(vec![deleted()]),
                 Ok(Some(print)) => {
                     let changes = diff(expectation, &print);
@@ -462,7 +466,7 @@ impl Guard {
         let Some(expectation) = self.expectation.as_mut() else {
             return Vec::new();
         };
-        match (self.fingerprint)(&self.table, &BTreeMap::new()) {
+        match (self.fingerprint)(&self.table, &Known::default()) {
             Ok(Some(print)) => {
                 let remaining = diff(expectation, &print);
                 if remaining.is_empty() && expectation.baseline.is_none() {
