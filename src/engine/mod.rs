@@ -432,7 +432,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             .clone()
             .ok_or_else(|| DataplaneError::invalid("there is no last good ruleset to apply"))?;
         let ruleset: &Ruleset = &ruleset;
-        let result = self.dp.apply(&ruleset);
+        let result = self.dp.apply(ruleset);
         self.inspect_kernel();
         result
     }
