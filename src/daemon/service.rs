@@ -65,7 +65,7 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     /// The texts of the last configuration that validated: parsed and resolved again when interfaces
     /// change. The texts rather than the model: a tenth of the memory (10,000 policies: 3 MiB of YAML,
     /// ~30 MiB of model), and the daemon's peak is a reload, when the old and the new one coexist.
-    sources: Option<Sources>,
+    sources: Option<Arc<Sources>>,
     /// The content hash whose configuration the state directory records (`applied-config.json`).
     applied_saved: Option<String>,
     pub(super) info: DaemonInfo,
@@ -83,11 +83,14 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     build_started: Option<Instant>,
     /// Each file's parsed and validated resources as last read: a reload parses only what changed.
     cache: Cache,
+    /// Writes `last-good.json` and `applied-config.json` off the reload's path (None: it could not be
+    /// started, and they are written on the spot).
+    writer: Option<crate::engine::state::Writer>,
 }
 
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
     /// The daemon of `settings`, with the state directory's last good ruleset and summary restored. It
-    /// starts no thread and reads the time from `clock` only.
+    /// starts one thread, the writer of the big state files, and reads the time from `clock` only.
     pub fn new(settings: &Settings, dp: D, prober: P, log: &str, clock: Box<dyn Clock>) -> Self {
         let store = Store::new(&settings.state_dir);
         let mut engine = Engine::new(dp, prober, &settings.node, &settings.table);
@@ -149,6 +152,38 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             metrics: Metrics::off(),
             build_started: None,
             cache: Cache::new(),
+            writer: None,
+        }
+        .with_state_writer()
+    }
+
+    /// Starts the thread that writes the big state files.
+    fn with_state_writer(mut self) -> Self {
+        let dir = self.store.dir().display().to_string();
+        let writer = crate::engine::state::Writer::spawn(
+            self.store.clone(),
+            self.engine.saved_last_good(),
+            move |file, e| {
+                warn!(
+                    event = "state_unwritable",
+                    "cannot write {file} in the state directory {dir}: {e}"
+                )
+            },
+        );
+        match writer {
+            Ok(w) => self.writer = Some(w),
+            Err(e) => warn!(
+                event = "state_unwritable",
+                "cannot start the state writer thread: {e}; writing the state files on the spot"
+            ),
+        }
+        self
+    }
+
+    /// Waits until the state files of everything done so far are written.
+    pub(super) fn flush_state(&self) {
+        if let Some(w) = &self.writer {
+            w.flush();
         }
     }
 
@@ -329,13 +364,19 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         self.metrics.reloaded(self.engine.last_good());
         if built.is_ok() {
             // A valid configuration replaces the last one whatever the apply's outcome.
-            self.sources = Some(sources);
+            self.sources = Some(Arc::new(sources));
         }
         if let Ok(c) = &built {
             self.save_applied_config(&outcome, c);
         }
-        drop(built);
+        // The model and the previous configuration's texts are freed off the reload's path.
+        crate::host::mem::drop_later(Some(built));
         give_back_free_memory();
+        if trigger != Trigger::Files {
+            // Asked for by someone who waits for the answer (`hostpolicyd reload`, SIGHUP from
+            // `systemctl reload`) or the start: the state files say what the answer says.
+            self.flush_state();
+        }
         outcome
     }
 
@@ -504,6 +545,18 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             return;
         }
         let Some(sources) = &self.sources else { return };
+        if let Some(w) = &self.writer {
+            // Written on the writer's thread; an error is logged there.
+            w.applied_config(crate::engine::state::AppliedJob {
+                hash: hash.clone(),
+                node: self.settings.node.clone(),
+                interfaces: compiled.interfaces.clone(),
+                sources: Arc::clone(sources),
+                now: self.clock.wall(),
+            });
+            self.applied_saved = Some(hash.clone());
+            return;
+        }
         match self.store.save_applied_config(
             hash,
             &self.settings.node,
@@ -522,6 +575,20 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     fn save_state(&mut self) {
         let now = self.clock.wall();
+        if let Some(w) = &self.writer {
+            // The big file on the writer's thread (written only if it changed); the summary here.
+            if let Some(job) = self.engine.last_good_job(now) {
+                w.last_good(job);
+            }
+            if let Err(e) = self.engine.save_summary(&self.store) {
+                warn!(
+                    event = "state_unwritable",
+                    "cannot write the state directory {}: {e}",
+                    self.store.dir().display()
+                );
+            }
+            return;
+        }
         if let Err(e) = self.engine.save_state(&self.store, now) {
             warn!(
                 event = "state_unwritable",
@@ -983,6 +1050,7 @@ mod tests {
         assert_eq!(d.engine.summary().degraded, None);
 
         // No last good either: nothing applied, said so, still a clean start.
+        d.flush_state(); // the state writer is done with the directory
         std::fs::remove_dir_all(&settings.state_dir).unwrap();
         std::fs::write(settings.config_dir.join("bad.yaml"), "kind: [\n").unwrap();
         let kernel = Shared::default();

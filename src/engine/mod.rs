@@ -379,36 +379,47 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         now: SystemTime,
     ) -> std::io::Result<()> {
         let staged = self.staged.take();
-        if self.last_good.is_some() && !self.last_good_saved(store) {
-            if let (Some(r), Some(hash)) = (&self.last_good, &self.summary.hash) {
-                // The hash is the one the ruleset was applied under (its comment's), not computed again.
-                let staged = staged.filter(|e| {
-                    e.hash() == hash
-                        && self
-                            .stage_in
-                            .as_ref()
-                            .is_some_and(|s| s.dir() == store.dir())
-                });
-                store.save_last_good_as(self.summary.generation, hash, r, staged, now)?;
-                self.saved = Some((hash.clone(), store.last_good_stamp()));
-            }
+        if let (Some(r), Some(hash)) = (&self.last_good, &self.summary.hash) {
+            // The hash is the one the ruleset was applied under (its comment's), not computed again.
+            let staged = staged.filter(|e| {
+                e.hash() == hash
+                    && self
+                        .stage_in
+                        .as_ref()
+                        .is_some_and(|s| s.dir() == store.dir())
+            });
+            crate::engine::state::save_last_good_if_changed(
+                store,
+                &mut self.saved,
+                (self.summary.generation, hash, r),
+                staged,
+                now,
+            )?;
         }
+        self.save_summary(store)
+    }
+
+    /// Writes the summary (`status.json`) alone.
+    pub fn save_summary(&self, store: &crate::engine::state::Store) -> std::io::Result<()> {
         store.save_summary(&self.summary)
     }
 
-    /// Whether the state directory holds the last good ruleset already. Read back (and checked) only
-    /// when the file is not as we last read or wrote it: reading a 100,000-element ruleset costs as
-    /// much as writing it, and a reload should not do either for nothing.
-    fn last_good_saved(&mut self, store: &crate::engine::state::Store) -> bool {
-        let stamp = store.last_good_stamp();
-        if let Some((hash, Some(saved))) = &self.saved {
-            if stamp.as_ref() == Some(saved) {
-                return Some(hash) == self.summary.hash.as_ref();
-            }
-        }
-        let stored = store.load_last_good().ok().flatten().map(|l| l.hash);
-        self.saved = stored.map(|hash| (hash, stamp));
-        self.saved.as_ref().map(|(h, _)| h) == self.summary.hash.as_ref()
+    /// The last good ruleset to write, for a [`crate::engine::state::Writer`] (which writes it only if
+    /// the file does not hold it already); None when there is none.
+    pub fn last_good_job(&self, now: SystemTime) -> Option<crate::engine::state::LastGoodJob> {
+        let (r, hash) = (self.last_good.as_ref()?, self.summary.hash.as_ref()?);
+        Some(crate::engine::state::LastGoodJob {
+            generation: self.summary.generation,
+            hash: hash.clone(),
+            ruleset: Arc::clone(r),
+            now,
+        })
+    }
+
+    /// What `last-good.json` holds as far as this engine knows (for a
+    /// [`crate::engine::state::Writer`] that takes over writing it).
+    pub fn saved_last_good(&self) -> crate::engine::state::Saved {
+        self.saved.clone()
     }
 
     pub fn dataplane(&mut self) -> &mut D {

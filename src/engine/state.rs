@@ -635,6 +635,184 @@ impl Store {
     }
 }
 
+/// What `last-good.json` holds as far as we know: the content hash last read or written, and the
+/// file's stamp then (see [`save_last_good_if_changed`]).
+pub type Saved = Option<(String, Option<Stamp>)>;
+
+/// Writes the last good ruleset (generation `generation`, content hash `hash`) unless the state
+/// directory holds it already. `saved` is what we last read or wrote: the file is read back (and
+/// checked) only when it is not as we left it, since reading a 100,000-element ruleset costs as much as
+/// writing it. `staged`: the file begun for it ([`Store::stage_last_good`]).
+pub fn save_last_good_if_changed(
+    store: &Store,
+    saved: &mut Saved,
+    last_good: (u64, &str, &Ruleset),
+    staged: Option<StagedLastGood>,
+    now: SystemTime,
+) -> io::Result<()> {
+    let (generation, hash, ruleset) = last_good;
+    let stamp = store.last_good_stamp();
+    let current = match saved {
+        Some((h, Some(st))) if stamp.as_ref() == Some(st) => h == hash,
+        _ => {
+            let stored = store.load_last_good().ok().flatten().map(|l| l.hash);
+            *saved = stored.map(|h| (h, stamp));
+            saved.as_ref().is_some_and(|(h, _)| h == hash)
+        }
+    };
+    if current {
+        return Ok(());
+    }
+    store.save_last_good_as(generation, hash, ruleset, staged, now)?;
+    *saved = Some((hash.to_string(), store.last_good_stamp()));
+    Ok(())
+}
+
+/// The last good ruleset to write ([`Writer::last_good`]).
+pub struct LastGoodJob {
+    pub generation: u64,
+    pub hash: String,
+    pub ruleset: std::sync::Arc<Ruleset>,
+    pub now: SystemTime,
+}
+
+/// The configuration behind an applied ruleset to record ([`Store::save_applied_config`]).
+pub struct AppliedJob {
+    pub hash: String,
+    pub node: String,
+    pub interfaces: Vec<crate::resolve::Interface>,
+    pub sources: std::sync::Arc<Vec<(String, String)>>,
+    pub now: SystemTime,
+}
+
+#[derive(Default)]
+struct Queue {
+    last_good: Option<LastGoodJob>,
+    applied: Option<AppliedJob>,
+    busy: bool,
+    stop: bool,
+}
+
+struct Shared {
+    queue: std::sync::Mutex<Queue>,
+    changed: std::sync::Condvar,
+}
+
+/// The daemon's writer of the big state files (`last-good.json`, ~11 MB of JSON at 10,000 policies,
+/// and `applied-config.json`), on a thread of its own: ~120 ms per reload that are not the reload's
+/// (the daemon is ready for the next change at once). It always writes the latest it was given, never
+/// an older one after a newer (one thread, and a newer job replaces a waiting one); what waits is
+/// written before the writer is dropped (the daemon's exit, SIGTERM included), and [`Writer::flush`]
+/// waits for it (a reload asked for by `hostpolicyd reload` or SIGHUP answers once its files are
+/// written). `status.json` is not its business: it is small and written on the spot.
+pub struct Writer {
+    shared: std::sync::Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread. `saved`: what `last-good.json` holds as far as the caller knows
+    /// (`Engine::saved_last_good`); `on_error`: told of a file that could not be written (its name).
+    pub fn spawn(
+        store: Store,
+        saved: Saved,
+        on_error: impl Fn(&str, &io::Error) + Send + 'static,
+    ) -> io::Result<Writer> {
+        let shared = std::sync::Arc::new(Shared {
+            queue: std::sync::Mutex::new(Queue::default()),
+            changed: std::sync::Condvar::new(),
+        });
+        let theirs = std::sync::Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || {
+                let mut saved = saved;
+                loop {
+                    let (last_good, applied) = {
+                        let mut q = theirs.queue.lock().unwrap_or_else(|e| e.into_inner());
+                        while q.last_good.is_none() && q.applied.is_none() && !q.stop {
+                            q = theirs.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if q.last_good.is_none() && q.applied.is_none() {
+                            return;
+                        }
+                        q.busy = true;
+                        (q.last_good.take(), q.applied.take())
+                    };
+                    if let Some(j) = last_good {
+                        let job = (j.generation, j.hash.as_str(), &*j.ruleset);
+                        if let Err(e) =
+                            save_last_good_if_changed(&store, &mut saved, job, None, j.now)
+                        {
+                            on_error(LAST_GOOD_FILE, &e);
+                        }
+                        // Freed here, not on the daemon's thread.
+                        drop(j);
+                    }
+                    if let Some(j) = applied {
+                        if let Err(e) = store.save_applied_config(
+                            &j.hash,
+                            &j.node,
+                            &j.interfaces,
+                            &j.sources,
+                            j.now,
+                        ) {
+                            on_error(APPLIED_CONFIG_FILE, &e);
+                        }
+                    }
+                    let mut q = theirs.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.busy = false;
+                    theirs.changed.notify_all();
+                }
+            })?;
+        Ok(Writer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the last good ruleset (if the file does not hold it already), replacing a waiting one.
+    pub fn last_good(&self, job: LastGoodJob) {
+        let old = self.queue().last_good.replace(job);
+        self.shared.changed.notify_all();
+        drop(old);
+    }
+
+    /// Records the configuration of an applied ruleset, replacing a waiting one.
+    pub fn applied_config(&self, job: AppliedJob) {
+        let old = self.queue().applied.replace(job);
+        self.shared.changed.notify_all();
+        drop(old);
+    }
+
+    /// Waits until everything given so far is written (or failed).
+    pub fn flush(&self) {
+        let mut q = self.queue();
+        while q.busy || q.last_good.is_some() || q.applied.is_some() {
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// Writes what waits, then ends the thread.
+    fn drop(&mut self) {
+        self.queue().stop = true;
+        self.shared.changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// An I/O error for a state file or directory that could not be read or is not trusted.
 fn state_error(path: &Path, what: &str, p: trust::Problem) -> io::Error {
     let kind = match &p {
@@ -1052,6 +1230,55 @@ pub(crate) mod tests {
             store.load_summary().unwrap(),
         );
         assert_eq!(engine.summary().generation, 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 18: the daemon's writer writes the latest it was given, and what waits is written before
+    /// it is dropped (the daemon's exit); a file already holding the ruleset is not written again.
+    #[test]
+    fn the_state_writer_writes_the_latest_and_finishes_before_it_goes() {
+        let dir = temp_dir("writer");
+        let store = Store::new(&dir);
+        let a = ruleset();
+        let mut b = ruleset();
+        b.chains[0].name = "d".into();
+        b.comment = format!("hostpolicyd sha256:{}", content_hash(&b));
+        let job = |generation: u64, r: &Ruleset| LastGoodJob {
+            generation,
+            hash: content_hash(r),
+            ruleset: std::sync::Arc::new(r.clone()),
+            now: UNIX_EPOCH,
+        };
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = std::sync::Arc::clone(&errors);
+        let w = Writer::spawn(store.clone(), None, move |f, e| {
+            seen.lock().unwrap().push(format!("{f}: {e}"))
+        })
+        .unwrap();
+        w.last_good(job(1, &a));
+        w.flush();
+        let saved = store.load_last_good().unwrap().unwrap();
+        assert_eq!((saved.generation, saved.ruleset), (1, a.clone()));
+        let stamp = store.last_good_stamp();
+        // The same ruleset again (a later save of the summary, say): the file is left as it is.
+        w.last_good(job(1, &a));
+        w.flush();
+        assert_eq!(store.last_good_stamp(), stamp);
+        w.last_good(job(2, &b));
+        w.applied_config(AppliedJob {
+            hash: content_hash(&b),
+            node: "node1".into(),
+            interfaces: Vec::new(),
+            sources: std::sync::Arc::new(vec![("a.yaml".into(), "# b\n".into())]),
+            now: UNIX_EPOCH,
+        });
+        drop(w);
+        let saved = store.load_last_good().unwrap().unwrap();
+        assert_eq!((saved.generation, saved.ruleset), (2, b.clone()));
+        let applied = store.load_applied_config().unwrap().unwrap();
+        assert_eq!(applied.hash, content_hash(&b));
+        assert_eq!(applied.files[0].text, "# b\n");
+        assert!(errors.lock().unwrap().is_empty(), "{errors:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
