@@ -12,7 +12,8 @@
 //! - nothing panics (load, validate, resolve, lint, lockout, compile, render, explain);
 //! - every diagnostic prints as `FILE:LINE:COL: error|warning: ...` (or `hostpolicyd: ...`) on one
 //!   line, without control characters, and bounded in length;
-//! - a configuration that compiles compiles to the same content hash twice.
+//! - a configuration that compiles compiles to the same content hash twice;
+//! - the YAML parser's fast paths give exactly the parser's documents and diagnostics (issue 18).
 //!
 //! CI runs a short pass (`HOSTPOLICYD_FUZZ_CASES`, default 200: a few seconds). A longer run:
 //!
@@ -822,6 +823,13 @@ proptest! {
             }
             files[target].1 = out;
         }
+        // The parser's fast paths (issue 18) read exactly what the parser reads, marks included, and
+        // leave everything else to it.
+        let text = &files[target].1;
+        let (fast, reference) = (yaml::parse(&name, text), yaml::parse_reference(&name, text));
+        prop_assert_eq!(&fast.documents, &reference.documents, "{:?}", text);
+        let messages = |p: &yaml::Parsed| p.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        prop_assert_eq!(messages(&fast), messages(&reference), "{:?}", text);
         // A report, not an assertion: an input that takes seconds is worth a look (a hang in the
         // making), but the time depends on the machine.
         let started = std::time::Instant::now();

@@ -27,6 +27,8 @@ use serde_saphyr::granit_parser::{
 use crate::config::diag::Diagnostic;
 use crate::config::model::Pos;
 
+mod lines;
+
 /// One YAML node with its position (1-based line and column, counted in characters) and, when known,
 /// its byte span in the file text.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,7 +276,14 @@ pub fn parse_budgeted(file: &Arc<str>, text: &str, budget: &mut Budget) -> Parse
     parse_with(file, text, true, budget)
 }
 
-/// [`parse_budgeted`], with or without the fast path for long lists of scalars ([`parse_with_runs`]).
+/// [`parse`] without the fast paths ([`lines`], [`parse_with_runs`]): every document read by the
+/// parser. The reference that [`parse`] equals, for the tests (the fuzz target included).
+#[doc(hidden)]
+pub fn parse_reference(file: &Arc<str>, text: &str) -> Parsed {
+    parse_with(file, text, false, &mut Budget::new())
+}
+
+/// [`parse_budgeted`], with or without the fast paths for long lists of scalars ([`parse_with_runs`]).
 fn parse_with(file: &Arc<str>, text: &str, fast: bool, budget: &mut Budget) -> Parsed {
     parse_chunks(file, text, split_documents(text), fast, budget)
 }
@@ -335,7 +344,10 @@ fn parse_chunks(
     let before = budget.left;
     let mut over = None;
     for chunk in chunks {
-        if fast && parse_with_runs(file, text, &chunk, &mut out, &mut budget.left) {
+        if fast
+            && (lines::parse_chunk(text, &chunk, &mut budget.left, &mut out)
+                || parse_with_runs(file, text, &chunk, &mut out, &mut budget.left))
+        {
             continue;
         }
         let mut builder = Builder::new(file, text, &chunk, &mut out, &mut budget.left, &[]);
