@@ -98,20 +98,121 @@ impl From<rustix::io::Errno> for Problem {
     }
 }
 
-/// A directory opened by [`open_dir`]: its descriptor (for listing and `openat`), its real path, and
-/// the symbolic links the walk went through (where each one is, not where it points).
+/// A directory opened by [`open_dir`]: its descriptor (for listing and `openat`), its real path, the
+/// symbolic links the walk went through (where each one is, not where it points), and what the walk
+/// saw of every directory on the way ([`Way`]).
 #[derive(Debug)]
 pub struct OpenDir {
     pub fd: OwnedFd,
     pub real: PathBuf,
     pub links: Vec<PathBuf>,
+    pub way: Way,
 }
 
-/// A regular file opened and checked, ready for [`read_bounded`].
+/// What [`open_dir`]'s walk saw: the real path, the links it went through, and the identity, owner
+/// and mode of every directory it opened, in order (`/` first, the directory itself last). Two walks
+/// with the same `Way` went through the same directories, each with the same owner and mode: nothing
+/// on the way was replaced, re-pointed or chmod'ed in between (the directories' times are left out:
+/// they change whenever an entry is added or removed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Way {
+    pub real: PathBuf,
+    pub links: Vec<PathBuf>,
+    dirs: Vec<DirId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl DirId {
+    fn of(meta: &Metadata) -> DirId {
+        DirId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+}
+
+/// What `fstat` says of a file that decides what reading it gives: which file it is (device, inode),
+/// its size, its modification and change times to the nanosecond, its type and mode, its owner and
+/// group. The change time (ctime) is set by the kernel alone, to the current time, whenever the
+/// file's contents or any of these attributes change (a write, a truncation, `chmod`, `chown`, a new
+/// hard link): no one can set it back. So a file whose key is the one it had when it was read still
+/// holds what was read, and would pass or fail the trust checks as it did (`config::load::Reader`).
+/// (Since Linux 6.13 a ctime that was looked at is advanced at the next change even within one tick of
+/// the coarse clock: "multigrain timestamps"; before that, two changes within one tick could leave the
+/// same key, which is why the daemon's reader does not rely on keys alone but on inotify's events.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl FileKey {
+    /// The key of what `meta` (an `fstat`) describes.
+    pub fn of(meta: &Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+
+    fn of_stat(st: &rustix::fs::Stat) -> FileKey {
+        // The kernel's types differ by architecture; every value fits these.
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        FileKey {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+        }
+    }
+
+    /// Whether it is a regular file (not a link, FIFO, directory...).
+    pub fn is_file(&self) -> bool {
+        rustix::fs::FileType::from_raw_mode(self.mode as _) == rustix::fs::FileType::RegularFile
+    }
+}
+
+/// The [`FileKey`] of the entry `name` of `dir` itself (`fstatat` without following a link): one
+/// system call, nothing opened.
+pub fn key_in(dir: &OpenDir, name: &OsStr) -> io::Result<FileKey> {
+    let st = rustix::fs::statat(&dir.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(FileKey::of_stat(&st))
+}
+
+/// A regular file opened and checked, ready for [`read_bounded`]. `linked`: reached through a
+/// symbolic link (its target may change without the link's directory seeing it).
 #[derive(Debug)]
 pub struct OpenFile {
     pub file: File,
     pub meta: Metadata,
+    pub linked: bool,
 }
 
 /// What a descriptor is, for messages: `a FIFO`, `a directory`...
@@ -253,6 +354,7 @@ fn walk(path: &Path, want: Want, strict: Strict) -> Result<Walked, Problem> {
     )?;
     let mut todo = components(&absolute);
     let (root_file, root_meta) = metadata(root)?;
+    let mut dirs = vec![DirId::of(&root_meta)];
     if strict == Strict::Yes {
         if let Some(why) = directory_problem(&root_meta, !todo.is_empty()) {
             return Err(Problem::Untrusted {
@@ -322,6 +424,7 @@ fn walk(path: &Path, want: Want, strict: Strict) -> Result<Walked, Problem> {
                     return Err(Problem::Untrusted { path: here, why });
                 }
             }
+            dirs.push(DirId::of(&meta));
             stack.push((file.into(), here));
             continue;
         }
@@ -331,7 +434,13 @@ fn walk(path: &Path, want: Want, strict: Strict) -> Result<Walked, Problem> {
                 &here,
             ));
         }
-        return Ok(Walked::File(checked_file(file, meta, &here, strict)?));
+        return Ok(Walked::File(checked_file(
+            file,
+            meta,
+            &here,
+            strict,
+            !links.is_empty(),
+        )?));
     }
     match want {
         Want::File => Err(Problem::NotRegular("a directory")),
@@ -344,7 +453,17 @@ fn walk(path: &Path, want: Want, strict: Strict) -> Result<Walked, Problem> {
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            Ok(Walked::Dir(OpenDir { fd, real, links }))
+            let way = Way {
+                real: real.clone(),
+                links: links.clone(),
+                dirs,
+            };
+            Ok(Walked::Dir(OpenDir {
+                fd,
+                real,
+                links,
+                way,
+            }))
         }
     }
 }
@@ -359,6 +478,7 @@ fn checked_file(
     meta: Metadata,
     path: &Path,
     strict: Strict,
+    linked: bool,
 ) -> Result<OpenFile, Problem> {
     if !meta.file_type().is_file() {
         return Err(Problem::NotRegular(kind(&meta)));
@@ -371,7 +491,7 @@ fn checked_file(
             });
         }
     }
-    Ok(OpenFile { file, meta })
+    Ok(OpenFile { file, meta, linked })
 }
 
 /// Opens the directory `path` by walking its real path; with [`Strict::Yes`] every directory on it
@@ -399,12 +519,12 @@ pub fn open_in(dir: &OpenDir, name: &OsStr, strict: Strict) -> Result<OpenFile, 
     match open_read(&dir.fd, name) {
         Ok(fd) => {
             let (file, meta) = metadata(fd)?;
-            checked_file(file, meta, &here, strict)
+            checked_file(file, meta, &here, strict, false)
         }
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new())?;
             let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
-            open_file(&dir.real.join(target), strict).map_err(|p| match p {
+            let mut f = open_file(&dir.real.join(target), strict).map_err(|p| match p {
                 Problem::Io(e) if e.kind() == io::ErrorKind::NotFound => {
                     Problem::Io(io::Error::new(
                         io::ErrorKind::NotFound,
@@ -412,7 +532,9 @@ pub fn open_in(dir: &OpenDir, name: &OsStr, strict: Strict) -> Result<OpenFile, 
                     ))
                 }
                 p => p,
-            })
+            })?;
+            f.linked = true;
+            Ok(f)
         }
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
             Err(Problem::NotRegular("a socket"))
@@ -428,7 +550,7 @@ pub fn open_in_nofollow(dir: &OpenDir, name: &OsStr, strict: Strict) -> Result<O
     match open_read(&dir.fd, name) {
         Ok(fd) => {
             let (file, meta) = metadata(fd)?;
-            checked_file(file, meta, &dir.real.join(name), strict)
+            checked_file(file, meta, &dir.real.join(name), strict, false)
         }
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             Err(Problem::NotRegular("a symbolic link"))

@@ -15,18 +15,12 @@
 //! passes the limits (so the memory stays bounded), and the whole load is done again the sequential way,
 //! for its exact error.
 //!
-//! [`Cache`] keeps each file's parts under its name, with the text's size and a hash of it (SipHash
-//! with a key drawn per process, so that no one can make two texts collide on purpose). A reload hands
-//! it every text it read: the texts whose size and hash are those of the cached entry reuse its parts,
-//! the others are parsed and validated (in parallel), and [`merge`] runs over all of them again, so what
-//! depends on other files (duplicates, tiers) is always judged on the whole directory. The cache saves
-//! the parsing only: reading the files, with every check of the loader (trust, limits), still happens
-//! on every reload, and the hash is of what was read. The file's mtime is not part of the key: the
-//! text is read anyway, and two writes within one tick of the file system's clock keep the mtime.
+//! The daemon keeps each file's [`Parsed`] parts with the text they came from (`config::load::Reader`,
+//! which knows from the directory's watch and the files' `fstat` keys which files changed): a reload
+//! parses and validates only the changed files ([`parse_files`]) and [`merged`] runs over every file's
+//! parts again, so what depends on other files (duplicates, tiers) is always judged on the whole
+//! directory. Policies and network sets are shared (`Arc`) between the cached parts and each load.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +29,8 @@ use crate::config::model::Config;
 use crate::config::validate::{merge, Part, Validator};
 use crate::config::yaml;
 
-/// The result of a load (re-exported as `load::Loaded`). `config` holds the resources that decoded cleanly; do not use it when
+/// The result of a load (re-exported as `load::Loaded`). `config` holds the resources that decoded
+/// cleanly; do not use it when
 /// [`Loaded::has_errors`].
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -268,111 +263,24 @@ fn parse_all(files: &[(&str, &str)], threads: usize) -> Option<Vec<Arc<FileParts
     Some(out.into_iter().map(Arc::new).collect())
 }
 
-/// What the cache holds of one file.
-#[derive(Debug)]
-struct Entry {
-    size: usize,
-    hash: u64,
-    parts: Arc<FileParts>,
+/// One file's parsed and validated parts, shared: what [`parse_files`] gives and [`merged`] puts
+/// together. The daemon's reader (`config::load::Reader`) keeps one per file, so that a reload parses
+/// only the files that changed.
+#[derive(Debug, Clone)]
+pub struct Parsed(Arc<FileParts>);
+
+/// Parses and validates `files` (display name, text) in parallel, each on its own; None when the YAML
+/// budgets of the whole load are spent before all were parsed (see the module documentation).
+pub fn parse_files(files: &[(&str, &str)]) -> Option<Vec<Parsed>> {
+    parse_all(files, threads()).map(|v| v.into_iter().map(Parsed).collect())
 }
 
-/// The parsed and validated parts of each file of the last load, by file name (see the module
-/// documentation).
-#[derive(Debug, Default)]
-pub struct Cache {
-    hasher: RandomState,
-    files: HashMap<String, Entry>,
-    last: CacheUse,
-}
-
-/// How the last [`Cache::load`] went.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheUse {
-    /// Files whose cached parts were used.
-    pub reused: usize,
-    /// Files parsed and validated.
-    pub parsed: usize,
-}
-
-impl Cache {
-    pub fn new() -> Cache {
-        Cache::default()
-    }
-
-    /// Loads `sources` like [`load_sources`], parsing only the texts that are not in the cache as they
-    /// are; afterwards the cache holds exactly these files.
-    pub fn load(&mut self, sources: &[(String, String)]) -> Loaded {
-        let keys: Vec<(usize, u64)> = sources
-            .iter()
-            .map(|(_, t)| (t.len(), self.hasher.hash_one(t.as_bytes())))
-            .collect();
-        let stale: Vec<usize> = sources
-            .iter()
-            .zip(&keys)
-            .enumerate()
-            .filter(|(_, ((name, _), key))| {
-                self.files
-                    .get(name)
-                    .is_none_or(|e| (e.size, e.hash) != **key)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        // What these files held before is dropped before they are parsed again: the old and the new
-        // model of a big file never coexist (the daemon's peak memory is a reload).
-        for &i in &stale {
-            self.files.remove(&sources[i].0);
-        }
-        let texts: Vec<(&str, &str)> = stale
-            .iter()
-            .map(|&i| (sources[i].0.as_str(), sources[i].1.as_str()))
-            .collect();
-        let Some(fresh) = parse_all(&texts, threads()) else {
-            // Over the YAML budgets: refused, with the sequential load's exact error; nothing kept.
-            self.files.clear();
-            self.last = CacheUse {
-                reused: 0,
-                parsed: sources.len(),
-            };
-            return load_sources_sequential(sources);
-        };
-        self.last = CacheUse {
-            reused: sources.len() - stale.len(),
-            parsed: stale.len(),
-        };
-        let mut files: HashMap<String, Entry> = HashMap::with_capacity(sources.len());
-        let mut fresh = stale.into_iter().zip(fresh).peekable();
-        for (i, ((name, _), (size, hash))) in sources.iter().zip(keys).enumerate() {
-            let parts = match fresh.peek() {
-                Some((j, _)) if *j == i => fresh.next().expect("peeked").1,
-                _ => {
-                    self.files
-                        .remove(name)
-                        .expect("a file not parsed again is cached")
-                        .parts
-                }
-            };
-            files.insert(name.clone(), Entry { size, hash, parts });
-        }
-        self.files = files;
-        let files = &self.files;
-        match loaded(sources.iter().map(|(name, _)| &*files[name].parts)) {
-            Some(l) => l,
-            None => {
-                self.files.clear();
-                load_sources_sequential(sources)
-            }
-        }
-    }
-
-    /// How the last [`Cache::load`] went.
-    pub fn last_use(&self) -> CacheUse {
-        self.last
-    }
-
-    /// Forgets every file.
-    pub fn clear(&mut self) {
-        self.files.clear();
-    }
+/// The load of files' parsed parts, in file order: [`merge`] runs the checks across files (names
+/// defined twice, tiers) on all of them, as one validator fed every document would. None when the
+/// YAML budgets of the whole load are spent: the load must then be done sequentially
+/// ([`load_sources_sequential`]), for its exact error.
+pub fn merged<'p>(files: impl Iterator<Item = &'p Parsed> + Clone) -> Option<Loaded> {
+    loaded(files.map(|p| &*p.0))
 }
 
 #[cfg(test)]
@@ -529,116 +437,21 @@ mod tests {
             assert!(parallel.is_none(), "{threads} threads: over the budgets");
         }
         assert_eq!(render(&load_sources(&dir)), render(&sequential));
-        let mut cache = Cache::new();
-        assert_eq!(render(&cache.load(&dir)), render(&sequential));
-        // Two of them are within the budgets: accepted by both, and cached.
+        // Two of them are within the budgets: parsed file by file and merged, accepted; the third one
+        // parsed alone is within its own budget, and merged with the others it is not.
         dir.pop();
+        let texts: Vec<(&str, &str)> = dir.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let mut parsed = parse_files(&texts).expect("within the budgets");
         assert_eq!(
-            render(&cache.load(&dir)),
+            render(&merged(parsed.iter()).expect("within the budgets")),
             render(&load_sources_sequential(&dir))
         );
-        assert_eq!(cache.last_use().parsed, dir.len());
-        dir.push(("40-aliases-2.yaml".into(), aliases(2)));
-        assert_eq!(render(&cache.load(&dir)), render(&sequential));
-    }
-
-    /// A reload re-reads only what changed: the changed file is parsed again alone, and the result
-    /// equals a cold load of the same files (the checks across files judged again, on cached files).
-    #[test]
-    fn a_changed_file_is_parsed_again_alone_and_the_result_equals_a_cold_load() {
-        let mut dir = directory();
-        let mut cache = Cache::new();
-        assert_eq!(
-            render(&cache.load(&dir)),
-            render(&load_sources_sequential(&dir))
-        );
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: 0,
-                parsed: dir.len()
-            }
-        );
-
-        // Nothing changed: nothing parsed.
-        assert_eq!(
-            render(&cache.load(&dir)),
-            render(&load_sources_sequential(&dir))
-        );
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: dir.len(),
-                parsed: 0
-            }
-        );
-
-        // One port changed in one file, same size: that file only.
-        dir[2].1 = policy("dup", 25);
-        let warm = cache.load(&dir);
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: dir.len() - 1,
-                parsed: 1
-            }
-        );
-        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
+        let third = aliases(2);
+        parsed
+            .extend(parse_files(&[("40-aliases-2.yaml", third.as_str())]).expect("alone: within"));
         assert!(
-            format!("{:?}", warm.config).contains("25"),
-            "the new port is in"
+            merged(parsed.iter()).is_none(),
+            "together: over the budgets"
         );
-
-        // The first definition removed: the cached duplicate in another file is now the only one.
-        dir[1].1 = policy("other", 22);
-        let warm = cache.load(&dir);
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: dir.len() - 1,
-                parsed: 1
-            }
-        );
-        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
-
-        // The tier's file removed: the cached policy that uses it is refused now; added back: accepted.
-        let tier = dir.remove(0);
-        let warm = cache.load(&dir);
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: dir.len(),
-                parsed: 0
-            }
-        );
-        let cold = load_sources_sequential(&dir);
-        assert_eq!(render(&warm), render(&cold));
-        assert!(cold
-            .diagnostics
-            .iter()
-            .any(|d| d.message.contains("security")));
-        dir.insert(0, tier);
-        let warm = cache.load(&dir);
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: dir.len() - 1,
-                parsed: 1
-            }
-        );
-        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
-
-        // A file renamed: parsed under its new name (positions name the file).
-        let (_, text) = dir.remove(2);
-        dir.push(("99-moved.yaml".into(), text));
-        let warm = cache.load(&dir);
-        assert_eq!(
-            cache.last_use(),
-            CacheUse {
-                reused: dir.len() - 1,
-                parsed: 1
-            }
-        );
-        assert_eq!(render(&warm), render(&load_sources_sequential(&dir)));
     }
 }

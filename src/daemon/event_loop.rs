@@ -189,6 +189,10 @@ impl Loop<'_> {
             Event::Files(changes) => {
                 self.files_since.get_or_insert(at);
                 for (path, change) in changes {
+                    // The reader reads again exactly the names reported (config::load::Reader).
+                    if let Some(name) = path.file_name() {
+                        d.reader.changed(name);
+                    }
                     self.files.touch(at, &path, change);
                 }
             }
@@ -202,11 +206,15 @@ impl Loop<'_> {
                         );
                     }
                 }
+                // Whatever happened in the old or new directory meanwhile was not reported.
+                d.reader.rescan();
                 self.files.touch_unsure(at);
                 self.files_since.get_or_insert(at);
             }
             Event::WatchError(e) => {
                 warn!(event = "watch_failed", "file watch: {e}; rescanning");
+                // Events may have been lost: the next read looks at every file.
+                d.reader.rescan();
                 self.files.touch_unsure(at);
                 self.files_since.get_or_insert(at);
             }

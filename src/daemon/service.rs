@@ -15,7 +15,6 @@ use super::log;
 use super::metrics::Metrics;
 use super::nftmon::TablePrint;
 use super::systemd::Notifier;
-use crate::config::cache::Cache;
 use crate::config::load::{self, Loaded};
 use crate::engine::state::{rfc3339, Store};
 use crate::engine::{short, Engine, Outcome, Restored};
@@ -81,8 +80,9 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     metrics: Metrics,
     /// When the last [`Daemon::build`] started (the reading of the directory).
     build_started: Option<Instant>,
-    /// Each file's parsed and validated resources as last read: a reload parses only what changed.
-    cache: Cache,
+    /// The configuration directory as last read, each file's parsed and validated resources with it: a
+    /// reload reads and parses only what changed. The event loop tells it which files did.
+    pub(super) reader: load::Reader,
     /// Writes `last-good.json` and `applied-config.json` off the reload's path (None: it could not be
     /// started, and they are written on the spot).
     writer: Option<crate::engine::state::Writer>,
@@ -151,7 +151,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             flows,
             metrics: Metrics::off(),
             build_started: None,
-            cache: Cache::new(),
+            reader: load::Reader::new(&settings.config_dir),
             writer: None,
         }
         .with_state_writer()
@@ -326,6 +326,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     /// Loads and validates the whole directory, compiles for the current interfaces, reconciles.
     pub(super) fn reload(&mut self, trigger: Trigger) -> Outcome {
+        self.reader.rescan();
         let now = self.clock.now();
         self.reload_with(trigger, None, now)
     }
@@ -339,6 +340,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         prepared: Option<(Built, Sources)>,
         since: Instant,
     ) -> Outcome {
+        if trigger != Trigger::Files {
+            // Asked for by someone: everything is looked at again (load::Reader).
+            self.reader.rescan();
+        }
         self.info.reloads += 1;
         self.info.changes_while_flushed = 0;
         self.set_busy(true);
@@ -419,19 +424,18 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     /// Reads and validates the whole directory and compiles it for the current interfaces.
     pub(super) fn build(&mut self) -> (Built, Sources) {
         self.build_started = Some(self.clock.now());
-        let (sources, problems) = load::read_dir_pinned(&self.settings.config_dir, &self.pins);
-        // As load::parse_sources, with the files that did not change taken from the cache.
-        let mut loaded = self.cache.load(&sources);
-        let used = self.cache.last_use();
+        // As load::read_dir_pinned and load::parse_sources, reading and parsing only what changed.
+        let (loaded, sources) = self.reader.load(Some(&self.pins));
+        let used = self.reader.last_use();
         tracing::debug!(
             event = "read",
-            "read {} configuration files: {} parsed, {} unchanged",
+            "{} configuration files: {} read, {} parsed, {} unchanged{}",
             sources.len(),
+            used.read,
             used.parsed,
-            used.reused
+            used.reused,
+            if used.full { " (full sweep)" } else { "" }
         );
-        loaded.diagnostics.extend(problems);
-        crate::config::diag::sort(&mut loaded.diagnostics);
         let built = self.compile(loaded);
         (built, sources)
     }
@@ -452,7 +456,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     pub(super) fn interfaces_changed(&mut self) -> Option<Outcome> {
         let sources = self.sources.as_ref()?;
         // Valid when it was loaded: only the interfaces' addresses can change the result.
-        let loaded = self.cache.load(sources);
+        let loaded = self.reader.load_texts(sources);
         self.info.interface_updates += 1;
         self.set_busy(true);
         let built = self.compile(loaded);

@@ -3,17 +3,18 @@
 //!
 //! Two watches: the directory itself (its files), and its parent (so that a directory that is created,
 //! removed, renamed over or re-pointed through a symlink is noticed; the directory watch is then
-//! re-established). Events are filtered the way the loader filters names (`load::config_files`): a file
-//! the loader would not read (a dotted temporary file, `*~`, `*.swp`...) never triggers a reload, except
-//! that a file the loader *did* read and that disappears does. Access events (our own reads) are ignored,
-//! except a close after writing, which says that a file is complete.
+//! re-established). Events are filtered by name the way the loader filters names (`load::is_config_name`):
+//! a file the loader would not read (a dotted temporary file, `*~`, `*.swp`...) never triggers a reload.
+//! Access events (our own reads) are ignored, except a close after writing, which says that a file is
+//! complete. The names reported are what the daemon's reader (`config::load::Reader`) reads again; the
+//! others it takes as they were, which is why nothing that changes a configuration file may be dropped
+//! here, and why a lost event or a replaced directory makes the next reload a full sweep.
 //!
 //! How long to wait depends on what the events say about the files ([`Change`], [`Settle`]): when every
 //! file event of the burst shows a complete file (closed after writing, renamed into place, only its mode
-//! or times changed), the reload follows after [`SETTLE`], a few milliseconds that coalesce the rest of an
-//! editor's save or a loop of `mv`s; when a file may be half-written (created or written to and not
-//! closed yet) or was deleted or renamed away (perhaps about to be replaced), the quiet period is
-//! [`QUIET`]. The short period also needs the directory to have been quiet for [`QUIET`] before the
+//! or times changed, deleted), the reload follows after [`SETTLE`], a few milliseconds that coalesce the
+//! rest of an editor's save or a loop of `mv`s; when a file may be half-written (created or written to and
+//! not closed yet) or was renamed away (perhaps about to be replaced), the quiet period is [`QUIET`]. The short period also needs the directory to have been quiet for [`QUIET`] before the
 //! burst began: writes that go on after a reload (a storm of writes, a playbook dropping file after file)
 //! wait for the long quiet period, so that they give one more reload rather than one per pause of the
 //! writer. Either way a burst is cut at [`CAP`] after its first event. What notify 8's inotify backend
@@ -26,12 +27,17 @@
 //! - vim (`backupcopy=auto`): a `4913` probe file created and deleted, IN_MOVED_FROM \[name\] to `name~`
 //!   (gone), IN_CREATE, IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE \[name\] (writing, then complete), IN_DELETE of
 //!   `name~`: complete at the close.
-//! - `rm`, `mv` away: IN_DELETE / IN_MOVED_FROM \[name\]: gone.
+//! - `rm`, Ansible's `state: absent`: IN_DELETE \[name\] (`Remove`): removed, complete.
+//! - GNU `install`, `cp --remove-destination`: IN_DELETE, IN_CREATE, IN_MODIFY, IN_CLOSE_WRITE, IN_ATTRIB
+//!   \[name\] within microseconds: the create comes long before the settle period is over, so the burst
+//!   waits for the close (writing), then is complete.
+//! - `mv` away: IN_MOVED_FROM \[name\] (`Name(From)`): gone, perhaps about to be replaced (vim and
+//!   emacs rename the original away before writing the new file).
 //!
 //! [`Debouncer`] and [`Settle`] are pure: they are given the time of each event and asked whether the
 //! quiet period is over, so their logic is tested without sleeping.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -109,7 +115,12 @@ pub enum Change {
     Written,
     /// Mode, owner or times changed: the contents are as they were.
     Metadata,
-    /// Deleted or renamed away: perhaps about to be replaced.
+    /// Deleted (unlinked: `rm`, Ansible's `state: absent`): gone for good. A file that takes the name
+    /// (`install`, `cp --remove-destination`) is created right after, within microseconds, and that
+    /// event makes the burst wait for it to be written.
+    Removed,
+    /// Renamed away: perhaps about to be replaced (vim and emacs rename the original away before
+    /// writing the new one).
     Gone,
 }
 
@@ -227,57 +238,17 @@ pub enum Relevance {
     Dir,
 }
 
-/// The files of the directory the loader reads, as last seen (so that a deleted one is recognised).
-pub struct Names {
-    dir: PathBuf,
-    known: BTreeSet<PathBuf>,
-}
-
-impl Names {
-    pub fn new(dir: &Path) -> Names {
-        let mut n = Names {
-            dir: dir.to_path_buf(),
-            known: BTreeSet::new(),
-        };
-        n.known = n.listing();
-        n
-    }
-
-    fn listing(&self) -> BTreeSet<PathBuf> {
-        crate::config::load::config_files(&self.dir)
-            .map(|v| v.into_iter().collect())
-            .unwrap_or_default()
-    }
-
-    /// Whether `path` (inside the directory) is, or was until now, a file the loader reads. Only this
-    /// path is looked at: listing the whole directory at every event cost ~20 ms each with 10,000 files
-    /// (a save is several events), and that was latency before the reload (issue 18).
-    pub fn relevant(&mut self, path: &Path) -> bool {
-        let named = path
-            .file_name()
-            .and_then(std::ffi::OsStr::to_str)
-            .is_some_and(crate::config::load::is_config_name);
-        if !named {
-            return false;
-        }
-        let was = self.known.contains(path);
-        // Listed by the loader whatever it is (a dangling symlink too): anything there.
-        let now = std::fs::symlink_metadata(path).is_ok();
-        if now {
-            self.known.insert(path.to_path_buf());
-        } else {
-            self.known.remove(path);
-        }
-        was || now
-    }
-
-    pub fn refresh(&mut self) {
-        self.known = self.listing();
-    }
+/// Whether `path` (inside the directory) has a name the loader reads (`load::is_config_name`; a name
+/// that is not UTF-8 but otherwise would be is reported too: the loader warns about it). Only the name
+/// is looked at: no system call per event, and a deleted file is recognised whatever was known of it
+/// (the daemon's reader drops what it had read under that name).
+pub fn relevant(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| crate::config::load::is_config_name(&n.to_string_lossy()))
 }
 
 /// Classifies one event for the configuration directory `dir` (as given on the command line).
-pub fn classify(event: &notify::Event, dir: &Path, names: &mut Names) -> Relevance {
+pub fn classify(event: &notify::Event, dir: &Path) -> Relevance {
     if change(&event.kind, None).is_none() {
         // Our own reads (opened, closed without writing), repeated reports.
         return Relevance::Ignore;
@@ -291,7 +262,7 @@ pub fn classify(event: &notify::Event, dir: &Path, names: &mut Names) -> Relevan
         if path == dir {
             return Relevance::Dir;
         }
-        if path.parent() == Some(dir) && names.relevant(path) {
+        if path.parent() == Some(dir) && relevant(path) {
             if let Some(c) = change(&event.kind, Some(path)) {
                 files.push((path.clone(), c));
             }
@@ -321,7 +292,7 @@ fn change(kind: &EventKind, path: Option<&Path>) -> Option<Change> {
         // the `From` half when it saw one): nothing new, and a second event would throw away the
         // daemon's early build of the directory.
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
-        EventKind::Remove(_) => Change::Gone,
+        EventKind::Remove(_) => Change::Removed,
         EventKind::Modify(_) | EventKind::Any | EventKind::Other => Change::Writing,
     })
 }
@@ -339,17 +310,13 @@ pub struct Watch {
 impl Watch {
     pub fn start(dir: &Path, tx: Sender<Event>) -> notify::Result<Watch> {
         let dir = absolute(dir);
-        let mut names = Names::new(&dir);
         let handler_dir = dir.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let ev = match res {
-                Ok(ev) => match classify(&ev, &handler_dir, &mut names) {
+                Ok(ev) => match classify(&ev, &handler_dir) {
                     Relevance::Ignore => return,
                     Relevance::Files(files) => Event::Files(files),
-                    Relevance::Dir => {
-                        names.refresh();
-                        Event::DirReplaced
-                    }
+                    Relevance::Dir => Event::DirReplaced,
                 },
                 Err(e) => Event::WatchError(e.to_string()),
             };
@@ -473,6 +440,20 @@ mod tests {
                 ],
             ),
             ("chmod", vec![("a.yaml", Metadata)]),
+            // rm, Ansible's `state: absent`: gone for good.
+            ("rm", vec![("a.yaml", Removed)]),
+            ("rm, chmod", vec![("a.yaml", Removed), ("a.yaml", Metadata)]),
+            // `install` over a file: unlinked, created, written, closed, its mode set.
+            (
+                "install",
+                vec![
+                    ("a.yaml", Removed),
+                    ("a.yaml", Writing),
+                    ("a.yaml", Writing),
+                    ("a.yaml", Written),
+                    ("a.yaml", Metadata),
+                ],
+            ),
         ] {
             let (s, last) = settle(&changes, ms(1));
             assert_eq!(s.quiet(), SETTLE, "{what}");
@@ -502,12 +483,20 @@ mod tests {
                 "chmod while writing",
                 vec![("a.yaml", Writing), ("a.yaml", Metadata)],
             ),
-            // Deleted, or renamed away: the new file may follow (`rm` then `cp`).
-            ("deleted", vec![("a.yaml", Gone)]),
-            ("renamed away", vec![("a.yaml", Gone), ("b.yaml", Written)]),
+            // Renamed away: the new file may follow (vim, emacs).
+            ("renamed away", vec![("a.yaml", Gone)]),
             (
-                "deleted, chmod",
+                "renamed away, another renamed in",
+                vec![("a.yaml", Gone), ("b.yaml", Written)],
+            ),
+            (
+                "renamed away, chmod",
                 vec![("a.yaml", Gone), ("a.yaml", Metadata)],
+            ),
+            // Deleted and created again (`install`, `cp --remove-destination`): not written yet.
+            (
+                "deleted, created",
+                vec![("a.yaml", Removed), ("a.yaml", Writing)],
             ),
         ] {
             let (s, last) = settle(&changes, ms(1));
@@ -668,11 +657,28 @@ mod tests {
         assert_eq!(vim.last(), Some(&s("a.yaml", Metadata)), "{vim:?}");
         assert_eq!(quiet(&vim), SETTLE, "{vim:?}");
 
-        // rm: gone, and the long quiet period.
+        // install (GNU coreutils): unlinked, created, written, closed, mode set: complete at the close.
+        let src = root.join("src.yaml");
+        std::fs::write(&src, "installed\n").unwrap();
+        let st = std::process::Command::new("install")
+            .args(["-m", "0644"])
+            .arg(&src)
+            .arg(&a)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let install = seen(&rx);
+        assert_eq!(install.first(), Some(&s("a.yaml", Removed)), "{install:?}");
+        assert!(install.contains(&s("a.yaml", Writing)), "{install:?}");
+        assert!(install.contains(&s("a.yaml", Written)), "{install:?}");
+        assert_eq!(quiet(&install), SETTLE, "{install:?}");
+        assert_eq!(quiet(&install[..2]), QUIET, "created, not written yet");
+
+        // rm: removed for good, the short settle period.
         std::fs::remove_file(&a).unwrap();
         let rm = seen(&rx);
-        assert_eq!(rm, [s("a.yaml", Gone)]);
-        assert_eq!(quiet(&rm), QUIET);
+        assert_eq!(rm, [s("a.yaml", Removed)]);
+        assert_eq!(quiet(&rm), SETTLE);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -690,50 +696,37 @@ mod tests {
         let dir = root.join("hostpolicy.d");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.yaml"), "").unwrap();
-        let mut names = Names::new(&dir);
         let modify = EventKind::Modify(ModifyKind::Data(DataChange::Any));
         // Ansible: a dotted temporary file is written (ignored), then renamed to its name (relevant).
         let tmp = dir.join(".ansible_tmp123a.yaml");
         std::fs::write(&tmp, "").unwrap();
         assert_eq!(
-            classify(
-                &event(EventKind::Create(CreateKind::File), &[&tmp]),
-                &dir,
-                &mut names
-            ),
+            classify(&event(EventKind::Create(CreateKind::File), &[&tmp]), &dir),
             Relevance::Ignore
         );
-        assert_eq!(
-            classify(&event(modify, &[&tmp]), &dir, &mut names),
-            Relevance::Ignore
-        );
+        assert_eq!(classify(&event(modify, &[&tmp]), &dir), Relevance::Ignore);
         std::fs::rename(&tmp, dir.join("b.yaml")).unwrap();
         let rename = |mode| EventKind::Modify(ModifyKind::Name(mode));
         assert_eq!(
-            classify(&event(rename(RenameMode::From), &[&tmp]), &dir, &mut names),
+            classify(&event(rename(RenameMode::From), &[&tmp]), &dir),
             Relevance::Ignore
         );
         assert_eq!(
-            classify(
-                &event(rename(RenameMode::To), &[&dir.join("b.yaml")]),
-                &dir,
-                &mut names
-            ),
+            classify(&event(rename(RenameMode::To), &[&dir.join("b.yaml")]), &dir),
             Relevance::Files(vec![(dir.join("b.yaml"), Change::Written)])
         );
         // notify's pairing of the two halves repeats what they said.
         assert_eq!(
             classify(
                 &event(rename(RenameMode::Both), &[&tmp, &dir.join("b.yaml")]),
-                &dir,
-                &mut names
+                &dir
             ),
             Relevance::Ignore
         );
         // Editor leftovers and other names are ignored.
         for junk in ["a.yaml~", ".a.yaml.swp", "notes.txt", "a.yaml.dpkg-new"] {
             assert_eq!(
-                classify(&event(modify, &[&dir.join(junk)]), &dir, &mut names),
+                classify(&event(modify, &[&dir.join(junk)]), &dir),
                 Relevance::Ignore,
                 "{junk}"
             );
@@ -746,37 +739,37 @@ mod tests {
         ] {
             let read = EventKind::Access(read);
             assert_eq!(
-                classify(&event(read, &[&dir.join("a.yaml")]), &dir, &mut names),
+                classify(&event(read, &[&dir.join("a.yaml")]), &dir),
                 Relevance::Ignore
             );
         }
         let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
         assert_eq!(
-            classify(&event(closed, &[&dir.join("a.yaml")]), &dir, &mut names),
+            classify(&event(closed, &[&dir.join("a.yaml")]), &dir),
             Relevance::Files(vec![(dir.join("a.yaml"), Change::Written)])
         );
         // A deleted configuration file is relevant although the loader no longer lists it.
         std::fs::remove_file(dir.join("a.yaml")).unwrap();
         let remove = EventKind::Remove(RemoveKind::File);
         assert_eq!(
-            classify(&event(remove, &[&dir.join("a.yaml")]), &dir, &mut names),
-            Relevance::Files(vec![(dir.join("a.yaml"), Change::Gone)])
+            classify(&event(remove, &[&dir.join("a.yaml")]), &dir),
+            Relevance::Files(vec![(dir.join("a.yaml"), Change::Removed)])
+        );
+        // Renamed away: perhaps about to be replaced.
+        assert_eq!(
+            classify(
+                &event(rename(RenameMode::From), &[&dir.join("b.yaml")]),
+                &dir
+            ),
+            Relevance::Files(vec![(dir.join("b.yaml"), Change::Gone)])
         );
         // The directory itself (seen through the parent watch), but not its siblings.
         assert_eq!(
-            classify(
-                &event(EventKind::Create(CreateKind::Folder), &[&dir]),
-                &dir,
-                &mut names
-            ),
+            classify(&event(EventKind::Create(CreateKind::Folder), &[&dir]), &dir),
             Relevance::Dir
         );
         assert_eq!(
-            classify(
-                &event(modify, &[&root.join("other.conf")]),
-                &dir,
-                &mut names
-            ),
+            classify(&event(modify, &[&root.join("other.conf")]), &dir),
             Relevance::Ignore
         );
         std::fs::remove_dir_all(&root).unwrap();
