@@ -388,3 +388,56 @@ fn a_replaced_directory_behind_a_symlink_is_noticed() {
         d.log()
     );
 }
+
+/// GNU `install` over a policy file unlinks the name and creates it again within microseconds: one
+/// reload, with the final contents (the create makes the burst wait for the close). `rm` of a policy
+/// file (IN_DELETE, Ansible's `state: absent`) is complete at once: the policy's effect is gone and the
+/// daemon's `applied` event says so, without waiting for the long quiet period of a file renamed away.
+#[test]
+fn install_over_a_file_reloads_once_with_the_final_contents_and_rm_removes_the_policy() {
+    if !require_root(
+        "install_over_a_file_reloads_once_with_the_final_contents_and_rm_removes_the_policy",
+    ) {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = Servers::start(&t.node, &[8080, 8081, 8082], &[]);
+    base(&t);
+    let dir = t.hpd.config_dir();
+    let d = Daemon::start(&t.node, &t.hpd, &[]);
+    let s = d.wait_ready(&t.node, &t.hpd);
+    let file = dir.join("allow-more.yaml");
+    let s = one_reload(&t, &d, "ansible", s, || {
+        write_ansible(&dir, "allow-more.yaml", &allow_port("allow-more", 8081))
+    });
+    assert_port(&t, &d, 8081, true, "the Ansible drop");
+
+    // install -m 0644 SRC DEST: unlink, create, write, close, chmod.
+    let src = dir.with_file_name("allow-more.src");
+    std::fs::write(&src, allow_port("allow-more", 8082)).unwrap();
+    let s = one_reload(&t, &d, "install", s, || {
+        let st = std::process::Command::new("install")
+            .args(["-m", "0644"])
+            .arg(&src)
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    });
+    assert_port(&t, &d, 8082, true, "the installed file");
+    assert_port(&t, &d, 8081, false, "replaced by the installed file");
+
+    // rm: the next generation is applied without the policy, and the daemon's event says so.
+    let next = s["generation"].as_u64().unwrap() + 1;
+    std::fs::remove_file(&file).unwrap();
+    let line = d.wait_log(&[
+        "event=\"applied\"",
+        &format!("generation={next} "),
+        "trigger=\"file change\"",
+    ]);
+    assert!(line.contains("latency_ms="), "{line}");
+    let after = applied_next(&t, &d, &s);
+    assert_eq!(reloads(&after), reloads(&s) + 1, "one reload\n{}", d.log());
+    assert_port(&t, &d, 8082, false, "the policy removed");
+    assert_port(&t, &d, 8080, true, "still allowed by allow-8080");
+}
