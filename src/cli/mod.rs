@@ -440,14 +440,28 @@ fn apply(settings: &Settings) -> u8 {
     // The state file's text is written on the second core while the kernel commits.
     engine.stage_state_during_commit(Some(store.clone()));
     let now = SystemTime::now();
-    let outcome = engine.reconcile(Ok(&compiled), now);
+    // The configuration's record for `plan` is written (not yet put in place) meanwhile too.
+    let hash = crate::compile::hash_from_comment(&compiled.ruleset.comment).unwrap_or_default();
+    let (outcome, staged) = std::thread::scope(|s| {
+        let staging = s.spawn(|| {
+            store.stage_applied_config(hash, &settings.node, &compiled.interfaces, &sources, now)
+        });
+        let outcome = engine.reconcile(Ok(&compiled), now);
+        (outcome, staging.join().ok().and_then(Result::ok))
+    });
     let saved = engine
         .save_state(&store, now)
-        .and_then(|()| match &outcome {
+        .and_then(|()| match (&outcome, staged) {
             // What is in force now: recorded for `hostpolicyd plan`.
-            Outcome::Applied { hash, .. } | Outcome::Unchanged { hash, .. } => {
+            (Outcome::Applied { hash, .. } | Outcome::Unchanged { hash, .. }, Some(st))
+                if st.holds(hash, 0) =>
+            {
+                st.finish()
+            }
+            (Outcome::Applied { hash, .. } | Outcome::Unchanged { hash, .. }, _) => {
                 store.save_applied_config(hash, &settings.node, &compiled.interfaces, &sources, now)
             }
+            // Anything else: the staged record is removed, unused.
             _ => Ok(()),
         });
     if let Err(e) = saved {

@@ -267,7 +267,7 @@ pub struct Engine<D: Dataplane, P: Prober> {
     /// ([`Engine::stage_state_during_commit`]).
     stage_in: Option<crate::engine::state::Store>,
     /// The state file so begun, for [`Engine::save_state`].
-    staged: Option<crate::engine::state::StagedLastGood>,
+    staged: Option<crate::engine::state::Staged>,
 }
 
 impl<D: Dataplane, P: Prober> Engine<D, P> {
@@ -382,7 +382,7 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         if let (Some(r), Some(hash)) = (&self.last_good, &self.summary.hash) {
             // The hash is the one the ruleset was applied under (its comment's), not computed again.
             let staged = staged.filter(|e| {
-                e.hash() == hash
+                e.holds(hash, self.summary.generation)
                     && self
                         .stage_in
                         .as_ref()
@@ -566,7 +566,10 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
         self.staged = None;
         let swapped = match &self.stage_in {
             Some(store) => std::thread::scope(|s| {
-                let staging = s.spawn(|| store.stage_last_good(new, &hash));
+                // As generation `generation + 1`, what a swap the checks keep makes it.
+                let generation = self.summary.generation + 1;
+                let hash = hash.as_str();
+                let staging = s.spawn(move || store.stage_last_good(new, hash, generation, now));
                 let swapped = swap();
                 // Not staged (a full disk, say): `save_state` writes it whole and reports the error.
                 self.staged = staging.join().ok().and_then(Result::ok);

@@ -112,66 +112,41 @@ pub struct LastGood {
     pub ruleset: Ruleset,
 }
 
-/// `last-good.json` begun ([`Store::stage_last_good`]): the ruleset's text in a temporary file, the
-/// rest (generation, hash, time) and the rename still to do ([`StagedLastGood::finish`]). Dropped
-/// unfinished, the temporary file is removed.
+/// A state file written to a temporary file of the state directory and synced
+/// ([`Store::stage_last_good`], [`Store::stage_applied_config`]), not yet in place:
+/// [`Staged::finish`] renames it over its name; dropped unfinished, it is removed.
 #[derive(Debug)]
-pub struct StagedLastGood {
+pub struct Staged {
     dir: trust::OpenDir,
     tmp: String,
-    /// None once finished.
-    file: Option<File>,
+    name: &'static str,
+    /// False once finished.
+    pending: bool,
     hash: String,
+    generation: u64,
 }
 
-impl StagedLastGood {
-    /// The content hash of the ruleset it holds.
-    pub fn hash(&self) -> &str {
-        &self.hash
+impl Staged {
+    /// Whether it holds the ruleset of content hash `hash` as generation `generation`.
+    pub fn holds(&self, hash: &str, generation: u64) -> bool {
+        self.hash == hash && self.generation == generation
     }
 
-    /// Completes the file ([`LastGood`]'s other fields, in its order after the ruleset), syncs it,
-    /// renames it over `last-good.json` and syncs the directory.
-    pub fn finish(mut self, generation: u64, now: SystemTime) -> io::Result<()> {
-        #[derive(Serialize)]
-        struct Tail<'a> {
-            version: u32,
-            generation: u64,
-            hash: &'a str,
-            saved_at: String,
-        }
-        let tail = serde_json::to_vec(&Tail {
-            version: 1,
-            generation,
-            hash: &self.hash,
-            saved_at: rfc3339(now),
-        })
-        .map_err(io::Error::other)?;
-        let mut f = self.file.take().expect("finished once");
-        let result = (|| {
-            // `,"version":...}`: the tail's object without its opening brace.
-            f.write_all(b",")?;
-            f.write_all(&tail[1..])?;
-            f.sync_all()?;
-            rustix::fs::renameat(
-                &self.dir.fd,
-                self.tmp.as_str(),
-                &self.dir.fd,
-                LAST_GOOD_FILE,
-            )?;
-            rustix::fs::fsync(&self.dir.fd)?;
-            Ok(())
-        })();
+    /// Renames it over its name (`last-good.json`, ...) and syncs the directory.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.pending = false;
+        let result = rustix::fs::renameat(&self.dir.fd, self.tmp.as_str(), &self.dir.fd, self.name)
+            .and_then(|()| rustix::fs::fsync(&self.dir.fd));
         if result.is_err() {
             let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
         }
-        result
+        result.map_err(io::Error::from)
     }
 }
 
-impl Drop for StagedLastGood {
+impl Drop for Staged {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if self.pending {
             let _ = rustix::fs::unlinkat(&self.dir.fd, self.tmp.as_str(), AtFlags::empty());
         }
     }
@@ -458,51 +433,82 @@ impl Store {
     }
 
     /// Writes the last good ruleset, whose content hash the caller knows (it is in the ruleset's
-    /// comment; computing it again costs ~25 ms at 10,000 policies). `staged`: the file begun earlier
-    /// for the same ruleset ([`Store::stage_last_good`]), finished here.
+    /// comment; computing it again costs ~25 ms at 10,000 policies). `staged`: the file written
+    /// earlier for the same ruleset and generation ([`Store::stage_last_good`]), put in place here.
     ///
-    /// The text is [`LastGood`] as compact JSON, the ruleset first (its readers are programs: the
-    /// daemon's start, `status`, `status --counters`, `plan`; pretty-printing 10,000 policies' ruleset
-    /// took 80 ms and twice the bytes), so that the ruleset's text can be written before the rest is
-    /// known.
+    /// The text is [`LastGood`] as compact JSON: its readers are programs (the daemon's start,
+    /// `status`, `status --counters`, `plan`), and pretty-printing 10,000 policies' ruleset took 80 ms
+    /// and twice the bytes.
     pub fn save_last_good_as(
         &self,
         generation: u64,
         hash: &str,
         ruleset: &Ruleset,
-        staged: Option<StagedLastGood>,
+        staged: Option<Staged>,
         now: SystemTime,
     ) -> io::Result<()> {
-        let staged = match staged.filter(|s| s.hash == hash) {
+        let staged = match staged.filter(|s| s.holds(hash, generation)) {
             Some(s) => s,
-            None => self.stage_last_good(ruleset, hash)?,
+            None => self.stage_last_good(ruleset, hash, generation, now)?,
         };
-        staged.finish(generation, now)
+        staged.finish()
     }
 
-    /// Begins writing the last good ruleset `ruleset` (content hash `hash`): its text in a temporary
-    /// file of the state directory, flushed to disk, that no reader looks at. Made while the kernel
-    /// commits that ruleset (see `Engine::stage_state_during_commit`); [`StagedLastGood::finish`]
-    /// completes and renames it once the kernel said yes, and dropping it unfinished removes it: the
-    /// state directory never names a ruleset the kernel refused.
-    pub fn stage_last_good(&self, ruleset: &Ruleset, hash: &str) -> io::Result<StagedLastGood> {
-        let dir = self.ensure_dir()?;
-        let tmp = format!(".{LAST_GOOD_FILE}.tmp.{}", std::process::id());
-        let file = create_temp(&dir, &tmp)?;
-        let mut staged = StagedLastGood {
-            dir,
-            tmp,
-            file: Some(file),
-            hash: hash.to_string(),
+    /// Writes `last-good.json` for the ruleset `ruleset` (content hash `hash`) as generation
+    /// `generation`, saved at `now`, to a temporary file of the state directory that no reader looks
+    /// at, and syncs it. `apply` does it while the kernel commits that ruleset (see
+    /// `Engine::stage_state_during_commit`); [`Staged::finish`] puts it in place once the
+    /// kernel said yes, and dropping it unfinished removes it: the state directory never names a
+    /// ruleset the kernel refused.
+    pub fn stage_last_good(
+        &self,
+        ruleset: &Ruleset,
+        hash: &str,
+        generation: u64,
+        now: SystemTime,
+    ) -> io::Result<Staged> {
+        let (staged, mut f) = self.stage(LAST_GOOD_FILE, hash, generation)?;
+        // [`LastGood`]'s fields, borrowed (no copy of the ruleset just to write it).
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            version: u32,
+            generation: u64,
+            hash: &'a str,
+            saved_at: String,
+            ruleset: &'a Ruleset,
+        }
+        let doc = Doc {
+            version: 1,
+            generation,
+            hash,
+            saved_at: rfc3339(now),
+            ruleset,
         };
-        let f = staged.file.as_mut().expect("just created");
-        let mut w = io::BufWriter::with_capacity(1 << 16, &mut *f);
-        w.write_all(b"{\"ruleset\":")?;
-        serde_json::to_writer(&mut w, ruleset).map_err(io::Error::other)?;
+        // Streamed: the JSON text of 10,000 policies' ruleset is ~11 MB.
+        let mut w = io::BufWriter::with_capacity(1 << 16, &mut f);
+        serde_json::to_writer(&mut w, &doc).map_err(io::Error::other)?;
         w.flush()?;
         drop(w);
-        f.sync_data()?;
+        f.sync_all()?;
         Ok(staged)
+    }
+
+    /// A temporary file for state file `name`, and what puts it in place.
+    fn stage(&self, name: &'static str, hash: &str, generation: u64) -> io::Result<(Staged, File)> {
+        let dir = self.ensure_dir()?;
+        let tmp = format!(".{name}.tmp.{}", std::process::id());
+        let f = create_temp(&dir, &tmp)?;
+        Ok((
+            Staged {
+                dir,
+                tmp,
+                name,
+                pending: true,
+                hash: hash.to_string(),
+                generation,
+            },
+            f,
+        ))
     }
 
     /// What tells whether the last good ruleset file changed (None: it cannot be examined).
@@ -553,7 +559,21 @@ impl Store {
         sources: &[(String, String)],
         now: SystemTime,
     ) -> io::Result<()> {
-        let dir = self.ensure_dir()?;
+        self.stage_applied_config(hash, node, interfaces, sources, now)?
+            .finish()
+    }
+
+    /// [`Store::save_applied_config`] to a temporary file, synced, that
+    /// [`Staged::finish`] puts in place (`apply` writes it while the kernel commits).
+    pub fn stage_applied_config(
+        &self,
+        hash: &str,
+        node: &str,
+        interfaces: &[crate::resolve::Interface],
+        sources: &[(String, String)],
+        now: SystemTime,
+    ) -> io::Result<Staged> {
+        let (staged, mut f) = self.stage(APPLIED_CONFIG_FILE, hash, 0)?;
         #[derive(Serialize)]
         struct File<'a> {
             name: &'a str,
@@ -585,9 +605,12 @@ impl Store {
                 .map(|(name, text)| File { name, text })
                 .collect(),
         };
-        write_in(&dir, APPLIED_CONFIG_FILE, |w| {
-            serde_json::to_writer(w, &doc).map_err(io::Error::other)
-        })
+        let mut w = io::BufWriter::with_capacity(1 << 16, &mut f);
+        serde_json::to_writer(&mut w, &doc).map_err(io::Error::other)?;
+        w.flush()?;
+        drop(w);
+        f.sync_all()?;
+        Ok(staged)
     }
 
     /// The configuration recorded by [`Store::save_applied_config`], or None when there is none.
@@ -647,7 +670,7 @@ pub fn save_last_good_if_changed(
     store: &Store,
     saved: &mut Saved,
     last_good: (u64, &str, &Ruleset),
-    staged: Option<StagedLastGood>,
+    staged: Option<Staged>,
     now: SystemTime,
 ) -> io::Result<()> {
     let (generation, hash, ruleset) = last_good;
