@@ -437,16 +437,25 @@ fn apply(settings: &Settings) -> u8 {
     if restored {
         engine.restored_from_file(stamp);
     }
-    // The state file's text is written on the second core while the kernel commits.
+    // The state files are written on the second core while the kernel commits, and the transaction's
+    // rules are encoded on two threads before (a one-shot command can spare the memory).
     engine.stage_state_during_commit(Some(store.clone()));
+    crate::nft::encode_on_two_threads(true);
     let now = SystemTime::now();
     // The configuration's record for `plan` is written (not yet put in place) meanwhile too.
     let hash = crate::compile::hash_from_comment(&compiled.ruleset.comment).unwrap_or_default();
     let (outcome, staged) = std::thread::scope(|s| {
-        let staging = s.spawn(|| {
-            store.stage_applied_config(hash, &settings.node, &compiled.interfaces, &sources, now)
+        // Once the swap's transactions are encoded (or the swap is over).
+        let (tx, rx) = std::sync::mpsc::channel();
+        crate::nft::when_encoded(Some(tx));
+        let (store, interfaces, sources) = (&store, &compiled.interfaces, &sources);
+        let staging = s.spawn(move || {
+            let _ = rx.recv();
+            store.stage_applied_config(hash, &settings.node, interfaces, sources, now)
         });
         let outcome = engine.reconcile(Ok(&compiled), now);
+        // No swap (unchanged, say): the staging thread is not kept waiting for one.
+        crate::nft::when_encoded(None);
         (outcome, staging.join().ok().and_then(Result::ok))
     });
     let saved = engine

@@ -569,8 +569,16 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                 // As generation `generation + 1`, what a swap the checks keep makes it.
                 let generation = self.summary.generation + 1;
                 let hash = hash.as_str();
-                let staging = s.spawn(move || store.stage_last_good(new, hash, generation, now));
+                // Started once the swap's transactions are encoded (or the swap is over): the
+                // encoding uses both cores.
+                let (tx, rx) = std::sync::mpsc::channel();
+                crate::nft::when_encoded(Some(tx));
+                let staging = s.spawn(move || {
+                    let _ = rx.recv();
+                    store.stage_last_good(new, hash, generation, now)
+                });
                 let swapped = swap();
+                crate::nft::when_encoded(None);
                 // Not staged (a full disk, say): `save_state` writes it whole and reports the error.
                 self.staged = staging.join().ok().and_then(Result::ok);
                 swapped

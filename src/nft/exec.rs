@@ -82,6 +82,7 @@ fn swap(
     })?;
     if plan.mode == Mode::Replace {
         let batch = encode_apply(rs)?;
+        encoded();
         return send_batch(kernel, &batch, |seq, reply| {
             describe(rs, &batch, seq, reply)
         });
@@ -90,6 +91,7 @@ fn swap(
     let rules = kernel_rules(rs, &plan);
     let t1 = encode_t1(rs, &plan);
     let t2 = encode_t2(rs, &rules, &plan)?;
+    encoded();
     if let Some(t1) = &t1 {
         send(kernel, rs, t1)?;
     }
@@ -106,6 +108,29 @@ fn swap(
         return Err(undo(kernel, rs, &plan, e));
     }
     Ok(())
+}
+
+/// Who is told when a swap has encoded its transactions and is about to send them ([`when_encoded`]).
+static WHEN_ENCODED: std::sync::Mutex<Vec<std::sync::mpsc::Sender<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Tells `tx` (once) when the next swap has encoded its transactions and starts sending them: from
+/// then on this thread mostly waits for the kernel, and another can use the core (`hostpolicyd apply`
+/// writes its state files then). `None` forgets every `tx` not told yet (dropping it: its receiver
+/// learns that no such moment comes, say because the swap failed before).
+pub fn when_encoded(tx: Option<std::sync::mpsc::Sender<()>>) {
+    let mut waiting = WHEN_ENCODED.lock().unwrap_or_else(|e| e.into_inner());
+    match tx {
+        Some(tx) => waiting.push(tx),
+        None => waiting.clear(),
+    }
+}
+
+fn encoded() {
+    let waiting = std::mem::take(&mut *WHEN_ENCODED.lock().unwrap_or_else(|e| e.into_inner()));
+    for tx in waiting {
+        let _ = tx.send(());
+    }
 }
 
 fn undo(

@@ -24,7 +24,9 @@ mod txn;
 
 use std::borrow::Cow;
 
+pub use batch::encode_on_two_threads;
 pub use delta::{set_delta, SetDelta};
+pub use exec::when_encoded;
 pub use fake::{Fake, FakeKernel};
 pub use netlink::{validate, Netlink};
 pub use render::render;
