@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::compile::compile_with;
+use crate::compile::{compile_cached, Cache};
 use crate::config::diag::Diagnostic;
 use crate::config::load::{self, Loaded};
 use crate::config::model::Config;
@@ -65,6 +65,32 @@ pub fn build_with(
     strict: bool,
     flows: &Flows,
 ) -> Result<Compiled, Invalid> {
+    build_inner(loaded, node, interfaces, table, strict, flows, None)
+}
+
+/// [`build_with`] (not strict) for a caller that compiles again and again (the daemon): the chains
+/// of the policies that did not change since the last compile with `cache` are taken back from it
+/// (`compile::cache`); the result is the same.
+pub fn build_cached(
+    loaded: Loaded,
+    node: &str,
+    interfaces: &[Interface],
+    table: &str,
+    flows: &Flows,
+    cache: &mut Cache,
+) -> Result<Compiled, Invalid> {
+    build_inner(loaded, node, interfaces, table, false, flows, Some(cache))
+}
+
+fn build_inner(
+    loaded: Loaded,
+    node: &str,
+    interfaces: &[Interface],
+    table: &str,
+    strict: bool,
+    flows: &Flows,
+    cache: Option<&mut Cache>,
+) -> Result<Compiled, Invalid> {
     let Loaded {
         config,
         mut diagnostics,
@@ -90,7 +116,7 @@ pub fn build_with(
     if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {
         return Err(Invalid { diagnostics });
     }
-    let ruleset = compile_with(&config, &view, table, flows);
+    let ruleset = compile_cached(&config, &view, table, flows, cache);
     Ok(Compiled {
         config,
         view,

@@ -53,11 +53,14 @@ impl Compiler<'_> {
         let origin = &self.origins[o.0 as usize];
         // The same origin pushed twice (origins are not interned) shares its id; another origin that
         // meets it on one id (a 64-bit hash: practically never) takes the next salt.
-        let (id, taken) = (0..)
-            .map(|salt| names::flow_id(origin, salt))
-            .map(|id| (id, self.flow_ids.get(&id).copied()))
-            .find(|(_, by)| by.is_none_or(|b| self.origins[b.0 as usize] == *origin))
+        let (salt, id, taken) = (0u32..)
+            .map(|salt| (salt, names::flow_id(origin, salt)))
+            .map(|(salt, id)| (salt, id, self.flow_ids.get(&id).copied()))
+            .find(|(_, _, by)| by.is_none_or(|b| self.origins[b.0 as usize] == *origin))
             .expect("a free id");
+        if let Some(r) = &mut self.recording {
+            r.flow_id(id, o, taken.is_none(), salt);
+        }
         if taken.is_none() {
             self.flow_ids.insert(id, o);
         }
@@ -84,6 +87,9 @@ impl Compiler<'_> {
     pub(super) fn log_tail(&mut self, f: FlowRules, name: &str, o: OriginId, then: Option<Rule>) {
         if !self.tails.insert(name.to_owned()) {
             return;
+        }
+        if let Some(r) = &mut self.recording {
+            r.tail(name);
         }
         let mut rules = Rules::default();
         let log = self.nflog(f, o);

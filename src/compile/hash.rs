@@ -6,41 +6,55 @@
 //! comment ends with its file and line (`names::comment`), so a policy that moved to another line of
 //! its file changes the hash and the comments of its chain, nothing else.
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
-use crate::ruleset::Ruleset;
+use crate::ruleset::{Chain, Ruleset};
 
 /// What the table comment starts with; the hash follows.
 const COMMENT_PREFIX: &str = "hostpolicyd sha256:";
 /// What every comment of ours starts with.
 const OURS: &str = "hostpolicyd ";
 
+/// A SHA-256 digest.
+pub type Digest = [u8; 32];
+
 /// SHA-256 (hex) of the ruleset's kernel contents.
 ///
-/// It is the SHA-256 of the `Debug` text of `Ruleset { table, comment: "", sets, maps, chains }` (the
-/// derived `Debug` of the IR types, as it always was). The text is streamed into the hasher (no copy of
-/// the ruleset, no string of its whole text: for 10,000 policies that took as long as the rest of
-/// `compile`).
+/// Made of one digest per set and per chain (issue 18: the daemon keeps the digests of the chains
+/// it takes back from the previous compile, `compile::cache`, so a reload in which one policy changed
+/// hashes that policy's chain, not every chain): the SHA-256 of a version tag, the digest of the
+/// `Debug` text of the table name and the maps, the number of sets and each set's digest, the number
+/// of chains and each chain's digest ([`chain_digest`]), every digest that of the item's derived
+/// `Debug` text. Every producer (compile, `render`, the daemon, `apply`, the state files) uses this
+/// function, so hashes compare across processes of one version; a table written by an earlier
+/// version (whose hash was the SHA-256 of the whole ruleset's `Debug` text) is applied again once.
 pub fn content_hash(ruleset: &Ruleset) -> String {
-    /// The hashed fields of a `Ruleset`, printed as its derived `Debug` printed them before the
-    /// ruleset had origins, with `comment: ""`.
-    struct Hashed<'a>(&'a Ruleset);
-    impl std::fmt::Debug for Hashed<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            let r = self.0;
-            f.debug_struct("Ruleset")
-                .field("table", &r.table)
-                .field("comment", &"")
-                .field("sets", &r.sets)
-                .field("maps", &r.maps)
-                .field("chains", &r.chains)
-                .finish()
+    content_hash_with(ruleset, &[])
+}
+
+/// [`content_hash`], with the digests of some chains already known: `known[i]`, when given, is
+/// [`chain_digest`] of `ruleset.chains[i]`.
+pub(crate) fn content_hash_with(ruleset: &Ruleset, known: &[Option<Digest>]) -> String {
+    let mut sha = Sha256::new();
+    sha.update(b"hostpolicyd content hash 2\n");
+    sha.update(debug_digest(&(&ruleset.table, &ruleset.maps)));
+    sha.update((ruleset.sets.len() as u64).to_le_bytes());
+    for set in &ruleset.sets {
+        sha.update(debug_digest(set));
+    }
+    sha.update((ruleset.chains.len() as u64).to_le_bytes());
+    for (i, chain) in ruleset.chains.iter().enumerate() {
+        match known.get(i).copied().flatten() {
+            Some(d) => sha.update(d),
+            None => sha.update(chain_digest(chain)),
         }
     }
-    debug_digest(&Hashed(ruleset))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest of one chain in [`content_hash`]: SHA-256 of its derived `Debug` text.
+pub(crate) fn chain_digest(chain: &Chain) -> Digest {
+    debug_digest(chain).into()
 }
 
 /// SHA-256 of `value`'s `Debug` text, written into the hasher through a small buffer: `Debug` writes
@@ -129,19 +143,14 @@ mod tests {
         }
     }
 
-    /// The hash is the hash of the `Debug` text the ruleset had before it carried origins, whatever
-    /// the comment and the origins: stored hashes stay valid.
+    /// The hash covers the kernel's contents only: neither the table comment that carries it nor the
+    /// origins change it (a stored hash stays valid), a rule's comment does; digests known for some
+    /// chains give the same hash as computing them all.
     #[test]
     fn neither_the_comment_nor_the_origins_are_hashed() {
         let rs = ruleset();
-        let legacy = "Ruleset { table: \"t\", comment: \"\", sets: [], maps: [], chains: [Chain { \
-                      name: \"c\", base: None, rules: [Rule { matches: [], counter: false, actions: [], \
-                      verdict: Some(Accept), comment: Some(\"x\") }] }] }";
-        let expected: String = Sha256::digest(legacy.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(content_hash(&rs), expected);
+        let expected = content_hash(&rs);
+        assert_eq!(expected.len(), 64);
         let mut other = rs.clone();
         other.comment = table_comment("0000");
         other.origins = Origins {
@@ -152,5 +161,22 @@ mod tests {
         assert_eq!(content_hash(&other), expected);
         assert_eq!(hash_from_comment(&other.comment), Some("0000"));
         assert_eq!(hash_from_comment("someone else's"), None);
+        assert_eq!(
+            content_hash_with(&rs, &[Some(chain_digest(&rs.chains[0]))]),
+            expected
+        );
+        let mut commented = rs.clone();
+        commented.chains[0].rules[0].comment = Some("y".into());
+        assert_ne!(content_hash(&commented), expected);
+        // A chain moved from one place to another is another ruleset.
+        let mut two = rs.clone();
+        two.chains.push(Chain {
+            name: "d".into(),
+            base: None,
+            rules: Vec::new(),
+        });
+        let mut swapped = two.clone();
+        swapped.chains.swap(0, 1);
+        assert_ne!(content_hash(&two), content_hash(&swapped));
     }
 }

@@ -18,6 +18,7 @@
 //!   Each set costs the kernel a name lookup in a linked list per set, element and rule message that
 //!   refers to one, so 10,000 policies with a set each took a minute to load (issue 7).
 
+pub mod cache;
 mod flows;
 pub mod hash;
 pub mod names;
@@ -42,6 +43,7 @@ use crate::ruleset::{
 };
 use crate::settings::Flows;
 
+pub use cache::Cache;
 pub use hash::{content_hash, hash_from_comment};
 pub use names::DEFAULT_TABLE;
 
@@ -59,14 +61,43 @@ pub fn compile(config: &Config, view: &NodeView, table: &str) -> Ruleset {
 /// Compiles the node view into one table named `table`; `flows` says whether and how the table
 /// reports to the daemon's flow records (`flows::FlowRules`).
 pub fn compile_with(config: &Config, view: &NodeView, table: &str, flows: &Flows) -> Ruleset {
+    compile_cached(config, view, table, flows, None)
+}
+
+/// [`compile_with`], taking back from `cache` the chains of the policies that did not change since
+/// the compile that filled it, and keeping this compile's for the next ([`cache`]). The ruleset is
+/// the same as without the cache.
+pub fn compile_cached(
+    config: &Config,
+    view: &NodeView,
+    table: &str,
+    flows: &Flows,
+    mut cache: Option<&mut Cache>,
+) -> Ruleset {
     let mut c = Compiler::new(config, view);
     c.flows = flows::FlowRules::of(flows);
+    if let Some(cache) = cache.as_deref_mut() {
+        c.cache_old = cache.take(cache::Globals {
+            accept: c.accept,
+            pass: c.pass,
+            deny_action: view.settings.deny_action,
+            log_prefix: view.settings.log_prefix.clone(),
+            flows: c.flows,
+        });
+        c.cache_new = Some(HashMap::with_capacity(c.cache_old.len()));
+    }
     c.failsafe_chains();
     let endpoints: Vec<&ActiveEndpoint> = view.endpoints.iter().collect();
     for ep in endpoints.iter().copied().chain(view.wildcard.iter()) {
         c.endpoint_chains(ep);
     }
     c.dispatch_and_base_chains();
+    if let (Some(cache), Some(fragments)) = (cache, c.cache_new.take()) {
+        // The previous compile's fragments left unused are dropped here.
+        drop(std::mem::take(&mut c.cache_old));
+        cache.put(fragments, c.cache_use);
+    }
+    let digests = std::mem::take(&mut c.chain_digests);
     let mut ruleset = Ruleset {
         table: table.to_string(),
         comment: String::new(),
@@ -80,7 +111,7 @@ pub fn compile_with(config: &Config, view: &NodeView, table: &str, flows: &Flows
         },
     };
     compact(&mut ruleset);
-    ruleset.comment = hash::table_comment(&content_hash(&ruleset));
+    ruleset.comment = hash::table_comment(&hash::content_hash_with(&ruleset, &digests));
     ruleset
 }
 
@@ -135,6 +166,14 @@ struct Compiler<'a> {
     shadow: bool,
     /// The would-be configuration and view (staged policies), if any.
     staged_view: Option<(&'a Config, &'a NodeView)>,
+    /// Incremental compiling ([`cache`]): the previous compile's policy chains, those of this
+    /// compile (`None`: no cache), what is being recorded, and how the cache was used.
+    cache_old: HashMap<(Arc<str>, Dir), cache::Fragment>,
+    cache_new: Option<HashMap<(Arc<str>, Dir), cache::Fragment>>,
+    recording: Option<cache::Recording>,
+    cache_use: cache::Use,
+    /// The content-hash digest of each chain of `chains`, where already known.
+    chain_digests: Vec<Option<hash::Digest>>,
 }
 
 /// Rules of a chain being built, each with its origin.
@@ -338,6 +377,11 @@ impl<'a> Compiler<'a> {
             tails: BTreeSet::new(),
             shadow: false,
             staged_view: view.staged(),
+            cache_old: HashMap::new(),
+            cache_new: None,
+            recording: None,
+            cache_use: cache::Use::default(),
+            chain_digests: Vec::new(),
         }
     }
 
@@ -359,6 +403,7 @@ impl<'a> Compiler<'a> {
             rules: rules.rules,
         });
         self.chain_origins.push(rules.origins);
+        self.chain_digests.push(None);
     }
 
     // ---- origins -----------------------------------------------------------------------------------
@@ -466,6 +511,9 @@ impl<'a> Compiler<'a> {
     /// its contents ([`names::literal_set`]): one set per distinct list.
     fn literal_set(&mut self, set_type: SetType, elements: Vec<SetElement>) -> String {
         let name = names::literal_set(set_type, &elements);
+        if let Some(r) = &mut self.recording {
+            r.literal_set(&name);
+        }
         if !self.sets.contains_key(&name) {
             self.add_set(name.clone(), set_type, elements);
         }
@@ -780,21 +828,31 @@ impl<'a> Compiler<'a> {
     // ---- policy chains (spec §3.4 "Policy chain") ---------------------------------------------------
 
     fn policy_chain(&mut self, p: usize, dir: Dir) -> String {
-        let policy = &self.config.policies[p];
+        let name = names::policy_chain(dir, &self.config.policies[p].name);
+        if !self.policy_chains.insert(name.clone()) {
+            return name;
+        }
+        if self.cache_new.is_some() && !self.shadow {
+            self.cached_policy_chain(p, dir, &name);
+        } else {
+            self.build_policy_chain(p, dir, &name);
+        }
+        name
+    }
+
+    /// Builds policy `p`'s chain `name` for direction `dir` (and its helper chains).
+    fn build_policy_chain(&mut self, p: usize, dir: Dir, name: &str) {
+        let config = self.config;
+        let policy = &config.policies[p];
         let rules = match dir {
             Dir::Ingress => &policy.ingress,
             Dir::Egress => &policy.egress,
         };
-        let name = names::policy_chain(dir, &policy.name);
-        if !self.policy_chains.insert(name.clone()) {
-            return name;
-        }
         let mut out = Rules::default();
         for (i, r) in rules.iter().enumerate() {
-            self.compile_rule(&name, p, dir, i, r, &mut out);
+            self.compile_rule(name, p, dir, i, r, &mut out);
         }
-        self.push_chain(name.clone(), None, out);
-        name
+        self.push_chain(name.to_owned(), None, out);
     }
 
     /// How a deny ends: `nftablesFilterDenyAction` (Drop or Reject) for ingress in the filter stages;
@@ -1081,6 +1139,9 @@ impl<'a> Compiler<'a> {
     fn selector_set(&mut self, key: &SelectorKey, f: Family) -> String {
         let id = names::selector_set_id(&key.canonical, key.namespaced);
         if let Some(name) = self.selector_set_names.get(&(id.clone(), f)) {
+            if let Some(r) = &mut self.recording {
+                r.selector_set(key, f, name);
+            }
             return name.clone();
         }
         let members = self
@@ -1093,6 +1154,9 @@ impl<'a> Compiler<'a> {
         let name = names::selector_set(&id, set_type);
         self.add_set(name.clone(), set_type, members);
         self.selector_set_names.insert((id, f), name.clone());
+        if let Some(r) = &mut self.recording {
+            r.selector_set(key, f, &name);
+        }
         name
     }
 
@@ -1509,11 +1573,13 @@ impl<'a> Compiler<'a> {
         // Base chains first: the order `render` prints them in.
         let chains = std::mem::take(&mut self.chains);
         let origins = std::mem::take(&mut self.chain_origins);
+        let digests = std::mem::take(&mut self.chain_digests);
         for (name, h, rules) in base {
             self.push_chain(name.into(), Some(h), rules);
         }
         self.chains.extend(chains);
         self.chain_origins.extend(origins);
+        self.chain_digests.extend(digests);
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Daemon<D: Dataplane, P: Prober> {
     /// Writes `last-good.json` and `applied-config.json` off the reload's path (None: it could not be
     /// started, and they are written on the spot).
     writer: Option<crate::engine::state::Writer>,
+    /// The last compile's policy chains: a reload builds only those of the policies that changed.
+    compiled: crate::compile::Cache,
 }
 
 impl<D: Dataplane, P: Prober> Daemon<D, P> {
@@ -153,6 +155,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             build_started: None,
             reader: load::Reader::new(&settings.config_dir),
             writer: None,
+            compiled: crate::compile::Cache::new(),
         }
         .with_state_writer()
     }
@@ -442,13 +445,13 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
 
     fn compile(&mut self, loaded: Loaded) -> Built {
         let interfaces = self.interfaces();
-        pipeline::build_with(
+        pipeline::build_cached(
             loaded,
             &self.settings.node,
             &interfaces,
             &self.settings.table,
-            false,
             &self.settings.flows,
+            &mut self.compiled,
         )
     }
 
