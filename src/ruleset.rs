@@ -8,6 +8,7 @@
 pub mod origin;
 
 use std::fmt;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -24,8 +25,10 @@ pub struct Ruleset {
     pub sets: Vec<Set>,
     pub maps: Vec<VerdictMap>,
     /// In an order the kernel accepts: a chain is declared before any rule jumps to it is not required
-    /// (the encoder adds all chains first, then all rules).
-    pub chains: Vec<Chain>,
+    /// (the encoder adds all chains first, then all rules). Shared (`Arc`): the daemon's next compile
+    /// takes back the chains of the policies that did not change (`compile::cache`), so that two
+    /// rulesets share them and a comparison of two chains can start with `Arc::ptr_eq`.
+    pub chains: Vec<Arc<Chain>>,
     /// Where every rule comes from. Not sent to the kernel, not in the content hash (`compile::hash`);
     /// empty in a ruleset stored by a version without origins.
     #[serde(default)]
@@ -294,7 +297,11 @@ pub enum Verdict {
 
 impl Ruleset {
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.chains.iter().find(|c| c.name == name).map(|c| &**c)
+    }
+    /// Chain number `i`, to change: a chain shared with another ruleset is copied first.
+    pub fn chain_mut(&mut self, i: usize) -> &mut Chain {
+        Arc::make_mut(&mut self.chains[i])
     }
     pub fn set(&self, name: &str) -> Option<&Set> {
         self.sets.iter().find(|s| s.name == name)
@@ -321,7 +328,7 @@ impl Ruleset {
                 .rules
                 .iter()
                 .enumerate()
-                .map(move |(r, rule)| (chain, rule, self.origins.of(c, r)))
+                .map(move |(r, rule)| (&**chain, rule, self.origins.of(c, r)))
         })
     }
 }

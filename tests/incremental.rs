@@ -126,7 +126,10 @@ fn ruleset(sets: &Sets) -> Ruleset {
                     ..Rule::default()
                 },
             ],
-        }],
+        }]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         origins: Default::default(),
     };
     rs.comment = format!("hostpolicyd sha256:{}", content_hash(&rs));
@@ -588,7 +591,7 @@ fn a_non_set_change_replaces_the_table() {
     let ns = NetNs::new("fallback");
     let a = ruleset(&sets4(&["192.0.2.0/24"]));
     let mut b = ruleset(&sets4(&["198.51.100.0/24"]));
-    b.chains[0].rules[2].verdict = Some(Verdict::Drop);
+    b.chain_mut(0).rules[2].verdict = Some(Verdict::Drop);
     b.comment = format!("hostpolicyd sha256:{}", content_hash(&b));
     apply(&ns, &a);
     assert_eq!(
@@ -601,10 +604,10 @@ fn a_non_set_change_replaces_the_table() {
     // the content hash included.
     let c = ruleset(&sets4(&["203.0.113.0/24"]));
     let mut d = c.clone();
-    d.chains[0].rules.pop();
+    d.chain_mut(0).rules.pop();
     d.comment = format!("hostpolicyd sha256:{}", content_hash(&d));
     let mut b2 = b.clone();
-    b2.chains[0].rules[2].verdict = Some(Verdict::Accept);
+    b2.chain_mut(0).rules[2].verdict = Some(Verdict::Accept);
     b2.comment = format!("hostpolicyd sha256:{}", content_hash(&b2));
     assert_eq!(
         update(&ns, &b, &b2),

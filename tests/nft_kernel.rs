@@ -680,7 +680,7 @@ fn full_ruleset(table: &str) -> Ruleset {
         comment: "hostpolicyd sha256:0123456789abcdef".into(),
         sets,
         maps,
-        chains,
+        chains: chains.into_iter().map(std::sync::Arc::new).collect(),
         origins: Default::default(),
     }
 }
@@ -825,7 +825,10 @@ fn small_ruleset(table: &str, comment: &str, dport: u16) -> Ruleset {
                 ],
             ),
             regular("filter-other", vec![rule(vec![], Some(Verdict::Return))]),
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         origins: Default::default(),
     }
 }
@@ -1002,7 +1005,7 @@ fn a_rejected_batch_names_the_object_and_changes_nothing() {
 
     // First apply fails: no table appears.
     let mut bad = small_ruleset("hostpolicy", "gen 0", 22);
-    bad.chains[1]
+    bad.chain_mut(1)
         .rules
         .push(rule(vec![], Some(Verdict::Jump("no-such-chain".into()))));
     let err = apply_in(&ns, &bad).unwrap_err();
@@ -1027,7 +1030,7 @@ fn a_rejected_batch_names_the_object_and_changes_nothing() {
     let mut jump = full_ruleset("hostpolicy");
     jump.comment = "gen 2".into();
     let n = jump.chains[9].rules.len();
-    jump.chains[9].rules.push(Rule {
+    jump.chain_mut(9).rules.push(Rule {
         verdict: Some(Verdict::Jump("missing".into())),
         comment: Some("bad jump".into()),
         ..Rule::default()
@@ -1047,7 +1050,7 @@ fn a_rejected_batch_names_the_object_and_changes_nothing() {
     eprintln!("overlapping element: {err}");
 
     let mut missing_set = full_ruleset("hostpolicy");
-    missing_set.chains[0].rules[1].matches[1] =
+    missing_set.chain_mut(0).rules[1].matches[1] =
         addr(Direction::Source, Family::Ipv4, "nope", false);
     let err = apply_in(&ns, &missing_set).unwrap_err();
     assert!(
@@ -1057,7 +1060,7 @@ fn a_rejected_batch_names_the_object_and_changes_nothing() {
     eprintln!("missing set: {err}");
 
     let mut dup = full_ruleset("hostpolicy");
-    dup.chains.push(regular("filter-fh-other", vec![]));
+    dup.chains.push(regular("filter-fh-other", vec![]).into());
     let err = apply_in(&ns, &dup).unwrap_err();
     assert!(err.message.contains("chain filter-fh-other"), "{err}");
     assert_eq!(
@@ -1202,7 +1205,7 @@ fn a_100000_element_set_applies() {
     let mut rs = small_ruleset("hostpolicy", "big", 22);
     rs.sets
         .push(set("big6", SetType::Ipv6Addr, many_v6(100_000)));
-    rs.chains[0].rules.push(rule(
+    rs.chain_mut(0).rules.push(rule(
         vec![addr(Direction::Source, Family::Ipv6, "big6", false)],
         Some(Verdict::Drop),
     ));

@@ -557,7 +557,7 @@ fn random_ruleset(rng: &mut Rng, step: usize) -> Ruleset {
         comment: format!("hostpolicyd sha256:{step:04}"),
         sets,
         maps,
-        chains,
+        chains: chains.into_iter().map(std::sync::Arc::new).collect(),
         origins: Default::default(),
     }
 }
@@ -699,7 +699,10 @@ fn base_ruleset(sel: &[&str], extra_set: bool) -> Ruleset {
                 base: None,
                 rules: pol,
             },
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         origins: Default::default(),
     }
 }
@@ -732,7 +735,7 @@ fn a_rejected_switch_restores_the_table_exactly() {
     // T1 copies sel-1-v4 (new elements), creates a-net-v4 and marks the table; the switch is rejected
     // (a jump to a missing chain), so all of it must be undone.
     let mut bad = base_ruleset(&["10.0.0.0/9", "198.51.100.8/32", "0.0.0.0/8"], true);
-    bad.chains[2].rules.insert(
+    bad.chain_mut(2).rules.insert(
         1,
         Rule {
             verdict: Some(Verdict::Jump("missing".into())),
@@ -756,7 +759,7 @@ fn a_rejected_switch_restores_the_table_exactly() {
 
     // Only an element change (a copy), then rejected: undone too.
     let mut bad = base_ruleset(&["10.0.0.0/9"], false);
-    bad.chains[1].rules.push(Rule {
+    bad.chain_mut(1).rules.push(Rule {
         verdict: Some(Verdict::Goto("nowhere".into())),
         ..Rule::default()
     });
@@ -776,7 +779,7 @@ fn a_first_apply_that_is_rejected_leaves_no_table() {
     }
     let ns = NetNs::new("first");
     let mut bad = base_ruleset(&["10.0.0.0/8"], true);
-    bad.chains[2].rules.push(Rule {
+    bad.chain_mut(2).rules.push(Rule {
         verdict: Some(Verdict::Jump("missing".into())),
         ..Rule::default()
     });

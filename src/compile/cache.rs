@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::hash::{chain_digest, Digest};
-use super::{Compiler, Rules};
+use super::Compiler;
 use crate::config::model::{DenyAction, GlobalNetworkPolicy, Port};
 use crate::resolve::{Dir, SelectorKey};
 use crate::ruleset::{Chain, Family, Origin, OriginId, Set};
@@ -87,7 +87,7 @@ pub(super) struct Fragment {
     /// The policy it was built from (compared by pointer first, then by value).
     policy: Arc<GlobalNetworkPolicy>,
     /// The chains pushed, in order, with their rules' origins (indexes into `origins`) and digests.
-    chains: Vec<(Chain, Vec<u32>, Digest)>,
+    chains: Vec<(Arc<Chain>, Vec<u32>, Digest)>,
     /// The origins made, in order.
     origins: Vec<Origin>,
     /// The literal sets used.
@@ -245,15 +245,11 @@ impl Compiler<'_> {
         };
         self.origins.extend(f.origins.iter().cloned());
         for (chain, origins, digest) in &f.chains {
-            self.push_chain(
-                chain.name.clone(),
-                chain.base,
-                Rules {
-                    rules: chain.rules.clone(),
-                    origins: origins.iter().map(|o| id(*o)).collect(),
-                },
+            self.push_shared(
+                chain.clone(),
+                origins.iter().map(|o| id(*o)).collect(),
+                Some(*digest),
             );
-            *self.chain_digests.last_mut().expect("pushed") = Some(*digest);
         }
         for set in &f.sets {
             if !self.sets.contains_key(&set.name) {

@@ -138,7 +138,10 @@ mod tests {
                     comment: Some("x".into()),
                     ..Rule::default()
                 }],
-            }],
+            }]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Origins::default(),
         }
     }
@@ -166,15 +169,18 @@ mod tests {
             expected
         );
         let mut commented = rs.clone();
-        commented.chains[0].rules[0].comment = Some("y".into());
+        commented.chain_mut(0).rules[0].comment = Some("y".into());
         assert_ne!(content_hash(&commented), expected);
         // A chain moved from one place to another is another ruleset.
         let mut two = rs.clone();
-        two.chains.push(Chain {
-            name: "d".into(),
-            base: None,
-            rules: Vec::new(),
-        });
+        two.chains.push(
+            Chain {
+                name: "d".into(),
+                base: None,
+                rules: Vec::new(),
+            }
+            .into(),
+        );
         let mut swapped = two.clone();
         swapped.chains.swap(0, 1);
         assert_ne!(content_hash(&two), content_hash(&swapped));

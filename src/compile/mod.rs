@@ -115,17 +115,11 @@ pub fn compile_cached(
     ruleset
 }
 
-/// Drops the spare capacity of the rule lists: the daemon keeps the ruleset it applied last for as
+/// Drops the spare capacity of the origin lists: the daemon keeps the ruleset it applied last for as
 /// long as it runs, and vectors filled by `push` carry up to half again their length (10,000
-/// policies: ~60,000 rules, a few MiB).
+/// policies: ~60,000 rules, a few MiB). The rules are made compact as their chain is pushed
+/// ([`Compiler::push_chain`]).
 fn compact(ruleset: &mut Ruleset) {
-    for chain in &mut ruleset.chains {
-        chain.rules.shrink_to_fit();
-        for rule in &mut chain.rules {
-            rule.matches.shrink_to_fit();
-            rule.actions.shrink_to_fit();
-        }
-    }
     ruleset.origins.list.shrink_to_fit();
     for ids in &mut ruleset.origins.rules {
         ids.shrink_to_fit();
@@ -139,7 +133,7 @@ struct Compiler<'a> {
     pass: u32,
     sets: BTreeMap<String, Set>,
     maps: Vec<VerdictMap>,
-    chains: Vec<Chain>,
+    chains: Vec<Arc<Chain>>,
     /// The origin of each rule of `chains`, chain by chain.
     chain_origins: Vec<Vec<OriginId>>,
     /// The origins of the rules (`OriginId` indexes it): one per policy rule, per HostEndpoint chain
@@ -396,14 +390,39 @@ impl<'a> Compiler<'a> {
         Action::MarkAnd(!(self.accept | self.pass))
     }
 
+    /// Adds a chain (made compact: it may be kept as long as the daemon runs).
     fn push_chain(&mut self, name: String, base: Option<BaseHook>, rules: Rules) {
-        self.chains.push(Chain {
-            name,
-            base,
-            rules: rules.rules,
-        });
-        self.chain_origins.push(rules.origins);
-        self.chain_digests.push(None);
+        let Rules {
+            rules: mut list,
+            origins,
+        } = rules;
+        list.shrink_to_fit();
+        for rule in &mut list {
+            rule.matches.shrink_to_fit();
+            rule.actions.shrink_to_fit();
+        }
+        self.push_shared(
+            Arc::new(Chain {
+                name,
+                base,
+                rules: list,
+            }),
+            origins,
+            None,
+        );
+    }
+
+    /// Adds a chain shared with another ruleset (or not yet), with its rules' origins and, when
+    /// known, its digest for the content hash.
+    fn push_shared(
+        &mut self,
+        chain: Arc<Chain>,
+        origins: Vec<OriginId>,
+        digest: Option<hash::Digest>,
+    ) {
+        self.chains.push(chain);
+        self.chain_origins.push(origins);
+        self.chain_digests.push(digest);
     }
 
     // ---- origins -----------------------------------------------------------------------------------

@@ -982,7 +982,10 @@ pub(crate) mod tests {
                 name: "c".into(),
                 base: None,
                 rules: vec![],
-            }],
+            }]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Default::default(),
         };
         r.comment = format!("hostpolicyd sha256:{}", content_hash(&r));

@@ -993,7 +993,10 @@ pub(crate) mod tests {
                     base: None,
                     rules: vec![],
                 },
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Default::default(),
         }
     }

@@ -220,7 +220,7 @@ mod tests {
             "a comment change alone"
         );
         let mut b = a.clone();
-        b.chains[0].rules[0].comment = None;
+        b.chain_mut(0).rules[0].comment = None;
         assert_eq!(set_delta(&a, &b), None, "a rule changed");
         let mut b = a.clone();
         b.maps[0].elements.clear();

@@ -918,7 +918,10 @@ mod tests {
                         }))
                         .collect(),
                 },
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Default::default(),
         };
         rs.comment = format!("hostpolicyd sha256:{}", content_hash(&rs));
@@ -1017,7 +1020,7 @@ mod tests {
         // the same name of another kind (a hand-made ruleset): a version of the other kind
         let mut same_name = kind.clone();
         same_name.sets[0].name = old.sets[0].name.clone();
-        same_name.chains[1].rules[0].matches = old.chains[1].rules[0].matches.clone();
+        same_name.chain_mut(1).rules[0].matches = old.chains[1].rules[0].matches.clone();
         same_name.comment = format!("hostpolicyd sha256:{}", content_hash(&same_name));
         assert_eq!(check_swap(Some(&old), &same_name, Path::Update), 2);
         // a set added and one removed with rules

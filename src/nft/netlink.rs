@@ -542,25 +542,25 @@ mod tests {
     #[test]
     fn validation() {
         let mut rs = small();
-        rs.chains[1].name = "bad name".into();
+        rs.chain_mut(1).name = "bad name".into();
         assert!(validate(&rs).unwrap_err().message.contains("\"bad name\""));
         let mut rs = small();
         rs.sets[0].elements.push(SetElement::Ports(1, 2));
         assert!(validate(&rs).unwrap_err().message.contains("does not fit"));
         let mut rs = small();
-        rs.chains[0].rules[0].matches.push(Match::IfName {
+        rs.chain_mut(0).rules[0].matches.push(Match::IfName {
             dir: Direction::Source,
             name: "x".repeat(16),
         });
         assert!(validate(&rs).is_err());
         let mut rs = small();
-        rs.chains[0].rules[0].matches.push(Match::IfName {
+        rs.chain_mut(0).rules[0].matches.push(Match::IfName {
             dir: Direction::Source,
             name: "eth*".into(),
         });
         assert!(validate(&rs).is_ok());
         let mut rs = small();
-        rs.chains[1].rules.push(Rule {
+        rs.chain_mut(1).rules.push(Rule {
             matches: vec![Match::IfNamePrefix {
                 dir: Direction::Source,
                 prefix: String::new(),

@@ -331,7 +331,7 @@ pub(crate) fn plan(
 
     // Which kept chains T2 leaves alone, which it flushes, which it fills.
     let held_chains: HashMap<&str, &Chain> = held
-        .map(|h| h.chains.iter().map(|c| (c.name.as_str(), c)).collect())
+        .map(|h| h.chains.iter().map(|c| (c.name.as_str(), &**c)).collect())
         .unwrap_or_default();
     let reused_names: HashSet<&str> = reused.iter().map(|&i| rs.sets[i].name.as_str()).collect();
     let untouched: HashSet<&str> = rs
@@ -434,7 +434,10 @@ pub(crate) mod tests {
                     base: None,
                     rules: sets.iter().map(|(n, _)| uses(n, verdict.clone())).collect(),
                 },
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Default::default(),
         }
     }
@@ -590,7 +593,7 @@ pub(crate) mod tests {
         );
         let mut new = old.clone();
         new.comment = "hostpolicyd sha256:2".into();
-        new.chains[0].rules.push(uses("a", Verdict::Drop));
+        new.chain_mut(0).rules.push(uses("a", Verdict::Drop));
         let (p, read) = plan_against(&new, &old, None, &old.comment, true);
         assert!(read.is_empty());
         assert_eq!(p.names, ["a", "b"]);

@@ -478,7 +478,10 @@ mod tests {
                         },
                     ],
                 },
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Default::default(),
         };
         let expected = r#"table inet hostpolicy {

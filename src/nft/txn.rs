@@ -163,10 +163,18 @@ pub(crate) fn kernel_rules<'r>(rs: &'r Ruleset, plan: &Plan) -> Cow<'r, Ruleset>
     if renamed.is_empty() {
         return Cow::Borrowed(rs);
     }
+    // The chains are shared (`Arc`): only those that use a renamed set are copied.
     let mut chains = rs.chains.clone();
+    let uses_renamed = |c: &crate::ruleset::Chain| {
+        c.rules
+            .iter()
+            .flat_map(|r| &r.matches)
+            .any(|m| set_of(m).is_some_and(|s| renamed.contains_key(s)))
+    };
     for m in chains
         .iter_mut()
-        .flat_map(|c| c.rules.iter_mut())
+        .filter(|c| uses_renamed(c))
+        .flat_map(|c| std::sync::Arc::make_mut(c).rules.iter_mut())
         .flat_map(|r| r.matches.iter_mut())
     {
         let new = set_of(m)

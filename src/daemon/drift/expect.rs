@@ -345,7 +345,10 @@ mod tests {
                     base: None,
                     rules: vec![],
                 },
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             origins: Default::default(),
         }
     }
