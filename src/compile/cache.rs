@@ -30,8 +30,65 @@ use crate::ruleset::{Chain, Family, Origin, OriginId, Set};
 #[derive(Default)]
 pub struct Cache {
     globals: Option<Globals>,
-    fragments: HashMap<(Arc<str>, Dir), Fragment>,
+    fragments: Fragments,
     last: Use,
+    /// The last ruleset's numbers of chains and origins: the next compile's lists start that big.
+    pub(super) sizes: (usize, usize),
+}
+
+/// The fragments of one compile, by the index of their policy in that compile's configuration.
+#[derive(Default)]
+pub(super) struct Fragments {
+    by_index: Vec<[Option<Fragment>; 2]>,
+    /// Policy name → index, made when first needed (a policy added or removed moved the others).
+    names: Option<HashMap<String, usize>>,
+}
+
+fn slot(dir: Dir) -> usize {
+    match dir {
+        Dir::Ingress => 0,
+        Dir::Egress => 1,
+    }
+}
+
+impl Fragments {
+    pub(super) fn with_policies(n: usize) -> Fragments {
+        Fragments {
+            by_index: std::iter::repeat_with(|| [None, None]).take(n).collect(),
+            names: None,
+        }
+    }
+
+    /// The fragment of the policy named `name` in direction `dir`; `p` is where it probably is (its
+    /// index now).
+    fn take(&mut self, p: usize, name: &str, dir: Dir) -> Option<Fragment> {
+        let at = |by_index: &Vec<[Option<Fragment>; 2]>, i: usize| {
+            by_index
+                .get(i)
+                .and_then(|s| s.iter().flatten().next())
+                .is_some_and(|f| f.policy.name == name)
+        };
+        let i = if at(&self.by_index, p) {
+            p
+        } else {
+            let by_index = &self.by_index;
+            let names = self.names.get_or_insert_with(|| {
+                by_index
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| Some((s.iter().flatten().next()?.policy.name.clone(), i)))
+                    .collect()
+            });
+            *names.get(name)?
+        };
+        self.by_index[i][slot(dir)].take()
+    }
+
+    fn put(&mut self, p: usize, dir: Dir, f: Fragment) {
+        if let Some(s) = self.by_index.get_mut(p) {
+            s[slot(dir)] = Some(f);
+        }
+    }
 }
 
 /// How the last compile used the cache.
@@ -54,19 +111,19 @@ impl Cache {
     }
 
     /// The cache as a compile starts with it: empty when the settings the chains depend on changed.
-    pub(super) fn take(&mut self, globals: Globals) -> HashMap<(Arc<str>, Dir), Fragment> {
+    pub(super) fn take(&mut self, globals: Globals) -> Fragments {
         let fragments = std::mem::take(&mut self.fragments);
         if self.globals.as_ref() == Some(&globals) {
             fragments
         } else {
             self.globals = Some(globals);
-            HashMap::new()
+            Fragments::default()
         }
     }
 
     /// The fragments of the compile that just ended; those of the previous one it did not use are
     /// dropped.
-    pub(super) fn put(&mut self, fragments: HashMap<(Arc<str>, Dir), Fragment>, last: Use) {
+    pub(super) fn put(&mut self, fragments: Fragments, last: Use) {
         self.fragments = fragments;
         self.last = last;
     }
@@ -147,15 +204,14 @@ impl Compiler<'_> {
     /// when its policy and what it depends on did not change, else built and kept for the next.
     pub(super) fn cached_policy_chain(&mut self, p: usize, dir: Dir, name: &str) {
         let policy = self.config.policies[p].clone();
-        let key = (self.policy_name(p), dir);
-        if let Some(old) = self.cache_old.remove(&key) {
+        if let Some(old) = self.cache_old.take(p, &policy.name, dir) {
             if (Arc::ptr_eq(&old.policy, &policy) || *old.policy == *policy) && self.replay(&old) {
                 self.cache_use.reused += 1;
                 let fragment = Fragment { policy, ..old };
                 self.cache_new
                     .as_mut()
                     .expect("caching")
-                    .insert(key, fragment);
+                    .put(p, dir, fragment);
                 return;
             }
         }
@@ -175,7 +231,7 @@ impl Compiler<'_> {
             self.cache_new
                 .as_mut()
                 .expect("caching")
-                .insert(key, fragment);
+                .put(p, dir, fragment);
         }
     }
 

@@ -22,12 +22,13 @@ pub type Digest = [u8; 32];
 ///
 /// Made of one digest per set and per chain (issue 18: the daemon keeps the digests of the chains
 /// it takes back from the previous compile, `compile::cache`, so a reload in which one policy changed
-/// hashes that policy's chain, not every chain): the SHA-256 of a version tag, the digest of the
-/// `Debug` text of the table name and the maps, the number of sets and each set's digest, the number
-/// of chains and each chain's digest ([`chain_digest`]), every digest that of the item's derived
-/// `Debug` text. Every producer (compile, `render`, the daemon, `apply`, the state files) uses this
-/// function, so hashes compare across processes of one version; a table written by an earlier
-/// version (whose hash was the SHA-256 of the whole ruleset's `Debug` text) is applied again once.
+/// hashes that policy's chain and the chains that list policies, not every chain): the SHA-256 of a
+/// version tag, the digest of the table name and the maps, the number of sets and each set's digest,
+/// the number of chains and each chain's digest ([`chain_digest`]). Each digest is the SHA-256 of what
+/// the item's derived `Hash` writes, integers little-endian ([`hash_digest`]): several times faster
+/// than the `Debug` text hashed before. Every producer (compile, `render`, the daemon, `apply`, the
+/// state files) uses this function, so hashes compare across processes; a table written by an
+/// earlier version is applied again once, its unchanged chains kept.
 pub fn content_hash(ruleset: &Ruleset) -> String {
     content_hash_with(ruleset, &[])
 }
@@ -37,10 +38,10 @@ pub fn content_hash(ruleset: &Ruleset) -> String {
 pub(crate) fn content_hash_with(ruleset: &Ruleset, known: &[Option<Digest>]) -> String {
     let mut sha = Sha256::new();
     sha.update(b"hostpolicyd content hash 2\n");
-    sha.update(debug_digest(&(&ruleset.table, &ruleset.maps)));
+    sha.update(hash_digest(&(&ruleset.table, &ruleset.maps)));
     sha.update((ruleset.sets.len() as u64).to_le_bytes());
     for set in &ruleset.sets {
-        sha.update(debug_digest(set));
+        sha.update(hash_digest(set));
     }
     sha.update((ruleset.chains.len() as u64).to_le_bytes());
     for (i, chain) in ruleset.chains.iter().enumerate() {
@@ -52,9 +53,79 @@ pub(crate) fn content_hash_with(ruleset: &Ruleset, known: &[Option<Digest>]) -> 
     sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The digest of one chain in [`content_hash`]: SHA-256 of its derived `Debug` text.
+/// The digest of one chain in [`content_hash`].
 pub(crate) fn chain_digest(chain: &Chain) -> Digest {
-    debug_digest(chain).into()
+    hash_digest(chain)
+}
+
+/// SHA-256 of what `value`'s `Hash` writes, buffered (each `update` of the hasher costs more than a
+/// small copy), every integer written little-endian and `usize`/`isize` (lengths, enum
+/// discriminants) as 64 bits, so that the digest does not depend on the machine.
+pub(crate) fn hash_digest<T: std::hash::Hash + ?Sized>(value: &T) -> Digest {
+    const BUFFER: usize = 16 * 1024;
+    struct Writer {
+        sha: Sha256,
+        buf: Vec<u8>,
+    }
+    impl std::hash::Hasher for Writer {
+        fn write(&mut self, bytes: &[u8]) {
+            if self.buf.len() + bytes.len() > BUFFER {
+                self.sha.update(&self.buf);
+                self.buf.clear();
+            }
+            if bytes.len() > BUFFER {
+                self.sha.update(bytes);
+            } else {
+                self.buf.extend_from_slice(bytes);
+            }
+        }
+        fn write_u8(&mut self, i: u8) {
+            self.write(&[i]);
+        }
+        fn write_u16(&mut self, i: u16) {
+            self.write(&i.to_le_bytes());
+        }
+        fn write_u32(&mut self, i: u32) {
+            self.write(&i.to_le_bytes());
+        }
+        fn write_u64(&mut self, i: u64) {
+            self.write(&i.to_le_bytes());
+        }
+        fn write_u128(&mut self, i: u128) {
+            self.write(&i.to_le_bytes());
+        }
+        fn write_usize(&mut self, i: usize) {
+            self.write_u64(i as u64);
+        }
+        fn write_i8(&mut self, i: i8) {
+            self.write_u8(i as u8);
+        }
+        fn write_i16(&mut self, i: i16) {
+            self.write_u16(i as u16);
+        }
+        fn write_i32(&mut self, i: i32) {
+            self.write_u32(i as u32);
+        }
+        fn write_i64(&mut self, i: i64) {
+            self.write_u64(i as u64);
+        }
+        fn write_i128(&mut self, i: i128) {
+            self.write_u128(i as u128);
+        }
+        fn write_isize(&mut self, i: isize) {
+            self.write_u64(i as i64 as u64);
+        }
+        fn finish(&self) -> u64 {
+            unreachable!("hash_digest reads the SHA-256, not a u64")
+        }
+    }
+    let mut w = Writer {
+        sha: Sha256::new(),
+        buf: Vec::with_capacity(BUFFER),
+    };
+    value.hash(&mut w);
+    w.sha.update(&w.buf);
+    w.sha.finalize().into()
 }
 
 /// SHA-256 of `value`'s `Debug` text, written into the hasher through a small buffer: `Debug` writes

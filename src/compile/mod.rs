@@ -24,7 +24,7 @@ pub mod hash;
 pub mod names;
 mod staged;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -84,7 +84,13 @@ pub fn compile_cached(
             log_prefix: view.settings.log_prefix.clone(),
             flows: c.flows,
         });
-        c.cache_new = Some(HashMap::with_capacity(c.cache_old.len()));
+        c.cache_new = Some(cache::Fragments::with_policies(config.policies.len()));
+        // Lists as big as last time's from the start: no copies as they grow.
+        let (chains, origins) = cache.sizes;
+        c.chains.reserve(chains);
+        c.chain_origins.reserve(chains);
+        c.chain_digests.reserve(chains);
+        c.origins.reserve(origins);
     }
     c.failsafe_chains();
     let endpoints: Vec<&ActiveEndpoint> = view.endpoints.iter().collect();
@@ -96,6 +102,7 @@ pub fn compile_cached(
         // The previous compile's fragments left unused are dropped here.
         drop(std::mem::take(&mut c.cache_old));
         cache.put(fragments, c.cache_use);
+        cache.sizes = (c.chains.len(), c.origins.len());
     }
     let digests = std::mem::take(&mut c.chain_digests);
     let mut ruleset = Ruleset {
@@ -146,7 +153,9 @@ struct Compiler<'a> {
     staged_policy_names: Vec<Option<Arc<str>>>,
     hep_names: Vec<Option<Arc<str>>>,
     tier_names: HashMap<String, Arc<str>>,
-    policy_chains: BTreeSet<String>,
+    policy_chains: HashSet<String>,
+    /// Whether policy `p`'s chain for ingress (0) and egress (1) was made.
+    policy_chain_made: Vec<[bool; 2]>,
     /// Selector set name by (selector hash, family): its type (and so its name) depends on the members,
     /// which are looked up once.
     selector_set_names: BTreeMap<(String, Family), String>,
@@ -162,8 +171,8 @@ struct Compiler<'a> {
     staged_view: Option<(&'a Config, &'a NodeView)>,
     /// Incremental compiling ([`cache`]): the previous compile's policy chains, those of this
     /// compile (`None`: no cache), what is being recorded, and how the cache was used.
-    cache_old: HashMap<(Arc<str>, Dir), cache::Fragment>,
-    cache_new: Option<HashMap<(Arc<str>, Dir), cache::Fragment>>,
+    cache_old: cache::Fragments,
+    cache_new: Option<cache::Fragments>,
     recording: Option<cache::Recording>,
     cache_use: cache::Use,
     /// The content-hash digest of each chain of `chains`, where already known.
@@ -363,7 +372,8 @@ impl<'a> Compiler<'a> {
                 .map_or_else(Vec::new, |(wc, _)| vec![None; wc.policies.len()]),
             hep_names: vec![None; config.host_endpoints.len()],
             tier_names: HashMap::new(),
-            policy_chains: BTreeSet::new(),
+            policy_chains: HashSet::new(),
+            policy_chain_made: vec![[false; 2]; config.policies.len()],
             selector_set_names: BTreeMap::new(),
             flows: None,
             flow_ids: BTreeMap::new(),
@@ -371,7 +381,7 @@ impl<'a> Compiler<'a> {
             tails: BTreeSet::new(),
             shadow: false,
             staged_view: view.staged(),
-            cache_old: HashMap::new(),
+            cache_old: cache::Fragments::default(),
             cache_new: None,
             recording: None,
             cache_use: cache::Use::default(),
@@ -688,6 +698,11 @@ impl<'a> Compiler<'a> {
         let name = names::endpoint_chain(stage, dir, &ep.name);
         let (accept, pass) = (self.accept, self.pass);
         let mut rules = Rules::default();
+        // Two rules and one origin per policy (10,000 policies: no copies as the lists grow).
+        let policies = ep.policies.get(stage, dir).len();
+        rules.rules.reserve(2 * policies + 8);
+        rules.origins.reserve(2 * policies + 8);
+        self.origins.reserve(policies + 8);
         if stage != Stage::Untracked {
             let conntrack = self.endpoint_origin(Kind::Conntrack, ep, stage, dir);
             let conntrack = self.origin(conntrack);
@@ -848,7 +863,8 @@ impl<'a> Compiler<'a> {
 
     fn policy_chain(&mut self, p: usize, dir: Dir) -> String {
         let name = names::policy_chain(dir, &self.config.policies[p].name);
-        if !self.policy_chains.insert(name.clone()) {
+        let made = &mut self.policy_chain_made[p][usize::from(dir == Dir::Egress)];
+        if std::mem::replace(made, true) {
             return name;
         }
         if self.cache_new.is_some() && !self.shadow {

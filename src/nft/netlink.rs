@@ -26,7 +26,7 @@
 //!   our own dumps (`inventory.rs`): rustables cannot tell an `ip` table from an `inet` one.
 //! - A socket is opened per call, so it lives in the calling thread's network namespace at that moment.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use super::batch::{encode_delta, encode_flush, EncodedBatch, Obj};
 use super::delta::{set_delta, SetDelta};
@@ -206,7 +206,7 @@ fn check_table_name(table: &str) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), DataplaneError> {
+fn check_name(what: impl fmt::Display, name: &str) -> Result<(), DataplaneError> {
     if is_nft_name(name) {
         Ok(())
     } else {
@@ -220,7 +220,7 @@ fn check_name(what: &str, name: &str) -> Result<(), DataplaneError> {
 /// An interface name nft can write in quotes: 1..=15 bytes, no `"`, `\` or NUL; `*` only as a prefix
 /// match's implicit end (rejected inside names and prefixes, except a trailing one of an exact name,
 /// which render escapes as `\*`).
-fn check_ifname(what: &str, name: &str, exact: bool) -> Result<(), DataplaneError> {
+fn check_ifname(what: impl fmt::Display, name: &str, exact: bool) -> Result<(), DataplaneError> {
     let bad_char = name.chars().enumerate().any(|(i, c)| {
         matches!(c, '"' | '\\' | '\0') || (c == '*' && !(exact && i + 1 == name.chars().count()))
     });
@@ -230,6 +230,15 @@ fn check_ifname(what: &str, name: &str, exact: bool) -> Result<(), DataplaneErro
         )));
     }
     Ok(())
+}
+
+/// `rule I of chain NAME`, in an error of [`validate`].
+struct RuleAt<'a>(usize, &'a str);
+
+impl fmt::Display for RuleAt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {} of chain {}", self.0, self.1)
+    }
 }
 
 /// Refuses what cannot be encoded, or could not be rendered as nft text that loads the same: names that
@@ -317,9 +326,10 @@ pub fn validate(rs: &Ruleset) -> Result<(), DataplaneError> {
         }
     }
     for chain in &rs.chains {
-        check_name(&format!("chain {}", chain.name), &chain.name)?;
+        check_name(format_args!("chain {}", chain.name), &chain.name)?;
         for (i, rule) in chain.rules.iter().enumerate() {
-            let what = format!("rule {i} of chain {}", chain.name);
+            // Written out only for an error (30,000 rules at 10,000 policies).
+            let what = RuleAt(i, &chain.name);
             let no_match = rule
                 .matches
                 .iter()

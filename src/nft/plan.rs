@@ -19,6 +19,7 @@
 //! or a half-finished swap), every version of the right kind is read and compared.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::elems::kernel_holds;
 use super::inventory::{Inventory, KChain, KElem, KSet};
@@ -330,16 +331,23 @@ pub(crate) fn plan(
         .collect();
 
     // Which kept chains T2 leaves alone, which it flushes, which it fills.
-    let held_chains: HashMap<&str, &Chain> = held
-        .map(|h| h.chains.iter().map(|c| (c.name.as_str(), &**c)).collect())
+    let held_chains: HashMap<&str, &Arc<Chain>> = held
+        .map(|h| h.chains.iter().map(|c| (c.name.as_str(), c)).collect())
         .unwrap_or_default();
+    // A chain the daemon's compile took back from the held ruleset's (`compile::cache`) is the same
+    // allocation: no need to compare its rules.
+    let same_rules = |c: &Arc<Chain>| {
+        held_chains
+            .get(c.name.as_str())
+            .is_some_and(|h| Arc::ptr_eq(h, c) || h.rules == c.rules)
+    };
     let reused_names: HashSet<&str> = reused.iter().map(|&i| rs.sets[i].name.as_str()).collect();
     let untouched: HashSet<&str> = rs
         .chains
         .iter()
         .filter(|c| {
             kept.contains(c.name.as_str())
-                && held_chains.get(c.name.as_str()).map(|h| &h.rules) == Some(&c.rules)
+                && same_rules(c)
                 && c.rules.iter().all(|r| {
                     !matches!(r.verdict, Some(Verdict::Vmap { .. }))
                         && jump_target(r.verdict.as_ref()).is_none_or(|t| kept.contains(t))
