@@ -1267,7 +1267,7 @@ pub(crate) mod tests {
         let store = Store::new(&dir);
         let a = ruleset();
         let mut b = ruleset();
-        b.chains[0].name = "d".into();
+        b.chain_mut(0).name = "d".into();
         b.comment = format!("hostpolicyd sha256:{}", content_hash(&b));
         let job = |generation: u64, r: &Ruleset| LastGoodJob {
             generation,
