@@ -359,6 +359,33 @@ mod tests {
 
     const ROLES: [&str; 3] = ["a", "b", "c"];
 
+    /// The daemon's per-file reuse: a file whose text did not change keeps its parsed parts, so its
+    /// policies are the same `Arc`s as in the previous load.
+    #[derive(Default)]
+    struct Files(std::collections::HashMap<String, (String, crate::config::cache::Parsed)>);
+
+    impl Files {
+        fn new() -> Files {
+            Files::default()
+        }
+
+        fn load(&mut self, sources: &[(String, String)]) -> crate::config::cache::Loaded {
+            let mut parts = Vec::new();
+            for (name, text) in sources {
+                let kept = self.0.get(name).filter(|(t, _)| t == text);
+                let parsed = match kept {
+                    Some((_, p)) => p.clone(),
+                    None => crate::config::cache::parse_files(&[(name, text)])
+                        .expect("within the budgets")
+                        .remove(0),
+                };
+                self.0.insert(name.clone(), (text.clone(), parsed.clone()));
+                parts.push(parsed);
+            }
+            crate::config::cache::merged(parts.iter()).expect("within the budgets")
+        }
+    }
+
     fn policy_yaml(p: &Policy) -> String {
         let name = match p.tier {
             Some(t) => format!("t{t}.p{}", p.id),
@@ -601,7 +628,7 @@ mod tests {
                     addrs: vec![],
                 })
                 .collect();
-            let mut files = crate::config::cache::Cache::new();
+            let mut files = Files::new();
             let mut cache = Cache::new();
             let mut m = m;
             for step in 0..=edits.len() {
@@ -664,9 +691,9 @@ mod tests {
                 .collect(),
             per_file: 1,
         };
-        let mut files = crate::config::cache::Cache::new();
+        let mut files = Files::new();
         let mut cache = Cache::new();
-        let compile = |m: &Model, files: &mut crate::config::cache::Cache, cache: &mut Cache| {
+        let compile = |m: &Model, files: &mut Files, cache: &mut Cache| {
             let loaded = files.load(&sources(m));
             assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
             let view = resolve(&loaded.config, "node1", &[]);
