@@ -81,10 +81,10 @@ pub enum SetElement {
     Ports(u16, u16),
 }
 
-/// What `#[derive(Debug)]` prints (the content hash is the SHA-256 of the ruleset's `Debug` text, so
-/// the text must not change), with IPv4 networks written without the formatting machinery: for a
-/// 100,000-element set that was most of the content hash's 12 ms, on the reload path of a changed
-/// GlobalNetworkSet.
+/// What `#[derive(Debug)]` prints (a literal set's name is made from the digest of its elements'
+/// `Debug` text, `compile::names::literal_set`, so the text must not change), with IPv4 networks
+/// written without the formatting machinery: for a 100,000-element set that was most of the content
+/// hash's 12 ms when the hash was made of the `Debug` text.
 impl fmt::Debug for SetElement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
