@@ -1021,11 +1021,14 @@ pub(crate) mod tests {
                     ..Rule::default()
                 })
                 .collect();
-            rs.chains.push(Chain {
-                name,
-                base: None,
-                rules,
-            });
+            rs.chains.push(
+                Chain {
+                    name,
+                    base: None,
+                    rules,
+                }
+                .into(),
+            );
         }
         assert!(rs.rule_count() >= TWO_THREADS_FROM);
         let one = encode_apply(&rs).unwrap();
