@@ -512,7 +512,7 @@ fn apply(docs: &mut [Node], m: &Mutation) {
             if let Some((d, p)) = pick(&maps, at) {
                 if let Value::Map(entries) = &mut node_at(&mut docs[d], &p).value {
                     let i = key as usize % entries.len();
-                    entries[i].0.text = KEYS[(at ^ key) as usize % KEYS.len()].to_string();
+                    entries[i].0.text = KEYS[(at ^ key) as usize % KEYS.len()].to_string().into();
                 }
             }
         }
@@ -557,7 +557,7 @@ fn apply(docs: &mut [Node], m: &Mutation) {
                         let mut i = 0;
                         while entries.len() < n as usize {
                             let key = Key {
-                                text: format!("k{i}"),
+                                text: format!("k{i}").into(),
                                 line: 1,
                                 column: 1,
                             };

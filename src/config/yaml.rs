@@ -58,12 +58,85 @@ pub enum Value {
 /// A mapping key: always text, as written (`y`, `on`, `80` included).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
-    pub text: String,
+    /// The field names of the resources are not copied for every key ([`key_text`]).
+    pub text: Cow<'static, str>,
     pub line: u32,
     pub column: u32,
 }
 
+/// The field names of the kinds hostpolicyd reads, sorted by length then text ([`key_text`]).
+const FIELD_NAMES: &[&str] = &[
+    "tcp",
+    "uid",
+    "code",
+    "host",
+    "http",
+    "icmp",
+    "kind",
+    "name",
+    "nets",
+    "node",
+    "port",
+    "spec",
+    "tier",
+    "type",
+    "items",
+    "names",
+    "order",
+    "ports",
+    "types",
+    "action",
+    "egress",
+    "labels",
+    "source",
+    "ingress",
+    "notICMP",
+    "notNets",
+    "preDNAT",
+    "sources",
+    "metadata",
+    "notPorts",
+    "profiles",
+    "protocol",
+    "selector",
+    "services",
+    "ipVersion",
+    "namespace",
+    "apiVersion",
+    "doNotTrack",
+    "generation",
+    "annotations",
+    "destination",
+    "expectedIPs",
+    "notProtocol",
+    "notSelector",
+    "stagedAction",
+    "acceptRefused",
+    "defaultAction",
+    "interfaceName",
+    "applyOnForward",
+    "timeoutSeconds",
+    "resourceVersion",
+    "serviceAccounts",
+    "performanceHints",
+    "creationTimestamp",
+    "namespaceSelector",
+];
+
+/// A key's text: a field name of [`FIELD_NAMES`] is not allocated (a policy has a dozen keys).
+fn key_text(text: &str) -> Cow<'static, str> {
+    let by = |name: &&str| name.len().cmp(&text.len()).then_with(|| (*name).cmp(text));
+    match FIELD_NAMES.binary_search_by(by) {
+        Ok(i) => Cow::Borrowed(FIELD_NAMES[i]),
+        Err(_) => Cow::Owned(text.to_owned()),
+    }
+}
+
 impl Key {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     pub fn pos(&self, file: &Arc<str>) -> Pos {
         Pos {
             file: file.clone(),
@@ -800,16 +873,16 @@ impl<'a> Builder<'a> {
     /// A mapping key: its text as written. Collections cannot be keys here.
     fn key(&mut self, node: Node) -> Key {
         let text = match node.value {
-            Value::Str(text) => text,
+            Value::Str(text) => Cow::Owned(text),
             Value::Seq(_) | Value::Map(_) => {
                 self.error_at(
                     node.line,
                     node.column,
                     "a mapping key must be a plain string".to_owned(),
                 );
-                "<complex key>".to_owned()
+                Cow::Borrowed("<complex key>")
             }
-            _ => node.raw(self.src).unwrap_or_default().to_owned(),
+            _ => Cow::Owned(node.raw(self.src).unwrap_or_default().to_owned()),
         };
         Key {
             text,
@@ -835,12 +908,12 @@ impl<'a> Builder<'a> {
                 entries
                     .iter()
                     .enumerate()
-                    .map(|(i, (k, _))| (k.text.clone(), i))
+                    .map(|(i, (k, _))| (k.text.to_string(), i))
                     .rev()
                     .collect()
             });
-            let first = index.get(&key.text).copied();
-            index.entry(key.text.clone()).or_insert(entries.len());
+            let first = index.get(key.as_str()).copied();
+            index.entry(key.text.to_string()).or_insert(entries.len());
             first
         };
         if let Some(first) = first {
@@ -1011,7 +1084,7 @@ impl<'a> Builder<'a> {
     /// The key whose value is being read, if any (for the tag hint).
     fn current_key(&self) -> Option<&str> {
         match self.stack.last() {
-            Some(Frame::Map(map)) => map.key.as_ref().map(|k| k.text.as_str()),
+            Some(Frame::Map(map)) => map.key.as_ref().map(|k| k.as_str()),
             _ => None,
         }
     }
@@ -1120,6 +1193,14 @@ fn resolve_entry(text: &str) -> Value {
 /// A plain scalar under the YAML 1.2 core schema. `.inf` and `.nan` stay text: no field takes them,
 /// and the validator then says what it wanted.
 fn resolve_plain(text: &str) -> Value {
+    // Names (`Allow`, `TCP`, `projectcalico.org/v3`...): no null, boolean or number starts so.
+    if text
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() && !b"nNtTfF".contains(b))
+    {
+        return Value::Str(text.to_owned());
+    }
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
@@ -1463,6 +1544,18 @@ mod tests {
         );
         assert!(text.contains("spent by a.yaml (601)"), "{text}");
         assert!(b.documents.is_empty());
+    }
+
+    #[test]
+    fn field_names_are_found() {
+        let mut sorted = FIELD_NAMES.to_vec();
+        sorted.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        sorted.dedup();
+        assert_eq!(sorted, FIELD_NAMES);
+        for name in FIELD_NAMES {
+            assert!(matches!(key_text(name), Cow::Borrowed(n) if n == *name));
+        }
+        assert!(matches!(key_text("protocolx"), Cow::Owned(n) if n == "protocolx"));
     }
 
     #[test]

@@ -266,7 +266,7 @@ pub(crate) fn felix_configuration(
     };
     let mut masks = Vec::new();
     for (key, value) in entries {
-        let field = key.text.as_str();
+        let field = key.as_str();
         if value.value == Value::Invalid {
             cx.already_reported();
             continue;
@@ -322,7 +322,7 @@ pub(crate) fn felix_configuration(
 
 /// `failsafe*HostPorts`: a list of `{protocol, port, net}`; `[]` disables the list (spec §4.2).
 fn failsafe_list(cx: &mut Cx, key: &Key, node: &Node) -> Option<Vec<ProtoPort>> {
-    let field = key.text.as_str();
+    let field = key.as_str();
     match &node.value {
         Value::Null => {
             let pos = cx.key_pos(key);

@@ -105,7 +105,7 @@ impl<'n> Obj<'n> {
     pub fn get(&self, name: &str) -> Option<&'n Node> {
         self.entry(name)
             .map(|(_, v)| v)
-            .filter(|v| v.value != Value::Null)
+            .filter(|v| !matches!(v.value, Value::Null))
     }
     /// The field's key and value, null included.
     pub fn entry(&self, name: &str) -> Option<(&'n Key, &'n Node)> {
@@ -159,9 +159,9 @@ pub(crate) fn object<'n>(
         entries: Vec::with_capacity(entries.len()),
     };
     for (key, value) in entries {
-        if value.value == Value::Invalid {
+        if matches!(value.value, Value::Invalid) {
             cx.already_reported();
-        } else if fields.contains(&key.text.as_str()) {
+        } else if fields.contains(&key.as_str()) {
             obj.entries.push((key, value));
         } else {
             let pos = cx.key_pos(key);

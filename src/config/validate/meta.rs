@@ -197,7 +197,7 @@ pub(crate) fn decode_labels(cx: &mut Cx, node: &Node) -> Labels {
             ok = false;
         }
         if ok {
-            labels.insert(key.text.clone(), value.to_owned());
+            labels.insert(key.text.to_string(), value.to_owned());
         }
     }
     labels

@@ -329,7 +329,7 @@ fn resource(cx: &mut Cx, config: &mut Config, names: &mut Registry, node: &Node)
 fn decode(cx: &mut Cx, names: &mut Registry, obj: &Obj, kind: &'static str) -> Option<Decoded> {
     let allowed = ["apiVersion", "kind", "metadata", "spec"];
     for (key, _) in obj.entries() {
-        if !allowed.contains(&key.text.as_str()) {
+        if !allowed.contains(&key.as_str()) {
             let pos = cx.key_pos(key);
             cx.error_at(
                 pos,
@@ -406,7 +406,7 @@ fn envelope<'n>(cx: &mut Cx, node: &'n Node) -> Option<(Obj<'n>, &'n str, &'n st
     // The top-level keys are checked by `decode` / `list_kind`; here every key is let through.
     let obj = match &node.value {
         Value::Map(entries) => {
-            let keys: Vec<&str> = entries.iter().map(|(k, _)| k.text.as_str()).collect();
+            let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
             object(cx, node, "a resource", &keys)?
         }
         _ => object(cx, node, "a resource", &all)?,
@@ -444,7 +444,7 @@ fn is_list_kind(kind: &str) -> bool {
 fn list_kind(cx: &mut Cx, config: &mut Config, names: &mut Registry, obj: &Obj, kind: &str) {
     let allowed = ["apiVersion", "kind", "metadata", "items"];
     for (key, _) in obj.entries() {
-        if !allowed.contains(&key.text.as_str()) {
+        if !allowed.contains(&key.as_str()) {
             let pos = cx.key_pos(key);
             cx.error_at(
                 pos,

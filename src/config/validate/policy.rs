@@ -108,7 +108,7 @@ pub(crate) fn staged_policy(
     };
     if action == StagedAction::Delete {
         for (key, value) in spec.entries() {
-            let name = key.text.as_str();
+            let name = key.as_str();
             if name == "tier" || name == "stagedAction" || is_zero(value) {
                 continue;
             }
@@ -375,9 +375,10 @@ fn rules(cx: &mut Cx, node: &Node, field: &str) -> Vec<Rule> {
     let Some(items) = bounded_list(cx, node, field, MAX_RULES) else {
         return Vec::new();
     };
-    let mut rules: Vec<Rule> = items.iter().filter_map(|item| rule(cx, item)).collect();
-    // A collected Vec starts at capacity 4; a rule is ~700 bytes and most policies have one or two,
-    // so 10,000 policies kept ~20 MiB of spare capacity in every copy of the model.
+    // A rule is ~700 bytes and most policies have one or two: the list is made at its size (a
+    // collected Vec starts at 4, then shrinking it copies it), spare capacity only after an error.
+    let mut rules: Vec<Rule> = Vec::with_capacity(items.len());
+    rules.extend(items.iter().filter_map(|item| rule(cx, item)));
     rules.shrink_to_fit();
     rules
 }
@@ -707,7 +708,12 @@ const ENTITY_FIELDS: &[&str] = &[
 /// A rule's `source` or `destination` (spec §1.5).
 fn entity<'n>(cx: &mut Cx, node: &'n Node, side: &str, parts: &mut RuleParts<'n>) -> EntityRule {
     let mut out = EntityRule::default();
-    let Some(obj) = object(cx, node, &format!("`{side}`"), ENTITY_FIELDS) else {
+    let what = if side == "source" {
+        "`source`"
+    } else {
+        "`destination`"
+    };
+    let Some(obj) = object(cx, node, what, ENTITY_FIELDS) else {
         return out;
     };
     out.nets = nets(cx, obj.get("nets"), "nets", parts);
