@@ -64,7 +64,9 @@ pub struct Key {
     pub column: u32,
 }
 
-/// The field names of the kinds hostpolicyd reads, sorted by length then text ([`key_text`]).
+/// The field names of the kinds hostpolicyd reads, sorted by length then text: [`key_text`] finds each
+/// of them without allocating (its table is written out by length and first letter).
+#[cfg(test)]
 const FIELD_NAMES: &[&str] = &[
     "tcp",
     "uid",
@@ -123,12 +125,65 @@ const FIELD_NAMES: &[&str] = &[
     "namespaceSelector",
 ];
 
-/// A key's text: a field name of [`FIELD_NAMES`] is not allocated (a policy has a dozen keys).
+/// A key's text: the field name of a kind hostpolicyd reads is not allocated (a policy has a dozen
+/// keys).
 fn key_text(text: &str) -> Cow<'static, str> {
-    let by = |name: &&str| name.len().cmp(&text.len()).then_with(|| (*name).cmp(text));
-    match FIELD_NAMES.binary_search_by(by) {
-        Ok(i) => Cow::Borrowed(FIELD_NAMES[i]),
-        Err(_) => Cow::Owned(text.to_owned()),
+    // The names of one length and first letter: one or two (`field_names_are_found` holds the table
+    // to the list).
+    let candidates: &[&'static str] =
+        match (text.len(), text.as_bytes().first().copied().unwrap_or(0)) {
+            (3, b't') => &["tcp"],
+            (3, b'u') => &["uid"],
+            (4, b'c') => &["code"],
+            (4, b'h') => &["host", "http"],
+            (4, b'i') => &["icmp"],
+            (4, b'k') => &["kind"],
+            (4, b'n') => &["name", "nets", "node"],
+            (4, b'p') => &["port"],
+            (4, b's') => &["spec"],
+            (4, b't') => &["tier", "type"],
+            (5, b'i') => &["items"],
+            (5, b'n') => &["names"],
+            (5, b'o') => &["order"],
+            (5, b'p') => &["ports"],
+            (5, b't') => &["types"],
+            (6, b'a') => &["action"],
+            (6, b'e') => &["egress"],
+            (6, b'l') => &["labels"],
+            (6, b's') => &["source"],
+            (7, b'i') => &["ingress"],
+            (7, b'n') => &["notICMP", "notNets"],
+            (7, b'p') => &["preDNAT"],
+            (7, b's') => &["sources"],
+            (8, b'm') => &["metadata"],
+            (8, b'n') => &["notPorts"],
+            (8, b'p') => &["profiles", "protocol"],
+            (8, b's') => &["selector", "services"],
+            (9, b'i') => &["ipVersion"],
+            (9, b'n') => &["namespace"],
+            (10, b'a') => &["apiVersion"],
+            (10, b'd') => &["doNotTrack"],
+            (10, b'g') => &["generation"],
+            (11, b'a') => &["annotations"],
+            (11, b'd') => &["destination"],
+            (11, b'e') => &["expectedIPs"],
+            (11, b'n') => &["notProtocol", "notSelector"],
+            (12, b's') => &["stagedAction"],
+            (13, b'a') => &["acceptRefused"],
+            (13, b'd') => &["defaultAction"],
+            (13, b'i') => &["interfaceName"],
+            (14, b'a') => &["applyOnForward"],
+            (14, b't') => &["timeoutSeconds"],
+            (15, b'r') => &["resourceVersion"],
+            (15, b's') => &["serviceAccounts"],
+            (16, b'p') => &["performanceHints"],
+            (17, b'c') => &["creationTimestamp"],
+            (17, b'n') => &["namespaceSelector"],
+            _ => &[],
+        };
+    match candidates.iter().find(|name| **name == text) {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(text.to_owned()),
     }
 }
 
