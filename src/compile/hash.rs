@@ -128,6 +128,29 @@ pub(crate) fn hash_digest<T: std::hash::Hash + ?Sized>(value: &T) -> Digest {
     w.sha.finalize().into()
 }
 
+/// The content hash as versions before the per-chain digests made it: the SHA-256 of the `Debug`
+/// text of `Ruleset { table, comment: "", sets, maps, chains }`. Only to recognise a state file
+/// written by such a version (`engine::state`), whose recorded hash is this one; never written.
+pub fn legacy_content_hash(ruleset: &Ruleset) -> String {
+    struct Hashed<'a>(&'a Ruleset);
+    impl std::fmt::Debug for Hashed<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let r = self.0;
+            f.debug_struct("Ruleset")
+                .field("table", &r.table)
+                .field("comment", &"")
+                .field("sets", &r.sets)
+                .field("maps", &r.maps)
+                .field("chains", &r.chains)
+                .finish()
+        }
+    }
+    debug_digest(&Hashed(ruleset))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// SHA-256 of `value`'s `Debug` text, written into the hasher through a small buffer: `Debug` writes
 /// a few bytes at a time (field names, punctuation), and each `update` of the hasher costs more than
 /// the copy (issue 18: a third less time for the hash of 10,000 policies).
@@ -255,5 +278,19 @@ mod tests {
         let mut swapped = two.clone();
         swapped.chains.swap(0, 1);
         assert_ne!(content_hash(&two), content_hash(&swapped));
+    }
+
+    /// The hash earlier versions recorded in their state files is still recognised.
+    #[test]
+    fn the_legacy_hash_is_the_debug_text_hashed() {
+        let legacy = "Ruleset { table: \"t\", comment: \"\", sets: [], maps: [], chains: [Chain { \
+                      name: \"c\", base: None, rules: [Rule { matches: [], counter: false, actions: [], \
+                      verdict: Some(Accept), comment: Some(\"x\") }] }] }";
+        let expected: String = Sha256::digest(legacy.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(legacy_content_hash(&ruleset()), expected);
+        assert_ne!(content_hash(&ruleset()), expected);
     }
 }

@@ -537,7 +537,10 @@ impl Store {
         })?;
         drop(bytes);
         let actual = content_hash(&doc.ruleset);
-        if actual != doc.hash {
+        // A file written before the content hash was made of per-chain digests records the hash of
+        // that version (the one the kernel's table carries then): still the same ruleset.
+        if actual != doc.hash && crate::compile::hash::legacy_content_hash(&doc.ruleset) != doc.hash
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -1031,6 +1034,27 @@ pub(crate) mod tests {
                 & 0o777,
             0o600
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A last-good.json written by a version whose content hash was the SHA-256 of the ruleset's
+    /// `Debug` text is read, not refused: after an upgrade the daemon still has its last good ruleset.
+    #[test]
+    fn a_last_good_written_with_the_legacy_hash_still_reads() {
+        let dir = temp_dir("legacy");
+        let store = Store::new(&dir);
+        let r = ruleset();
+        store.save_last_good(3, &r, UNIX_EPOCH).unwrap();
+        let path = dir.join(LAST_GOOD_FILE);
+        let legacy = crate::compile::hash::legacy_content_hash(&r);
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace(&content_hash(&r), &legacy);
+        assert!(text.contains(&legacy));
+        fs::write(&path, text).unwrap();
+        let back = store.load_last_good().unwrap().unwrap();
+        assert_eq!(back.ruleset.chains, r.chains);
+        assert_eq!(back.hash, legacy);
         fs::remove_dir_all(&dir).unwrap();
     }
 
