@@ -146,7 +146,9 @@ fn loaded<'f>(files: impl Iterator<Item = &'f FileParts> + Clone) -> Option<Load
             return None;
         }
     }
-    let (config, diagnostics) = merge(files.flat_map(|f| f.parts.iter()));
+    // Collected first, so that merge knows how many parts there are (its name table sized once).
+    let parts: Vec<&Part> = files.flat_map(|f| f.parts.iter()).collect();
+    let (config, diagnostics) = merge(parts);
     Some(Loaded {
         config,
         diagnostics,
