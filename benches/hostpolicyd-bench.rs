@@ -1491,13 +1491,22 @@ fn wait_for_commit(
     timeout: Duration,
 ) -> Option<Instant> {
     let deadline = Instant::now() + timeout;
+    // Once notifications were lost (a swap that refills a 20,000-rule chain sends more than the
+    // socket holds), the commit's own NEWGEN may be among them: look at the kernel every 2 ms from
+    // then on instead of waiting 200 ms for a notification that will not come (that wait made every
+    // such reload read as 200 ms).
+    let mut patience = Duration::from_millis(200);
     while Instant::now() < deadline {
-        let committed = match mon.recv(Some(Duration::from_millis(200))) {
+        let committed = match mon.recv(Some(patience)) {
             Ok(Received::Notes(notes)) => notes
                 .iter()
                 .any(|n| matches!(n, Note::Gen { pid: p, .. } if *p == pid)),
             // Notifications lost or none for a while: look at the kernel itself.
-            Ok(Received::Lost | Received::Nothing) => true,
+            Ok(Received::Lost) => {
+                patience = Duration::from_millis(2);
+                true
+            }
+            Ok(Received::Nothing) => true,
             Err(_) => return wait_for_hash(nl, want, deadline - Instant::now()),
         };
         let at = Instant::now();
