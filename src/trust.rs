@@ -193,6 +193,11 @@ impl FileKey {
         }
     }
 
+    /// Which file it is: (device, inode).
+    pub fn file_id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
     /// Whether it is a regular file (not a link, FIFO, directory...).
     pub fn is_file(&self) -> bool {
         rustix::fs::FileType::from_raw_mode(self.mode as _) == rustix::fs::FileType::RegularFile

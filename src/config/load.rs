@@ -284,10 +284,15 @@ fn read_dir_with(
 ///   (`O_NOFOLLOW | O_NONBLOCK`, `fstat` of the descriptor, regular files only, trust checks, bounded
 ///   reads); a reported name that is no longer there is dropped. Every other file is taken as it was,
 ///   without a system call. Entries that were not read (a FIFO, an untrusted file, anything not
-///   UTF-8) and files reached through a symbolic link (whose target's directory is not watched) are
-///   opened again at every load, as before.
+///   UTF-8), files reached through a symbolic link (whose target's directory is not watched) and files
+///   with more than one hard link (`fstat`'s link count: written through another name, the change is
+///   reported under that name only) are opened again at every load, as before. When a read file has
+///   more than one link, the other names of the directory that hold the same file (read when it had
+///   one, before `ln a.yaml b.yaml`) are read too.
 /// - **Full sweep**: the directory is listed, every entry is `fstatat`-ed, and those whose key differs
-///   from the one they were read with (or that are new) are read. At the first load, after
+///   from the one they were read with (or that are new) are read, and so is every name the watch
+///   reported since the last load whatever its key (a same-size rewrite within one tick of the coarse
+///   clock may keep the key). At the first load, after
 ///   [`Reader::rescan`] (SIGHUP, `hostpolicyd reload`, a watch that lost events or saw the directory
 ///   replaced), after any failed load, and whenever the walk to the directory ([`trust::Way`], redone
 ///   at every load: O(depth)) differs from the last one: a directory on the way replaced, re-pointed
@@ -303,14 +308,23 @@ fn read_dir_with(
 /// owner and group are all equal: ctime is set by the kernel at every change of contents or attributes
 /// and cannot be set back by anyone.
 ///
-/// **The one limit.** inotify reports events of a directory's entries as seen through that directory:
-/// a write to the same file through a hard link in another directory (or a bind mount over an entry)
-/// is not an event of this one, so the file is read again only at the next full sweep (whose key check
-/// sees it: the ctime changed). With `--strict-modes` (the default) the files are owned by root and not
-/// writable by others, so only root can do that; `systemctl reload hostpolicyd` reads everything.
+/// **The one limit.** inotify reports events of a directory's entries as seen through that directory
+/// (a new link of a file is an event of the new name's directory only): a write to the same file
+/// through a hard link made in another directory after the file was read (or a bind mount over an
+/// entry) is not an event of this one, so the file is read again only at the next full sweep (whose
+/// key check sees it: the ctime changed). With `--strict-modes` (the default) the files are owned by
+/// root and not writable by others, so only root can do that; `systemctl reload hostpolicyd` reads
+/// everything. (A file that already had other links when it was read is read at every load.)
+///
+/// **Accepted differences from [`load_dir`].** An event-driven load does not list the directory, so
+/// the limit of `MAX_ENTRIES` names of any kind (non-configuration names included) is checked only at
+/// full sweeps. A directory removed and recreated under the same name that happens to get the same
+/// inode (so the same walk) is caught by the watch's DirReplaced rescan, which makes the next load a
+/// full sweep, not by the walk's comparison.
 ///
 /// Whatever the path, the input limits bound the whole directory ([`MAX_FILES`], [`MAX_INPUT_BYTES`],
-/// the YAML budgets) and the diagnostics are those of [`load_dir`]: a load that goes past a limit is
+/// the YAML budgets) and the diagnostics are those of [`load_dir`]: each read stops at what the other
+/// files leave of [`MAX_INPUT_BYTES`], before anything is parsed, and a load that goes past a limit is
 /// done again by the plain sequential read, for its exact error.
 #[derive(Debug)]
 pub struct Reader {
@@ -324,6 +338,9 @@ pub struct Reader {
     /// Names the watch reported since the last load.
     changed: BTreeSet<OsString>,
     last: ReadUse,
+    /// Bytes read by this reader's own reads, all loads together (not the plain read's after a limit).
+    #[cfg_attr(not(test), allow(dead_code))]
+    bytes_read: u64,
 }
 
 /// What a [`Reader::load`] did.
@@ -386,6 +403,7 @@ impl Reader {
             odd: BTreeMap::new(),
             changed: BTreeSet::new(),
             last: ReadUse::default(),
+            bytes_read: 0,
         }
     }
 
@@ -428,7 +446,7 @@ impl Reader {
             ..ReadUse::default()
         };
         let read = if full {
-            self.sweep(&opened, strict)
+            self.sweep(&opened, strict, &changed)
         } else {
             self.update(&opened, strict, changed)
         };
@@ -460,11 +478,13 @@ impl Reader {
         (loaded, self.sources())
     }
 
-    /// Lists the directory and reads every entry whose key is not the one it was read with.
+    /// Lists the directory and reads every entry whose key is not the one it was read with, and every
+    /// name the watch reported (a same-size rewrite within one tick of the clock keeps the key).
     fn sweep(
         &mut self,
         opened: &OpenDir,
         strict: Strict,
+        changed: &BTreeSet<OsString>,
     ) -> Result<Result<(), Vec<Diagnostic>>, Over> {
         let names = match trust::names(opened, MAX_ENTRIES) {
             Ok(n) => n,
@@ -486,21 +506,21 @@ impl Reader {
             return Ok(Err(problems));
         }
         let mut old = std::mem::take(&mut self.files);
+        // The bytes of the entries kept or read so far: the input limit covers the whole directory.
+        let mut spent = 0;
         for (text, name) in files {
             let display = self.display(&text);
             let kept = old.remove(&display).filter(|e| match &e.got {
-                Got::Text { key: Some(k), .. } => {
+                Got::Text { key: Some(k), .. } if !changed.contains(&name) => {
                     trust::key_in(opened, &name).is_ok_and(|now| now == *k)
                 }
                 _ => false,
             });
             let entry = match kept {
                 Some(e) => e,
-                None => {
-                    self.last.read += 1;
-                    read_entry(opened, name, &display, strict, None)?
-                }
+                None => self.read(opened, name, &display, strict, None, spent)?.0,
             };
+            spent += entry.spent();
             self.files.insert(display, entry);
         }
         Ok(Ok(()))
@@ -540,23 +560,76 @@ impl Reader {
             }
         });
         let reported: Vec<(String, OsString)> = reported.collect();
-        for (display, name) in reported.into_iter().chain(volatile) {
-            // What the file held before is dropped before it is read and parsed again (the old and the
-            // new model of a big file never coexist: the daemon's peak memory is a reload).
-            let before = match self.files.remove(&display).map(|e| e.got) {
-                Some(Got::Text { text, parsed, .. }) => Some((text, parsed)),
-                _ => None,
-            };
-            if let Err(e) = trust::key_in(opened, &name) {
-                if e.kind() == io::ErrorKind::NotFound {
-                    continue;
+        // The bytes of every entry: a read stops at what the others leave of the input limit.
+        let mut spent: u64 = self.files.values().map(Entry::spent).sum();
+        let mut shared = BTreeSet::new();
+        let mut done = BTreeSet::new();
+        let mut queue: Vec<(String, OsString)> = reported.into_iter().chain(volatile).collect();
+        while !queue.is_empty() {
+            for (display, name) in std::mem::take(&mut queue) {
+                // What the file held before is dropped before it is read and parsed again (the old
+                // and the new model of a big file never coexist: the daemon's peak memory is a
+                // reload).
+                let before = match self.files.remove(&display) {
+                    Some(e) => {
+                        spent -= e.spent();
+                        match e.got {
+                            Got::Text { text, parsed, .. } => Some((text, parsed)),
+                            Got::Problem { .. } => None,
+                        }
+                    }
+                    None => None,
+                };
+                if let Err(e) = trust::key_in(opened, &name) {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        continue;
+                    }
                 }
+                let (entry, id) = self.read(opened, name, &display, strict, before, spent)?;
+                spent += entry.spent();
+                shared.extend(id);
+                done.insert(display.clone());
+                self.files.insert(display, entry);
             }
-            self.last.read += 1;
-            let entry = read_entry(opened, name, &display, strict, before)?;
-            self.files.insert(display, entry);
+            // A file with hard links, written through one name: its other names in the directory
+            // (taken as they were, read when it had one link) hold the same file; read them too.
+            queue = self
+                .files
+                .iter()
+                .filter(|(d, e)| match &e.got {
+                    Got::Text { key: Some(k), .. } => {
+                        !done.contains(*d) && shared.contains(&k.file_id())
+                    }
+                    _ => false,
+                })
+                .map(|(d, e)| (d.clone(), e.name.clone()))
+                .collect();
         }
         Ok(Ok(()))
+    }
+
+    /// [`read_entry`], counted in [`ReadUse::read`] and [`Reader::bytes_read`].
+    fn read(
+        &mut self,
+        opened: &OpenDir,
+        name: OsString,
+        display: &str,
+        strict: Strict,
+        before: Option<(String, Option<Parsed>)>,
+        spent: u64,
+    ) -> Result<(Entry, Option<(u64, u64)>), Over> {
+        self.last.read += 1;
+        match read_entry(opened, name, display, strict, before, spent) {
+            Ok((entry, id)) => {
+                self.bytes_read += entry.spent();
+                Ok((entry, id))
+            }
+            Err(Over) => {
+                // read_bounded read one byte past what was left.
+                self.bytes_read += MAX_INPUT_BYTES.saturating_sub(spent) + 1;
+                Err(Over)
+            }
+        }
     }
 
     /// Parses the files read since they were last parsed, and merges every file's parts. None: over
@@ -651,20 +724,33 @@ impl Reader {
 }
 
 /// Reads the entry `name` of `opened` into an entry; `before`: the text and parts it had, kept when
-/// the text is the same (a chmod, a touch, a file written again with the same contents).
+/// the text is the same (a chmod, a touch, a file written again with the same contents). `spent`:
+/// the bytes of the directory's other entries, so that the read stops at what is left of
+/// [`MAX_INPUT_BYTES`]. Also returns the file's (device, inode) when it has more than one hard link.
 fn read_entry(
     opened: &OpenDir,
     name: OsString,
     display: &str,
     strict: Strict,
     before: Option<(String, Option<Parsed>)>,
-) -> Result<Entry, Over> {
+    spent: u64,
+) -> Result<(Entry, Option<(u64, u64)>), Over> {
+    use std::os::unix::fs::MetadataExt;
     let file = trust::open_in(opened, &name, strict);
-    let key = match &file {
-        Ok(f) if !f.linked => Some(FileKey::of(&f.meta)),
+    let shared = match &file {
+        Ok(f) if f.meta.nlink() != 1 => Some((f.meta.dev(), f.meta.ino())),
         _ => None,
     };
-    let mut budget = InputBudget::default();
+    // A symbolic link's target, or a file with other hard links (written through another name, it
+    // changes without an event of this one): read again at every load.
+    let key = match &file {
+        Ok(f) if !f.linked && shared.is_none() => Some(FileKey::of(&f.meta)),
+        _ => None,
+    };
+    let mut budget = InputBudget {
+        spent,
+        files: Vec::new(),
+    };
     let got = match read_file(file, display, &mut budget, 0) {
         Read::Text(text) => {
             let parsed = before.and_then(|(t, p)| p.filter(|_| t == text));
@@ -672,11 +758,11 @@ fn read_entry(
         }
         Read::Skipped(diagnostic) | Read::Failed(diagnostic) => Got::Problem {
             diagnostic,
-            spent: budget.spent,
+            spent: budget.spent - spent,
         },
         Read::Spent(_) => return Err(Over),
     };
-    Ok(Entry { name, got })
+    Ok((Entry { name, got }, shared))
 }
 
 /// The configuration names among `names`, as (text, name) sorted, and the warnings of the names that
@@ -771,7 +857,7 @@ fn read_file(
         }
         Err(p) => return Read::Failed(file_problem(name, p)),
     };
-    let left = MAX_INPUT_BYTES - budget.spent;
+    let left = MAX_INPUT_BYTES.saturating_sub(budget.spent);
     match trust::read_bounded(&mut f, left) {
         Ok(bytes) => {
             budget.spent += bytes.len() as u64;
@@ -1232,6 +1318,133 @@ mod tests {
         chmod(&conf, 0o755);
         let (l, s) = reader.load(None);
         assert!(reader.last_use().full && !l.has_errors());
+        assert_eq!(render(&l, &s), cold(&conf));
+    }
+
+    /// Issue 19's limit covers the whole directory in the reader too: files that fit one by one but
+    /// not together are refused with the cold load's message, and a read stops at what the other
+    /// files leave (at a full sweep and at an event-driven load alike).
+    #[test]
+    fn the_input_budget_is_counted_over_the_whole_directory_by_the_reader() {
+        const MIB: usize = 1024 * 1024;
+        let t = Dir::new("budget");
+        let conf = t.conf();
+        let write = |name: &str, text: &str| {
+            let p = conf.join(name);
+            fs::write(&p, text).unwrap();
+            chmod(&p, 0o644);
+        };
+        // 33 MiB + 32 MiB: each under the limit, 65 MiB together.
+        let comment = |n: usize| format!("#{}\n", "x".repeat(n - 2));
+        write("a.yaml", &comment(33 * MIB));
+        write("b.yaml", &comment(32 * MIB));
+        let limit = MAX_INPUT_BYTES + 1;
+        let mut reader = Reader::new(&conf);
+        let (l, s) = reader.load(None);
+        assert!(reader.last_use().full);
+        assert!(
+            reader.bytes_read <= limit,
+            "a full sweep read {} bytes",
+            reader.bytes_read
+        );
+        assert!(format!("{:?}", l.diagnostics).contains("goes past the input limit"));
+        assert_eq!(render(&l, &s), cold(&conf));
+        // Under the limit: read; then b.yaml grown past what a.yaml leaves, and reported.
+        write("b.yaml", &policy("b", 1));
+        let (l, _) = reader.load(None);
+        assert!(!l.has_errors(), "{:?}", l.diagnostics);
+        write("b.yaml", &comment(32 * MIB));
+        reader.changed(OsStr::new("b.yaml"));
+        let before = reader.bytes_read;
+        let (l, s) = reader.load(None);
+        assert!(!reader.last_use().full);
+        let read = reader.bytes_read - before;
+        assert!(
+            read <= MAX_INPUT_BYTES - 33 * MIB as u64 + 1,
+            "an event-driven load read {read} bytes of b.yaml"
+        );
+        assert_eq!(render(&l, &s), cold(&conf));
+    }
+
+    /// A reported name is read again by a full sweep even when its key is the one it was read with
+    /// (a same-size rewrite within one tick of the coarse clock, before Linux 6.13's multigrain
+    /// timestamps: simulated by giving the kept entry the file's new key).
+    #[test]
+    fn a_full_sweep_reads_the_reported_names_whatever_their_key() {
+        let t = Dir::new("sweepchanged");
+        let conf = t.conf();
+        let a = conf.join("a.yaml");
+        fs::write(&a, policy("a", 1000)).unwrap();
+        chmod(&a, 0o644);
+        let mut reader = Reader::new(&conf);
+        reader.load(None);
+        // Rewritten in place, same size; the watch reports it; a rescan comes first.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&a)
+            .and_then(|mut f| io::Write::write_all(&mut f, policy("a", 2000).as_bytes()))
+            .unwrap();
+        let opened = trust::open_dir(&conf, strict_modes()).unwrap();
+        let now = trust::key_in(&opened, OsStr::new("a.yaml")).unwrap();
+        for e in reader.files.values_mut() {
+            if let Got::Text { key: Some(k), .. } = &mut e.got {
+                *k = now;
+            }
+        }
+        reader.changed(OsStr::new("a.yaml"));
+        reader.rescan();
+        let (l, s) = reader.load(None);
+        assert!(reader.last_use().full);
+        assert!(
+            format!("{:?}", l.config).contains("2000"),
+            "a.yaml not read"
+        );
+        assert_eq!(render(&l, &s), cold(&conf));
+    }
+
+    /// A file with two names in the directory (`ln a.yaml b.yaml`) written through one of them: the
+    /// other name shows the new text too, as a cold load does.
+    #[test]
+    fn a_file_hard_linked_in_the_directory_is_read_again_through_every_name() {
+        let t = Dir::new("hardlink");
+        let conf = t.conf();
+        let (a, b) = (conf.join("a.yaml"), conf.join("b.yaml"));
+        fs::write(&a, policy("a", 1000)).unwrap();
+        chmod(&a, 0o644);
+        let mut reader = Reader::new(&conf);
+        reader.load(None);
+        let rewrite = |port: u32| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&b)
+                .unwrap();
+            io::Write::write_all(&mut f, policy("a", port).as_bytes()).unwrap();
+        };
+        // Linked and written in one burst: only b.yaml is reported.
+        fs::hard_link(&a, &b).unwrap();
+        rewrite(2000);
+        reader.changed(OsStr::new("b.yaml"));
+        let (l, s) = reader.load(None);
+        assert!(!reader.last_use().full);
+        assert_eq!(render(&l, &s), cold(&conf));
+        // Written again through b.yaml, a later load.
+        rewrite(3000);
+        reader.changed(OsStr::new("b.yaml"));
+        let (l, s) = reader.load(None);
+        assert!(!format!("{:?}", l.config).contains("2000"), "a.yaml stale");
+        assert_eq!(render(&l, &s), cold(&conf));
+        // And through a.yaml, after a load that saw the link alone.
+        fs::remove_file(&b).unwrap();
+        reader.changed(OsStr::new("b.yaml"));
+        reader.load(None);
+        fs::hard_link(&a, &b).unwrap();
+        reader.changed(OsStr::new("b.yaml"));
+        reader.load(None);
+        rewrite(4000);
+        reader.changed(OsStr::new("b.yaml"));
+        let (l, s) = reader.load(None);
+        assert!(!format!("{:?}", l.config).contains("3000"), "a.yaml stale");
         assert_eq!(render(&l, &s), cold(&conf));
     }
 
