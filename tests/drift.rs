@@ -248,7 +248,7 @@ fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
         .unwrap();
     let known = Known {
         sets: exp_a.unchanged_sets(&set_digests(&b)),
-        chains: exp_a.unchanged_chains(&chain_digests(&b)),
+        chains: exp_a.unchanged_chains(&b, &chain_digests(&b), &set_digests(&b)),
     };
     assert!(known.chains.contains_key(&left_alone));
     for c in &changed {
@@ -289,4 +289,149 @@ fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
         .unwrap();
     assert_eq!(partial, full);
     assert!(diff(&exp_b, &full).is_empty());
+}
+
+/// Issue 18 review: a reload that changes a set's elements and a rule elsewhere goes through the
+/// staged swap, which puts the new elements into a new version of the set (`S.1`) and refills the
+/// chains that look it up. Those chains compile byte for byte the same, but their kernel rules now
+/// look up `S.1`: the guard must read them back after the write, not take the previous baseline's
+/// (which looked up `S`), or the next look reports drift in them and every repair "fails".
+#[test]
+fn a_chain_whose_set_the_staged_swap_renamed_is_read_back_not_taken_from_the_baseline() {
+    if !require_root(
+        "a_chain_whose_set_the_staged_swap_renamed_is_read_back_not_taken_from_the_baseline",
+    ) {
+        return;
+    }
+    use hostpolicyd::daemon::drift::{chain_digests, diff, set_digests, Expectation};
+    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_known, Known};
+    use hostpolicyd::nft::{Dataplane, Netlink};
+    use hostpolicyd::ruleset::Ruleset;
+
+    // Policy ssh-from allows SSH from the GlobalNetworkSet `admins` (a selector set, named after the
+    // selector: its name stays when its elements change).
+    let admins = |nets: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata:
+  name: admins
+  labels: {{role: admin}}
+spec:
+  nets: [{nets}]
+"
+        )
+    };
+    let ssh_from = "apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: ssh-from
+spec:
+  order: 10
+  selector: \"role == 'web'\"
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source:
+      selector: \"role == 'admin'\"
+    destination:
+      ports: [22]
+"
+    .to_string();
+    let compile = |nets: &str, port: u16| -> Ruleset {
+        let files = vec![
+            ("hep.yaml".to_string(), hep_eth0()),
+            ("admins.yaml".to_string(), admins(nets)),
+            ("a.yaml".to_string(), ssh_from.clone()),
+            ("b.yaml".to_string(), allow_port("allow-other", port)),
+        ];
+        let loaded = hostpolicyd::config::load::load_sources(&files);
+        let c = hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+            .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+        (*c.ruleset).clone()
+    };
+    let hash = |r: &Ruleset| {
+        hostpolicyd::compile::hash_from_comment(&r.comment)
+            .unwrap()
+            .to_string()
+    };
+    // The set of ssh-from's sources changes, and allow-other's port.
+    let a = compile("192.0.2.1/32, 192.0.2.2/32, 198.51.100.0/24", 8081);
+    let b = compile("192.0.2.1/32, 192.0.2.3/32, 198.51.100.0/24", 9090);
+    let changed_set = b
+        .sets
+        .iter()
+        .find(|s| a.set(&s.name).is_some_and(|old| old != *s))
+        .expect("a set both rulesets name, with other elements")
+        .name
+        .clone();
+    let user = a
+        .chains
+        .iter()
+        .find(|c| {
+            b.chains.contains(c)
+                && c.rules.iter().any(|r| {
+                    r.matches.iter().any(|m| {
+                        matches!(m, hostpolicyd::ruleset::Match::Addr { set, .. } if *set == changed_set)
+                    })
+                })
+        })
+        .expect("a chain that looks the set up and compiles the same")
+        .name
+        .clone();
+    assert!(
+        b.chains.iter().any(|c| !a.chains.contains(c)),
+        "a rule elsewhere changes too"
+    );
+
+    let ns = common::netns::NetNs::new("driftrenamed");
+    ns.run(|| Netlink::new().and_then(|mut nl| nl.apply(&a)))
+        .unwrap();
+    let print_a = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    let (exp_a, fits) = Expectation::with_digests(
+        &hash(&a),
+        &a,
+        Some(print_a),
+        set_digests(&a),
+        chain_digests(&a),
+    );
+    assert!(fits);
+
+    ns.run(|| Netlink::new().and_then(|mut nl| nl.update(&a, &b)))
+        .unwrap();
+    let full = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    assert!(
+        !full.sets.contains_key(&changed_set),
+        "the staged swap put {changed_set}'s new elements into a new version: {:?}",
+        full.sets.keys().collect::<Vec<_>>()
+    );
+
+    // What `Guard::arm` reads after the write.
+    let known = Known {
+        sets: exp_a.unchanged_sets(&set_digests(&b)),
+        chains: exp_a.unchanged_chains(&b, &chain_digests(&b), &set_digests(&b)),
+    };
+    assert!(!known.chains.contains_key(&user), "{user} is read back");
+    let baseline = ns
+        .run(|| fingerprint_known("hostpolicy", &known))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        baseline, full,
+        "the armed baseline is what a full read gives"
+    );
+    let (exp_b, fits) = Expectation::with_digests(
+        &hash(&b),
+        &b,
+        Some(baseline),
+        set_digests(&b),
+        chain_digests(&b),
+    );
+    assert!(fits);
+    assert_eq!(
+        diff(&exp_b, &full),
+        Vec::<String>::new(),
+        "no drift after our own write"
+    );
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::daemon::nftmon::{ChainPrint, SetPrint, TablePrint};
-use crate::ruleset::Ruleset;
+use crate::ruleset::{Match, PortMatch, Ruleset, Verdict};
 
 /// The names of the chains (with their rule counts) and of the named sets and maps of a table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,19 +149,58 @@ impl Expectation {
             .collect()
     }
 
-    /// What this expectation's baseline says about the chains the next ruleset (its [`chain_digests`])
-    /// has unchanged (same name, hook and rules, comments included): a write from this ruleset to the
-    /// next leaves them as they were (the swap refills only the chains whose rules change), so their
-    /// rules need not be read again after it. A chain someone else changed in between is still a
-    /// difference from this baseline, found at the next look and repaired: the baseline is what we
-    /// wrote, never what someone else left.
-    pub fn unchanged_chains(&self, next: &BTreeMap<String, u64>) -> BTreeMap<String, ChainPrint> {
+    /// What this expectation's baseline says about the chains of `next` (whose [`chain_digests`] and
+    /// [`set_digests`] are `chains` and `sets`) that a write from this ruleset to the next leaves as
+    /// they were: same name, hook and rules (comments included), and every set and verdict map they
+    /// look up still under its kernel name (an unchanged set keeps its kernel set, a map is re-created
+    /// under its own name). The swap refills only the chains whose rules change, so their rules need
+    /// not be read again after it. A chain that looks up a set whose elements change is read back: the
+    /// staged swap puts the new elements into a new version of the set (`S.1`) and refills the chain
+    /// with lookups of it, byte for byte the same compiled chain but not the kernel rules of the
+    /// baseline. A chain someone else changed in between is still a difference from this baseline,
+    /// found at the next look and repaired: the baseline is what we wrote, never what someone else left.
+    pub fn unchanged_chains(
+        &self,
+        next: &Ruleset,
+        chains: &BTreeMap<String, u64>,
+        sets: &BTreeMap<String, u64>,
+    ) -> BTreeMap<String, ChainPrint> {
         let Some(base) = &self.baseline else {
             return BTreeMap::new();
         };
-        next.iter()
-            .filter(|(name, d)| self.chains.get(*name) == Some(*d))
-            .filter_map(|(name, _)| base.chains.get(name).map(|p| (name.clone(), p.clone())))
+        let set_kept = |name: &str| {
+            sets.get(name)
+                .is_some_and(|d| self.sets.get(name) == Some(d))
+        };
+        let map_kept = |name: &str| base.sets.contains_key(name);
+        let lookups_kept = |c: &crate::ruleset::Chain| {
+            c.rules.iter().all(|r| {
+                r.matches.iter().all(|m| match m {
+                    Match::Addr { set, .. }
+                    | Match::Port {
+                        port: PortMatch::Set(set),
+                        ..
+                    } => set_kept(set),
+                    _ => true,
+                }) && match &r.verdict {
+                    Some(Verdict::Vmap { map, .. }) => map_kept(map),
+                    _ => true,
+                }
+            })
+        };
+        next.chains
+            .iter()
+            .filter(|c| {
+                self.chains
+                    .get(&c.name)
+                    .is_some_and(|d| chains.get(&c.name) == Some(d))
+            })
+            .filter(|c| lookups_kept(c))
+            .filter_map(|c| {
+                base.chains
+                    .get(&c.name)
+                    .map(|p| (c.name.clone(), p.clone()))
+            })
             .collect()
     }
 }

@@ -176,7 +176,7 @@ impl Guard {
             .as_ref()
             .map(|g| Known {
                 sets: g.unchanged_sets(&sets),
-                chains: g.unchanged_chains(&chains),
+                chains: g.unchanged_chains(ruleset, &chains, &sets),
             })
             .unwrap_or_default();
         let kernel = match (self.fingerprint)(&self.table, &known) {
