@@ -548,6 +548,14 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             Outcome::Applied { hash, .. } | Outcome::Unchanged { hash, .. } => hash,
             _ => return,
         };
+        if let Some(w) = &self.writer {
+            // A write the writer could not do is given again (an error is logged there).
+            if let Some(failed) = w.take_applied_failure() {
+                if self.applied_saved.as_ref() == Some(&failed) {
+                    self.applied_saved = None;
+                }
+            }
+        }
         if self.applied_saved.as_ref() == Some(hash) {
             return;
         }

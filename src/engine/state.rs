@@ -715,8 +715,26 @@ pub struct AppliedJob {
 struct Queue {
     last_good: Option<LastGoodJob>,
     applied: Option<AppliedJob>,
+    /// The content hash of the last `applied-config.json` that could not be written, until
+    /// [`Writer::take_applied_failure`] takes it.
+    applied_failed: Option<String>,
     busy: bool,
     stop: bool,
+    /// The writer's thread ended by a panic (outside a job): nothing more will be written.
+    dead: bool,
+}
+
+/// While the writer's thread writes: `busy` is reset and [`Writer::flush`] woken when it is done,
+/// even when a job panicked (a flush would otherwise wait for ever).
+struct BusyGuard<'a>(&'a Shared);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.busy = false;
+        q.dead |= std::thread::panicking();
+        self.0.changed.notify_all();
+    }
 }
 
 struct Shared {
@@ -765,30 +783,44 @@ impl Writer {
                         q.busy = true;
                         (q.last_good.take(), q.applied.take())
                     };
+                    let _busy = BusyGuard(&theirs);
+                    // A panic in a job is that job's failure, not the writer's end.
+                    let panicked = || io::Error::other("the state writer panicked writing it");
                     if let Some(j) = last_good {
-                        let job = (j.generation, j.hash.as_str(), &*j.ruleset);
-                        if let Err(e) =
+                        let run = std::panic::AssertUnwindSafe(|| {
+                            let job = (j.generation, j.hash.as_str(), &*j.ruleset);
                             save_last_good_if_changed(&store, &mut saved, job, None, j.now)
-                        {
-                            on_error(LAST_GOOD_FILE, &e);
+                        });
+                        match std::panic::catch_unwind(run) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => on_error(LAST_GOOD_FILE, &e),
+                            Err(_) => {
+                                // What the file holds is not known any more: read it back next time.
+                                saved = None;
+                                on_error(LAST_GOOD_FILE, &panicked());
+                            }
                         }
                         // Freed here, not on the daemon's thread.
                         drop(j);
                     }
                     if let Some(j) = applied {
-                        if let Err(e) = store.save_applied_config(
-                            &j.hash,
-                            &j.node,
-                            &j.interfaces,
-                            &j.sources,
-                            j.now,
-                        ) {
+                        let run = std::panic::AssertUnwindSafe(|| {
+                            store.save_applied_config(
+                                &j.hash,
+                                &j.node,
+                                &j.interfaces,
+                                &j.sources,
+                                j.now,
+                            )
+                        });
+                        let result =
+                            std::panic::catch_unwind(run).unwrap_or_else(|_| Err(panicked()));
+                        if let Err(e) = result {
                             on_error(APPLIED_CONFIG_FILE, &e);
+                            let mut q = theirs.queue.lock().unwrap_or_else(|e| e.into_inner());
+                            q.applied_failed = Some(j.hash.clone());
                         }
                     }
-                    let mut q = theirs.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    q.busy = false;
-                    theirs.changed.notify_all();
                 }
             })?;
         Ok(Writer {
@@ -815,10 +847,16 @@ impl Writer {
         drop(old);
     }
 
+    /// The content hash of the last `applied-config.json` the writer could not write, once: the
+    /// caller gives it again at the next chance instead of taking it for written.
+    pub fn take_applied_failure(&self) -> Option<String> {
+        self.queue().applied_failed.take()
+    }
+
     /// Waits until everything given so far is written (or failed).
     pub fn flush(&self) {
         let mut q = self.queue();
-        while q.busy || q.last_good.is_some() || q.applied.is_some() {
+        while !q.dead && (q.busy || q.last_good.is_some() || q.applied.is_some()) {
             q = self
                 .shared
                 .changed
@@ -1329,6 +1367,58 @@ pub(crate) mod tests {
         assert_eq!(applied.hash, content_hash(&b));
         assert_eq!(applied.files[0].text, "# b\n");
         assert!(errors.lock().unwrap().is_empty(), "{errors:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A regular file where the state directory should be (every write fails), and an applied job.
+    fn unwritable_store(name: &str) -> (PathBuf, Store, impl Fn() -> AppliedJob) {
+        let dir = temp_dir(name);
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("not-a-dir");
+        fs::write(&file, "x").unwrap();
+        let job = || AppliedJob {
+            hash: "h1".into(),
+            node: "node1".into(),
+            interfaces: Vec::new(),
+            sources: std::sync::Arc::new(vec![("a.yaml".into(), "# a\n".into())]),
+            now: UNIX_EPOCH,
+        };
+        (dir, Store::new(&file), job)
+    }
+
+    /// Review of issue 18: an `applied-config.json` the writer could not write is reported, so that
+    /// the daemon gives it again at the next reload instead of taking it for written until the
+    /// configuration changes.
+    #[test]
+    fn a_failed_applied_config_write_is_reported_for_a_retry() {
+        let (dir, store, job) = unwritable_store("writer-fail");
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = std::sync::Arc::clone(&errors);
+        let w = Writer::spawn(store, None, move |f, _| {
+            seen.lock().unwrap().push(f.to_string())
+        })
+        .unwrap();
+        assert_eq!(w.take_applied_failure(), None);
+        w.applied_config(job());
+        w.flush();
+        assert_eq!(*errors.lock().unwrap(), [APPLIED_CONFIG_FILE]);
+        assert_eq!(w.take_applied_failure().as_deref(), Some("h1"));
+        assert_eq!(w.take_applied_failure(), None, "reported once");
+        drop(w);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Review of issue 18: a panic on the writer's thread while it is busy (here: its error report
+    /// panics) leaves no `busy` behind: `flush` returns, now and later, instead of waiting for ever.
+    #[test]
+    fn a_panicking_state_writer_does_not_hang_flush() {
+        let (dir, store, job) = unwritable_store("writer-panic");
+        let w = Writer::spawn(store, None, |_, _| panic!("report")).unwrap();
+        w.applied_config(job());
+        w.flush();
+        w.applied_config(job());
+        w.flush();
+        drop(w);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
