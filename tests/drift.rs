@@ -177,13 +177,47 @@ fn deleted_flushed_or_edited_table_is_repaired_and_foreign_tables_are_left_alone
 /// table. A foreign rule put into a chain our reload left alone, just before the reload, is therefore
 /// not taken for ours: the next look finds it (and the guard repairs it). Without foreign changes the
 /// partial read is what a full read gives.
+/// The content hash a compiled ruleset carries in its comment.
+fn hash(r: &hostpolicyd::ruleset::Ruleset) -> String {
+    hostpolicyd::compile::hash_from_comment(&r.comment)
+        .unwrap()
+        .to_string()
+}
+
+/// `ruleset` applied into a new namespace `name`, and the drift guard's expectation armed on what the
+/// kernel then holds (as `Guard::arm` does after our own write).
+fn applied_and_armed(
+    name: &str,
+    ruleset: &hostpolicyd::ruleset::Ruleset,
+) -> (
+    common::netns::NetNs,
+    hostpolicyd::daemon::drift::Expectation,
+) {
+    use hostpolicyd::daemon::drift::{chain_digests, set_digests, Expectation};
+    use hostpolicyd::daemon::nftmon::fingerprint;
+    use hostpolicyd::nft::{Dataplane, Netlink};
+    let ns = common::netns::NetNs::new(name);
+    ns.run(|| Netlink::new().and_then(|mut nl| nl.apply(ruleset)))
+        .unwrap();
+    let print = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    let (expectation, fits) = Expectation::with_digests(
+        &hash(ruleset),
+        ruleset,
+        Some(print),
+        set_digests(ruleset),
+        chain_digests(ruleset),
+    );
+    assert!(fits, "the applied table holds the compiled layout");
+    (ns, expectation)
+}
+
 #[test]
 fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
     if !require_root("a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift") {
         return;
     }
     use hostpolicyd::daemon::drift::{chain_digests, diff, set_digests, Expectation};
-    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_known, Known};
+    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_known};
     use hostpolicyd::nft::{Dataplane, Netlink};
     use hostpolicyd::ruleset::Ruleset;
 
@@ -197,11 +231,6 @@ fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
         let c = hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
             .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
         (*c.ruleset).clone()
-    };
-    let hash = |r: &Ruleset| {
-        hostpolicyd::compile::hash_from_comment(&r.comment)
-            .unwrap()
-            .to_string()
     };
     let (a, b) = (compile(8081), compile(9090));
     let changed: Vec<&str> = b
@@ -219,18 +248,7 @@ fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
         .name
         .clone();
 
-    let ns = common::netns::NetNs::new("driftknown");
-    ns.run(|| Netlink::new().and_then(|mut nl| nl.apply(&a)))
-        .unwrap();
-    let print_a = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
-    let (exp_a, fits) = Expectation::with_digests(
-        &hash(&a),
-        &a,
-        Some(print_a),
-        set_digests(&a),
-        chain_digests(&a),
-    );
-    assert!(fits);
+    let (ns, exp_a) = applied_and_armed("driftknown", &a);
 
     // Someone else adds a rule to a chain our next write leaves alone; then our write.
     ns.exec_ok(
@@ -246,10 +264,7 @@ fn a_foreign_change_to_a_chain_our_reload_left_alone_is_still_drift() {
     );
     ns.run(|| Netlink::new().and_then(|mut nl| nl.update(&a, &b)))
         .unwrap();
-    let known = Known {
-        sets: exp_a.unchanged_sets(&set_digests(&b)),
-        chains: exp_a.unchanged_chains(&b, &chain_digests(&b), &set_digests(&b)),
-    };
+    let known = exp_a.known_after(&b, &set_digests(&b), &chain_digests(&b));
     assert!(known.chains.contains_key(&left_alone));
     for c in &changed {
         assert!(!known.chains.contains_key(*c), "{c} is read back");
@@ -304,7 +319,7 @@ fn a_chain_whose_set_the_staged_swap_renamed_is_read_back_not_taken_from_the_bas
         return;
     }
     use hostpolicyd::daemon::drift::{chain_digests, diff, set_digests, Expectation};
-    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_known, Known};
+    use hostpolicyd::daemon::nftmon::{fingerprint, fingerprint_known};
     use hostpolicyd::nft::{Dataplane, Netlink};
     use hostpolicyd::ruleset::Ruleset;
 
@@ -351,11 +366,6 @@ spec:
             .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
         (*c.ruleset).clone()
     };
-    let hash = |r: &Ruleset| {
-        hostpolicyd::compile::hash_from_comment(&r.comment)
-            .unwrap()
-            .to_string()
-    };
     // The set of ssh-from's sources changes, and allow-other's port.
     let a = compile("192.0.2.1/32, 192.0.2.2/32, 198.51.100.0/24", 8081);
     let b = compile("192.0.2.1/32, 192.0.2.3/32, 198.51.100.0/24", 9090);
@@ -385,18 +395,7 @@ spec:
         "a rule elsewhere changes too"
     );
 
-    let ns = common::netns::NetNs::new("driftrenamed");
-    ns.run(|| Netlink::new().and_then(|mut nl| nl.apply(&a)))
-        .unwrap();
-    let print_a = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
-    let (exp_a, fits) = Expectation::with_digests(
-        &hash(&a),
-        &a,
-        Some(print_a),
-        set_digests(&a),
-        chain_digests(&a),
-    );
-    assert!(fits);
+    let (ns, exp_a) = applied_and_armed("driftrenamed", &a);
 
     ns.run(|| Netlink::new().and_then(|mut nl| nl.update(&a, &b)))
         .unwrap();
@@ -408,10 +407,7 @@ spec:
     );
 
     // What `Guard::arm` reads after the write.
-    let known = Known {
-        sets: exp_a.unchanged_sets(&set_digests(&b)),
-        chains: exp_a.unchanged_chains(&b, &chain_digests(&b), &set_digests(&b)),
-    };
+    let known = exp_a.known_after(&b, &set_digests(&b), &chain_digests(&b));
     assert!(!known.chains.contains_key(&user), "{user} is read back");
     let baseline = ns
         .run(|| fingerprint_known("hostpolicy", &known))

@@ -377,9 +377,9 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         if let Ok(c) = &built {
             self.save_applied_config(&outcome, c);
         }
-        // The model and the previous configuration's texts are freed off the reload's path.
+        // The model and the previous configuration's texts are freed off the reload's path, and the
+        // heap given back once they are (`drop_later` trims after freeing).
         crate::host::mem::drop_later(Some(built));
-        give_back_free_memory();
         if trigger != Trigger::Files {
             // Asked for by someone who waits for the answer (`hostpolicyd reload`, SIGHUP from
             // `systemctl reload`) or the start: the state files say what the answer says.

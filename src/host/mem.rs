@@ -18,13 +18,20 @@ pub fn give_back_free_memory() {
 
 /// Drops `value` on a short-lived thread of its own, off the caller's path: freeing a large ruleset or
 /// configuration model (tens of thousands of small allocations, ~20 ms at 10,000 policies) need not
-/// delay what the caller does next (a daemon's reload: being ready for the next one). Dropped in place
-/// when no thread can be started. Small values are not worth a thread: `None` is dropped here.
+/// delay what the caller does next (a daemon's reload: being ready for the next one). The heap is
+/// given back ([`give_back_free_memory`]) once the value is freed: a trim by the caller right after
+/// this call would run before the thread freed anything. Dropped (and trimmed) in place when no
+/// thread can be started. `None`: nothing to free, nothing is done.
 pub fn drop_later<T: Send + 'static>(value: Option<T>) {
     let Some(value) = value else { return };
     let spawned = std::thread::Builder::new()
         .name("hostpolicyd-free".into())
-        .spawn(move || drop(value));
-    // On failure the closure (and the value with it) was dropped already, in place.
-    drop(spawned);
+        .spawn(move || {
+            drop(value);
+            give_back_free_memory();
+        });
+    if spawned.is_err() {
+        // The closure (and the value with it) was dropped already, in place.
+        give_back_free_memory();
+    }
 }

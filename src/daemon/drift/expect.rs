@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::daemon::nftmon::{ChainPrint, SetPrint, TablePrint};
+use crate::daemon::nftmon::{ChainPrint, Known, SetPrint, TablePrint};
 use crate::ruleset::{Match, PortMatch, Ruleset, Verdict};
 
 /// The names of the chains (with their rule counts) and of the named sets and maps of a table.
@@ -129,6 +129,20 @@ impl Expectation {
             },
             fits,
         )
+    }
+
+    /// What need not be read back after our write of `next` (its set and chain digests `sets`,
+    /// `chains`): the sets and chains that write left as they were (see `fingerprint_known`).
+    pub fn known_after(
+        &self,
+        next: &Ruleset,
+        sets: &BTreeMap<String, u64>,
+        chains: &BTreeMap<String, u64>,
+    ) -> Known {
+        Known {
+            sets: self.unchanged_sets(sets),
+            chains: self.unchanged_chains(next, chains, sets),
+        }
     }
 
     /// What this expectation's baseline says about the sets the next ruleset (its [`set_digests`]) has

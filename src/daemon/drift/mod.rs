@@ -174,10 +174,7 @@ impl Guard {
         let known = self
             .expectation
             .as_ref()
-            .map(|g| Known {
-                sets: g.unchanged_sets(&sets),
-                chains: g.unchanged_chains(ruleset, &chains, &sets),
-            })
+            .map(|g| g.known_after(ruleset, &sets, &chains))
             .unwrap_or_default();
         let kernel = match (self.fingerprint)(&self.table, &known) {
             Ok(p) => p,
