@@ -101,22 +101,31 @@ fn build_inner(
     }
     let view = resolve(&config, node, interfaces);
     diagnostics.extend(view.warnings.iter().cloned());
-    diagnostics.extend(crate::analysis::lint::lint(&config, &view));
-    // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
-    let lockouts = crate::analysis::lockout::check(&config, &view, interfaces);
-    diagnostics.extend(too_many_rules(&config, &view, MAX_RULES));
-    // Staged policies: their lockouts are warnings (they never enforce), the marks they need errors;
-    // a lockout the enforced configuration already has is not theirs.
-    diagnostics.extend(crate::analysis::staged::lint(
-        &config, &view, interfaces, &lockouts,
-    ));
-    diagnostics.extend(lockouts);
+    // The limit first: a configuration over it is not compiled at all.
+    let too_many = too_many_rules(&config, &view, MAX_RULES);
+    // The other checks only add diagnostics, and the compile does not need them: a compiler that
+    // keeps a cache (the daemon, reloading) runs them on a second thread while it compiles (issue
+    // 18), and throws the compile away when they refuse the configuration (its cache stays right: it
+    // keys on the policies, whatever configuration they came from).
+    let (checks, ruleset) = match cache.filter(|_| too_many.is_none()) {
+        Some(cache) => std::thread::scope(|s| {
+            let checks = s.spawn(|| checks(&config, &view, interfaces));
+            let ruleset = compile_cached(&config, &view, table, flows, Some(cache));
+            let checks = checks
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (checks, Some(ruleset))
+        }),
+        None => (checks(&config, &view, interfaces), None),
+    };
+    diagnostics.extend(too_many);
+    diagnostics.extend(checks);
     crate::config::diag::sort(&mut diagnostics);
     diagnostics.dedup();
     if diagnostics.iter().any(|d| d.is_error()) || (strict && !diagnostics.is_empty()) {
         return Err(Invalid { diagnostics });
     }
-    let ruleset = compile_cached(&config, &view, table, flows, cache);
+    let ruleset = ruleset.unwrap_or_else(|| compile_cached(&config, &view, table, flows, None));
     Ok(Compiled {
         config,
         view,
@@ -124,6 +133,21 @@ fn build_inner(
         interfaces: interfaces.to_vec(),
         warnings: diagnostics,
     })
+}
+
+/// The lints and the lockout guard: the diagnostics the configuration gets after validation,
+/// resolution and [`too_many_rules`].
+fn checks(config: &Config, view: &NodeView, interfaces: &[Interface]) -> Vec<Diagnostic> {
+    let mut diagnostics = crate::analysis::lint::lint(config, view);
+    // The lockout guard: management flows (ManagementAccess) must stay open; its errors refuse the config.
+    let lockouts = crate::analysis::lockout::check(config, view, interfaces);
+    // Staged policies: their lockouts are warnings (they never enforce), the marks they need errors;
+    // a lockout the enforced configuration already has is not theirs.
+    diagnostics.extend(crate::analysis::staged::lint(
+        config, view, interfaces, &lockouts,
+    ));
+    diagnostics.extend(lockouts);
+    diagnostics
 }
 
 /// The most rules a configuration may compile to for one node, estimated before compiling
@@ -134,14 +158,9 @@ pub const MAX_RULES: usize = 2_000_000;
 /// An error when the configuration would compile to more than [`MAX_RULES`] rules for this node,
 /// naming the files with the most policy rules.
 fn too_many_rules(config: &Config, view: &NodeView, limit: usize) -> Option<Diagnostic> {
-    let mut by_file: std::collections::BTreeMap<&str, usize> = Default::default();
-    let mut rules = 0usize;
     // Staged policies compile to shadow rules too.
-    for p in config.policies.iter().chain(&config.staged) {
-        let n = p.ingress.len() + p.egress.len();
-        rules += n;
-        *by_file.entry(&p.pos.file).or_default() += n;
-    }
+    let policies = || config.policies.iter().chain(&config.staged);
+    let rules: usize = policies().map(|p| p.ingress.len() + p.egress.len()).sum();
     let jumps: usize = view
         .endpoints
         .iter()
@@ -159,6 +178,11 @@ fn too_many_rules(config: &Config, view: &NodeView, limit: usize) -> Option<Diag
         .sum();
     if rules.saturating_add(jumps) <= limit {
         return None;
+    }
+    // Over the limit: which files (counted only now, every reload runs this).
+    let mut by_file: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in policies() {
+        *by_file.entry(&p.pos.file).or_default() += p.ingress.len() + p.egress.len();
     }
     let mut files: Vec<(&str, usize)> = by_file.into_iter().collect();
     files.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));

@@ -755,7 +755,17 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             notify_dropped: self.notifier.dropped(),
             ..self.info.clone()
         });
-        s.summary = self.engine.summary().clone();
+        let now = self.engine.summary();
+        if s.summary.endpoints == now.endpoints {
+            // Published several times per reload, mostly with the same endpoints (10,000 policies:
+            // ~30,000 names to copy and free again each time, on the way to the commit): those are
+            // kept, the rest copied.
+            let endpoints = std::mem::take(&mut s.summary.endpoints);
+            s.summary = now.clone_without_endpoints();
+            s.summary.endpoints = endpoints;
+        } else {
+            s.summary = now.clone();
+        }
     }
 
     pub(super) fn reply(&self, outcome: &Outcome) -> Reply {

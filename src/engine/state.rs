@@ -281,6 +281,53 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A copy with no endpoints (for a caller that keeps an equal list of them already).
+    pub fn clone_without_endpoints(&self) -> Summary {
+        // Every field by name: a field added later must be copied here too.
+        let Summary {
+            node,
+            table,
+            generation,
+            hash,
+            applied_at,
+            endpoints: _,
+            inactive_endpoints,
+            checks,
+            kernel,
+            last_result,
+            last_result_at,
+            last_error,
+            last_rollback,
+            applies,
+            rollbacks,
+            drift_repairs,
+            last_drift,
+            degraded,
+            flushed_at,
+        } = self;
+        Summary {
+            node: node.clone(),
+            table: table.clone(),
+            generation: *generation,
+            hash: hash.clone(),
+            applied_at: applied_at.clone(),
+            endpoints: Vec::new(),
+            inactive_endpoints: inactive_endpoints.clone(),
+            checks: checks.clone(),
+            kernel: kernel.clone(),
+            last_result: last_result.clone(),
+            last_result_at: last_result_at.clone(),
+            last_error: last_error.clone(),
+            last_rollback: last_rollback.clone(),
+            applies: *applies,
+            rollbacks: *rollbacks,
+            drift_repairs: *drift_repairs,
+            last_drift: last_drift.clone(),
+            degraded: degraded.clone(),
+            flushed_at: flushed_at.clone(),
+        }
+    }
+
     /// Why the node is not enforcing its configuration as it stands, for `status` (exit status 4,
     /// `exit::DEGRADED`) and people: empty when all is well. Judged from the summary as it is, whose
     /// `kernel` the caller has just asked the kernel for.
