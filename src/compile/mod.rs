@@ -694,8 +694,26 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn endpoint_chain(&mut self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) -> String {
+    fn endpoint_chain(&mut self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) {
         let name = names::endpoint_chain(stage, dir, &ep.name);
+        if self.staged_view.is_none() {
+            // The policy chains it jumps to first (in the order it jumps to them), so that its own
+            // origins, flow ids and tail chains come together after theirs: a piece the compile
+            // cache can keep whole (`cache`). With staged policies its shadow section makes chains
+            // of its own in between: built as it always was.
+            for &p in ep.policies.get(stage, dir) {
+                self.make_policy_chain(p, dir);
+            }
+            if self.cache_new.is_some() {
+                self.cached_endpoint_chain(ep, stage, dir, name);
+                return;
+            }
+        }
+        self.build_endpoint_chain(ep, stage, dir, name);
+    }
+
+    /// Builds HostEndpoint `ep`'s chain `name` for `stage` and `dir` (spec §3.4).
+    fn build_endpoint_chain(&mut self, ep: &ActiveEndpoint, stage: Stage, dir: Dir, name: String) {
         let (accept, pass) = (self.accept, self.pass);
         let mut rules = Rules::default();
         // Two rules and one origin per policy (10,000 policies: no copies as the lists grow).
@@ -855,24 +873,29 @@ impl<'a> Compiler<'a> {
             r.counter = true;
             rules.push(r, origin);
         }
-        self.push_chain(name.clone(), None, rules);
-        name
+        self.push_chain(name, None, rules);
     }
 
     // ---- policy chains (spec §3.4 "Policy chain") ---------------------------------------------------
 
+    /// The name of policy `p`'s chain for `dir`, made first if it is not yet.
     fn policy_chain(&mut self, p: usize, dir: Dir) -> String {
-        let name = names::policy_chain(dir, &self.config.policies[p].name);
+        self.make_policy_chain(p, dir);
+        names::policy_chain(dir, &self.config.policies[p].name)
+    }
+
+    /// Makes policy `p`'s chain for `dir` (once per compile).
+    fn make_policy_chain(&mut self, p: usize, dir: Dir) {
         let made = &mut self.policy_chain_made[p][usize::from(dir == Dir::Egress)];
         if std::mem::replace(made, true) {
-            return name;
+            return;
         }
         if self.cache_new.is_some() && !self.shadow {
-            self.cached_policy_chain(p, dir, &name);
+            self.cached_policy_chain(p, dir);
         } else {
+            let name = names::policy_chain(dir, &self.config.policies[p].name);
             self.build_policy_chain(p, dir, &name);
         }
-        name
     }
 
     /// Builds policy `p`'s chain `name` for direction `dir` (and its helper chains).
