@@ -336,13 +336,17 @@ pub fn allocate_staged_marks(mask: u32) -> (u32, u32) {
 fn policy_order(config: &Config) -> Vec<usize> {
     let policies = &config.policies;
     let mut idx: Vec<usize> = (0..policies.len()).collect();
-    idx.sort_by(|&a, &b| {
-        let (pa, pb) = (&policies[a], &policies[b]);
-        let tier = |p: &GlobalNetworkPolicy| {
+    // Each policy's tier looked up once, not at every comparison (10,000 policies: ~140,000).
+    let tiers: Vec<(bool, f64)> = policies
+        .iter()
+        .map(|p| {
             let t = config.tier(&p.tier.value);
             (t.is_none(), t.map_or(f64::INFINITY, |t| t.order))
-        };
-        let (ta, tb) = (tier(pa), tier(pb));
+        })
+        .collect();
+    idx.sort_by(|&a, &b| {
+        let (pa, pb) = (&policies[a], &policies[b]);
+        let (ta, tb) = (tiers[a], tiers[b]);
         let oa = pa.order.unwrap_or(f64::INFINITY);
         let ob = pb.order.unwrap_or(f64::INFINITY);
         ta.0.cmp(&tb.0)

@@ -32,8 +32,9 @@ pub struct Cache {
     globals: Option<Globals>,
     fragments: Fragments,
     last: Use,
-    /// The last ruleset's numbers of chains and origins: the next compile's lists start that big.
-    pub(super) sizes: (usize, usize),
+    /// The last ruleset's numbers of chains, origins and flow ids: the next compile's lists start
+    /// that big.
+    pub(super) sizes: (usize, usize, usize),
 }
 
 /// The fragments of one compile, by the index of their policy in that compile's configuration, and
@@ -321,9 +322,17 @@ impl Compiler<'_> {
         name: String,
     ) {
         let key = (ep.name.clone(), stage, dir);
-        if let Some(old) = self.cache_old.endpoints.remove(&key) {
+        if let Some(mut old) = self.cache_old.endpoints.remove(&key) {
             if old.key.fits(self, ep, stage, dir) && self.replay(&old.made) {
                 self.cache_use.endpoints_reused += 1;
+                // The policies of this compile from now on: a changed policy's old version is not
+                // kept alive by the key.
+                let list = ep.policies.get(stage, dir);
+                for (kept, &p) in old.key.policies.iter_mut().zip(list) {
+                    if !Arc::ptr_eq(kept, &self.config.policies[p]) {
+                        *kept = self.config.policies[p].clone();
+                    }
+                }
                 let new = self.cache_new.as_mut().expect("caching");
                 new.endpoints.insert(key, old);
                 return;

@@ -86,11 +86,13 @@ pub fn compile_cached(
         });
         c.cache_new = Some(cache::Fragments::with_policies(config.policies.len()));
         // Lists as big as last time's from the start: no copies as they grow.
-        let (chains, origins) = cache.sizes;
+        let (chains, origins, flow_ids) = cache.sizes;
         c.chains.reserve(chains);
         c.chain_origins.reserve(chains);
         c.chain_digests.reserve(chains);
         c.origins.reserve(origins);
+        c.flow_ids.reserve(flow_ids);
+        c.flow_id_of.reserve(flow_ids);
     }
     c.failsafe_chains();
     let endpoints: Vec<&ActiveEndpoint> = view.endpoints.iter().collect();
@@ -102,9 +104,11 @@ pub fn compile_cached(
         // The previous compile's fragments left unused are dropped here.
         drop(std::mem::take(&mut c.cache_old));
         cache.put(fragments, c.cache_use);
-        cache.sizes = (c.chains.len(), c.origins.len());
+        cache.sizes = (c.chains.len(), c.origins.len(), c.flow_ids.len());
     }
     let digests = std::mem::take(&mut c.chain_digests);
+    let mut flow_ids: Vec<(u64, OriginId)> = c.flow_ids.into_iter().collect();
+    flow_ids.sort_unstable_by_key(|(id, _)| *id);
     let mut ruleset = Ruleset {
         table: table.to_string(),
         comment: String::new(),
@@ -114,7 +118,7 @@ pub fn compile_cached(
         origins: Origins {
             list: c.origins,
             rules: c.chain_origins,
-            flow_ids: c.flow_ids.into_iter().collect(),
+            flow_ids,
         },
     };
     compact(&mut ruleset);
@@ -162,8 +166,8 @@ struct Compiler<'a> {
     /// Flow records: how the rules report to the daemon (`None`: they do not).
     flows: Option<flows::FlowRules>,
     /// Flow id → origin, and back; the tail chains made so far.
-    flow_ids: BTreeMap<u64, OriginId>,
-    flow_id_of: HashMap<OriginId, u64>,
+    flow_ids: HashMap<u64, OriginId, IdHash>,
+    flow_id_of: HashMap<OriginId, u64, IdHash>,
     tails: BTreeSet<String>,
     /// Compiling the would-be set's shadow chains (see [`staged`]): rules mark, never decide.
     shadow: bool,
@@ -177,6 +181,30 @@ struct Compiler<'a> {
     cache_use: cache::Use,
     /// The content-hash digest of each chain of `chains`, where already known.
     chain_digests: Vec<Option<hash::Digest>>,
+}
+
+/// The hasher of the compile's maps keyed by flow id or origin id (one entry per policy rule, looked
+/// up and filled again at every reload): a multiply, not SipHash. The keys are our own numbers.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
 }
 
 /// Rules of a chain being built, each with its origin.
@@ -376,8 +404,8 @@ impl<'a> Compiler<'a> {
             policy_chain_made: vec![[false; 2]; config.policies.len()],
             selector_set_names: BTreeMap::new(),
             flows: None,
-            flow_ids: BTreeMap::new(),
-            flow_id_of: HashMap::new(),
+            flow_ids: HashMap::default(),
+            flow_id_of: HashMap::default(),
             tails: BTreeSet::new(),
             shadow: false,
             staged_view: view.staged(),
@@ -696,11 +724,12 @@ impl<'a> Compiler<'a> {
 
     fn endpoint_chain(&mut self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) {
         let name = names::endpoint_chain(stage, dir, &ep.name);
-        if self.staged_view.is_none() {
+        if self.staged_view.is_none() && !self.tail_between_policies(ep, stage, dir) {
             // The policy chains it jumps to first (in the order it jumps to them), so that its own
             // origins, flow ids and tail chains come together after theirs: a piece the compile
-            // cache can keep whole (`cache`). With staged policies its shadow section makes chains
-            // of its own in between: built as it always was.
+            // cache can keep whole (`cache`). The chains come in the same order either way (only
+            // the origins do not); where they would not (staged policies' shadow chains, a tier's
+            // tail chain before the next tier's policy chains), it is built as it always was.
             for &p in ep.policies.get(stage, dir) {
                 self.make_policy_chain(p, dir);
             }
@@ -710,6 +739,14 @@ impl<'a> Compiler<'a> {
             }
         }
         self.build_endpoint_chain(ep, stage, dir, name);
+    }
+
+    /// Whether building `ep`'s chain for `stage` and `dir` makes a chain of its own before the last
+    /// policy chain it jumps to: the flow records' tail of a tier that ends with a drop, when another
+    /// tier follows.
+    fn tail_between_policies(&self, ep: &ActiveEndpoint, stage: Stage, dir: Dir) -> bool {
+        let groups = tier_groups(self.config, ep.policies.get(stage, dir));
+        self.flows.is_some() && groups.iter().rev().skip(1).any(|g| g.ends_with_drop(stage))
     }
 
     /// Builds HostEndpoint `ep`'s chain `name` for `stage` and `dir` (spec §3.4).

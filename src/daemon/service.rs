@@ -249,6 +249,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         };
         if matches!(first, Outcome::Invalid { .. }) {
             refused = self.start_degraded().err();
+            // Ready (or failed) with the state files saying so.
+            self.flush_state();
         }
         if let Some(why) = refused.filter(|_| self.engine.summary().kernel != "ours") {
             error!(
@@ -301,6 +303,8 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
         };
         self.save_state();
         self.publish();
+        // The state files say what the answer says.
+        self.flush_state();
         self.notifier.status(&self.status_line());
         let s = self.engine.summary();
         let reply = Reply {
@@ -591,17 +595,18 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     fn save_state(&mut self) {
         let now = self.clock.wall();
         if let Some(w) = &self.writer {
-            // The big file on the writer's thread (written only if it changed); the summary here.
+            // The big file on the writer's thread (written only if it changed), and the summary.
             if let Some(job) = self.engine.last_good_job(now) {
                 w.last_good(job);
             }
-            if let Err(e) = self.engine.save_summary(&self.store) {
-                warn!(
-                    event = "state_unwritable",
-                    "cannot write the state directory {}: {e}",
-                    self.store.dir().display()
-                );
-            }
+            // status.json from the summary published for `status`, made current first: the writer
+            // reads it when it writes (the latest then; the endpoints are not copied for it).
+            self.publish();
+            let status = Arc::clone(&self.status);
+            w.summary(Box::new(move || {
+                let s = status.lock().unwrap_or_else(|p| p.into_inner());
+                crate::engine::state::summary_json(&s.summary)
+            }));
             return;
         }
         if let Err(e) = self.engine.save_state(&self.store, now) {

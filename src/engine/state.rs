@@ -689,9 +689,13 @@ impl Store {
     }
 
     pub fn save_summary(&self, summary: &Summary) -> io::Result<()> {
+        self.save_summary_json(&summary_json(summary)?)
+    }
+
+    /// Writes `status.json` as [`summary_json`] made it.
+    pub fn save_summary_json(&self, json: &[u8]) -> io::Result<()> {
         let dir = self.ensure_dir()?;
-        let json = serde_json::to_vec_pretty(summary).map_err(io::Error::other)?;
-        write_in(&dir, SUMMARY_FILE, |w| w.write_all(&json))
+        write_in(&dir, SUMMARY_FILE, |w| w.write_all(json))
     }
 
     pub fn load_summary(&self) -> io::Result<Option<Summary>> {
@@ -707,6 +711,15 @@ impl Store {
         })
     }
 }
+
+/// The text of `status.json`: the summary as pretty JSON.
+pub fn summary_json(summary: &Summary) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(summary).map_err(io::Error::other)
+}
+
+/// A write of `status.json` for the [`Writer`]: makes its text (called on the writer's thread, from
+/// whatever is the latest summary then).
+pub type SummaryJob = Box<dyn FnOnce() -> io::Result<Vec<u8>> + Send>;
 
 /// What `last-good.json` holds as far as we know: the content hash last read or written, and the
 /// file's stamp then (see [`save_last_good_if_changed`]).
@@ -762,6 +775,7 @@ pub struct AppliedJob {
 struct Queue {
     last_good: Option<LastGoodJob>,
     applied: Option<AppliedJob>,
+    summary: Option<SummaryJob>,
     /// The content hash of the last `applied-config.json` that could not be written, until
     /// [`Writer::take_applied_failure`] takes it.
     applied_failed: Option<String>,
@@ -769,6 +783,13 @@ struct Queue {
     stop: bool,
     /// The writer's thread ended by a panic (outside a job): nothing more will be written.
     dead: bool,
+}
+
+impl Queue {
+    /// Whether a job waits.
+    fn pending(&self) -> bool {
+        self.last_good.is_some() || self.applied.is_some() || self.summary.is_some()
+    }
 }
 
 /// While the writer's thread writes: `busy` is reset and [`Writer::flush`] woken when it is done,
@@ -795,7 +816,7 @@ struct Shared {
 /// an older one after a newer (one thread, and a newer job replaces a waiting one); what waits is
 /// written before the writer is dropped (the daemon's exit, SIGTERM included), and [`Writer::flush`]
 /// waits for it (a reload asked for by `hostpolicyd reload` or SIGHUP answers once its files are
-/// written). `status.json` is not its business: it is small and written on the spot.
+/// written). `status.json` too (issue 18: 250 KB of pretty JSON at 10,000 policies, and a sync).
 pub struct Writer {
     shared: std::sync::Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -819,16 +840,16 @@ impl Writer {
             .spawn(move || {
                 let mut saved = saved;
                 loop {
-                    let (last_good, applied) = {
+                    let (last_good, applied, summary) = {
                         let mut q = theirs.queue.lock().unwrap_or_else(|e| e.into_inner());
-                        while q.last_good.is_none() && q.applied.is_none() && !q.stop {
+                        while !q.pending() && !q.stop {
                             q = theirs.changed.wait(q).unwrap_or_else(|e| e.into_inner());
                         }
-                        if q.last_good.is_none() && q.applied.is_none() {
+                        if !q.pending() {
                             return;
                         }
                         q.busy = true;
-                        (q.last_good.take(), q.applied.take())
+                        (q.last_good.take(), q.applied.take(), q.summary.take())
                     };
                     let _busy = BusyGuard(&theirs);
                     // A panic in a job is that job's failure, not the writer's end.
@@ -868,6 +889,16 @@ impl Writer {
                             q.applied_failed = Some(j.hash.clone());
                         }
                     }
+                    if let Some(j) = summary {
+                        let run = std::panic::AssertUnwindSafe(|| {
+                            j().and_then(|json| store.save_summary_json(&json))
+                        });
+                        let result =
+                            std::panic::catch_unwind(run).unwrap_or_else(|_| Err(panicked()));
+                        if let Err(e) = result {
+                            on_error(SUMMARY_FILE, &e);
+                        }
+                    }
                 }
             })?;
         Ok(Writer {
@@ -883,6 +914,14 @@ impl Writer {
     /// Writes the last good ruleset (if the file does not hold it already), replacing a waiting one.
     pub fn last_good(&self, job: LastGoodJob) {
         let old = self.queue().last_good.replace(job);
+        self.shared.changed.notify_all();
+        drop(old);
+    }
+
+    /// Writes `status.json`, replacing a waiting write (the job reads the summary when it runs: the
+    /// latest then).
+    pub fn summary(&self, job: SummaryJob) {
+        let old = self.queue().summary.replace(job);
         self.shared.changed.notify_all();
         drop(old);
     }
@@ -903,7 +942,7 @@ impl Writer {
     /// Waits until everything given so far is written (or failed).
     pub fn flush(&self) {
         let mut q = self.queue();
-        while !q.dead && (q.busy || q.last_good.is_some() || q.applied.is_some()) {
+        while !q.dead && (q.busy || q.pending()) {
             q = self
                 .shared
                 .changed
@@ -1414,6 +1453,37 @@ pub(crate) mod tests {
         assert_eq!(applied.hash, content_hash(&b));
         assert_eq!(applied.files[0].text, "# b\n");
         assert!(errors.lock().unwrap().is_empty(), "{errors:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 18: `status.json` is written by the writer too, from the summary its job reads when it
+    /// runs (the latest then), with the text the daemon wrote on the spot before; a write that
+    /// waits is replaced by a newer one, and done before the writer goes.
+    #[test]
+    fn the_state_writer_writes_status_json_from_the_latest_summary() {
+        let dir = temp_dir("writer-summary");
+        let store = Store::new(&dir);
+        let current = std::sync::Arc::new(std::sync::Mutex::new(Summary {
+            node: "node1".into(),
+            generation: 1,
+            ..Summary::default()
+        }));
+        let job = || -> SummaryJob {
+            let current = std::sync::Arc::clone(&current);
+            Box::new(move || summary_json(&current.lock().unwrap()))
+        };
+        let w = Writer::spawn(store.clone(), None, |f, e| panic!("{f}: {e}")).unwrap();
+        w.summary(job());
+        w.flush();
+        assert_eq!(store.load_summary().unwrap().unwrap().generation, 1);
+        current.lock().unwrap().generation = 2;
+        w.summary(job());
+        current.lock().unwrap().generation = 3;
+        drop(w);
+        let on_disk = fs::read(dir.join(SUMMARY_FILE)).unwrap();
+        let latest = current.lock().unwrap().clone();
+        assert_eq!(on_disk, serde_json::to_vec_pretty(&latest).unwrap());
+        assert_eq!(store.load_summary().unwrap().unwrap(), latest);
         fs::remove_dir_all(&dir).unwrap();
     }
 
