@@ -568,3 +568,226 @@ fn the_transactions_of_one_swap_share_one_socket() {
         "the batch socket was closed between the two transactions:\n{text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Edits by handle (issue 18): a policy added or removed in the middle changes two rules of the
+// endpoint chain; the switch deletes and inserts those by handle instead of refilling the chain.
+
+/// The standard topology's configuration with policies `p-NN` (NN in `names`), each allowing TCP
+/// port 9000 + its index, `p-00` allowing 8080, and `extra` (name, port) allowing its port.
+fn handle_config(count: usize, extra: Option<(&str, u16)>) -> hostpolicyd::ruleset::Ruleset {
+    use common::daemon::{allow_egress, allow_port, hep_eth0};
+    let mut files = vec![
+        ("hep.yaml".to_string(), hep_eth0()),
+        ("allow-egress.yaml".to_string(), allow_egress()),
+    ];
+    for i in 0..count {
+        let port = if i == 0 { 8080 } else { 9000 + i as u16 };
+        let name = format!("p-{i:02}");
+        files.push((format!("{name}.yaml"), allow_port(&name, port)));
+    }
+    if let Some((name, port)) = extra {
+        files.push((format!("{name}.yaml"), allow_port(name, port)));
+    }
+    let loaded = hostpolicyd::config::load::load_sources(&files);
+    let c = hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+        .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+    (*c.ruleset).clone()
+}
+
+/// The chain of `rs` with the most jumps to policy chains: the endpoint chain.
+fn endpoint_chain(rs: &hostpolicyd::ruleset::Ruleset) -> String {
+    use hostpolicyd::ruleset::Verdict;
+    rs.chains
+        .iter()
+        .max_by_key(|c| {
+            c.rules
+                .iter()
+                .filter(|r| matches!(&r.verdict, Some(Verdict::Jump(t)) if t.starts_with("pi-")))
+                .count()
+        })
+        .unwrap()
+        .name
+        .clone()
+}
+
+/// The rules of chain `chain` of our table in `ns`: (handle, the rule as listed without its counter
+/// values, its packet count).
+fn handled_rules(ns: &NetNs, chain: &str) -> Vec<(u64, String, u64)> {
+    let out = ns.exec_ok("nft", ["-a", "list", "chain", "inet", "hostpolicy", chain]);
+    out.lines()
+        .filter_map(|l| {
+            let (rule, handle) = l.trim().rsplit_once(" # handle ")?;
+            if rule.starts_with("chain ") {
+                return None;
+            }
+            let packets = rule
+                .split_once("counter packets ")
+                .and_then(|(_, r)| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let text = match rule.split_once("counter packets ") {
+                Some((a, r)) => {
+                    let rest = r.splitn(4, ' ').nth(3).unwrap_or("");
+                    format!("{a}counter {rest}")
+                }
+                None => rule.to_string(),
+            };
+            Some((handle.parse().ok()?, text, packets))
+        })
+        .collect()
+}
+
+/// What the drift guard hands the dataplane after a write: the handles read back.
+fn learn(ns: &NetNs, nl: &mut hostpolicyd::nft::Netlink, rs: &hostpolicyd::ruleset::Ruleset) {
+    use hostpolicyd::nft::{Dataplane, Handles};
+    let print = ns
+        .run(|| hostpolicyd::daemon::nftmon::fingerprint("hostpolicy"))
+        .unwrap()
+        .unwrap();
+    let handles = Handles {
+        table: print.table,
+        chains: print
+            .chains
+            .iter()
+            .map(|(n, c)| (n.clone(), c.handles.clone()))
+            .collect(),
+    };
+    nl.learn_handles(&rs.comment, handles);
+}
+
+#[test]
+fn a_policy_added_or_removed_in_the_middle_is_an_edit_of_the_endpoint_chain_by_handle() {
+    use common::daemon::open;
+    use hostpolicyd::nft::{Dataplane, Netlink};
+    if !require_root(
+        "a_policy_added_or_removed_in_the_middle_is_an_edit_of_the_endpoint_chain_by_handle",
+    ) {
+        return;
+    }
+    let t = Topology::standard();
+    let _servers = common::probe::Servers::start(&t.node, &[8080, 8081], &[]);
+    let a = handle_config(16, None);
+    // `p-07b` sorts between p-07 and p-08: its jump and return go in the middle of the chain.
+    let b = handle_config(16, Some(("p-07b", 8081)));
+    let ep = endpoint_chain(&a);
+    assert_eq!(ep, endpoint_chain(&b));
+    let mut nl = t.node.run(Netlink::new).unwrap();
+    t.node.run(|| nl.apply(&a)).unwrap();
+    learn(&t.node, &mut nl, &a);
+    assert!(open(&t, 8080), "p-00 allows 8080");
+    assert!(
+        !open(&t, 8081),
+        "nothing allows 8081 yet: the end of the tier drops it"
+    );
+    let before = handled_rules(&t.node, &ep);
+    let dropped = |rules: &[(u64, String, u64)]| {
+        rules
+            .iter()
+            .find(|r| r.1.contains("end of tier"))
+            .map(|r| (r.0, r.2))
+            .expect("the end-of-tier rule")
+    };
+    let (drop_handle, drop_count) = dropped(&before);
+    assert!(drop_count > 0, "the blocked probe was counted: {before:?}");
+
+    // Added: the two new rules inserted by handle; every other rule keeps its handle and counter.
+    t.node.run(|| nl.update(&a, &b)).unwrap();
+    assert!(open(&t, 8081), "p-07b allows 8081");
+    assert!(open(&t, 8080), "p-00 still allows 8080");
+    let added = handled_rules(&t.node, &ep);
+    assert_eq!(added.len(), before.len() + 2, "{added:#?}");
+    let kept: Vec<&(u64, String, u64)> = added
+        .iter()
+        .filter(|r| before.iter().any(|b| b.0 == r.0))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        before.len(),
+        "every rule of before kept: {added:#?}"
+    );
+    for (k, b) in kept.iter().zip(&before) {
+        assert_eq!(
+            (k.0, &k.1),
+            (b.0, &b.1),
+            "same rule at the same handle, in order"
+        );
+    }
+    let new: Vec<&(u64, String, u64)> = added
+        .iter()
+        .filter(|r| !before.iter().any(|b| b.0 == r.0))
+        .collect();
+    assert!(
+        new[0].1.contains("jump pi-") && new[0].1.contains("p-07b"),
+        "{new:?}"
+    );
+    let (h, n) = dropped(&added);
+    assert_eq!(h, drop_handle);
+    assert!(
+        n >= drop_count,
+        "the end-of-tier counter was kept: {n} < {drop_count}"
+    );
+    // The table is what applying `b` from scratch gives (chain order aside).
+    let fresh = fresh_ns("handles-fresh");
+    fresh
+        .run(|| Netlink::new().and_then(|mut f| f.apply(&b)))
+        .unwrap();
+    assert_same(
+        "added by handle",
+        &listing(&t.node, "hostpolicy", HashChain::Listed),
+        &listing(&fresh, "hostpolicy", HashChain::Listed),
+        ("edited", "fresh"),
+    );
+
+    // Removed again: the two rules deleted by handle; the rest as before the addition.
+    learn(&t.node, &mut nl, &b);
+    t.node.run(|| nl.update(&b, &a)).unwrap();
+    assert!(!open(&t, 8081), "p-07b is gone");
+    let removed = handled_rules(&t.node, &ep);
+    assert_eq!(
+        removed.iter().map(|r| (r.0, &r.1)).collect::<Vec<_>>(),
+        before.iter().map(|r| (r.0, &r.1)).collect::<Vec<_>>(),
+        "the rules of before, at their handles"
+    );
+
+    // Someone deletes p-07b's jump by hand between our read and our next edit, which deletes it by
+    // handle: the kernel refuses that switch (ENOENT), nothing of it is applied, and the swap is made
+    // again by refilling the chain: the table is `a` exactly.
+    t.node.run(|| nl.update(&a, &b)).unwrap();
+    learn(&t.node, &mut nl, &b);
+    let with = handled_rules(&t.node, &ep);
+    let jump = with
+        .iter()
+        .find(|r| r.1.contains("jump pi-") && r.1.contains("p-07b"))
+        .expect("p-07b's jump")
+        .0;
+    t.node.exec_ok(
+        "nft",
+        [
+            "delete",
+            "rule",
+            "inet",
+            "hostpolicy",
+            &ep,
+            "handle",
+            &jump.to_string(),
+        ],
+    );
+    t.node.run(|| nl.update(&b, &a)).unwrap();
+    let fresh_a = fresh_ns("handles-fresh-a");
+    fresh_a
+        .run(|| Netlink::new().and_then(|mut f| f.apply(&a)))
+        .unwrap();
+    assert_same(
+        "after a refused edit",
+        &listing(&t.node, "hostpolicy", HashChain::Listed),
+        &listing(&fresh_a, "hostpolicy", HashChain::Listed),
+        ("refilled", "fresh"),
+    );
+    let refilled = handled_rules(&t.node, &ep);
+    assert!(
+        refilled.iter().all(|r| !with.iter().any(|w| w.0 == r.0)),
+        "the chain was refilled (every rule has a new handle)"
+    );
+    assert!(!open(&t, 8081) && open(&t, 8080));
+}

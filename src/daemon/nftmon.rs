@@ -192,6 +192,9 @@ pub fn own_port() -> u32 {
 pub struct ChainPrint {
     pub def: u64,
     pub rules: Vec<u64>,
+    /// The kernel handle of each rule, in the same order (not compared: see above). What the
+    /// dataplane needs to edit the chain rule by rule ([`crate::nft::Dataplane::learn_handles`]).
+    pub handles: Vec<u64>,
 }
 
 /// A set (or map) as the kernel holds it: a digest of its definition, its element count (an interval
@@ -207,6 +210,8 @@ pub struct SetPrint {
 /// One consistent look at a table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TablePrint {
+    /// The table's kernel handle (a table made again has another; rule handles belong to it).
+    pub table: u64,
     pub chains: BTreeMap<String, ChainPrint>,
     pub sets: BTreeMap<String, SetPrint>,
 }
@@ -300,14 +305,26 @@ impl Requester {
         };
         let name = strz(table);
 
-        let a = self.request(NFT_MSG_GETTABLE, false, &[(ATTR_TABLE, &name)], |_| {})?;
+        let mut handle = 0;
+        let a = self.request(NFT_MSG_GETTABLE, false, &[(ATTR_TABLE, &name)], |m| {
+            if m.ty & 0xff == NFT_MSG_NEWTABLE {
+                handle = m
+                    .attrs()
+                    .find(|a| a.ty == nl::NFTA_TABLE_HANDLE)
+                    .and_then(|a| nl::be64(a.payload))
+                    .unwrap_or(0);
+            }
+        })?;
         if a.errno == libc::ENOENT {
             return Ok(Some(None));
         }
         check(&a, "reading the table")?;
         track(&a, &mut gens);
 
-        let mut print = TablePrint::default();
+        let mut print = TablePrint {
+            table: handle,
+            ..TablePrint::default()
+        };
         let a = self.request(NFT_MSG_GETCHAIN, true, &[], |m| {
             if m.ty & 0xff != NFT_MSG_NEWCHAIN || !is_of_table(&m, table) {
                 return;
@@ -333,17 +350,25 @@ impl Requester {
         let mut unknown: Vec<String> = Vec::new();
         for (chain, c) in print.chains.iter_mut() {
             match known.chains.get(chain) {
-                Some(k) if k.def == c.def => c.rules.clone_from(&k.rules),
+                Some(k) if k.def == c.def => {
+                    c.rules.clone_from(&k.rules);
+                    c.handles.clone_from(&k.handles);
+                }
                 _ => unknown.push(chain.clone()),
             }
         }
-        let mut rules: Vec<(String, u64)> = Vec::new();
+        let mut rules: Vec<(String, u64, u64)> = Vec::new();
         let mut each = |m: Msg<'_>| {
             if m.ty & 0xff != NFT_MSG_NEWRULE || !is_of_table(&m, table) {
                 return;
             }
             let chain = m.attr_str(NFTA_RULE_CHAIN).unwrap_or_default();
-            rules.push((chain, rule_digest(&m)));
+            let handle = m
+                .attrs()
+                .find(|a| a.ty == NFTA_RULE_HANDLE)
+                .and_then(|a| nl::be64(a.payload))
+                .unwrap_or(0);
+            rules.push((chain, rule_digest(&m), handle));
         };
         if unknown.len() > CHAINS_READ_ALONE || known.chains.is_empty() {
             let a = self.request(NFT_MSG_GETRULE, true, &[(ATTR_TABLE, &name)], &mut each)?;
@@ -351,7 +376,7 @@ impl Requester {
             track(&a, &mut gens);
             if !known.chains.is_empty() {
                 // The known chains' rules are taken as they are.
-                rules.retain(|(chain, _)| unknown.binary_search(chain).is_ok());
+                rules.retain(|(chain, _, _)| unknown.binary_search(chain).is_ok());
             }
         } else {
             for chain in &unknown {
@@ -370,10 +395,12 @@ impl Requester {
                 track(&a, &mut gens);
             }
             // Only the chains asked for (a kernel that ignored the chain filter sent them all).
-            rules.retain(|(chain, _)| unknown.binary_search(chain).is_ok());
+            rules.retain(|(chain, _, _)| unknown.binary_search(chain).is_ok());
         }
-        for (chain, d) in rules {
-            print.chains.entry(chain).or_default().rules.push(d);
+        for (chain, d, h) in rules {
+            let c = print.chains.entry(chain).or_default();
+            c.rules.push(d);
+            c.handles.push(h);
         }
 
         let a = self.request(NFT_MSG_GETSET, true, &[(ATTR_TABLE, &name)], |m| {

@@ -523,10 +523,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             | Outcome::RolledBack {
                 restored: Restored::Previous { .. },
                 ..
-            } => self.guard.arm(&self.engine),
+            } => self.guard.arm(&mut self.engine),
             Outcome::Unchanged { hash, .. } => {
                 if !self.guard.expects(hash) {
-                    self.guard.arm(&self.engine);
+                    self.guard.arm(&mut self.engine);
                 }
             }
             // Our table is gone on purpose, or the kernel holds a ruleset we cannot put back: not ours
@@ -699,7 +699,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             ),
         };
         if applied {
-            self.guard.arm(&self.engine);
+            self.guard.arm(&mut self.engine);
         }
         warn!(event = "degraded", table, "{reason}");
         self.engine.set_degraded(Some(reason.clone()));

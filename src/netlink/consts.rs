@@ -16,6 +16,9 @@ pub const NLM_F_DUMP_INTR: u16 = 0x10;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
+/// NEWRULE: after the rule of `NFTA_RULE_POSITION` (without one: at the chain's end); without the flag,
+/// before it (at the chain's start).
+pub const NLM_F_APPEND: u16 = 0x800;
 /// In an NLMSG_ERROR: the error message is capped to the header of the failing message.
 pub const NLM_F_CAPPED: u16 = 0x100;
 /// In an NLMSG_ERROR: extended-ACK TLVs follow.
@@ -73,6 +76,7 @@ pub const NFT_MSG_DELFLOWTABLE: u16 = 24;
 // --- tables
 pub const NFTA_TABLE_NAME: u16 = 1;
 pub const NFTA_TABLE_FLAGS: u16 = 2;
+pub const NFTA_TABLE_HANDLE: u16 = 4;
 pub const NFTA_TABLE_USERDATA: u16 = 6;
 
 // --- chains and hooks

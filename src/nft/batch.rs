@@ -176,6 +176,32 @@ impl Assembler {
         self.patch_header(start, seq);
     }
 
+    /// Gives the rule messages from sequence number `from` on their places in their chains (one per
+    /// message, in order): `Place::Before(H)` adds `NFTA_RULE_POSITION` H and clears `NLM_F_APPEND`
+    /// (the new rule goes right before rule H), `Place::End` leaves the message as rustables wrote it
+    /// (`NLM_F_APPEND`, no position: at the chain's end). Only the last messages can be rewritten.
+    fn place_rules(&mut self, from: usize, places: &[super::plan::Place]) {
+        debug_assert_eq!(self.objs.len(), from + places.len());
+        let start = self.offsets[from];
+        let tail = self.out.split_off(start);
+        for (k, place) in places.iter().enumerate() {
+            let off = self.offsets[from + k] - start;
+            let len = u32::from_ne_bytes(tail[off..off + 4].try_into().expect("4 bytes")) as usize;
+            let at = self.out.len();
+            self.offsets[from + k] = at;
+            self.out.extend_from_slice(&tail[off..off + len]);
+            self.out.resize(nl::align4(self.out.len()), 0);
+            if let super::plan::Place::Before(handle) = place {
+                let flags =
+                    u16::from_ne_bytes([self.out[at + 6], self.out[at + 7]]) & !nl::NLM_F_APPEND;
+                self.out[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
+                let mut w = Writer { buf: &mut self.out };
+                w.attr(nl::NFTA_RULE_POSITION, &handle.to_be_bytes());
+                w.end_msg(at);
+            }
+        }
+    }
+
     pub(super) fn finish(mut self) -> EncodedBatch {
         // Only the last real message asks for an ACK: its answer (ACK or error) ends the exchange.
         let last = *self.offsets.last().expect("a batch has messages");
@@ -531,6 +557,44 @@ pub(super) fn add_rules(
         }
         Ok(())
     })
+}
+
+/// Creates rules of `rs` at given places in kept chains (edits by handle, `plan::ChainEdit`): per
+/// chain, its IR index and the (IR rule index, place) of each rule inserted. Tagged [`Obj::Rule`] like
+/// every rule, so that a rejection names the IR rule.
+pub(super) fn add_placed_rules(
+    asm: &mut Assembler,
+    rs: &Ruleset,
+    inserts: &[(usize, &[(usize, super::plan::Place)])],
+    set_ids: &HashMap<&str, u32>,
+) -> Result<(), DataplaneError> {
+    for &(ci, rules) in inserts {
+        if rules.is_empty() {
+            continue;
+        }
+        let chain = &rs.chains[ci];
+        // A chain of only the inserted rules, encoded as any chain's rules are.
+        let part = Ruleset {
+            table: rs.table.clone(),
+            comment: String::new(),
+            sets: Vec::new(),
+            maps: Vec::new(),
+            chains: vec![std::sync::Arc::new(Chain {
+                name: chain.name.clone(),
+                base: chain.base,
+                rules: rules.iter().map(|&(i, _)| chain.rules[i].clone()).collect(),
+            })],
+            origins: Default::default(),
+        };
+        let from = asm.objs.len();
+        encode_rules(&part, &[0], set_ids, |c| c.splice_into(asm))?;
+        for (k, &(i, _)) in rules.iter().enumerate() {
+            asm.objs[from + k] = Obj::Rule { chain: ci, rule: i };
+        }
+        let places: Vec<_> = rules.iter().map(|&(_, p)| p).collect();
+        asm.place_rules(from, &places);
+    }
+    Ok(())
 }
 
 /// Encodes the rules of chains `which` in order, handing each full [`RuleChunk`] (and the last one) to

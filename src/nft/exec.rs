@@ -51,22 +51,38 @@
 use super::batch::encode_apply;
 use super::describe::describe;
 use super::kernel::{send_batch, Kernel};
-use super::plan::{plan, Mode, Plan};
+use super::plan::{plan, Handles, Mode, Plan};
 use super::txn::{describe_tx, encode_t1, encode_t2, encode_undo, kernel_rules, Tx};
 use super::{DataplaneError, HASH_CHAIN};
 use crate::ruleset::Ruleset;
 
+/// What a swap left as it was and what it edited by handle, for the handles the dataplane keeps
+/// (`Nft`): the rule handles of a chain T2 left alone are still valid, those of an edited chain are
+/// partly new.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Swapped {
+    /// The handle of the table the swap kept (None: it made or replaced the table).
+    pub(crate) table: Option<u64>,
+    /// The chains whose rules T2 left alone.
+    pub(crate) untouched: Vec<String>,
+    /// The chains edited by handle: each rule's kernel handle when kept, None when inserted.
+    pub(crate) edited: Vec<(String, Vec<Option<u64>>)>,
+}
+
 /// Applies `rs` (already validated): reads the kernel, plans, sends T1 and T2. `previous` is the ruleset
 /// the caller last applied, if any: when the kernel's content hash says it still holds it, chains whose
-/// rules did not change are left alone and sets are not read back (see [`plan`]).
+/// rules did not change are left alone and sets are not read back (see [`plan`]); `handles`, the kernel
+/// handles of `previous`'s rules in some chains: such a chain whose rules change a little is edited
+/// rule by rule in T2 instead of flushed and refilled.
 pub(crate) fn apply(
     kernel: &mut dyn Kernel,
     rs: &Ruleset,
     previous: Option<&Ruleset>,
-) -> Result<(), DataplaneError> {
+    handles: Option<&Handles>,
+) -> Result<Swapped, DataplaneError> {
     // The transactions of one swap on one socket (see `NetlinkKernel`).
     kernel.hold();
-    let applied = swap(kernel, rs, previous);
+    let applied = swap(kernel, rs, previous, handles);
     kernel.release();
     applied
 }
@@ -75,18 +91,42 @@ fn swap(
     kernel: &mut dyn Kernel,
     rs: &Ruleset,
     previous: Option<&Ruleset>,
-) -> Result<(), DataplaneError> {
+    handles: Option<&Handles>,
+) -> Result<Swapped, DataplaneError> {
     let inv = kernel.read_table(&rs.table)?;
-    let plan = plan(rs, inv.as_ref(), previous, &mut |set| {
+    let plan = plan(rs, inv.as_ref(), previous, handles, &mut |set| {
         kernel.read_elements(&rs.table, set)
     })?;
     if plan.mode == Mode::Replace {
         let batch = encode_apply(rs)?;
         encoded();
-        return send_batch(kernel, &batch, |seq, reply| {
+        send_batch(kernel, &batch, |seq, reply| {
             describe(rs, &batch, seq, reply)
-        });
+        })?;
+        return Ok(Swapped::default());
     }
+    let swapped = Swapped {
+        table: (plan.mode == Mode::Staged)
+            .then(|| inv.as_ref().map(|i| i.handle))
+            .flatten(),
+        untouched: {
+            let refilled: std::collections::HashSet<usize> = plan
+                .fill
+                .iter()
+                .copied()
+                .chain(plan.edits.iter().map(|e| e.chain))
+                .collect();
+            (0..rs.chains.len())
+                .filter(|i| !refilled.contains(i))
+                .map(|i| rs.chains[i].name.clone())
+                .collect()
+        },
+        edited: plan
+            .edits
+            .iter()
+            .map(|e| (rs.chains[e.chain].name.clone(), e.slots.clone()))
+            .collect(),
+    };
     // Everything is encoded before anything is sent: a ruleset that cannot be encoded changes nothing.
     let rules = kernel_rules(rs, &plan);
     let t1 = encode_t1(rs, &plan);
@@ -107,7 +147,7 @@ fn swap(
         }
         return Err(undo(kernel, rs, &plan, e));
     }
-    Ok(())
+    Ok(swapped)
 }
 
 /// Who is told when a swap has encoded its transactions and is about to send them ([`when_encoded`]).

@@ -36,9 +36,10 @@ enum FExpr {
     Raw(Vec<u8>),
 }
 
-/// A rule: its expressions, the sets it looks up and the chains it jumps or goes to.
+/// A rule: its handle, its expressions, the sets it looks up and the chains it jumps or goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FRule {
+    handle: u64,
     exprs: Vec<FExpr>,
     userdata: Option<Vec<u8>>,
     sets: Vec<String>,
@@ -77,6 +78,11 @@ struct FSet {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct FTable {
+    /// The table's handle (tables are numbered once per kernel).
+    handle: u64,
+    /// The last handle given to a chain, set or rule of the table (the kernel's `hgenerator`: each
+    /// NEWCHAIN, NEWSET and NEWRULE takes the next; never reused while the table lives).
+    hgen: u64,
     flags: u32,
     userdata: Option<Vec<u8>>,
     chains: Vec<FChain>,
@@ -87,6 +93,8 @@ struct FTable {
 #[derive(Debug, Clone, Default)]
 pub struct FakeKernel {
     tables: BTreeMap<String, FTable>,
+    /// The last table handle given.
+    table_handles: u64,
     /// Transactions committed so far.
     committed: usize,
     /// Transactions sent so far (committed or not).
@@ -137,6 +145,55 @@ impl FakeKernel {
         self.tables.contains_key(table)
     }
 
+    /// The handles of the rules of chain `chain` of table `table`, in order (empty without it).
+    pub fn rule_handles(&self, table: &str, chain: &str) -> Vec<u64> {
+        self.tables
+            .get(table)
+            .and_then(|t| t.chains.iter().find(|c| c.name == chain))
+            .map(|c| c.rules.iter().map(|r| r.handle).collect())
+            .unwrap_or_default()
+    }
+
+    /// The handle of table `table` (None without it).
+    pub fn table_handle(&self, table: &str) -> Option<u64> {
+        self.tables.get(table).map(|t| t.handle)
+    }
+
+    /// Deletes rule `index` of chain `chain` behind the writer's back (`nft delete rule ... handle
+    /// H`); false when there is no such rule.
+    pub fn delete_rule(&mut self, table: &str, chain: &str, index: usize) -> bool {
+        let Some(c) = self
+            .tables
+            .get_mut(table)
+            .and_then(|t| t.chains.iter_mut().find(|c| c.name == chain))
+        else {
+            return false;
+        };
+        if index >= c.rules.len() {
+            return false;
+        }
+        c.rules.remove(index);
+        true
+    }
+
+    /// Copies rule `from` of chain `chain` to the end of it behind the writer's back, as a new rule
+    /// (next handle); false when there is no such rule.
+    pub fn duplicate_rule(&mut self, table: &str, chain: &str, from: usize) -> bool {
+        let Some(t) = self.tables.get_mut(table) else {
+            return false;
+        };
+        let Some(c) = t.chains.iter_mut().find(|c| c.name == chain) else {
+            return false;
+        };
+        let Some(mut r) = c.rules.get(from).cloned() else {
+            return false;
+        };
+        t.hgen += 1;
+        r.handle = t.hgen;
+        c.rules.push(r);
+        true
+    }
+
     /// Deletes table `table` behind the writer's back (`nft delete table`).
     pub fn remove_table(&mut self, table: &str) -> bool {
         self.tables.remove(table).is_some()
@@ -175,6 +232,7 @@ impl FakeKernel {
     /// Applies one batch: all of it, or nothing and the first error.
     fn transaction(&mut self, bytes: &[u8]) -> Result<(), BatchError> {
         let mut tables = self.tables.clone();
+        let mut table_handles = self.table_handles;
         let mut ids: HashMap<u32, String> = HashMap::new();
         for m in nl::messages(bytes) {
             if m.subsys() != nl::NFNL_SUBSYS_NFTABLES
@@ -182,17 +240,20 @@ impl FakeKernel {
             {
                 continue;
             }
-            message(&mut tables, &mut ids, &m).map_err(|errno| BatchError::Rejected {
-                first: Reply {
-                    seq: m.seq,
-                    errno,
-                    ..Reply::default()
-                },
-                more: 0,
-                lost: false,
+            message(&mut tables, &mut table_handles, &mut ids, &m).map_err(|errno| {
+                BatchError::Rejected {
+                    first: Reply {
+                        seq: m.seq,
+                        errno,
+                        ..Reply::default()
+                    },
+                    more: 0,
+                    lost: false,
+                }
             })?;
         }
         self.tables = tables;
+        self.table_handles = table_handles;
         Ok(())
     }
 }
@@ -231,6 +292,7 @@ impl Kernel for FakeKernel {
         Ok(self.tables.get(table).map(|t| Inventory {
             comment: t.userdata.as_deref().and_then(nl::udata_comment_of),
             flags: t.flags,
+            handle: t.handle,
             chains: t
                 .chains
                 .iter()
@@ -329,6 +391,12 @@ fn u32_attr(m: &Msg<'_>, ty: u16) -> Option<u32> {
     m.attrs().find(|a| a.ty == ty).and_then(|a| be32(a.payload))
 }
 
+fn u64_attr(m: &Msg<'_>, ty: u16) -> Option<u64> {
+    m.attrs()
+        .find(|a| a.ty == ty)
+        .and_then(|a| nl::be64(a.payload))
+}
+
 fn bytes_attr(m: &Msg<'_>, ty: u16) -> Option<Vec<u8>> {
     m.attrs().find(|a| a.ty == ty).map(|a| a.payload.to_vec())
 }
@@ -336,6 +404,7 @@ fn bytes_attr(m: &Msg<'_>, ty: u16) -> Option<Vec<u8>> {
 /// Applies one message to `tables`; the errno the kernel would answer on error.
 fn message(
     tables: &mut BTreeMap<String, FTable>,
+    table_handles: &mut u64,
     ids: &mut HashMap<u32, String>,
     m: &Msg<'_>,
 ) -> Result<(), i32> {
@@ -345,7 +414,9 @@ fn message(
         nl::NFT_MSG_NEWTABLE => {
             match tables.entry(table_name) {
                 std::collections::btree_map::Entry::Vacant(v) => {
+                    *table_handles += 1;
                     v.insert(FTable {
+                        handle: *table_handles,
                         flags: u32_attr(m, nl::NFTA_TABLE_FLAGS).unwrap_or(0),
                         userdata: bytes_attr(m, nl::NFTA_TABLE_USERDATA),
                         ..FTable::default()
@@ -387,6 +458,7 @@ fn message(
                     u32_attr(m, nl::NFTA_CHAIN_POLICY).unwrap_or(nl::NF_ACCEPT),
                 )
             });
+            t.hgen += 1;
             t.chains.push(FChain {
                 name,
                 hook,
@@ -423,11 +495,33 @@ fn message(
                 .iter_mut()
                 .find(|c| c.name == chain)
                 .ok_or(libc::ENOENT)?;
-            c.rules.clear(); // our encoder only flushes whole chains
+            match u64_attr(m, nl::NFTA_RULE_HANDLE) {
+                // One rule, by handle: a handle this chain does not hold (any more) is ENOENT, a rule
+                // deleted earlier in the transaction included (nf_tables_delrule, nft_delrule).
+                Some(h) => {
+                    let i = c
+                        .rules
+                        .iter()
+                        .position(|r| r.handle == h)
+                        .ok_or(libc::ENOENT)?;
+                    c.rules.remove(i);
+                }
+                // The whole chain.
+                None => c.rules.clear(),
+            }
         }
         nl::NFT_MSG_NEWRULE => {
             let chain = string(m, nl::NFTA_RULE_CHAIN).ok_or(libc::EINVAL)?;
+            // nf_tables_newrule: a handle means replacing (NLM_F_REPLACE), which we never send; a new
+            // rule needs NLM_F_CREATE.
+            if u64_attr(m, nl::NFTA_RULE_HANDLE).is_some() {
+                return Err(libc::EOPNOTSUPP);
+            }
+            if m.flags & nl::NLM_F_CREATE == 0 {
+                return Err(libc::EINVAL);
+            }
             let mut rule = FRule {
+                handle: 0,
                 exprs: Vec::new(),
                 userdata: bytes_attr(m, nl::NFTA_RULE_USERDATA),
                 sets: Vec::new(),
@@ -484,12 +578,34 @@ fn message(
                     return Err(libc::ENOENT);
                 }
             }
+            t.hgen += 1;
+            rule.handle = t.hgen;
             let c = t
                 .chains
                 .iter_mut()
                 .find(|c| c.name == chain)
                 .ok_or(libc::ENOENT)?;
-            c.rules.push(rule);
+            // Where (nf_tables_newrule): with NFTA_RULE_POSITION, after (NLM_F_APPEND) or before that
+            // rule, ENOENT when the chain does not hold it; without, at the end (NLM_F_APPEND) or the
+            // start.
+            let append = m.flags & nl::NLM_F_APPEND != 0;
+            let at = match u64_attr(m, nl::NFTA_RULE_POSITION) {
+                Some(p) => {
+                    let i = c
+                        .rules
+                        .iter()
+                        .position(|r| r.handle == p)
+                        .ok_or(libc::ENOENT)?;
+                    if append {
+                        i + 1
+                    } else {
+                        i
+                    }
+                }
+                None if append => c.rules.len(),
+                None => 0,
+            };
+            c.rules.insert(at, rule);
         }
         nl::NFT_MSG_NEWSET => {
             let name = string(m, nl::NFTA_SET_NAME).ok_or(libc::EINVAL)?;
@@ -514,6 +630,7 @@ fn message(
             if let Some(id) = u32_attr(m, nl::NFTA_SET_ID) {
                 ids.insert(id, name);
             }
+            t.hgen += 1;
             t.sets.push(set);
         }
         nl::NFT_MSG_DELSET => {
@@ -799,6 +916,12 @@ impl Dataplane for Fake {
     }
     fn table_comment(&mut self, table: &str) -> Result<Option<String>, DataplaneError> {
         self.nft.table_comment(table)
+    }
+    fn take_edited(&mut self) -> Vec<(String, Vec<Option<u64>>)> {
+        self.nft.take_edited()
+    }
+    fn learn_handles(&mut self, comment: &str, handles: super::Handles) {
+        self.nft.learn_handles(comment, handles)
     }
 }
 
@@ -1210,6 +1333,248 @@ mod tests {
             check_swap(Some(&old), &new, Path::Update);
             check_swap(Some(&old), &new, Path::Apply);
             check_kills(&old, &new, Path::Update);
+        }
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    //! Edits by handle: a kept chain whose rules change a little is edited rule by rule in the switch
+    //! (DELRULE by handle, positional NEWRULE) instead of flushed and refilled, with the same result.
+
+    use super::*;
+    use crate::nft::Handles;
+    use crate::ruleset::{BaseHook, Chain, Hook, Rule, Verdict};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const TABLE: &str = "hostpolicy";
+
+    /// Like the compiler's endpoint chain: base chain `filter-input` jumps to `ep`, which holds a head
+    /// rule, a jump to `pi-K` and a return per policy K, and a tail rule; `pi-K` holds one rule.
+    fn endpoint(policies: &[u32], generation: usize) -> Ruleset {
+        let mut ep = vec![Rule {
+            comment: Some("head".into()),
+            counter: true,
+            ..Rule::default()
+        }];
+        for k in policies {
+            ep.push(Rule {
+                verdict: Some(Verdict::Jump(format!("pi-{k}"))),
+                ..Rule::default()
+            });
+            ep.push(Rule {
+                counter: true,
+                verdict: Some(Verdict::Return),
+                ..Rule::default()
+            });
+        }
+        ep.push(Rule {
+            comment: Some("tail".into()),
+            counter: true,
+            verdict: Some(Verdict::Drop),
+            ..Rule::default()
+        });
+        let mut chains = vec![
+            Chain {
+                name: "filter-input".into(),
+                base: Some(BaseHook {
+                    hook: Hook::Input,
+                    priority: 0,
+                }),
+                rules: vec![Rule {
+                    verdict: Some(Verdict::Jump("ep".into())),
+                    ..Rule::default()
+                }],
+            },
+            Chain {
+                name: "ep".into(),
+                base: None,
+                rules: ep,
+            },
+        ];
+        for k in policies {
+            chains.push(Chain {
+                name: format!("pi-{k}"),
+                base: None,
+                rules: vec![Rule {
+                    comment: Some(format!("policy {k}")),
+                    counter: true,
+                    verdict: Some(Verdict::Accept),
+                    ..Rule::default()
+                }],
+            });
+        }
+        Ruleset {
+            table: TABLE.into(),
+            comment: format!("hostpolicyd sha256:{generation:064x}"),
+            sets: Vec::new(),
+            maps: Vec::new(),
+            chains: chains.into_iter().map(Arc::new).collect(),
+            origins: Default::default(),
+        }
+    }
+
+    /// What the drift guard does after a write: the handles of every chain read back, handed over.
+    fn learn(nft: &mut Nft<FakeKernel>, rs: &Ruleset) {
+        let k = nft.kernel();
+        let handles = Handles {
+            table: k.table_handle(TABLE).unwrap(),
+            chains: rs
+                .chains
+                .iter()
+                .map(|c| (c.name.clone(), k.rule_handles(TABLE, &c.name)))
+                .collect(),
+        };
+        nft.learn_handles(&rs.comment, handles);
+    }
+
+    fn applied(policies: &[u32]) -> (Nft<FakeKernel>, Ruleset) {
+        let mut nft = Nft::over(FakeKernel::new());
+        let rs = endpoint(policies, 0);
+        nft.apply(&rs).unwrap();
+        learn(&mut nft, &rs);
+        (nft, rs)
+    }
+
+    #[test]
+    fn a_policy_added_or_removed_edits_the_endpoint_chain_by_handle() {
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        let before = nft.kernel().rule_handles(TABLE, "ep");
+        // Policy 7 between 3 and 4: its jump and return inserted before 4's jump, nothing else.
+        let new = endpoint(&[1, 2, 3, 7, 4, 5, 6], 1);
+        nft.update(&old, &new).unwrap();
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
+        let edited = nft.take_edited();
+        assert_eq!(edited.len(), 1, "{edited:?}");
+        assert_eq!(edited[0].0, "ep");
+        let after = nft.kernel().rule_handles(TABLE, "ep");
+        assert_eq!(after.len(), before.len() + 2);
+        assert_eq!(
+            after[..7],
+            before[..7],
+            "the rules before keep their handles"
+        );
+        assert_eq!(
+            after[9..],
+            before[7..],
+            "the rules after keep their handles"
+        );
+        assert!(after[7..9].iter().all(|h| !before.contains(h)));
+        let slots: Vec<Option<u64>> = edited[0].1.clone();
+        assert_eq!(
+            slots.iter().filter(|s| s.is_none()).count(),
+            2,
+            "two rules inserted"
+        );
+        learn(&mut nft, &new);
+        // Policy 2 removed: its jump and return deleted by handle.
+        let newer = endpoint(&[1, 3, 7, 4, 5, 6], 2);
+        nft.update(&new, &newer).unwrap();
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&newer)));
+        assert_eq!(nft.take_edited().len(), 1);
+        let last = nft.kernel().rule_handles(TABLE, "ep");
+        assert_eq!(last[..3], after[..3]);
+        assert_eq!(last[3..], after[5..]);
+        // Without handles learned for the last write: flushed and refilled.
+        let mut nft = Nft::over(FakeKernel::new());
+        let old = endpoint(&[1, 2, 3, 4, 5, 6], 0);
+        nft.apply(&old).unwrap();
+        let mut wrong = Handles {
+            table: nft.kernel().table_handle(TABLE).unwrap(),
+            chains: Default::default(),
+        };
+        wrong
+            .chains
+            .insert("ep".into(), nft.kernel().rule_handles(TABLE, "ep"));
+        nft.learn_handles("hostpolicyd sha256:another", wrong);
+        let new2 = endpoint(&[1, 2, 3, 4, 5], 1);
+        nft.update(&old, &new2).unwrap();
+        assert!(nft.take_edited().is_empty());
+        // Too big a change (more than a quarter of the chain): refilled.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        let new3 = endpoint(&[1, 9, 8, 7, 6], 1);
+        nft.update(&old, &new3).unwrap();
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new3)));
+        assert!(nft.take_edited().is_empty());
+    }
+
+    #[test]
+    fn a_stale_handle_makes_the_kernel_refuse_the_edit_and_the_swap_refills_instead() {
+        // Someone deleted policy 3's jump behind our back: the edit that deletes it by handle is
+        // refused (ENOENT) as a whole, and the swap is made again by flushing and refilling.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        assert!(nft.kernel().delete_rule(TABLE, "ep", 5));
+        let committed = nft.kernel().committed();
+        let new = endpoint(&[1, 2, 4, 5, 6], 1);
+        nft.update(&old, &new).unwrap();
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
+        assert_eq!(
+            nft.kernel().committed(),
+            committed + 1,
+            "the refused edit changed nothing"
+        );
+        assert!(nft.take_edited().is_empty(), "refilled, not edited");
+        // A table deleted and made again (same content, other handles): no edits with the old ones.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        assert!(nft.kernel().remove_table(TABLE));
+        nft.kernel().table_handles += 7; // other tables came and went
+        let mut other = Nft::over(std::mem::take(nft.kernel()));
+        other.apply(&old).unwrap();
+        *nft.kernel() = std::mem::take(other.kernel());
+        let new = endpoint(&[1, 2, 3, 4, 5], 1);
+        nft.update(&old, &new).unwrap();
+        assert!(nft.take_edited().is_empty());
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
+    }
+
+    /// One step: insert policy `id` at `at` (modulo the length + 1), or delete the policy at `at`.
+    fn arb_steps() -> impl Strategy<Value = Vec<Vec<(bool, usize, u32)>>> {
+        let op = (any::<bool>(), 0usize..64, 100u32..10_000);
+        prop::collection::vec(prop::collection::vec(op, 1..3), 1..8)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random insert/delete sequences: after each update the kernel holds exactly the new ruleset;
+        /// a single policy added or removed in a chain of at least 8 policies is an edit by handle that
+        /// keeps every other rule's handle.
+        #[test]
+        fn edits_by_handle_give_the_new_chain(start in 0usize..24, steps in arb_steps()) {
+            let mut policies: Vec<u32> = (0..start as u32).collect();
+            let (mut nft, mut prev) = applied(&policies);
+            for (g, ops) in steps.iter().enumerate() {
+                for &(insert, at, id) in ops {
+                    if insert || policies.is_empty() {
+                        if !policies.contains(&id) {
+                            policies.insert(at % (policies.len() + 1), id);
+                        }
+                    } else {
+                        policies.remove(at % policies.len());
+                    }
+                }
+                let next = endpoint(&policies, g + 1);
+                let before = nft.kernel().rule_handles(TABLE, "ep");
+                nft.update(&prev, &next).unwrap();
+                prop_assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&next)));
+                let edited = nft.take_edited();
+                let after = nft.kernel().rule_handles(TABLE, "ep");
+                if let Some((_, slots)) = edited.iter().find(|(c, _)| c == "ep") {
+                    prop_assert_eq!(slots.len(), after.len());
+                    for (s, h) in slots.iter().zip(&after) {
+                        match s {
+                            Some(kept) => prop_assert_eq!(kept, h),
+                            None => prop_assert!(!before.contains(h)),
+                        }
+                    }
+                } else {
+                    let single = ops.len() == 1 && prev.chains[1].rules.len().abs_diff(next.chains[1].rules.len()) == 2;
+                    prop_assert!(!(single && policies.len() >= 8), "a one-policy change at {} policies was not edited", policies.len());
+                }
+                learn(&mut nft, &next);
+                prev = next;
+            }
         }
     }
 }

@@ -30,6 +30,9 @@ pub(crate) struct Inventory {
     pub(crate) comment: Option<String>,
     /// `NFTA_TABLE_FLAGS` (dormant, owner, ...).
     pub(crate) flags: u32,
+    /// `NFTA_TABLE_HANDLE`: a table deleted and made again has another (the kernel numbers tables
+    /// once per boot), and its rules are numbered afresh: rule handles are only meaningful with it.
+    pub(crate) handle: u64,
     /// In the kernel's order.
     pub(crate) chains: Vec<KChain>,
     /// Named sets and maps (anonymous sets left out), in the kernel's order.
@@ -91,7 +94,7 @@ pub(crate) struct KElem {
 /// Table inet `table`: None when it does not exist.
 pub(crate) fn read(table: &str) -> Result<Option<Inventory>, DataplaneError> {
     for _ in 0..DUMP_TRIES {
-        let Some((comment, flags)) = read_table(table)? else {
+        let Some((comment, flags, handle)) = read_table(table)? else {
             return Ok(None);
         };
         let name = strz(table);
@@ -120,6 +123,7 @@ pub(crate) fn read(table: &str) -> Result<Option<Inventory>, DataplaneError> {
         return Ok(Some(Inventory {
             comment,
             flags,
+            handle,
             chains,
             sets,
         }));
@@ -228,7 +232,7 @@ pub(crate) fn elements(table: &str, set: &str) -> Result<Vec<KElem>, DataplaneEr
 }
 
 /// (comment, flags) of table inet `table`, None when it does not exist.
-fn read_table(table: &str) -> Result<Option<(Option<String>, u32)>, DataplaneError> {
+fn read_table(table: &str) -> Result<Option<(Option<String>, u32, u64)>, DataplaneError> {
     let what = format!("table inet {table}");
     let mut conn = Conn::open(Protocol::Netfilter, Port::Kernel)?;
     let seq = conn.next_seq();
@@ -287,16 +291,17 @@ fn dump(
     }
 }
 
-fn parse_table(m: &nl::Msg<'_>) -> (Option<String>, u32) {
-    let (mut comment, mut flags) = (None, 0);
+fn parse_table(m: &nl::Msg<'_>) -> (Option<String>, u32, u64) {
+    let (mut comment, mut flags, mut handle) = (None, 0, 0);
     for a in nl::msg_attrs(m) {
         match a.ty {
             nl::NFTA_TABLE_USERDATA => comment = udata_comment(a.payload),
             NFTA_TABLE_FLAGS => flags = be32(a.payload).unwrap_or(0),
+            nl::NFTA_TABLE_HANDLE => handle = nl::be64(a.payload).unwrap_or(0),
             _ => {}
         }
     }
-    (comment, flags)
+    (comment, flags, handle)
 }
 
 /// A chain of a GETCHAIN answer, if it belongs to table `table`.
@@ -543,6 +548,9 @@ mod tests {
             w.u32_be(NFTA_TABLE_FLAGS, 0);
             w.attr(nl::NFTA_TABLE_USERDATA, &nl::udata_comment("hostpolicyd"));
         });
-        assert_eq!(parse_table(&wire_msg(&t)), (Some("hostpolicyd".into()), 0));
+        assert_eq!(
+            parse_table(&wire_msg(&t)),
+            (Some("hostpolicyd".into()), 0, 0)
+        );
     }
 }

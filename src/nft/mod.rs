@@ -29,6 +29,7 @@ pub use delta::{set_delta, SetDelta};
 pub use exec::when_encoded;
 pub use fake::{Fake, FakeKernel};
 pub use netlink::{validate, Netlink};
+pub use plan::Handles;
 pub use render::render;
 
 use crate::ruleset::Ruleset;
@@ -49,6 +50,20 @@ pub trait Dataplane {
     fn update(&mut self, previous: &Ruleset, next: &Ruleset) -> Result<(), DataplaneError> {
         let _ = previous;
         self.apply(next)
+    }
+    /// What the last write edited rule by rule (by kernel handle) instead of flushing and refilling,
+    /// once (a second call returns nothing until the next write): per chain, the kernel handle of each
+    /// of its rules afterwards when the rule was kept, None when it was inserted. Empty when it edited
+    /// nothing (and for dataplanes that never do).
+    fn take_edited(&mut self) -> Vec<(String, Vec<Option<u64>>)> {
+        Vec::new()
+    }
+    /// The kernel handles of the rules of some chains of our table, in rule order, read back right
+    /// after the last write (of the ruleset of content hash comment `comment`; ignored when that was
+    /// not the last write). The caller vouches that each chain's rules are that ruleset's, one to one;
+    /// the next [`Dataplane::update`] from it may then edit those chains by handle.
+    fn learn_handles(&mut self, comment: &str, handles: Handles) {
+        let _ = (comment, handles);
     }
     /// Delete table `table` (family inet) if present (batch: add table + delete table). Never touches other tables.
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError>;

@@ -34,6 +34,7 @@ use super::describe::list_index;
 pub(crate) use super::describe::{element_text, set_type_name};
 use super::kernel::{send_batch, Kernel, NetlinkKernel};
 use super::lower;
+use super::plan::Handles;
 use super::{
     clean_comment, is_nft_name, Dataplane, DataplaneError, FullReason, UpdatePath, HASH_CHAIN,
     IFNAME_MAX, NAME_MAX,
@@ -54,6 +55,14 @@ pub type Netlink = Nft<NetlinkKernel>;
 pub struct Nft<K> {
     kernel: K,
     last_update: Option<UpdatePath>,
+    /// The content hash comment (cleaned) of our last write that the kernel took, None after a
+    /// failed or unknown one.
+    written: Option<String>,
+    /// Kernel handles of the rules of chains of the table as that write left it: those of chains it
+    /// left alone, and those read back since ([`Dataplane::learn_handles`]).
+    handles: Option<Handles>,
+    /// What that write edited by handle (see [`Dataplane::take_edited`]).
+    edited: Vec<(String, Vec<Option<u64>>)>,
 }
 
 impl Nft<NetlinkKernel> {
@@ -73,6 +82,9 @@ impl<K: Kernel> Nft<K> {
         Nft {
             kernel,
             last_update: None,
+            written: None,
+            handles: None,
+            edited: Vec::new(),
         }
     }
 
@@ -107,6 +119,43 @@ impl<K: Kernel> Nft<K> {
         Ok(delta)
     }
 
+    /// Runs the staged swap (`exec.rs`) and keeps what it says about rule handles: after a swap that
+    /// kept the table, the handles of the chains it left alone (edited chains are read back by the
+    /// caller); nothing after any other. With `previous` and handles for it, chains are edited by
+    /// handle; a swap the kernel refuses then (a handle someone else deleted, say) is tried once more
+    /// without, which flushes and refills those chains.
+    fn swap(&mut self, next: &Ruleset, previous: Option<&Ruleset>) -> Result<(), DataplaneError> {
+        let handles = self.handles.take().filter(|_| {
+            previous.is_some_and(|p| {
+                self.written.as_deref() == Some(clean_comment(&p.comment).as_ref())
+            })
+        });
+        self.written = None;
+        self.edited.clear();
+        let result = match super::exec::apply(&mut self.kernel, next, previous, handles.as_ref()) {
+            Err(e) if handles.is_some() && e.kind == super::ErrorKind::Rejected => {
+                super::exec::apply(&mut self.kernel, next, previous, None)
+            }
+            r => r,
+        };
+        let swapped = result?;
+        self.written = Some(clean_comment(&next.comment).into_owned());
+        if let Some(table) = swapped.table {
+            let old = handles.filter(|h| h.table == table).map(|h| h.chains);
+            let chains = match old {
+                Some(mut old) => swapped
+                    .untouched
+                    .iter()
+                    .filter_map(|c| old.remove_entry(c))
+                    .collect(),
+                None => Default::default(),
+            };
+            self.handles = Some(Handles { table, chains });
+        }
+        self.edited = swapped.edited;
+        Ok(())
+    }
+
     /// The kernel's content hash comment for `table`, as [`Dataplane::table_comment`] returns it.
     fn held_comment(&mut self, table: &str) -> Option<String> {
         self.table_comment(table).ok().flatten()
@@ -117,7 +166,7 @@ impl<K: Kernel> Nft<K> {
 impl<K: Kernel> Dataplane for Nft<K> {
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError> {
         validate(ruleset)?;
-        super::exec::apply(&mut self.kernel, ruleset, None)
+        self.swap(ruleset, None)
     }
 
     /// Element changes only (ONE batch, see `delta.rs`) when only set elements and the comment differ
@@ -137,6 +186,14 @@ impl<K: Kernel> Dataplane for Nft<K> {
             }
             Some(delta) => match send_delta(&mut self.kernel, previous, next, &delta) {
                 Ok(()) => {
+                    // Only elements and the hash chain changed: every rule keeps its handle.
+                    self.edited.clear();
+                    if self.written.as_deref() == Some(clean_comment(&previous.comment).as_ref()) {
+                        self.written = Some(clean_comment(&next.comment).into_owned());
+                    } else {
+                        self.written = None;
+                        self.handles = None;
+                    }
                     self.last_update = Some(UpdatePath::Elements {
                         sets: delta.sets.len(),
                         removed: delta.removed(),
@@ -150,11 +207,28 @@ impl<K: Kernel> Dataplane for Nft<K> {
         self.last_update = Some(UpdatePath::Full(reason));
         // The staged swap, told what the kernel should hold: it checks the hash itself and then
         // leaves unchanged chains and sets alone.
-        super::exec::apply(&mut self.kernel, next, Some(previous))
+        self.swap(next, Some(previous))
+    }
+
+    fn take_edited(&mut self) -> Vec<(String, Vec<Option<u64>>)> {
+        std::mem::take(&mut self.edited)
+    }
+
+    fn learn_handles(&mut self, comment: &str, learned: Handles) {
+        if self.written.as_deref() != Some(clean_comment(comment).as_ref()) {
+            return;
+        }
+        match &mut self.handles {
+            Some(h) if h.table == learned.table => h.chains.extend(learned.chains),
+            _ => self.handles = Some(learned),
+        }
     }
 
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {
         check_table_name(table)?;
+        self.written = None;
+        self.handles = None;
+        self.edited.clear();
         let batch = encode_flush(table);
         send_batch(&mut self.kernel, &batch, |seq, _| {
             match batch.objs.get(seq as usize) {

@@ -57,8 +57,11 @@ pub(crate) struct Plan {
     pub(crate) delete_chains: Vec<String>,
     /// T2: IR chains created, in IR order.
     pub(crate) create_chains: Vec<usize>,
-    /// T2: IR chains whose rules are loaded: all but the kept chains whose rules are unchanged.
+    /// T2: IR chains whose rules are loaded: all but the kept chains whose rules are unchanged and
+    /// the edited ones.
     pub(crate) fill: Vec<usize>,
+    /// T2: kept chains edited rule by rule (by kernel handle) instead of flushed and refilled.
+    pub(crate) edits: Vec<ChainEdit>,
     /// The userdata of the kernel's [`HASH_CHAIN`] before the swap (None: there is none), to put it
     /// back when T2 is rejected after T1 marked the table.
     pub(crate) prior_hash: Option<Vec<u8>>,
@@ -75,6 +78,7 @@ impl Plan {
             delete_chains: Vec::new(),
             create_chains: Vec::new(),
             fill: Vec::new(),
+            edits: Vec::new(),
             prior_hash: None,
         }
     }
@@ -94,6 +98,89 @@ impl Plan {
             .map(|(s, n)| (s.name.as_str(), n.as_str()))
             .collect()
     }
+}
+
+/// The kernel handles of the rules of some chains of our table, in rule order, as read back right after
+/// our own write (see [`super::Dataplane::learn_handles`]), and the handle of the table they belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handles {
+    pub table: u64,
+    pub chains: HashMap<String, Vec<u64>>,
+}
+
+/// Where a rule inserted into a kept chain goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Right before the (kept) rule of this handle: NEWRULE with `NFTA_RULE_POSITION`, without
+    /// `NLM_F_APPEND`.
+    Before(u64),
+    /// At the chain's end: NEWRULE with `NLM_F_APPEND` and no position.
+    End,
+}
+
+/// A kept chain whose rules change a little, edited in T2 by handle: the rules of `delete` deleted
+/// (DELRULE by `NFTA_RULE_HANDLE`), the IR rules `insert` created at their places. Every rule it keeps
+/// is the held ruleset's, at its kernel handle, and refers only to what T2 keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainEdit {
+    /// The IR chain.
+    pub(crate) chain: usize,
+    pub(crate) delete: Vec<u64>,
+    /// (IR rule index, where), in rule order.
+    pub(crate) insert: Vec<(usize, Place)>,
+    /// The chain after T2, rule by rule: the kernel handle of a kept rule, None for an inserted one.
+    pub(crate) slots: Vec<Option<u64>>,
+}
+
+/// At most this share of a chain (1/`EDIT_SHARE` of its rules, old or new, whichever is more) is
+/// edited rule by rule; a bigger change flushes and refills it.
+pub(crate) const EDIT_SHARE: usize = 4;
+
+/// The edit of a kept chain from `old` (the held ruleset's rules, at kernel handles `handles`) to
+/// `new`: the common prefix and suffix are kept, the rest deleted and inserted. None when the change
+/// is too big ([`EDIT_SHARE`]), keeps nothing, or a kept rule fails `keep_ok` (it refers to something
+/// T2 replaces).
+pub(crate) fn edit_chain(
+    chain: usize,
+    old: &[crate::ruleset::Rule],
+    handles: &[u64],
+    new: &[crate::ruleset::Rule],
+    keep_ok: impl Fn(&crate::ruleset::Rule) -> bool,
+) -> Option<ChainEdit> {
+    if old.len() != handles.len() {
+        return None;
+    }
+    let (n, m) = (old.len(), new.len());
+    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let suffix = old[prefix..]
+        .iter()
+        .rev()
+        .zip(new[prefix..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (deleted, inserted) = (n - prefix - suffix, m - prefix - suffix);
+    let kept = prefix + suffix;
+    if kept == 0 || (deleted + inserted) * EDIT_SHARE > n.max(m) {
+        return None;
+    }
+    let kept_old = (0..prefix).chain(n - suffix..n);
+    if !kept_old.clone().all(|i| keep_ok(&old[i])) {
+        return None;
+    }
+    let place = if suffix > 0 {
+        Place::Before(handles[n - suffix])
+    } else {
+        Place::End
+    };
+    let mut slots: Vec<Option<u64>> = handles[..prefix].iter().copied().map(Some).collect();
+    slots.extend(std::iter::repeat_n(None, inserted));
+    slots.extend(handles[n - suffix..].iter().copied().map(Some));
+    Some(ChainEdit {
+        chain,
+        delete: handles[prefix..n - suffix].to_vec(),
+        insert: (prefix..m - suffix).map(|j| (j, place)).collect(),
+        slots,
+    })
 }
 
 /// True when table `inv` carries `previous`'s content hash as a finished swap (the comment of the
@@ -187,10 +274,12 @@ pub(crate) fn set_of(m: &Match) -> Option<&str> {
 
 /// Works out the swap (see the module documentation). `elements(name)` reads a kernel set's elements.
 /// `held`: the ruleset the kernel holds (its content hash is the kernel's, as a finished swap), if the
-/// caller knows it.
+/// caller knows it. `handles`: the kernel handles of the held ruleset's rules in some chains (see
+/// [`Handles`]), for the table whose handle they carry.
 ///
-/// Chains: the longest prefix of the IR's chains that the kernel holds in that order is kept (base
-/// chains as they are, so their hooks stay registered; regular chains only with `held`); a kept chain
+/// Chains: every IR chain the kernel holds is kept (base chains as they are, so their hooks stay
+/// registered; regular chains only with `held`), in the kernel's order, new chains created after them;
+/// a kept chain
 /// whose rules are `held`'s is left alone unless its rules use something T2 replaces (a verdict map, a
 /// set of a new version, a chain that is re-created). Every other chain is flushed and refilled, or
 /// deleted and created in IR order, in T2.
@@ -198,6 +287,7 @@ pub(crate) fn plan(
     rs: &Ruleset,
     inv: Option<&Inventory>,
     held: Option<&Ruleset>,
+    handles: Option<&Handles>,
     elements: &mut dyn FnMut(&str) -> Result<Vec<KElem>, DataplaneError>,
 ) -> Result<Plan, DataplaneError> {
     let Some(inv) = inv else {
@@ -296,8 +386,10 @@ pub(crate) fn plan(
         .map(|k| k.name.clone())
         .collect();
 
-    // Chains: keep the longest prefix of unchanged base chains (and, with `held`, regular chains)
-    // that the kernel holds in that order.
+    // Chains: keep every base chain the kernel holds as it is (and, with `held`, every regular chain),
+    // wherever it is in the kernel's order: the order of a table's chains changes no packet's path, and
+    // a chain created between kept ones (a policy added in the middle) would otherwise make every
+    // chain after it be deleted and created again, with its rules.
     let positions: HashMap<&str, usize> = inv
         .chains
         .iter()
@@ -305,20 +397,17 @@ pub(crate) fn plan(
         .map(|(i, k)| (k.name.as_str(), i))
         .collect();
     let mut kept: HashSet<&str> = HashSet::new();
-    let mut last = None;
     for c in &rs.chains {
         let Some(&pos) = positions.get(c.name.as_str()) else {
-            break;
+            continue;
         };
         let same_kind = match c.base {
             Some(base) => base_chain_matches(&inv.chains[pos], base),
             None => held.is_some() && regular_chain_matches(&inv.chains[pos]),
         };
-        if !same_kind || last.is_some_and(|l| pos < l) {
-            break;
+        if same_kind {
+            kept.insert(c.name.as_str());
         }
-        kept.insert(c.name.as_str());
-        last = Some(pos);
     }
     p.delete_chains = inv
         .chains
@@ -342,30 +431,58 @@ pub(crate) fn plan(
             .is_some_and(|h| Arc::ptr_eq(h, c) || h.rules == c.rules)
     };
     let reused_names: HashSet<&str> = reused.iter().map(|&i| rs.sets[i].name.as_str()).collect();
+    // A rule that can stay in the kernel as it is: it refers to nothing T2 deletes or re-creates.
+    let stays = |r: &crate::ruleset::Rule| {
+        !matches!(r.verdict, Some(Verdict::Vmap { .. }))
+            && jump_target(r.verdict.as_ref()).is_none_or(|t| kept.contains(t))
+            && r.matches
+                .iter()
+                .all(|m| set_of(m).is_none_or(|s| reused_names.contains(s)))
+    };
     let untouched: HashSet<&str> = rs
         .chains
         .iter()
-        .filter(|c| {
-            kept.contains(c.name.as_str())
-                && same_rules(c)
-                && c.rules.iter().all(|r| {
-                    !matches!(r.verdict, Some(Verdict::Vmap { .. }))
-                        && jump_target(r.verdict.as_ref()).is_none_or(|t| kept.contains(t))
-                        && r.matches
-                            .iter()
-                            .all(|m| set_of(m).is_none_or(|s| reused_names.contains(s)))
-                })
-        })
+        .filter(|c| kept.contains(c.name.as_str()) && same_rules(c) && c.rules.iter().all(stays))
         .map(|c| c.name.as_str())
+        .collect();
+    // Kept chains whose rules change a little, edited by handle when the handles are known for this
+    // very table (a table made again numbers its rules afresh).
+    if let Some(handles) = handles.filter(|h| held.is_some() && h.table == inv.handle) {
+        for (i, c) in rs.chains.iter().enumerate() {
+            if !kept.contains(c.name.as_str()) || untouched.contains(c.name.as_str()) {
+                continue;
+            }
+            let (Some(h), Some(hs)) = (
+                held_chains.get(c.name.as_str()),
+                handles.chains.get(&c.name),
+            ) else {
+                continue;
+            };
+            if let Some(e) = edit_chain(i, &h.rules, hs, &c.rules, stays) {
+                p.edits.push(e);
+            }
+        }
+    }
+    let edited: HashSet<&str> = p
+        .edits
+        .iter()
+        .map(|e| rs.chains[e.chain].name.as_str())
         .collect();
     p.flush = inv
         .chains
         .iter()
-        .filter(|k| k.name != HASH_CHAIN && !untouched.contains(k.name.as_str()))
+        .filter(|k| {
+            k.name != HASH_CHAIN
+                && !untouched.contains(k.name.as_str())
+                && !edited.contains(k.name.as_str())
+        })
         .map(|k| k.name.clone())
         .collect();
     p.fill = (0..rs.chains.len())
-        .filter(|&i| !untouched.contains(rs.chains[i].name.as_str()))
+        .filter(|&i| {
+            let name = rs.chains[i].name.as_str();
+            !untouched.contains(name) && !edited.contains(name)
+        })
         .collect();
     Ok(p)
 }
@@ -501,6 +618,7 @@ pub(crate) mod tests {
         Inventory {
             comment: Some(TABLE_COMMENT.into()),
             flags: 0,
+            handle: 1,
             chains,
             sets,
         }
@@ -522,7 +640,7 @@ pub(crate) mod tests {
             let i = inv.sets.iter().position(|k| k.name == name).unwrap();
             Ok(kelems(&held.sets[i]))
         };
-        let p = plan(rs, Some(&inv), known.then_some(held), &mut elements).unwrap();
+        let p = plan(rs, Some(&inv), known.then_some(held), None, &mut elements).unwrap();
         (p, read)
     }
 
@@ -657,7 +775,7 @@ pub(crate) mod tests {
             })
         };
         assert!(is_pending(&inv));
-        let p = plan(&new, Some(&inv), Some(&old), &mut elements).unwrap();
+        let p = plan(&new, Some(&inv), Some(&old), None, &mut elements).unwrap();
         assert_eq!(
             p.names,
             ["a", "b.1"],
@@ -666,7 +784,7 @@ pub(crate) mod tests {
         assert!(p.create_sets.is_empty());
         assert_eq!(p.delete_sets, ["b", "m"]);
         // Going back to the old configuration instead: the copy is an orphan.
-        let p = plan(&old, Some(&inv), Some(&old), &mut elements).unwrap();
+        let p = plan(&old, Some(&inv), Some(&old), None, &mut elements).unwrap();
         assert_eq!(p.names, ["a", "b"]);
         assert_eq!(p.delete_sets, ["m", "b.1"]);
     }
@@ -688,7 +806,7 @@ pub(crate) mod tests {
     fn a_fresh_table_is_made_in_two_transactions_and_undone_whole() {
         let rs = ruleset(&[("a", &["10.0.0.0/8"])], Verdict::Accept);
         let mut none = |_: &str| -> Result<Vec<KElem>, DataplaneError> { unreachable!() };
-        let p = plan(&rs, None, None, &mut none).unwrap();
+        let p = plan(&rs, None, None, None, &mut none).unwrap();
         assert_eq!(p.mode, Mode::Create);
         assert!(p.staged());
         let t1 = encode_t1(&rs, &p).unwrap();
@@ -735,6 +853,127 @@ pub(crate) mod tests {
         );
     }
 
+    /// Plans `new` against a kernel holding `old` (hash `old.comment`) with `handles`.
+    fn plan_with_handles(new: &Ruleset, old: &Ruleset, handles: &Handles) -> Plan {
+        let inv = inventory(old, None, &old.comment);
+        let mut elements = |name: &str| -> Result<Vec<KElem>, DataplaneError> {
+            let i = inv.sets.iter().position(|k| k.name == name).unwrap();
+            Ok(kelems(&old.sets[i]))
+        };
+        plan(new, Some(&inv), Some(old), Some(handles), &mut elements).unwrap()
+    }
+
+    #[test]
+    fn kept_chains_that_change_a_little_are_edited_by_handle_the_others_refilled() {
+        let old = ruleset(
+            &[("a", &["10.0.0.0/8"]), ("b", &["192.0.2.0/24"])],
+            Verdict::Accept,
+        );
+        let handles = Handles {
+            table: 1,
+            chains: [("in".to_string(), vec![3]), ("c".to_string(), vec![5, 6])]
+                .into_iter()
+                .collect(),
+        };
+        // A rule inserted at the start of `c` (8 rules, so that one is within a quarter).
+        let mut big = old.clone();
+        for _ in 0..6 {
+            big.chain_mut(1).rules.push(uses("b", Verdict::Accept));
+        }
+        let mut big_handles = handles.clone();
+        big_handles
+            .chains
+            .insert("c".into(), (5..13).collect::<Vec<u64>>());
+        let mut new = big.clone();
+        new.comment = "hostpolicyd sha256:2".into();
+        new.chain_mut(1).rules.insert(0, uses("b", Verdict::Drop));
+        let p = plan_with_handles(&new, &big, &big_handles);
+        assert_eq!(
+            p.edits,
+            [ChainEdit {
+                chain: 1,
+                delete: vec![],
+                insert: vec![(0, Place::Before(5))],
+                slots: std::iter::once(None).chain((5..13).map(Some)).collect(),
+            }]
+        );
+        assert!(!p.flush.contains(&"c".to_string()), "{:?}", p.flush);
+        assert!(!p.fill.contains(&1));
+        // The T2 of it: one NEWRULE with a position, no flush of `c`.
+        let t2 = encode_t2(&new, &kernel_rules(&new, &p), &p).unwrap();
+        let placed: Vec<nl::Msg<'_>> = nl::messages(&t2.batch.bytes)
+            .filter(|m| m.ty & 0xff == nl::NFT_MSG_NEWRULE)
+            .collect();
+        assert_eq!(placed.len(), 1);
+        assert_eq!(placed[0].flags & nl::NLM_F_APPEND, 0, "before, not after");
+        let pos = placed[0]
+            .attrs()
+            .find(|a| a.ty == nl::NFTA_RULE_POSITION)
+            .map(|a| nl::be64(a.payload));
+        assert_eq!(pos, Some(Some(5)));
+        // The last rule deleted: DELRULE by its handle.
+        let mut shorter = big.clone();
+        shorter.comment = "hostpolicyd sha256:3".into();
+        shorter.chain_mut(1).rules.pop();
+        let p = plan_with_handles(&shorter, &big, &big_handles);
+        assert_eq!(p.edits.len(), 1);
+        assert_eq!(p.edits[0].delete, [12]);
+        assert!(p.edits[0].insert.is_empty());
+        // Handles of another table (deleted and made again): refilled.
+        let other = Handles {
+            table: 2,
+            ..big_handles.clone()
+        };
+        let p = plan_with_handles(&new, &big, &other);
+        assert!(p.edits.is_empty());
+        assert!(p.flush.contains(&"c".to_string()));
+        // Handles that do not match the held chain's rules one to one: refilled.
+        let p = plan_with_handles(&new, &big, &handles);
+        assert!(p.edits.is_empty());
+        // A kept rule looks up a set whose contents change (copied as `b.1`): refilled.
+        let mut copied = new.clone();
+        copied.sets[1] = v4set("b", &["192.0.2.0/25"]);
+        let p = plan_with_handles(&copied, &big, &big_handles);
+        assert!(p.edits.is_empty());
+        assert_eq!(p.create_sets, [1]);
+        // More than a quarter of the chain: refilled.
+        let mut many = big.clone();
+        many.comment = "hostpolicyd sha256:4".into();
+        many.chain_mut(1).rules.truncate(5);
+        let p = plan_with_handles(&many, &big, &big_handles);
+        assert!(p.edits.is_empty());
+        // A chain with a verdict map lookup (the map is made again in every switch): refilled.
+        let mut vmap = big.clone();
+        vmap.chain_mut(0).rules.push(Rule {
+            verdict: Some(Verdict::Vmap {
+                key: crate::ruleset::IfDir::In,
+                map: "m".into(),
+            }),
+            ..Rule::default()
+        });
+        for _ in 0..7 {
+            vmap.chain_mut(0).rules.push(uses("a", Verdict::Accept));
+        }
+        let mut vmap2 = vmap.clone();
+        vmap2.comment = "hostpolicyd sha256:5".into();
+        vmap2.chain_mut(0).rules.push(uses("a", Verdict::Drop));
+        let mut h = big_handles.clone();
+        h.chains.insert("in".into(), (20..29).collect());
+        let p = plan_with_handles(&vmap2, &vmap, &h);
+        assert!(p.edits.iter().all(|e| e.chain != 0), "{:?}", p.edits);
+        // ... while the same change without the map lookup is an edit.
+        let mut plain = vmap.clone();
+        plain.chain_mut(0).rules.remove(1);
+        let mut plain2 = plain.clone();
+        plain2.comment = "hostpolicyd sha256:6".into();
+        plain2.chain_mut(0).rules.push(uses("a", Verdict::Drop));
+        h.chains.insert("in".into(), (20..28).collect());
+        let p = plan_with_handles(&plain2, &plain, &h);
+        assert_eq!(p.edits.len(), 1);
+        assert_eq!(p.edits[0].chain, 0);
+        assert_eq!(p.edits[0].insert, [(8, Place::End)]);
+    }
+
     #[test]
     fn tables_that_are_not_ours_are_replaced() {
         let rs = ruleset(&[("a", &["10.0.0.0/8"])], Verdict::Accept);
@@ -743,17 +982,17 @@ pub(crate) mod tests {
         inv.comment = Some("hostpolicyd sha256:1".into()); // an older hostpolicyd
         let mut none = |_: &str| -> Result<Vec<KElem>, DataplaneError> { Ok(vec![]) };
         assert_eq!(
-            plan(&rs, Some(&inv), None, &mut none).unwrap().mode,
+            plan(&rs, Some(&inv), None, None, &mut none).unwrap().mode,
             Mode::Replace
         );
         inv.comment = Some(TABLE_COMMENT.into());
         assert_eq!(
-            plan(&rs, Some(&inv), None, &mut none).unwrap().mode,
+            plan(&rs, Some(&inv), None, None, &mut none).unwrap().mode,
             Mode::Staged
         );
         inv.flags = 1; // dormant
         assert_eq!(
-            plan(&rs, Some(&inv), None, &mut none).unwrap().mode,
+            plan(&rs, Some(&inv), None, None, &mut none).unwrap().mode,
             Mode::Replace
         );
     }

@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use super::batch::{
-    add_chains, add_hash_chain_comment, add_rules, encode_flush, encode_map, encode_set, set_ids,
-    Assembler, EncodedBatch, Obj,
+    add_chains, add_hash_chain_comment, add_placed_rules, add_rules, encode_flush, encode_map,
+    encode_set, set_ids, Assembler, EncodedBatch, Obj,
 };
 use super::describe::describe;
 use super::plan::{set_of, Mode, Plan};
@@ -62,6 +62,24 @@ impl TxBuilder {
             NFT_MSG_DELRULE,
             &[(NFTA_RULE_TABLE, table), (NFTA_RULE_CHAIN, chain)],
             format!("kernel rejected flushing chain {chain} of table inet {table}"),
+        );
+    }
+
+    /// One rule of a kept chain, by its kernel handle (ENOENT, and the whole transaction refused, when
+    /// the chain no longer holds it).
+    fn delete_rule(&mut self, table: &str, chain: &str, handle: u64) {
+        let from = self.asm.objs.len();
+        let m = self.asm.begin_with(NFT_MSG_DELRULE, 0, Obj::TableEnsure);
+        let mut w = Writer {
+            buf: &mut self.asm.out,
+        };
+        w.strz(NFTA_RULE_TABLE, table);
+        w.strz(NFTA_RULE_CHAIN, chain);
+        w.attr(nl::NFTA_RULE_HANDLE, &handle.to_be_bytes());
+        w.end_msg(m);
+        self.note_since(
+            from,
+            format!("kernel rejected deleting rule handle {handle} of chain {chain} of table inet {table}"),
         );
     }
 
@@ -202,14 +220,21 @@ pub(crate) fn kernel_rules<'r>(rs: &'r Ruleset, plan: &Plan) -> Cow<'r, Ruleset>
     })
 }
 
-/// T2, the switch, ONE transaction: flush the chains whose rules change, delete the sets and maps the
-/// new rules do not use and the chains that are not kept, create chains, maps and rules (`rules`: with
-/// the sets' kernel names), and the [`HASH_CHAIN`] with the new content hash.
+/// T2, the switch, ONE transaction: flush the chains whose rules change (or, for the chains the plan
+/// edits, delete their removed rules by handle), delete the sets and maps the new rules do not use and
+/// the chains that are not kept, create chains, maps and rules (`rules`: with the sets' kernel names;
+/// an edited chain's new rules at their places), and the [`HASH_CHAIN`] with the new content hash.
 pub(crate) fn encode_t2(rs: &Ruleset, rules: &Ruleset, plan: &Plan) -> Result<Tx, DataplaneError> {
     let maps: usize = rs.maps.iter().map(|m| m.elements.len() * 96 + 256).sum();
     let mut b = TxBuilder::new(4096 + maps + rs.rule_count() * 192);
     for c in &plan.flush {
         b.flush_chain(&rs.table, c);
+    }
+    // Before the chains and sets they referred to are deleted.
+    for e in &plan.edits {
+        for &h in &e.delete {
+            b.delete_rule(&rs.table, &rs.chains[e.chain].name, h);
+        }
     }
     for s in &plan.delete_sets {
         b.delete_set(&rs.table, s);
@@ -223,6 +248,12 @@ pub(crate) fn encode_t2(rs: &Ruleset, rules: &Ruleset, plan: &Plan) -> Result<Tx
         encode_map(&mut b.asm, &rs.table, i, map, ids[map.name.as_str()]);
     }
     add_rules(&mut b.asm, rules, &plan.fill, &ids)?;
+    let inserts: Vec<(usize, &[(usize, super::plan::Place)])> = plan
+        .edits
+        .iter()
+        .map(|e| (e.chain, e.insert.as_slice()))
+        .collect();
+    add_placed_rules(&mut b.asm, rules, &inserts, &ids)?;
     let comment = super::clean_comment(&rs.comment);
     let udata = (!comment.is_empty()).then(|| nl::udata_comment(&comment));
     if plan.staged() || plan.prior_hash.is_some() {

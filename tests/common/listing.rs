@@ -2,6 +2,9 @@
 //! incremental update against a full apply (`tests/incremental.rs`), a staged swap against `nft -f` of
 //! `render()` in an empty namespace (`tests/staged_swap.rs`).
 //!
+//! Chain order aside: a swap keeps the chains the kernel holds where they are and creates new ones
+//! after them (`src/nft/plan.rs`), so chains (and their rules) are compared in name order.
+//!
 //! Set names aside: a swap that changes a set's elements together with rules copies the set under a
 //! version of its name (`NAME.N`, `src/nft/plan.rs`), created after the sets it kept. So versions are
 //! named as their sets (`@NAME.N` -> `@NAME`, `set NAME.N` -> `set NAME`) and the sets are compared in
@@ -95,7 +98,7 @@ fn unversion_line(line: &str) -> String {
     out
 }
 
-/// The `set` blocks of `nft list table`'s text in name order (and versions unversioned).
+/// The `set` and `chain` blocks of `nft list table`'s text in name order (and versions unversioned).
 fn sort_set_blocks(text: &str) -> String {
     let lines: Vec<String> = text.lines().map(|l| unversion_line(l.trim_end())).collect();
     let mut out = Vec::new();
@@ -108,7 +111,7 @@ fn sort_set_blocks(text: &str) -> String {
         }
     };
     while i < lines.len() {
-        if lines[i].starts_with("\tset ") {
+        if lines[i].starts_with("\tset ") || lines[i].starts_with("\tchain ") {
             let mut b = vec![lines[i].clone()];
             i += 1;
             while i < lines.len() && lines[i - 1] != "\t}" {
@@ -167,6 +170,22 @@ fn sort_sets(v: &mut serde_json::Value) {
         });
         for (i, s) in at.into_iter().zip(sets) {
             items[i] = s;
+        }
+        // Chains in name order, and the rules by chain in that order (each chain's in its order).
+        for (kind, key) in [("chain", "/chain/name"), ("rule", "/rule/chain")] {
+            let at: Vec<usize> = (0..items.len())
+                .filter(|&i| items[i].get(kind).is_some())
+                .collect();
+            let mut objs: Vec<Value> = at.iter().map(|&i| items[i].take()).collect();
+            objs.sort_by_key(|s| {
+                s.pointer(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            });
+            for (i, s) in at.into_iter().zip(objs) {
+                items[i] = s;
+            }
         }
     }
 }

@@ -343,6 +343,7 @@ mod tests {
 
     fn print(chains: &[(&str, &[u64])], sets: &[(&str, u64)]) -> TablePrint {
         TablePrint {
+            table: 1,
             chains: chains
                 .iter()
                 .map(|(n, r)| {
@@ -351,6 +352,7 @@ mod tests {
                         ChainPrint {
                             def: 1,
                             rules: r.to_vec(),
+                            handles: Vec::new(),
                         },
                     )
                 })

@@ -162,11 +162,39 @@ impl Guard {
 
     /// Starts guarding our table as the kernel holds it now (right after our own write): the
     /// expectation that drift is judged against.
-    pub fn arm<D: Dataplane, P: Prober>(&mut self, engine: &Engine<D, P>) {
-        let (Some(ruleset), Some(hash)) = (engine.last_good(), &engine.summary().hash) else {
+    ///
+    /// It also hands the dataplane the kernel handles of the rules it read back
+    /// ([`Dataplane::learn_handles`]), and checks the chains the write edited by handle: a chain whose
+    /// kept rules are not the ones of the previous baseline at their handles (someone changed it
+    /// before our edit, and the edit kept their change) is put right at once by applying the whole
+    /// ruleset again, never taken into the expectation.
+    pub fn arm<D: Dataplane, P: Prober>(&mut self, engine: &mut Engine<D, P>) {
+        if !self.arm_once(engine) {
+            warn!(
+                event = "drift_edited_chain",
+                "a chain of table inet {} edited by handle does not hold what the edit kept (changed by                  someone else before it); applying the whole ruleset again",
+                self.table
+            );
+            if let Err(e) = engine.reapply_last_good() {
+                warn!(
+                    event = "drift_edited_chain",
+                    "applying the whole ruleset of table inet {} again failed: {e}", self.table
+                );
+            }
+            self.arm_once(engine);
+        }
+    }
+
+    /// One [`Guard::arm`]: false when an edited chain does not hold what the edit kept (the
+    /// expectation is then the one from before, untouched).
+    fn arm_once<D: Dataplane, P: Prober>(&mut self, engine: &mut Engine<D, P>) -> bool {
+        let edited = engine.dataplane().take_edited();
+        let (Some(ruleset), Some(hash)) = (engine.last_good(), engine.summary().hash.clone())
+        else {
             self.expectation = None;
-            return;
+            return true;
         };
+        let hash = &hash;
         // The sets and chains this write left as they were are not read back (see
         // `fingerprint_known`): after a one-file reload, two chains' rules instead of the whole table.
         let sets = set_digests(ruleset);
@@ -187,7 +215,33 @@ impl Guard {
                 None
             }
         };
+        if let Some(print) = &kernel {
+            let previous = self.expectation.as_ref().and_then(|e| e.baseline.as_ref());
+            if !edits_hold(&edited, previous, print) {
+                return false;
+            }
+        }
+        // The handles of the chains just read (not those taken from the previous baseline: the
+        // dataplane keeps those of the chains it left alone), where the kernel's chain has as many
+        // rules as the ruleset's.
+        let learned = kernel.as_ref().map(|print| crate::nft::Handles {
+            table: print.table,
+            chains: ruleset
+                .chains
+                .iter()
+                .filter(|c| !known.chains.contains_key(&c.name))
+                .filter_map(|c| {
+                    let k = print.chains.get(&c.name)?;
+                    (k.handles.len() == c.rules.len() && k.rules.len() == c.rules.len())
+                        .then(|| (c.name.clone(), k.handles.clone()))
+                })
+                .collect(),
+        });
+        let comment = ruleset.comment.clone();
         let (expectation, fits) = Expectation::with_digests(hash, ruleset, kernel, sets, chains);
+        if let Some(learned) = learned.filter(|_| fits) {
+            engine.dataplane().learn_handles(&comment, learned);
+        }
         if !fits {
             warn!(
                 event = "drift_layout",
@@ -197,6 +251,7 @@ impl Guard {
             );
         }
         self.expectation = Some(expectation);
+        true
     }
 
     /// A burst of nftables changes to our table: compare, and repair when someone else changed it.
@@ -508,6 +563,42 @@ impl Guard {
             Look::Drifted(changes) => self.repair_now(changes, p.writers, p.since, engine, clock),
         }
     }
+}
+
+/// Whether each chain of `edited` (kernel handle of each rule after the edit, None for an inserted
+/// one) holds, in `now` (read right after the edit), the rules the edit kept: at those places the
+/// handles of the edit, with the rules `previous` (the baseline before it) had at those handles, and
+/// new handles at the inserted places. A change someone made to the chain before our edit shows here,
+/// as the previous baseline is what we wrote.
+fn edits_hold(
+    edited: &[(String, Vec<Option<u64>>)],
+    previous: Option<&TablePrint>,
+    now: &TablePrint,
+) -> bool {
+    edited.iter().all(|(chain, slots)| {
+        let (Some(old), Some(new)) = (
+            previous.and_then(|p| p.chains.get(chain)),
+            now.chains.get(chain),
+        ) else {
+            return false;
+        };
+        if old.handles.len() != old.rules.len()
+            || new.handles.len() != slots.len()
+            || new.rules.len() != slots.len()
+        {
+            return false;
+        }
+        let was: std::collections::HashMap<u64, u64> = old
+            .handles
+            .iter()
+            .copied()
+            .zip(old.rules.iter().copied())
+            .collect();
+        slots.iter().enumerate().all(|(i, slot)| match slot {
+            Some(h) => new.handles[i] == *h && was.get(h) == Some(&new.rules[i]),
+            None => !was.contains_key(&new.handles[i]),
+        })
+    })
 }
 
 fn by_text(by: &str) -> String {
