@@ -431,3 +431,112 @@ spec:
         "no drift after our own write"
     );
 }
+
+#[test]
+fn a_foreign_change_kept_by_our_edit_by_handle_is_not_taken_for_ours() {
+    if !require_root("a_foreign_change_kept_by_our_edit_by_handle_is_not_taken_for_ours") {
+        return;
+    }
+    use hostpolicyd::daemon::drift::edits_hold;
+    use hostpolicyd::daemon::nftmon::fingerprint;
+    use hostpolicyd::nft::{Dataplane, Handles, Netlink};
+    use hostpolicyd::ruleset::{Ruleset, Verdict};
+
+    // Twelve policies, and the same with `p-05b` (between p-05 and p-06): the endpoint chain gets
+    // two rules more, which the switch inserts by handle.
+    let compile = |extra: bool| -> Ruleset {
+        let mut files = vec![
+            ("hep.yaml".to_string(), hep_eth0()),
+            ("allow-egress.yaml".to_string(), allow_egress()),
+        ];
+        for i in 0..12u16 {
+            let name = format!("p-{i:02}");
+            files.push((format!("{name}.yaml"), allow_port(&name, 9000 + i)));
+        }
+        if extra {
+            files.push(("p-05b.yaml".into(), allow_port("p-05b", 8081)));
+        }
+        let loaded = hostpolicyd::config::load::load_sources(&files);
+        let c = hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+            .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+        (*c.ruleset).clone()
+    };
+    let (a, b) = (compile(false), compile(true));
+    let ep = a
+        .chains
+        .iter()
+        .max_by_key(|c| {
+            c.rules
+                .iter()
+                .filter(|r| matches!(&r.verdict, Some(Verdict::Jump(t)) if t.starts_with("pi-")))
+                .count()
+        })
+        .unwrap()
+        .name
+        .clone();
+
+    // Applies `a`, hands the dataplane the handles read back, lets `foreign` change the table, then
+    // switches to `b`: whether the edited chain holds what the edit kept, by the guard's check.
+    let run = |name: &str, foreign: &dyn Fn(&common::netns::NetNs, u64)| -> bool {
+        let ns = common::netns::NetNs::new(name);
+        let mut nl = ns.run(Netlink::new).unwrap();
+        ns.run(|| nl.apply(&a)).unwrap();
+        let base = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+        let handles = Handles {
+            table: base.table,
+            chains: base
+                .chains
+                .iter()
+                .map(|(n, c)| (n.clone(), c.handles.clone()))
+                .collect(),
+        };
+        nl.learn_handles(&a.comment, handles);
+        // A rule the edit keeps: the last one of the chain.
+        foreign(&ns, *base.chains[&ep].handles.last().unwrap());
+        ns.run(|| nl.update(&a, &b)).unwrap();
+        let edited = nl.take_edited();
+        assert!(
+            edited.iter().any(|(c, _)| *c == ep),
+            "the endpoint chain was edited by handle: {edited:?}"
+        );
+        let now = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+        edits_hold(&edited, Some(&base), &now)
+    };
+    assert!(
+        run("drifthandle", &|_, _| {}),
+        "our own edit holds what it kept"
+    );
+    // Someone inserts a rule before a rule our edit keeps: the edit leaves it there, and the guard
+    // must not take it for ours.
+    assert!(!run("drifthandleins", &|ns, h| {
+        ns.exec_ok(
+            "nft",
+            [
+                "insert",
+                "rule",
+                "inet",
+                "hostpolicy",
+                &ep,
+                "position",
+                &h.to_string(),
+                "accept",
+            ],
+        );
+    }));
+    // Someone replaces a kept rule in place (same handle, another rule).
+    assert!(!run("drifthandlerep", &|ns, h| {
+        ns.exec_ok(
+            "nft",
+            [
+                "replace",
+                "rule",
+                "inet",
+                "hostpolicy",
+                &ep,
+                "handle",
+                &h.to_string(),
+                "accept",
+            ],
+        );
+    }));
+}

@@ -570,7 +570,7 @@ impl Guard {
 /// handles of the edit, with the rules `previous` (the baseline before it) had at those handles, and
 /// new handles at the inserted places. A change someone made to the chain before our edit shows here,
 /// as the previous baseline is what we wrote.
-fn edits_hold(
+pub fn edits_hold(
     edited: &[(String, Vec<Option<u64>>)],
     previous: Option<&TablePrint>,
     now: &TablePrint,
@@ -615,5 +615,52 @@ pub fn kernel_text(k: &str) -> &str {
         "not inspected"
     } else {
         k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::nftmon::ChainPrint;
+
+    fn print(chain: &str, rules: &[(u64, u64)]) -> TablePrint {
+        let mut p = TablePrint {
+            table: 1,
+            ..TablePrint::default()
+        };
+        p.chains.insert(
+            chain.into(),
+            ChainPrint {
+                def: 7,
+                handles: rules.iter().map(|r| r.0).collect(),
+                rules: rules.iter().map(|r| r.1).collect(),
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn an_edited_chain_holds_the_edit_only_with_the_kept_rules_of_the_baseline() {
+        // Before: rules A B C at handles 1 2 3. The edit inserted one rule between A and B.
+        let before = print("ep", &[(1, 0xa), (2, 0xb), (3, 0xc)]);
+        let edited = vec![("ep".to_string(), vec![Some(1), None, Some(2), Some(3)])];
+        let after = print("ep", &[(1, 0xa), (9, 0xd), (2, 0xb), (3, 0xc)]);
+        assert!(edits_hold(&edited, Some(&before), &after));
+        // Someone replaced B in place before our edit (same handle, other rule): not what we kept.
+        let replaced = print("ep", &[(1, 0xa), (9, 0xd), (2, 0xe), (3, 0xc)]);
+        assert!(!edits_hold(&edited, Some(&before), &replaced));
+        // Someone deleted C: the chain is a rule short.
+        let deleted = print("ep", &[(1, 0xa), (9, 0xd), (2, 0xb)]);
+        assert!(!edits_hold(&edited, Some(&before), &deleted));
+        // Someone added a rule of their own where ours should be alone.
+        let foreign = print("ep", &[(1, 0xa), (9, 0xd), (2, 0xb), (10, 0xf), (3, 0xc)]);
+        assert!(!edits_hold(&edited, Some(&before), &foreign));
+        // The inserted place holds an old rule (moved by someone): not ours.
+        let moved = print("ep", &[(1, 0xa), (3, 0xc), (2, 0xb), (3, 0xc)]);
+        assert!(!edits_hold(&edited, Some(&before), &moved));
+        // Without a baseline there is nothing to vouch for the kept rules.
+        assert!(!edits_hold(&edited, None, &after));
+        // No edit: nothing to check.
+        assert!(edits_hold(&[], None, &after));
     }
 }
