@@ -188,7 +188,7 @@ pub fn own_port() -> u32 {
 /// comment) and one digest per rule (expressions without their counters, comment), in order. Handles
 /// are left out: content is what counts, so a table re-created with the same content by someone else
 /// (another `hostpolicyd apply` of the same files) is not drift, while a rule replaced in place is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Eq)]
 pub struct ChainPrint {
     pub def: u64,
     pub rules: Vec<u64>,
@@ -208,12 +208,26 @@ pub struct SetPrint {
 }
 
 /// One consistent look at a table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Eq)]
 pub struct TablePrint {
     /// The table's kernel handle (a table made again has another; rule handles belong to it).
     pub table: u64,
     pub chains: BTreeMap<String, ChainPrint>,
     pub sets: BTreeMap<String, SetPrint>,
+}
+
+/// Content only: handles are where the kernel keeps it, not what it holds.
+impl PartialEq for ChainPrint {
+    fn eq(&self, other: &ChainPrint) -> bool {
+        self.def == other.def && self.rules == other.rules
+    }
+}
+
+/// Content only (see [`ChainPrint`]'s).
+impl PartialEq for TablePrint {
+    fn eq(&self, other: &TablePrint) -> bool {
+        self.chains == other.chains && self.sets == other.sets
+    }
 }
 
 /// Reads table `inet TABLE`: None when it does not exist. All parts are read in one generation (the
