@@ -1528,6 +1528,33 @@ mod handle_tests {
         assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
     }
 
+    #[test]
+    fn handles_read_back_by_a_new_process_serve_its_first_reload() {
+        // The daemon restarted: the kernel holds what the previous process applied; the new one
+        // reads the handles back before writing anything, and its first reload edits by handle.
+        let (mut first, old) = applied(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut nft = Nft::over(std::mem::take(first.kernel()));
+        learn(&mut nft, &old);
+        let new = endpoint(&[1, 2, 3, 5, 6, 7, 8], 1);
+        nft.update(&old, &new).unwrap();
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
+        assert_eq!(nft.take_edited().len(), 1);
+        // Handles of a ruleset older than the last write are not taken.
+        learn(&mut nft, &new);
+        let newer = endpoint(&[1, 2, 3, 6, 7, 8], 2);
+        nft.update(&new, &newer).unwrap();
+        nft.take_edited();
+        let stale = Handles {
+            table: nft.kernel().table_handle(TABLE).unwrap(),
+            chains: [("ep".to_string(), vec![1, 2, 3])].into_iter().collect(),
+        };
+        nft.learn_handles(&new.comment, stale);
+        let newest = endpoint(&[1, 2, 3, 7, 8], 3);
+        nft.update(&newer, &newest).unwrap();
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&newest)));
+        assert!(nft.take_edited().is_empty(), "no handles for `newer`: refilled");
+    }
+
     /// One step: insert policy `id` at `at` (modulo the length + 1), or delete the policy at `at`.
     fn arb_steps() -> impl Strategy<Value = Vec<Vec<(bool, usize, u32)>>> {
         let op = (any::<bool>(), 0usize..64, 100u32..10_000);

@@ -55,12 +55,13 @@ pub type Netlink = Nft<NetlinkKernel>;
 pub struct Nft<K> {
     kernel: K,
     last_update: Option<UpdatePath>,
-    /// The content hash comment (cleaned) of our last write that the kernel took, None after a
-    /// failed or unknown one.
+    /// The content hash comment (cleaned) of our last write that the kernel took; None before the
+    /// first and after a failed one.
     written: Option<String>,
-    /// Kernel handles of the rules of chains of the table as that write left it: those of chains it
-    /// left alone, and those read back since ([`Dataplane::learn_handles`]).
-    handles: Option<Handles>,
+    /// Kernel handles of the rules of some chains of the table holding the ruleset of this content
+    /// hash comment: after our write, those of the chains it left alone, and those read back since
+    /// ([`Dataplane::learn_handles`]).
+    handles: Option<(String, Handles)>,
     /// What that write edited by handle (see [`Dataplane::take_edited`]).
     edited: Vec<(String, Vec<Option<u64>>)>,
 }
@@ -125,11 +126,11 @@ impl<K: Kernel> Nft<K> {
     /// handle; a swap the kernel refuses then (a handle someone else deleted, say) is tried once more
     /// without, which flushes and refills those chains.
     fn swap(&mut self, next: &Ruleset, previous: Option<&Ruleset>) -> Result<(), DataplaneError> {
-        let handles = self.handles.take().filter(|_| {
-            previous.is_some_and(|p| {
-                self.written.as_deref() == Some(clean_comment(&p.comment).as_ref())
-            })
-        });
+        let handles = self
+            .handles
+            .take()
+            .filter(|(c, _)| previous.is_some_and(|p| *c == clean_comment(&p.comment)))
+            .map(|(_, h)| h);
         self.written = None;
         self.edited.clear();
         let result = match super::exec::apply(&mut self.kernel, next, previous, handles.as_ref()) {
@@ -150,7 +151,10 @@ impl<K: Kernel> Nft<K> {
                     .collect(),
                 None => Default::default(),
             };
-            self.handles = Some(Handles { table, chains });
+            self.handles = Some((
+                clean_comment(&next.comment).into_owned(),
+                Handles { table, chains },
+            ));
         }
         self.edited = swapped.edited;
         Ok(())
@@ -188,12 +192,14 @@ impl<K: Kernel> Dataplane for Nft<K> {
                 Ok(()) => {
                     // Only elements and the hash chain changed: every rule keeps its handle.
                     self.edited.clear();
-                    if self.written.as_deref() == Some(clean_comment(&previous.comment).as_ref()) {
-                        self.written = Some(clean_comment(&next.comment).into_owned());
-                    } else {
-                        self.written = None;
-                        self.handles = None;
+                    let next_comment = clean_comment(&next.comment).into_owned();
+                    match &mut self.handles {
+                        Some((c, _)) if *c == clean_comment(&previous.comment) => {
+                            c.clone_from(&next_comment)
+                        }
+                        _ => self.handles = None,
                     }
+                    self.written = Some(next_comment);
                     self.last_update = Some(UpdatePath::Elements {
                         sets: delta.sets.len(),
                         removed: delta.removed(),
@@ -215,12 +221,16 @@ impl<K: Kernel> Dataplane for Nft<K> {
     }
 
     fn learn_handles(&mut self, comment: &str, learned: Handles) {
-        if self.written.as_deref() != Some(clean_comment(comment).as_ref()) {
+        let comment = clean_comment(comment);
+        // Handles of an older ruleset than our last write's are of no use.
+        if self.written.as_deref().is_some_and(|w| w != comment) {
             return;
         }
         match &mut self.handles {
-            Some(h) if h.table == learned.table => h.chains.extend(learned.chains),
-            _ => self.handles = Some(learned),
+            Some((c, h)) if *c == comment && h.table == learned.table => {
+                h.chains.extend(learned.chains)
+            }
+            _ => self.handles = Some((comment.into_owned(), learned)),
         }
     }
 
