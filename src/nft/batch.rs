@@ -76,6 +76,16 @@ impl EncodedBatch {
     }
 }
 
+/// Where a rule inserted into a kept chain goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Right before the (kept) rule of this handle: NEWRULE with `NFTA_RULE_POSITION`, without
+    /// `NLM_F_APPEND`.
+    Before(u64),
+    /// At the chain's end: NEWRULE with `NLM_F_APPEND` and no position.
+    End,
+}
+
 /// The name given to a placeholder expression in a rustables rule, replaced by our own bytes.
 const PLACEHOLDER: &str = "\u{1}hostpolicyd-raw";
 /// Largest payload of one NEWSETELEM element list; an attribute length is 16 bits.
@@ -180,7 +190,7 @@ impl Assembler {
     /// message, in order): `Place::Before(H)` adds `NFTA_RULE_POSITION` H and clears `NLM_F_APPEND`
     /// (the new rule goes right before rule H), `Place::End` leaves the message as rustables wrote it
     /// (`NLM_F_APPEND`, no position: at the chain's end). Only the last messages can be rewritten.
-    fn place_rules(&mut self, from: usize, places: &[super::plan::Place]) {
+    fn place_rules(&mut self, from: usize, places: &[Place]) {
         debug_assert_eq!(self.objs.len(), from + places.len());
         let start = self.offsets[from];
         let tail = self.out.split_off(start);
@@ -191,7 +201,7 @@ impl Assembler {
             self.offsets[from + k] = at;
             self.out.extend_from_slice(&tail[off..off + len]);
             self.out.resize(nl::align4(self.out.len()), 0);
-            if let super::plan::Place::Before(handle) = place {
+            if let Place::Before(handle) = place {
                 let flags =
                     u16::from_ne_bytes([self.out[at + 6], self.out[at + 7]]) & !nl::NLM_F_APPEND;
                 self.out[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
@@ -565,7 +575,7 @@ pub(super) fn add_rules(
 pub(super) fn add_placed_rules(
     asm: &mut Assembler,
     rs: &Ruleset,
-    inserts: &[(usize, &[(usize, super::plan::Place)])],
+    inserts: &[(usize, &[(usize, Place)])],
     set_ids: &HashMap<&str, u32>,
 ) -> Result<(), DataplaneError> {
     for &(ci, rules) in inserts {

@@ -1552,7 +1552,10 @@ mod handle_tests {
         let newest = endpoint(&[1, 2, 3, 7, 8], 3);
         nft.update(&newer, &newest).unwrap();
         assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&newest)));
-        assert!(nft.take_edited().is_empty(), "no handles for `newer`: refilled");
+        assert!(
+            nft.take_edited().is_empty(),
+            "no handles for `newer`: refilled"
+        );
     }
 
     /// One step: insert policy `id` at `at` (modulo the length + 1), or delete the policy at `at`.

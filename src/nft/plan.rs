@@ -108,15 +108,7 @@ pub struct Handles {
     pub chains: HashMap<String, Vec<u64>>,
 }
 
-/// Where a rule inserted into a kept chain goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Place {
-    /// Right before the (kept) rule of this handle: NEWRULE with `NFTA_RULE_POSITION`, without
-    /// `NLM_F_APPEND`.
-    Before(u64),
-    /// At the chain's end: NEWRULE with `NLM_F_APPEND` and no position.
-    End,
-}
+pub(crate) use super::batch::Place;
 
 /// A kept chain whose rules change a little, edited in T2 by handle: the rules of `delete` deleted
 /// (DELRULE by `NFTA_RULE_HANDLE`), the IR rules `insert` created at their places. Every rule it keeps

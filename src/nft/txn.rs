@@ -248,7 +248,7 @@ pub(crate) fn encode_t2(rs: &Ruleset, rules: &Ruleset, plan: &Plan) -> Result<Tx
         encode_map(&mut b.asm, &rs.table, i, map, ids[map.name.as_str()]);
     }
     add_rules(&mut b.asm, rules, &plan.fill, &ids)?;
-    let inserts: Vec<(usize, &[(usize, super::plan::Place)])> = plan
+    let inserts: Vec<(usize, &[(usize, super::batch::Place)])> = plan
         .edits
         .iter()
         .map(|e| (e.chain, e.insert.as_slice()))
