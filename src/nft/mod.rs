@@ -39,9 +39,9 @@ pub trait Dataplane {
     /// Replace the contents of table `ruleset.table` (family inet) with `ruleset`, creating it if absent,
     /// so that no packet sees a mix of the old and new rules: [`Netlink`] does it in at most two
     /// transactions, the switch itself being ONE of them (see `exec.rs`). Afterwards the table equals
-    /// what `nft -f` makes of [`render()`], set names and the order of chains aside (a set may live
-    /// under a versioned name; chains the kernel holds are kept where they are and new ones created
-    /// after them: `plan.rs`). On error the previous ruleset is in force.
+    /// what `nft -f` makes of [`render()`], set names aside (a set may live under a versioned name,
+    /// `plan.rs`). [`Dataplane::update`] with rule handles learned ([`Dataplane::learn_handles`]: the
+    /// daemon) may leave the chains in another order (kept where they are, new ones after them). On error the previous ruleset is in force.
     fn apply(&mut self, ruleset: &Ruleset) -> Result<(), DataplaneError>;
     /// Bring the kernel from `previous` (what the caller applied last) to `next`, with the same result as
     /// `apply(next)`. An implementation may send less than the whole table when the kernel holds

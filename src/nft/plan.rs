@@ -269,9 +269,10 @@ pub(crate) fn set_of(m: &Match) -> Option<&str> {
 /// caller knows it. `handles`: the kernel handles of the held ruleset's rules in some chains (see
 /// [`Handles`]), for the table whose handle they carry.
 ///
-/// Chains: every IR chain the kernel holds is kept (base chains as they are, so their hooks stay
-/// registered; regular chains only with `held`), in the kernel's order, new chains created after them;
-/// a kept chain
+/// Chains: the longest prefix of the IR's chains that the kernel holds in that order is kept (base
+/// chains as they are, so their hooks stay registered; regular chains only with `held`); with
+/// `handles`, every IR chain the kernel holds, in the kernel's order, new chains created after them.
+/// A kept chain
 /// whose rules are `held`'s is left alone unless its rules use something T2 replaces (a verdict map, a
 /// set of a new version, a chain that is re-created). Every other chain is flushed and refilled, or
 /// deleted and created in IR order, in T2.
@@ -378,10 +379,13 @@ pub(crate) fn plan(
         .map(|k| k.name.clone())
         .collect();
 
-    // Chains: keep every base chain the kernel holds as it is (and, with `held`, every regular chain),
-    // wherever it is in the kernel's order: the order of a table's chains changes no packet's path, and
-    // a chain created between kept ones (a policy added in the middle) would otherwise make every
-    // chain after it be deleted and created again, with its rules.
+    // Chains: keep the longest prefix of unchanged base chains (and, with `held`, regular chains) that
+    // the kernel holds in that order, so that the kernel lists the chains in the IR's order. With
+    // rule handles (the daemon's reloads), every such chain wherever it is in the kernel's order: the
+    // order of a table's chains changes no packet's path, and a chain created between kept ones (a
+    // policy added in the middle) would otherwise make every chain after it, the endpoint chain
+    // included, be deleted and created again with its rules.
+    let handles = handles.filter(|h| held.is_some() && h.table == inv.handle);
     let positions: HashMap<&str, usize> = inv
         .chains
         .iter()
@@ -389,17 +393,29 @@ pub(crate) fn plan(
         .map(|(i, k)| (k.name.as_str(), i))
         .collect();
     let mut kept: HashSet<&str> = HashSet::new();
+    let mut last = None;
     for c in &rs.chains {
         let Some(&pos) = positions.get(c.name.as_str()) else {
-            continue;
+            if handles.is_some() {
+                continue;
+            }
+            break;
         };
         let same_kind = match c.base {
             Some(base) => base_chain_matches(&inv.chains[pos], base),
             None => held.is_some() && regular_chain_matches(&inv.chains[pos]),
         };
-        if same_kind {
-            kept.insert(c.name.as_str());
+        if handles.is_some() {
+            if same_kind {
+                kept.insert(c.name.as_str());
+            }
+            continue;
         }
+        if !same_kind || last.is_some_and(|l| pos < l) {
+            break;
+        }
+        kept.insert(c.name.as_str());
+        last = Some(pos);
     }
     p.delete_chains = inv
         .chains
@@ -439,7 +455,7 @@ pub(crate) fn plan(
         .collect();
     // Kept chains whose rules change a little, edited by handle when the handles are known for this
     // very table (a table made again numbers its rules afresh).
-    if let Some(handles) = handles.filter(|h| held.is_some() && h.table == inv.handle) {
+    if let Some(handles) = handles {
         for (i, c) in rs.chains.iter().enumerate() {
             if !kept.contains(c.name.as_str()) || untouched.contains(c.name.as_str()) {
                 continue;
