@@ -46,6 +46,11 @@ const MAX_ENTRIES: usize = 1_000_000;
 
 pub use crate::config::cache::Loaded;
 
+/// The `(display name, text)` pairs of the files a [`Reader::load`] read, in file order. The texts are
+/// the reader's own, shared: the daemon keeps them (to parse again when interfaces change, and for
+/// `applied-config.json`) without a copy of each file.
+pub type Sources = Vec<(String, Arc<str>)>;
+
 /// The configuration files of `dir`, sorted by name: every `*.yaml` and `*.yml` entry of any kind,
 /// skipping hidden files and editor / package-manager leftovers. The loader opens each and skips
 /// (with a warning) what is not a regular file.
@@ -365,11 +370,14 @@ struct Entry {
 #[derive(Debug)]
 enum Got {
     /// Read: its text, and its parts once parsed. `key`: None when reached through a symbolic link
-    /// (read again at every load).
+    /// (read again at every load). `previous`: until it is parsed, the parts of the text it replaced,
+    /// whose unchanged resources the new parts take instead of their own copies
+    /// ([`Parsed::share_unchanged`]).
     Text {
         key: Option<FileKey>,
-        text: String,
+        text: Arc<str>,
         parsed: Option<Parsed>,
+        previous: Option<Parsed>,
     },
     /// Not read (skipped: a warning; failed: an error), and the bytes spent on it (a file that is not
     /// UTF-8 was read): opened again at every load.
@@ -429,7 +437,7 @@ impl Reader {
     /// Loads the directory as [`load_dir`] does (with `pins` as [`read_dir_pinned`]), reading only what
     /// may have changed (see [`Reader`]); returns the load (its diagnostics sorted, those of the files
     /// that could not be read included) and the `(display name, text)` pairs of the files read.
-    pub fn load(&mut self, pins: Option<&DirPins>) -> (Loaded, Vec<(String, String)>) {
+    pub fn load(&mut self, pins: Option<&DirPins>) -> (Loaded, Sources) {
         let strict = strict_modes();
         let changed = std::mem::take(&mut self.changed);
         let way = self.way.take();
@@ -510,15 +518,25 @@ impl Reader {
         let mut spent = 0;
         for (text, name) in files {
             let display = self.display(&text);
-            let kept = old.remove(&display).filter(|e| match &e.got {
-                Got::Text { key: Some(k), .. } if !changed.contains(&name) => {
+            let before = old.remove(&display);
+            let kept = match &before {
+                Some(Entry {
+                    got: Got::Text { key: Some(k), .. },
+                    ..
+                }) if !changed.contains(&name) => {
                     trust::key_in(opened, &name).is_ok_and(|now| now == *k)
                 }
                 _ => false,
-            });
-            let entry = match kept {
-                Some(e) => e,
-                None => self.read(opened, name, &display, strict, None, spent)?.0,
+            };
+            let entry = match before {
+                Some(e) if kept => e,
+                before => {
+                    let before = before.and_then(|e| match e.got {
+                        Got::Text { text, parsed, .. } => Some((text, parsed)),
+                        Got::Problem { .. } => None,
+                    });
+                    self.read(opened, name, &display, strict, before, spent)?.0
+                }
             };
             spent += entry.spent();
             self.files.insert(display, entry);
@@ -567,9 +585,10 @@ impl Reader {
         let mut queue: Vec<(String, OsString)> = reported.into_iter().chain(volatile).collect();
         while !queue.is_empty() {
             for (display, name) in std::mem::take(&mut queue) {
-                // What the file held before is dropped before it is read and parsed again (the old
-                // and the new model of a big file never coexist: the daemon's peak memory is a
-                // reload).
+                // What the file held before: its text is dropped once the new one is read (kept if
+                // the same), its parts once the new ones took the resources that did not change
+                // (the compile cache holds those until the compile is done: a second model of a big
+                // file would be the daemon's peak memory).
                 let before = match self.files.remove(&display) {
                     Some(e) => {
                         spent -= e.spent();
@@ -615,7 +634,7 @@ impl Reader {
         name: OsString,
         display: &str,
         strict: Strict,
-        before: Option<(String, Option<Parsed>)>,
+        before: Option<(Arc<str>, Option<Parsed>)>,
         spent: u64,
     ) -> Result<(Entry, Option<(u64, u64)>), Over> {
         self.last.read += 1;
@@ -641,20 +660,30 @@ impl Reader {
             .filter_map(|(d, e)| match &e.got {
                 Got::Text {
                     text, parsed: None, ..
-                } => Some((d.as_str(), text.as_str())),
+                } => Some((d.as_str(), &**text)),
                 _ => None,
             })
             .collect();
-        let parsed = parse_files(&fresh)?;
-        let n = parsed.len();
-        let mut parsed = parsed.into_iter();
+        let fresh_count = fresh.len();
+        let parsed = parse_files(&fresh);
+        let n = parsed.as_ref().map_or(0, Vec::len);
+        let mut parsed = parsed.into_iter().flatten();
         for e in self.files.values_mut() {
             if let Got::Text {
-                parsed: p @ None, ..
+                parsed: p @ None,
+                previous,
+                ..
             } = &mut e.got
             {
                 *p = parsed.next();
+                if let (Some(new), Some(old)) = (p.as_mut(), previous.take()) {
+                    new.share_unchanged(&old);
+                }
             }
+        }
+        if n != fresh_count {
+            // Over the YAML budgets: nothing was parsed.
+            return None;
         }
         let texts = self
             .files
@@ -668,48 +697,52 @@ impl Reader {
         }))
     }
 
-    /// The `(display name, text)` pairs of the files read, in file order.
-    fn sources(&self) -> Vec<(String, String)> {
+    /// The `(display name, text)` pairs of the files read, in file order: the texts shared, not copied.
+    fn sources(&self) -> Sources {
         self.files
             .iter()
             .filter_map(|(d, e)| match &e.got {
-                Got::Text { text, .. } => Some((d.clone(), text.clone())),
+                Got::Text { text, .. } => Some((d.clone(), Arc::clone(text))),
                 Got::Problem { .. } => None,
             })
             .collect()
     }
 
     /// A load refused before the files were read: the next one is a full sweep.
-    fn refused(&mut self, problems: Vec<Diagnostic>) -> (Loaded, Vec<(String, String)>) {
+    fn refused(&mut self, problems: Vec<Diagnostic>) -> (Loaded, Sources) {
         self.way = None;
         (parse_sources(&[], problems), Vec::new())
     }
 
     /// A load past a limit: the plain sequential read, for its exact error; the next load is a full
     /// sweep.
-    fn plain(&mut self, pins: Option<&DirPins>) -> (Loaded, Vec<(String, String)>) {
+    fn plain(&mut self, pins: Option<&DirPins>) -> (Loaded, Sources) {
         self.way = None;
         let (sources, problems) = read_dir_with(&self.dir, strict_modes(), pins);
         let loaded = parse_sources(&sources, problems);
+        let sources = sources
+            .into_iter()
+            .map(|(n, t)| (n, Arc::from(t)))
+            .collect();
         (loaded, sources)
     }
 
     /// Loads `sources` (the `(display name, text)` pairs of an earlier [`Reader::load`]) without reading
     /// anything, taking the parsed parts of the files that still hold the same text; the files read
     /// are left as they are.
-    pub fn load_texts(&self, sources: &[(String, String)]) -> Loaded {
-        let cached = |name: &String, text: &String| match self.files.get(name).map(|e| &e.got) {
+    pub fn load_texts(&self, sources: &[(String, Arc<str>)]) -> Loaded {
+        let cached = |name: &String, text: &Arc<str>| match self.files.get(name).map(|e| &e.got) {
             Some(Got::Text {
                 text: t,
                 parsed: Some(p),
                 ..
-            }) if t == text => Some(p.clone()),
+            }) if Arc::ptr_eq(t, text) || t == text => Some(p.clone()),
             _ => None,
         };
         let fresh: Vec<(&str, &str)> = sources
             .iter()
             .filter(|(n, t)| cached(n, t).is_none())
-            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .map(|(n, t)| (n.as_str(), &**t))
             .collect();
         let Some(parsed) = parse_files(&fresh) else {
             return load_sources_sequential(sources);
@@ -732,7 +765,7 @@ fn read_entry(
     name: OsString,
     display: &str,
     strict: Strict,
-    before: Option<(String, Option<Parsed>)>,
+    before: Option<(Arc<str>, Option<Parsed>)>,
     spent: u64,
 ) -> Result<(Entry, Option<(u64, u64)>), Over> {
     use std::os::unix::fs::MetadataExt;
@@ -753,8 +786,19 @@ fn read_entry(
     };
     let got = match read_file(file, display, &mut budget, 0) {
         Read::Text(text) => {
-            let parsed = before.and_then(|(t, p)| p.filter(|_| t == text));
-            Got::Text { key, text, parsed }
+            // The same text as before (a chmod, a touch, the same contents written again): the text
+            // and parts it had are kept, and the new copy dropped.
+            let (text, parsed, previous) = match before {
+                Some((t, p)) if *t == *text => (t, p, None),
+                Some((_, p)) => (Arc::from(text), None, p),
+                None => (Arc::from(text), None, None),
+            };
+            Got::Text {
+                key,
+                text,
+                parsed,
+                previous,
+            }
         }
         Read::Skipped(diagnostic) | Read::Failed(diagnostic) => Got::Problem {
             diagnostic,
@@ -1071,7 +1115,7 @@ mod tests {
     }
 
     /// What a load shows: the model, every diagnostic, the texts read.
-    fn render(l: &Loaded, sources: &[(String, String)]) -> String {
+    fn render(l: &Loaded, sources: &[(String, impl std::fmt::Debug)]) -> String {
         format!("{:?}\n{:#?}\n{sources:?}", l.config, l.diagnostics)
     }
 
@@ -1446,6 +1490,63 @@ mod tests {
         let (l, s) = reader.load(None);
         assert!(!format!("{:?}", l.config).contains("3000"), "a.yaml stale");
         assert_eq!(render(&l, &s), cold(&conf));
+    }
+
+    /// The texts are shared between the reader and the loads it gave (the daemon keeps the last valid
+    /// one's): a file changed in place is quoted by its diagnostics as it is now, an earlier load's
+    /// texts stay what they were, and the resources a changed file did not change are shared with the
+    /// previous parse (the compile cache finds them by pointer) while the load equals a cold one.
+    #[test]
+    fn shared_texts_follow_the_files_and_unchanged_resources_are_shared() {
+        let t = Dir::new("shared");
+        let conf = t.conf();
+        let a = conf.join("a.yaml");
+        let file = |ports: [&str; 3]| {
+            format!(
+                "{}---\n{}---\n{}",
+                policy("p0", 1).replace("[1]", ports[0]),
+                policy("p1", 1).replace("[1]", ports[1]),
+                policy("p2", 1).replace("[1]", ports[2])
+            )
+        };
+        fs::write(&a, file(["[10]", "[11]", "[12]"])).unwrap();
+        chmod(&a, 0o644);
+        let mut reader = Reader::new(&conf);
+        let (first, first_sources) = reader.load(None);
+        assert!(!first.has_errors(), "{:?}", first.diagnostics);
+        // One policy's port out of range.
+        fs::write(&a, file(["[10]", "[70000]", "[12]"])).unwrap();
+        reader.changed(OsStr::new("a.yaml"));
+        let (bad, bad_sources) = reader.load(None);
+        let said: Vec<String> = bad.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            said.iter()
+                .any(|m| m.contains(&format!("{}:23:15:", a.display())) && m.contains("70000")),
+            "the diagnostic quotes the file as it is now: {said:?}"
+        );
+        assert_eq!(render(&bad, &bad_sources), cold(&conf));
+        assert_ne!(first_sources[0].1, bad_sources[0].1);
+        assert!(
+            first_sources[0].1.contains("[11]"),
+            "an earlier load's texts are what that load read"
+        );
+        // Valid again, one port changed: p0 and p2 are the first load's, p1 is new.
+        fs::write(&a, file(["[10]", "[13]", "[12]"])).unwrap();
+        reader.changed(OsStr::new("a.yaml"));
+        let (good, good_sources) = reader.load(None);
+        assert_eq!(render(&good, &good_sources), cold(&conf));
+        let same: Vec<bool> = first
+            .config
+            .policies
+            .iter()
+            .zip(&good.config.policies)
+            .map(|(x, y)| Arc::ptr_eq(x, y))
+            .collect();
+        assert_eq!(same, [true, false, true]);
+        assert_eq!(
+            render(&reader.load_texts(&first_sources), &first_sources),
+            render(&first, &first_sources)
+        );
     }
 
     /// The texts of an earlier load give that load again, without reading, whatever the directory

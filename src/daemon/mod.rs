@@ -94,6 +94,8 @@ pub enum Event {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit status.
 pub fn run(settings: &Settings) -> u8 {
+    // Before any thread is started: see `one_arena`.
+    crate::host::mem::one_arena();
     let log = log::init();
     let (tx, rx) = mpsc::channel();
     if let Err(e) = signals::spawn(tx.clone()) {

@@ -28,8 +28,9 @@ use crate::settings::Settings;
 /// The directory read and compiled.
 pub(super) type Built = Result<pipeline::Compiled, pipeline::Invalid>;
 
-/// The configuration files' `(name, text)` pairs a [`Built`] was made from.
-pub(super) type Sources = Vec<(String, String)>;
+/// The configuration files' `(name, text)` pairs a [`Built`] was made from (the texts shared with the
+/// reader).
+pub(super) type Sources = load::Sources;
 
 /// What triggered a reload, for the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,6 +367,11 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             since: since.min(started),
             kernel_before,
         };
+        if built.is_ok() {
+            // A valid configuration replaces the last one whatever the apply's outcome; the old texts
+            // are freed before the apply, not after (3 MiB of the reload's peak at 10,000 policies).
+            self.sources = Some(Arc::new(sources));
+        }
         let outcome = self.reconcile_timed(built.as_ref(), trigger.name(), Some(timing));
         *self
             .info
@@ -374,10 +380,6 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             .or_default() += 1;
         self.publish();
         self.metrics.reloaded(self.engine.last_good());
-        if built.is_ok() {
-            // A valid configuration replaces the last one whatever the apply's outcome.
-            self.sources = Some(Arc::new(sources));
-        }
         if let Ok(c) = &built {
             self.save_applied_config(&outcome, c);
         }

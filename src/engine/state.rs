@@ -606,7 +606,7 @@ impl Store {
         hash: &str,
         node: &str,
         interfaces: &[crate::resolve::Interface],
-        sources: &[(String, String)],
+        sources: &[(String, impl AsRef<str>)],
         now: SystemTime,
     ) -> io::Result<()> {
         self.stage_applied_config(hash, node, interfaces, sources, now)?
@@ -620,7 +620,7 @@ impl Store {
         hash: &str,
         node: &str,
         interfaces: &[crate::resolve::Interface],
-        sources: &[(String, String)],
+        sources: &[(String, impl AsRef<str>)],
         now: SystemTime,
     ) -> io::Result<Staged> {
         let (staged, mut f) = self.stage(APPLIED_CONFIG_FILE, hash, 0)?;
@@ -652,7 +652,10 @@ impl Store {
                 .collect(),
             files: sources
                 .iter()
-                .map(|(name, text)| File { name, text })
+                .map(|(name, text)| File {
+                    name,
+                    text: text.as_ref(),
+                })
                 .collect(),
         };
         let mut w = io::BufWriter::with_capacity(1 << 16, &mut f);
@@ -767,7 +770,8 @@ pub struct AppliedJob {
     pub hash: String,
     pub node: String,
     pub interfaces: Vec<crate::resolve::Interface>,
-    pub sources: std::sync::Arc<Vec<(String, String)>>,
+    /// The files' `(name, text)` pairs, the texts shared with the daemon's reader.
+    pub sources: std::sync::Arc<Vec<(String, std::sync::Arc<str>)>>,
     pub now: SystemTime,
 }
 

@@ -4,8 +4,8 @@
 /// MiB for a moment (the model, the new ruleset, the netlink transaction); glibc keeps freed memory
 /// for reuse, so without this the resident size of an idle daemon stays at its last peak and grows
 /// with fragmentation from one reload to the next (measured with 10,000 policies: 76 → 93 → 104 MiB
-/// over three reloads). No safe wrapper exists for `malloc_trim`; this is the one unsafe call outside
-/// the kernel layer.
+/// over three reloads). No safe wrapper exists for `malloc_trim` (nor for `mallopt`, [`one_arena`]):
+/// these are the only unsafe calls outside the kernel layer.
 pub fn give_back_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
@@ -13,6 +13,25 @@ pub fn give_back_free_memory() {
     // preconditions and is thread-safe.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Makes every thread of the process allocate from one malloc arena (`M_ARENA_MAX` 1); the daemon calls
+/// it first, before it starts any thread. glibc gives each thread that allocates an arena of its own
+/// (up to 8 per CPU): memory one thread freed (the YAML tree the parse threads built, the ruleset the
+/// freeing thread dropped) is reused only by threads of that arena, so a reload's new model, ruleset
+/// and transaction grew new pages in other arenas while free ones sat in these. Measured with 10,000
+/// policies in one file over five reloads: peak RSS 105 MiB instead of 133, for the same live heap; a
+/// one-file reload's time did not change (its parse is one file; the allocations of the daemon's other
+/// threads are few). One-shot commands keep glibc's default (their parse and encoding threads are
+/// what makes them fast).
+pub fn one_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only sets a parameter of the allocator; it has no preconditions and is
+    // thread-safe. Arenas already made stay; none is made after it.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -98,6 +98,18 @@ pub struct Part {
     defined: Vec<Defined>,
 }
 
+impl Part {
+    /// The part's resources, to share those that did not change with an earlier load's
+    /// (`config::cache::Parsed::share_unchanged`).
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
 impl Validator {
     pub fn new() -> Self {
         Self::default()
