@@ -66,7 +66,7 @@ impl Fragments {
 
     /// The fragment of the policy named `name` in direction `dir`; `p` is where it probably is (its
     /// index now).
-    fn take(&mut self, p: usize, name: &str, dir: Dir) -> Option<Fragment> {
+    pub(super) fn take(&mut self, p: usize, name: &str, dir: Dir) -> Option<Fragment> {
         let at = |by_index: &Vec<[Option<Fragment>; 2]>, i: usize| {
             by_index
                 .get(i)
@@ -87,6 +87,18 @@ impl Fragments {
             *names.get(name)?
         };
         self.by_index[i][slot(dir)].take()
+    }
+
+    /// Takes in the fragments of `other` (made for the same configuration, on another thread).
+    pub(super) fn absorb(&mut self, other: Fragments) {
+        for (mine, theirs) in self.by_index.iter_mut().zip(other.by_index) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                if t.is_some() {
+                    *m = t;
+                }
+            }
+        }
+        self.endpoints.extend(other.endpoints);
     }
 
     fn put(&mut self, p: usize, dir: Dir, f: Fragment) {
@@ -407,6 +419,11 @@ impl Compiler<'_> {
             flow_ids,
             tails: rec.tails,
         })
+    }
+
+    /// [`Compiler::replay`] of a policy chain's fragment (built on another thread).
+    pub(super) fn replay_fragment(&mut self, f: &Fragment) -> bool {
+        self.replay(&f.made)
     }
 
     /// Does what building `f` did; false (and nothing done) when the compile so far makes it build
@@ -829,6 +846,61 @@ mod tests {
             endpoints_reused.get() > 96,
             "HostEndpoint chains taken back: {}",
             endpoints_reused.get()
+        );
+    }
+
+    /// Issue 18: the policy chains built on several threads and put together give exactly the
+    /// ruleset one thread gives (rules, sets, names, origins, flow ids, content hash: what `render`
+    /// prints and what the kernel is sent), whatever the number of threads.
+    #[test]
+    fn compile_does_not_depend_on_the_number_of_threads() {
+        use crate::compile::{compile_threads, PREBUILT_TAKEN};
+        use std::sync::atomic::Ordering;
+        let valid = std::cell::Cell::new(0usize);
+        let before = PREBUILT_TAKEN.load(Ordering::Relaxed);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 64,
+            ..ProptestConfig::default()
+        });
+        let cases = (model(), any::<bool>());
+        let result = runner.run(&cases, |(m, flows_on)| {
+            let flows = Flows {
+                enabled: flows_on,
+                ..Flows::default()
+            };
+            let interfaces: Vec<Interface> = (0..3)
+                .map(|i| Interface {
+                    name: format!("eth{i}"),
+                    addrs: vec![],
+                })
+                .collect();
+            let loaded = crate::config::load::load_sources(&sources(&m));
+            if loaded.has_errors() {
+                return Ok(());
+            }
+            valid.set(valid.get() + 1);
+            let view = resolve(&loaded.config, "node1", &interfaces);
+            let one = compile_threads(&loaded.config, &view, DEFAULT_TABLE, &flows, None, 1);
+            prop_assert_eq!(
+                &one,
+                &compile_with(&loaded.config, &view, DEFAULT_TABLE, &flows)
+            );
+            for threads in [2, 3, 5] {
+                let many =
+                    compile_threads(&loaded.config, &view, DEFAULT_TABLE, &flows, None, threads);
+                prop_assert_eq!(&many, &one, "{} threads", threads);
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        assert!(valid.get() > 32, "valid configurations: {}", valid.get());
+        assert!(
+            PREBUILT_TAKEN.load(Ordering::Relaxed) - before > 64,
+            "chains built on other threads were taken back: {} of {} valid",
+            PREBUILT_TAKEN.load(Ordering::Relaxed) - before,
+            valid.get()
         );
     }
 

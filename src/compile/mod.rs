@@ -72,9 +72,129 @@ pub fn compile_cached(
     view: &NodeView,
     table: &str,
     flows: &Flows,
+    cache: Option<&mut Cache>,
+) -> Ruleset {
+    // Without a cache (one-shot commands), a big configuration's policy chains are built on every
+    // core (the daemon's compile takes most of them back from its cache instead).
+    let threads = if cache.is_none() && config.policies.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    compile_threads(config, view, table, flows, cache, threads)
+}
+
+/// Below this many policies one thread builds their chains.
+const PARALLEL_FROM: usize = 64;
+
+/// Policy chains taken back from the several threads' fragments (tests: the path is taken).
+#[cfg(test)]
+pub(crate) static PREBUILT_TAKEN: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// [`compile_cached`] on up to `threads` threads: without a cache, the policy chains are first built
+/// on `threads` threads (each a part of the policy list, as the compile cache's fragments,
+/// [`cache`]), then the compile takes them back in its one order, exactly as the daemon's compile
+/// takes back the chains of its previous compile; the ruleset is the same whatever the number of
+/// threads, byte for byte (the test `compile_does_not_depend_on_the_number_of_threads`).
+pub fn compile_threads(
+    config: &Config,
+    view: &NodeView,
+    table: &str,
+    flows: &Flows,
+    cache: Option<&mut Cache>,
+    threads: usize,
+) -> Ruleset {
+    let wanted = if cache.is_none() && threads > 1 {
+        policy_chains_in_order(view)
+    } else {
+        Vec::new()
+    };
+    if wanted.is_empty() {
+        return compile_on(Compiler::new(config, view), table, flows, cache);
+    }
+    // The policy chains in `threads` parts of the order the compile asks for them: this thread builds
+    // the first part's as it goes, the other threads the later parts', which it takes back when it
+    // gets there (waiting for them if need be).
+    let parts = split_by_rules(config, &wanted, threads);
+    let flow_rules = flows::FlowRules::of(flows);
+    std::thread::scope(|s| {
+        let mut c = Compiler::new(config, view);
+        let mut pre = Prebuilt {
+            owner: vec![[0u8; 2]; config.policies.len()],
+            incoming: Vec::with_capacity(parts.len()),
+            fragments: cache::Fragments::with_policies(config.policies.len()),
+        };
+        for (k, part) in parts.iter().enumerate().skip(1) {
+            for &(p, dir) in *part {
+                pre.owner[p][usize::from(dir == Dir::Egress)] = k as u8;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            pre.incoming.push(Some(rx));
+            let part: &[(usize, Dir)] = part;
+            s.spawn(move || {
+                let mut w = Compiler::new(config, view);
+                w.flows = flow_rules;
+                w.cache_new = Some(cache::Fragments::with_policies(config.policies.len()));
+                w.chains.reserve(part.len());
+                w.chain_origins.reserve(part.len());
+                w.chain_digests.reserve(part.len());
+                for &(p, dir) in part {
+                    w.policy_chain(p, dir);
+                }
+                let _ = tx.send(w.cache_new.take().expect("recording"));
+            });
+        }
+        c.chains.reserve(wanted.len() + 64);
+        c.chain_origins.reserve(wanted.len() + 64);
+        c.chain_digests.reserve(wanted.len() + 64);
+        c.prebuilt = Some(pre);
+        compile_on(c, table, flows, None)
+    })
+}
+
+/// Policy chains built on other threads for a compile ([`compile_threads`]).
+struct Prebuilt {
+    /// Which thread builds policy `p`'s chain per direction: 0 this one, k the part `k`'s.
+    owner: Vec<[u8; 2]>,
+    /// Part k's fragments (index k - 1), until received.
+    incoming: Vec<Option<std::sync::mpsc::Receiver<cache::Fragments>>>,
+    fragments: cache::Fragments,
+}
+
+/// `wanted` in `threads` contiguous parts with about as many policy rules each.
+fn split_by_rules<'w>(
+    config: &Config,
+    wanted: &'w [(usize, Dir)],
+    threads: usize,
+) -> Vec<&'w [(usize, Dir)]> {
+    let weight = |&(p, dir): &(usize, Dir)| {
+        1 + match dir {
+            Dir::Ingress => config.policies[p].ingress.len(),
+            Dir::Egress => config.policies[p].egress.len(),
+        }
+    };
+    let total: usize = wanted.iter().map(weight).sum();
+    let mut parts = Vec::with_capacity(threads);
+    let (mut start, mut acc) = (0, 0);
+    for (i, w) in wanted.iter().enumerate() {
+        acc += weight(w);
+        if acc * threads >= total * (parts.len() + 1) && parts.len() + 1 < threads {
+            parts.push(&wanted[start..=i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&wanted[start..]);
+    parts
+}
+
+fn compile_on(
+    mut c: Compiler<'_>,
+    table: &str,
+    flows: &Flows,
     mut cache: Option<&mut Cache>,
 ) -> Ruleset {
-    let mut c = Compiler::new(config, view);
+    let (config, view) = (c.config, c.view);
     c.flows = flows::FlowRules::of(flows);
     if let Some(cache) = cache.as_deref_mut() {
         c.cache_old = cache.take(cache::Globals {
@@ -106,6 +226,13 @@ pub fn compile_cached(
         cache.put(fragments, c.cache_use);
         cache.sizes = (c.chains.len(), c.origins.len(), c.flow_ids.len());
     }
+    if let Some(pre) = c.prebuilt.take() {
+        #[cfg(test)]
+        PREBUILT_TAKEN.fetch_add(c.cache_use.reused, std::sync::atomic::Ordering::Relaxed);
+        // The fragments of the other threads (their chains are shared with the ruleset): freed on
+        // a thread of their own.
+        std::thread::spawn(move || drop(pre));
+    }
     let digests = std::mem::take(&mut c.chain_digests);
     let mut flow_ids: Vec<(u64, OriginId)> = c.flow_ids.into_iter().collect();
     flow_ids.sort_unstable_by_key(|(id, _)| *id);
@@ -124,6 +251,25 @@ pub fn compile_cached(
     compact(&mut ruleset);
     ruleset.comment = hash::table_comment(&hash::content_hash_with(&ruleset, &digests));
     ruleset
+}
+
+/// Every policy chain the compile of `view` builds (not the staged policies' shadow chains), each
+/// once, in the order the compile first asks for it.
+fn policy_chains_in_order(view: &NodeView) -> Vec<(usize, Dir)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for ep in view.endpoints.iter().chain(view.wildcard.iter()) {
+        for stage in Stage::ALL {
+            for dir in Dir::BOTH {
+                for &p in ep.policies.get(stage, dir) {
+                    if seen.insert((p, dir)) {
+                        out.push((p, dir));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Drops the spare capacity of the origin lists: the daemon keeps the ruleset it applied last for as
@@ -181,6 +327,8 @@ struct Compiler<'a> {
     cache_use: cache::Use,
     /// The content-hash digest of each chain of `chains`, where already known.
     chain_digests: Vec<Option<hash::Digest>>,
+    /// The policy chains other threads build for this compile, if any.
+    prebuilt: Option<Prebuilt>,
 }
 
 /// The hasher of the compile's maps keyed by flow id or origin id (one entry per policy rule, looked
@@ -414,6 +562,7 @@ impl<'a> Compiler<'a> {
             recording: None,
             cache_use: cache::Use::default(),
             chain_digests: Vec::new(),
+            prebuilt: None,
         }
     }
 
@@ -927,12 +1076,38 @@ impl<'a> Compiler<'a> {
         if std::mem::replace(made, true) {
             return;
         }
-        if self.cache_new.is_some() && !self.shadow {
+        if self.prebuilt.is_some() && !self.shadow {
+            self.prebuilt_policy_chain(p, dir);
+        } else if self.cache_new.is_some() && !self.shadow {
             self.cached_policy_chain(p, dir);
         } else {
             let name = names::policy_chain(dir, &self.config.policies[p].name);
             self.build_policy_chain(p, dir, &name);
         }
+    }
+
+    /// Policy `p`'s chain in direction `dir` as another thread built it ([`compile_threads`]),
+    /// waiting for that thread's part if need be; built here when this thread's part has it or when
+    /// it could not be taken back (then it is built as if no other thread had).
+    fn prebuilt_policy_chain(&mut self, p: usize, dir: Dir) {
+        let pre = self.prebuilt.as_mut().expect("prebuilt");
+        let k = pre.owner[p][usize::from(dir == Dir::Egress)] as usize;
+        if k > 0 {
+            if let Some(rx) = pre.incoming[k - 1].take() {
+                if let Ok(f) = rx.recv() {
+                    pre.fragments.absorb(f);
+                }
+            }
+            let policy = &self.config.policies[p].name;
+            if let Some(f) = pre.fragments.take(p, policy, dir) {
+                if self.replay_fragment(&f) {
+                    self.cache_use.reused += 1;
+                    return;
+                }
+            }
+        }
+        let name = names::policy_chain(dir, &self.config.policies[p].name);
+        self.build_policy_chain(p, dir, &name);
     }
 
     /// Builds policy `p`'s chain `name` for direction `dir` (and its helper chains).
