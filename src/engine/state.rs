@@ -1480,9 +1480,14 @@ pub(crate) mod tests {
         w.summary(job());
         w.flush();
         assert_eq!(store.load_summary().unwrap().unwrap().generation, 1);
-        current.lock().unwrap().generation = 2;
-        w.summary(job());
-        current.lock().unwrap().generation = 3;
+        // The job is queued while the summary is locked and changed again before the lock is let
+        // go: whenever the writer runs it, it can only see generation 3 (the latest), never 2.
+        {
+            let mut summary = current.lock().unwrap();
+            summary.generation = 2;
+            w.summary(job());
+            summary.generation = 3;
+        }
         drop(w);
         let on_disk = fs::read(dir.join(SUMMARY_FILE)).unwrap();
         let latest = current.lock().unwrap().clone();
