@@ -1139,6 +1139,9 @@ fn child_apply(args: &[String]) -> ExitCode {
     let Some(dir) = args.first() else {
         return ExitCode::from(64);
     };
+    // Encode as `hostpolicyd apply` does (on two threads from 4,096 rules), so that "whole process"
+    // is the command's work and not a slower variant of it.
+    hostpolicyd::nft::encode_on_two_threads(true);
     let t0 = Instant::now();
     let built = match compile_dir(Path::new(dir)) {
         Ok(b) => b,
