@@ -69,6 +69,18 @@ pub struct Generation {
 impl Generation {
     /// The generation `number` of `rs`, committed at `since`.
     pub fn of(rs: &Ruleset, number: u64, since: SystemTime) -> Generation {
+        Generation::after(None, rs, number, since)
+    }
+
+    /// [`Generation::of`], sharing with `previous` (the generation before) what its ids stand for
+    /// where that did not change: a reload in which one policy changed allocates one or two, not
+    /// 10,000, and telling it from the previous one compares pointers.
+    pub fn after(
+        previous: Option<&Generation>,
+        rs: &Ruleset,
+        number: u64,
+        since: SystemTime,
+    ) -> Generation {
         // The stage of each policy that runs in one early stage only (the HostEndpoint chains' jumps
         // into policy chains carry the stage in their origin).
         let mut stages: HashMap<(&str, bool), Stage> = HashMap::new();
@@ -95,7 +107,12 @@ impl Generation {
                 Kind::NoPolicy => o.stage == Some(Stage::Forward),
                 _ => true,
             };
-            ids.insert(*id, Arc::new(FlowOrigin::of(o, policy_stage, allows)));
+            let origin = FlowOrigin::of(o, policy_stage, allows);
+            let origin = match previous.and_then(|g| g.ids.get(id)) {
+                Some(same) if **same == origin => Arc::clone(same),
+                _ => Arc::new(origin),
+            };
+            ids.insert(*id, origin);
         }
         let mut interfaces = HashMap::new();
         let mut wildcard = None;
@@ -216,6 +233,40 @@ mod tests {
     }
 
     const HEP: &str = "- {apiVersion: projectcalico.org/v3, kind: HostEndpoint, metadata: {name: node1-eth0}, spec: {node: node1, interfaceName: eth0}}\n";
+
+    /// Issue 18: a generation made after another shares what unchanged ids stand for, and is the
+    /// generation made from scratch.
+    #[test]
+    fn a_generation_shares_the_unchanged_ids_of_the_one_before() {
+        let policy = || {
+            format!(
+                "{HEP}- {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: a}}, spec: {{selector: all(), ingress: [{{action: Deny, protocol: TCP, destination: {{ports: [22]}}}}]}}}}\n\
+                 - {{apiVersion: projectcalico.org/v3, kind: GlobalNetworkPolicy, metadata: {{name: b}}, spec: {{selector: all(), ingress: [{{action: Allow, protocol: UDP}}]}}}}\n"
+            )
+        };
+        let first = Generation::of(&compiled(&policy()), 1, SystemTime::UNIX_EPOCH);
+        // Policy b moves to another line: its rule's id stays, what it stands for changes; the
+        // rest stays where it was.
+        let mut moved = policy();
+        moved.insert(moved.rfind("- {apiVersion").unwrap(), '\n');
+        let rs = compiled(&moved);
+        let next = Generation::after(Some(&first), &rs, 2, SystemTime::UNIX_EPOCH);
+        let scratch = Generation::of(&rs, 2, SystemTime::UNIX_EPOCH);
+        assert_eq!(next.ids, scratch.ids);
+        assert_eq!(next.interfaces, scratch.interfaces);
+        let (mut shared, mut new) = (0, 0);
+        for (id, o) in &next.ids {
+            match first.ids.get(id) {
+                Some(f) if Arc::ptr_eq(f, o) => shared += 1,
+                Some(f) => {
+                    assert_ne!(**f, **o);
+                    new += 1
+                }
+                None => new += 1,
+            }
+        }
+        assert!(shared > 0 && new > 0, "{shared} shared, {new} new");
+    }
 
     #[test]
     fn ids_name_rules_and_interfaces_their_host_endpoint() {

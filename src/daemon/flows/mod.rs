@@ -113,7 +113,8 @@ impl Flows {
         if !self.enabled() {
             return;
         }
-        let g = Generation::of(rs, generation, since);
+        let previous = lock(&self.shared.generations).latest().cloned();
+        let g = Generation::after(previous.as_deref(), rs, generation, since);
         lock(&self.shared.generations).push(g);
     }
 
