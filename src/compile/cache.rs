@@ -164,7 +164,8 @@ pub(super) struct Globals {
 pub(super) struct Fragment {
     /// The policy it was built from (compared by pointer first, then by value).
     policy: Arc<GlobalNetworkPolicy>,
-    made: Made,
+    /// Boxed: the lists of fragments (two per policy) are made again at every compile, and moved.
+    made: Box<Made>,
 }
 
 /// What building one HostEndpoint chain (with its tail chains) did to the compile, once the policy
@@ -314,10 +315,14 @@ impl Compiler<'_> {
         self.build_policy_chain(p, dir, &name);
         let rec = self.recording.take().expect("recording");
         if let Some(made) = self.made(rec) {
-            self.cache_new
-                .as_mut()
-                .expect("caching")
-                .put(p, dir, Fragment { policy, made });
+            self.cache_new.as_mut().expect("caching").put(
+                p,
+                dir,
+                Fragment {
+                    policy,
+                    made: Box::new(made),
+                },
+            );
         }
     }
 
