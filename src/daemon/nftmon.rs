@@ -288,6 +288,75 @@ pub fn fingerprint_known(table: &str, known: &Known) -> io::Result<Option<TableP
     )))
 }
 
+/// The rules (digests and handles) of the chains `chains` of table `inet TABLE`, and the table's handle:
+/// what the daemon reads right after its own write, before the connectivity checks (the drift guard
+/// learns rule handles only from such a read, see `drift::Guard::arm`). Chain definitions are not read
+/// (`def` is 0). None when the table does not exist. Each chain is dumped alone, or the whole table's
+/// rules at once when they are more than [`CHAINS_READ_ALONE`].
+pub fn read_chains(table: &str, chains: &[String]) -> io::Result<Option<TablePrint>> {
+    let mut req = Requester::open()?;
+    let name = strz(table);
+    let mut handle = 0;
+    let a = req.request(NFT_MSG_GETTABLE, false, &[(ATTR_TABLE, &name)], |m| {
+        if m.ty & 0xff == NFT_MSG_NEWTABLE {
+            handle = m
+                .attrs()
+                .find(|a| a.ty == nl::NFTA_TABLE_HANDLE)
+                .and_then(|a| nl::be64(a.payload))
+                .unwrap_or(0);
+        }
+    })?;
+    if a.errno == libc::ENOENT {
+        return Ok(None);
+    }
+    check(&a, "reading the table")?;
+    let mut print = TablePrint {
+        table: handle,
+        ..TablePrint::default()
+    };
+    let each = |m: Msg<'_>, print: &mut TablePrint| {
+        if m.ty & 0xff != NFT_MSG_NEWRULE || !is_of_table(&m, table) {
+            return;
+        }
+        let chain = m.attr_str(NFTA_RULE_CHAIN).unwrap_or_default();
+        let Some(c) = print.chains.get_mut(&chain) else {
+            return;
+        };
+        c.handles.push(
+            m.attrs()
+                .find(|a| a.ty == NFTA_RULE_HANDLE)
+                .and_then(|a| nl::be64(a.payload))
+                .unwrap_or(0),
+        );
+        c.rules.push(rule_digest(&m));
+    };
+    for chain in chains {
+        print.chains.insert(chain.clone(), ChainPrint::default());
+    }
+    if chains.len() > CHAINS_READ_ALONE {
+        let a = req.request(NFT_MSG_GETRULE, true, &[(ATTR_TABLE, &name)], |m| {
+            each(m, &mut print)
+        })?;
+        check(&a, "reading the rules")?;
+    } else {
+        for chain in chains {
+            let chain_attr = strz(chain);
+            let a = req.request(
+                NFT_MSG_GETRULE,
+                true,
+                &[(ATTR_TABLE, &name), (NFTA_RULE_CHAIN, &chain_attr)],
+                |m| each(m, &mut print),
+            )?;
+            if a.errno == libc::ENOENT {
+                print.chains.remove(chain);
+                continue;
+            }
+            check(&a, "reading the rules of a chain")?;
+        }
+    }
+    Ok(Some(print))
+}
+
 struct Requester {
     conn: Conn,
 }

@@ -97,6 +97,9 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
     pub fn new(settings: &Settings, dp: D, prober: P, log: &str, clock: Box<dyn Clock>) -> Self {
         let store = Store::new(&settings.state_dir);
         let mut engine = Engine::new(dp, prober, &settings.node, &settings.table);
+        // Rule handles are learned from a read right after our write, before the checks (drift).
+        let guard = Guard::new(&settings.table);
+        engine.after_swap(Some(guard.after_swap()));
         let stamp = store.last_good_stamp();
         let last_good = match store.load_last_good() {
             Ok(l) => l,
@@ -147,7 +150,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             sources: None,
             applied_saved: None,
             info,
-            guard: Guard::new(&settings.table),
+            guard,
             clock,
             interfaces: Box::new(crate::host::iface::current),
             pins: load::DirPins::at_start(&settings.config_dir),
@@ -525,10 +528,10 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             | Outcome::RolledBack {
                 restored: Restored::Previous { .. },
                 ..
-            } => self.guard.arm(&mut self.engine),
+            } => self.guard.arm(&mut self.engine, &*self.clock),
             Outcome::Unchanged { hash, .. } => {
                 if !self.guard.expects(hash) {
-                    self.guard.arm(&mut self.engine);
+                    self.guard.arm(&mut self.engine, &*self.clock);
                 }
             }
             // Our table is gone on purpose, or the kernel holds a ruleset we cannot put back: not ours
@@ -701,7 +704,7 @@ impl<D: Dataplane, P: Prober> Daemon<D, P> {
             ),
         };
         if applied {
-            self.guard.arm(&mut self.engine);
+            self.guard.arm(&mut self.engine, &*self.clock);
         }
         warn!(event = "degraded", table, "{reason}");
         self.engine.set_degraded(Some(reason.clone()));
@@ -966,6 +969,88 @@ mod tests {
             d.engine.summary().last_drift.as_ref().unwrap().latency_ms,
             Limiter::FIRST_DELAY.as_millis() as u64,
             "measured from the first notice, on the daemon's clock"
+        );
+    }
+
+    /// What the guard reads right after our write (the chain reader) and later (the fingerprinter):
+    /// rule 0xa at handle 10 in chain `ep`, or, once someone replaced it in place, 0xf there.
+    fn ep_print(rule: u64) -> TablePrint {
+        let mut p = TablePrint {
+            table: 3,
+            ..TablePrint::default()
+        };
+        p.chains.insert(
+            "ep".into(),
+            crate::daemon::nftmon::ChainPrint {
+                def: 0,
+                rules: vec![rule],
+                handles: vec![10],
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn a_rule_replaced_in_place_during_the_checks_is_drift_repaired_not_learned() {
+        // handlesfix item 1: the read after the checks is not our write's. A rule replaced in place
+        // then (same handle, same count) is found by comparing with the read right after the write,
+        // repaired by applying the whole ruleset again, and reported.
+        let (settings, _root) = settings("replaced");
+        let (clock, kernel) = (ManualClock::new(), Shared::default());
+        let looks = Arc::new(Mutex::new(0usize));
+        let l = looks.clone();
+        let mut d = daemon(&settings, &kernel, &clock).with_fingerprinter(move |_| {
+            let mut n = l.lock().unwrap();
+            *n += 1;
+            // The first look (when arming) sees the foreign rule; after the repair, ours.
+            Ok(Some(ep_print(if *n == 1 { 0xf } else { 0xa })))
+        });
+        d.guard = std::mem::replace(&mut d.guard, Guard::new("unused"))
+            .with_chain_reader(|_, _| Ok(Some(ep_print(0xa))));
+        let writes = kernel.writes();
+        assert_eq!(d.reload(Trigger::Start).kind(), "applied");
+        assert_eq!(
+            kernel.writes(),
+            writes + 2,
+            "applied, then applied again whole"
+        );
+        let s = d.engine.summary().clone();
+        let last = s.last_drift.expect("drift reported");
+        assert_eq!(last.changes, [crate::daemon::drift::WRITTEN_CHANGED]);
+        assert!(last.repaired, "{last:?}");
+        assert_eq!(s.drift_repairs, 1);
+        assert!(!d.guard.repair_waiting());
+    }
+
+    #[test]
+    fn a_failed_repair_at_arm_learns_nothing_and_waits_to_repair() {
+        // handlesfix item 2: the whole ruleset cannot be applied again: the drifted table is not
+        // taken for ours; a repair waits, and runs even though a look by layout finds nothing.
+        let (settings, _root) = settings("armfail");
+        let (clock, kernel) = (ManualClock::new(), Shared::default());
+        let mut d =
+            daemon(&settings, &kernel, &clock).with_fingerprinter(|_| Ok(Some(ep_print(0xf))));
+        d.guard = std::mem::replace(&mut d.guard, Guard::new("unused"))
+            .with_chain_reader(|_, _| Ok(Some(ep_print(0xa))));
+        assert_eq!(d.reload(Trigger::Start).kind(), "applied");
+        // As right after a write: the chain reader's print is what we wrote (0xa), the table holds
+        // 0xf, and the kernel refuses the repair.
+        let rs = d.engine.last_good().unwrap().clone();
+        (d.guard.after_swap())(&rs, &["ep".to_string()]);
+        kernel
+            .0
+            .lock()
+            .unwrap()
+            .fail_next(crate::nft::DataplaneError::invalid("refused"));
+        d.guard.arm(&mut d.engine, &clock);
+        let writes = kernel.writes();
+        let last = d.engine.summary().last_drift.clone().expect("reported");
+        assert!(!last.repaired, "{last:?}");
+        assert!(d.guard.repair_waiting(), "a repair waits");
+        when_due(&mut d, &clock);
+        assert!(
+            kernel.writes() > writes,
+            "the waiting repair writes even though a look by layout finds nothing"
         );
     }
 

@@ -268,7 +268,14 @@ pub struct Engine<D: Dataplane, P: Prober> {
     stage_in: Option<crate::engine::state::Store>,
     /// The state file so begun, for [`Engine::save_state`].
     staged: Option<crate::engine::state::Staged>,
+    /// Told right after each swap the kernel took, before the connectivity checks
+    /// ([`Engine::after_swap`]).
+    after_swap: Option<AfterSwap>,
 }
+
+/// See [`Engine::after_swap`]: the ruleset just written and the chains whose rules the write made or
+/// changed ([`Dataplane::wrote`]).
+pub type AfterSwap = Box<dyn FnMut(&Ruleset, &[String]) + Send>;
 
 impl<D: Dataplane, P: Prober> Engine<D, P> {
     pub fn new(dp: D, prober: P, node: &str, table: &str) -> Self {
@@ -286,7 +293,15 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
             saved: None,
             stage_in: None,
             staged: None,
+            after_swap: None,
         }
+    }
+
+    /// Calls `f` right after each swap of a new ruleset the kernel took, before the connectivity
+    /// checks: the daemon reads back the chains the write made or changed then, so that the rule
+    /// handles it learns are those of our own rules, not of a change someone made during the checks.
+    pub fn after_swap(&mut self, f: Option<AfterSwap>) {
+        self.after_swap = f;
     }
 
     /// Begins the state file of a new ruleset in `store` on a second thread while the kernel checks
@@ -597,6 +612,9 @@ impl<D: Dataplane, P: Prober> Engine<D, P> {
                 new_in_force: false,
                 previous_in_force: self.summary.kernel == "ours",
             };
+        }
+        if let Some(f) = self.after_swap.as_mut() {
+            f(new, &self.dp.wrote());
         }
         let after = if checks.is_empty() {
             Vec::new()

@@ -73,16 +73,18 @@ pub(crate) struct Swapped {
 /// the caller last applied, if any: when the kernel's content hash says it still holds it, chains whose
 /// rules did not change are left alone and sets are not read back (see [`plan`]); `handles`, the kernel
 /// handles of `previous`'s rules in some chains: such a chain whose rules change a little is edited
-/// rule by rule in T2 instead of flushed and refilled.
+/// rule by rule in T2 instead of flushed and refilled. `had_edits` tells whether the plan edited any
+/// chain by handle (set even when the swap fails).
 pub(crate) fn apply(
     kernel: &mut dyn Kernel,
     rs: &Ruleset,
     previous: Option<&Ruleset>,
     handles: Option<&Handles>,
+    had_edits: &mut bool,
 ) -> Result<Swapped, DataplaneError> {
     // The transactions of one swap on one socket (see `NetlinkKernel`).
     kernel.hold();
-    let applied = swap(kernel, rs, previous, handles);
+    let applied = swap(kernel, rs, previous, handles, had_edits);
     kernel.release();
     applied
 }
@@ -92,11 +94,14 @@ fn swap(
     rs: &Ruleset,
     previous: Option<&Ruleset>,
     handles: Option<&Handles>,
+    had_edits: &mut bool,
 ) -> Result<Swapped, DataplaneError> {
+    *had_edits = false;
     let inv = kernel.read_table(&rs.table)?;
     let plan = plan(rs, inv.as_ref(), previous, handles, &mut |set| {
         kernel.read_elements(&rs.table, set)
     })?;
+    *had_edits = !plan.edits.is_empty();
     if plan.mode == Mode::Replace {
         let batch = encode_apply(rs)?;
         encoded();

@@ -923,6 +923,12 @@ impl Dataplane for Fake {
     fn learn_handles(&mut self, comment: &str, handles: super::Handles) {
         self.nft.learn_handles(comment, handles)
     }
+    fn forget_handles(&mut self) {
+        self.nft.forget_handles()
+    }
+    fn wrote(&self) -> Vec<String> {
+        self.nft.wrote()
+    }
 }
 
 /// The kernel names of the sets of `table` that hold no set of `rs` nor a map: orphans.
@@ -1529,16 +1535,73 @@ mod handle_tests {
     }
 
     #[test]
-    fn handles_read_back_by_a_new_process_serve_its_first_reload() {
-        // The daemon restarted: the kernel holds what the previous process applied; the new one
-        // reads the handles back before writing anything, and its first reload edits by handle.
+    fn a_refused_edit_is_tried_again_only_for_a_missing_handle_and_forgets_every_handle() {
+        // handlesfix item 3. The switch that edits by handle refused for another reason (EINVAL):
+        // not tried again, the kernel's first answer is the error.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        let committed = nft.kernel().committed();
+        nft.kernel().fail_transaction(1, libc::EINVAL);
+        let new = endpoint(&[1, 2, 4, 5, 6], 1);
+        let e = nft.update(&old, &new).unwrap_err();
+        assert_eq!(e.errno, Some(libc::EINVAL), "{e}");
+        assert_eq!(nft.kernel().committed(), committed);
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&old)));
+        // No handles, so no edit: an ENOENT is the kernel's answer, not tried again.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        nft.forget_handles();
+        nft.kernel().fail_transaction(1, libc::ENOENT);
+        assert_eq!(
+            nft.update(&old, &new).unwrap_err().errno,
+            Some(libc::ENOENT)
+        );
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&old)));
+        // An edit refused for a missing handle, and the refill refused too: both answers are told.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        nft.kernel().fail_transaction(1, libc::ENOENT);
+        nft.kernel().fail_transaction(2, libc::EPERM);
+        let e = nft.update(&old, &new).unwrap_err();
+        assert_eq!(e.errno, Some(libc::EPERM), "{e}");
+        assert!(e.message.contains("the first was refused too"), "{e}");
+        // Refused for a missing handle, refilled: no handle of the refused set is kept, for any
+        // chain, so the next change refills too.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        nft.kernel().fail_transaction(1, libc::ENOENT);
+        nft.update(&old, &new).unwrap();
+        assert!(nft.take_edited().is_empty(), "refilled");
+        let newer = endpoint(&[1, 2, 5, 6], 2);
+        nft.update(&new, &newer).unwrap();
+        assert!(
+            nft.take_edited().is_empty(),
+            "no handle kept after the refused edit"
+        );
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&newer)));
+    }
+
+    #[test]
+    fn a_failed_read_back_forgets_the_handles() {
+        // handlesfix item 4: the daemon could not read the table back after a write; the handles the
+        // dataplane kept are forgotten, and the next change refills instead of editing.
+        let (mut nft, old) = applied(&[1, 2, 3, 4, 5, 6]);
+        nft.forget_handles();
+        let new = endpoint(&[1, 2, 4, 5, 6], 1);
+        nft.update(&old, &new).unwrap();
+        assert!(nft.take_edited().is_empty());
+        assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
+    }
+
+    #[test]
+    fn handles_read_back_before_this_process_wrote_are_not_taken() {
+        // The daemon restarted: the kernel holds what the previous process applied, and someone may
+        // have replaced a rule in place while no daemon ran. Handles read back before this process
+        // wrote anything are not ours to trust: its first reload refills, and the table is then what
+        // a fresh apply makes.
         let (mut first, old) = applied(&[1, 2, 3, 4, 5, 6, 7, 8]);
         let mut nft = Nft::over(std::mem::take(first.kernel()));
         learn(&mut nft, &old);
         let new = endpoint(&[1, 2, 3, 5, 6, 7, 8], 1);
         nft.update(&old, &new).unwrap();
         assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&new)));
-        assert_eq!(nft.take_edited().len(), 1);
+        assert!(nft.take_edited().is_empty(), "refilled, not edited");
         // Handles of a ruleset older than the last write are not taken.
         learn(&mut nft, &new);
         let newer = endpoint(&[1, 2, 3, 6, 7, 8], 2);

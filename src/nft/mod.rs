@@ -66,6 +66,15 @@ pub trait Dataplane {
     fn learn_handles(&mut self, comment: &str, handles: Handles) {
         let _ = (comment, handles);
     }
+    /// Forget every rule handle learned or kept (a read-back after the write failed, or found the
+    /// table not as written): the next [`Dataplane::update`] flushes and refills what it changes.
+    fn forget_handles(&mut self) {}
+    /// The chains whose rules the last write made or changed (filled, refilled or edited by handle),
+    /// by name; empty after an element-only update, a failed write, and for dataplanes that do not say.
+    /// What the daemon reads back right after the write to learn their rule handles.
+    fn wrote(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Delete table `table` (family inet) if present (batch: add table + delete table). Never touches other tables.
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError>;
     /// The comment (userdata) of our table, or None when the table does not exist. Used to recognise

@@ -64,6 +64,8 @@ pub struct Nft<K> {
     handles: Option<(String, Handles)>,
     /// What that write edited by handle (see [`Dataplane::take_edited`]).
     edited: Vec<(String, Vec<Option<u64>>)>,
+    /// The chains whose rules that write made or changed (see [`Dataplane::wrote`]).
+    wrote: Vec<String>,
 }
 
 impl Nft<NetlinkKernel> {
@@ -86,6 +88,7 @@ impl<K: Kernel> Nft<K> {
             written: None,
             handles: None,
             edited: Vec::new(),
+            wrote: Vec::new(),
         }
     }
 
@@ -123,24 +126,53 @@ impl<K: Kernel> Nft<K> {
     /// Runs the staged swap (`exec.rs`) and keeps what it says about rule handles: after a swap that
     /// kept the table, the handles of the chains it left alone (edited chains are read back by the
     /// caller); nothing after any other. With `previous` and handles for it, chains are edited by
-    /// handle; a swap the kernel refuses then (a handle someone else deleted, say) is tried once more
-    /// without, which flushes and refills those chains.
+    /// handle; a swap whose edit the kernel refuses for a missing handle (ENOENT: someone else deleted
+    /// a rule) is tried once more without, which flushes and refills those chains, and every handle is
+    /// forgotten (the refused set may be wrong for other chains too).
     fn swap(&mut self, next: &Ruleset, previous: Option<&Ruleset>) -> Result<(), DataplaneError> {
-        let handles = self
+        let mut handles = self
             .handles
             .take()
             .filter(|(c, _)| previous.is_some_and(|p| *c == clean_comment(&p.comment)))
             .map(|(_, h)| h);
         self.written = None;
         self.edited.clear();
-        let result = match super::exec::apply(&mut self.kernel, next, previous, handles.as_ref()) {
-            Err(e) if handles.is_some() && e.kind == super::ErrorKind::Rejected => {
-                super::exec::apply(&mut self.kernel, next, previous, None)
+        self.wrote.clear();
+        let mut had_edits = false;
+        let result = match super::exec::apply(
+            &mut self.kernel,
+            next,
+            previous,
+            handles.as_ref(),
+            &mut had_edits,
+        ) {
+            Err(first)
+                if had_edits
+                    && first.kind == super::ErrorKind::Rejected
+                    && first.errno == Some(libc::ENOENT) =>
+            {
+                handles = None;
+                super::exec::apply(&mut self.kernel, next, previous, None, &mut had_edits).map_err(
+                    |mut second| {
+                        second.message.push_str(&format!(
+                            "; it was the second try, without edits by rule handle: the first was \
+                             refused too: {}",
+                            first.message
+                        ));
+                        second
+                    },
+                )
             }
             r => r,
         };
         let swapped = result?;
         self.written = Some(clean_comment(&next.comment).into_owned());
+        self.wrote = next
+            .chains
+            .iter()
+            .filter(|c| swapped.table.is_none() || !swapped.untouched.contains(&c.name))
+            .map(|c| c.name.clone())
+            .collect();
         if let Some(table) = swapped.table {
             let old = handles.filter(|h| h.table == table).map(|h| h.chains);
             let chains = match old {
@@ -192,6 +224,7 @@ impl<K: Kernel> Dataplane for Nft<K> {
                 Ok(()) => {
                     // Only elements and the hash chain changed: every rule keeps its handle.
                     self.edited.clear();
+                    self.wrote.clear();
                     let next_comment = clean_comment(&next.comment).into_owned();
                     match &mut self.handles {
                         Some((c, _)) if *c == clean_comment(&previous.comment) => {
@@ -222,8 +255,10 @@ impl<K: Kernel> Dataplane for Nft<K> {
 
     fn learn_handles(&mut self, comment: &str, learned: Handles) {
         let comment = clean_comment(comment);
-        // Handles of an older ruleset than our last write's are of no use.
-        if self.written.as_deref().is_some_and(|w| w != comment) {
+        // Handles of an older ruleset than our last write's are of no use, nor those read back before
+        // this process wrote anything: nothing says the rules at them are ours (someone may have
+        // replaced one in place while no daemon ran); the first reload after a start refills.
+        if self.written.as_deref() != Some(comment.as_ref()) {
             return;
         }
         match &mut self.handles {
@@ -234,10 +269,19 @@ impl<K: Kernel> Dataplane for Nft<K> {
         }
     }
 
+    fn forget_handles(&mut self) {
+        self.handles = None;
+    }
+
+    fn wrote(&self) -> Vec<String> {
+        self.wrote.clone()
+    }
+
     fn flush(&mut self, table: &str) -> Result<(), DataplaneError> {
         check_table_name(table)?;
         self.written = None;
         self.handles = None;
+        self.wrote.clear();
         self.edited.clear();
         let batch = encode_flush(table);
         send_batch(&mut self.kernel, &batch, |seq, _| {

@@ -58,12 +58,32 @@ pub use listen::spawn;
 
 /// When the kernel could not be read after a drift, look again this much later.
 pub const RECHECK: Duration = Duration::from_secs(1);
+/// The change a drift summary names when a chain we wrote did not hold what we wrote when the guard
+/// armed (see [`Guard::arm`]).
+pub const WRITTEN_CHANGED: &str =
+    "a chain written by us changed by someone else before the guard armed";
 /// How many changes a drift log line names.
 const CHANGES_LOGGED: usize = 8;
 
 /// Reads table `inet NAME` back, taking the elements of the given sets and the rules of the given
 /// chains as known (see [`nftmon::fingerprint_known`]).
 pub type Fingerprinter = Box<dyn FnMut(&str, &Known) -> std::io::Result<Option<TablePrint>> + Send>;
+
+/// Reads the rules of some chains of table `inet NAME` back ([`nftmon::read_chains`]).
+pub type ChainReader =
+    Box<dyn FnMut(&str, &[String]) -> std::io::Result<Option<TablePrint>> + Send>;
+
+/// What the engine's hook ([`Guard::after_swap`]) read right after our own write, before the
+/// connectivity checks: the chains the write made or changed, with their rule handles. Rule handles
+/// are learned only from here ([`Guard::arm`]), never from a read that is not our write's (during or
+/// after the checks, or at start): someone's in-place change of a rule then would be taken for ours and
+/// kept by every later edit by handle.
+#[derive(Default)]
+struct Capture {
+    read: Option<ChainReader>,
+    /// The content hash comment of the ruleset written, and what was read.
+    got: Option<(String, TablePrint)>,
+}
 
 /// A drift repair delayed by the rate limit.
 #[derive(Debug, Clone)]
@@ -101,6 +121,12 @@ pub struct Guard {
     recheck_at: Option<Instant>,
     /// Reads our table back from the kernel ([`nftmon::fingerprint_known`]; replaceable in tests).
     fingerprint: Fingerprinter,
+    /// Shared with the engine's hook ([`Guard::after_swap`]).
+    capture: std::sync::Arc<std::sync::Mutex<Capture>>,
+    /// The waiting repair must write even if a look finds the table as expected: after our write, an
+    /// edited chain held someone else's change and applying the ruleset again failed (the
+    /// expectation then has no baseline, so a look cannot see that change).
+    force_repair: bool,
 }
 
 /// What handling a burst or a due repair did.
@@ -121,7 +147,28 @@ impl Guard {
             pending: None,
             recheck_at: None,
             fingerprint: Box::new(nftmon::fingerprint_known),
+            capture: std::sync::Arc::new(std::sync::Mutex::new(Capture {
+                read: Some(Box::new(nftmon::read_chains)),
+                got: None,
+            })),
+            force_repair: false,
         }
+    }
+
+    /// The engine's hook ([`Engine::after_swap`]): reads back the chains our write made or changed,
+    /// right after the kernel took it, for [`Guard::arm`].
+    pub fn after_swap(&self) -> crate::engine::AfterSwap {
+        let capture = std::sync::Arc::clone(&self.capture);
+        let table = self.table.clone();
+        Box::new(move |ruleset, wrote| {
+            let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
+            c.got = None;
+            if let Some(read) = c.read.as_mut() {
+                if let Ok(Some(print)) = read(&table, wrote) {
+                    c.got = Some((ruleset.comment.clone(), print));
+                }
+            }
+        })
     }
 
     /// Replaces how our table is read back from the kernel (tests without a kernel).
@@ -131,6 +178,17 @@ impl Guard {
     ) -> Self {
         let mut f = f;
         self.fingerprint = Box::new(move |table, _| f(table));
+        // No kernel: nothing is read back after a write, and no handle learned.
+        self.capture.lock().unwrap_or_else(|e| e.into_inner()).read = None;
+        self
+    }
+
+    /// Replaces how the chains a write made or changed are read back right after it (tests).
+    pub fn with_chain_reader(
+        self,
+        f: impl FnMut(&str, &[String]) -> std::io::Result<Option<TablePrint>> + Send + 'static,
+    ) -> Self {
+        self.capture.lock().unwrap_or_else(|e| e.into_inner()).read = Some(Box::new(f));
         self
     }
 
@@ -149,6 +207,7 @@ impl Guard {
     pub fn disarm(&mut self) {
         self.expectation = None;
         self.pending = None;
+        self.force_repair = false;
         self.recheck_at = None;
     }
 
@@ -160,40 +219,96 @@ impl Guard {
             .min()
     }
 
-    /// Starts guarding our table as the kernel holds it now (right after our own write): the
-    /// expectation that drift is judged against.
+    /// Starts guarding our table as the kernel holds it now (right after our own write and its
+    /// checks): the expectation that drift is judged against.
     ///
-    /// It also hands the dataplane the kernel handles of the rules it read back
-    /// ([`Dataplane::learn_handles`]), and checks the chains the write edited by handle: a chain whose
-    /// kept rules are not the ones of the previous baseline at their handles (someone changed it
-    /// before our edit, and the edit kept their change) is put right at once by applying the whole
-    /// ruleset again, never taken into the expectation.
-    pub fn arm<D: Dataplane, P: Prober>(&mut self, engine: &mut Engine<D, P>) {
-        if !self.arm_once(engine) {
-            warn!(
-                event = "drift_edited_chain",
-                "a chain of table inet {} edited by handle does not hold what the edit kept (changed by                  someone else before it); applying the whole ruleset again",
-                self.table
-            );
-            if let Err(e) = engine.reapply_last_good() {
-                warn!(
-                    event = "drift_edited_chain",
-                    "applying the whole ruleset of table inet {} again failed: {e}", self.table
-                );
-            }
-            self.arm_once(engine);
+    /// It hands the dataplane the kernel handles of the chains the write made or changed
+    /// ([`Dataplane::learn_handles`]) as read right after the write ([`Guard::after_swap`]), only when
+    /// the table still holds them now, and checks the chains the write edited by handle. A chain that
+    /// changed since the write (someone replaced a rule during the checks), or whose kept rules are not
+    /// the ones of the previous baseline at their handles (someone changed it before our edit, and the
+    /// edit kept their change), is put right at once by applying the whole ruleset again, never taken
+    /// into the expectation. If that fails, nothing is learned, the expectation has no baseline, and a
+    /// repair waits ([`Guard::deadline`]).
+    pub fn arm<D: Dataplane, P: Prober>(&mut self, engine: &mut Engine<D, P>, clock: &dyn Clock) {
+        self.force_repair = false;
+        if self.arm_once(engine) {
+            return;
         }
+        warn!(
+            event = "drift_edited_chain",
+            "a chain of table inet {} written by us does not hold what we wrote (changed by someone \
+             else before or after our write); applying the whole ruleset again",
+            self.table
+        );
+        let changes = vec![WRITTEN_CHANGED.to_string()];
+        let error = match engine.reapply_last_good() {
+            Ok(()) if self.arm_once(engine) => {
+                engine.record_drift(DriftSummary {
+                    at: rfc3339(clock.wall()),
+                    changes,
+                    by: Vec::new(),
+                    repaired: true,
+                    error: None,
+                    latency_ms: 0,
+                });
+                return;
+            }
+            Ok(()) => "the table still differs after applying it again".to_string(),
+            Err(e) => e.to_string(),
+        };
+        warn!(
+            event = "drift_edited_chain",
+            "applying the whole ruleset of table inet {} again failed: {error}; trying again in \
+             {RECHECK:?}",
+            self.table
+        );
+        engine.dataplane().forget_handles();
+        if let (Some(ruleset), Some(hash)) = (engine.last_good(), engine.summary().hash.clone()) {
+            let (expectation, _) = Expectation::with_digests(
+                &hash,
+                ruleset,
+                None,
+                set_digests(ruleset),
+                chain_digests(ruleset),
+            );
+            self.expectation = Some(expectation);
+        }
+        engine.record_drift(DriftSummary {
+            at: rfc3339(clock.wall()),
+            changes,
+            by: Vec::new(),
+            repaired: false,
+            error: Some(error),
+            latency_ms: 0,
+        });
+        let now = clock.now();
+        self.force_repair = true;
+        self.pending = Some(PendingRepair {
+            at: now + RECHECK,
+            since: now,
+            writers: BTreeSet::new(),
+        });
     }
 
-    /// One [`Guard::arm`]: false when an edited chain does not hold what the edit kept (the
-    /// expectation is then the one from before, untouched).
+    /// One [`Guard::arm`]: false when a chain the write made or changed does not hold what the write
+    /// put there (the expectation is then the one from before, untouched, and nothing is learned).
     fn arm_once<D: Dataplane, P: Prober>(&mut self, engine: &mut Engine<D, P>) -> bool {
         let edited = engine.dataplane().take_edited();
+        let captured = self
+            .capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .got
+            .take();
         let (Some(ruleset), Some(hash)) = (engine.last_good(), engine.summary().hash.clone())
         else {
             self.expectation = None;
             return true;
         };
+        let captured = captured
+            .filter(|(comment, _)| *comment == ruleset.comment)
+            .map(|(_, print)| print);
         let hash = &hash;
         // The sets and chains this write left as they were are not read back (see
         // `fingerprint_known`): after a one-file reload, two chains' rules instead of the whole table.
@@ -216,31 +331,41 @@ impl Guard {
             }
         };
         if let Some(print) = &kernel {
+            if let Some(written) = &captured {
+                if !still_as_written(written, print, &known) {
+                    return false;
+                }
+            }
             let previous = self.expectation.as_ref().and_then(|e| e.baseline.as_ref());
             if !edits_hold(&edited, previous, print) {
                 return false;
             }
         }
-        // The handles of the chains just read (not those taken from the previous baseline: the
-        // dataplane keeps those of the chains it left alone), where the kernel's chain has as many
-        // rules as the ruleset's.
-        let learned = kernel.as_ref().map(|print| crate::nft::Handles {
-            table: print.table,
-            chains: ruleset
-                .chains
-                .iter()
-                .filter(|c| !known.chains.contains_key(&c.name))
-                .filter_map(|c| {
-                    let k = print.chains.get(&c.name)?;
-                    (k.handles.len() == c.rules.len() && k.rules.len() == c.rules.len())
-                        .then(|| (c.name.clone(), k.handles.clone()))
-                })
-                .collect(),
-        });
+        // The handles of the chains read right after the write (not those taken from the previous
+        // baseline: the dataplane keeps those of the chains it left alone), where the chain has as
+        // many rules as the ruleset's.
+        let learned = match (&kernel, &captured) {
+            (Some(_), Some(written)) => Some(crate::nft::Handles {
+                table: written.table,
+                chains: ruleset
+                    .chains
+                    .iter()
+                    .filter(|c| !known.chains.contains_key(&c.name))
+                    .filter_map(|c| {
+                        let k = written.chains.get(&c.name)?;
+                        (k.handles.len() == c.rules.len() && k.rules.len() == c.rules.len())
+                            .then(|| (c.name.clone(), k.handles.clone()))
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        };
         let comment = ruleset.comment.clone();
         let (expectation, fits) = Expectation::with_digests(hash, ruleset, kernel, sets, chains);
-        if let Some(learned) = learned.filter(|_| fits) {
-            engine.dataplane().learn_handles(&comment, learned);
+        match learned.filter(|_| fits) {
+            Some(learned) => engine.dataplane().learn_handles(&comment, learned),
+            // Not read back (or not as written): no handle is trusted, the next write refills.
+            None => engine.dataplane().forget_handles(),
         }
         if !fits {
             warn!(
@@ -541,6 +666,12 @@ impl Guard {
         let Some(p) = self.pending.take() else {
             return Done::Looked;
         };
+        if self.force_repair {
+            let changes = vec![WRITTEN_CHANGED.to_string()];
+            let done = self.repair_now(changes, p.writers, p.since, engine, clock);
+            self.force_repair = self.pending.is_some();
+            return done;
+        }
         match self.look(engine, None) {
             Look::InSync => {
                 info!(
@@ -563,6 +694,22 @@ impl Guard {
             Look::Drifted(changes) => self.repair_now(changes, p.writers, p.since, engine, clock),
         }
     }
+}
+
+/// Whether `now` (read after the checks) still holds, in each chain read right after our write
+/// (`written`; the chains of `known`, taken from the previous baseline, aside), the same rules at the
+/// same handles, in the same table.
+fn still_as_written(written: &TablePrint, now: &TablePrint, known: &Known) -> bool {
+    written.table == now.table
+        && written
+            .chains
+            .iter()
+            .filter(|(name, _)| !known.chains.contains_key(*name))
+            .all(|(name, w)| {
+                now.chains
+                    .get(name)
+                    .is_some_and(|n| n.rules == w.rules && n.handles == w.handles)
+            })
 }
 
 /// Whether each chain of `edited` (kernel handle of each rule after the edit, None for an inserted
