@@ -791,3 +791,64 @@ fn a_policy_added_or_removed_in_the_middle_is_an_edit_of_the_endpoint_chain_by_h
     );
     assert!(!open(&t, 8081) && open(&t, 8080));
 }
+
+/// handlesfix item 5: a rule added at the end of a kept chain of 4+ rules by an edit goes to the
+/// chain's end (NEWRULE with NLM_F_APPEND, no position), not its head: the table is then what
+/// applying the new ruleset from scratch gives, and every rule kept keeps its handle.
+#[test]
+fn a_rule_added_at_the_end_of_a_chain_by_an_edit_is_appended_there() {
+    use hostpolicyd::nft::{Dataplane, Netlink};
+    use hostpolicyd::ruleset::Rule;
+    if !require_root("a_rule_added_at_the_end_of_a_chain_by_an_edit_is_appended_there") {
+        return;
+    }
+    let a = handle_config(16, None);
+    let ep = endpoint_chain(&a);
+    let mut b = a.clone();
+    b.comment = format!("hostpolicyd sha256:{:064x}", 0x5eedu32);
+    let at = b.chains.iter().position(|c| c.name == ep).unwrap();
+    let mut chain = (*b.chains[at]).clone();
+    assert!(chain.rules.len() >= 4, "{}", chain.rules.len());
+    chain.rules.push(Rule {
+        comment: Some("appended at the end".into()),
+        counter: true,
+        ..Rule::default()
+    });
+    b.chains[at] = std::sync::Arc::new(chain);
+
+    let ns = fresh_ns("handles-append");
+    let mut nl = ns.run(Netlink::new).unwrap();
+    ns.run(|| nl.apply(&a)).unwrap();
+    learn(&ns, &mut nl, &a);
+    let before = handled_rules(&ns, &ep);
+    ns.run(|| nl.update(&a, &b)).unwrap();
+    let edited = nl.take_edited();
+    assert!(
+        edited.iter().any(|(c, _)| *c == ep),
+        "the endpoint chain was edited by handle: {edited:?}"
+    );
+    let after = handled_rules(&ns, &ep);
+    assert_eq!(after.len(), before.len() + 1, "{after:#?}");
+    assert!(
+        after.last().unwrap().1.contains("appended at the end"),
+        "the new rule is the chain's last: {after:#?}"
+    );
+    assert_eq!(
+        after[..before.len()]
+            .iter()
+            .map(|r| (r.0, &r.1))
+            .collect::<Vec<_>>(),
+        before.iter().map(|r| (r.0, &r.1)).collect::<Vec<_>>(),
+        "the rules before, at their handles, first"
+    );
+    let fresh = fresh_ns("handles-append-fresh");
+    fresh
+        .run(|| Netlink::new().and_then(|mut f| f.apply(&b)))
+        .unwrap();
+    assert_same(
+        "appended by handle",
+        &listing(&ns, "hostpolicy", HashChain::Listed),
+        &listing(&fresh, "hostpolicy", HashChain::Listed),
+        ("edited", "fresh"),
+    );
+}

@@ -540,3 +540,76 @@ fn a_foreign_change_kept_by_our_edit_by_handle_is_not_taken_for_ours() {
         );
     }));
 }
+
+/// handlesfix item 1: what the daemon reads right after its write (`nftmon::read_chains`, the chains
+/// the write made or changed) is what the guard's later read finds for those chains, rules and
+/// handles alike, while nobody else writes; a rule someone replaces in place in between (same
+/// handle, same count: what the layout check cannot see) makes them differ, so the guard takes it for
+/// drift instead of learning it.
+#[test]
+fn a_rule_replaced_in_place_after_our_write_differs_from_the_read_right_after_it() {
+    if !require_root(
+        "a_rule_replaced_in_place_after_our_write_differs_from_the_read_right_after_it",
+    ) {
+        return;
+    }
+    use hostpolicyd::daemon::nftmon::{fingerprint, read_chains};
+    use hostpolicyd::nft::{Dataplane, Netlink};
+    let files = vec![
+        ("hep.yaml".to_string(), hep_eth0()),
+        ("allow-egress.yaml".to_string(), allow_egress()),
+        ("p-1.yaml".to_string(), allow_port("p-1", 9001)),
+        ("p-2.yaml".to_string(), allow_port("p-2", 9002)),
+    ];
+    let loaded = hostpolicyd::config::load::load_sources(&files);
+    let c = hostpolicyd::pipeline::build(loaded, "node1", &[], "hostpolicy", false)
+        .unwrap_or_else(|e| panic!("{:?}", e.diagnostics));
+    let rs = (*c.ruleset).clone();
+    let ns = common::netns::NetNs::new("driftreadback");
+    let mut nl = ns.run(Netlink::new).unwrap();
+    ns.run(|| nl.apply(&rs)).unwrap();
+    let wrote = nl.wrote();
+    assert_eq!(
+        wrote.len(),
+        rs.chains.len(),
+        "a fresh apply writes every chain"
+    );
+    let written = ns
+        .run(|| read_chains("hostpolicy", &wrote))
+        .unwrap()
+        .unwrap();
+    let now = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    assert_eq!(written.table, now.table);
+    for name in &wrote {
+        let (w, n) = (&written.chains[name], &now.chains[name]);
+        assert_eq!((&w.rules, &w.handles), (&n.rules, &n.handles), "{name}");
+    }
+    // Someone replaces the last rule of a chain with rules in place.
+    let (chain, c) = written
+        .chains
+        .iter()
+        .filter(|(_, c)| c.rules.len() >= 2)
+        .max_by_key(|(_, c)| c.rules.len())
+        .unwrap();
+    let h = *c.handles.last().unwrap();
+    ns.exec_ok(
+        "nft",
+        [
+            "replace",
+            "rule",
+            "inet",
+            "hostpolicy",
+            chain,
+            "handle",
+            &h.to_string(),
+            "accept",
+        ],
+    );
+    let later = ns.run(|| fingerprint("hostpolicy")).unwrap().unwrap();
+    let l = &later.chains[chain];
+    assert_eq!(l.handles, c.handles, "same handles");
+    assert_ne!(
+        l.rules, c.rules,
+        "other content: the guard sees a change since our write"
+    );
+}

@@ -1601,6 +1601,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_rule_placed_at_the_end_is_appended_and_one_placed_before_a_handle_has_its_position() {
+        // handlesfix item 5: without NLM_F_APPEND (or with a position) the kernel puts a rule at the
+        // chain's head, not its end.
+        let rs = small();
+        let mut asm = Assembler::new(4096);
+        let places = [(0, Place::Before(7)), (0, Place::End)];
+        add_placed_rules(&mut asm, &rs, &[(0, &places[..])], &HashMap::new()).unwrap();
+        let b = asm.finish();
+        let msgs: Vec<_> = nl::messages(&b.bytes).collect();
+        let rules: Vec<_> = msgs
+            .iter()
+            .filter(|m| m.ty & 0xff == nl::NFT_MSG_NEWRULE)
+            .collect();
+        assert_eq!(rules.len(), 2);
+        let position = |m: &nl::Msg<'_>| {
+            nl::msg_attrs(m)
+                .find(|a| a.ty == nl::NFTA_RULE_POSITION)
+                .map(|a| u64::from_be_bytes(a.payload.try_into().unwrap()))
+        };
+        assert_eq!(
+            rules[0].flags & nl::NLM_F_APPEND,
+            0,
+            "before a handle: no append"
+        );
+        assert_eq!(position(rules[0]), Some(7));
+        assert_ne!(rules[1].flags & nl::NLM_F_APPEND, 0, "at the end: appended");
+        assert_eq!(position(rules[1]), None, "at the end: no position");
+    }
+
+    #[test]
     fn big_sets_are_split_below_64k() {
         let mut rs = small();
         rs.sets[0].elements = (0..20_000u32)

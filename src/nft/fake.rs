@@ -1359,6 +1359,12 @@ mod handle_tests {
     /// Like the compiler's endpoint chain: base chain `filter-input` jumps to `ep`, which holds a head
     /// rule, a jump to `pi-K` and a return per policy K, and a tail rule; `pi-K` holds one rule.
     fn endpoint(policies: &[u32], generation: usize) -> Ruleset {
+        endpoint_with(policies, generation, true)
+    }
+
+    /// [`endpoint`], with or without its `tail` rule (without: a policy added last is appended at the
+    /// chain's end, `Place::End`).
+    fn endpoint_with(policies: &[u32], generation: usize, tail: bool) -> Ruleset {
         let mut ep = vec![Rule {
             comment: Some("head".into()),
             counter: true,
@@ -1375,12 +1381,14 @@ mod handle_tests {
                 ..Rule::default()
             });
         }
-        ep.push(Rule {
-            comment: Some("tail".into()),
-            counter: true,
-            verdict: Some(Verdict::Drop),
-            ..Rule::default()
-        });
+        if tail {
+            ep.push(Rule {
+                comment: Some("tail".into()),
+                counter: true,
+                verdict: Some(Verdict::Drop),
+                ..Rule::default()
+            });
+        }
         let mut chains = vec![
             Chain {
                 name: "filter-input".into(),
@@ -1634,9 +1642,13 @@ mod handle_tests {
         /// a single policy added or removed in a chain of at least 8 policies is an edit by handle that
         /// keeps every other rule's handle.
         #[test]
-        fn edits_by_handle_give_the_new_chain(start in 0usize..24, steps in arb_steps()) {
+        fn edits_by_handle_give_the_new_chain(start in 0usize..24, steps in arb_steps(), tail in any::<bool>()) {
+            // Without the tail rule, changes at the chain's end are edits there too.
             let mut policies: Vec<u32> = (0..start as u32).collect();
-            let (mut nft, mut prev) = applied(&policies);
+            let mut nft = Nft::over(FakeKernel::new());
+            let mut prev = endpoint_with(&policies, 0, tail);
+            nft.apply(&prev).unwrap();
+            learn(&mut nft, &prev);
             for (g, ops) in steps.iter().enumerate() {
                 for &(insert, at, id) in ops {
                     if insert || policies.is_empty() {
@@ -1647,7 +1659,7 @@ mod handle_tests {
                         policies.remove(at % policies.len());
                     }
                 }
-                let next = endpoint(&policies, g + 1);
+                let next = endpoint_with(&policies, g + 1, tail);
                 let before = nft.kernel().rule_handles(TABLE, "ep");
                 nft.update(&prev, &next).unwrap();
                 prop_assert_eq!(nft.kernel().view(TABLE), Some(FakeKernel::view_of(&next)));
