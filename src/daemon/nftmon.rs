@@ -296,16 +296,7 @@ pub fn fingerprint_known(table: &str, known: &Known) -> io::Result<Option<TableP
 pub fn read_chains(table: &str, chains: &[String]) -> io::Result<Option<TablePrint>> {
     let mut req = Requester::open()?;
     let name = strz(table);
-    let mut handle = 0;
-    let a = req.request(NFT_MSG_GETTABLE, false, &[(ATTR_TABLE, &name)], |m| {
-        if m.ty & 0xff == NFT_MSG_NEWTABLE {
-            handle = m
-                .attrs()
-                .find(|a| a.ty == nl::NFTA_TABLE_HANDLE)
-                .and_then(|a| nl::be64(a.payload))
-                .unwrap_or(0);
-        }
-    })?;
+    let (a, handle) = req.table_handle(&name)?;
     if a.errno == libc::ENOENT {
         return Ok(None);
     }
@@ -376,6 +367,22 @@ impl Requester {
         })
     }
 
+    /// GETTABLE of the table named `name` (NUL-terminated): the kernel's answer and the table's
+    /// handle (0 when it sent none: the table does not exist, see the answer's errno).
+    fn table_handle(&mut self, name: &[u8]) -> io::Result<(Answer, u64)> {
+        let mut handle = 0;
+        let a = self.request(NFT_MSG_GETTABLE, false, &[(ATTR_TABLE, name)], |m| {
+            if m.ty & 0xff == NFT_MSG_NEWTABLE {
+                handle = m
+                    .attrs()
+                    .find(|a| a.ty == nl::NFTA_TABLE_HANDLE)
+                    .and_then(|a| nl::be64(a.payload))
+                    .unwrap_or(0);
+            }
+        })?;
+        Ok((a, handle))
+    }
+
     /// One try. `Ok(None)`: the generation changed while reading (try again).
     fn read_table(&mut self, table: &str, known: &Known) -> io::Result<Option<Option<TablePrint>>> {
         let mut gens = Vec::new();
@@ -388,16 +395,7 @@ impl Requester {
         };
         let name = strz(table);
 
-        let mut handle = 0;
-        let a = self.request(NFT_MSG_GETTABLE, false, &[(ATTR_TABLE, &name)], |m| {
-            if m.ty & 0xff == NFT_MSG_NEWTABLE {
-                handle = m
-                    .attrs()
-                    .find(|a| a.ty == nl::NFTA_TABLE_HANDLE)
-                    .and_then(|a| nl::be64(a.payload))
-                    .unwrap_or(0);
-            }
-        })?;
+        let (a, handle) = self.table_handle(&name)?;
         if a.errno == libc::ENOENT {
             return Ok(Some(None));
         }

@@ -573,20 +573,7 @@ pub(super) fn add_rules(
     asm.out.reserve(total * 160);
     let seq = asm.seq();
     if second.is_empty() {
-        let base = asm.out.len();
-        let start = asm.offsets.len();
-        encode_rules(
-            rs,
-            &first,
-            set_ids,
-            seq,
-            &mut asm.out,
-            &mut asm.objs,
-            &mut asm.offsets,
-        );
-        for o in &mut asm.offsets[start..] {
-            *o += base;
-        }
+        encode_rules_into(asm, rs, &first, set_ids, seq);
         return Ok(());
     }
     let n_first = (total / 2) as u32;
@@ -605,20 +592,7 @@ pub(super) fn add_rules(
             );
             (out, objs, offsets)
         });
-        let base = asm.out.len();
-        let start = asm.offsets.len();
-        encode_rules(
-            rs,
-            &first,
-            set_ids,
-            seq,
-            &mut asm.out,
-            &mut asm.objs,
-            &mut asm.offsets,
-        );
-        for o in &mut asm.offsets[start..] {
-            *o += base;
-        }
+        encode_rules_into(asm, rs, &first, set_ids, seq);
         let (out, objs, offsets) = later
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -628,6 +602,31 @@ pub(super) fn add_rules(
         asm.offsets.extend(offsets.into_iter().map(|o| o + base));
     });
     Ok(())
+}
+
+/// [`encode_rules`] straight into the transaction `asm` (its offsets made relative to the whole
+/// transaction), the rules' sequence numbers from `seq`.
+fn encode_rules_into(
+    asm: &mut Assembler,
+    rs: &Ruleset,
+    which: &[(usize, std::ops::Range<usize>)],
+    set_ids: &HashMap<&str, u32>,
+    seq: u32,
+) {
+    let base = asm.out.len();
+    let start = asm.offsets.len();
+    encode_rules(
+        rs,
+        which,
+        set_ids,
+        seq,
+        &mut asm.out,
+        &mut asm.objs,
+        &mut asm.offsets,
+    );
+    for o in &mut asm.offsets[start..] {
+        *o += base;
+    }
 }
 
 /// Creates rules of `rs` at given places in kept chains (edits by handle, `plan::ChainEdit`): per
