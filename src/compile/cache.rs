@@ -749,6 +749,16 @@ mod tests {
         ]
     }
 
+    /// The interfaces the generated HostEndpoints name (`eth0`..`eth2`), without addresses.
+    fn three_interfaces() -> Vec<Interface> {
+        (0..3)
+            .map(|i| Interface {
+                name: format!("eth{i}"),
+                addrs: vec![],
+            })
+            .collect()
+    }
+
     fn apply(m: &mut Model, e: &Edit) {
         let n = m.policies.len();
         match e.clone() {
@@ -801,12 +811,7 @@ mod tests {
                 enabled: flows_on,
                 ..Flows::default()
             };
-            let interfaces: Vec<Interface> = (0..3)
-                .map(|i| Interface {
-                    name: format!("eth{i}"),
-                    addrs: vec![],
-                })
-                .collect();
+            let interfaces = three_interfaces();
             let mut files = Files::new();
             let mut cache = Cache::new();
             let mut m = m;
@@ -873,12 +878,7 @@ mod tests {
                 enabled: flows_on,
                 ..Flows::default()
             };
-            let interfaces: Vec<Interface> = (0..3)
-                .map(|i| Interface {
-                    name: format!("eth{i}"),
-                    addrs: vec![],
-                })
-                .collect();
+            let interfaces = three_interfaces();
             let loaded = crate::config::load::load_sources(&sources(&m));
             if loaded.has_errors() {
                 return Ok(());
